@@ -1,0 +1,431 @@
+"""The six actions of the product sheet, each a small function of (context, lead).
+
+An action returns an ``ActionResult`` on success or on a failure it recognises itself, and
+raises a ``Problem`` for everything else; ``run_action`` turns both into the same result.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from . import fields as fieldmap
+from .klaviyo import filter_value
+from .lead import Lead
+from .outcomes import (
+    Kind,
+    KlaviyoError,
+    Outcome,
+    Problem,
+    configuration_error,
+    errors_field,
+    failure,
+    from_klaviyo_answer,
+)
+from .profiles import (
+    WITH_SUBSCRIPTIONS,
+    Context,
+    find_profile,
+    get_profile,
+    list_name,
+    require_search_value,
+    resource,
+    resources,
+    search_profiles,
+    segment_name,
+    unknown_target,
+)
+
+NO_PROFILE = "No profile found"
+# Klaviyo's created time vs ours: allowed clock difference when judging a retried create.
+CLOCK_SKEW_SECONDS = 30.0
+
+
+@dataclass
+class ActionResult:
+    outcome: Outcome
+    reason: str | None = None
+    kind: Kind | None = None
+    profile: dict[str, Any] | None = None
+    list_name: str | None = None
+    errors: list[KlaviyoError] = field(default_factory=list)
+    retry_after: float | None = None
+    duplicate_profile_id: str | None = None
+
+    @property
+    def retryable(self) -> bool:
+        return self.kind in {Kind.THROTTLED, Kind.TIMEOUT, Kind.TRANSIENT}
+
+    @classmethod
+    def from_problem(cls, problem: Problem) -> ActionResult:
+        return cls(
+            outcome=problem.outcome,
+            reason=problem.reason,
+            kind=problem.kind,
+            profile=problem.profile,
+            errors=problem.errors,
+            retry_after=problem.retry_after,
+            duplicate_profile_id=problem.duplicate_profile_id,
+        )
+
+
+def success(profile: dict[str, Any] | None = None, name: str | None = None) -> ActionResult:
+    return ActionResult(Outcome.SUCCESS, profile=profile, list_name=name)
+
+
+# -- Create Profile ------------------------------------------------------------------------
+
+
+def create_profile(ctx: Context, lead: Lead) -> ActionResult:
+    """Create a new profile in your Klaviyo account."""
+    attributes = lead.profile_attributes(ctx.settings.default_phone_region)
+    if not any(attributes.get(k) for k in ("email", "phone_number", "external_id")):
+        raise failure("The lead has no usable identifier")
+    response = ctx.call(
+        "POST",
+        "/api/profiles",
+        bucket="profiles",
+        query=WITH_SUBSCRIPTIONS,
+        body={"data": {"type": "profile", "attributes": attributes}},
+        expect=(201,),
+        handled=(409,),
+        idempotent=False,
+    )
+    if response.status == 201:
+        return success(resource(response))
+
+    existing_id = _duplicate_profile_id(response.errors)
+    if response.resent_after_unknown_effect and existing_id:
+        # Our first attempt may have created the profile before its answer was lost: if
+        # the "duplicate" was born after that attempt, it is ours and the create succeeded.
+        existing = get_profile(ctx, existing_id)
+        if existing and _created_after(existing, response.first_sent_at - CLOCK_SKEW_SECONDS):
+            return success(existing)
+    return ActionResult(
+        Outcome.FAILURE,
+        reason="A profile with this email or phone number already exists",
+        kind=Kind.REJECTED,
+        profile={"type": "profile", "id": existing_id} if existing_id else None,
+        errors=response.errors,
+        duplicate_profile_id=existing_id,
+    )
+
+
+def _duplicate_profile_id(errors: list[KlaviyoError]) -> str | None:
+    for error in errors:
+        value = error.meta.get("duplicate_profile_id")
+        if isinstance(value, str) and value:
+            return value
+    return None
+
+
+def _created_after(profile: dict[str, Any], timestamp: float) -> bool:
+    created = fieldmap.read_path(profile, "attributes.created")
+    try:
+        return datetime.fromisoformat(str(created)).timestamp() >= timestamp
+    except ValueError:
+        return False
+
+
+# -- Get Profiles --------------------------------------------------------------------------
+
+
+def get_profiles(ctx: Context, lead: Lead) -> ActionResult:
+    """Identify if a profile exists in your Klaviyo account."""
+    profile = find_profile(ctx, lead)
+    if profile is None:
+        raise failure(NO_PROFILE)
+    return success(profile)
+
+
+# -- Get Segment Profiles ------------------------------------------------------------------
+
+
+def get_segment_profiles(ctx: Context, lead: Lead) -> ActionResult:
+    """Check if a profile is within a specific segment in your Klaviyo account."""
+    segment_id = lead.segment_id()
+    if segment_id is None:
+        raise configuration_error("Klaviyo Segment Id is missing")
+    name = segment_name(ctx, segment_id)
+    identifier, value = require_search_value(ctx, lead)
+
+    if identifier == "external_id":
+        # The segment endpoint cannot filter by external id: find the candidates first,
+        # then ask which of them are members, and keep profile-handling order.
+        candidates = search_profiles(ctx, identifier, value, lead.profile_sort(), limit=100)
+        if not candidates:
+            raise failure(NO_PROFILE)
+        ids = [c["id"] for c in candidates]
+        members = {m["id"]: m for m in _segment_members(ctx, segment_id, "profile_id", ids)}
+        chosen = next((members[i] for i in ids if i in members), None)
+    else:
+        field_name = "profile_id" if identifier == "klaviyo_id" else identifier
+        found = _segment_members(ctx, segment_id, field_name, [value])
+        chosen = found[0] if found else None
+    if chosen is None:
+        raise failure("The profile is not in the segment")
+    return success(chosen, name)
+
+
+def _segment_members(
+    ctx: Context, segment_id: str, field_name: str, values: list[str]
+) -> list[dict[str, Any]]:
+    quoted = [filter_value(v) for v in values]
+    expression = (
+        f"equals({field_name},{quoted[0]})"
+        if len(quoted) == 1
+        else f"any({field_name},[{','.join(quoted)}])"
+    )
+    response = ctx.call(
+        "GET",
+        f"/api/segments/{segment_id}/profiles",
+        bucket="segment_profiles",
+        query={"filter": expression, "page[size]": "100", **WITH_SUBSCRIPTIONS},
+        handled=(404,),
+    )
+    if response.status == 404:
+        raise unknown_target("segment", 404, response.errors)
+    return resources(response)
+
+
+# -- Update Profile ------------------------------------------------------------------------
+
+
+def update_profile(ctx: Context, lead: Lead) -> ActionResult:
+    """Update a profile in your Klaviyo account; fields the lead lacks stay as they are."""
+    attributes = lead.profile_attributes(ctx.settings.default_phone_region)
+    profile = find_profile(ctx, lead)
+    if profile is None:
+        raise failure(NO_PROFILE)
+    if not attributes:
+        raise failure("The lead has no profile fields to update", profile=profile)
+    profile_id = profile["id"]
+    response = ctx.call(
+        "PATCH",
+        f"/api/profiles/{profile_id}",
+        bucket="profiles",
+        query=WITH_SUBSCRIPTIONS,
+        body={"data": {"type": "profile", "id": profile_id, "attributes": attributes}},
+        handled=(404, 409),
+    )
+    if response.status == 200:
+        return success(resource(response))
+    if response.status == 404:
+        raise failure(NO_PROFILE, errors=response.errors)
+    current = profile.get("attributes") or {}
+    changed = [
+        label
+        for attribute, label in (("email", "email"), ("phone_number", "phone number"))
+        if attributes.get(attribute) and attributes.get(attribute) != current.get(attribute)
+    ]
+    which = " or ".join(changed) or "email or phone number"
+    raise failure(
+        f"The lead's {which} belongs to another profile",
+        profile=profile,
+        errors=response.errors,
+        duplicate_profile_id=_duplicate_profile_id(response.errors),
+    )
+
+
+# -- Add Profile to List -------------------------------------------------------------------
+
+
+def add_profile_to_list(ctx: Context, lead: Lead) -> ActionResult:
+    """Add a profile to a specific list in your Klaviyo account."""
+    list_id = lead.list_id()
+    if list_id is None:
+        raise configuration_error("Klaviyo List Id is missing")
+    name = list_name(ctx, list_id)
+    identifier, value = require_search_value(ctx, lead)
+    if identifier == "klaviyo_id":
+        profile_id = value  # Klaviyo checks it; no lookup needed
+    else:
+        profile = find_profile(ctx, lead)
+        if profile is None:
+            raise failure(NO_PROFILE)
+        profile_id = profile["id"]
+    response = ctx.call(
+        "POST",
+        f"/api/lists/{list_id}/relationships/profiles",
+        bucket="list_add",
+        body={"data": [{"type": "profile", "id": profile_id}]},
+        expect=(204,),
+        handled=(400, 404),
+    )
+    if response.status == 404:
+        raise unknown_target("list", 404, response.errors)
+    if response.status == 400:
+        if any((e.pointer or "").startswith("/data/") for e in response.errors):
+            raise failure(NO_PROFILE, errors=response.errors)
+        raise from_klaviyo_answer(400, response.errors)
+    return success(name=name)
+
+
+# -- Subscribe Profile to List -------------------------------------------------------------
+
+SUBSCRIBED = {"marketing": {"consent": "SUBSCRIBED"}}
+_CHANNEL_NEEDS = {"email": ("email", "an email address"), "sms": ("phone_number", "a phone number")}
+
+
+@dataclass
+class Subscription:
+    """One profile's part of a subscribe job, checked and ready to send."""
+
+    attributes: dict[str, Any]
+    profile_id: str | None
+    list_id: str | None
+    custom_source: str | None
+
+    def payload(self) -> dict[str, Any]:
+        item: dict[str, Any] = {"type": "profile", "attributes": self.attributes}
+        if self.profile_id:
+            item["id"] = self.profile_id
+        return item
+
+
+def prepare_subscription(ctx: Context, lead: Lead) -> Subscription:
+    """Check the lead and work out channels and identifiers (may read the profile)."""
+    list_id = lead.list_id()
+    if list_id is not None:
+        list_name(ctx, list_id)  # an unknown list is a configuration error, said clearly
+    wanted = lead.channels()
+    custom_source = lead.custom_source()
+    region = ctx.settings.default_phone_region
+    known = {"email": lead.email(), "phone_number": lead.phone(region)}
+    profile_id = None
+
+    missing = [c for c in (wanted or ()) if not known[_CHANNEL_NEEDS[c][0]]]
+    lacks_any = wanted is None and not any(known.values())
+    if (missing or lacks_any) and ("klaviyo.id" in lead or lead.external_id()):
+        profile = find_profile(ctx, lead)
+        if profile is None:
+            raise failure(NO_PROFILE)
+        profile_id = profile["id"]
+        stored = profile.get("attributes") or {}
+        for attribute in known:
+            known[attribute] = known[attribute] or stored.get(attribute)
+
+    channels = wanted or tuple(c for c in _CHANNEL_NEEDS if known[_CHANNEL_NEEDS[c][0]])
+    if not channels:
+        raise failure("The lead has no email address or phone number to subscribe")
+    for channel in channels:
+        attribute, needs = _CHANNEL_NEEDS[channel]
+        if not known[attribute]:
+            raise failure(f"The {channel} channel needs {needs}")
+
+    attributes: dict[str, Any] = {"subscriptions": {c: SUBSCRIBED for c in channels}}
+    if known["email"]:
+        attributes["email"] = known["email"]
+    if "sms" in channels:
+        attributes["phone_number"] = known["phone_number"]
+    return Subscription(attributes, profile_id, list_id, custom_source)
+
+
+def subscribe_job(subscriptions: list[Subscription]) -> dict[str, Any]:
+    """One bulk-subscribe job for profiles that share a list and custom source."""
+    first = subscriptions[0]
+    attributes: dict[str, Any] = {
+        "profiles": {"data": [s.payload() for s in subscriptions]},
+        "historical_import": False,
+    }
+    if first.custom_source:
+        attributes["custom_source"] = first.custom_source
+    job: dict[str, Any] = {"type": "profile-subscription-bulk-create-job", "attributes": attributes}
+    if first.list_id:
+        job["relationships"] = {"list": {"data": {"type": "list", "id": first.list_id}}}
+    return {"data": job}
+
+
+def subscribe_profile_to_list(ctx: Context, lead: Lead) -> ActionResult:
+    """Subscribe a profile to email and/or SMS marketing, optionally through a list."""
+    subscription = prepare_subscription(ctx, lead)
+    response = ctx.call(
+        "POST",
+        "/api/profile-subscription-bulk-create-jobs",
+        bucket="subscribe",
+        body=subscribe_job([subscription]),
+        expect=(202,),
+        handled=(400,),
+    )
+    if response.status == 400:
+        if subscription.list_id and any(
+            "list" in (e.detail or "").lower() or "list" in (e.pointer or "")
+            for e in response.errors
+        ):
+            raise unknown_target("list", 400, response.errors)
+        raise from_klaviyo_answer(400, response.errors)
+    return success()
+
+
+# -- The table of actions --------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Action:
+    name: str
+    seed_name: str
+    route: str
+    run: Callable[[Context, Lead], ActionResult]
+    returns_profile: bool
+
+
+ACTIONS: dict[str, Action] = {
+    a.name: a
+    for a in (
+        Action(
+            "add_profile_to_list",
+            "Add Profile to List",
+            "/add-profile-to-list",
+            add_profile_to_list,
+            returns_profile=False,
+        ),
+        Action(
+            "create_profile",
+            "Create Profile",
+            "/create-profile",
+            create_profile,
+            returns_profile=True,
+        ),
+        Action("get_profiles", "Get Profiles", "/get-profiles", get_profiles, returns_profile=True),
+        Action(
+            "get_segment_profiles",
+            "Get Segment Profiles",
+            "/get-segment-profiles",
+            get_segment_profiles,
+            returns_profile=True,
+        ),
+        Action(
+            "update_profile",
+            "Update Profile",
+            "/update-profile",
+            update_profile,
+            returns_profile=True,
+        ),
+        Action(
+            "subscribe_profile_to_list",
+            "Subscribe Profile to List",
+            "/subscribe-profile-to-list",
+            subscribe_profile_to_list,
+            returns_profile=False,
+        ),
+    )
+}
+
+
+def run_action(action: Action, ctx: Context, lead: Lead) -> ActionResult:
+    try:
+        return action.run(ctx, lead)
+    except Problem as problem:
+        return ActionResult.from_problem(problem)
+
+
+def result_fields(action: Action, result: ActionResult) -> dict[str, Any]:
+    """The appended fields of contract section 5, flat, ``None`` where absent."""
+    fields: dict[str, Any] = {"outcome": result.outcome.value, "reason": result.reason}
+    if action.returns_profile:
+        fields.update(fieldmap.profile_fields(result.profile, result.list_name))
+        fields["duplicate_profile_id"] = result.duplicate_profile_id
+    fields["errors"] = errors_field(result.errors)
+    return fields

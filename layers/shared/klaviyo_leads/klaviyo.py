@@ -1,0 +1,334 @@
+"""The Klaviyo client: one pooled HTTP client per container, the lead's budget per call.
+
+It owns everything about talking to Klaviyo: the key and ``revision`` headers, JSON:API
+bodies and error envelopes, retries with backoff that never outlive the budget, honouring
+``Retry-After``, pacing by the ``RateLimit-*`` headers, and re-reading a rotated key once.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlencode, urlsplit
+
+import urllib3
+from urllib3.exceptions import (
+    ConnectTimeoutError,
+    HTTPError,
+    NewConnectionError,
+    ReadTimeoutError,
+)
+
+from . import outcomes
+from .budget import Budget
+from .outcomes import KlaviyoError, Problem
+
+JSON_API = "application/vnd.api+json"
+CONNECT_TIMEOUT_SECONDS = 5.0
+USER_AGENT = "klaviyo-lead-actions/0.1"
+# Time a call needs at the least; a retry that leaves less than this is not worth starting.
+MINIMUM_CALL_SECONDS = 0.25
+
+
+@dataclass
+class Response:
+    status: int
+    body: Any
+    headers: Mapping[str, str]
+    # A request that is not safe to repeat was sent again after an attempt whose effect we
+    # could not see (a timeout or dropped connection after sending). See Create Profile.
+    resent_after_unknown_effect: bool = False
+    first_sent_at: float = 0.0  # wall-clock time of the first attempt
+    errors: list[KlaviyoError] = field(default_factory=list)
+
+    @property
+    def data(self) -> Any:
+        return self.body.get("data") if isinstance(self.body, dict) else None
+
+
+class Backoff:
+    """Jittered exponential backoff, as Klaviyo's own SDK does it (0.5 s x 1.5^n, +-50 %)."""
+
+    def __init__(
+        self,
+        base: float = 0.5,
+        factor: float = 1.5,
+        cap: float = 60.0,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.base, self.factor, self.cap = base, factor, cap
+        self._rng = rng or random.Random()
+
+    def delay(self, retry_number: int) -> float:
+        raw = min(self.cap, self.base * self.factor ** (retry_number - 1))
+        return raw * self._rng.uniform(0.5, 1.5)
+
+
+class Pacer:
+    """Keeps calls within what the ``RateLimit-*`` headers and ``Retry-After`` say is left.
+
+    Klaviyo limits per account and endpoint; when a window has nothing left, the next call
+    waits for the window to reset instead of running into a 429 (and a storm of them).
+    """
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._blocked_until: dict[str, float] = {}
+
+    def wait_for(self, bucket: str) -> float:
+        with self._lock:
+            return max(0.0, self._blocked_until.get(bucket, 0.0) - self._clock())
+
+    def observe(self, bucket: str, status: int, headers: Mapping[str, str]) -> None:
+        now = self._clock()
+        until = None
+        if status == 429:
+            until = now + (_seconds(headers.get("Retry-After"), default=None) or 1.0)
+        else:
+            remaining = _seconds(headers.get("RateLimit-Remaining"), default=None)
+            reset = _seconds(headers.get("RateLimit-Reset"), default=None)
+            if remaining is not None and remaining <= 0 and reset is not None:
+                until = now + reset
+        with self._lock:
+            if until is not None:
+                self._blocked_until[bucket] = max(until, self._blocked_until.get(bucket, 0.0))
+            elif self._blocked_until.get(bucket, 0.0) <= now:
+                self._blocked_until.pop(bucket, None)
+
+
+def _seconds(value: str | None, default: float | None) -> float | None:
+    if value is None:
+        return default
+    try:
+        number = float(value.split(",")[0].strip())
+    except ValueError:
+        return default
+    return max(0.0, number)
+
+
+ApiKeySource = Callable[[bool], str]
+"""Returns the API key; called with True to re-read it after a 401 (key rotation)."""
+
+CallObserver = Callable[[str, int | None], None]
+"""Told about every attempt: the bucket and Klaviyo's status (None when there was none)."""
+
+
+class KlaviyoClient:
+    def __init__(
+        self,
+        base_url: str,
+        revision: str,
+        api_key: ApiKeySource,
+        *,
+        pool: urllib3.PoolManager | None = None,
+        max_attempts: int = 4,
+        backoff: Backoff | None = None,
+        pacer: Pacer | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+        observer: CallObserver | None = None,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.revision = revision
+        self._api_key = api_key
+        self._pool = pool or urllib3.PoolManager(num_pools=4, maxsize=10)
+        self.max_attempts = max_attempts
+        self._backoff = backoff or Backoff()
+        self.pacer = pacer or Pacer()
+        self._sleep = sleep
+        self._observer = observer
+
+    # -- the one way to call Klaviyo -----------------------------------------------------
+
+    def call(
+        self,
+        method: str,
+        path_or_url: str,
+        budget: Budget,
+        *,
+        bucket: str,
+        query: Mapping[str, str] | None = None,
+        body: Any = None,
+        expect: tuple[int, ...] = (200,),
+        handled: tuple[int, ...] = (),
+        idempotent: bool = True,
+    ) -> Response:
+        """Send one request, retrying what a retry can fix while the budget allows.
+
+        Statuses in ``expect`` and ``handled`` come back as a ``Response``; any other answer
+        (or no answer) is raised as a classified ``Problem``.
+        """
+        url = self._url(path_or_url, query)
+        payload = None if body is None else json.dumps(body, separators=(",", ":")).encode()
+        key = self._api_key(False)
+        key_reread = False
+        unknown_effect = False
+        resent_after_unknown = False
+        first_sent_at = time.time()
+        attempt = 0
+        while True:
+            attempt += 1
+            self._wait_for_pacer(bucket, budget)
+            remaining = budget.remaining()
+            if remaining < MINIMUM_CALL_SECONDS / 5:
+                raise outcomes.timeout(budget.describe())
+            if unknown_effect:
+                resent_after_unknown = True
+            try:
+                raw = self._pool.request(
+                    method,
+                    url,
+                    body=payload,
+                    headers=self._headers(key, payload is not None),
+                    timeout=urllib3.Timeout(
+                        connect=min(CONNECT_TIMEOUT_SECONDS, remaining), read=remaining
+                    ),
+                    retries=False,
+                    redirect=False,
+                )
+            except (ConnectTimeoutError, NewConnectionError) as exc:
+                # Nothing reached Klaviyo: safe to repeat, whatever the method.
+                self._observe(bucket, None)
+                problem = self._no_answer(exc, budget)
+            except (ReadTimeoutError, HTTPError) as exc:
+                self._observe(bucket, None)
+                unknown_effect = unknown_effect or not idempotent
+                problem = self._no_answer(exc, budget)
+            else:
+                status = raw.status
+                headers = {k.title(): v for k, v in raw.headers.items()}
+                self.pacer.observe(bucket, status, headers)
+                self._observe(bucket, status)
+                if status == 401 and not key_reread:
+                    # Rotated key: read the secret again once, then try once more.
+                    key_reread = True
+                    fresh = self._api_key(True)
+                    if fresh != key:
+                        key = fresh
+                        attempt -= 1
+                        continue
+                parsed, errors = _parse(raw.data, status, headers)
+                if status in expect or status in handled:
+                    if status in expect and status not in (202, 204) and parsed is _UNREADABLE:
+                        raise outcomes.unreadable_response(status)
+                    return Response(
+                        status=status,
+                        body=None if parsed is _UNREADABLE else parsed,
+                        headers=headers,
+                        resent_after_unknown_effect=resent_after_unknown,
+                        first_sent_at=first_sent_at,
+                        errors=errors,
+                    )
+                problem = outcomes.from_klaviyo_answer(
+                    status,
+                    errors,
+                    challenge=_is_challenge(status, headers),
+                    retry_after=_seconds(headers.get("Retry-After"), default=None),
+                )
+                if status >= 500 and not idempotent:
+                    unknown_effect = True
+            if not problem.retryable or attempt >= self.max_attempts:
+                raise problem
+            wait = (
+                problem.retry_after
+                if problem.retry_after is not None
+                else self._backoff.delay(attempt)
+            )
+            if wait + MINIMUM_CALL_SECONDS > budget.remaining():
+                # The wait would not fit the budget: report now, let the queue redeliver.
+                raise problem
+            self._sleep(wait)
+
+    # -- helpers -------------------------------------------------------------------------
+
+    def _url(self, path_or_url: str, query: Mapping[str, str] | None) -> str:
+        if path_or_url.startswith(("http://", "https://")):
+            # Pagination links come back as full URLs; follow only our own host.
+            if urlsplit(path_or_url).netloc != urlsplit(self.base_url).netloc:
+                raise outcomes.unreadable_response(200)
+            url = path_or_url
+        else:
+            url = self.base_url + path_or_url
+        if query:
+            # urlencode quotes "+" as %2B: an email with "+" would otherwise become a space.
+            url += ("&" if "?" in url else "?") + urlencode(query)
+        return url
+
+    def _headers(self, key: str, has_body: bool) -> dict[str, str]:
+        headers = {
+            "Authorization": f"Klaviyo-API-Key {key}",
+            "revision": self.revision,
+            "Accept": JSON_API,
+            "User-Agent": USER_AGENT,
+        }
+        if has_body:
+            headers["Content-Type"] = JSON_API
+        return headers
+
+    def _wait_for_pacer(self, bucket: str, budget: Budget) -> None:
+        wait = self.pacer.wait_for(bucket)
+        if wait <= 0:
+            return
+        if wait + MINIMUM_CALL_SECONDS > budget.remaining():
+            raise Problem(
+                outcomes.Outcome.ERROR,
+                outcomes.Kind.THROTTLED,
+                "Klaviyo returned HTTP 429 (rate limited)",
+                retry_after=wait,
+                klaviyo_status=429,
+            )
+        self._sleep(wait)
+
+    def _no_answer(self, exc: Exception, budget: Budget) -> Problem:
+        if isinstance(exc, ReadTimeoutError | ConnectTimeoutError) or budget.expired:
+            return outcomes.timeout(budget.describe())
+        return outcomes.network_error()
+
+    def _observe(self, bucket: str, status: int | None) -> None:
+        if self._observer is not None:
+            self._observer(bucket, status)
+
+
+_UNREADABLE: Any = object()
+
+
+def _parse(data: bytes, status: int, headers: Mapping[str, str]) -> tuple[Any, list[KlaviyoError]]:
+    """The JSON body (or ``_UNREADABLE``) and its JSON:API errors."""
+    if not data:
+        return _UNREADABLE, []
+    try:
+        body = json.loads(data)
+    except (ValueError, RecursionError):
+        return _UNREADABLE, []
+    errors: list[KlaviyoError] = []
+    if isinstance(body, dict) and isinstance(body.get("errors"), list):
+        errors = [KlaviyoError.from_json(item) for item in body["errors"]]
+    if (
+        200 <= status < 300
+        and status not in (202, 204)
+        and not (isinstance(body, dict) and "data" in body)
+    ):
+        return _UNREADABLE, errors
+    return body, errors
+
+
+def _is_challenge(status: int, headers: Mapping[str, str]) -> bool:
+    """Cloudflare's bot challenge: an HTML 403 that says nothing about the API key."""
+    if status != 403:
+        return False
+    mitigated = headers.get("Cf-Mitigated", "").lower() == "challenge"
+    return mitigated or "text/html" in headers.get("Content-Type", "").lower()
+
+
+def filter_value(value: str) -> str:
+    """A string literal for Klaviyo's filter syntax."""
+    if '"' not in value:
+        return f'"{value}"'
+    if "'" not in value:
+        return f"'{value}'"
+    raise outcomes.failure("The identifier contains characters Klaviyo cannot search for")

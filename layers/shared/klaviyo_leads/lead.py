@@ -1,0 +1,317 @@
+"""The lead: parsing request bodies, flattening, and reading typed values out of it.
+
+A lead is a flat record whose keys are the lead platform's field names. Nested objects and
+dotted keys are the same thing; blank strings count as absent; unknown keys are ignored.
+Reading a value checks its type, so a wrong type becomes a clear result, never a crash.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import math
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import parse_qsl
+
+from . import fields as fieldmap
+from .budget import DEFAULT_TIMEOUT_SECONDS
+from .outcomes import Problem, bad_request, configuration_error, failure
+from .phone import InvalidPhone, to_e164
+
+MAX_BODY_BYTES = 256 * 1024
+
+_SCALAR_KEYS = frozenset(
+    [f.key for f in fieldmap.LEAD_FIELDS] + [v.key for v in fieldmap.VARIABLES if "<" not in v.key]
+)
+_CUSTOM_OBJECT_KEY = fieldmap.CUSTOM_PREFIX.rstrip(".")
+_DOMAIN_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?"
+_EMAIL = re.compile(rf"^[^@\s\"<>(),;:\\\[\]]+@{_DOMAIN_LABEL}(?:\.{_DOMAIN_LABEL})+$")
+
+IDENTIFIERS = ("email", "phone_number", "klaviyo_id", "external_id")
+_IDENTIFIER_ALIASES = {
+    "email": "email",
+    "phone_number": "phone_number",
+    "phone": "phone_number",
+    "phone_1": "phone_number",
+    "klaviyo_id": "klaviyo_id",
+    "id": "klaviyo_id",
+    "external_id": "external_id",
+    "reference": "external_id",
+}
+
+# Profile handling -> Klaviyo's sort, so Klaviyo picks the profile (exact, one call).
+PROFILE_HANDLING_SORT = {
+    "earliest creation date": "created",
+    "earliest update date": "updated",
+    "newest creation date": "-created",
+    "newest update date": "-updated",
+}
+DEFAULT_PROFILE_HANDLING = "newest update date"
+CHANNELS = ("email", "sms")
+
+
+def parse_body(body: str | bytes | None, content_type: str | None, is_base64: bool) -> dict:
+    """An API Gateway body (JSON or form) as a lead object, or a ``bad_request`` problem."""
+    if body is None or body == "" or body == b"":
+        raise bad_request("The request body is empty")
+    raw = body.encode("utf-8", "surrogatepass") if isinstance(body, str) else body
+    if is_base64:
+        try:
+            raw = base64.b64decode(raw, validate=False)
+        except (binascii.Error, ValueError) as exc:
+            raise bad_request("The request body is not valid base64") from exc
+    if len(raw) > MAX_BODY_BYTES:
+        raise bad_request(f"The request body is larger than {MAX_BODY_BYTES // 1024} KB")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise bad_request("The request body is not valid UTF-8") from exc
+
+    media_type = (content_type or "").split(";")[0].strip().lower()
+    if media_type == "application/x-www-form-urlencoded":
+        return dict(parse_qsl(text, keep_blank_values=True))
+    try:
+        value = json.loads(text)
+    except (ValueError, RecursionError) as exc:
+        raise bad_request("The request body is not valid JSON") from exc
+    if not isinstance(value, dict):
+        raise bad_request("The request body must be a JSON object (one lead)")
+    return value
+
+
+def flatten(obj: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"company": {"name": "Acme"}}`` -> ``{"company.name": "Acme"}``.
+
+    Objects under a key that must hold a single value stay whole, so reading that key later
+    reports a wrong type instead of the value silently disappearing. ``klaviyo.custom`` keeps
+    its values whole too: a custom property may hold an object.
+    """
+    flat: dict[str, Any] = {}
+    for key, value in obj.items():
+        name = f"{prefix}{key}".strip()
+        if isinstance(value, Mapping) and name not in _SCALAR_KEYS:
+            if name == _CUSTOM_OBJECT_KEY:
+                for prop, prop_value in value.items():
+                    flat[f"{fieldmap.CUSTOM_PREFIX}{prop}"] = prop_value
+            else:
+                flat.update(flatten(value, f"{name}."))
+        else:
+            flat[name] = value
+    return flat
+
+
+def _is_blank(value: Any) -> bool:
+    return value is None or (isinstance(value, str) and not value.strip())
+
+
+@dataclass(frozen=True)
+class Lead:
+    """One lead, flattened. Accessors return normalised values or raise a ``Problem``."""
+
+    values: Mapping[str, Any]
+
+    @classmethod
+    def from_object(cls, obj: Mapping[str, Any]) -> Lead:
+        flat = flatten(obj)
+        return cls({k: v for k, v in flat.items() if not _is_blank(v)})
+
+    def __contains__(self, key: str) -> bool:
+        return key in self.values
+
+    def text(self, key: str, label: str, *, config: bool = False) -> str | None:
+        """A single text value; numbers are accepted and written out as text."""
+        value = self.values.get(key)
+        if value is None:
+            return None
+        if isinstance(value, bool) or not isinstance(value, str | int | float):
+            problem = configuration_error if config else failure
+            raise problem(f"{label} must be a single text value")
+        if isinstance(value, float) and not math.isfinite(value):
+            raise (configuration_error if config else failure)(f"{label} must be a finite number")
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)
+        return str(value).strip()
+
+    # Identifiers -------------------------------------------------------------------------
+
+    def email(self) -> str | None:
+        email = self.text("email", "Email")
+        if email is None:
+            return None
+        if len(email) > 100 or not _EMAIL.match(email):
+            raise failure("Invalid email address")
+        return email
+
+    def phone(self, region: str) -> str | None:
+        raw = self.text("phone_1", "Phone 1")
+        if raw is None:
+            return None
+        try:
+            return to_e164(raw, region)
+        except InvalidPhone as exc:
+            raise failure("Invalid phone number") from exc
+
+    def reference(self) -> str | None:
+        return self._external_id("reference", "Reference")
+
+    def external_id(self) -> str | None:
+        """``klaviyo.external_id``, else the lead's ``reference`` (contract section 3)."""
+        return self._external_id("klaviyo.external_id", "Klaviyo External Id") or self.reference()
+
+    def _external_id(self, key: str, label: str) -> str | None:
+        value = self.text(key, label)
+        if value is not None and len(value) > 255:
+            raise failure(f"{label} is longer than 255 characters")
+        return value
+
+    def klaviyo_id(self) -> str | None:
+        value = self.text("klaviyo.id", "Klaviyo Id", config=True)
+        if value is not None and not re.fullmatch(r"[A-Za-z0-9]{1,64}", value):
+            raise failure("Klaviyo Id is not a valid profile id")
+        return value
+
+    def identifier(self) -> str:
+        """The identifier that finds the profile: configured, else the first the lead has."""
+        configured = self.text("klaviyo.identifier", "Klaviyo Identifier", config=True)
+        if configured is not None:
+            name = _IDENTIFIER_ALIASES.get(configured.lower().replace(" ", "_").replace("-", "_"))
+            if name is None:
+                raise configuration_error(
+                    "Klaviyo Identifier must be one of: " + ", ".join(IDENTIFIERS)
+                )
+            return name
+        if "klaviyo.id" in self:
+            return "klaviyo_id"
+        if "email" in self:
+            return "email"
+        if "phone_1" in self:
+            return "phone_number"
+        return "external_id"
+
+    def profile_sort(self) -> str:
+        """Klaviyo's ``sort`` for the configured profile handling."""
+        configured = self.text("klaviyo.profile_handling", "Klaviyo Profile Handling", config=True)
+        key = " ".join(
+            (configured or DEFAULT_PROFILE_HANDLING)
+            .lower()
+            .replace("_", " ")
+            .replace("-", " ")
+            .split()
+        )
+        if key not in PROFILE_HANDLING_SORT:
+            raise configuration_error(
+                "Klaviyo Profile Handling must be one of: " + ", ".join(PROFILE_HANDLING_SORT)
+            )
+        return PROFILE_HANDLING_SORT[key]
+
+    # Configuration -----------------------------------------------------------------------
+
+    def list_id(self) -> str | None:
+        return self.text("klaviyo.list_id", "Klaviyo List Id", config=True)
+
+    def segment_id(self) -> str | None:
+        return self.text("klaviyo.segment_id", "Klaviyo Segment Id", config=True)
+
+    def custom_source(self) -> str | None:
+        return self.text("klaviyo.custom_source", "Klaviyo Custom Source", config=True)
+
+    def channels(self) -> tuple[str, ...] | None:
+        """The consent channels asked for, or None to mean every channel the lead can use."""
+        value = self.values.get("klaviyo.channels")
+        if value is None:
+            return None
+        if isinstance(value, str):
+            items = value.replace(";", ",").split(",")
+        elif isinstance(value, list) and all(isinstance(v, str) for v in value):
+            items = value
+        else:
+            raise configuration_error("Klaviyo Channels must be email, sms or both")
+        channels = {item.strip().lower() for item in items if item.strip()}
+        if not channels or not channels <= set(CHANNELS):
+            raise configuration_error("Klaviyo Channels must be email, sms or both")
+        return tuple(c for c in CHANNELS if c in channels)
+
+    def timeout_seconds(self) -> float:
+        value = self.values.get("timeout_seconds")
+        if value is None:
+            return DEFAULT_TIMEOUT_SECONDS
+        try:
+            seconds = float(value) if not isinstance(value, bool) else math.nan
+        except (TypeError, ValueError):
+            seconds = math.nan
+        if not math.isfinite(seconds) or seconds <= 0:
+            raise configuration_error("Timeout Seconds must be a positive number")
+        return seconds
+
+    # Profile attributes ------------------------------------------------------------------
+
+    def profile_attributes(self, region: str) -> dict[str, Any]:
+        """Klaviyo profile attributes for every mapped field the lead carries."""
+        attributes: dict[str, Any] = {}
+        for field in fieldmap.LEAD_FIELDS:
+            value = self._field_value(field, region)
+            if value is not None:
+                fieldmap.set_path(attributes, field.attribute, value)
+        properties = self.custom_properties()
+        if properties:
+            attributes["properties"] = properties
+        return attributes
+
+    def custom_properties(self) -> dict[str, Any]:
+        prefix = fieldmap.CUSTOM_PREFIX
+        return {
+            key[len(prefix) :]: value
+            for key, value in self.values.items()
+            if key.startswith(prefix) and len(key) > len(prefix)
+        }
+
+    def _field_value(self, field: fieldmap.LeadField, region: str) -> Any:
+        if field.kind == "email":
+            return self.email()
+        if field.kind == "phone":
+            return self.phone(region)
+        if field.key == "reference":
+            return self.reference()
+        value = self.text(field.key, field.seed_name, config=field.key.startswith("klaviyo."))
+        if value is None:
+            return None
+        if field.kind == "number":
+            return _coordinate(field, value)
+        if field.kind == "url" and not re.match(r"^https?://\S+$", value):
+            raise configuration_error(f"{field.seed_name} must be an http or https URL")
+        if field.max_length is not None and len(value) > field.max_length:
+            raise failure(f"{field.seed_name} is longer than {field.max_length} characters")
+        return value
+
+
+def _coordinate(field: fieldmap.LeadField, value: str) -> float:
+    limit = 90.0 if field.key == "latitude" else 180.0
+    try:
+        number = float(value)
+    except ValueError:
+        number = math.nan
+    if not math.isfinite(number) or abs(number) > limit:
+        raise failure(f"{field.seed_name} must be a number between -{limit:g} and {limit:g}")
+    return number
+
+
+def leads_in(payload: Any) -> list[Any] | None:
+    """``{"leads": [...]}`` -> the list; anything else -> None (the payload is one lead)."""
+    if isinstance(payload, Mapping) and set(payload) == {"leads"}:
+        leads = payload["leads"]
+        if isinstance(leads, list):
+            return leads
+    return None
+
+
+def ensure_object(payload: Any) -> Mapping[str, Any]:
+    if not isinstance(payload, Mapping):
+        raise bad_request("A lead must be a JSON object")
+    return payload
+
+
+__all__ = ["Lead", "Problem", "ensure_object", "flatten", "leads_in", "parse_body"]

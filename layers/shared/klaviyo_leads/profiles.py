@@ -1,0 +1,181 @@
+"""Finding profiles and names in Klaviyo: the lookups several actions share."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from . import outcomes
+from .budget import Budget
+from .config import Settings
+from .klaviyo import KlaviyoClient, Response, filter_value
+from .lead import Lead
+from .outcomes import Kind, Outcome, Problem, failure
+
+WITH_SUBSCRIPTIONS = {"additional-fields[profile]": "subscriptions"}
+
+# Identifier -> (Klaviyo's filter field on /api/profiles, what the reason calls it).
+_SEARCH_FIELDS = {
+    "email": ("email", "email address"),
+    "phone_number": ("phone_number", "phone number"),
+    "external_id": ("external_id", "external id"),
+    "klaviyo_id": ("id", "Klaviyo Id"),
+}
+
+
+class NameCache:
+    """List and segment names per container: they rarely change and lookups cost rate limit."""
+
+    def __init__(self, ttl_seconds: float = 300.0, clock: Callable[[], float] = time.monotonic):
+        self._ttl = ttl_seconds
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._names: dict[tuple[str, str], tuple[float, str | None]] = {}
+
+    def get(self, kind: str, item_id: str, fetch: Callable[[], str | None]) -> str | None:
+        key = (kind, item_id)
+        with self._lock:
+            cached = self._names.get(key)
+        if cached and cached[0] > self._clock():
+            return cached[1]
+        name = fetch()
+        with self._lock:
+            self._names[key] = (self._clock() + self._ttl, name)
+        return name
+
+
+@dataclass
+class Context:
+    """What an action needs for one lead: Klaviyo, the lead's budget, and settings."""
+
+    client: KlaviyoClient
+    budget: Budget
+    settings: Settings
+    names: NameCache = field(default_factory=NameCache)
+
+    def call(self, method: str, path: str, **kwargs: Any) -> Response:
+        return self.client.call(method, path, self.budget, **kwargs)
+
+
+def unknown_target(kind: str, status: int, errors: list[outcomes.KlaviyoError]) -> Problem:
+    return Problem(
+        Outcome.ERROR,
+        Kind.UPSTREAM,
+        f"Klaviyo has no {kind} with this Klaviyo {kind.title()} Id (HTTP {status})",
+        errors=errors,
+        klaviyo_status=status,
+    )
+
+
+def list_name(ctx: Context, list_id: str) -> str | None:
+    return _name(ctx, "list", "/api/lists/", list_id)
+
+
+def segment_name(ctx: Context, segment_id: str) -> str | None:
+    return _name(ctx, "segment", "/api/segments/", segment_id)
+
+
+def _name(ctx: Context, kind: str, prefix: str, item_id: str) -> str | None:
+    def fetch() -> str | None:
+        response = ctx.call(
+            "GET",
+            prefix + _path_id(item_id, kind),
+            bucket=f"{kind}s",
+            query={f"fields[{kind}]": "name"},
+            handled=(404,),
+        )
+        if response.status == 404:
+            raise unknown_target(kind, 404, response.errors)
+        name = (response.data or {}).get("attributes", {}).get("name")
+        return name if isinstance(name, str) else None
+
+    return ctx.names.get(kind, item_id, fetch)
+
+
+def _path_id(value: str, kind: str) -> str:
+    """Ids go into URL paths: refuse anything that is not a plain Klaviyo id."""
+    if not value.replace("-", "").replace("_", "").isalnum() or len(value) > 64:
+        raise outcomes.configuration_error(f"Klaviyo {kind.title()} Id is not a valid id")
+    return value
+
+
+def search_value(ctx: Context, lead: Lead, identifier: str) -> str | None:
+    """The lead's value for an identifier, normalised as Klaviyo stores it."""
+    if identifier == "email":
+        return lead.email()
+    if identifier == "phone_number":
+        return lead.phone(ctx.settings.default_phone_region)
+    if identifier == "klaviyo_id":
+        return lead.klaviyo_id()
+    return lead.external_id()
+
+
+def require_search_value(ctx: Context, lead: Lead) -> tuple[str, str]:
+    """(identifier, value) for the lead, or a failure saying what is missing."""
+    identifier = lead.identifier()
+    value = search_value(ctx, lead, identifier)
+    if value is None:
+        if "klaviyo.identifier" not in lead:
+            raise failure("The lead has no usable identifier")
+        raise failure(f"The lead has no {_SEARCH_FIELDS[identifier][1]} to search by")
+    return identifier, value
+
+
+def find_profile(ctx: Context, lead: Lead) -> dict[str, Any] | None:
+    """The profile the lead identifies, chosen by profile handling when several match."""
+    identifier, value = require_search_value(ctx, lead)
+    if identifier == "klaviyo_id":
+        return get_profile(ctx, value)
+    matches = search_profiles(ctx, identifier, value, lead.profile_sort(), limit=1)
+    return matches[0] if matches else None
+
+
+def get_profile(ctx: Context, profile_id: str) -> dict[str, Any] | None:
+    response = ctx.call(
+        "GET",
+        "/api/profiles/" + _path_id(profile_id, "profile"),
+        bucket="profiles",
+        query=WITH_SUBSCRIPTIONS,
+        handled=(404,),
+    )
+    if response.status == 404:
+        return None
+    return resource(response)
+
+
+def search_profiles(
+    ctx: Context, identifier: str, value: str, sort: str, *, limit: int
+) -> list[dict[str, Any]]:
+    """Profiles whose identifier equals the value, in profile-handling order."""
+    klaviyo_field = _SEARCH_FIELDS[identifier][0]
+    response = ctx.call(
+        "GET",
+        "/api/profiles",
+        bucket="profiles",
+        query={
+            "filter": f"equals({klaviyo_field},{filter_value(value)})",
+            "sort": sort,
+            "page[size]": str(limit),
+            **WITH_SUBSCRIPTIONS,
+        },
+    )
+    return resources(response)
+
+
+def resources(response: Response) -> list[dict[str, Any]]:
+    data = response.data
+    if not isinstance(data, list) or not all(
+        isinstance(item, dict) and "id" in item for item in data
+    ):
+        raise outcomes.unreadable_response(response.status)
+    return data
+
+
+def resource(response: Response) -> dict[str, Any]:
+    data = response.data
+    if not isinstance(data, dict) or "id" not in data:
+        raise outcomes.unreadable_response(response.status)
+    return data

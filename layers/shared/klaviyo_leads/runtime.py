@@ -1,0 +1,138 @@
+"""What lives for a container's life: settings, the Klaviyo client, caches, observability.
+
+Nothing here runs at import time; ``Runtime.from_env()`` builds it on the first invocation.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from aws_lambda_powertools import Logger, Metrics
+from aws_lambda_powertools.metrics import MetricUnit
+
+from .actions import Action, ActionResult, result_fields, run_action
+from .budget import Budget, effective_budget_seconds
+from .config import Settings
+from .idempotency import Idempotency
+from .klaviyo import KlaviyoClient
+from .lead import Lead, ensure_object
+from .outcomes import Kind, Outcome, Problem
+from .profiles import Context, NameCache
+from .publishing import ResultPublisher
+from .secrets import ApiKeyProvider
+
+SERVICE = "klaviyo-lead-actions"
+NAMESPACE = "KlaviyoLeadActions"
+
+logger = Logger(service=SERVICE)
+metrics = Metrics(namespace=NAMESPACE, service=SERVICE)
+
+_OUTCOME_METRIC = {
+    Outcome.SUCCESS: "LeadSucceeded",
+    Outcome.FAILURE: "LeadFailed",
+    Outcome.ERROR: "LeadErrored",
+}
+
+
+def _count_call(bucket: str, status: int | None) -> None:
+    metrics.add_metric(name="KlaviyoCalls", unit=MetricUnit.Count, value=1)
+    if status == 429:
+        metrics.add_metric(name="KlaviyoThrottled", unit=MetricUnit.Count, value=1)
+
+
+@dataclass
+class Processed:
+    """One lead's result: the classified outcome and the flat appended fields."""
+
+    result: ActionResult
+    fields: dict[str, Any]
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    client: KlaviyoClient
+    names: NameCache = field(default_factory=NameCache)
+    publisher: ResultPublisher | None = None
+    idempotency_by_action: dict[str, Idempotency] = field(default_factory=dict)
+
+    @classmethod
+    def from_env(cls) -> Runtime:
+        settings = Settings.from_env()
+        client = KlaviyoClient(
+            settings.base_url,
+            settings.api_revision,
+            ApiKeyProvider(settings.api_key_secret_id),
+            observer=_count_call,
+        )
+        publisher = (
+            ResultPublisher(settings.results_event_bus_name)
+            if settings.results_event_bus_name
+            else None
+        )
+        return cls(settings=settings, client=client, publisher=publisher)
+
+    def idempotency(self, action: Action) -> Idempotency | None:
+        if not self.settings.idempotency_table_name:
+            return None
+        if action.name not in self.idempotency_by_action:
+            self.idempotency_by_action[action.name] = Idempotency(
+                self.settings.idempotency_table_name, action.name
+            )
+        return self.idempotency_by_action[action.name]
+
+    def context(self, budget: Budget) -> Context:
+        return Context(self.client, budget, self.settings, self.names)
+
+    def process(
+        self,
+        action: Action,
+        payload: Any,
+        *,
+        remaining_seconds: float | None,
+        via_api_gateway: bool = False,
+    ) -> Processed:
+        """Run one lead through an action; never raises."""
+        started = time.monotonic()
+        try:
+            lead = Lead.from_object(ensure_object(payload))
+            seconds = effective_budget_seconds(
+                lead.timeout_seconds(), remaining_seconds, via_api_gateway
+            )
+            result = run_action(action, self.context(Budget(seconds)), lead)
+        except Problem as problem:
+            result = ActionResult.from_problem(problem)
+        except Exception as exc:
+            result = internal_error(exc)
+        self.record(action, result, time.monotonic() - started)
+        return Processed(result, result_fields(action, result))
+
+    def record(self, action: Action, result: ActionResult, seconds: float) -> None:
+        metrics.add_metric(name=_OUTCOME_METRIC[result.outcome], unit=MetricUnit.Count, value=1)
+        logger.info(
+            "Lead processed",
+            extra={
+                "action": action.name,
+                "outcome": result.outcome.value,
+                "reason": result.reason,
+                "retryable": result.retryable,
+                "profile_id": (result.profile or {}).get("id"),
+                "duration_ms": round(seconds * 1000, 1),
+            },
+        )
+
+
+def internal_error(exc: BaseException) -> ActionResult:
+    """A bug: logged without its message (it may quote lead data), retried via the queue."""
+    frame = exc.__traceback__
+    while frame is not None and frame.tb_next is not None:
+        frame = frame.tb_next
+    where = f"{frame.tb_frame.f_code.co_filename}:{frame.tb_lineno}" if frame else "?"
+    logger.error("Unexpected error", extra={"error_type": type(exc).__name__, "where": where})
+    return ActionResult(
+        Outcome.ERROR,
+        reason="Internal error while processing the lead",
+        kind=Kind.TRANSIENT,
+    )

@@ -1,0 +1,186 @@
+"""The lead: body parsing, flattening, blanks, typed accessors and their problems."""
+
+import base64
+import json
+
+import pytest
+
+from klaviyo_leads.lead import MAX_BODY_BYTES, Lead, flatten, leads_in, parse_body
+from klaviyo_leads.outcomes import Kind, Outcome, Problem
+
+
+def problem_of(fn, *args):
+    with pytest.raises(Problem) as caught:
+        fn(*args)
+    return caught.value
+
+
+class TestParseBody:
+    def test_json_object(self):
+        assert parse_body('{"email": "a@b.co"}', "application/json", False) == {"email": "a@b.co"}
+
+    def test_form_body(self):
+        body = "email=a%2Bx%40b.co&klaviyo.list_id=Y6nRLr&first_name="
+        assert parse_body(body, "application/x-www-form-urlencoded; charset=utf-8", False) == {
+            "email": "a+x@b.co",
+            "klaviyo.list_id": "Y6nRLr",
+            "first_name": "",
+        }
+
+    def test_base64_body(self):
+        raw = base64.b64encode(json.dumps({"email": "a@b.co"}).encode()).decode()
+        assert parse_body(raw, "application/json", True) == {"email": "a@b.co"}
+
+    @pytest.mark.parametrize(
+        ("body", "reason"),
+        [
+            ("", "The request body is empty"),
+            (None, "The request body is empty"),
+            ("{not json", "The request body is not valid JSON"),
+            ("[1, 2]", "The request body must be a JSON object (one lead)"),
+            ('"a string"', "The request body must be a JSON object (one lead)"),
+            (b"\xff\xfe{}", "The request body is not valid UTF-8"),
+            ("[" * 100_000 + "]" * 100_000, "The request body is not valid JSON"),
+        ],
+    )
+    def test_bad_bodies_are_bad_requests(self, body, reason):
+        problem = problem_of(parse_body, body, "application/json", False)
+        assert (problem.outcome, problem.kind, problem.reason) == (
+            Outcome.ERROR,
+            Kind.BAD_REQUEST,
+            reason,
+        )
+
+    def test_huge_body_is_refused(self):
+        body = json.dumps({"email": "a@b.co", "pad": "x" * MAX_BODY_BYTES})
+        problem = problem_of(parse_body, body, "application/json", False)
+        assert problem.reason == "The request body is larger than 256 KB"
+
+
+class TestFlatten:
+    def test_nested_and_dotted_are_the_same(self):
+        nested = {"klaviyo": {"list_id": "Y6nRLr"}, "company": {"name": "Acme"}}
+        dotted = {"klaviyo.list_id": "Y6nRLr", "company.name": "Acme"}
+        assert flatten(nested) == flatten(dotted) == dotted
+
+    def test_custom_object_keeps_values_whole(self):
+        flat = flatten({"klaviyo": {"custom": {"tier": "gold", "prefs": {"a": 1}}}})
+        assert flat == {"klaviyo.custom.tier": "gold", "klaviyo.custom.prefs": {"a": 1}}
+
+    def test_object_where_a_value_belongs_stays_to_be_reported(self):
+        assert flatten({"email": {"x": 1}}) == {"email": {"x": 1}}
+
+    def test_leads_in(self):
+        assert leads_in({"leads": [{"email": "a@b.co"}]}) == [{"email": "a@b.co"}]
+        assert leads_in({"leads": [], "email": "x"}) is None
+        assert leads_in({"email": "a@b.co"}) is None
+
+
+class TestLead:
+    def test_blank_strings_are_absent(self):
+        lead = Lead.from_object({"email": "  ", "first_name": "", "city": None})
+        assert lead.values == {}
+
+    def test_numbers_are_text_where_text_belongs(self):
+        lead = Lead.from_object({"postal_code": 10017, "klaviyo.list_id": 12345.0})
+        assert lead.text("postal_code", "Postal Code") == "10017"
+        assert lead.list_id() == "12345"
+
+    @pytest.mark.parametrize("value", [["a@b.co"], {"x": 1}, True])
+    def test_wrong_types_are_failures_naming_the_field(self, value):
+        problem = problem_of(Lead.from_object({"email": value}).email)
+        assert problem.outcome is Outcome.FAILURE
+        assert problem.reason == "Email must be a single text value"
+
+    def test_wrong_type_in_a_variable_is_a_configuration_error(self):
+        problem = problem_of(Lead.from_object({"klaviyo.list_id": ["x"]}).list_id)
+        assert (problem.kind, problem.reason) == (
+            Kind.CONFIGURATION,
+            "Klaviyo List Id must be a single text value",
+        )
+
+    @pytest.mark.parametrize("email", ["nope", "a@b", "a b@c.com", "x" * 95 + "@b.com", "@b.com"])
+    def test_invalid_email(self, email):
+        problem = problem_of(Lead.from_object({"email": email}).email)
+        assert (problem.outcome, problem.reason) == (Outcome.FAILURE, "Invalid email address")
+        assert email not in problem.reason
+
+    def test_valid_email_with_plus(self):
+        assert Lead.from_object({"email": " Sarah+x@Example.com "}).email() == "Sarah+x@Example.com"
+
+    def test_phone_normalised_and_invalid(self):
+        assert Lead.from_object({"phone_1": "(512) 555-0100"}).phone("US") == "+15125550100"
+        problem = problem_of(Lead.from_object({"phone_1": "555-01**"}).phone, "US")
+        assert problem.reason == "Invalid phone number"
+
+    @pytest.mark.parametrize(
+        ("lead", "expected"),
+        [
+            ({"klaviyo.id": "01ABC", "email": "a@b.co"}, "klaviyo_id"),
+            ({"email": "a@b.co", "phone_1": "5125550100"}, "email"),
+            ({"phone_1": "5125550100", "reference": "r1"}, "phone_number"),
+            ({"reference": "r1"}, "external_id"),
+            ({}, "external_id"),
+            ({"email": "a@b.co", "klaviyo.identifier": "Phone Number"}, "phone_number"),
+            ({"klaviyo.identifier": "klaviyo-id"}, "klaviyo_id"),
+        ],
+    )
+    def test_identifier_default_and_configured(self, lead, expected):
+        assert Lead.from_object(lead).identifier() == expected
+
+    def test_unknown_identifier_is_configuration_error(self):
+        problem = problem_of(Lead.from_object({"klaviyo.identifier": "fax"}).identifier)
+        assert problem.kind is Kind.CONFIGURATION
+
+    @pytest.mark.parametrize(
+        ("value", "sort"),
+        [
+            (None, "-updated"),
+            ("earliest creation date", "created"),
+            ("Earliest_Update-Date", "updated"),
+            ("NEWEST CREATION DATE", "-created"),
+            ("newest-update-date", "-updated"),
+        ],
+    )
+    def test_profile_handling_forgives_case_and_separators(self, value, sort):
+        lead = Lead.from_object({"klaviyo.profile_handling": value} if value else {})
+        assert lead.profile_sort() == sort
+
+    def test_unknown_profile_handling(self):
+        problem = problem_of(Lead.from_object({"klaviyo.profile_handling": "oldest"}).profile_sort)
+        assert problem.kind is Kind.CONFIGURATION
+
+    @pytest.mark.parametrize(
+        ("value", "expected"),
+        [
+            (None, None),
+            ("email", ("email",)),
+            ("SMS, email", ("email", "sms")),
+            (["sms"], ("sms",)),
+        ],
+    )
+    def test_channels(self, value, expected):
+        lead = Lead.from_object({"klaviyo.channels": value} if value else {})
+        assert lead.channels() == expected
+
+    @pytest.mark.parametrize("value", ["fax", ["email", 3], 7, ","])
+    def test_bad_channels(self, value):
+        problem = problem_of(Lead.from_object({"klaviyo.channels": value}).channels)
+        assert problem.kind is Kind.CONFIGURATION
+
+    @pytest.mark.parametrize(("value", "seconds"), [(None, 360.0), (30, 30.0), ("12.5", 12.5)])
+    def test_timeout_seconds(self, value, seconds):
+        lead = Lead.from_object({"timeout_seconds": value} if value is not None else {})
+        assert lead.timeout_seconds() == seconds
+
+    @pytest.mark.parametrize("value", ["soon", -1, 0, True, float("nan"), [5]])
+    def test_bad_timeout_seconds(self, value):
+        problem = problem_of(Lead.from_object({"timeout_seconds": value}).timeout_seconds)
+        assert problem.kind is Kind.CONFIGURATION
+
+    def test_external_id_prefers_the_variable_then_reference(self):
+        assert Lead.from_object({"reference": "r1"}).external_id() == "r1"
+        both = Lead.from_object({"reference": "r1", "klaviyo.external_id": "x1"})
+        assert both.external_id() == "x1"
+        problem = problem_of(Lead.from_object({"reference": "r" * 256}).external_id)
+        assert problem.reason == "Reference is longer than 255 characters"
