@@ -6,13 +6,14 @@ raises a ``Problem`` for everything else; ``run_action`` turns both into the sam
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 from . import fields as fieldmap
-from .klaviyo import filter_value
+from .klaviyo import Response, filter_value
 from .lead import Lead
 from .outcomes import (
     Kind,
@@ -83,7 +84,38 @@ def create_profile(ctx: Context, lead: Lead) -> ActionResult:
     attributes = lead.profile_attributes(ctx.settings.default_phone_region)
     if not any(attributes.get(k) for k in ("email", "phone_number", "external_id")):
         raise failure("The lead has no usable identifier")
-    response = ctx.call(
+    first_sent_at = time.time()
+    try:
+        response = _post_profile(ctx, attributes)
+    except Problem as problem:
+        if not problem.effect_unknown:
+            raise
+        # The create may have reached Klaviyo before its answer was lost. Look before
+        # sending it again: a second create would make a second profile for an external id.
+        ours = _created_since(ctx, attributes, first_sent_at)
+        if ours is not None:
+            return success(ours)
+        response = _post_profile(ctx, attributes)
+        duplicate_id = _duplicate_profile_id(response.errors)
+        if response.status == 409 and duplicate_id:
+            existing = get_profile(ctx, duplicate_id)
+            if existing and _created_after(existing, first_sent_at - CLOCK_SKEW_SECONDS):
+                return success(existing)
+    if response.status == 201:
+        return success(resource(response))
+    existing_id = _duplicate_profile_id(response.errors)
+    return ActionResult(
+        Outcome.FAILURE,
+        reason="A profile with this email or phone number already exists",
+        kind=Kind.REJECTED,
+        profile={"type": "profile", "id": existing_id} if existing_id else None,
+        errors=response.errors,
+        duplicate_profile_id=existing_id,
+    )
+
+
+def _post_profile(ctx: Context, attributes: dict[str, Any]) -> Response:
+    return ctx.call(
         "POST",
         "/api/profiles",
         bucket="profiles",
@@ -93,24 +125,18 @@ def create_profile(ctx: Context, lead: Lead) -> ActionResult:
         handled=(409,),
         idempotent=False,
     )
-    if response.status == 201:
-        return success(resource(response))
 
-    existing_id = _duplicate_profile_id(response.errors)
-    if response.resent_after_unknown_effect and existing_id:
-        # Our first attempt may have created the profile before its answer was lost: if
-        # the "duplicate" was born after that attempt, it is ours and the create succeeded.
-        existing = get_profile(ctx, existing_id)
-        if existing and _created_after(existing, response.first_sent_at - CLOCK_SKEW_SECONDS):
-            return success(existing)
-    return ActionResult(
-        Outcome.FAILURE,
-        reason="A profile with this email or phone number already exists",
-        kind=Kind.REJECTED,
-        profile={"type": "profile", "id": existing_id} if existing_id else None,
-        errors=response.errors,
-        duplicate_profile_id=existing_id,
-    )
+
+def _created_since(ctx: Context, attributes: dict[str, Any], since: float) -> dict[str, Any] | None:
+    """The profile our lost create made, if Klaviyo has it: same identifier, born after."""
+    for identifier in ("email", "phone_number", "external_id"):
+        value = attributes.get(identifier)
+        if value:
+            newest = search_profiles(ctx, identifier, value, "-created", limit=1)
+            if newest and _created_after(newest[0], since - CLOCK_SKEW_SECONDS):
+                return newest[0]
+            return None
+    return None
 
 
 def _duplicate_profile_id(errors: list[KlaviyoError]) -> str | None:

@@ -1,15 +1,340 @@
-"""Packing an SQS batch's leads into bulk Klaviyo calls (filled in by the throughput work)."""
+"""Bulk calls for a batch of leads: one Klaviyo call serves up to 100 or 1000 leads.
+
+Klaviyo's rate limits, not our code, decide how many leads a minute can move. One subscribe
+job takes 1000 profiles, one list call 1000 profile ids, one profile search 100 identifiers.
+Every lead still gets its own result: bad leads are kept out of bulk calls by the same
+checks as the one-by-one path, and when Klaviyo rejects a bulk call because of some of its
+leads, those get their own failure and the rest are sent again without them.
+"""
 
 from __future__ import annotations
 
+import re
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
-from .actions import Action
-from .runtime import Processed, Runtime
+from .actions import (
+    NO_PROFILE,
+    Action,
+    ActionResult,
+    Subscription,
+    prepare_subscription,
+    subscribe_job,
+    success,
+)
+from .budget import effective_budget_seconds
+from .klaviyo import filter_value
+from .lead import Lead, ensure_object
+from .outcomes import (
+    KlaviyoError,
+    Outcome,
+    Problem,
+    configuration_error,
+    failure,
+    from_klaviyo_answer,
+)
+from .profiles import (
+    Context,
+    list_name,
+    require_search_value,
+    resources,
+    unknown_target,
+)
+from .runtime import Processed, Runtime, processed
+
+MAX_PROFILES_PER_JOB = 1000
+MAX_IDS_PER_LIST_CALL = 1000
+MAX_VALUES_PER_SEARCH = 100
+
+_COALESCED = {"subscribe_profile_to_list", "add_profile_to_list"}
+_JOB_PROFILE_POINTER = re.compile(r"^/data/attributes/profiles/data/(\d+)(?:/|$)")
+_LIST_ITEM_POINTER = re.compile(r"^/data/(\d+)(?:/|$)")
+
+Results = list[ActionResult | None]
 
 
-def prepare_batch(
-    runtime: Runtime, action: Action, records: list[Any], lambda_context: Any
-) -> dict[str, Processed]:
-    """Results computed in bulk, by message id; records left out are processed one by one."""
-    return {}
+def coalesces(action: Action) -> bool:
+    return action.name in _COALESCED
+
+
+def coalesce(
+    runtime: Runtime, action: Action, payloads: list[Any], remaining_seconds: float | None
+) -> list[Processed]:
+    """One result per payload, in order, using as few Klaviyo calls as the batch allows."""
+    started = runtime.clock()
+    results: Results = [None] * len(payloads)
+    leads: dict[int, Lead] = {}
+    timeouts = []
+    for index, payload in enumerate(payloads):
+        try:
+            lead = Lead.from_object(ensure_object(payload))
+            timeouts.append(lead.timeout_seconds())
+            leads[index] = lead
+        except Problem as problem:
+            results[index] = ActionResult.from_problem(problem)
+
+    if leads:
+        seconds = effective_budget_seconds(min(timeouts), remaining_seconds)
+        ctx = runtime.context(runtime.budget(seconds))
+        bulk = _subscribe_all if action.name == "subscribe_profile_to_list" else _add_all
+        bulk(ctx, leads, results)
+
+    elapsed = (runtime.clock() - started) / max(1, len(payloads))
+    out = []
+    for result in results:
+        final = result or ActionResult.from_problem(configuration_error("Lead was not processed"))
+        runtime.record(action, final, elapsed)
+        out.append(processed(action, final))
+    return out
+
+
+def _settle(results: Results, indexes: list[int], result: ActionResult) -> None:
+    for index in indexes:
+        results[index] = result
+
+
+def _chunks(items: list[Any], size: int) -> list[list[Any]]:
+    return [items[i : i + size] for i in range(0, len(items), size)]
+
+
+# -- Subscribe Profile to List -------------------------------------------------------------
+
+
+def _subscribe_all(ctx: Context, leads: dict[int, Lead], results: Results) -> None:
+    groups: dict[tuple[str | None, str | None], list[tuple[int, Subscription]]] = defaultdict(list)
+    for index, lead in leads.items():
+        try:
+            subscription = prepare_subscription(ctx, lead)
+        except Problem as problem:
+            results[index] = ActionResult.from_problem(problem)
+            continue
+        groups[(subscription.list_id, subscription.custom_source)].append((index, subscription))
+    for members in groups.values():
+        for chunk in _chunks(members, MAX_PROFILES_PER_JOB):
+            _send_job(ctx, chunk, results)
+
+
+def _send_job(ctx: Context, chunk: list[tuple[int, Subscription]], results: Results) -> None:
+    indexes = [index for index, _ in chunk]
+    try:
+        response = ctx.call(
+            "POST",
+            "/api/profile-subscription-bulk-create-jobs",
+            bucket="subscribe",
+            body=subscribe_job([s for _, s in chunk]),
+            expect=(202,),
+            handled=(400,),
+        )
+    except Problem as problem:
+        _settle(results, indexes, ActionResult.from_problem(problem))
+        return
+    if response.status == 202:
+        _settle(results, indexes, success())
+        return
+    _split_rejected(
+        ctx,
+        chunk,
+        response.errors,
+        _JOB_PROFILE_POINTER,
+        results,
+        _send_job,
+        whole=lambda: _job_rejection(chunk, response.errors),
+        served=lambda item: [item[0]],
+        own=lambda errors: ActionResult.from_problem(from_klaviyo_answer(400, errors)),
+    )
+
+
+def _job_rejection(chunk: list[tuple[int, Subscription]], errors: list[KlaviyoError]) -> Problem:
+    if chunk[0][1].list_id and any("list" in (e.detail or "").lower() for e in errors):
+        return unknown_target("list", 400, errors)
+    return from_klaviyo_answer(400, errors)
+
+
+def _split_rejected(
+    ctx: Context,
+    chunk: list[Any],
+    errors: list[KlaviyoError],
+    pointer: re.Pattern[str],
+    results: Results,
+    resend: Callable[[Context, list[Any], Results], None],
+    *,
+    whole: Callable[[], Problem],
+    served: Callable[[Any], list[int]],
+    own: Callable[[list[KlaviyoError]], ActionResult],
+) -> None:
+    """A 400 for a bulk call: fail the leads it names and resend the others.
+
+    When the errors name no lead, halve the call until the bad leads stand alone. A
+    rejection that is about no lead at all (an unknown list) is the same for every lead.
+    """
+    named: dict[int, list[KlaviyoError]] = defaultdict(list)
+    for error in errors:
+        match = pointer.match(error.pointer or "")
+        if match and int(match.group(1)) < len(chunk):
+            named[int(match.group(1))].append(error)
+    if named:
+        for position, own_errors in named.items():
+            _settle(results, served(chunk[position]), own(own_errors))
+        rest = [item for position, item in enumerate(chunk) if position not in named]
+        if rest:
+            resend(ctx, rest, results)
+        return
+    problem = whole()
+    if len(chunk) == 1 or problem.outcome is not Outcome.FAILURE:
+        everyone = [index for item in chunk for index in served(item)]
+        _settle(results, everyone, ActionResult.from_problem(problem))
+        return
+    middle = len(chunk) // 2
+    resend(ctx, chunk[:middle], results)
+    resend(ctx, chunk[middle:], results)
+
+
+# -- Add Profile to List -------------------------------------------------------------------
+
+
+@dataclass
+class _Member:
+    index: int
+    identifier: str
+    value: str
+    sort: str
+    profile_id: str | None = None
+
+
+def _add_all(ctx: Context, leads: dict[int, Lead], results: Results) -> None:
+    by_list: dict[str, list[_Member]] = defaultdict(list)
+    for index, lead in leads.items():
+        try:
+            list_id = lead.list_id()
+            if list_id is None:
+                raise configuration_error("Klaviyo List Id is missing")
+            identifier, value = require_search_value(ctx, lead)
+            sort = lead.profile_sort()
+        except Problem as problem:
+            results[index] = ActionResult.from_problem(problem)
+            continue
+        member = _Member(index, identifier, value, sort)
+        if identifier == "klaviyo_id":
+            member.profile_id = value
+        by_list[list_id].append(member)
+
+    for list_id, members in by_list.items():
+        indexes = [m.index for m in members]
+        try:
+            name = list_name(ctx, list_id)
+        except Problem as problem:
+            _settle(results, indexes, ActionResult.from_problem(problem))
+            continue
+        _resolve_ids(ctx, [m for m in members if m.profile_id is None], results)
+        found = [m for m in members if m.profile_id is not None]
+        for chunk in _chunks(_by_profile(found), MAX_IDS_PER_LIST_CALL):
+            _send_list_add(ctx, list_id, name, chunk, results)
+
+
+def _by_profile(members: list[_Member]) -> list[tuple[list[int], str]]:
+    """One entry per distinct profile: the leads it serves and its id."""
+    grouped: dict[str, list[int]] = defaultdict(list)
+    for member in members:
+        grouped[member.profile_id or ""].append(member.index)
+    return [(indexes, profile_id) for profile_id, indexes in grouped.items()]
+
+
+def _resolve_ids(ctx: Context, members: list[_Member], results: Results) -> None:
+    """Profile ids for the members, 100 identifiers per search."""
+    groups: dict[tuple[str, str], list[_Member]] = defaultdict(list)
+    for member in members:
+        groups[(member.identifier, member.sort)].append(member)
+    for (identifier, sort), group in groups.items():
+        values = list(dict.fromkeys(_key(identifier, m.value) for m in group))
+        for chunk in _chunks(values, MAX_VALUES_PER_SEARCH):
+            wanted = set(chunk)
+            try:
+                ids = _search_many(ctx, identifier, chunk, sort)
+            except Problem as problem:
+                hit = [m.index for m in group if _key(identifier, m.value) in wanted]
+                _settle(results, hit, ActionResult.from_problem(problem))
+                continue
+            for member in group:
+                key = _key(identifier, member.value)
+                if key in wanted:
+                    member.profile_id = ids.get(key)
+                    if member.profile_id is None:
+                        results[member.index] = ActionResult.from_problem(failure(NO_PROFILE))
+
+
+_FILTER_FIELD = {"email": "email", "phone_number": "phone_number", "external_id": "external_id"}
+
+
+def _key(identifier: str, value: str) -> str:
+    return value.lower() if identifier == "email" else value
+
+
+def _search_many(ctx: Context, identifier: str, values: list[str], sort: str) -> dict[str, str]:
+    """Identifier value -> the id of the profile profile handling picks for it."""
+    field = _FILTER_FIELD[identifier]
+    quoted = ",".join(filter_value(v) for v in values)
+    query: dict[str, str] | None = {
+        "filter": f"any({field},[{quoted}])",
+        "sort": sort,
+        "page[size]": "100",
+        "fields[profile]": field,
+    }
+    path: str | None = "/api/profiles"
+    ids: dict[str, str] = {}
+    while path is not None:
+        response = ctx.call("GET", path, bucket="profiles", query=query)
+        for profile in resources(response):
+            value = (profile.get("attributes") or {}).get(field)
+            if isinstance(value, str):
+                ids.setdefault(_key(identifier, value), profile["id"])  # first in sort order
+        links = response.body.get("links") if isinstance(response.body, dict) else None
+        path = links.get("next") if isinstance(links, dict) else None
+        query = None  # the next link carries the whole query
+    return ids
+
+
+def _send_list_add(
+    ctx: Context,
+    list_id: str,
+    name: str | None,
+    chunk: list[tuple[list[int], str]],
+    results: Results,
+) -> None:
+    indexes = [index for served, _ in chunk for index in served]
+    try:
+        response = ctx.call(
+            "POST",
+            f"/api/lists/{list_id}/relationships/profiles",
+            bucket="list_add",
+            body={"data": [{"type": "profile", "id": profile_id} for _, profile_id in chunk]},
+            expect=(204,),
+            handled=(400, 404),
+        )
+    except Problem as problem:
+        _settle(results, indexes, ActionResult.from_problem(problem))
+        return
+    if response.status == 204:
+        _settle(results, indexes, success(name=name))
+        return
+    if response.status == 404:
+        unknown = unknown_target("list", 404, response.errors)
+        _settle(results, indexes, ActionResult.from_problem(unknown))
+        return
+
+    def resend(ctx: Context, rest: list[Any], results: Results) -> None:
+        _send_list_add(ctx, list_id, name, rest, results)
+
+    # Klaviyo names unknown profile ids by their place in the call: no profile for those leads.
+    _split_rejected(
+        ctx,
+        chunk,
+        response.errors,
+        _LIST_ITEM_POINTER,
+        results,
+        resend,
+        whole=lambda: from_klaviyo_answer(400, response.errors),
+        served=lambda item: item[0],
+        own=lambda errors: ActionResult.from_problem(failure(NO_PROFILE, errors=errors)),
+    )

@@ -40,10 +40,6 @@ class Response:
     status: int
     body: Any
     headers: Mapping[str, str]
-    # A request that is not safe to repeat was sent again after an attempt whose effect we
-    # could not see (a timeout or dropped connection after sending). See Create Profile.
-    resent_after_unknown_effect: bool = False
-    first_sent_at: float = 0.0  # wall-clock time of the first attempt
     errors: list[KlaviyoError] = field(default_factory=list)
 
     @property
@@ -161,15 +157,14 @@ class KlaviyoClient:
         """Send one request, retrying what a retry can fix while the budget allows.
 
         Statuses in ``expect`` and ``handled`` come back as a ``Response``; any other answer
-        (or no answer) is raised as a classified ``Problem``.
+        (or no answer) is raised as a classified ``Problem``. A request that is not
+        ``idempotent`` is not repeated once it may have reached Klaviyo: the ``Problem``
+        then says ``effect_unknown`` and the caller decides (see Create Profile).
         """
         url = self._url(path_or_url, query)
         payload = None if body is None else json.dumps(body, separators=(",", ":")).encode()
         key = self._api_key(False)
         key_reread = False
-        unknown_effect = False
-        resent_after_unknown = False
-        first_sent_at = time.time()
         attempt = 0
         while True:
             attempt += 1
@@ -177,8 +172,6 @@ class KlaviyoClient:
             remaining = budget.remaining()
             if remaining < MINIMUM_CALL_SECONDS / 5:
                 raise outcomes.timeout(budget.describe())
-            if unknown_effect:
-                resent_after_unknown = True
             try:
                 raw = self._pool.request(
                     method,
@@ -197,8 +190,9 @@ class KlaviyoClient:
                 problem = self._no_answer(exc, budget)
             except (ReadTimeoutError, HTTPError) as exc:
                 self._observe(bucket, None)
-                unknown_effect = unknown_effect or not idempotent
                 problem = self._no_answer(exc, budget)
+                # It may have reached Klaviyo: repeating it is the caller's decision.
+                problem.effect_unknown = not idempotent
             else:
                 status = raw.status
                 headers = {k.title(): v for k, v in raw.headers.items()}
@@ -220,8 +214,6 @@ class KlaviyoClient:
                         status=status,
                         body=None if parsed is _UNREADABLE else parsed,
                         headers=headers,
-                        resent_after_unknown_effect=resent_after_unknown,
-                        first_sent_at=first_sent_at,
                         errors=errors,
                     )
                 problem = outcomes.from_klaviyo_answer(
@@ -230,9 +222,8 @@ class KlaviyoClient:
                     challenge=_is_challenge(status, headers),
                     retry_after=_seconds(headers.get("Retry-After"), default=None),
                 )
-                if status >= 500 and not idempotent:
-                    unknown_effect = True
-            if not problem.retryable or attempt >= self.max_attempts:
+                problem.effect_unknown = status >= 500 and not idempotent
+            if not problem.retryable or problem.effect_unknown or attempt >= self.max_attempts:
                 raise problem
             wait = (
                 problem.retry_after

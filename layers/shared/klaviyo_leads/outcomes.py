@@ -104,6 +104,8 @@ class Problem(Exception):
         self.klaviyo_status = klaviyo_status
         self.profile = profile
         self.duplicate_profile_id = duplicate_profile_id
+        # A request that is not safe to repeat may have taken effect before it failed.
+        self.effect_unknown = False
 
     @property
     def retryable(self) -> bool:

@@ -6,6 +6,7 @@ Nothing here runs at import time; ``Runtime.from_env()`` builds it on the first 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -57,6 +58,7 @@ class Runtime:
     names: NameCache = field(default_factory=NameCache)
     publisher: ResultPublisher | None = None
     idempotency_by_action: dict[str, Idempotency] = field(default_factory=dict)
+    clock: Callable[[], float] = time.monotonic
 
     @classmethod
     def from_env(cls) -> Runtime:
@@ -83,6 +85,9 @@ class Runtime:
             )
         return self.idempotency_by_action[action.name]
 
+    def budget(self, seconds: float) -> Budget:
+        return Budget(seconds, clock=self.clock)
+
     def context(self, budget: Budget) -> Context:
         return Context(self.client, budget, self.settings, self.names)
 
@@ -95,18 +100,18 @@ class Runtime:
         via_api_gateway: bool = False,
     ) -> Processed:
         """Run one lead through an action; never raises."""
-        started = time.monotonic()
+        started = self.clock()
         try:
             lead = Lead.from_object(ensure_object(payload))
             seconds = effective_budget_seconds(
                 lead.timeout_seconds(), remaining_seconds, via_api_gateway
             )
-            result = run_action(action, self.context(Budget(seconds)), lead)
+            result = run_action(action, self.context(self.budget(seconds)), lead)
         except Problem as problem:
             result = ActionResult.from_problem(problem)
         except Exception as exc:
             result = internal_error(exc)
-        self.record(action, result, time.monotonic() - started)
+        self.record(action, result, self.clock() - started)
         return Processed(result, result_fields(action, result))
 
     def record(self, action: Action, result: ActionResult, seconds: float) -> None:
@@ -122,6 +127,10 @@ class Runtime:
                 "duration_ms": round(seconds * 1000, 1),
             },
         )
+
+
+def processed(action: Action, result: ActionResult) -> Processed:
+    return Processed(result, result_fields(action, result))
 
 
 def internal_error(exc: BaseException) -> ActionResult:

@@ -12,11 +12,10 @@ from collections.abc import Mapping
 from typing import Any
 
 from .actions import Action, ActionResult, result_fields
-from .idempotency import InProgressElsewhere
 from .lead import leads_in, parse_body
-from .outcomes import Kind, Problem, bad_request, http_status
+from .outcomes import Kind, Problem, http_status
 from .publishing import Publication
-from .runtime import Processed, Runtime, logger
+from .runtime import Runtime, logger
 
 # A record is not started with less than this left in the invocation: it goes back to the
 # queue instead of running into the Lambda timeout (which would lose the batch's progress).
@@ -118,91 +117,7 @@ def handle_leads(
 # -- SQS -----------------------------------------------------------------------------------
 
 
-class HandBack(Exception):
-    """The record goes back to the queue (``batchItemFailures``) to be delivered again."""
-
-
 def handle_sqs(runtime: Runtime, action: Action, event: Mapping[str, Any], ctx: Any) -> dict:
-    from aws_lambda_powertools.utilities.batch import (
-        BatchProcessor,
-        EventType,
-        process_partial_response,
-    )
+    from .sqs import handle_batch  # Powertools' batch utilities load only for queues
 
-    if runtime.settings.coalesce_batches:
-        from .coalescing import prepare_batch
-
-        precomputed = prepare_batch(runtime, action, event["Records"], ctx)
-    else:
-        precomputed = {}
-
-    def record_handler(record: Any) -> dict[str, Any]:
-        return process_record(runtime, action, record, ctx, precomputed.get(record.message_id))
-
-    processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
-    return process_partial_response(  # type: ignore[return-value]
-        event=dict(event), record_handler=record_handler, processor=processor, context=ctx
-    )
-
-
-def process_record(
-    runtime: Runtime, action: Action, record: Any, ctx: Any, precomputed: Processed | None
-) -> dict[str, Any]:
-    """One SQS record: claim it, process it (or reuse a stored result), publish, settle."""
-    message_id = record.message_id
-    logger.set_correlation_id(message_id)
-    left = remaining_seconds(ctx)
-    if precomputed is None and left is not None and left < MIN_SECONDS_PER_RECORD:
-        raise HandBack("too little time left in this invocation")
-
-    lead = _record_lead(record)
-    idempotency = runtime.idempotency(action)
-    fields = None
-    if idempotency is not None:
-        try:
-            fields = idempotency.claim(message_id, int(left * 1000) if left else None)
-        except InProgressElsewhere as exc:
-            raise HandBack("the message is being processed elsewhere") from exc
-
-    if fields is None:
-        processed = precomputed or _process_body(runtime, action, lead, left)
-        if processed.result.retryable:
-            retry = HandBack(processed.result.reason or "retryable error")
-            if idempotency is not None:
-                idempotency.release(message_id, retry)
-            raise retry
-        if idempotency is not None:
-            idempotency.complete(message_id, processed.fields)
-        fields = processed.fields
-
-    # The result is stored: a redelivery after a failed publish only publishes again.
-    if (
-        runtime.publisher
-        and not runtime.publisher.publish([Publication(action.name, lead, fields, message_id)])[0]
-    ):
-        raise HandBack("the result could not be published")
-    return fields
-
-
-def _record_lead(record: Any) -> Any:
-    """The lead as received: parsed JSON, or the raw body when it is not JSON."""
-    try:
-        return json.loads(record.body)
-    except (TypeError, ValueError, RecursionError):
-        return record.body
-
-
-def _process_body(runtime: Runtime, action: Action, lead: Any, left: float | None) -> Processed:
-    if isinstance(lead, str) and not _is_json(lead):
-        result = ActionResult.from_problem(bad_request("The message body is not valid JSON"))
-        runtime.record(action, result, 0.0)
-        return Processed(result, result_fields(action, result))
-    return runtime.process(action, lead, remaining_seconds=left)
-
-
-def _is_json(text: str) -> bool:
-    try:
-        json.loads(text)
-    except (ValueError, RecursionError):
-        return False
-    return True
+    return handle_batch(runtime, action, event, ctx)

@@ -1,0 +1,156 @@
+"""SQS batches: partial batch responses, exactly-once results, and bulk processing.
+
+Each record ends in exactly one of: done (success, failure or a final error, its result
+stored and published) or handed back to the queue (``batchItemFailures``) to be delivered
+again, until the queue's ``maxReceiveCount`` moves it to the dead-letter queue.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from aws_lambda_powertools.utilities.batch import (
+    BatchProcessor,
+    EventType,
+    process_partial_response,
+)
+from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
+
+from .actions import Action, ActionResult
+from .coalescing import coalesce, coalesces
+from .idempotency import InProgressElsewhere
+from .outcomes import bad_request
+from .publishing import Publication
+from .runtime import Processed, Runtime, internal_error, logger, processed
+from .triggers import remaining_seconds
+
+# A record is not started with less than this left in the invocation: it goes back to the
+# queue instead of running into the Lambda timeout (which would lose the batch's progress).
+MIN_SECONDS_PER_RECORD = 10.0
+
+_NOT_JSON: Any = object()
+
+
+class HandBack(Exception):
+    """The record goes back to the queue to be delivered again."""
+
+
+@dataclass
+class Claimed:
+    """A record this invocation owns: its lead, and its result if one is known already."""
+
+    lead: Any
+    stored: dict[str, Any] | None = None
+    result: Processed | None = None
+    hand_back: str | None = None
+
+
+def handle_batch(runtime: Runtime, action: Action, event: Mapping[str, Any], ctx: Any) -> dict:
+    claimed: dict[str, Claimed] = {}
+    if runtime.settings.coalesce_batches and coalesces(action):
+        claimed = _claim_and_coalesce(runtime, action, event["Records"], ctx)
+
+    def record_handler(record: SQSRecord) -> dict[str, Any]:
+        return settle(runtime, action, record, ctx, claimed.get(record.message_id))
+
+    processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
+    return process_partial_response(  # type: ignore[return-value]
+        event=dict(event), record_handler=record_handler, processor=processor, context=ctx
+    )
+
+
+def claim(runtime: Runtime, action: Action, record: SQSRecord, left: float | None) -> Claimed:
+    lead = _lead_of(record)
+    idempotency = runtime.idempotency(action)
+    if idempotency is None:
+        return Claimed(lead)
+    try:
+        stored = idempotency.claim(record.message_id, int(left * 1000) if left else None)
+    except InProgressElsewhere:
+        return Claimed(lead, hand_back="the message is being processed elsewhere")
+    return Claimed(lead, stored=stored)
+
+
+def settle(
+    runtime: Runtime, action: Action, record: SQSRecord, ctx: Any, claimed: Claimed | None
+) -> dict[str, Any]:
+    """Finish one record: process it if nobody has, store, publish, or hand it back."""
+    message_id = record.message_id
+    logger.set_correlation_id(message_id)
+    if claimed is None:
+        left = remaining_seconds(ctx)
+        if left is not None and left < MIN_SECONDS_PER_RECORD:
+            raise HandBack("too little time left in this invocation")
+        claimed = claim(runtime, action, record, left)
+    if claimed.hand_back:
+        raise HandBack(claimed.hand_back)
+
+    idempotency = runtime.idempotency(action)
+    fields = claimed.stored
+    if fields is None:
+        result = claimed.result or _process(runtime, action, claimed.lead, remaining_seconds(ctx))
+        if result.result.retryable:
+            retry = HandBack(result.result.reason or "retryable error")
+            if idempotency is not None:
+                idempotency.release(message_id, retry)
+            raise retry
+        if idempotency is not None:
+            idempotency.complete(message_id, result.fields)
+        fields = result.fields
+
+    # The result is stored: a redelivery after a failed publish only publishes again.
+    publisher = runtime.publisher
+    if (
+        publisher
+        and not publisher.publish(
+            [Publication(action.name, _as_received(claimed.lead, record), fields, message_id)]
+        )[0]
+    ):
+        raise HandBack("the result could not be published")
+    return fields
+
+
+def _claim_and_coalesce(
+    runtime: Runtime, action: Action, raw_records: list[Any], ctx: Any
+) -> dict[str, Claimed]:
+    left = remaining_seconds(ctx)
+    claimed: dict[str, Claimed] = {}
+    for raw in raw_records:
+        record = SQSRecord(raw)
+        try:
+            claimed[record.message_id] = claim(runtime, action, record, left)
+        except Exception as exc:
+            logger.warning("Could not claim a record", extra={"error_type": type(exc).__name__})
+            claimed[record.message_id] = Claimed(None, hand_back="the record could not be claimed")
+    todo = [c for c in claimed.values() if c.stored is None and c.hand_back is None]
+    readable = [c for c in todo if c.lead is not _NOT_JSON]
+    try:
+        results = coalesce(runtime, action, [c.lead for c in readable], left)
+    except Exception as exc:
+        results = [processed(action, internal_error(exc)) for _ in readable]
+    for item, result in zip(readable, results, strict=True):
+        item.result = result
+    return claimed
+
+
+def _process(runtime: Runtime, action: Action, lead: Any, left: float | None) -> Processed:
+    if lead is _NOT_JSON:
+        result = ActionResult.from_problem(bad_request("The message body is not valid JSON"))
+        runtime.record(action, result, 0.0)
+        return processed(action, result)
+    return runtime.process(action, lead, remaining_seconds=left)
+
+
+def _lead_of(record: SQSRecord) -> Any:
+    try:
+        return json.loads(record.body)
+    except (TypeError, ValueError, RecursionError):
+        return _NOT_JSON
+
+
+def _as_received(lead: Any, record: SQSRecord) -> Any:
+    """The lead for the result event: what was received, even when it was not JSON."""
+    return record.body if lead is _NOT_JSON else lead
