@@ -148,10 +148,12 @@ def unreadable_response(status: int) -> Problem:
 
 # Klaviyo's 400s that are about the lead's data, by the field they point at (no lead data in
 # reasons: they are counted in reports).
-_REJECTION_BY_POINTER = {
-    "/data/attributes/email": "Invalid email address",
-    "/data/attributes/phone_number": "Invalid phone number",
-    "/data/attributes/external_id": "Invalid external id",
+# The attribute is the pointer's last step: ``/data/attributes/email`` for one profile,
+# ``/data/attributes/profiles/data/3/attributes/email`` inside a bulk job.
+_REJECTION_BY_ATTRIBUTE = {
+    "email": "Invalid email address",
+    "phone_number": "Invalid phone number",
+    "external_id": "Invalid external id",
 }
 
 
@@ -194,7 +196,10 @@ def from_klaviyo_answer(
         )
     if status == 400:
         for error in errors:
-            reason = _REJECTION_BY_POINTER.get(error.pointer or "")
+            pointer = error.pointer or ""
+            reason = "/attributes/" in pointer and _REJECTION_BY_ATTRIBUTE.get(
+                pointer.rsplit("/", 1)[-1]
+            )
             if reason:
                 return problem(Outcome.FAILURE, Kind.REJECTED, reason)
         details = " ".join(e.detail or "" for e in errors)

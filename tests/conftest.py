@@ -1,0 +1,98 @@
+"""Fixtures shared by every test tier: the Klaviyo emulator, a runtime wired to it, AWS."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from klaviyo_leads import entrypoint
+from klaviyo_leads.actions import ACTIONS
+from klaviyo_leads.config import Settings
+from klaviyo_leads.klaviyo import KlaviyoClient, Pacer
+from klaviyo_leads.runtime import Processed, Runtime
+
+pytest_plugins = ["devtools.klaviyo_emulator.pytest_fixtures"]
+
+ROOT = Path(__file__).resolve().parents[1]
+API_KEY = "pk_test_emulator"
+REGION = "us-east-1"
+
+
+@pytest.fixture(autouse=True)
+def _quiet_powertools(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("POWERTOOLS_METRICS_NAMESPACE", "KlaviyoLeadActionsTest")
+    monkeypatch.setenv("POWERTOOLS_SERVICE_NAME", "klaviyo-lead-actions")
+
+
+class Sleeps(list):
+    """Records the waits the client asked for instead of waiting, on a virtual clock."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.elapsed = 0.0
+
+    def __call__(self, seconds: float) -> None:
+        self.append(seconds)
+        self.elapsed += seconds
+
+    def clock(self) -> float:
+        return time.monotonic() + self.elapsed
+
+
+@pytest.fixture
+def sleeps() -> Sleeps:
+    return Sleeps()
+
+
+@pytest.fixture
+def runtime(klaviyo_emulator, sleeps: Sleeps) -> Iterator[Runtime]:
+    """A runtime talking to the emulator with a fixed key; no AWS involved."""
+    settings = Settings(base_url=klaviyo_emulator.base_url, api_key_secret_id="unused")
+    client = KlaviyoClient(
+        settings.base_url,
+        settings.api_revision,
+        lambda force: API_KEY,
+        sleep=sleeps,
+        pacer=Pacer(clock=sleeps.clock),
+    )
+    built = Runtime(settings=settings, client=client)
+    entrypoint.reset_runtime(built)
+    yield built
+    entrypoint.reset_runtime()
+
+
+@pytest.fixture
+def run(runtime: Runtime):
+    """``run(action, lead)`` -> the result fields; ``.last`` keeps the classified result."""
+
+    def run_lead(action: str, lead: dict, remaining: float | None = None) -> dict:
+        processed: Processed = runtime.process(ACTIONS[action], lead, remaining_seconds=remaining)
+        run_lead.last = processed.result  # type: ignore[attr-defined]
+        return processed.fields
+
+    return run_lead
+
+
+@pytest.fixture
+def aws_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name, value in {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_SESSION_TOKEN": "testing",
+        "AWS_DEFAULT_REGION": REGION,
+        "AWS_REGION": REGION,
+    }.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+    monkeypatch.delenv("AWS_PROFILE", raising=False)
+
+
+def reset_powertools_parameters() -> None:
+    from aws_lambda_powertools.utilities import parameters
+    from aws_lambda_powertools.utilities.parameters import base
+
+    parameters.clear_caches()
+    base.DEFAULT_PROVIDERS.clear()

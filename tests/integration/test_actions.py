@@ -1,0 +1,391 @@
+"""Each action against the emulator: its success, each failure, each error."""
+
+from __future__ import annotations
+
+import pytest
+
+from devtools.klaviyo_emulator import Fault
+from klaviyo_leads.outcomes import Kind
+
+LIST_NAME = "Newsletter"
+
+
+@pytest.fixture
+def seeded(klaviyo_emulator):
+    emu = klaviyo_emulator
+    ids = {
+        "list": emu.create_list(LIST_NAME),
+        "segment": emu.create_segment("VIP customers"),
+        "sarah": emu.create_profile(
+            email="sarah.mason@example.com",
+            phone_number="+15125550100",
+            external_id="crm-1",
+            first_name="Sarah",
+            properties={"tier": "silver"},
+        ),
+    }
+    emu.add_to_segment(ids["segment"], ids["sarah"])
+    return ids
+
+
+def outcome(fields):
+    return fields["outcome"], fields["reason"]
+
+
+# -- Create Profile ------------------------------------------------------------------------
+
+
+class TestCreateProfile:
+    LEAD = {
+        "email": "new.lead@example.com",
+        "phone_1": "(512) 555-0123",
+        "reference": "crm-9",
+        "first_name": "Nia",
+        "company": {"name": "Acme"},
+        "city": "Austin",
+        "latitude": "30.2",
+        "klaviyo": {"custom": {"source": "webform"}, "timezone": "America/Chicago"},
+    }
+
+    def test_success_maps_every_field(self, run, klaviyo_emulator):
+        fields = run("create_profile", self.LEAD)
+        assert outcome(fields) == ("success", None)
+        stored = klaviyo_emulator.profile(fields["id"])["attributes"]
+        assert stored["email"] == "new.lead@example.com"
+        assert stored["phone_number"] == "+15125550123"
+        assert stored["organization"] == "Acme"
+        assert stored["location"]["city"] == "Austin"
+        assert stored["location"]["timezone"] == "America/Chicago"
+        assert stored["properties"] == {"source": "webform"}
+        assert fields["reference"] == "crm-9"
+        assert fields["custom"] == {"source": "webform"}
+        assert fields["type"] == "profile"
+        assert fields["self_links"].endswith(fields["id"] + "/")
+        assert fields["email_marketing_consent_status"] == "NEVER_SUBSCRIBED"
+        assert fields["errors"] == {"id": [], "code": [], "title": [], "detail": []}
+
+    def test_duplicate_is_failure_with_existing_id(self, run, seeded):
+        fields = run("create_profile", {"email": "sarah.mason@example.com"})
+        assert outcome(fields) == (
+            "failure",
+            "A profile with this email or phone number already exists",
+        )
+        assert fields["id"] == seeded["sarah"]
+        assert fields["duplicate_profile_id"] == seeded["sarah"]
+        assert fields["errors"]["code"] == ["duplicate_profile"]
+
+    def test_invalid_email_fails_before_any_call(self, run, klaviyo_emulator):
+        fields = run("create_profile", {"email": "not-an-email"})
+        assert outcome(fields) == ("failure", "Invalid email address")
+        assert klaviyo_emulator.calls() == 0
+
+    def test_no_identifier(self, run, klaviyo_emulator):
+        fields = run("create_profile", {"first_name": "Sam"})
+        assert outcome(fields) == ("failure", "The lead has no usable identifier")
+        assert klaviyo_emulator.calls() == 0
+
+    def test_throttled_beyond_budget_is_retryable_error(self, run, klaviyo_emulator):
+        klaviyo_emulator.faults.add(Fault(status=429, retry_after=30, times=None))
+        fields = run("create_profile", {"email": "a@example.com", "timeout_seconds": 5})
+        assert outcome(fields) == ("error", "Klaviyo returned HTTP 429 (rate limited)")
+        assert run.last.retryable and run.last.kind is Kind.THROTTLED
+        assert fields["errors"]["code"] == ["throttled"]
+
+
+# -- Get Profiles --------------------------------------------------------------------------
+
+
+class TestGetProfiles:
+    @pytest.mark.parametrize(
+        "lead",
+        [
+            {"email": "sarah.mason@example.com"},
+            {"phone_1": "512-555-0100", "klaviyo.identifier": "phone_number"},
+            {"klaviyo.external_id": "crm-1", "klaviyo.identifier": "external_id"},
+            {"reference": "crm-1"},
+        ],
+    )
+    def test_found_by_each_identifier(self, run, seeded, lead):
+        fields = run("get_profiles", lead)
+        assert outcome(fields) == ("success", None)
+        assert fields["id"] == seeded["sarah"]
+        assert fields["custom"] == {"tier": "silver"}
+        assert fields["email_marketing_consent_status"] == "NEVER_SUBSCRIBED"
+
+    def test_found_by_klaviyo_id(self, run, seeded):
+        fields = run("get_profiles", {"klaviyo": {"id": seeded["sarah"]}})
+        assert fields["id"] == seeded["sarah"]
+
+    def test_not_found(self, run, seeded):
+        assert outcome(run("get_profiles", {"email": "nobody@example.com"})) == (
+            "failure",
+            "No profile found",
+        )
+        assert outcome(run("get_profiles", {"klaviyo.id": "01HZZZZZZZZZZZZZZZZZZZZZZZ"})) == (
+            "failure",
+            "No profile found",
+        )
+
+    def test_email_with_plus_is_found(self, run, klaviyo_emulator):
+        pid = klaviyo_emulator.create_profile(email="a+b@example.com")
+        assert run("get_profiles", {"email": "a+b@example.com"})["id"] == pid
+
+    @pytest.mark.parametrize(
+        ("handling", "pick"),
+        [
+            ("earliest creation date", "first"),
+            ("newest creation date", "second"),
+            ("earliest update date", "second"),
+            ("newest update date", "first"),
+        ],
+    )
+    def test_profile_handling_picks_among_matches(self, run, klaviyo_emulator, handling, pick):
+        ids = {
+            "first": klaviyo_emulator.create_profile(
+                external_id="dup",
+                created="2026-01-01T00:00:00+00:00",
+                updated="2026-03-01T00:00:00+00:00",
+            ),
+            "second": klaviyo_emulator.create_profile(
+                external_id="dup",
+                created="2026-02-01T00:00:00+00:00",
+                updated="2026-02-15T00:00:00+00:00",
+            ),
+        }
+        fields = run("get_profiles", {"reference": "dup", "klaviyo.profile_handling": handling})
+        assert fields["id"] == ids[pick]
+
+    def test_configured_identifier_missing_from_lead(self, run, seeded):
+        fields = run("get_profiles", {"email": "a@example.com", "klaviyo.identifier": "phone"})
+        assert outcome(fields) == ("failure", "The lead has no phone number to search by")
+
+    def test_no_identifier_at_all(self, run, klaviyo_emulator):
+        assert outcome(run("get_profiles", {"first_name": "x"})) == (
+            "failure",
+            "The lead has no usable identifier",
+        )
+        assert klaviyo_emulator.calls() == 0
+
+
+# -- Get Segment Profiles ------------------------------------------------------------------
+
+
+class TestGetSegmentProfiles:
+    def lead(self, seeded, **extra):
+        return {"klaviyo": {"segment_id": seeded["segment"]}, **extra}
+
+    @pytest.mark.parametrize(
+        "identity",
+        [
+            {"email": "sarah.mason@example.com"},
+            {"phone_1": "+1 512 555 0100"},
+            {"reference": "crm-1"},
+        ],
+    )
+    def test_member(self, run, seeded, identity):
+        fields = run("get_segment_profiles", self.lead(seeded, **identity))
+        assert outcome(fields) == ("success", None)
+        assert fields["id"] == seeded["sarah"]
+        assert fields["list_name"] == "VIP customers"
+
+    def test_member_by_klaviyo_id(self, run, seeded):
+        lead = self.lead(seeded)
+        lead["klaviyo"]["id"] = seeded["sarah"]
+        assert run("get_segment_profiles", lead)["id"] == seeded["sarah"]
+
+    def test_not_member(self, run, seeded, klaviyo_emulator):
+        klaviyo_emulator.create_profile(email="outsider@example.com")
+        fields = run("get_segment_profiles", self.lead(seeded, email="outsider@example.com"))
+        assert outcome(fields) == ("failure", "The profile is not in the segment")
+
+    def test_external_id_not_found(self, run, seeded):
+        fields = run("get_segment_profiles", self.lead(seeded, reference="nope"))
+        assert outcome(fields) == ("failure", "No profile found")
+
+    def test_unknown_segment_is_error(self, run, seeded):
+        fields = run(
+            "get_segment_profiles",
+            {"klaviyo.segment_id": "Nope12", "email": "sarah.mason@example.com"},
+        )
+        assert outcome(fields) == (
+            "error",
+            "Klaviyo has no segment with this Klaviyo Segment Id (HTTP 404)",
+        )
+        assert not run.last.retryable
+
+    def test_missing_segment_id(self, run, klaviyo_emulator):
+        fields = run("get_segment_profiles", {"email": "sarah.mason@example.com"})
+        assert outcome(fields) == ("error", "Klaviyo Segment Id is missing")
+        assert run.last.kind is Kind.CONFIGURATION
+        assert klaviyo_emulator.calls() == 0
+
+    def test_segment_name_is_cached(self, run, seeded, klaviyo_emulator):
+        for _ in range(3):
+            run("get_segment_profiles", self.lead(seeded, email="sarah.mason@example.com"))
+        assert klaviyo_emulator.calls("get_segment") == 1
+
+
+# -- Update Profile ------------------------------------------------------------------------
+
+
+class TestUpdateProfile:
+    def test_updates_only_what_the_lead_carries(self, run, seeded, klaviyo_emulator):
+        fields = run(
+            "update_profile",
+            {"email": "sarah.mason@example.com", "title": "CTO", "klaviyo.custom.score": 9},
+        )
+        assert outcome(fields) == ("success", None)
+        stored = klaviyo_emulator.profile(seeded["sarah"])["attributes"]
+        assert stored["title"] == "CTO"
+        assert stored["first_name"] == "Sarah"  # absent fields never erase data
+        assert stored["properties"] == {"tier": "silver", "score": 9}
+        assert fields["custom"] == {"tier": "silver", "score": 9}
+
+    def test_not_found(self, run, seeded):
+        fields = run("update_profile", {"email": "nobody@example.com", "title": "x"})
+        assert outcome(fields) == ("failure", "No profile found")
+
+    def test_new_email_belonging_to_another_profile(self, run, seeded, klaviyo_emulator):
+        other = klaviyo_emulator.create_profile(email="other@example.com")
+        fields = run(
+            "update_profile",
+            {
+                "reference": "crm-1",
+                "klaviyo.identifier": "external_id",
+                "email": "other@example.com",
+                "title": "x",
+            },
+        )
+        assert outcome(fields) == ("failure", "The lead's email belongs to another profile")
+        assert fields["id"] == seeded["sarah"]
+        assert fields["duplicate_profile_id"] == other
+        assert "other@example.com" not in fields["reason"]
+
+    def test_nothing_to_update(self, run, seeded):
+        fields = run("update_profile", {"klaviyo.id": seeded["sarah"]})
+        assert outcome(fields) == ("failure", "The lead has no profile fields to update")
+
+
+# -- Add Profile to List -------------------------------------------------------------------
+
+
+class TestAddProfileToList:
+    def test_adds_member(self, run, seeded, klaviyo_emulator):
+        fields = run(
+            "add_profile_to_list",
+            {"email": "sarah.mason@example.com", "klaviyo": {"list_id": seeded["list"]}},
+        )
+        assert fields == {
+            "outcome": "success",
+            "reason": None,
+            "errors": {"id": [], "code": [], "title": [], "detail": []},
+        }
+        assert seeded["sarah"] in klaviyo_emulator.list_members(seeded["list"])
+
+    def test_by_klaviyo_id_needs_no_lookup(self, run, seeded, klaviyo_emulator):
+        run(
+            "add_profile_to_list",
+            {"klaviyo.id": seeded["sarah"], "klaviyo.list_id": seeded["list"]},
+        )
+        assert run.last.outcome.value == "success"
+        assert klaviyo_emulator.calls("get_profiles") == 0
+        assert klaviyo_emulator.calls("get_profile") == 0
+
+    def test_profile_not_found(self, run, seeded):
+        fields = run(
+            "add_profile_to_list", {"email": "x@example.com", "klaviyo.list_id": seeded["list"]}
+        )
+        assert outcome(fields) == ("failure", "No profile found")
+
+    def test_unknown_klaviyo_id(self, run, seeded):
+        fields = run(
+            "add_profile_to_list",
+            {"klaviyo.id": "01HZZZZZZZZZZZZZZZZZZZZZZZ", "klaviyo.list_id": seeded["list"]},
+        )
+        assert outcome(fields) == ("failure", "No profile found")
+
+    def test_unknown_list(self, run, seeded):
+        fields = run(
+            "add_profile_to_list", {"email": "sarah.mason@example.com", "klaviyo.list_id": "Nope12"}
+        )
+        assert outcome(fields) == (
+            "error",
+            "Klaviyo has no list with this Klaviyo List Id (HTTP 404)",
+        )
+
+    def test_missing_list_id(self, run, seeded):
+        fields = run("add_profile_to_list", {"email": "sarah.mason@example.com"})
+        assert outcome(fields) == ("error", "Klaviyo List Id is missing")
+        assert run.last.kind is Kind.CONFIGURATION
+
+
+# -- Subscribe Profile to List -------------------------------------------------------------
+
+
+class TestSubscribe:
+    def consent(self, emu, pid):
+        subs = emu.profile(pid)["attributes"]["subscriptions"]
+        return subs["email"]["marketing"]["consent"], subs["sms"]["marketing"]["consent"]
+
+    def test_every_channel_the_lead_has(self, run, seeded, klaviyo_emulator):
+        fields = run(
+            "subscribe_profile_to_list",
+            {
+                "email": "sarah.mason@example.com",
+                "phone_1": "512 555 0100",
+                "klaviyo": {"list_id": seeded["list"], "custom_source": "Webform"},
+            },
+        )
+        assert outcome(fields) == ("success", None)
+        assert self.consent(klaviyo_emulator, seeded["sarah"]) == ("SUBSCRIBED", "SUBSCRIBED")
+        job = [r for r in klaviyo_emulator.requests if r.operation_id == "bulk_subscribe_profiles"]
+        assert len(job) == 1
+
+    def test_only_the_channels_asked_for(self, run, seeded, klaviyo_emulator):
+        run(
+            "subscribe_profile_to_list",
+            {
+                "email": "sarah.mason@example.com",
+                "phone_1": "5125550100",
+                "klaviyo.channels": "email",
+            },
+        )
+        assert run.last.outcome.value == "success"
+        assert self.consent(klaviyo_emulator, seeded["sarah"]) == ("SUBSCRIBED", "NEVER_SUBSCRIBED")
+
+    def test_reads_the_profile_for_a_missing_identifier(self, run, seeded, klaviyo_emulator):
+        fields = run(
+            "subscribe_profile_to_list",
+            {"klaviyo.id": seeded["sarah"], "klaviyo.channels": ["sms"]},
+        )
+        assert outcome(fields) == ("success", None)
+        assert self.consent(klaviyo_emulator, seeded["sarah"])[1] == "SUBSCRIBED"
+
+    def test_channel_without_its_identifier(self, run, seeded):
+        fields = run(
+            "subscribe_profile_to_list", {"email": "a@example.com", "klaviyo.channels": "sms"}
+        )
+        assert outcome(fields) == ("failure", "The sms channel needs a phone number")
+
+    def test_nothing_to_subscribe(self, run, klaviyo_emulator):
+        fields = run("subscribe_profile_to_list", {"first_name": "x"})
+        assert outcome(fields) == (
+            "failure",
+            "The lead has no email address or phone number to subscribe",
+        )
+        assert klaviyo_emulator.calls() == 0
+
+    def test_unknown_list(self, run, seeded):
+        fields = run(
+            "subscribe_profile_to_list", {"email": "a@example.com", "klaviyo.list_id": "Nope12"}
+        )
+        assert outcome(fields)[0] == "error"
+        assert outcome(fields)[1].startswith("Klaviyo has no list with this Klaviyo List Id")
+
+    def test_without_list_uses_account_default(self, run, klaviyo_emulator):
+        fields = run("subscribe_profile_to_list", {"email": "fresh@example.com"})
+        assert outcome(fields) == ("success", None)
+        job = next(
+            r for r in klaviyo_emulator.requests if r.operation_id == "bulk_subscribe_profiles"
+        )
+        assert b'"relationships"' not in job.body

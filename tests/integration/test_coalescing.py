@@ -1,0 +1,186 @@
+"""Bulk calls for a batch: fewer Klaviyo calls, and still one correct result per lead."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from devtools.klaviyo_emulator import Fault
+from klaviyo_leads.actions import ACTIONS
+from klaviyo_leads.coalescing import coalesce
+
+SUBSCRIBE = ACTIONS["subscribe_profile_to_list"]
+ADD = ACTIONS["add_profile_to_list"]
+
+
+def outcomes(processed):
+    return [(p.fields["outcome"], p.fields["reason"]) for p in processed]
+
+
+@pytest.fixture
+def newsletter(klaviyo_emulator):
+    return klaviyo_emulator.create_list("Newsletter")
+
+
+class TestSubscribe:
+    def test_one_job_per_target_and_every_lead_subscribed(
+        self, runtime, klaviyo_emulator, newsletter
+    ):
+        other = klaviyo_emulator.create_list("Promotions")
+        leads = [
+            {"email": f"lead{i}@example.com", "klaviyo.list_id": newsletter if i % 2 else other}
+            for i in range(240)
+        ]
+        results = coalesce(runtime, SUBSCRIBE, leads, remaining_seconds=300)
+        assert outcomes(results) == [("success", None)] * 240
+        assert klaviyo_emulator.calls("bulk_subscribe_profiles") == 2
+        assert len(klaviyo_emulator.list_members(newsletter)) == 120
+        assert len(klaviyo_emulator.list_members(other)) == 120
+
+    def test_jobs_hold_at_most_1000_profiles(self, runtime, klaviyo_emulator, newsletter):
+        leads = [{"email": f"l{i}@example.com", "klaviyo.list_id": newsletter} for i in range(2300)]
+        results = coalesce(runtime, SUBSCRIBE, leads, remaining_seconds=300)
+        assert all(p.result.outcome.value == "success" for p in results)
+        sizes = [
+            len(json.loads(r.body)["data"]["attributes"]["profiles"]["data"])
+            for r in klaviyo_emulator.requests
+            if r.operation_id == "bulk_subscribe_profiles"
+        ]
+        assert sizes == [1000, 1000, 300]
+
+    def test_bad_leads_stay_out_of_the_bulk_call(self, runtime, klaviyo_emulator, newsletter):
+        leads = [
+            {"email": "good1@example.com", "klaviyo.list_id": newsletter},
+            {"email": "broken", "klaviyo.list_id": newsletter},
+            "not an object",
+            {"first_name": "no identifier", "klaviyo.list_id": newsletter},
+            {"email": "good2@example.com", "klaviyo.list_id": newsletter},
+        ]
+        results = coalesce(runtime, SUBSCRIBE, leads, remaining_seconds=300)
+        assert outcomes(results) == [
+            ("success", None),
+            ("failure", "Invalid email address"),
+            ("error", "A lead must be a JSON object"),
+            ("failure", "The lead has no email address or phone number to subscribe"),
+            ("success", None),
+        ]
+        (job,) = [
+            r for r in klaviyo_emulator.requests if r.operation_id == "bulk_subscribe_profiles"
+        ]
+        assert len(json.loads(job.body)["data"]["attributes"]["profiles"]["data"]) == 2
+
+    @pytest.mark.klaviyo_contract_violations_allowed
+    def test_a_rejection_naming_one_profile_fails_only_that_lead(
+        self, runtime, klaviyo_emulator, newsletter
+    ):
+        rejection = {
+            "errors": [
+                {
+                    "id": "e1",
+                    "status": 400,
+                    "code": "invalid",
+                    "title": "Invalid input.",
+                    "detail": "Invalid email address",
+                    "source": {"pointer": "/data/attributes/profiles/data/1/attributes/email"},
+                }
+            ]
+        }
+        klaviyo_emulator.faults.add(
+            Fault(
+                operation_id="bulk_subscribe_profiles",
+                status=400,
+                body=json.dumps(rejection).encode(),
+                content_type="application/vnd.api+json",
+            )
+        )
+        leads = [{"email": f"l{i}@example.com", "klaviyo.list_id": newsletter} for i in range(3)]
+        results = coalesce(runtime, SUBSCRIBE, leads, remaining_seconds=300)
+        assert outcomes(results) == [
+            ("success", None),
+            ("failure", "Invalid email address"),
+            ("success", None),
+        ]
+        assert results[1].fields["errors"]["id"] == ["e1"]
+        assert klaviyo_emulator.calls("bulk_subscribe_profiles") == 2
+
+    def test_throttled_job_hands_every_lead_back(self, runtime, klaviyo_emulator, newsletter):
+        klaviyo_emulator.faults.add(
+            Fault(operation_id="bulk_subscribe_profiles", status=429, retry_after=600, times=None)
+        )
+        leads = [{"email": f"l{i}@example.com", "klaviyo.list_id": newsletter} for i in range(5)]
+        results = coalesce(runtime, SUBSCRIBE, leads, remaining_seconds=300)
+        assert all(p.result.retryable for p in results)
+
+    def test_unknown_list_is_an_error_for_its_leads_only(
+        self, runtime, klaviyo_emulator, newsletter
+    ):
+        leads = [
+            {"email": "a@example.com", "klaviyo.list_id": "Nope12"},
+            {"email": "b@example.com", "klaviyo.list_id": newsletter},
+        ]
+        results = coalesce(runtime, SUBSCRIBE, leads, remaining_seconds=300)
+        assert [p.fields["outcome"] for p in results] == ["error", "success"]
+
+
+class TestAddToList:
+    def test_searches_100_at_a_time_and_adds_in_one_call(
+        self, runtime, klaviyo_emulator, newsletter
+    ):
+        ids = [klaviyo_emulator.create_profile(email=f"p{i}@example.com") for i in range(250)]
+        leads = [{"email": f"P{i}@example.com", "klaviyo.list_id": newsletter} for i in range(250)]
+        leads.append({"email": "missing@example.com", "klaviyo.list_id": newsletter})
+        leads.append({"klaviyo.id": ids[0], "klaviyo.list_id": newsletter})
+        results = coalesce(runtime, ADD, leads, remaining_seconds=300)
+        assert outcomes(results) == [("success", None)] * 250 + [
+            ("failure", "No profile found"),
+            ("success", None),
+        ]
+        assert klaviyo_emulator.list_members(newsletter) == set(ids)
+        assert klaviyo_emulator.calls("get_profiles") == 3
+        assert klaviyo_emulator.calls("add_profiles_to_list") == 1
+        assert klaviyo_emulator.calls("get_list") == 1
+
+    def test_profile_handling_picks_among_external_id_matches(
+        self, runtime, klaviyo_emulator, newsletter
+    ):
+        older = klaviyo_emulator.create_profile(
+            external_id="x", created="2026-01-01T00:00:00+00:00"
+        )
+        newer = klaviyo_emulator.create_profile(
+            external_id="x", created="2026-02-01T00:00:00+00:00"
+        )
+        leads = [
+            {
+                "reference": "x",
+                "klaviyo.list_id": newsletter,
+                "klaviyo.profile_handling": "earliest creation date",
+            },
+        ]
+        coalesce(runtime, ADD, leads, remaining_seconds=300)
+        assert klaviyo_emulator.list_members(newsletter) == {older}
+        assert newer not in klaviyo_emulator.list_members(newsletter)
+
+    def test_unknown_profile_id_fails_alone(self, runtime, klaviyo_emulator, newsletter):
+        known = klaviyo_emulator.create_profile(email="k@example.com")
+        leads = [
+            {"klaviyo.id": known, "klaviyo.list_id": newsletter},
+            {"klaviyo.id": "01HZZZZZZZZZZZZZZZZZZZZZZZ", "klaviyo.list_id": newsletter},
+        ]
+        results = coalesce(runtime, ADD, leads, remaining_seconds=300)
+        assert outcomes(results) == [("success", None), ("failure", "No profile found")]
+        assert klaviyo_emulator.list_members(newsletter) == {known}
+
+    def test_missing_and_unknown_lists(self, runtime, klaviyo_emulator, newsletter):
+        klaviyo_emulator.create_profile(email="k@example.com")
+        leads = [
+            {"email": "k@example.com"},
+            {"email": "k@example.com", "klaviyo.list_id": "Nope12"},
+            {"email": "k@example.com", "klaviyo.list_id": newsletter},
+        ]
+        results = coalesce(runtime, ADD, leads, remaining_seconds=300)
+        assert outcomes(results) == [
+            ("error", "Klaviyo List Id is missing"),
+            ("error", "Klaviyo has no list with this Klaviyo List Id (HTTP 404)"),
+            ("success", None),
+        ]
