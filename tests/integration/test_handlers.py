@@ -1,0 +1,344 @@
+"""The functions' handlers through every trigger, against the emulator and moto (in process).
+
+These run what Lambda runs: ``functions/<action>/app.py``'s handler, its runtime built from
+the environment, the API key read from Secrets Manager, results published on EventBridge,
+and SQS messages claimed in the DynamoDB idempotency table.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from typing import Any
+
+import boto3
+import pytest
+from moto import mock_aws
+
+from devtools.klaviyo_emulator import Fault
+from devtools.lambda_events import (
+    LambdaContext,
+    api_gateway_event,
+    eventbridge_event,
+    http_api_event,
+    load_handler,
+    queue_arn,
+    sqs_event,
+    sqs_message,
+)
+from klaviyo_leads import entrypoint
+from tests.conftest import API_KEY, REGION, reset_powertools_parameters
+
+SECRET = "klaviyo/api-key"
+BUS = "klaviyo-lead-actions-test"
+TABLE = "klaviyo-lead-actions-idempotency"
+
+
+class Aws:
+    """The stack's AWS side in moto: the secret, the results bus (routed to a queue), table."""
+
+    def __init__(self) -> None:
+        self.secrets = boto3.client("secretsmanager", region_name=REGION)
+        self.sqs = boto3.client("sqs", region_name=REGION)
+        events = boto3.client("events", region_name=REGION)
+        self.secrets.create_secret(Name=SECRET, SecretString=API_KEY)
+        events.create_event_bus(Name=BUS)
+        self.results_url = self.sqs.create_queue(QueueName="results")["QueueUrl"]
+        results_arn = self.sqs.get_queue_attributes(
+            QueueUrl=self.results_url, AttributeNames=["QueueArn"]
+        )["Attributes"]["QueueArn"]
+        events.put_rule(
+            Name="results",
+            EventBusName=BUS,
+            EventPattern=json.dumps({"source": ["klaviyo.lead-actions"]}),
+        )
+        events.put_targets(
+            Rule="results", EventBusName=BUS, Targets=[{"Id": "q", "Arn": results_arn}]
+        )
+        boto3.client("dynamodb", region_name=REGION).create_table(
+            TableName=TABLE,
+            KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}],
+            AttributeDefinitions=[{"AttributeName": "id", "AttributeType": "S"}],
+            BillingMode="PAY_PER_REQUEST",
+        )
+
+    def published(self) -> list[dict[str, Any]]:
+        events = []
+        while True:
+            got = self.sqs.receive_message(QueueUrl=self.results_url, MaxNumberOfMessages=10).get(
+                "Messages", []
+            )
+            if not got:
+                return events
+            for message in got:
+                events.append(json.loads(message["Body"]))
+                self.sqs.delete_message(
+                    QueueUrl=self.results_url, ReceiptHandle=message["ReceiptHandle"]
+                )
+
+
+@pytest.fixture
+def aws(aws_credentials, klaviyo_emulator, monkeypatch):
+    monkeypatch.setenv("KLAVIYO_API_KEY_SECRET_ID", SECRET)
+    monkeypatch.setenv("KLAVIYO_BASE_URL", klaviyo_emulator.base_url)
+    monkeypatch.setenv("RESULTS_EVENT_BUS_NAME", BUS)
+    monkeypatch.setenv("IDEMPOTENCY_TABLE_NAME", TABLE)
+    monkeypatch.delenv("PARAMETERS_SECRETS_EXTENSION_HTTP_PORT", raising=False)
+    with mock_aws():
+        reset_powertools_parameters()
+        entrypoint.reset_runtime()
+        yield Aws()
+        entrypoint.reset_runtime()
+        reset_powertools_parameters()
+
+
+@pytest.fixture
+def newsletter(klaviyo_emulator):
+    return klaviyo_emulator.create_list("Newsletter")
+
+
+def call(action: str, event: Any, timeout: float = 360.0) -> Any:
+    return load_handler(action)(event, LambdaContext.for_action(action, timeout_seconds=timeout))
+
+
+def post(action: str, lead: Any, *, raw: str | bytes | None = None, **kwargs) -> dict:
+    body = raw if raw is not None else json.dumps(lead)
+    route = "/" + action.replace("_", "-")
+    headers = kwargs.pop("headers", {"Content-Type": "application/json"})
+    response = call(action, api_gateway_event("POST", route, headers, body), **kwargs)
+    response["json"] = json.loads(response["body"])
+    return response
+
+
+# -- API Gateway -----------------------------------------------------------------------------
+
+
+class TestApiGateway:
+    def test_create_then_duplicate(self, aws, klaviyo_emulator):
+        first = post("create_profile", {"email": "nia@example.com", "first_name": "Nia"})
+        assert (first["statusCode"], first["json"]["outcome"]) == (200, "success")
+        assert first["headers"]["Content-Type"] == "application/json"
+        again = post("create_profile", {"email": "nia@example.com"})
+        assert again["statusCode"] == 422
+        assert again["json"]["id"] == first["json"]["id"]
+
+    def test_http_api_v2_and_form_and_base64(self, aws):
+        route = "/create-profile"
+        v2 = call(
+            "create_profile",
+            http_api_event(
+                "POST",
+                route,
+                {"content-type": "application/json"},
+                json.dumps({"email": "v2@example.com"}),
+            ),
+        )
+        assert v2["statusCode"] == 200
+        form = post(
+            "create_profile",
+            None,
+            raw="email=form%40example.com&company.name=Acme",
+            headers={"Content-Type": "application/x-www-form-urlencoded"},
+        )
+        assert (form["statusCode"], form["json"]["outcome"]) == (200, "success")
+        event = api_gateway_event(
+            "POST", route, {"Content-Type": "application/json"}, '{"email": "b64@example.com"}'
+        )
+        event["body"] = base64.b64encode(event["body"].encode()).decode()
+        event["isBase64Encoded"] = True
+        assert call("create_profile", event)["statusCode"] == 200
+
+    @pytest.mark.parametrize(
+        ("raw", "reason"),
+        [
+            ("{nope", "The request body is not valid JSON"),
+            ("[1]", "The request body must be a JSON object (one lead)"),
+            ("", "The request body is empty"),
+        ],
+    )
+    def test_bad_bodies_are_400(self, aws, raw, reason):
+        response = post("get_profiles", None, raw=raw)
+        assert response["statusCode"] == 400
+        assert (response["json"]["outcome"], response["json"]["reason"]) == ("error", reason)
+
+    def test_statuses_for_each_kind_of_error(self, aws, klaviyo_emulator, newsletter):
+        missing = post("add_profile_to_list", {"email": "a@example.com"})
+        assert (missing["statusCode"], missing["json"]["reason"]) == (
+            400,
+            "Klaviyo List Id is missing",
+        )
+        unknown = post("add_profile_to_list", {"email": "a@example.com", "klaviyo.list_id": "N0pe"})
+        assert unknown["statusCode"] == 502
+
+        klaviyo_emulator.faults.add(Fault(status=429, retry_after=120, times=None))
+        throttled = post("get_profiles", {"email": "a@example.com"})
+        assert throttled["statusCode"] == 503
+        assert throttled["headers"]["Retry-After"] == "120"
+        # The container now holds back calls to that endpoint for 120 s: report at once.
+        again = post("get_profiles", {"email": "a@example.com"})
+        assert again["statusCode"] == 503 and klaviyo_emulator.calls() == 2
+        klaviyo_emulator.faults.clear()
+        entrypoint.reset_runtime()  # a fresh container
+
+        klaviyo_emulator.faults.add(Fault(latency=3.0, times=None))
+        slow = post("get_profiles", {"email": "a@example.com", "timeout_seconds": 1})
+        assert (slow["statusCode"], slow["json"]["reason"]) == (
+            504,
+            "Klaviyo did not respond within 1 seconds",
+        )
+
+    def test_api_budget_is_capped_below_the_gateway_limit(self, aws, klaviyo_emulator):
+        klaviyo_emulator.faults.add(Fault(status=429, retry_after=28, times=None))
+        response = post("get_profiles", {"email": "a@example.com"})  # default budget 360 s
+        # A 28 s wait does not fit the 27 s a webhook has: reported at once, not waited.
+        assert response["statusCode"] == 503
+        assert klaviyo_emulator.calls() == 1
+
+
+# -- Secrets ---------------------------------------------------------------------------------
+
+
+class TestSecret:
+    def test_json_secret(self, aws):
+        aws.secrets.put_secret_value(SecretId=SECRET, SecretString=json.dumps({"api_key": API_KEY}))
+        assert post("get_profiles", {"email": "a@example.com"})["statusCode"] == 422
+
+    def test_missing_secret_is_an_error(self, aws):
+        aws.secrets.delete_secret(SecretId=SECRET, ForceDeleteWithoutRecovery=True)
+        response = post("get_profiles", {"email": "a@example.com"})
+        assert response["statusCode"] == 502
+        assert response["json"]["reason"] == (
+            "The Klaviyo API key secret could not be read (ResourceNotFoundException)"
+        )
+
+    def test_rotated_key_is_picked_up_after_a_401(self, aws, klaviyo_emulator):
+        assert post("get_profiles", {"email": "a@example.com"})["statusCode"] == 422
+        aws.secrets.put_secret_value(SecretId=SECRET, SecretString="pk_rotated")
+        klaviyo_emulator.set_api_keys({"pk_rotated": None})
+        assert post("get_profiles", {"email": "a@example.com"})["statusCode"] == 422
+        assert [r.status for r in klaviyo_emulator.requests][-2:] == [401, 200]
+
+    def test_revoked_key_is_an_error_not_a_loop(self, aws, klaviyo_emulator):
+        klaviyo_emulator.set_api_keys({"pk_other": None})
+        response = post("get_profiles", {"email": "a@example.com"})
+        assert (response["statusCode"], response["json"]["reason"]) == (
+            502,
+            "Klaviyo rejected the API key",
+        )
+        assert klaviyo_emulator.calls() == 1  # the re-read key was the same: no second try
+
+
+# -- SQS -------------------------------------------------------------------------------------
+
+
+def sqs(action: str, *bodies: str, ids: list[str] | None = None, timeout: float = 360.0):
+    messages = [
+        sqs_message(body, message_id=(ids[i] if ids else None)) for i, body in enumerate(bodies)
+    ]
+    return call(action, sqs_event(messages, queue_arn(f"{action}-queue")), timeout=timeout)
+
+
+class TestSqs:
+    def test_only_retryable_records_go_back_and_results_are_published(self, aws, klaviyo_emulator):
+        klaviyo_emulator.create_profile(email="taken@example.com")
+        klaviyo_emulator.faults.add(
+            Fault(method="POST", path="/api/profiles", status=503, times=None, probability=None)
+        )
+        response = sqs(
+            "create_profile",
+            json.dumps({"email": "not-an-email"}),
+            "{broken json",
+            json.dumps({"email": "new@example.com"}),
+            ids=["m-invalid", "m-broken", "m-retry"],
+        )
+        assert response == {"batchItemFailures": [{"itemIdentifier": "m-retry"}]}
+        published = {e["detail"]["message_id"]: e for e in aws.published()}
+        assert set(published) == {"m-invalid", "m-broken"}
+        assert published["m-invalid"]["detail-type"] == "create_profile result"
+        assert published["m-invalid"]["detail"]["result"]["reason"] == "Invalid email address"
+        assert published["m-broken"]["detail"]["lead"] == "{broken json"
+        assert published["m-broken"]["detail"]["result"]["reason"] == (
+            "The message body is not valid JSON"
+        )
+
+    def test_redelivery_after_success_reuses_the_stored_result(self, aws, klaviyo_emulator):
+        body = json.dumps({"email": "once@example.com"})
+        assert sqs("create_profile", body, ids=["m-1"]) == {"batchItemFailures": []}
+        calls = klaviyo_emulator.calls()
+        assert sqs("create_profile", body, ids=["m-1"]) == {"batchItemFailures": []}
+        assert klaviyo_emulator.calls() == calls  # nothing sent to Klaviyo again
+        first, second = [e["detail"]["result"] for e in aws.published()]
+        assert first == second and first["outcome"] == "success"
+
+    def test_retryable_result_is_not_stored(self, aws, klaviyo_emulator):
+        body = json.dumps({"email": "later@example.com"})
+        klaviyo_emulator.faults.add(Fault(status=503, times=None))
+        assert sqs("create_profile", body, ids=["m-2"])["batchItemFailures"]
+        klaviyo_emulator.faults.clear()
+        assert sqs("create_profile", body, ids=["m-2"]) == {"batchItemFailures": []}
+        assert aws.published()[0]["detail"]["result"]["outcome"] == "success"
+
+    def test_too_little_time_hands_every_record_back(self, aws, klaviyo_emulator):
+        response = sqs(
+            "get_profiles", json.dumps({"email": "a@example.com"}), ids=["m-late"], timeout=5
+        )
+        assert response == {"batchItemFailures": [{"itemIdentifier": "m-late"}]}
+        assert klaviyo_emulator.calls() == 0
+
+    def test_coalesced_batch(self, aws, klaviyo_emulator, newsletter):
+        bodies = [
+            json.dumps({"email": f"s{i}@example.com", "klaviyo.list_id": newsletter})
+            for i in range(50)
+        ]
+        bodies.append(json.dumps({"email": "bad", "klaviyo.list_id": newsletter}))
+        assert sqs("subscribe_profile_to_list", *bodies) == {"batchItemFailures": []}
+        assert klaviyo_emulator.calls("bulk_subscribe_profiles") == 1
+        outcomes = sorted(e["detail"]["result"]["outcome"] for e in aws.published())
+        assert outcomes == ["failure"] + ["success"] * 50
+
+    def test_publish_failure_hands_back_but_keeps_the_result(
+        self, aws, klaviyo_emulator, monkeypatch
+    ):
+        monkeypatch.setenv("RESULTS_EVENT_BUS_NAME", "no-such-bus")
+        entrypoint.reset_runtime()
+        body = json.dumps({"email": "kept@example.com"})
+        assert sqs("create_profile", body, ids=["m-pub"])["batchItemFailures"]
+        calls = klaviyo_emulator.calls()
+        monkeypatch.setenv("RESULTS_EVENT_BUS_NAME", BUS)
+        entrypoint.reset_runtime()
+        assert sqs("create_profile", body, ids=["m-pub"]) == {"batchItemFailures": []}
+        assert klaviyo_emulator.calls() == calls
+        assert aws.published()[0]["detail"]["result"]["outcome"] == "success"
+
+
+# -- EventBridge and direct --------------------------------------------------------------------
+
+
+class TestEventBridgeAndDirect:
+    def test_eventbridge_single_and_batch(self, aws):
+        single = call(
+            "create_profile",
+            eventbridge_event("create_profile lead", {"email": "eb@example.com"}, source="crm"),
+        )
+        assert single["outcome"] == "success"
+        batch = call(
+            "get_profiles",
+            eventbridge_event(
+                "get_profiles lead",
+                {"leads": [{"email": "eb@example.com"}, {"email": "none@example.com"}]},
+                source="crm",
+            ),
+        )
+        assert [r["outcome"] for r in batch["results"]] == ["success", "failure"]
+        assert len(aws.published()) == 3
+
+    def test_direct_single_is_returned_not_published(self, aws):
+        assert call("create_profile", {"email": "direct@example.com"})["outcome"] == "success"
+        results = call("get_profiles", {"leads": [{"email": "direct@example.com"}]})["results"]
+        assert results[0]["outcome"] == "success"
+        assert len(aws.published()) == 1  # only the several-leads form publishes
+
+    @pytest.mark.parametrize("event", [[1, 2], "text", 42, None])
+    def test_direct_non_object_is_an_error_result(self, aws, event):
+        result = call("get_profiles", event)
+        assert (result["outcome"], result["reason"]) == ("error", "A lead must be a JSON object")
