@@ -207,9 +207,9 @@ class KlaviyoClient:
                         attempt -= 1
                         continue
                 parsed, errors = _parse(raw.data, status, headers)
+                if 200 <= status < 300 and status not in (202, 204) and parsed is _UNREADABLE:
+                    raise outcomes.unreadable_response(status)
                 if status in expect or status in handled:
-                    if status in expect and status not in (202, 204) and parsed is _UNREADABLE:
-                        raise outcomes.unreadable_response(status)
                     return Response(
                         status=status,
                         body=None if parsed is _UNREADABLE else parsed,
