@@ -128,13 +128,11 @@ def test_slow_beyond_budget_is_a_timeout(action, world, runtime, klaviyo_emulato
 
 
 @pytest.mark.parametrize("action", ALL)
-def test_401_then_rotated_key(action, world, runtime, klaviyo_emulator):
-    keys = {"current": "pk_old"}
-    runtime.client._api_key = lambda force: (
-        keys.setdefault("current", "pk_old")
-        if not force
-        else (keys.update(current="pk_new") or keys["current"])
-    )
+def test_401_then_rotated_key(action, world, runtime, klaviyo_emulator, monkeypatch):
+    def rotating_key(force: bool) -> str:
+        return "pk_new" if force else "pk_old"  # the secret was rotated since it was read
+
+    monkeypatch.setattr(runtime.client, "_api_key", rotating_key)
     klaviyo_emulator.set_api_keys({"pk_new": None})
     status, body, _ = post(action, lead_for(action, world))
     assert (body["outcome"], status) == ("success", 200)
