@@ -42,7 +42,7 @@ from .profiles import (
     resources,
     unknown_target,
 )
-from .runtime import Processed, Runtime, processed
+from .runtime import Processed, Runtime, logger, processed
 
 MAX_PROFILES_PER_JOB = 1000
 MAX_IDS_PER_LIST_CALL = 1000
@@ -60,7 +60,11 @@ def coalesces(action: Action) -> bool:
 
 
 def coalesce(
-    runtime: Runtime, action: Action, payloads: list[Any], remaining_seconds: float | None
+    runtime: Runtime,
+    action: Action,
+    payloads: list[Any],
+    remaining_seconds: float | None,
+    correlation_ids: list[str] | None = None,
 ) -> list[Processed]:
     """One result per payload, in order, using as few Klaviyo calls as the batch allows."""
     started = runtime.clock()
@@ -83,8 +87,10 @@ def coalesce(
 
     elapsed = (runtime.clock() - started) / max(1, len(payloads))
     out = []
-    for result in results:
+    for index, result in enumerate(results):
         final = result or ActionResult.from_problem(configuration_error("Lead was not processed"))
+        if correlation_ids:
+            logger.set_correlation_id(correlation_ids[index])
         runtime.record(action, final, elapsed)
         out.append(processed(action, final))
     return out

@@ -125,13 +125,15 @@ def _claim_and_coalesce(
         except Exception as exc:
             logger.warning("Could not claim a record", extra={"error_type": type(exc).__name__})
             claimed[record.message_id] = Claimed(None, hand_back="the record could not be claimed")
-    todo = [c for c in claimed.values() if c.stored is None and c.hand_back is None]
-    readable = [c for c in todo if c.lead is not _NOT_JSON]
+    todo = {m: c for m, c in claimed.items() if c.stored is None and c.hand_back is None}
+    readable = {m: c for m, c in todo.items() if c.lead is not _NOT_JSON}
     try:
-        results = coalesce(runtime, action, [c.lead for c in readable], left)
+        results = coalesce(
+            runtime, action, [c.lead for c in readable.values()], left, list(readable)
+        )
     except Exception as exc:
         results = [processed(action, internal_error(exc)) for _ in readable]
-    for item, result in zip(readable, results, strict=True):
+    for item, result in zip(readable.values(), results, strict=True):
         item.result = result
     return claimed
 

@@ -52,10 +52,19 @@ def handle(runtime: Runtime, action: Action, event: Any, lambda_context: Any) ->
         return handle_api(runtime, action, event, lambda_context)
     if kind == "sqs":
         return handle_sqs(runtime, action, event, lambda_context)
+    request_id = str(getattr(lambda_context, "aws_request_id", "") or "")
     if kind == "eventbridge":
-        logger.set_correlation_id(str(event.get("id") or "") or None)
-        return handle_leads(runtime, action, event["detail"], lambda_context, always_publish=True)
-    return handle_leads(runtime, action, event, lambda_context, always_publish=False)
+        return handle_leads(
+            runtime,
+            action,
+            event["detail"],
+            lambda_context,
+            always_publish=True,
+            correlation_id=str(event.get("id") or request_id),
+        )
+    return handle_leads(
+        runtime, action, event, lambda_context, always_publish=False, correlation_id=request_id
+    )
 
 
 # -- API Gateway ---------------------------------------------------------------------------
@@ -95,13 +104,20 @@ def api_response(result: ActionResult, fields: dict[str, Any]) -> dict[str, Any]
 
 
 def handle_leads(
-    runtime: Runtime, action: Action, payload: Any, ctx: Any, *, always_publish: bool
+    runtime: Runtime,
+    action: Action,
+    payload: Any,
+    ctx: Any,
+    *,
+    always_publish: bool,
+    correlation_id: str,
 ) -> Any:
     several = leads_in(payload)
     leads = several if several is not None else [payload]
-    processed = [
-        runtime.process(action, lead, remaining_seconds=remaining_seconds(ctx)) for lead in leads
-    ]
+    processed = []
+    for index, lead in enumerate(leads):
+        logger.set_correlation_id(f"{correlation_id}/{index}" if several else correlation_id)
+        processed.append(runtime.process(action, lead, remaining_seconds=remaining_seconds(ctx)))
     if runtime.publisher and (always_publish or several is not None):
         runtime.publisher.publish(
             [
