@@ -1,0 +1,108 @@
+# Klaviyo lead actions: everyday commands.
+#
+#   make venv       project virtualenv (.venv) from requirements-dev.txt
+#   make lint       ruff, mypy and cfn-lint
+#   make test       the test suite
+#   make sam        the AWS SAM CLI, in its own virtualenv (.tools/sam)
+#   make validate   sam validate --lint
+#   make build      sam build
+#   make deploy     sam deploy (ENV=dev|prod, GUIDED=1 for the first time)
+#   make demo       the local demo
+#
+# Sections below: settings, development environment, quality, AWS SAM, project commands.
+
+.DEFAULT_GOAL := help
+SHELL := /bin/sh
+
+# ---------------------------------------------------------------------------
+# Settings
+# ---------------------------------------------------------------------------
+
+PYTHON ?= python3
+VENV ?= .venv
+TEMPLATE ?= template.yaml
+# samconfig.toml environment used by `make deploy`.
+ENV ?= default
+
+SAM_VENV ?= .tools/sam
+SAM_CLI_VERSION ?= 1.170.0
+SAM := $(SAM_VENV)/bin/sam
+export SAM_CLI_TELEMETRY ?= 0
+
+# `sam build` refuses a python3 that is not really 3.12 (a pyenv shim fails its binary
+# check), so put the real 3.12 interpreter first on PATH when pyenv manages Pythons here.
+PY312_PREFIX := $(shell command -v pyenv >/dev/null 2>&1 && pyenv prefix 3.12 2>/dev/null)
+BUILD_PATH := $(if $(PY312_PREFIX),$(PY312_PREFIX)/bin:)$(PATH)
+
+# `sam validate --lint` works offline; placeholder credentials keep it from looking for real ones.
+OFFLINE_AWS_ENV := AWS_ACCESS_KEY_ID=testing AWS_SECRET_ACCESS_KEY=testing \
+	AWS_SESSION_TOKEN=testing AWS_DEFAULT_REGION=$${AWS_DEFAULT_REGION:-us-east-1}
+
+.PHONY: help
+help:
+	@sed -n 's/^#   //p' $(firstword $(MAKEFILE_LIST))
+
+# ---------------------------------------------------------------------------
+# Development environment
+# ---------------------------------------------------------------------------
+
+.PHONY: venv
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: requirements-dev.txt layers/shared/requirements.txt
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/python -m pip install --quiet -r requirements-dev.txt
+	touch $@
+
+# ---------------------------------------------------------------------------
+# Quality
+# ---------------------------------------------------------------------------
+
+.PHONY: lint
+lint: venv
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+	$(VENV)/bin/cfn-lint $(TEMPLATE) -a cfn_lint_serverless.rules
+
+# ---------------------------------------------------------------------------
+# AWS SAM
+# ---------------------------------------------------------------------------
+
+# The SAM CLI pins its own boto3 and cfn-lint, so it lives apart from the project's .venv.
+.PHONY: sam
+sam: $(SAM)
+
+$(SAM):
+	$(PYTHON) -m venv $(SAM_VENV)
+	$(SAM_VENV)/bin/python -m pip install --quiet aws-sam-cli==$(SAM_CLI_VERSION)
+
+.PHONY: validate
+validate: $(SAM)
+	env $(OFFLINE_AWS_ENV) $(SAM) validate --lint --template-file $(TEMPLATE)
+
+.PHONY: build
+build: $(SAM)
+	PATH="$(BUILD_PATH)" $(SAM) build --template-file $(TEMPLATE)
+
+.PHONY: deploy
+deploy: build
+	@echo "Deploying samconfig.toml environment '$(ENV)'."
+	@echo "First deploy of an environment? Run 'make deploy ENV=$(ENV) GUIDED=1' (see docs/deploying.md)."
+	$(SAM) deploy --config-env $(ENV) $(if $(GUIDED),--guided)
+
+.PHONY: clean-build
+clean-build:
+	rm -rf .aws-sam
+
+# ---------------------------------------------------------------------------
+# Project commands (their implementations live elsewhere in the tree)
+# ---------------------------------------------------------------------------
+
+.PHONY: test
+test: venv
+	$(VENV)/bin/python -m pytest -n 2 -q
+
+.PHONY: demo
+demo: venv
+	$(VENV)/bin/python -m devtools.runner demo
