@@ -1,0 +1,111 @@
+"""Serve the emulator standalone: ``python -m devtools.klaviyo_emulator --port 8765``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+import threading
+from pathlib import Path
+from types import FrameType
+
+from .contract import default_spec_path
+from .emulator import DEFAULT_API_KEY, DEFAULT_REVISION, KlaviyoEmulator
+
+DEMO_LIST_ID = "Y6nRLr"
+DEMO_SEGMENT_ID = "VIPseg"
+
+
+def seed_demo(emulator: KlaviyoEmulator) -> dict[str, object]:
+    """A list, a segment and two profiles (one of them in the segment and on the list)."""
+    list_id = emulator.create_list("Newsletter", list_id=DEMO_LIST_ID)
+    segment_id = emulator.create_segment("VIP customers", segment_id=DEMO_SEGMENT_ID)
+    sarah = emulator.create_profile(
+        email="sarah.mason@klaviyo-demo.com",
+        phone_number="+15005550006",
+        external_id="crm-1001",
+        first_name="Sarah",
+        last_name="Mason",
+        location={"city": "New York", "region": "NY", "country": "US"},
+        properties={"lead_source": "demo"},
+    )
+    sam = emulator.create_profile(email="sam.lee@klaviyo-demo.com", first_name="Sam")
+    emulator.add_to_segment(segment_id, sarah)
+    emulator.add_to_list(list_id, sarah)
+    return {"list": list_id, "segment": segment_id, "profiles": [sarah, sam]}
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m devtools.klaviyo_emulator",
+        description="Local emulator of Klaviyo's REST API (revision 2026-07-15).",
+    )
+    parser.add_argument("--port", type=int, default=8765, help="port on 127.0.0.1 (0 = any)")
+    parser.add_argument(
+        "--api-key",
+        action="append",
+        dest="api_keys",
+        metavar="KEY",
+        help=f"accepted private key with all scopes (repeatable; default {DEFAULT_API_KEY})",
+    )
+    parser.add_argument("--rate-limits", action="store_true", help="enforce Klaviyo's limits")
+    parser.add_argument("--revision", default=DEFAULT_REVISION, help="newest revision accepted")
+    parser.add_argument("--seed-demo", action="store_true", help="create a demo list/segment")
+    parser.add_argument("--seed", type=int, default=None, help="seed for ids and random faults")
+    parser.add_argument(
+        "--subscribe-delay", type=float, default=0.0, help="seconds before subscribe jobs apply"
+    )
+    parser.add_argument(
+        "--openapi",
+        type=Path,
+        default=None,
+        help="validate traffic against this OpenAPI document (default: the project's copy, "
+        "when present); violations are printed",
+    )
+    parser.add_argument("--verbose", action="store_true", help="log every request")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    openapi = args.openapi
+    if openapi is None and default_spec_path().exists():
+        openapi = default_spec_path()
+    emulator = KlaviyoEmulator(
+        dict.fromkeys(args.api_keys or [DEFAULT_API_KEY]),
+        rate_limits=args.rate_limits,
+        revision=args.revision,
+        port=args.port,
+        openapi_path=openapi,
+        seed=args.seed,
+        subscribe_delay=args.subscribe_delay,
+        verbose=args.verbose,
+    )
+    emulator.start()
+    print(f"Klaviyo emulator listening on {emulator.base_url}", flush=True)
+    print(f"API keys: {', '.join(args.api_keys or [DEFAULT_API_KEY])}", flush=True)
+    if args.seed_demo:
+        print("Demo data: " + json.dumps(seed_demo(emulator)), flush=True)
+    stop = threading.Event()
+
+    def _stop(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGINT, _stop)
+    signal.signal(signal.SIGTERM, _stop)
+    reported = 0
+    try:
+        while not stop.wait(0.5):
+            violations = emulator.contract_violations
+            for line in violations[reported:]:
+                print(f"contract violation: {line}", file=sys.stderr, flush=True)
+            reported = len(violations)
+    finally:
+        emulator.stop()
+    print("Klaviyo emulator stopped", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,129 @@
+"""Validation of profile attributes as Klaviyo applies it on create, update and import."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from . import errors
+from .errors import ApiError, invalid
+from .model import LOCATION_FIELDS, STRING_ATTRIBUTES
+
+PHONE_RE = re.compile(r"^\+[1-9]\d{6,14}$")
+# Deliberately plain: dot-atom local part and a dotted host name. Klaviyo's real check is
+# unpublished; this one rejects what a form-fill bug typically produces (spaces, no host).
+EMAIL_RE = re.compile(
+    r"^[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*"
+    r"@(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,63}$"
+)
+MAX_EMAIL_LENGTH = 100
+ATTRIBUTES_POINTER = "/data/attributes"
+
+
+def check_email(value: Any, pointer: str) -> None:
+    if not isinstance(value, str) or len(value) > MAX_EMAIL_LENGTH or not EMAIL_RE.match(value):
+        raise invalid(errors.INVALID_EMAIL, pointer=pointer)
+
+
+def check_phone(value: Any, pointer: str) -> None:
+    if not isinstance(value, str) or not PHONE_RE.match(value):
+        raise invalid(errors.INVALID_PHONE, pointer=pointer)
+
+
+def _not_object(pointer: str, name: str) -> ApiError:
+    return invalid(f"'{name}' must be an object.", pointer=pointer)
+
+
+def clean_attributes(
+    raw: Any, *, pointer: str = ATTRIBUTES_POINTER, extra: tuple[str, ...] = ()
+) -> dict[str, Any]:
+    """Check types and formats of a profile ``attributes`` object and return it.
+
+    Only keys that were sent are returned, so callers can tell "omitted" from "null".
+    ``extra`` names further accepted keys (``_kx`` on profile-import).
+    """
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise _not_object(pointer, "attributes")
+    allowed = {*STRING_ATTRIBUTES, "location", "properties", *extra}
+    for key in raw:
+        if key not in allowed:
+            raise invalid(
+                f"'{key}' is not a valid field for the resource 'profile'.",
+                pointer=f"{pointer}/{key}",
+            )
+    for key in (*STRING_ATTRIBUTES, *extra):
+        if key in raw and raw[key] is not None and not isinstance(raw[key], str):
+            raise invalid(f"'{key}' must be a string.", pointer=f"{pointer}/{key}")
+    if raw.get("email") is not None:
+        check_email(raw["email"], f"{pointer}/email")
+    if raw.get("phone_number") is not None:
+        check_phone(raw["phone_number"], f"{pointer}/phone_number")
+    location = raw.get("location")
+    if location is not None:
+        if not isinstance(location, dict):
+            raise _not_object(f"{pointer}/location", "location")
+        for key, value in location.items():
+            where = f"{pointer}/location/{key}"
+            if key not in LOCATION_FIELDS:
+                raise invalid(f"'{key}' is not a valid location field.", pointer=where)
+            numeric_ok = key in ("latitude", "longitude")
+            if value is None or isinstance(value, str):
+                continue
+            if numeric_ok and isinstance(value, int | float) and not isinstance(value, bool):
+                continue
+            raise invalid(f"'{key}' has an invalid type.", pointer=where)
+    properties = raw.get("properties")
+    if properties is not None and not isinstance(properties, dict):
+        raise _not_object(f"{pointer}/properties", "properties")
+    return dict(raw)
+
+
+def check_identifiers(attributes: dict[str, Any]) -> None:
+    if not any(attributes.get(k) for k in ("email", "phone_number", "external_id")):
+        raise invalid(errors.NO_IDENTIFIER, pointer=ATTRIBUTES_POINTER)
+
+
+def clean_patch_meta(raw: Any, pointer: str = "/data/meta") -> dict[str, Any]:
+    """Check ``data.meta`` (patch_properties / patch_identifiers) and return it."""
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise _not_object(pointer, "meta")
+    for key in raw:
+        if key not in ("patch_properties", "patch_identifiers"):
+            raise invalid(f"'{key}' is not a valid meta field.", pointer=f"{pointer}/{key}")
+    patch = raw.get("patch_properties")
+    if patch is not None:
+        where = f"{pointer}/patch_properties"
+        if not isinstance(patch, dict):
+            raise _not_object(where, "patch_properties")
+        for key, value in patch.items():
+            if key not in ("append", "unappend", "unset"):
+                raise invalid(f"'{key}' is not a valid patch operation.", pointer=f"{where}/{key}")
+            if key in ("append", "unappend") and value is not None and not isinstance(value, dict):
+                raise _not_object(f"{where}/{key}", key)
+            if key == "unset" and not (
+                value is None
+                or isinstance(value, str)
+                or (isinstance(value, list) and all(isinstance(v, str) for v in value))
+            ):
+                raise invalid("'unset' must be a string or a list of strings.", pointer=where)
+    identifiers = raw.get("patch_identifiers")
+    if identifiers is not None:
+        where = f"{pointer}/patch_identifiers"
+        if not isinstance(identifiers, dict):
+            raise _not_object(where, "patch_identifiers")
+        for op, value in identifiers.items():
+            if op not in ("append", "unappend") or not isinstance(value, dict):
+                raise invalid("Only 'append' and 'unappend' objects are allowed.", pointer=where)
+            for key, emails in value.items():
+                if key != "email":
+                    raise invalid(
+                        "Only 'email' is supported in patch_identifiers.",
+                        pointer=f"{where}/{op}/{key}",
+                    )
+                for email in emails if isinstance(emails, list) else [emails]:
+                    check_email(email, f"{where}/{op}/email")
+    return dict(raw)

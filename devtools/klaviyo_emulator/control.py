@@ -1,0 +1,133 @@
+"""The ``/_emulator/`` control API, for driving an emulator that runs in another process.
+
+No auth, plain ``application/json``. Routes::
+
+    GET    /_emulator/state                  profiles, lists, segments
+    POST   /_emulator/reset                  clear state, faults, recorded requests
+    GET    /_emulator/faults                 faults in matching order
+    POST   /_emulator/faults                 add one (JSON of Fault fields; body as text)
+    DELETE /_emulator/faults                 remove all
+    POST   /_emulator/lists                  {"name", "id"?, "opt_in"?: "single"|"double"}
+    POST   /_emulator/segments               {"name", "id"?, "profile_ids"?: [...]}
+    POST   /_emulator/segments/<id>/profiles {"profile_id", "joined_at"?}
+    POST   /_emulator/profiles               profile attributes (+ "created"/"updated")
+    POST   /_emulator/double-opt-in          {"profile_id", "list_id"}
+    POST   /_emulator/rate-limits            {"enabled": bool, "overrides"?: {op: [burst, steady]}}
+    GET    /_emulator/requests               method, path, status, operation_id of each request
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from werkzeug.wrappers import Request, Response
+
+from .errors import ApiError
+from .faults import Fault
+
+if TYPE_CHECKING:
+    from .emulator import KlaviyoEmulator
+
+Route = Callable[["KlaviyoEmulator", Request, Any], Response]
+
+
+def _json(status: int, payload: Any) -> Response:
+    return Response(json.dumps(payload), status=status, content_type="application/json")
+
+
+def _no_content() -> Response:
+    return Response(b"", status=204)
+
+
+def _bad(message: str) -> Response:
+    return _json(400, {"error": message})
+
+
+def _required(payload: Any, name: str) -> Any:
+    if not isinstance(payload, dict) or name not in payload:
+        raise KeyError(name)
+    return payload[name]
+
+
+def handle(emulator: KlaviyoEmulator, request: Request) -> Response:
+    path = request.path.rstrip("/")
+    method = request.method
+    try:
+        payload = json.loads(request.get_data() or b"null")
+    except ValueError:
+        return _bad("body is not JSON")
+    try:
+        if path == "/_emulator/state" and method == "GET":
+            return _json(200, emulator.state())
+        if path == "/_emulator/reset" and method == "POST":
+            emulator.reset()
+            return _no_content()
+        if path == "/_emulator/faults":
+            if method == "GET":
+                return _json(200, [f.to_json() for f in emulator.faults])
+            if method == "DELETE":
+                emulator.faults.clear()
+                return _no_content()
+            if method == "POST":
+                if not isinstance(payload, dict):
+                    return _bad("expected a JSON object of Fault fields")
+                fault = emulator.faults.add(Fault.from_json(payload))
+                return _json(201, fault.to_json())
+        if path == "/_emulator/lists" and method == "POST":
+            list_id = emulator.create_list(
+                _required(payload, "name"),
+                list_id=payload.get("id"),
+                opt_in=payload.get("opt_in", "single"),
+            )
+            return _json(201, {"id": list_id})
+        if path == "/_emulator/segments" and method == "POST":
+            segment_id = emulator.create_segment(
+                _required(payload, "name"), segment_id=payload.get("id")
+            )
+            for profile_id in payload.get("profile_ids", []):
+                emulator.add_to_segment(segment_id, profile_id)
+            return _json(201, {"id": segment_id})
+        parts = path.split("/")
+        if len(parts) == 5 and parts[2:5:2] == ["segments", "profiles"] and method == "POST":
+            emulator.add_to_segment(
+                parts[3], _required(payload, "profile_id"), joined_at=payload.get("joined_at")
+            )
+            return _no_content()
+        if path == "/_emulator/profiles" and method == "POST":
+            if not isinstance(payload, dict):
+                return _bad("expected a JSON object of profile attributes")
+            return _json(201, {"id": emulator.create_profile(**payload)})
+        if path == "/_emulator/double-opt-in" and method == "POST":
+            emulator.confirm_double_opt_in(
+                _required(payload, "profile_id"), _required(payload, "list_id")
+            )
+            return _no_content()
+        if path == "/_emulator/rate-limits" and method == "POST":
+            overrides = {
+                op: (int(limits[0]), int(limits[1]))
+                for op, limits in (payload.get("overrides") or {}).items()
+            }
+            emulator.set_rate_limits(bool(_required(payload, "enabled")), overrides or None)
+            return _no_content()
+        if path == "/_emulator/requests" and method == "GET":
+            return _json(
+                200,
+                [
+                    {
+                        "method": r.method,
+                        "path": r.path,
+                        "status": r.status,
+                        "operation_id": r.operation_id,
+                    }
+                    for r in emulator.requests
+                ],
+            )
+    except KeyError as exc:
+        return _bad(f"missing field {exc}")
+    except ApiError as exc:
+        return _json(exc.status, exc.body())
+    except (TypeError, ValueError) as exc:
+        return _bad(str(exc))
+    return _json(404, {"error": f"no control route {method} {request.path}"})

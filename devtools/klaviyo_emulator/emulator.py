@@ -1,0 +1,358 @@
+"""``KlaviyoEmulator``: the public handle that owns the state and the HTTP server thread."""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping
+from datetime import datetime
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from werkzeug.serving import BaseWSGIServer, make_server
+from werkzeug.wrappers import Request, Response
+
+from . import contract, control
+from .faults import FaultSet
+from .model import KlaviyoList, Segment
+from .ratelimit import RateLimiter
+from .recording import RecordedRequest
+from .resources import profile_resource
+from .server import KlaviyoApp, QuietHandler, Settings, VerboseHandler, parse_revision
+from .state import Store, SubscribeJob
+
+DEFAULT_REVISION = "2026-07-15"
+DEFAULT_API_KEY = "pk_test_emulator"
+
+
+class KlaviyoEmulator:
+    """A local stand-in for Klaviyo's REST API (revision 2026-07-15) on 127.0.0.1.
+
+    ``api_keys`` maps each accepted private key to its scopes (``None``: every scope).
+    ``default_opt_in`` is the account's opt-in setting used by subscribe jobs without a list;
+    Klaviyo's own default is double opt-in, the emulator's is ``"single"`` so a plain
+    subscribe is visible at once. ``subscribe_delay`` postpones the effect of a subscribe job
+    (0 applies it before the 202 is sent). ``clock`` drives the rate-limit windows.
+    """
+
+    def __init__(
+        self,
+        api_keys: Mapping[str, Iterable[str] | None] | None = None,
+        *,
+        rate_limits: bool = False,
+        revision: str = DEFAULT_REVISION,
+        port: int = 0,
+        openapi_path: str | Path | None = None,
+        seed: int | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        subscribe_delay: float = 0.0,
+        external_id_unique: bool = False,
+        default_opt_in: str = "single",
+        verbose: bool = False,
+    ) -> None:
+        newest, _ = parse_revision(revision)
+        self._settings_lock = threading.Lock()
+        self._settings = Settings(
+            api_keys=_normalise_keys(api_keys if api_keys is not None else {DEFAULT_API_KEY: None}),
+            revision=newest,
+            revision_text=revision,
+            rate_limits=rate_limits,
+            subscribe_delay=subscribe_delay,
+        )
+        self._initial_keys = dict(self._settings.api_keys)
+        self._initial_rate_limits = rate_limits
+        self._requested_port = port
+        self._verbose = verbose
+        self._store = Store(
+            rng=random.Random(seed),
+            external_id_unique=external_id_unique,
+            default_opt_in=default_opt_in,
+        )
+        self.faults = FaultSet(random.Random(seed))
+        self._limiter = RateLimiter(clock)
+        self._validator = contract.load(openapi_path) if openapi_path is not None else None
+        self._record_lock = threading.Lock()
+        self._requests: list[RecordedRequest] = []
+        self._violations: list[str] = []
+        self._timers: set[threading.Timer] = set()
+        self._timers_lock = threading.Lock()
+        self._generation = 0
+        self._epoch = 0
+        self._server: BaseWSGIServer | None = None
+        self._thread: threading.Thread | None = None
+        self._app = KlaviyoApp(
+            store=self._store,
+            settings=self._settings,
+            faults=self.faults,
+            limiter=self._limiter,
+            record=self._record,
+            validator=self._validator,
+            report_violations=self._report,
+            control=self._control,
+            schedule=self._schedule,
+            settings_lock=self._settings_lock,
+            epoch=lambda: self._epoch,
+        )
+
+    # ---- lifecycle -----------------------------------------------------------------------
+
+    def start(self) -> KlaviyoEmulator:
+        if self._server is not None:
+            return self
+        handler = VerboseHandler if self._verbose else QuietHandler
+        server = make_server(
+            "127.0.0.1", self._requested_port, self._app, threaded=True, request_handler=handler
+        )
+        self._server = server
+        with self._settings_lock:
+            self._settings.base_url = f"http://127.0.0.1:{server.port}"
+        self._thread = threading.Thread(
+            target=server.serve_forever,
+            kwargs={"poll_interval": 0.05},
+            name=f"klaviyo-emulator-{server.port}",
+            daemon=True,
+        )
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._cancel_timers()
+        if self._server is None:
+            return
+        self._server.shutdown()
+        self._server.server_close()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        self._server = None
+        self._thread = None
+
+    def __enter__(self) -> KlaviyoEmulator:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    @property
+    def port(self) -> int:
+        if self._server is None:
+            raise RuntimeError("the emulator is not running; call start() first")
+        return int(self._server.port)
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    # ---- configuration -------------------------------------------------------------------
+
+    def set_api_keys(self, api_keys: Mapping[str, Iterable[str] | None]) -> None:
+        with self._settings_lock:
+            self._settings.api_keys = _normalise_keys(api_keys)
+
+    def set_rate_limits(
+        self, enabled: bool, overrides: Mapping[str, tuple[int, int]] | None = None
+    ) -> None:
+        """Switch limits on/off; ``overrides`` maps operationId to ``(burst, steady)``."""
+        with self._settings_lock:
+            self._settings.rate_limits = enabled
+            if overrides is not None:
+                self._settings.rate_overrides = dict(overrides)
+        self._limiter.reset()
+
+    def reset(self) -> None:
+        """Back to the state right after construction.
+
+        Forgets profiles, lists, segments, pending subscribe jobs, faults, recorded requests,
+        rate-limit counters and contract violations, and restores the constructor's API keys
+        and rate-limit setting, so a shared emulator leaks nothing between tests.
+        """
+        self._epoch += 1
+        self._cancel_timers()
+        self._store.reset()
+        self.faults.clear()
+        self._limiter.reset()
+        with self._record_lock:
+            self._requests.clear()
+            self._violations.clear()
+        with self._settings_lock:
+            self._settings.api_keys = dict(self._initial_keys)
+            self._settings.rate_limits = self._initial_rate_limits
+            self._settings.rate_overrides = {}
+
+    # ---- seeding and inspection ----------------------------------------------------------
+
+    def create_list(self, name: str, list_id: str | None = None, opt_in: str = "single") -> str:
+        return self._store.create_list(name, list_id, opt_in)
+
+    def create_segment(self, name: str, segment_id: str | None = None) -> str:
+        return self._store.create_segment(name, segment_id)
+
+    def add_to_segment(
+        self, segment_id: str, profile_id: str, joined_at: str | datetime | None = None
+    ) -> None:
+        self._store.add_to_segment(segment_id, profile_id, joined_at)
+
+    def add_to_list(self, list_id: str, *profile_ids: str) -> None:
+        """Seed list membership (what Add Profile to List does, without the HTTP call)."""
+        with self._store.lock:
+            for profile_id in profile_ids:
+                self._store.profile(profile_id)
+            self._store.add_list_members(list_id, list(profile_ids))
+
+    def create_profile(
+        self,
+        *,
+        created: str | datetime | None = None,
+        updated: str | datetime | None = None,
+        last_event_date: str | datetime | None = None,
+        **attributes: Any,
+    ) -> str:
+        """Seed a profile, bypassing the duplicate rules (the attribute checks still apply)."""
+        profile = self._store.seed_profile(
+            attributes, created=created, updated=updated, last_event_date=last_event_date
+        )
+        return profile.id
+
+    def suppress(
+        self, profile_id: str, reason: str = "UNSUBSCRIBE", list_id: str | None = None
+    ) -> None:
+        """Seed an email suppression (``UNSUBSCRIBE`` also sets consent to UNSUBSCRIBED)."""
+        self._store.suppress(profile_id, reason, list_id)
+
+    def profile(self, profile_id: str) -> dict[str, Any]:
+        """The resource ``GET /api/profiles/{id}?additional-fields[profile]=subscriptions``
+        would return as ``data``; KeyError for an unknown id."""
+        with self._store.lock:
+            found = self._store.profiles.get(profile_id)
+            if found is None:
+                raise KeyError(profile_id)
+            return profile_resource(found, self._link_base(), subscriptions=True)
+
+    def profiles(self) -> list[dict[str, Any]]:
+        """Every profile as :meth:`profile` shows it, in the order they were added."""
+        with self._store.lock:
+            return [
+                profile_resource(p, self._link_base(), subscriptions=True)
+                for p in self._store.profiles.values()
+            ]
+
+    def list_members(self, list_id: str) -> set[str]:
+        with self._store.lock:
+            found = self._store.lists.get(list_id)
+            if found is None:
+                raise KeyError(list_id)
+            return set(found.members)
+
+    def segment_members(self, segment_id: str) -> set[str]:
+        with self._store.lock:
+            found = self._store.segments.get(segment_id)
+            if found is None:
+                raise KeyError(segment_id)
+            return set(found.members)
+
+    def confirm_double_opt_in(self, profile_id: str, list_id: str | None) -> None:
+        """Play the person clicking the confirmation link of a double opt-in list.
+
+        ``list_id`` is ``None`` for a job without a list under a double opt-in account default.
+        Raises ValueError when nothing is pending for that profile and list.
+        """
+        self._store.confirm_double_opt_in(profile_id, list_id)
+
+    def state(self) -> dict[str, Any]:
+        """Everything the emulator holds, as plain JSON (the control API's ``/state``)."""
+        with self._store.lock:
+            return {
+                "profiles": self.profiles(),
+                "lists": [_group_json(lst) for lst in self._store.lists.values()],
+                "segments": [_group_json(seg) for seg in self._store.segments.values()],
+            }
+
+    @property
+    def requests(self) -> list[RecordedRequest]:
+        with self._record_lock:
+            return list(self._requests)
+
+    def calls(self, operation_id: str | None = None) -> int:
+        with self._record_lock:
+            if operation_id is None:
+                return len(self._requests)
+            return sum(1 for r in self._requests if r.operation_id == operation_id)
+
+    @property
+    def contract_violations(self) -> list[str]:
+        with self._record_lock:
+            return list(self._violations)
+
+    def clear_contract_violations(self) -> None:
+        with self._record_lock:
+            self._violations.clear()
+
+    # ---- internals -----------------------------------------------------------------------
+
+    def _link_base(self) -> str:
+        with self._settings_lock:
+            return self._settings.base_url or "http://127.0.0.1"
+
+    def _record(self, recorded: RecordedRequest) -> None:
+        with self._record_lock:
+            self._requests.append(recorded)
+
+    def _report(self, violations: list[str]) -> None:
+        with self._record_lock:
+            self._violations.extend(violations)
+
+    def _control(self, request: Request) -> Response:
+        return control.handle(self, request)
+
+    def _schedule(self, job: SubscribeJob) -> None:
+        with self._settings_lock:
+            delay = self._settings.subscribe_delay
+        if delay <= 0:
+            self._store.apply_subscribe_job(job)
+            return
+        with self._timers_lock:
+            generation = self._generation
+
+        def apply() -> None:
+            with self._timers_lock:
+                self._timers.discard(timer)
+                current = generation == self._generation  # a reset in between drops the job
+            if current:
+                self._store.apply_subscribe_job(job)
+
+        timer = threading.Timer(delay, apply)
+        timer.daemon = True
+        with self._timers_lock:
+            self._timers.add(timer)
+        timer.start()
+
+    def _cancel_timers(self) -> None:
+        with self._timers_lock:
+            self._generation += 1
+            timers = list(self._timers)
+            self._timers.clear()
+        for timer in timers:
+            timer.cancel()
+
+
+def _normalise_keys(
+    api_keys: Mapping[str, Iterable[str] | None],
+) -> dict[str, frozenset[str] | None]:
+    return {key: None if scopes is None else frozenset(scopes) for key, scopes in api_keys.items()}
+
+
+def _group_json(group: KlaviyoList | Segment) -> dict[str, Any]:
+    data: dict[str, Any] = {
+        "id": group.id,
+        "name": group.name,
+        "members": {pid: joined.isoformat() for pid, joined in group.members.items()},
+    }
+    if isinstance(group, KlaviyoList):
+        data["opt_in"] = group.opt_in
+    return data

@@ -1,0 +1,523 @@
+"""Account state: profiles, lists, segments, identity rules and consent changes.
+
+One re-entrant lock guards everything; request handlers and test seeding call in from
+different threads. Methods raise :class:`ApiError` for what Klaviyo would reject.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from . import errors
+from .attributes import check_identifiers, clean_attributes
+from .errors import invalid, not_found
+from .ids import UlidFactory, short_id
+from .model import (
+    LOCATION_FIELDS,
+    STRING_ATTRIBUTES,
+    SUBSCRIBED,
+    UNSUBSCRIBED,
+    KlaviyoList,
+    Profile,
+    Segment,
+    parse_timestamp,
+    utcnow,
+)
+
+OPT_IN_CHOICES = ("single", "double")
+# Suppressions a subscribe job lifts; the spec's prose says SPAM_REPORT, its enum SPAM_COMPLAINT.
+LIFTED_SUPPRESSIONS = frozenset({"UNSUBSCRIBE", "USER_SUPPRESSED", "SPAM_COMPLAINT"})
+SUPPRESSION_REASONS = (
+    "HARD_BOUNCE",
+    "INVALID_EMAIL",
+    "SPAM_COMPLAINT",
+    "UNSUBSCRIBE",
+    "USER_SUPPRESSED",
+)
+
+
+@dataclass
+class ChannelConsent:
+    """One channel/message type a subscribe job asks for, e.g. ("email", "marketing")."""
+
+    channel: str
+    message_type: str
+    consented_at: datetime | None = None
+
+
+@dataclass
+class ProfileSubscription:
+    profile_id: str | None
+    email: str | None
+    phone_number: str | None
+    consents: list[ChannelConsent]
+
+
+@dataclass
+class SubscribeJob:
+    job_number: int
+    profiles: list[ProfileSubscription]
+    list_id: str | None
+    custom_source: str | None
+    historical_import: bool
+
+
+@dataclass
+class _Pending:
+    job: SubscribeJob
+    consent: ChannelConsent
+
+
+class Store:
+    def __init__(
+        self,
+        *,
+        rng: random.Random,
+        external_id_unique: bool = False,
+        default_opt_in: str = "single",
+    ) -> None:
+        if default_opt_in not in OPT_IN_CHOICES:
+            raise ValueError(f"default_opt_in must be one of {OPT_IN_CHOICES}")
+        self.lock = threading.RLock()
+        self._rng = rng
+        self._ulids = UlidFactory(rng)
+        self.external_id_unique = external_id_unique
+        self.default_opt_in = default_opt_in
+        self.profiles: dict[str, Profile] = {}
+        self.lists: dict[str, KlaviyoList] = {}
+        self.segments: dict[str, Segment] = {}
+        self._by_email: dict[str, str] = {}
+        self._by_phone: dict[str, str] = {}
+        self._pending: dict[tuple[str, str], list[_Pending]] = {}
+        self._job_counter = 0
+
+    @contextmanager
+    def locked(self) -> Iterator[Store]:
+        with self.lock:
+            yield self
+
+    def reset(self) -> None:
+        with self.lock:
+            self.profiles.clear()
+            self.lists.clear()
+            self.segments.clear()
+            self._by_email.clear()
+            self._by_phone.clear()
+            self._pending.clear()
+
+    # ---- lookups -------------------------------------------------------------------------
+
+    def profile(self, profile_id: str) -> Profile:
+        with self.lock:
+            found = self.profiles.get(profile_id)
+            if found is None:
+                raise not_found(f"A profile with id {profile_id} does not exist.")
+            return found
+
+    def klaviyo_list(self, list_id: str) -> KlaviyoList:
+        with self.lock:
+            found = self.lists.get(list_id)
+            if found is None:
+                raise not_found(f"A list with id {list_id} does not exist.")
+            return found
+
+    def segment(self, segment_id: str) -> Segment:
+        with self.lock:
+            found = self.segments.get(segment_id)
+            if found is None:
+                raise not_found(f"A segment with id {segment_id} does not exist.")
+            return found
+
+    def find_by_email(self, email: str | None) -> str | None:
+        return self._by_email.get(email.casefold()) if email else None
+
+    def find_by_phone(self, phone: str | None) -> str | None:
+        return self._by_phone.get(phone) if phone else None
+
+    def find_by_external_id(self, external_id: str | None) -> str | None:
+        if not external_id:
+            return None
+        # The oldest holder wins, as a client sorting by ``created`` would pick it.
+        holders = [p for p in self.profiles.values() if p.external_id == external_id]
+        return min(holders, key=lambda p: (p.created, p.id)).id if holders else None
+
+    def lists_of(self, profile_id: str) -> list[KlaviyoList]:
+        return [lst for lst in self.lists.values() if profile_id in lst.members]
+
+    def segments_of(self, profile_id: str) -> list[Segment]:
+        return [seg for seg in self.segments.values() if profile_id in seg.members]
+
+    # ---- identity ------------------------------------------------------------------------
+
+    def _conflict(self, attributes: dict[str, Any], own_id: str | None) -> str | None:
+        """Id of another profile already holding this email/phone (or unique external_id)."""
+        for holder in (
+            self.find_by_email(attributes.get("email")),
+            self.find_by_phone(attributes.get("phone_number")),
+        ):
+            if holder is not None and holder != own_id:
+                return holder
+        if self.external_id_unique:
+            holder = self.find_by_external_id(attributes.get("external_id"))
+            if holder is not None and holder != own_id:
+                return holder
+        return None
+
+    def _index(self, profile: Profile, old_email: str | None, old_phone: str | None) -> None:
+        if old_email and self._by_email.get(old_email.casefold()) == profile.id:
+            del self._by_email[old_email.casefold()]
+            # Seeded duplicates may share the address; hand the index to the next holder.
+            for other in self.profiles.values():
+                if other.email and other.email.casefold() == old_email.casefold():
+                    self._by_email.setdefault(old_email.casefold(), other.id)
+        if old_phone and self._by_phone.get(old_phone) == profile.id:
+            del self._by_phone[old_phone]
+            for other in self.profiles.values():
+                if other.phone_number == old_phone:
+                    self._by_phone.setdefault(old_phone, other.id)
+        if profile.email:
+            self._by_email.setdefault(profile.email.casefold(), profile.id)
+        if profile.phone_number:
+            self._by_phone.setdefault(profile.phone_number, profile.id)
+
+    # ---- profile writes ------------------------------------------------------------------
+
+    def _new_profile(self, created: datetime | None, updated: datetime | None) -> Profile:
+        now = utcnow()
+        created = created or now
+        return Profile(id=self._ulids.new(), created=created, updated=updated or created)
+
+    def seed_profile(
+        self,
+        attributes: dict[str, Any],
+        *,
+        created: str | datetime | None = None,
+        updated: str | datetime | None = None,
+        last_event_date: str | datetime | None = None,
+    ) -> Profile:
+        """Test seeding: no identity rules, so duplicates (and no identifier) are allowed."""
+        cleaned = clean_attributes(attributes)
+        with self.lock:
+            profile = self._new_profile(
+                parse_timestamp(created) if created else None,
+                parse_timestamp(updated) if updated else None,
+            )
+            self._merge(profile, cleaned, {})
+            if last_event_date is not None:
+                profile.last_event_date = parse_timestamp(last_event_date)
+            self.profiles[profile.id] = profile
+            self._index(profile, None, None)
+            return profile
+
+    def create_profile(self, attributes: dict[str, Any]) -> Profile:
+        check_identifiers(attributes)
+        with self.lock:
+            existing = self._conflict(attributes, None)
+            if existing is not None:
+                raise errors.duplicate_profile(existing)
+            profile = self._new_profile(None, None)
+            self._merge(profile, attributes, {})
+            self.profiles[profile.id] = profile
+            self._index(profile, None, None)
+            return profile
+
+    def update_profile(
+        self, profile_id: str, attributes: dict[str, Any], meta: dict[str, Any]
+    ) -> Profile:
+        with self.lock:
+            profile = self.profile(profile_id)
+            return self._apply_update(profile, attributes, meta)
+
+    def _apply_update(
+        self, profile: Profile, attributes: dict[str, Any], meta: dict[str, Any]
+    ) -> Profile:
+        existing = self._conflict(attributes, profile.id)
+        if existing is not None:
+            raise errors.duplicate_profile(existing)
+        candidate = profile.clone()
+        self._merge(candidate, attributes, meta)
+        if not candidate.has_identifier():
+            raise invalid(errors.NO_IDENTIFIER, pointer="/data/attributes")
+        old_email, old_phone = profile.email, profile.phone_number
+        profile.attributes = candidate.attributes
+        profile.location = candidate.location
+        profile.properties = candidate.properties
+        profile.updated = max(utcnow(), profile.updated)
+        self._index(profile, old_email, old_phone)
+        return profile
+
+    def import_profile(
+        self, profile_id: str | None, attributes: dict[str, Any], meta: dict[str, Any]
+    ) -> tuple[Profile, bool]:
+        """Upsert by id, else email, else phone, else external_id; True when created."""
+        with self.lock:
+            target: str | None
+            if profile_id:
+                target = self.profile(profile_id).id
+            else:
+                by_email = self.find_by_email(attributes.get("email"))
+                by_phone = self.find_by_phone(attributes.get("phone_number"))
+                if by_email and by_phone and by_email != by_phone:
+                    raise errors.duplicate_profile(by_phone)
+                target = (
+                    by_email or by_phone or self.find_by_external_id(attributes.get("external_id"))
+                )
+            if target is not None:
+                return self._apply_update(self.profiles[target], attributes, meta), False
+            check_identifiers(attributes)
+            profile = self._new_profile(None, None)
+            self._merge(profile, attributes, meta)
+            self.profiles[profile.id] = profile
+            self._index(profile, None, None)
+            return profile, True
+
+    @staticmethod
+    def _merge(profile: Profile, attributes: dict[str, Any], meta: dict[str, Any]) -> None:
+        """Omitted keys stay, null clears, location and properties merge key by key."""
+        for key in STRING_ATTRIBUTES:
+            if key in attributes:
+                profile.attributes[key] = attributes[key]
+        if "location" in attributes:
+            location = attributes["location"]
+            if location is None:
+                profile.location = dict.fromkeys(LOCATION_FIELDS)
+            else:
+                profile.location.update(location)
+        if "properties" in attributes:
+            properties = attributes["properties"]
+            if properties is None:
+                profile.properties = {}
+            else:
+                profile.properties.update(properties)
+        patch = meta.get("patch_properties") or {}
+        for key, value in (patch.get("append") or {}).items():
+            current = profile.properties.get(key)
+            items = (
+                list(current)
+                if isinstance(current, list)
+                else ([] if current is None else [current])
+            )
+            items.extend(value if isinstance(value, list) else [value])
+            profile.properties[key] = items
+        for key, value in (patch.get("unappend") or {}).items():
+            current = profile.properties.get(key)
+            if isinstance(current, list):
+                drop = value if isinstance(value, list) else [value]
+                profile.properties[key] = [item for item in current if item not in drop]
+        unset = patch.get("unset")
+        for key in [unset] if isinstance(unset, str) else unset or []:
+            profile.properties.pop(key, None)
+
+    # ---- lists and segments --------------------------------------------------------------
+
+    def create_list(self, name: str, list_id: str | None = None, opt_in: str = "single") -> str:
+        if opt_in not in OPT_IN_CHOICES:
+            raise ValueError(f"opt_in must be one of {OPT_IN_CHOICES}")
+        with self.lock:
+            list_id = list_id or self._fresh_short_id()
+            if list_id in self.lists:
+                raise ValueError(f"list {list_id} already exists")
+            now = utcnow()
+            self.lists[list_id] = KlaviyoList(list_id, name, opt_in, now, now)
+            return list_id
+
+    def create_segment(self, name: str, segment_id: str | None = None) -> str:
+        with self.lock:
+            segment_id = segment_id or self._fresh_short_id()
+            if segment_id in self.segments:
+                raise ValueError(f"segment {segment_id} already exists")
+            now = utcnow()
+            self.segments[segment_id] = Segment(segment_id, name, now, now)
+            return segment_id
+
+    def _fresh_short_id(self) -> str:
+        while True:
+            candidate = short_id(self._rng)
+            if candidate not in self.lists and candidate not in self.segments:
+                return candidate
+
+    def add_to_segment(
+        self, segment_id: str, profile_id: str, joined_at: str | datetime | None = None
+    ) -> None:
+        with self.lock:
+            segment = self.segment(segment_id)
+            self.profile(profile_id)
+            moment = parse_timestamp(joined_at) if joined_at else utcnow()
+            segment.members.setdefault(profile_id, moment)
+
+    def add_list_members(self, list_id: str, profile_ids: list[str]) -> None:
+        with self.lock:
+            klaviyo_list = self.klaviyo_list(list_id)
+            now = utcnow()
+            for profile_id in profile_ids:
+                klaviyo_list.members.setdefault(profile_id, now)
+
+    def remove_list_members(self, list_id: str, profile_ids: list[str]) -> None:
+        with self.lock:
+            klaviyo_list = self.klaviyo_list(list_id)
+            for profile_id in profile_ids:
+                klaviyo_list.members.pop(profile_id, None)
+
+    # ---- consent -------------------------------------------------------------------------
+
+    def next_job_number(self) -> int:
+        with self.lock:
+            self._job_counter += 1
+            return self._job_counter
+
+    def suppress(self, profile_id: str, reason: str, list_id: str | None = None) -> None:
+        """Seed an email suppression (what an unsubscribe or bounce would leave behind)."""
+        if reason not in SUPPRESSION_REASONS:
+            raise ValueError(f"reason must be one of {SUPPRESSION_REASONS}")
+        with self.lock:
+            profile = self.profile(profile_id)
+            marketing = profile.subscriptions["email"]["marketing"]
+            now = utcnow().isoformat()
+            if list_id is not None:
+                entry = {"list_id": list_id, "reason": reason, "timestamp": now}
+                marketing["list_suppressions"].append(entry)
+            else:
+                marketing["suppression"].append({"reason": reason, "timestamp": now})
+                if reason == "UNSUBSCRIBE":
+                    marketing["consent"] = UNSUBSCRIBED
+                    marketing["last_updated"] = now
+            marketing["can_receive_email_marketing"] = _can_receive_email(marketing)
+            profile.updated = max(utcnow(), profile.updated)
+
+    def apply_subscribe_job(self, job: SubscribeJob) -> None:
+        """Apply a validated job: find or create each profile, record consent, join the list."""
+        with self.lock:
+            opt_in = self.default_opt_in
+            klaviyo_list = self.lists.get(job.list_id) if job.list_id else None
+            if job.list_id and klaviyo_list is None:
+                return  # deleted between validation and a delayed apply; Klaviyo drops it too
+            if klaviyo_list is not None:
+                opt_in = klaviyo_list.opt_in
+            for item in job.profiles:
+                profile = self._resolve_for_subscribe(item)
+                joined = False
+                for consent in item.consents:
+                    double = (
+                        opt_in == "double"
+                        and not job.historical_import
+                        and (consent.channel, consent.message_type) == ("email", "marketing")
+                    )
+                    if double:
+                        self._record_pending(profile.id, job, consent)
+                        continue
+                    self._grant(profile, job, consent, double_optin=False)
+                    joined = True
+                if joined and klaviyo_list is not None:
+                    klaviyo_list.members.setdefault(profile.id, utcnow())
+
+    def _record_pending(self, profile_id: str, job: SubscribeJob, consent: ChannelConsent) -> None:
+        key = (profile_id, job.list_id or "")
+        self._pending.setdefault(key, []).append(_Pending(job, consent))
+
+    def confirm_double_opt_in(self, profile_id: str, list_id: str | None) -> None:
+        with self.lock:
+            pending = self._pending.pop((profile_id, list_id or ""), None)
+            if not pending:
+                raise ValueError(f"no pending double opt-in for profile {profile_id} on {list_id}")
+            profile = self.profile(profile_id)
+            for item in pending:
+                self._grant(profile, item.job, item.consent, double_optin=True)
+            if list_id and list_id in self.lists:
+                self.lists[list_id].members.setdefault(profile_id, utcnow())
+
+    def _resolve_for_subscribe(self, item: ProfileSubscription) -> Profile:
+        found = (
+            item.profile_id
+            if item.profile_id in self.profiles
+            else self.find_by_email(item.email) or self.find_by_phone(item.phone_number)
+        )
+        if found is None:
+            profile = self._new_profile(None, None)
+            self.profiles[profile.id] = profile
+        else:
+            profile = self.profiles[found]
+        old_email, old_phone = profile.email, profile.phone_number
+        # Fill in missing identifiers, but never take one that another profile owns.
+        if item.email and not profile.email and self.find_by_email(item.email) is None:
+            profile.attributes["email"] = item.email
+        if (
+            item.phone_number
+            and not profile.phone_number
+            and self.find_by_phone(item.phone_number) is None
+        ):
+            profile.attributes["phone_number"] = item.phone_number
+        self._index(profile, old_email, old_phone)
+        return profile
+
+    def _grant(
+        self, profile: Profile, job: SubscribeJob, consent: ChannelConsent, *, double_optin: bool
+    ) -> None:
+        now = utcnow()
+        stamp = (consent.consented_at or now).isoformat()
+        subs = profile.subscriptions
+        method_detail = str(job.job_number)
+        if (consent.channel, consent.message_type) == ("email", "marketing"):
+            marketing = subs["email"]["marketing"]
+            marketing.update(
+                consent=SUBSCRIBED,
+                consent_timestamp=stamp,
+                last_updated=now.isoformat(),
+                method="API",
+                method_detail=method_detail,
+                custom_method_detail=job.custom_source,
+                double_optin=double_optin,
+            )
+            marketing["suppression"] = [
+                s for s in marketing["suppression"] if s["reason"] not in LIFTED_SUPPRESSIONS
+            ]
+            marketing["list_suppressions"] = [
+                s
+                for s in marketing["list_suppressions"]
+                if not (s["list_id"] == job.list_id and s["reason"] in LIFTED_SUPPRESSIONS)
+            ]
+            marketing["can_receive_email_marketing"] = _can_receive_email(marketing)
+        elif consent.channel == "email":  # open_tracking
+            subs["email"]["open_tracking"] = _whatsapp_like(stamp, now, None)
+        elif consent.channel == "sms":
+            block = subs["sms"][consent.message_type]
+            block.update(
+                consent=SUBSCRIBED,
+                consent_timestamp=stamp,
+                last_updated=now.isoformat(),
+                method="API",
+                method_detail=method_detail,
+            )
+            block[f"can_receive_sms_{consent.message_type}"] = True
+        elif consent.channel == "whatsapp":
+            whatsapp = subs.setdefault("whatsapp", {})
+            whatsapp[consent.message_type] = _whatsapp_like(stamp, now, profile.phone_number)
+        elif consent.channel == "push":
+            subs["mobile_push"]["marketing"].update(
+                consent=SUBSCRIBED, consent_timestamp=stamp, can_receive_push_marketing=True
+            )
+        profile.updated = max(now, profile.updated)
+
+
+def _can_receive_email(marketing: dict[str, Any]) -> bool:
+    return marketing["consent"] == SUBSCRIBED and not marketing["suppression"]
+
+
+def _whatsapp_like(stamp: str, now: datetime, phone: str | None) -> dict[str, Any]:
+    block: dict[str, Any] = {
+        "consent": SUBSCRIBED,
+        "can_receive": True,
+        "consent_timestamp": stamp,
+        "last_updated": now.isoformat(),
+        "created_timestamp": now.isoformat(),
+        "metadata": None,
+        "valid_until": None,
+    }
+    if phone is not None:
+        block["phone_number"] = phone
+    return block

@@ -1,0 +1,271 @@
+"""POST /api/profile-subscription-bulk-create-jobs: validation and consent effects."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import pytest
+from emulator_http import Api
+
+from devtools.klaviyo_emulator import KlaviyoEmulator
+
+JOBS = "/api/profile-subscription-bulk-create-jobs"
+EMAIL = {"email": {"marketing": {"consent": "SUBSCRIBED"}}}
+SMS = {"sms": {"marketing": {"consent": "SUBSCRIBED"}, "transactional": {"consent": "SUBSCRIBED"}}}
+
+
+def job(
+    *profiles: dict[str, Any],
+    list_id: str | None = None,
+    custom_source: str | None = "Lead router: Acme form",
+    historical_import: bool | None = None,
+) -> dict[str, Any]:
+    attributes: dict[str, Any] = {"profiles": {"data": list(profiles)}}
+    if custom_source is not None:
+        attributes["custom_source"] = custom_source
+    if historical_import is not None:
+        attributes["historical_import"] = historical_import
+    data: dict[str, Any] = {
+        "type": "profile-subscription-bulk-create-job",
+        "attributes": attributes,
+    }
+    if list_id is not None:
+        data["relationships"] = {"list": {"data": {"type": "list", "id": list_id}}}
+    return {"data": data}
+
+
+def person(subscriptions: dict[str, Any] | None = EMAIL, **attributes: Any) -> dict[str, Any]:
+    item: dict[str, Any] = {"type": "profile", "attributes": dict(attributes)}
+    if "id" in attributes:
+        item["id"] = item["attributes"].pop("id")
+    if subscriptions is not None:
+        item["attributes"]["subscriptions"] = subscriptions
+    return item
+
+
+def marketing(emu: KlaviyoEmulator, pid: str, channel: str = "email") -> dict[str, Any]:
+    return emu.profile(pid)["attributes"]["subscriptions"][channel]["marketing"]
+
+
+def only_profile(emu: KlaviyoEmulator) -> str:
+    profiles = emu.profiles()
+    assert len(profiles) == 1
+    return profiles[0]["id"]
+
+
+def test_single_opt_in_list_subscribes_and_adds(api: Api, emu: KlaviyoEmulator) -> None:
+    list_id = emu.create_list("Newsletter", list_id="Y6nRLr")
+    reply = api.post(JOBS, job(person(email="new@example.com"), list_id=list_id))
+    assert reply.status == 202
+    assert reply.body == b""
+    pid = only_profile(emu)
+    consent = marketing(emu, pid)
+    assert consent["consent"] == "SUBSCRIBED"
+    assert consent["can_receive_email_marketing"] is True
+    assert consent["method"] == "API"
+    assert isinstance(consent["method_detail"], str) and consent["method_detail"]
+    assert consent["custom_method_detail"] == "Lead router: Acme form"
+    assert consent["double_optin"] is False
+    assert consent["consent_timestamp"] and consent["last_updated"]
+    assert emu.list_members(list_id) == {pid}
+    # SMS was not asked for, so it stays untouched.
+    assert marketing(emu, pid, "sms")["consent"] == "NEVER_SUBSCRIBED"
+
+
+def test_visible_through_get_with_additional_fields(api: Api, emu: KlaviyoEmulator) -> None:
+    api.post(JOBS, job(person(email="seen@example.com")))
+    reply = api.get(
+        "/api/profiles",
+        query={
+            "filter": 'equals(email,"seen@example.com")',
+            "additional-fields[profile]": "subscriptions",
+        },
+    )
+    consent = reply.json()["data"][0]["attributes"]["subscriptions"]["email"]["marketing"]
+    assert consent["consent"] == "SUBSCRIBED"
+
+
+def test_existing_profile_is_found_by_email_and_suppressions_lifted(
+    api: Api, emu: KlaviyoEmulator
+) -> None:
+    pid = emu.create_profile(email="back@example.com", first_name="Back")
+    emu.suppress(pid, "UNSUBSCRIBE")
+    emu.suppress(pid, "HARD_BOUNCE")
+    before = marketing(emu, pid)
+    assert before["consent"] == "UNSUBSCRIBED"
+    api.post(JOBS, job(person(email="BACK@example.com")))
+    after = marketing(emu, pid)
+    assert only_profile(emu) == pid
+    assert after["consent"] == "SUBSCRIBED"
+    assert [s["reason"] for s in after["suppression"]] == ["HARD_BOUNCE"]
+    assert after["can_receive_email_marketing"] is False  # the bounce still blocks sending
+
+
+def test_user_suppression_is_lifted(api: Api, emu: KlaviyoEmulator) -> None:
+    pid = emu.create_profile(email="sup@example.com")
+    emu.suppress(pid, "USER_SUPPRESSED")
+    api.post(JOBS, job(person(email="sup@example.com")))
+    assert marketing(emu, pid)["suppression"] == []
+    assert marketing(emu, pid)["can_receive_email_marketing"] is True
+
+
+def test_sms_consent_and_profile_by_id(api: Api, emu: KlaviyoEmulator) -> None:
+    pid = emu.create_profile(email="sms@example.com")
+    reply = api.post(JOBS, job(person(SMS, id=pid, phone_number="+15005550006")))
+    assert reply.status == 202
+    subscriptions = emu.profile(pid)["attributes"]["subscriptions"]
+    assert subscriptions["sms"]["marketing"]["consent"] == "SUBSCRIBED"
+    assert subscriptions["sms"]["marketing"]["can_receive_sms_marketing"] is True
+    assert subscriptions["sms"]["transactional"]["can_receive_sms_transactional"] is True
+    assert subscriptions["email"]["marketing"]["consent"] == "NEVER_SUBSCRIBED"
+    assert emu.profile(pid)["attributes"]["phone_number"] == "+15005550006"
+
+
+def test_double_opt_in_waits_for_confirmation(api: Api, emu: KlaviyoEmulator) -> None:
+    list_id = emu.create_list("Confirmed", opt_in="double")
+    api.post(JOBS, job(person(email="dbl@example.com"), list_id=list_id))
+    pid = only_profile(emu)
+    assert marketing(emu, pid)["consent"] == "NEVER_SUBSCRIBED"
+    assert emu.list_members(list_id) == set()
+    emu.confirm_double_opt_in(pid, list_id)
+    consent = marketing(emu, pid)
+    assert consent["consent"] == "SUBSCRIBED"
+    assert consent["double_optin"] is True
+    assert emu.list_members(list_id) == {pid}
+    with pytest.raises(ValueError):
+        emu.confirm_double_opt_in(pid, list_id)
+
+
+def test_historical_import_skips_double_opt_in(api: Api, emu: KlaviyoEmulator) -> None:
+    list_id = emu.create_list("Confirmed", opt_in="double")
+    subscriptions = {
+        "email": {"marketing": {"consent": "SUBSCRIBED", "consented_at": "2024-05-01T10:00:00Z"}}
+    }
+    body = job(
+        person(subscriptions, email="old@example.com"), list_id=list_id, historical_import=True
+    )
+    assert api.post(JOBS, body).status == 202
+    consent = marketing(emu, only_profile(emu))
+    assert consent["consent"] == "SUBSCRIBED"
+    assert consent["consent_timestamp"].startswith("2024-05-01T10:00:00")
+
+
+def test_account_default_opt_in_applies_without_a_list() -> None:
+    with KlaviyoEmulator(default_opt_in="double") as emu:
+        api = Api(emu.base_url)
+        api.post(JOBS, job(person(email="acct@example.com")))
+        pid = only_profile(emu)
+        assert marketing(emu, pid)["consent"] == "NEVER_SUBSCRIBED"
+        emu.confirm_double_opt_in(pid, None)
+        assert marketing(emu, pid)["consent"] == "SUBSCRIBED"
+
+
+def test_subscribe_delay_applies_later() -> None:
+    with KlaviyoEmulator(subscribe_delay=0.2) as emu:
+        api = Api(emu.base_url)
+        assert api.post(JOBS, job(person(email="later@example.com"))).status == 202
+        assert emu.profiles() == []
+        deadline = time.monotonic() + 3
+        while not emu.profiles() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert marketing(emu, only_profile(emu))["consent"] == "SUBSCRIBED"
+
+
+def test_reset_discards_delayed_jobs() -> None:
+    with KlaviyoEmulator(subscribe_delay=0.1) as emu:
+        Api(emu.base_url).post(JOBS, job(person(email="gone@example.com")))
+        emu.reset()
+        time.sleep(0.25)
+        assert emu.profiles() == []
+
+
+def test_sms_without_phone_is_400_with_klaviyos_text(api: Api, emu: KlaviyoEmulator) -> None:
+    reply = api.post(JOBS, job(person(SMS, email="nophone@example.com")))
+    assert reply.status == 400
+    assert reply.error["detail"] == (
+        "'phone_number' must not be empty when the sms channel is included in 'subscriptions'."
+    )
+    assert reply.error["source"]["pointer"] == (
+        "/data/attributes/profiles/data/0/attributes/phone_number"
+    )
+    assert emu.profiles() == []
+
+
+def test_email_channel_without_email_is_400(api: Api) -> None:
+    reply = api.post(JOBS, job(person(EMAIL, phone_number="+15005550006")))
+    assert reply.status == 400
+    assert reply.error["detail"] == (
+        "'email' must not be empty when the email channel is included in 'subscriptions'."
+    )
+
+
+def test_unknown_list_is_400(api: Api) -> None:
+    reply = api.post(JOBS, job(person(email="x@example.com"), list_id="nope"))
+    assert reply.status == 400
+    assert reply.error["source"]["pointer"] == "/data/relationships/list/data/id"
+
+
+def test_invalid_email_and_phone(api: Api) -> None:
+    bad_email = api.post(JOBS, job(person(email="bad")))
+    assert (bad_email.status, bad_email.error["detail"]) == (400, "Invalid email address")
+    bad_phone = api.post(JOBS, job(person(SMS, phone_number="555")))
+    assert bad_phone.status == 400
+    assert bad_phone.error["detail"].startswith("Invalid phone number format")
+
+
+def test_consented_at_needs_historical_import(api: Api) -> None:
+    subscriptions = {
+        "email": {"marketing": {"consent": "SUBSCRIBED", "consented_at": "2024-05-01T10:00:00Z"}}
+    }
+    reply = api.post(JOBS, job(person(subscriptions, email="c@example.com")))
+    assert reply.status == 400
+    assert "historical_import" in reply.error["detail"]
+    missing = api.post(JOBS, job(person(EMAIL, email="c@example.com"), historical_import=True))
+    assert missing.status == 400
+    assert "consented_at" in missing.error["detail"]
+    future = {
+        "email": {"marketing": {"consent": "SUBSCRIBED", "consented_at": "2999-01-01T00:00:00Z"}}
+    }
+    ahead = api.post(JOBS, job(person(future, email="c@example.com"), historical_import=True))
+    assert ahead.status == 400
+
+
+@pytest.mark.usefixtures("bad_requests_ok")
+@pytest.mark.parametrize(
+    ("body", "pointer"),
+    [
+        (
+            job(person(None, email="a@example.com")),
+            "/data/attributes/profiles/data/0/attributes/subscriptions",
+        ),
+        (
+            job(
+                person({"email": {"marketing": {"consent": "UNSUBSCRIBED"}}}, email="a@example.com")
+            ),
+            "/data/attributes/profiles/data/0/attributes/subscriptions/email/marketing/consent",
+        ),
+        (
+            {
+                "data": {
+                    "type": "profile-subscription-job",
+                    "attributes": {"profiles": {"data": []}},
+                }
+            },
+            "/data/type",
+        ),
+        (job(), "/data/attributes/profiles/data"),
+    ],
+)
+def test_malformed_jobs(api: Api, body: dict, pointer: str) -> None:
+    reply = api.post(JOBS, body)
+    assert reply.status == 400
+    assert reply.error["source"]["pointer"] == pointer
+
+
+def test_job_size_limit(api: Api) -> None:
+    profiles = [person(email=f"p{i}@example.com") for i in range(1001)]
+    reply = api.post(JOBS, job(*profiles))
+    assert reply.status == 400
+    assert reply.error["source"]["pointer"] == "/data/attributes/profiles/data"
+    assert api.post(JOBS, job(*profiles[:1000])).status == 202
