@@ -23,7 +23,9 @@ class Fault:
     answer; ``challenge`` sends a Cloudflare-style HTML 403; ``body`` sends those raw bytes
     (with ``status``, default 200, and ``content_type``); ``status`` alone sends Klaviyo's
     JSON:API error for that status. With none of those, the normal answer follows (a slow
-    but correct response when only ``latency`` is set).
+    but correct response when only ``latency`` is set). With ``after``, the request is
+    processed first and the fault then hits its answer: a create that happened but whose
+    answer was lost.
     """
 
     method: str | None = None
@@ -38,6 +40,7 @@ class Fault:
     content_type: str | None = None
     times: int | None = 1
     probability: float | None = None
+    after: bool = False
     hits: int = field(default=0, compare=False)
 
     @property

@@ -146,33 +146,55 @@ class KlaviyoApp:
         fault: Fault | None,
         epoch: int,
     ) -> Response:
+        if fault is not None and fault.after:
+            # Klaviyo does the work, then the answer is lost, late or replaced: the case
+            # where a client cannot tell whether its request took effect.
+            served = self._serve_or_error(request, body, op, params, allowed)
+            return self._fault_answer(fault, epoch) or served
         if fault is not None:
-            if fault.latency > 0:
-                time.sleep(fault.latency)
-                if self.epoch() != epoch:
-                    # The emulator was reset while this request slept: its test is over, so
-                    # it must not touch the next test's state.
-                    raise _DropConnection("reset during latency")
-            if fault.drop:
-                raise _DropConnection("fault: drop")
-            if fault.challenge:
-                return Response(
-                    CHALLENGE_PAGE,
-                    status=403,
-                    headers={"cf-mitigated": "challenge"},
-                    content_type="text/html; charset=UTF-8",
-                )
-            if fault.body is not None:
-                response = Response(
-                    fault.body,
-                    status=fault.status or 200,
-                    content_type=fault.content_type or JSON_API,
-                )
-                if fault.retry_after is not None:
-                    response.headers["Retry-After"] = str(fault.retry_after)
-                return response
-            if fault.status is not None:
-                return _error_response(errors.for_status(fault.status, fault.retry_after))
+            replaced = self._fault_answer(fault, epoch)
+            if replaced is not None:
+                return replaced
+        return self._serve_or_error(request, body, op, params, allowed)
+
+    def _fault_answer(self, fault: Fault, epoch: int) -> Response | None:
+        """What the fault answers instead (None: the normal answer, after any latency)."""
+        if fault.latency > 0:
+            time.sleep(fault.latency)
+            if self.epoch() != epoch:
+                # The emulator was reset while this request slept: its test is over, so
+                # it must not touch the next test's state.
+                raise _DropConnection("reset during latency")
+        if fault.drop:
+            raise _DropConnection("fault: drop")
+        if fault.challenge:
+            return Response(
+                CHALLENGE_PAGE,
+                status=403,
+                headers={"cf-mitigated": "challenge"},
+                content_type="text/html; charset=UTF-8",
+            )
+        if fault.body is not None:
+            response = Response(
+                fault.body,
+                status=fault.status or 200,
+                content_type=fault.content_type or JSON_API,
+            )
+            if fault.retry_after is not None:
+                response.headers["Retry-After"] = str(fault.retry_after)
+            return response
+        if fault.status is not None:
+            return _error_response(errors.for_status(fault.status, fault.retry_after))
+        return None
+
+    def _serve_or_error(
+        self,
+        request: Request,
+        body: bytes,
+        op: Operation | None,
+        params: dict[str, str],
+        allowed: list[str],
+    ) -> Response:
         try:
             return self._serve(request, body, op, params, allowed)
         except ApiError as exc:

@@ -148,3 +148,25 @@ def test_malformed_json_is_400(api: Api) -> None:
 
 def test_non_api_paths_are_404(api: Api) -> None:
     assert api.get("/favicon.ico").status == 404
+
+
+def test_fault_after_processing_loses_the_answer_but_keeps_the_effect():
+    from devtools.klaviyo_emulator import Fault, KlaviyoEmulator
+
+    with KlaviyoEmulator() as emu:
+        emu.faults.add(Fault(operation_id="create_profile", drop=True, after=True))
+        import urllib3
+
+        with pytest.raises(urllib3.exceptions.ProtocolError):
+            urllib3.request(
+                "POST",
+                emu.base_url + "/api/profiles",
+                body=b'{"data": {"type": "profile", "attributes": {"email": "a@example.com"}}}',
+                headers={
+                    "Authorization": "Klaviyo-API-Key pk_test_emulator",
+                    "revision": "2026-07-15",
+                    "Content-Type": "application/vnd.api+json",
+                },
+                retries=False,
+            )
+        assert [p["attributes"]["email"] for p in emu.profiles()] == ["a@example.com"]

@@ -389,3 +389,36 @@ class TestSubscribe:
             r for r in klaviyo_emulator.requests if r.operation_id == "bulk_subscribe_profiles"
         )
         assert b'"relationships"' not in job.body
+
+
+class TestCreateWhenTheAnswerIsLost:
+    """A create that reached Klaviyo but whose answer was lost is neither repeated nor a dup."""
+
+    @pytest.mark.parametrize(
+        "fault",
+        [
+            Fault(operation_id="create_profile", drop=True, after=True),
+            Fault(operation_id="create_profile", status=500, after=True),
+            Fault(operation_id="create_profile", drop=True),  # lost before Klaviyo saw it
+        ],
+        ids=["dropped after", "500 after", "dropped before"],
+    )
+    @pytest.mark.parametrize(
+        "lead",
+        [{"email": "lost@example.com"}, {"reference": "only-external-id"}],
+        ids=["email", "external id only"],
+    )
+    def test_one_profile_and_success(self, run, klaviyo_emulator, fault, lead):
+        klaviyo_emulator.faults.add(fault)
+        fields = run("create_profile", lead)
+        assert outcome(fields) == ("success", None)
+        assert [p["id"] for p in klaviyo_emulator.profiles()] == [fields["id"]]
+
+    def test_a_real_duplicate_is_still_a_failure(self, run, klaviyo_emulator):
+        old = klaviyo_emulator.create_profile(
+            email="old@example.com", created="2025-01-01T00:00:00+00:00"
+        )
+        klaviyo_emulator.faults.add(Fault(operation_id="create_profile", drop=True, after=True))
+        fields = run("create_profile", {"email": "old@example.com"})
+        assert outcome(fields)[0] == "failure"
+        assert fields["id"] == old
