@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from devtools.klaviyo_emulator import Fault
+from klaviyo_leads.actions import ACTIONS
 from klaviyo_leads.outcomes import Kind
 
 LIST_NAME = "Newsletter"
@@ -278,6 +281,7 @@ class TestAddProfileToList:
         assert fields == {
             "outcome": "success",
             "reason": None,
+            "list_name": LIST_NAME,
             "errors": {"id": [], "code": [], "title": [], "detail": []},
         }
         assert seeded["sarah"] in klaviyo_emulator.list_members(seeded["list"])
@@ -337,6 +341,7 @@ class TestSubscribe:
             },
         )
         assert outcome(fields) == ("success", None)
+        assert fields["list_name"] == LIST_NAME
         assert self.consent(klaviyo_emulator, seeded["sarah"]) == ("SUBSCRIBED", "SUBSCRIBED")
         job = [r for r in klaviyo_emulator.requests if r.operation_id == "bulk_subscribe_profiles"]
         assert len(job) == 1
@@ -422,3 +427,36 @@ class TestCreateWhenTheAnswerIsLost:
         fields = run("create_profile", {"email": "old@example.com"})
         assert outcome(fields)[0] == "failure"
         assert fields["id"] == old
+
+
+class TestCreateOnRedelivery:
+    """A redelivered lead whose earlier delivery created the profile before failing."""
+
+    def process(self, runtime, lead, first_seen_at):
+        processed = runtime.process(
+            ACTIONS["create_profile"],
+            lead,
+            remaining_seconds=None,
+            redelivered=True,
+            first_seen_at=first_seen_at,
+        )
+        return processed.fields
+
+    def test_external_id_only_is_looked_up_not_created_again(self, runtime, klaviyo_emulator):
+        sent = time.time() - 60
+        earlier = klaviyo_emulator.create_profile(external_id="ext-9")
+        fields = self.process(runtime, {"reference": "ext-9"}, sent)
+        assert (fields["outcome"], fields["id"]) == ("success", earlier)
+        assert klaviyo_emulator.calls("create_profile") == 0
+
+    def test_our_own_profile_is_not_a_duplicate(self, runtime, klaviyo_emulator):
+        earlier = klaviyo_emulator.create_profile(email="mine@example.com")
+        fields = self.process(runtime, {"email": "mine@example.com"}, time.time() - 60)
+        assert (fields["outcome"], fields["id"]) == ("success", earlier)
+
+    def test_an_older_profile_is_still_a_duplicate(self, runtime, klaviyo_emulator):
+        klaviyo_emulator.create_profile(
+            email="old@example.com", created="2025-01-01T00:00:00+00:00"
+        )
+        fields = self.process(runtime, {"email": "old@example.com"}, time.time() - 60)
+        assert fields["outcome"] == "failure"

@@ -84,26 +84,34 @@ def create_profile(ctx: Context, lead: Lead) -> ActionResult:
     attributes = lead.profile_attributes(ctx.settings.default_phone_region)
     if not any(attributes.get(k) for k in ("email", "phone_number", "external_id")):
         raise failure("The lead has no usable identifier")
-    first_sent_at = time.time()
+    # Since when a profile for this lead could be one we made: this attempt, or the lead's
+    # first delivery when this is a redelivery.
+    since = min(time.time(), ctx.first_seen_at or time.time())
+    maybe_ours = ctx.redelivered
+    if maybe_ours and not (attributes.get("email") or attributes.get("phone_number")):
+        # Klaviyo would not stop a second profile for an external id: look first.
+        ours = _created_since(ctx, attributes, since)
+        if ours is not None:
+            return success(ours)
     try:
         response = _post_profile(ctx, attributes)
     except Problem as problem:
         if not problem.effect_unknown:
             raise
         # The create may have reached Klaviyo before its answer was lost. Look before
-        # sending it again: a second create would make a second profile for an external id.
-        ours = _created_since(ctx, attributes, first_sent_at)
+        # sending it again.
+        ours = _created_since(ctx, attributes, since)
         if ours is not None:
             return success(ours)
+        maybe_ours = True
         response = _post_profile(ctx, attributes)
-        duplicate_id = _duplicate_profile_id(response.errors)
-        if response.status == 409 and duplicate_id:
-            existing = get_profile(ctx, duplicate_id)
-            if existing and _created_after(existing, first_sent_at - CLOCK_SKEW_SECONDS):
-                return success(existing)
     if response.status == 201:
         return success(resource(response))
     existing_id = _duplicate_profile_id(response.errors)
+    if maybe_ours and existing_id:
+        existing = get_profile(ctx, existing_id)
+        if existing and _created_after(existing, since - CLOCK_SKEW_SECONDS):
+            return success(existing)
     return ActionResult(
         Outcome.FAILURE,
         reason="A profile with this email or phone number already exists",
@@ -128,7 +136,7 @@ def _post_profile(ctx: Context, attributes: dict[str, Any]) -> Response:
 
 
 def _created_since(ctx: Context, attributes: dict[str, Any], since: float) -> dict[str, Any] | None:
-    """The profile our lost create made, if Klaviyo has it: same identifier, born after."""
+    """The profile an earlier attempt made, if Klaviyo has it: same identifier, born since."""
     for identifier in ("email", "phone_number", "external_id"):
         value = attributes.get(identifier)
         if value:
@@ -303,6 +311,7 @@ class Subscription:
     profile_id: str | None
     list_id: str | None
     custom_source: str | None
+    list_name: str | None = None
 
     def payload(self) -> dict[str, Any]:
         item: dict[str, Any] = {"type": "profile", "attributes": self.attributes}
@@ -314,8 +323,8 @@ class Subscription:
 def prepare_subscription(ctx: Context, lead: Lead) -> Subscription:
     """Check the lead and work out channels and identifiers (may read the profile)."""
     list_id = lead.list_id()
-    if list_id is not None:
-        list_name(ctx, list_id)  # an unknown list is a configuration error, said clearly
+    # An unknown list is a configuration error, said clearly before anything is sent.
+    name = list_name(ctx, list_id) if list_id is not None else None
     wanted = lead.channels()
     custom_source = lead.custom_source()
     region = ctx.settings.default_phone_region
@@ -346,7 +355,7 @@ def prepare_subscription(ctx: Context, lead: Lead) -> Subscription:
         attributes["email"] = known["email"]
     if "sms" in channels:
         attributes["phone_number"] = known["phone_number"]
-    return Subscription(attributes, profile_id, list_id, custom_source)
+    return Subscription(attributes, profile_id, list_id, custom_source, name)
 
 
 def subscribe_job(subscriptions: list[Subscription]) -> dict[str, Any]:
@@ -382,7 +391,7 @@ def subscribe_profile_to_list(ctx: Context, lead: Lead) -> ActionResult:
         ):
             raise unknown_target("list", 400, response.errors)
         raise from_klaviyo_answer(400, response.errors)
-    return success()
+    return success(name=subscription.list_name)
 
 
 # -- The table of actions --------------------------------------------------------------------
@@ -395,6 +404,7 @@ class Action:
     route: str
     run: Callable[[Context, Lead], ActionResult]
     returns_profile: bool
+    uses_list: bool = False
 
 
 ACTIONS: dict[str, Action] = {
@@ -406,6 +416,7 @@ ACTIONS: dict[str, Action] = {
             "/add-profile-to-list",
             add_profile_to_list,
             returns_profile=False,
+            uses_list=True,
         ),
         Action(
             "create_profile",
@@ -435,6 +446,7 @@ ACTIONS: dict[str, Action] = {
             "/subscribe-profile-to-list",
             subscribe_profile_to_list,
             returns_profile=False,
+            uses_list=True,
         ),
     )
 }
@@ -453,5 +465,7 @@ def result_fields(action: Action, result: ActionResult) -> dict[str, Any]:
     if action.returns_profile:
         fields.update(fieldmap.profile_fields(result.profile, result.list_name))
         fields["duplicate_profile_id"] = result.duplicate_profile_id
+    elif action.uses_list:
+        fields["list_name"] = result.list_name
     fields["errors"] = errors_field(result.errors)
     return fields

@@ -137,7 +137,7 @@ def _send_job(ctx: Context, chunk: list[tuple[int, Subscription]], results: Resu
         _settle(results, indexes, ActionResult.from_problem(problem))
         return
     if response.status == 202:
-        _settle(results, indexes, success())
+        _settle(results, indexes, success(name=chunk[0][1].list_name))
         return
     _split_rejected(
         ctx,

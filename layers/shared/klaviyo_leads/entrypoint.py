@@ -35,10 +35,11 @@ def handler_for(action_name: str) -> Handler:
     def lambda_handler(event: Any, context: Any) -> Any:
         return handle(runtime(), action, event, context)
 
+    # Set once: Powertools keeps default dimensions across flushes, and a container runs
+    # one function. (Tests and the local runner share one process between actions.)
+    metrics.set_default_dimensions(action=action.name)
     handler: Handler = logger.inject_lambda_context(clear_state=True)(lambda_handler)
-    handler = metrics.log_metrics(
-        capture_cold_start_metric=True, default_dimensions={"action": action.name}
-    )(handler)
+    handler = metrics.log_metrics(capture_cold_start_metric=True)(handler)
     if os.environ.get("POWERTOOLS_TRACE_DISABLED", "true").lower() in {"false", "0"}:
         # Tracer costs ~250 ms of cold start even when disabled: only load it when asked.
         from aws_lambda_powertools import Tracer

@@ -55,6 +55,10 @@ class Context:
     budget: Budget
     settings: Settings
     names: NameCache = field(default_factory=NameCache)
+    # A lead delivered before (an SQS redelivery) may already have had its effect; it was
+    # first submitted at ``first_seen_at`` (wall-clock seconds), when known.
+    redelivered: bool = False
+    first_seen_at: float | None = None
 
     def call(self, method: str, path: str, **kwargs: Any) -> Response:
         return self.client.call(method, path, self.budget, **kwargs)

@@ -98,6 +98,8 @@ class Runtime:
         *,
         remaining_seconds: float | None,
         via_api_gateway: bool = False,
+        redelivered: bool = False,
+        first_seen_at: float | None = None,
     ) -> Processed:
         """Run one lead through an action; never raises."""
         started = self.clock()
@@ -106,7 +108,9 @@ class Runtime:
             seconds = effective_budget_seconds(
                 lead.timeout_seconds(), remaining_seconds, via_api_gateway
             )
-            result = run_action(action, self.context(self.budget(seconds)), lead)
+            ctx = self.context(self.budget(seconds))
+            ctx.redelivered, ctx.first_seen_at = redelivered, first_seen_at
+            result = run_action(action, ctx, lead)
         except Problem as problem:
             result = ActionResult.from_problem(problem)
         except Exception as exc:

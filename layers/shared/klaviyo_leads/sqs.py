@@ -91,7 +91,7 @@ def settle(
     idempotency = runtime.idempotency(action)
     fields = claimed.stored
     if fields is None:
-        result = claimed.result or _process(runtime, action, claimed.lead, remaining_seconds(ctx))
+        result = claimed.result or _process(runtime, action, claimed.lead, record, ctx)
         if result.result.retryable:
             retry = HandBack(result.result.reason or "retryable error")
             if idempotency is not None:
@@ -138,12 +138,20 @@ def _claim_and_coalesce(
     return claimed
 
 
-def _process(runtime: Runtime, action: Action, lead: Any, left: float | None) -> Processed:
+def _process(runtime: Runtime, action: Action, lead: Any, record: SQSRecord, ctx: Any) -> Processed:
     if lead is _NOT_JSON:
         result = ActionResult.from_problem(bad_request("The message body is not valid JSON"))
         runtime.record(action, result, 0.0)
         return processed(action, result)
-    return runtime.process(action, lead, remaining_seconds=left)
+    attributes = record.attributes
+    sent_ms = attributes.sent_timestamp
+    return runtime.process(
+        action,
+        lead,
+        remaining_seconds=remaining_seconds(ctx),
+        redelivered=int(attributes.approximate_receive_count or 1) > 1,
+        first_seen_at=int(sent_ms) / 1000 if sent_ms else None,
+    )
 
 
 def _lead_of(record: SQSRecord) -> Any:
