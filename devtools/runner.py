@@ -1,0 +1,1023 @@
+"""Run the functions locally, without Docker or an AWS account.
+
+    python -m devtools.runner demo                      # every trigger, every action, checked
+    python -m devtools.runner serve [--port 8080]       # the API on 127.0.0.1, for curl
+    python -m devtools.runner invoke ACTION EVENT.json   # one event file, like `sam local invoke`
+
+Klaviyo is the local emulator (``devtools.klaviyo_emulator``, seeded with the demo data); AWS is
+moto's server (``devtools.aws``) holding the stack's secret, queues, event bus and idempotency
+table. HTTP requests and queue messages become the Lambda events AWS would build
+(``devtools.lambda_events``) and the functions' handlers run in this process, with the
+environment template.yaml gives them. ``serve`` talks to the real Klaviyo instead when
+``KLAVIYO_API_KEY`` is set.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from devtools import aws
+from devtools import events as samples
+from devtools import lambda_events as le
+
+le.ensure_layer_on_path()
+
+from klaviyo_leads.actions import ACTIONS  # noqa: E402  (the layer is on the path now)
+
+REAL_KLAVIYO_URL = "https://a.klaviyo.com"
+SQS_BATCH_SIZE = 10  # messages per invocation (SQS hands out at most 10 per receive)
+# Order the demo runs the actions in: later samples look up the people earlier ones create.
+DEMO_ORDER = (
+    "create_profile",
+    "get_profiles",
+    "get_segment_profiles",
+    "update_profile",
+    "add_profile_to_list",
+    "subscribe_profile_to_list",
+)
+ROUTES = {ACTIONS[name].route: name for name in ACTIONS}
+QUEUE_SUFFIXES = ("/queue", "/async")  # /async is the deployed route; /queue an alias
+
+
+def seed_demo_data(emulator: Any) -> dict[str, Any]:
+    """The emulator's ``--seed-demo`` data, plus the demo profile (in the VIP segment)."""
+    from devtools.klaviyo_emulator.__main__ import seed_demo
+
+    seeded = dict(seed_demo(emulator))
+    profile = dict(samples.DEMO_PROFILE)
+    demo_id = emulator.create_profile(**profile)
+    emulator.add_to_segment(samples.DEMO_SEGMENT_ID, demo_id)
+    seeded["demo_profile"] = demo_id
+    return seeded
+
+
+# -- The sandbox: Klaviyo, moto, resources, environment ------------------------------------
+
+
+@dataclass
+class ApiAnswer:
+    """An API Gateway response, as the caller sees it."""
+
+    status: int
+    headers: dict[str, str]
+    body: bytes
+    event: dict[str, Any]
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+@dataclass
+class Batch:
+    """One invocation of a queue's function: the event, its answer, what was deleted."""
+
+    action: str
+    event: dict[str, Any]
+    failed: list[str] = field(default_factory=list)  # batchItemFailures (message ids)
+    deleted: list[str] = field(default_factory=list)
+    error: str | None = None  # the handler raised: nothing deleted, the batch comes back
+
+    @property
+    def message_ids(self) -> list[str]:
+        return [r["messageId"] for r in self.event["Records"]]
+
+
+class Sandbox:
+    """Klaviyo (emulator, or the real one with ``real_api_key``), moto and the functions' env.
+
+    ``start()`` applies the functions' environment to this process (restored by ``stop()``)
+    and forgets the layer's per-container runtime, so the first invocation builds it from
+    that environment, as a cold start would.
+    """
+
+    def __init__(
+        self,
+        *,
+        real_api_key: str | None = None,
+        log_level: str = "WARNING",
+        seed: int | None = 7,
+        openapi_path: Path | None = None,
+    ) -> None:
+        self.real_api_key = real_api_key
+        self.openapi_path = openapi_path  # the emulator checks traffic against this document
+        self.log_level = log_level
+        self.seed = seed
+        self.emulator: Any = None
+        self.seeded: dict[str, Any] = {}
+        self.moto: aws.MotoServer | None = None
+        self.resources: aws.Resources | None = None
+        self.environment: dict[str, str] = {}
+        self.published: list[dict[str, Any]] = []  # result events read from the results queue
+        self._saved_env: dict[str, str | None] = {}
+        self._sqs: Any = None
+        self._invoke_lock = threading.Lock()  # one invocation at a time, as in one container
+        self._queue_lock = threading.Lock()
+
+    # lifecycle ---------------------------------------------------------------------------
+
+    def start(self) -> Sandbox:
+        try:
+            self._start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _start(self) -> None:
+        if self.real_api_key:
+            api_key, base_url = self.real_api_key, None
+        else:
+            from devtools.klaviyo_emulator import DEFAULT_API_KEY, KlaviyoEmulator
+
+            self.emulator = KlaviyoEmulator(
+                {DEFAULT_API_KEY: None},
+                rate_limits=False,
+                seed=self.seed,
+                openapi_path=self.openapi_path,
+            ).start()
+            self.seeded = seed_demo_data(self.emulator)
+            api_key, base_url = DEFAULT_API_KEY, self.emulator.base_url
+
+        # moto's werkzeug server logs every request at INFO; keep warnings only.
+        logging.getLogger("werkzeug").setLevel(logging.WARNING)
+        self.moto = aws.MotoServer().start()
+        self.resources = aws.provision(self.moto.endpoint_url, api_key, ACTIONS)
+        self.environment = aws.lambda_environment(
+            self.resources, klaviyo_base_url=base_url, log_level=self.log_level
+        )
+        self._apply_environment()
+        self._sqs = aws.client("sqs", self.moto.endpoint_url)
+
+    def stop(self) -> None:
+        self._restore_environment()
+        if self.moto is not None:
+            self.moto.stop()
+            self.moto = None
+        if self.emulator is not None:
+            self.emulator.stop()
+            self.emulator = None
+
+    def __enter__(self) -> Sandbox:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def _apply_environment(self) -> None:
+        for name in (*aws.CONFLICTING_ENV, *self.environment):
+            self._saved_env.setdefault(name, os.environ.get(name))
+        for name in aws.CONFLICTING_ENV:
+            os.environ.pop(name, None)
+        os.environ.update(self.environment)
+        self._fresh_container()
+
+    def _restore_environment(self) -> None:
+        for name, value in self._saved_env.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+        self._saved_env.clear()
+        self._fresh_container()
+
+    def _fresh_container(self) -> None:
+        """Forget what a container keeps between invocations (runtime, secret, clients)."""
+        from aws_lambda_powertools.utilities import parameters
+        from aws_lambda_powertools.utilities.parameters import base
+
+        from klaviyo_leads import entrypoint
+        from klaviyo_leads.runtime import logger
+
+        entrypoint.reset_runtime()
+        parameters.clear_caches()
+        base.DEFAULT_PROVIDERS.clear()
+        logger.setLevel(os.environ.get("POWERTOOLS_LOG_LEVEL") or self.log_level)
+        if os.environ.get("POWERTOOLS_METRICS_DISABLED", "").lower() == "true":
+            # Powertools prints the ColdStart metric (single_metric) even with metrics
+            # disabled; count the cold start as done so no EMF line reaches stdout.
+            from aws_lambda_powertools.metrics.provider import cold_start
+
+            cold_start.is_cold_start = False
+
+    @property
+    def klaviyo_url(self) -> str:
+        return self.emulator.base_url if self.emulator is not None else REAL_KLAVIYO_URL
+
+    def stack(self) -> aws.Resources:
+        if self.resources is None:
+            raise RuntimeError("the sandbox is not started")
+        return self.resources
+
+    # invoking ----------------------------------------------------------------------------
+
+    def invoke(self, action: str, event: Any, timeout_seconds: float | None = None) -> Any:
+        """Run the action's handler on the event, with a fresh context."""
+        context = le.LambdaContext.for_action(
+            action, timeout_seconds=timeout_seconds or le.FUNCTION_TIMEOUT_SECONDS
+        )
+        handler = le.load_handler(action)
+        with self._invoke_lock:
+            return handler(event, context)
+
+    def call_api(
+        self,
+        action: str,
+        body: str | bytes | None,
+        *,
+        method: str = "POST",
+        headers: Mapping[str, str] | Iterable[tuple[str, str]] | None = None,
+        query: str | None = None,
+        path: str | None = None,
+        source_ip: str = "127.0.0.1",
+    ) -> ApiAnswer:
+        """An HTTP request through API Gateway's Lambda proxy integration to the function."""
+        if headers is None:
+            headers = {"Content-Type": "application/json"}
+        event = le.api_gateway_event(
+            method,
+            path or ACTIONS[action].route,
+            headers,
+            body,
+            query,
+            resource=ACTIONS[action].route,
+            source_ip=source_ip,
+        )
+        try:
+            response = self.invoke(action, event)
+        except Exception as exc:  # Lambda error: API Gateway answers 502 with its own body
+            print(f"{action}: the handler raised {type(exc).__name__}: {exc}", file=sys.stderr)
+            return ApiAnswer(
+                502,
+                {"Content-Type": "application/json"},
+                b'{"message": "Internal server error"}',
+                event,
+            )
+        return _api_answer(response, event)
+
+    # queues ------------------------------------------------------------------------------
+
+    def send_to_queue(
+        self, action: str, body: str, attributes: Mapping[str, str] | None = None
+    ) -> str:
+        """SendMessage to the action's queue; returns the message id."""
+        kwargs: dict[str, Any] = {}
+        if attributes:
+            kwargs["MessageAttributes"] = {
+                name: {"DataType": "String", "StringValue": value}
+                for name, value in attributes.items()
+            }
+        queue = self.stack().queues[action]
+        return str(
+            self._sqs.send_message(QueueUrl=queue.url, MessageBody=body, **kwargs)["MessageId"]
+        )
+
+    def receive(self, action: str, limit: int = SQS_BATCH_SIZE) -> list[dict[str, Any]]:
+        """What the event source mapping's poller gets: visible messages, made invisible."""
+        queue = self.stack().queues[action]
+        messages: list[dict[str, Any]] = []
+        while len(messages) < limit:
+            answer = self._sqs.receive_message(
+                QueueUrl=queue.url,
+                MaxNumberOfMessages=min(10, limit - len(messages)),
+                MessageSystemAttributeNames=["All"],
+                MessageAttributeNames=["All"],
+                WaitTimeSeconds=0,
+            )
+            got = answer.get("Messages") or []
+            if not got:
+                break
+            messages.extend(got)
+        return messages
+
+    def process_queue(self, action: str, *, max_batches: int = 100) -> list[Batch]:
+        """Poll the action's queue as Lambda's event source mapping does, until it is empty.
+
+        Each batch becomes one SQS event and one invocation; the messages not reported in
+        ``batchItemFailures`` are deleted, the others stay invisible until their visibility
+        timeout ends (and move to the dead-letter queue after ``maxReceiveCount``).
+        """
+        queue = self.stack().queues[action]
+        batches: list[Batch] = []
+        with self._queue_lock:
+            for _ in range(max_batches):
+                messages = self.receive(action)
+                if not messages:
+                    break
+                batch = Batch(action, le.sqs_event(messages, queue.arn))
+                batches.append(batch)
+                try:
+                    response = self.invoke(action, batch.event)
+                except Exception as exc:
+                    batch.error = f"{type(exc).__name__}: {exc}"
+                    continue
+                failures = (response or {}).get("batchItemFailures") or []
+                batch.failed = [str(f.get("itemIdentifier")) for f in failures]
+                done = [m for m in messages if m["MessageId"] not in batch.failed]
+                for start in range(0, len(done), 10):
+                    chunk = done[start : start + 10]
+                    self._sqs.delete_message_batch(
+                        QueueUrl=queue.url,
+                        Entries=[
+                            {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]}
+                            for i, m in enumerate(chunk)
+                        ],
+                    )
+                batch.deleted = [m["MessageId"] for m in done]
+        return batches
+
+    def redeliver_now(self, batches: Iterable[Batch]) -> int:
+        """End the visibility timeout of the messages handed back in these batches now.
+
+        SQS would deliver them again once their visibility timeout (6 x the function timeout)
+        has passed; this skips the wait. Returns how many messages were released.
+        """
+        released = 0
+        for batch in batches:
+            queue = self.stack().queues[batch.action]
+            for record in batch.event["Records"]:
+                if record["messageId"] in batch.failed:
+                    self._sqs.change_message_visibility(
+                        QueueUrl=queue.url,
+                        ReceiptHandle=record["receiptHandle"],
+                        VisibilityTimeout=0,
+                    )
+                    released += 1
+        return released
+
+    def queue_depth(self, action: str, dead_letter: bool = False) -> tuple[int, int]:
+        """(visible, in flight) messages of the action's queue or dead-letter queue."""
+        resources = self.stack()
+        queue = (resources.dead_letter_queues if dead_letter else resources.queues)[action]
+        attributes = self._sqs.get_queue_attributes(
+            QueueUrl=queue.url,
+            AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
+        )["Attributes"]
+        return (
+            int(attributes["ApproximateNumberOfMessages"]),
+            int(attributes["ApproximateNumberOfMessagesNotVisible"]),
+        )
+
+    def collect_results(self) -> list[dict[str, Any]]:
+        """Move the result events the rule copied to the results queue into ``published``."""
+        queue = self.stack().results_queue
+        collected: list[dict[str, Any]] = []
+        while True:
+            answer = self._sqs.receive_message(
+                QueueUrl=queue.url, MaxNumberOfMessages=10, WaitTimeSeconds=0
+            )
+            messages = answer.get("Messages") or []
+            if not messages:
+                break
+            for message in messages:
+                collected.append(json.loads(message["Body"]))
+            self._sqs.delete_message_batch(
+                QueueUrl=queue.url,
+                Entries=[
+                    {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]}
+                    for i, m in enumerate(messages)
+                ],
+            )
+        self.published.extend(collected)
+        return collected
+
+
+def _api_answer(response: Any, event: dict[str, Any]) -> ApiAnswer:
+    """API Gateway's reading of a proxy integration's return value."""
+    if not isinstance(response, Mapping) or not isinstance(response.get("statusCode"), int):
+        return ApiAnswer(
+            502,
+            {"Content-Type": "application/json"},
+            b'{"message": "Internal server error"}',
+            event,
+        )
+    headers = {str(k): str(v) for k, v in (response.get("headers") or {}).items()}
+    for name, values in (response.get("multiValueHeaders") or {}).items():
+        headers[str(name)] = ", ".join(str(v) for v in values)
+    body = response.get("body") or ""
+    raw = (
+        base64.b64decode(body)
+        if response.get("isBase64Encoded")
+        else (body if isinstance(body, bytes) else str(body).encode("utf-8"))
+    )
+    return ApiAnswer(int(response["statusCode"]), headers, raw, event)
+
+
+# -- Output --------------------------------------------------------------------------------
+
+
+def table(headers: list[str], rows: list[list[Any]]) -> str:
+    """Rows as aligned text columns; None shows as '-'."""
+    cells = [["-" if v is None else str(v) for v in row] for row in rows]
+    widths = [max([len(h)] + [len(r[i]) for r in cells]) for i, h in enumerate(headers)]
+
+    def line(values: list[str]) -> str:
+        return "  ".join(v.ljust(w) for v, w in zip(values, widths, strict=True)).rstrip()
+
+    rule = "  ".join("-" * w for w in widths)
+    return "\n".join([line(headers), rule, *(line(r) for r in cells)])
+
+
+# -- demo ----------------------------------------------------------------------------------
+
+
+@dataclass
+class Row:
+    """One lead's way through one trigger, what came out, and what the demo expected."""
+
+    case: str
+    action: str
+    trigger: str
+    expected: str  # outcome, or "handed back"
+    expected_status: int | None = None
+    status: int | None = None
+    outcome: str | None = None
+    reason: str | None = None
+    profile_id: str | None = None
+    list_name: str | None = None
+    problems: list[str] = field(default_factory=list)
+    message_id: str | None = None
+    lead: Any = None
+
+    def take(self, fields: Mapping[str, Any]) -> None:
+        self.outcome = fields.get("outcome")
+        self.reason = fields.get("reason")
+        self.profile_id = fields.get("id")
+        self.list_name = fields.get("list_name")
+
+    @property
+    def ok(self) -> bool:
+        if self.problems:
+            return False
+        if self.expected_status is not None and self.status != self.expected_status:
+            return False
+        return self.outcome == self.expected
+
+    def cells(self) -> list[Any]:
+        verdict = "ok" if self.ok else "UNEXPECTED"
+        if not self.ok:
+            wanted = self.expected + (f" {self.expected_status}" if self.expected_status else "")
+            verdict += f" (wanted {wanted}" + "".join(f"; {p}" for p in self.problems) + ")"
+        return [
+            self.case,
+            self.action,
+            self.trigger,
+            self.status,
+            self.outcome,
+            self.reason,
+            self.profile_id,
+            self.list_name,
+            verdict,
+        ]
+
+
+DEMO_COLUMNS = [
+    "case",
+    "action",
+    "trigger",
+    "http",
+    "outcome",
+    "reason",
+    "id",
+    "list_name",
+    "check",
+]
+
+NEW_LEAD = {
+    "email": "nia.okafor@example.com",
+    "phone_1": "(512) 555-0123",
+    "first_name": "Nia",
+    "last_name": "Okafor",
+    "company": {"name": "Tailspin Toys"},
+    "klaviyo": {"custom": {"lead_source": "pricing page"}},
+}
+INVALID_EMAIL_FORM = "email=nia.okafor%40example&first_name=Nia&company.name=Tailspin+Toys"
+THROTTLED_LEAD = {"email": "ravi.patel@example.com", "first_name": "Ravi", "timeout_seconds": 5}
+RETRIED_LEAD = {
+    "email": "jordan.blake@example.com",
+    "phone_1": "415-555-0199",
+    "timeout_seconds": 2,
+}
+
+# The outcome each sample lead (devtools.events) has when the demo runs it through its queue.
+SQS_EXPECTED = {
+    "create_profile": ("success", "success"),
+    "get_profiles": ("success", "success"),
+    "get_segment_profiles": ("success", "failure"),
+    "update_profile": ("success", "success"),
+    "add_profile_to_list": ("success", "success"),
+    "subscribe_profile_to_list": ("success", "success"),
+}
+
+
+def _api_row(sandbox: Sandbox, row: Row, body: str, content_type: str) -> ApiAnswer:
+    answer = sandbox.call_api(row.action, body, headers={"Content-Type": content_type})
+    row.status = answer.status
+    try:
+        row.take(answer.json())
+    except ValueError:
+        row.problems.append("the body is not JSON")
+    return answer
+
+
+def demo_api(sandbox: Sandbox) -> list[Row]:
+    """Create Profile over the synchronous API: new, duplicate, invalid email."""
+    rows = []
+    new = Row("new lead", "create_profile", "api", "success", 200)
+    _api_row(sandbox, new, json.dumps(NEW_LEAD), "application/json")
+    if not new.profile_id:
+        new.problems.append("no profile id")
+    rows.append(new)
+
+    again = Row("same lead again", "create_profile", "api", "failure", 422)
+    _api_row(sandbox, again, json.dumps(NEW_LEAD), "application/json")
+    if new.profile_id and again.profile_id != new.profile_id:
+        again.problems.append("id is not the existing profile's")
+    rows.append(again)
+
+    invalid = Row("invalid email", "create_profile", "api (form)", "failure", 422)
+    _api_row(sandbox, invalid, INVALID_EMAIL_FORM, "application/x-www-form-urlencoded")
+    if invalid.reason != "Invalid email address":
+        invalid.problems.append("reason")
+    rows.append(invalid)
+    return rows
+
+
+def demo_throttled(sandbox: Sandbox) -> Row:
+    """Klaviyo answers 429 with a Retry-After longer than the lead's budget."""
+    from devtools.klaviyo_emulator import Fault
+
+    sandbox.emulator.faults.add(
+        Fault(status=429, retry_after=30, times=1, method="POST", path=r"^/api/profiles/?$")
+    )
+    row = Row("throttled", "create_profile", "api", "error", 503)
+    answer = _api_row(sandbox, row, json.dumps(THROTTLED_LEAD), "application/json")
+    if answer.headers.get("Retry-After") != "30":
+        row.problems.append(f"Retry-After {answer.headers.get('Retry-After')!r}")
+    sandbox.emulator.faults.clear()
+    return row
+
+
+def demo_queues(sandbox: Sandbox) -> list[Row]:
+    """Every action's sample leads through its queue, as the event source mapping runs them."""
+    rows: list[Row] = []
+    for action in DEMO_ORDER:
+        leads = samples.SAMPLE_LEADS[action]
+        sent = []
+        for index, lead in enumerate(leads):
+            row = Row(f"sample {index + 1}", action, "sqs", SQS_EXPECTED[action][index])
+            row.lead = lead
+            row.message_id = sandbox.send_to_queue(action, json.dumps(lead))
+            sent.append(row)
+        batches = sandbox.process_queue(action)
+        seen = {m for b in batches for m in b.message_ids}
+        for row in sent:
+            if row.message_id not in seen:
+                row.problems.append("never delivered")
+            for batch in batches:
+                if batch.error and row.message_id in batch.message_ids:
+                    row.problems.append(f"the handler raised {batch.error}")
+                if row.message_id in batch.failed:
+                    row.outcome = "handed back"
+        rows.extend(sent)
+    return rows
+
+
+def demo_retry(sandbox: Sandbox) -> list[Row]:
+    """A Klaviyo outage: the record goes back to the queue, and succeeds when delivered again."""
+    from devtools.klaviyo_emulator import Fault
+
+    action = "create_profile"
+    sandbox.emulator.faults.add(
+        Fault(status=503, times=None, method="POST", path=r"^/api/profiles")
+    )
+    first = Row("Klaviyo down", action, "sqs", "handed back")
+    first.lead = RETRIED_LEAD
+    first.message_id = sandbox.send_to_queue(action, json.dumps(RETRIED_LEAD))
+    batches = sandbox.process_queue(action)
+    sandbox.emulator.faults.clear()
+    if first.message_id in {m for b in batches for m in b.failed}:
+        first.outcome = "handed back"
+        first.reason = "in batchItemFailures: stays on the queue"
+    if sandbox.queue_depth(action) != (0, 1):
+        first.problems.append(f"queue (visible, in flight) = {sandbox.queue_depth(action)}")
+    # The visibility timeout (6 x the function timeout) would pass here; skip the wait.
+    sandbox.redeliver_now(batches)
+
+    second = Row("delivered again", action, "sqs", "success")
+    second.lead = RETRIED_LEAD
+    second.message_id = first.message_id
+    batches = sandbox.process_queue(action)
+    counts = [
+        r["attributes"].get("ApproximateReceiveCount")
+        for b in batches
+        for r in b.event["Records"]
+        if r["messageId"] == second.message_id
+    ]
+    if counts != ["2"]:
+        second.problems.append(f"receive counts {counts}")
+    if sandbox.queue_depth(action) != (0, 0):
+        second.problems.append("message left on the queue")
+    return [first, second]
+
+
+def match_published(rows: list[Row], published: list[dict[str, Any]]) -> list[str]:
+    """Fill the SQS rows from the published results; return what is wrong with publishing."""
+    problems = []
+    by_message: dict[str, list[dict[str, Any]]] = {}
+    for event in published:
+        detail = event.get("detail") or {}
+        by_message.setdefault(str(detail.get("message_id")), []).append(event)
+    queued = [r for r in rows if r.trigger == "sqs"]
+    finished = [r for r in queued if r.outcome != "handed back"]
+    for row in finished:
+        events = by_message.get(str(row.message_id), [])
+        if len(events) != 1:
+            row.problems.append(f"published {len(events)} times")
+            continue
+        event = events[0]
+        detail = event["detail"]
+        row.take(detail.get("result") or {})
+        if event.get("detail-type") != f"{row.action} result" or detail.get("action") != row.action:
+            row.problems.append("published under the wrong action")
+        if detail.get("lead") != row.lead:
+            row.problems.append("the published lead is not the one sent")
+    expected = len(finished)
+    if len(published) != expected:
+        problems.append(f"{len(published)} results published, expected {expected}")
+    return problems
+
+
+def run_demo(verbose: bool = False) -> int:
+    from devtools.klaviyo_emulator.contract import default_spec_path
+
+    started = time.monotonic()
+    print("Starting the Klaviyo emulator and moto ...", flush=True)
+    spec = default_spec_path()
+    spec = spec if spec.is_file() else None
+    with Sandbox(log_level="INFO" if verbose else "WARNING", openapi_path=spec) as sandbox:
+        resources = sandbox.stack()
+        print(f"  Klaviyo emulator  {sandbox.klaviyo_url}  (list Y6nRLr, segment VIPseg)")
+        print(
+            f"  moto              {resources.endpoint_url}  (secret, 6 queues + DLQs, bus, table)"
+        )
+        print()
+        rows = demo_api(sandbox)
+        rows += demo_queues(sandbox)
+        rows += demo_retry(sandbox)
+        rows.append(demo_throttled(sandbox))
+        published = sandbox.collect_results()
+        problems = match_published(rows, published)
+
+        print("Create Profile through API Gateway (REST, proxy) and every action through SQS:")
+        print()
+        print(table(DEMO_COLUMNS, [r.cells() for r in rows]))
+        print()
+        print("  (sqs rows show the result each record published on the event bus, read back")
+        print("   from the results queue; a handed-back record publishes nothing)")
+        print()
+        dead = sum(sandbox.queue_depth(a, dead_letter=True)[0] for a in ACTIONS)
+        left = sum(sum(sandbox.queue_depth(a)) for a in ACTIONS)
+        checks = [
+            (
+                f"{len(published)} results published on the bus (one per finished SQS record, "
+                "none for the handed-back delivery)",
+                not problems,
+            ),
+            (
+                f"{left} messages left on the action queues, {dead} in dead-letter queues",
+                left == 0 and dead == 0,
+            ),
+        ]
+        if spec is not None:
+            violations = sandbox.emulator.contract_violations
+            checks.append(
+                (f"{len(violations)} violations of Klaviyo's OpenAPI document", not violations)
+            )
+            problems += [f"contract: {v}" for v in violations]
+        else:
+            print("  --  Klaviyo's OpenAPI document not found: traffic not checked against it")
+        for text, good in checks:
+            print(f"  {'ok' if good else 'FAILED'}  {text}")
+        for problem in problems:
+            print(f"  FAILED  {problem}")
+        failed = [r for r in rows if not r.ok]
+        good = not failed and all(ok for _, ok in checks)
+        elapsed = time.monotonic() - started
+        print()
+        print(
+            f"{len(rows) - len(failed)}/{len(rows)} cases as expected in {elapsed:.1f} s: "
+            + ("demo passed" if good else "DEMO FAILED")
+        )
+        return 0 if good else 1
+
+
+# -- serve ---------------------------------------------------------------------------------
+
+
+class LocalApi(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self, address: tuple[str, int], sandbox: Sandbox, poller: QueuePoller) -> None:
+        super().__init__(address, ApiRequestHandler)
+        self.sandbox = sandbox
+        self.poller = poller
+
+
+class QueuePoller:
+    """The event source mappings: drains every action's queue when woken, and every second."""
+
+    def __init__(self, sandbox: Sandbox, report: Callable[[str], None]) -> None:
+        self.sandbox = sandbox
+        self.report = report
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="queue-poller", daemon=True)
+
+    def start(self) -> QueuePoller:
+        self._thread.start()
+        return self
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        self._thread.join(timeout=10)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self._wake.wait(timeout=1.0)
+            self._wake.clear()
+            for action in ACTIONS:
+                if self._stop.is_set():
+                    return
+                try:
+                    self.poll(action)
+                except Exception as exc:  # keep polling; say what went wrong
+                    self.report(f"[queue] {action}: {type(exc).__name__}: {exc}")
+
+    def poll(self, action: str) -> None:
+        for batch in self.sandbox.process_queue(action):
+            if batch.error:
+                self.report(f"[queue] {action}: the handler raised {batch.error}")
+            for message_id in batch.failed:
+                self.report(f"[queue] {action} {message_id}: handed back (batchItemFailures)")
+        for event in self.sandbox.collect_results():
+            detail = event.get("detail") or {}
+            result = detail.get("result") or {}
+            parts = [str(result.get("outcome"))]
+            parts += [f"({result['reason']})"] if result.get("reason") else []
+            parts += [f"id {result['id']}"] if result.get("id") else []
+            self.report(
+                f"[queue] {detail.get('action')} {detail.get('message_id') or '-'}: "
+                + " ".join(parts)
+            )
+
+
+class ApiRequestHandler(BaseHTTPRequestHandler):
+    server: LocalApi
+    protocol_version = "HTTP/1.1"
+    server_version = "klaviyo-lead-actions-local"
+
+    def log_message(self, format: str, *args: Any) -> None:
+        sys.stderr.write(f"[api] {self.address_string()} {format % args}\n")
+
+    def _send(self, status: int, body: bytes, headers: Mapping[str, str] | None = None) -> None:
+        self.send_response(status)
+        sent = {k.lower() for k in headers or {}}
+        for name, value in (headers or {}).items():
+            if name.lower() not in {"content-length", "connection", "transfer-encoding"}:
+                self.send_header(name, value)
+        if "content-type" not in sent:
+            self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
+    def _json(self, status: int, value: Any, headers: Mapping[str, str] | None = None) -> None:
+        self._send(status, json.dumps(value).encode(), headers)
+
+    def _body(self) -> bytes:
+        length = int(self.headers.get("Content-Length") or 0)
+        return self.rfile.read(length) if length > 0 else b""
+
+    def _not_found(self) -> None:
+        self._json(
+            404,
+            {
+                "message": f"No route for {self.command} {urlsplit(self.path).path}",
+                "routes": [f"POST {r}" for r in ROUTES]
+                + [f"POST {r}/queue" for r in ROUTES]
+                + ["GET /results"],
+            },
+        )
+
+    def _route(self) -> tuple[str | None, bool]:
+        """(action, queued) for the request path."""
+        path = urlsplit(self.path).path.rstrip("/") or "/"
+        if path in ROUTES:
+            return ROUTES[path], False
+        for suffix in QUEUE_SUFFIXES:
+            if path.endswith(suffix) and path.removesuffix(suffix) in ROUTES:
+                return ROUTES[path.removesuffix(suffix)], True
+        return None, False
+
+    def do_POST(self) -> None:
+        action, queued = self._route()
+        body = self._body()
+        if action is None:
+            self._not_found()
+            return
+        if queued:
+            self._queue(action, body)
+            return
+        split = urlsplit(self.path)
+        answer = self.server.sandbox.call_api(
+            action,
+            body,
+            headers=self.headers.items(),
+            query=split.query or None,
+            path=split.path,
+            source_ip=self.client_address[0],
+        )
+        self._send(answer.status, answer.body, answer.headers)
+
+    def _queue(self, action: str, body: bytes) -> None:
+        """The deployed async route: SendMessage with the request id, then 202."""
+        text = body.decode("utf-8", "replace")
+        if not text:
+            self._json(
+                400,
+                {
+                    "accepted": False,
+                    "message": "SQS refused the message: empty body or characters SQS "
+                    "does not accept",
+                },
+            )
+            return
+        try:
+            message_id = self.server.sandbox.send_to_queue(
+                action, text, {"api_request_id": str(uuid.uuid4())}
+            )
+        except Exception as exc:
+            self.log_message("SendMessage failed: %s", exc)
+            self._json(502, {"accepted": False, "message": "The lead could not be queued"})
+            return
+        self.server.poller.wake()
+        self._json(202, {"accepted": True, "message_id": message_id})
+
+    def do_GET(self) -> None:
+        path = urlsplit(self.path).path.rstrip("/")
+        if path == "/results":
+            self.server.sandbox.collect_results()
+            self._json(200, {"results": self.server.sandbox.published[-100:]})
+            return
+        action, _ = self._route()
+        if action is not None:
+            self._json(405, {"message": "Use POST"}, {"Allow": "POST"})
+            return
+        self._not_found()
+
+    def do_PUT(self) -> None:
+        self._other()
+
+    def do_DELETE(self) -> None:
+        self._other()
+
+    def do_PATCH(self) -> None:
+        self._other()
+
+    def _other(self) -> None:
+        self._body()
+        action, _ = self._route()
+        if action is not None:
+            self._json(405, {"message": "Use POST"}, {"Allow": "POST"})
+        else:
+            self._not_found()
+
+
+def curl_examples(base: str) -> str:
+    lead = json.dumps({"email": "new.lead@example.com", "first_name": "Nia", "city": "Austin"})
+    found = json.dumps(samples.SAMPLE_LEADS["get_segment_profiles"][0])
+    lines = [
+        "Try:",
+        f"  curl -s -X POST {base}/create-profile -H 'Content-Type: application/json' \\",
+        f"       -d '{lead}'",
+        f"  curl -s -X POST {base}/create-profile \\",
+        "       -d 'email=form.lead@example.com&phone_1=(512) 555-0188&company.name=Acme'",
+        f"  curl -s -X POST {base}/get-segment-profiles -H 'Content-Type: application/json' \\",
+        f"       -d '{found}'",
+        f"  curl -s -X POST {base}/subscribe-profile-to-list/queue \\",
+        "       -H 'Content-Type: application/json' \\",
+        f'       -d \'{{"email": "queued.lead@example.com", "klaviyo": {{"list_id": '
+        f'"{samples.DEMO_LIST_ID}"}}}}\'',
+        f"  curl -s {base}/results        # results published by queued work",
+        "",
+        "Routes: " + ", ".join(f"POST {r}" for r in ROUTES),
+        "        and POST <route>/queue or <route>/async (202, then the queue runs the lead)",
+    ]
+    return "\n".join(lines)
+
+
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
+def run_serve(port: int, host: str = "127.0.0.1") -> int:
+    # SIGTERM stops like Ctrl-C: the server, the poller, moto and the emulator shut down.
+    signal.signal(signal.SIGTERM, _interrupt)
+    real_key = (os.environ.get("KLAVIYO_API_KEY") or "").strip() or None
+    if real_key:
+        print(
+            "WARNING: KLAVIYO_API_KEY is set: requests go to the REAL Klaviyo account at "
+            f"{REAL_KLAVIYO_URL}. Profiles, list members and consents you create are real.",
+            file=sys.stderr,
+            flush=True,
+        )
+    try:
+        return _serve(port, host, real_key)
+    except KeyboardInterrupt:
+        return 0
+
+
+def _serve(port: int, host: str, real_key: str | None) -> int:
+    with Sandbox(real_api_key=real_key, log_level="WARNING") as sandbox:
+        poller = QueuePoller(sandbox, lambda text: print(text, file=sys.stderr, flush=True))
+        server = LocalApi((host, port), sandbox, poller)
+        base = f"http://{host}:{server.server_address[1]}"
+        klaviyo = "REAL Klaviyo" if real_key else "Klaviyo emulator"
+        print(f"{klaviyo}: {sandbox.klaviyo_url}")
+        print(f"moto: {sandbox.stack().endpoint_url} (dummy credentials, us-east-1)")
+        print()
+        print(curl_examples(base))
+        print()
+        print(f"Listening on {base}  (Ctrl-C to stop)", flush=True)
+        poller.start()
+        try:
+            server.serve_forever(poll_interval=0.2)
+        except KeyboardInterrupt:
+            pass
+        finally:
+            server.server_close()
+            poller.stop()
+    return 0
+
+
+# -- invoke --------------------------------------------------------------------------------
+
+
+def run_invoke(action: str, event_path: Path, timeout_seconds: float | None) -> int:
+    event = json.loads(event_path.read_text("utf-8"))
+    with Sandbox() as sandbox:
+        response = sandbox.invoke(action, event, timeout_seconds)
+        print(json.dumps(response, indent=2))
+        published = sandbox.collect_results()
+        if published:
+            print(f"\nPublished {len(published)} result event(s):", file=sys.stderr)
+            for item in published:
+                print(json.dumps(item.get("detail", {}).get("result")), file=sys.stderr)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m devtools.runner",
+        description="Run the Lambda functions locally against the Klaviyo emulator and moto.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+    demo = commands.add_parser("demo", help="run every trigger and action; exit 1 if unexpected")
+    demo.add_argument("--verbose", action="store_true", help="show the functions' INFO logs")
+    serve = commands.add_parser("serve", help="serve the API on 127.0.0.1 for curl")
+    serve.add_argument("--port", type=int, default=8080, help="port (0 = any free port)")
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    invoke = commands.add_parser("invoke", help="run one event file through a function")
+    invoke.add_argument("action", choices=sorted(ACTIONS))
+    invoke.add_argument("event", type=Path, help="event JSON, e.g. events/create_profile/sqs.json")
+    invoke.add_argument("--timeout", type=float, default=None, help="function timeout (s)")
+    args = parser.parse_args(argv)
+    if args.command == "demo":
+        return run_demo(args.verbose)
+    if args.command == "serve":
+        return run_serve(args.port, args.host)
+    return run_invoke(args.action, args.event, args.timeout)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,115 @@
+"""``python -m devtools.runner demo`` and ``invoke``: the local runner end to end."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+
+from devtools import lambda_events as le
+from devtools import runner
+
+ENV_SET_BY_THE_SANDBOX = ("AWS_ENDPOINT_URL", "KLAVIYO_API_KEY_SECRET_ID", "RESULTS_EVENT_BUS_NAME")
+
+
+def _run(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if k != "KLAVIYO_API_KEY"}
+    return subprocess.run(
+        [sys.executable, "-m", "devtools.runner", *args],
+        cwd=le.ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def _row(output: str, case: str, action: str, trigger: str) -> list[str]:
+    """A table row's cells (columns are separated by two or more spaces)."""
+    for line in output.splitlines():
+        cells = re.split(r"\s{2,}", line.strip())
+        if cells[:3] == [case, action, trigger]:
+            return cells
+    raise AssertionError(f"no row {case!r} {action} {trigger} in:\n{output}")
+
+
+@pytest.mark.slow
+def test_demo_runs_every_case_as_expected() -> None:
+    done = _run("demo")
+    out = done.stdout
+    assert done.returncode == 0, out + done.stderr
+    assert re.search(r"18/18 cases as expected in [\d.]+ s: demo passed", out)
+    assert "UNEXPECTED" not in out and "FAILED" not in out
+
+    new = _row(out, "new lead", "create_profile", "api")
+    assert new[3:5] == ["200", "success"]
+    profile_id = new[6]
+    assert re.fullmatch(r"[0-9A-Z]{26}", profile_id)
+    assert _row(out, "same lead again", "create_profile", "api")[3:7] == [
+        "422",
+        "failure",
+        "A profile with this email or phone number already exists",
+        profile_id,
+    ]
+    assert _row(out, "invalid email", "create_profile", "api (form)")[3:6] == [
+        "422",
+        "failure",
+        "Invalid email address",
+    ]
+    assert _row(out, "throttled", "create_profile", "api")[3:6] == [
+        "503",
+        "error",
+        "Klaviyo returned HTTP 429 (rate limited)",
+    ]
+    for action in runner.DEMO_ORDER:
+        for index, expected in enumerate(runner.SQS_EXPECTED[action]):
+            assert _row(out, f"sample {index + 1}", action, "sqs")[4] == expected
+    assert _row(out, "sample 1", "get_segment_profiles", "sqs")[-2:] == ["VIP customers", "ok"]
+    assert _row(out, "Klaviyo down", "create_profile", "sqs")[4] == "handed back"
+    assert _row(out, "delivered again", "create_profile", "sqs")[4] == "success"
+    assert "13 results published on the bus" in out
+    assert "0 messages left on the action queues, 0 in dead-letter queues" in out
+
+    assert "@" not in out, "the demo output shows no email addresses"
+    assert '"_aws"' not in out, "no metric (EMF) lines on stdout"
+
+
+def test_demo_exits_non_zero_when_a_case_is_unexpected(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    before = {name: os.environ.get(name) for name in ENV_SET_BY_THE_SANDBOX}
+    wrong = dict(runner.SQS_EXPECTED, get_segment_profiles=("success", "success"))
+    monkeypatch.setattr(runner, "SQS_EXPECTED", wrong)
+
+    assert runner.run_demo() == 1
+
+    out = capsys.readouterr().out
+    assert "17/18 cases as expected" in out
+    assert "DEMO FAILED" in out
+    row = _row(out, "sample 2", "get_segment_profiles", "sqs")
+    assert row[4] == "failure"
+    assert row[-1].startswith("UNEXPECTED (wanted success")
+    # The sandbox gave the process its environment back.
+    assert {name: os.environ.get(name) for name in ENV_SET_BY_THE_SANDBOX} == before
+
+
+def test_invoke_runs_an_event_file_and_shows_what_was_published() -> None:
+    done = _run("invoke", "create_profile", "events/create_profile/sqs.json")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert json.loads(done.stdout) == {"batchItemFailures": []}
+    assert "Published 2 result event(s)" in done.stderr
+    published = [json.loads(line) for line in done.stderr.splitlines() if line.startswith("{")]
+    assert [r["outcome"] for r in published] == ["success", "success"]
+
+
+def test_invoke_api_event_answers_like_api_gateway() -> None:
+    done = _run("invoke", "get_segment_profiles", "events/get_segment_profiles/api-rest.json")
+    assert done.returncode == 0, done.stdout + done.stderr
+    answer = json.loads(done.stdout)
+    assert answer["statusCode"] == 200
+    body = json.loads(answer["body"])
+    assert (body["outcome"], body["list_name"]) == ("success", "VIP customers")
