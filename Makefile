@@ -8,6 +8,10 @@
 #   make build      sam build
 #   make deploy     sam deploy (ENV=dev|prod, GUIDED=1 for the first time)
 #   make demo       the local demo
+#   make serve      the handlers behind http://127.0.0.1:8080 (PORT=...)
+#   make events     regenerate events/
+#   make soak       5,000 leads through moto's SQS with random Klaviyo faults (SOAK_ARGS=...)
+#   make bench      throughput, cold start and memory figures (BENCH_ARGS=...)
 #
 # Sections below: settings, development environment, quality, AWS SAM, project commands.
 
@@ -106,3 +110,19 @@ test: venv
 .PHONY: demo
 demo: venv
 	$(VENV)/bin/python -m devtools.runner demo
+
+.PHONY: serve
+serve: venv
+	$(VENV)/bin/python -m devtools.runner serve --port $(or $(PORT),8080)
+
+.PHONY: events
+events: venv
+	$(VENV)/bin/python -m devtools.events
+
+.PHONY: soak
+soak: venv
+	$(VENV)/bin/python -m devtools.soak $(SOAK_ARGS)
+
+.PHONY: bench
+bench: venv
+	$(VENV)/bin/python -m bench.run --install $(BENCH_ARGS)
