@@ -69,7 +69,8 @@ def _literal_patterns() -> list[re.Pattern[str]]:
                         for part in node.values
                     ).strip()
                 )
-    return [re.compile(p) for p in patterns if p]
+    # A pattern that is mostly wildcards (f"{a}{b}") would match any text.
+    return [re.compile(p) for p in patterns if len(p.replace(".+?", "")) >= 12]
 
 
 PATTERNS = _literal_patterns()
