@@ -12,7 +12,7 @@ from klaviyo_leads import entrypoint
 from klaviyo_leads.actions import ACTIONS
 from klaviyo_leads.config import Settings
 from klaviyo_leads.klaviyo import KlaviyoClient, Pacer
-from klaviyo_leads.runtime import Processed, Runtime
+from klaviyo_leads.runtime import Processed, Runtime, count_klaviyo_call
 
 pytest_plugins = ["devtools.klaviyo_emulator.pytest_fixtures"]
 
@@ -57,6 +57,7 @@ def runtime(klaviyo_emulator, sleeps: Sleeps) -> Iterator[Runtime]:
         lambda force: API_KEY,
         sleep=sleeps,
         pacer=Pacer(clock=sleeps.clock),
+        observer=count_klaviyo_call,
     )
     built = Runtime(settings=settings, client=client)
     entrypoint.reset_runtime(built)

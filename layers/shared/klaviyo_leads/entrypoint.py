@@ -7,7 +7,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .actions import ACTIONS
-from .runtime import Runtime, logger, metrics
+from .runtime import Runtime, flush_counts, logger, metrics
 from .triggers import handle
 
 Handler = Callable[[Any, Any], Any]
@@ -33,7 +33,10 @@ def handler_for(action_name: str) -> Handler:
     action = ACTIONS[action_name]
 
     def lambda_handler(event: Any, context: Any) -> Any:
-        return handle(runtime(), action, event, context)
+        try:
+            return handle(runtime(), action, event, context)
+        finally:
+            flush_counts()
 
     # Set once: Powertools keeps default dimensions across flushes, and a container runs
     # one function. (Tests and the local runner share one process between actions.)

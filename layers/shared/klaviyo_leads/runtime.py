@@ -6,6 +6,7 @@ Nothing here runs at import time; ``Runtime.from_env()`` builds it on the first 
 from __future__ import annotations
 
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -37,10 +38,22 @@ _OUTCOME_METRIC = {
 }
 
 
-def _count_call(bucket: str, status: int | None) -> None:
-    metrics.add_metric(name="KlaviyoCalls", unit=MetricUnit.Count, value=1)
+# Counted per invocation and written as one data point each: a batch of 1000 leads makes
+# thousands of calls, and one EMF value per call would flood the logs.
+_counts: Counter[str] = Counter()
+
+
+def count_klaviyo_call(bucket: str, status: int | None) -> None:
+    _counts["KlaviyoCalls"] += 1
     if status == 429:
-        metrics.add_metric(name="KlaviyoThrottled", unit=MetricUnit.Count, value=1)
+        _counts["KlaviyoThrottled"] += 1
+
+
+def flush_counts() -> None:
+    """Hand this invocation's counts to Powertools Metrics (before it writes them)."""
+    for name, value in sorted(_counts.items()):
+        metrics.add_metric(name=name, unit=MetricUnit.Count, value=value)
+    _counts.clear()
 
 
 @dataclass
@@ -67,7 +80,7 @@ class Runtime:
             settings.base_url,
             settings.api_revision,
             ApiKeyProvider(settings.api_key_secret_id),
-            observer=_count_call,
+            observer=count_klaviyo_call,
         )
         publisher = (
             ResultPublisher(settings.results_event_bus_name)
@@ -119,7 +132,7 @@ class Runtime:
         return Processed(result, result_fields(action, result))
 
     def record(self, action: Action, result: ActionResult, seconds: float) -> None:
-        metrics.add_metric(name=_OUTCOME_METRIC[result.outcome], unit=MetricUnit.Count, value=1)
+        _counts[_OUTCOME_METRIC[result.outcome]] += 1
         logger.info(
             "Lead processed",
             extra={
