@@ -5,10 +5,12 @@ from __future__ import annotations
 import json
 
 from devtools.lambda_events import LambdaContext, load_handler, queue_arn, sqs_event, sqs_message
+from klaviyo_leads.runtime import metrics
 
 
 def test_a_batch_writes_one_document_with_counts(runtime, klaviyo_emulator, capsys, monkeypatch):
     monkeypatch.delenv("POWERTOOLS_METRICS_DISABLED", raising=False)
+    metrics.clear_metrics()  # values other tests left unwritten in this process
     list_id = klaviyo_emulator.create_list("Newsletter")
     messages = [
         sqs_message(json.dumps({"email": f"m{i}@example.com", "klaviyo.list_id": list_id}))
