@@ -70,7 +70,6 @@ class TestSubscribe:
         ]
         assert len(json.loads(job.body)["data"]["attributes"]["profiles"]["data"]) == 2
 
-    @pytest.mark.klaviyo_contract_violations_allowed
     def test_a_rejection_naming_one_profile_fails_only_that_lead(
         self, runtime, klaviyo_emulator, newsletter
     ):

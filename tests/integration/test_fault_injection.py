@@ -103,7 +103,6 @@ def recorded(runtime, monkeypatch):
     return seen
 
 
-@pytest.mark.klaviyo_contract_violations_allowed
 @pytest.mark.parametrize("fault_name", list(FAULTS))
 @pytest.mark.parametrize("action", ALL)
 def test_fault(action, fault_name, world, recorded, klaviyo_emulator):

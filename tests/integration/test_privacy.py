@@ -56,7 +56,6 @@ def log_lines(monkeypatch):
     logger._logger.removeHandler(handler)
 
 
-@pytest.mark.klaviyo_contract_violations_allowed
 def test_a_full_run_logs_no_lead_data(log_lines, runtime, klaviyo_emulator):
     list_id = klaviyo_emulator.create_list("Newsletter")
     segment_id = klaviyo_emulator.create_segment("VIP")

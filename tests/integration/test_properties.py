@@ -54,7 +54,6 @@ def check(fields: dict) -> None:
     assert set(fields["errors"]) == {"id", "code", "title", "detail"}
 
 
-@pytest.mark.klaviyo_contract_violations_allowed
 @pytest.mark.parametrize("action", sorted(ACTIONS))
 @SETTINGS
 @given(payload=payloads)
@@ -68,7 +67,6 @@ def test_api_gateway_answers_anything(action, payload, runtime, klaviyo_emulator
     check(json.loads(response["body"]))
 
 
-@pytest.mark.klaviyo_contract_violations_allowed
 @pytest.mark.parametrize("action", sorted(ACTIONS))
 @SETTINGS
 @given(payload=payloads)
@@ -80,7 +78,6 @@ def test_direct_invocation_answers_anything(action, payload, runtime, klaviyo_em
         check(fields)
 
 
-@pytest.mark.klaviyo_contract_violations_allowed
 @SETTINGS
 @given(
     bodies=st.lists(
