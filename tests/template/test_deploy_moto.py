@@ -279,7 +279,8 @@ def test_queue_feeds_its_function_with_partial_batch_failures(stack: Stack, acti
     (mapping,) = mappings
     assert mapping["EventSourceArn"] == stack.queue_arn(action.queue)
     assert mapping["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
-    assert mapping["BatchSize"] == 100
+    bulk = action.name in {"add_profile_to_list", "subscribe_profile_to_list"}
+    assert mapping["BatchSize"] == (1000 if bulk else 100)
     assert mapping["MaximumBatchingWindowInSeconds"] == 5
     assert mapping["ScalingConfig"] == {"MaximumConcurrency": 2}
 

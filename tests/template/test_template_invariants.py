@@ -119,7 +119,7 @@ def test_samconfig_environment_keeps_visibility_at_least_six_timeouts(
         f"TimeoutSeconds={timeout}"
     )
     # Lambda rejects an SQS batch size above 10 without a batching window.
-    if int(values["BatchSize"]) > 10:
+    if max(int(values["BatchSize"]), int(values["BulkBatchSize"])) > 10:
         assert int(values["MaximumBatchingWindowInSeconds"]) >= 1
 
 
@@ -375,7 +375,7 @@ def test_sqs_event_reads_its_own_queue(sam_template: dict[str, Any], action: Act
     (sqs_event,) = sqs_events
     assert sqs_event["Queue"] == get_att(action.queue)
     assert sqs_event["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
-    assert sqs_event["BatchSize"] == ref("BatchSize")
+    assert sqs_event["BatchSize"] in (ref("BatchSize"), ref("BulkBatchSize"))
     assert sqs_event["MaximumBatchingWindowInSeconds"] == ref("MaximumBatchingWindowInSeconds")
     assert sqs_event["ScalingConfig"] == {"MaximumConcurrency": ref("MaximumConcurrency")}
 
@@ -694,8 +694,26 @@ def action_block(template: dict[str, Any], action: Action) -> str:
     return text.replace(action.route.lstrip("/"), "<route>")
 
 
+COALESCING_ACTIONS = {"add_profile_to_list", "subscribe_profile_to_list"}
+
+
+def test_coalescing_actions_take_bulk_batches(sam_template: dict[str, Any]) -> None:
+    for action in ACTIONS:
+        function = sam_template["Resources"][f"{action.prefix}Function"]
+        (queue_event,) = [
+            e for e in function["Properties"]["Events"].values() if e["Type"] == "SQS"
+        ]
+        expected = "BulkBatchSize" if action.name in COALESCING_ACTIONS else "BatchSize"
+        assert queue_event["Properties"]["BatchSize"] == {"Ref": expected}, action.name
+    assert sam_template["Parameters"]["BulkBatchSize"]["Default"] == 1000
+
+
 def test_the_six_action_blocks_are_uniform(sam_template: dict[str, Any]) -> None:
-    blocks = {action.name: action_block(sam_template, action) for action in ACTIONS}
+    # Only the batch size differs, by design (test above).
+    blocks = {
+        action.name: action_block(sam_template, action).replace('"BulkBatchSize"', '"BatchSize"')
+        for action in ACTIONS
+    }
     reference = blocks[ACTIONS[0].name]
     for name, block in blocks.items():
         assert block == reference, f"{name} differs from {ACTIONS[0].name}"
