@@ -215,3 +215,35 @@ def test_pacer_waits_for_an_exhausted_window():
     assert pacer.wait_for("list_add") == 0.0
     pacer.observe("list_add", 429, {"Retry-After": "3"})
     assert pacer.wait_for("list_add") == 3.0
+
+
+def test_pacer_spaces_calls_by_the_burst_limit():
+    now = [0.0]
+    pacer = Pacer(clock=lambda: now[0])
+    assert pacer.wait_for("list_add") == 0.0
+    pacer.sent("list_add")
+    assert pacer.wait_for("list_add") == pytest.approx(0.1)  # 10 per second
+    assert pacer.wait_for("unknown") == 0.0
+    now[0] = 0.1
+    assert pacer.wait_for("list_add") == 0.0
+
+
+def test_check_pace_refuses_a_wait_beyond_the_budget(client):
+    client.pacer.observe("list_add", 200, {"RateLimit-Remaining": "0", "RateLimit-Reset": "50"})
+    assert client.check_pace("list_add", Budget(60)) == pytest.approx(50, abs=1)
+    problem = problem_of(client.check_pace, "list_add", Budget(10))
+    assert (problem.kind, problem.retryable) == (Kind.THROTTLED, True)
+
+
+def test_list_add_pace_is_checked_before_the_profile_search(run, klaviyo_emulator, runtime):
+    list_id = klaviyo_emulator.create_list("Newsletter")
+    klaviyo_emulator.create_profile(email="a@example.com")
+    runtime.client.pacer.observe(
+        "list_add", 200, {"RateLimit-Remaining": "0", "RateLimit-Reset": "500"}
+    )
+    fields = run(
+        "add_profile_to_list",
+        {"email": "a@example.com", "klaviyo.list_id": list_id, "timeout_seconds": 20},
+    )
+    assert fields["outcome"] == "error" and run.last.retryable
+    assert klaviyo_emulator.calls("get_profiles") == 0

@@ -273,6 +273,7 @@ def add_profile_to_list(ctx: Context, lead: Lead) -> ActionResult:
         raise configuration_error("Klaviyo List Id is missing")
     name = list_name(ctx, list_id)
     identifier, value = require_search_value(ctx, lead)
+    ctx.client.check_pace("list_add", ctx.budget)
     if identifier == "klaviyo_id":
         profile_id = value  # Klaviyo checks it; no lookup needed
     else:

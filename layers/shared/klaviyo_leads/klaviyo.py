@@ -65,21 +65,42 @@ class Backoff:
         return raw * self._rng.uniform(0.5, 1.5)
 
 
-class Pacer:
-    """Keeps calls within what the ``RateLimit-*`` headers and ``Retry-After`` say is left.
+# Klaviyo's per-second (burst) limits by bucket. No header reports the burst window, so
+# calls are spaced to stay inside it; the per-minute window comes from the headers.
+BURST_PER_SECOND = {"list_add": 10, "profiles": 75, "subscribe": 75, "segment_profiles": 75}
 
-    Klaviyo limits per account and endpoint; when a window has nothing left, the next call
-    waits for the window to reset instead of running into a 429 (and a storm of them).
+
+class Pacer:
+    """Keeps calls within what Klaviyo's limits leave, instead of running into 429s.
+
+    Klaviyo limits per account and endpoint, per second and per minute. Calls to a bucket
+    are spaced by its burst limit; when the ``RateLimit-*`` headers say the minute has
+    nothing left, or a 429 says when to come back, the next call waits for that.
     """
 
-    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        clock: Callable[[], float] = time.monotonic,
+        burst_per_second: Mapping[str, float] | None = None,
+    ) -> None:
         self._clock = clock
         self._lock = threading.Lock()
         self._blocked_until: dict[str, float] = {}
+        self._burst = BURST_PER_SECOND if burst_per_second is None else burst_per_second
+        self._last_sent: dict[str, float] = {}
 
     def wait_for(self, bucket: str) -> float:
         with self._lock:
-            return max(0.0, self._blocked_until.get(bucket, 0.0) - self._clock())
+            now = self._clock()
+            wait = self._blocked_until.get(bucket, 0.0) - now
+            burst = self._burst.get(bucket)
+            if burst and bucket in self._last_sent:
+                wait = max(wait, self._last_sent[bucket] + 1.0 / burst - now)
+            return max(0.0, wait)
+
+    def sent(self, bucket: str) -> None:
+        with self._lock:
+            self._last_sent[bucket] = self._clock()
 
     def observe(self, bucket: str, status: int, headers: Mapping[str, str]) -> None:
         now = self._clock()
@@ -261,11 +282,14 @@ class KlaviyoClient:
             headers["Content-Type"] = JSON_API
         return headers
 
-    def _wait_for_pacer(self, bucket: str, budget: Budget) -> None:
+    def check_pace(self, bucket: str, budget: Budget) -> float:
+        """How long a call to ``bucket`` must wait; throttled when that outlives the budget.
+
+        Actions that end in a scarce endpoint (a list add) ask first, so a lead that could
+        not be added anyway does not spend a profile search on the way.
+        """
         wait = self.pacer.wait_for(bucket)
-        if wait <= 0:
-            return
-        if wait + MINIMUM_CALL_SECONDS > budget.remaining():
+        if wait > 0 and wait + MINIMUM_CALL_SECONDS > budget.remaining():
             raise Problem(
                 outcomes.Outcome.ERROR,
                 outcomes.Kind.THROTTLED,
@@ -273,7 +297,13 @@ class KlaviyoClient:
                 retry_after=wait,
                 klaviyo_status=429,
             )
-        self._sleep(wait)
+        return wait
+
+    def _wait_for_pacer(self, bucket: str, budget: Budget) -> None:
+        wait = self.check_pace(bucket, budget)
+        if wait > 0:
+            self._sleep(wait)
+        self.pacer.sent(bucket)
 
     def _no_answer(self, exc: Exception, budget: Budget) -> Problem:
         if isinstance(exc, ReadTimeoutError | ConnectTimeoutError) or budget.expired:
