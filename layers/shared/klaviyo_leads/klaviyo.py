@@ -68,6 +68,9 @@ class Backoff:
 # Klaviyo's per-second (burst) limits by bucket. No header reports the burst window, so
 # calls are spaced to stay inside it; the per-minute window comes from the headers.
 BURST_PER_SECOND = {"list_add": 10, "profiles": 75, "subscribe": 75, "segment_profiles": 75}
+# Calls are spaced a little wider than 1/limit: arrival times jitter, and eleven calls
+# spaced exactly 100 ms apart can land in one fixed one-second window.
+SPACING_MARGIN = 1.1
 
 
 class Pacer:
@@ -95,7 +98,7 @@ class Pacer:
             wait = self._blocked_until.get(bucket, 0.0) - now
             burst = self._burst.get(bucket)
             if burst and bucket in self._last_sent:
-                wait = max(wait, self._last_sent[bucket] + 1.0 / burst - now)
+                wait = max(wait, self._last_sent[bucket] + SPACING_MARGIN / burst - now)
             return max(0.0, wait)
 
     def sent(self, bucket: str) -> None:
