@@ -81,6 +81,29 @@ def inject_faults(emulator: KlaviyoEmulator, rate: float) -> None:
         emulator.faults.add(fault)
 
 
+def send(
+    sqs: Any, url: str, leads: list[dict[str, Any]], start: int, count: int, books: Books
+) -> int:
+    """Send up to ``count`` leads from ``start``; the index of the next one to send."""
+    end = min(len(leads), start + count)
+    for first in range(start, end, 10):
+        chunk = leads[first : min(end, first + 10)]
+        entries = [{"Id": str(i), "MessageBody": json.dumps(lead)} for i, lead in enumerate(chunk)]
+        answer = sqs.send_message_batch(QueueUrl=url, Entries=entries)
+        for item in answer["Successful"]:
+            books.sent[item["MessageId"]] = chunk[int(item["Id"])]
+        if answer.get("Failed"):
+            raise RuntimeError("moto refused a send")
+    return end
+
+
+def collect_results(sqs: Any, url: str, books: Books) -> None:
+    """Read the published results as they come (moto slows down as a queue grows)."""
+    for message in drain(url, sqs):
+        detail = json.loads(message["Body"])["detail"]
+        books.results[detail["message_id"]] = detail["result"]
+
+
 def drain(queue_url: str, sqs: Any) -> list[dict[str, Any]]:
     messages = []
     while True:
@@ -135,20 +158,17 @@ def run(args: argparse.Namespace) -> int:
         queue = resources.queues[ACTION]
 
         leads = make_leads(args.leads, rng)
-        for start in range(0, len(leads), 10):
-            chunk = leads[start : start + 10]
-            entries = [
-                {"Id": str(i), "MessageBody": json.dumps(lead)} for i, lead in enumerate(chunk)
-            ]
-            answer = sqs.send_message_batch(QueueUrl=queue.url, Entries=entries)
-            for item in answer["Successful"]:
-                books.sent[item["MessageId"]] = chunk[int(item["Id"])]
-        print(f"sent {len(books.sent)} leads; Klaviyo faults on ~{args.fault_rate:.0%} of calls")
+        print(f"{len(leads)} leads; Klaviyo faults on ~{args.fault_rate:.0%} of calls")
 
         inject_faults(emulator, args.fault_rate)
         deadline = started + args.max_minutes * 60
-        idle_since = None
+        next_lead = 0
         while time.monotonic() < deadline:
+            # Leads arrive as a stream, a few hundred ahead of the poller, as they would
+            # from a lead platform (and moto's receive slows down with the queue's length).
+            if next_lead < len(leads) and queue_depth(sqs, queue.url) < args.ahead:
+                next_lead = send(sqs, queue.url, leads, next_lead, args.ahead, books)
+                continue
             messages = []
             while len(messages) < args.batch_size:
                 got = sqs.receive_message(
@@ -161,12 +181,10 @@ def run(args: argparse.Namespace) -> int:
                     break
                 messages.extend(got)
             if not messages:
-                if queue_depth(sqs, queue.url) == 0:
+                if next_lead >= len(leads) and queue_depth(sqs, queue.url) == 0:
                     break
-                idle_since = idle_since or time.monotonic()
-                time.sleep(0.2)
+                time.sleep(0.2)  # the rest is invisible until its visibility timeout ends
                 continue
-            idle_since = None
             books.deliveries += len(messages)
             books.invocations += 1
             response = handler(sqs_event(messages, queue.arn), LambdaContext.for_action(ACTION))
@@ -180,11 +198,11 @@ def run(args: argparse.Namespace) -> int:
                         for i, m in enumerate(done[start : start + 10])
                     ],
                 )
+            if books.invocations % 20 == 0:
+                collect_results(sqs, resources.results_queue.url, books)
         emulator.faults.clear()
 
-        for message in drain(resources.results_queue.url, sqs):
-            detail = json.loads(message["Body"])["detail"]
-            books.results[detail["message_id"]] = detail["result"]
+        collect_results(sqs, resources.results_queue.url, books)
         for message in drain(resources.dead_letter_queues[ACTION].url, sqs):
             books.dead_lettered.add(message["MessageId"])
         remaining = queue_depth(sqs, queue.url)
@@ -264,6 +282,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--batch-size", type=int, default=10)
     parser.add_argument("--visibility", type=int, default=2, help="queue visibility timeout, s")
+    parser.add_argument("--ahead", type=int, default=200, help="leads queued ahead of the poller")
     parser.add_argument("--max-minutes", type=float, default=20.0)
     return run(parser.parse_args(argv))
 
