@@ -183,3 +183,49 @@ class TestAddToList:
             ("error", "Klaviyo has no list with this Klaviyo List Id (HTTP 404)"),
             ("success", None),
         ]
+
+
+class FakeEvents:
+    """EventBridge's PutEvents, refusing the calls whose number is in ``refuse``."""
+
+    def __init__(self, refuse=()):
+        self.calls = []
+        self.refuse = set(refuse)
+
+    def put_events(self, Entries):
+        self.calls.append(Entries)
+        if len(self.calls) in self.refuse:
+            return {
+                "FailedEntryCount": len(Entries),
+                "Entries": [{"ErrorCode": "X"}] * len(Entries),
+            }
+        return {"FailedEntryCount": 0, "Entries": [{"EventId": "e"} for _ in Entries]}
+
+
+def test_a_coalesced_batch_publishes_ten_results_per_call(runtime, klaviyo_emulator, newsletter):
+    from devtools.lambda_events import (
+        LambdaContext,
+        load_handler,
+        queue_arn,
+        sqs_event,
+        sqs_message,
+    )
+    from klaviyo_leads.publishing import ResultPublisher
+
+    events = FakeEvents(refuse={2})
+    runtime.publisher = ResultPublisher("bus", client_factory=lambda: events)
+    messages = [
+        sqs_message(
+            json.dumps({"email": f"p{i}@example.com", "klaviyo.list_id": newsletter}),
+            message_id=f"m{i:02}",
+        )
+        for i in range(25)
+    ]
+    response = load_handler("subscribe_profile_to_list")(
+        sqs_event(messages, queue_arn("q")), LambdaContext.for_action("x")
+    )
+    assert [len(call) for call in events.calls] == [10, 10, 5]
+    # The refused call's ten records go back to the queue; their results were stored.
+    assert sorted(f["itemIdentifier"] for f in response["batchItemFailures"]) == [
+        f"m{i:02}" for i in range(10, 20)
+    ]

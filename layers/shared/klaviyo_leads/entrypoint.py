@@ -33,14 +33,15 @@ def handler_for(action_name: str) -> Handler:
     action = ACTIONS[action_name]
 
     def lambda_handler(event: Any, context: Any) -> Any:
+        # Powertools keeps default dimensions across invocations; set it only when it
+        # changes (never, in Lambda: a container runs one function).
+        if metrics.default_dimensions.get("action") != action.name:
+            metrics.set_default_dimensions(action=action.name)
         try:
             return handle(runtime(), action, event, context)
         finally:
             flush_counts()
 
-    # Set once: Powertools keeps default dimensions across flushes, and a container runs
-    # one function. (Tests and the local runner share one process between actions.)
-    metrics.set_default_dimensions(action=action.name)
     handler: Handler = logger.inject_lambda_context(clear_state=True)(lambda_handler)
     handler = metrics.log_metrics(capture_cold_start_metric=True)(handler)
     if os.environ.get("POWERTOOLS_TRACE_DISABLED", "true").lower() in {"false", "0"}:

@@ -46,6 +46,7 @@ class Claimed:
     stored: dict[str, Any] | None = None
     result: Processed | None = None
     hand_back: str | None = None
+    published: bool | None = None  # None: not tried yet
 
 
 def handle_batch(runtime: Runtime, action: Action, event: Mapping[str, Any], ctx: Any) -> dict:
@@ -102,13 +103,13 @@ def settle(
         fields = result.fields
 
     # The result is stored: a redelivery after a failed publish only publishes again.
-    publisher = runtime.publisher
-    if (
-        publisher
-        and not publisher.publish(
-            [Publication(action.name, _as_received(claimed.lead, record), fields, message_id)]
-        )[0]
-    ):
+    published = claimed.published
+    if published is None and runtime.publisher is not None:
+        publication = Publication(
+            action.name, _as_received(claimed.lead, record), fields, message_id
+        )
+        published = runtime.publisher.publish([publication])[0]
+    if published is False:
         raise HandBack("the result could not be published")
     return fields
 
@@ -135,7 +136,44 @@ def _claim_and_coalesce(
         results = [processed(action, internal_error(exc)) for _ in readable]
     for item, result in zip(readable.values(), results, strict=True):
         item.result = result
+    _store_and_publish(runtime, action, claimed, raw_records)
     return claimed
+
+
+def _store_and_publish(
+    runtime: Runtime, action: Action, claimed: dict[str, Claimed], raw_records: list[Any]
+) -> None:
+    """Store the batch's final results, then publish them ten to a call, not one by one."""
+    idempotency = runtime.idempotency(action)
+    bodies = {raw.get("messageId"): raw.get("body") for raw in raw_records}
+    final: list[tuple[str, Claimed]] = []
+    for message_id, item in claimed.items():
+        if item.hand_back is None and item.stored is None and item.result is not None:
+            if item.result.result.retryable:
+                continue  # settle() releases it and hands it back
+            try:
+                if idempotency is not None:
+                    idempotency.complete(message_id, item.result.fields)
+            except Exception as exc:  # the store failing: the record is tried again later
+                logger.warning("Could not store a result", extra={"error_type": type(exc).__name__})
+                item.hand_back = "the result could not be stored"
+                continue
+            item.stored = item.result.fields
+        if item.hand_back is None and item.stored is not None:
+            final.append((message_id, item))
+    if runtime.publisher is None or not final:
+        return
+    publications = [
+        Publication(
+            action.name,
+            bodies.get(message_id) if item.lead is _NOT_JSON else item.lead,
+            item.stored or {},
+            message_id,
+        )
+        for message_id, item in final
+    ]
+    for (_, item), accepted in zip(final, runtime.publisher.publish(publications), strict=True):
+        item.published = accepted
 
 
 def _process(runtime: Runtime, action: Action, lead: Any, record: SQSRecord, ctx: Any) -> Processed:

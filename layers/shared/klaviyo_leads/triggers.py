@@ -17,10 +17,6 @@ from .outcomes import Kind, Problem, http_status
 from .publishing import Publication
 from .runtime import Runtime, logger
 
-# A record is not started with less than this left in the invocation: it goes back to the
-# queue instead of running into the Lambda timeout (which would lose the batch's progress).
-MIN_SECONDS_PER_RECORD = 10.0
-
 
 def event_kind(event: Any) -> str:
     if not isinstance(event, Mapping):
