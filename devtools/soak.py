@@ -35,6 +35,31 @@ ACTION = "create_profile"
 API_KEY = "pk_soak"
 
 
+class Outage:
+    """Klaviyo refusing everything for a while, a third of the way in (429s whose Retry-After
+    outlasts every lead's budget): the records caught in it are handed back at once, again
+    and again, until the queue's maxReceiveCount moves them to the dead-letter queue."""
+
+    def __init__(self, emulator: KlaviyoEmulator, args: argparse.Namespace) -> None:
+        self.emulator, self.args = emulator, args
+        self.ends: float | None = None
+        self.over = args.outage_seconds <= 0
+
+    def tick(self, sent: int, total: int) -> None:
+        if self.over:
+            return
+        if self.ends is None and sent >= total // 3:
+            print(f"Klaviyo throttling everything for {self.args.outage_seconds:g} s")
+            self.emulator.faults.clear()
+            retry_after = int(self.args.outage_seconds) + 5
+            self.emulator.faults.add(Fault(status=429, retry_after=retry_after, times=None))
+            self.ends = time.monotonic() + self.args.outage_seconds
+        elif self.ends is not None and time.monotonic() >= self.ends:
+            self.emulator.faults.clear()
+            inject_faults(self.emulator, self.args.fault_rate)
+            self.over = True
+
+
 @dataclass
 class Books:
     sent: dict[str, dict[str, Any]] = field(default_factory=dict)  # message id -> lead
@@ -60,7 +85,7 @@ def make_leads(count: int, rng: random.Random) -> list[dict[str, Any]]:
             lead = {"reference": f"ext-{i}", "first_name": "External"}
         else:
             lead = {"email": f"soak-{i}@example.com", "reference": f"crm-{i}", "city": "Austin"}
-        lead["timeout_seconds"] = 20
+        lead["timeout_seconds"] = 5
         leads.append(lead)
     return leads
 
@@ -147,7 +172,7 @@ def run(args: argparse.Namespace) -> int:
             API_KEY,
             [ACTION],
             visibility_timeout_seconds=args.visibility,
-            max_receive_count=5,
+            max_receive_count=args.max_receive_count,
         )
         for name in CONFLICTING_ENV:
             os.environ.pop(name, None)
@@ -163,7 +188,9 @@ def run(args: argparse.Namespace) -> int:
         inject_faults(emulator, args.fault_rate)
         deadline = started + args.max_minutes * 60
         next_lead = 0
+        outage = Outage(emulator, args)
         while time.monotonic() < deadline:
+            outage.tick(next_lead, len(leads))
             # Leads arrive as a stream, a few hundred ahead of the poller, as they would
             # from a lead platform (and moto's receive slows down with the queue's length).
             if next_lead < len(leads) and queue_depth(sqs, queue.url) < args.ahead:
@@ -283,6 +310,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=10)
     parser.add_argument("--visibility", type=int, default=2, help="queue visibility timeout, s")
     parser.add_argument("--ahead", type=int, default=200, help="leads queued ahead of the poller")
+    parser.add_argument("--outage-seconds", type=float, default=20.0)
+    parser.add_argument("--max-receive-count", type=int, default=3)
     parser.add_argument("--max-minutes", type=float, default=20.0)
     return run(parser.parse_args(argv))
 
