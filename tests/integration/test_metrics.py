@@ -29,5 +29,6 @@ def test_a_batch_writes_one_document_with_counts(runtime, klaviyo_emulator, caps
     assert len(counts) == 1
     assert counts[0]["LeadSucceeded"] == [150.0]
     assert counts[0]["LeadFailed"] == [1.0]
+    assert counts[0]["LeadsReceived"] == [151.0]
     assert counts[0]["KlaviyoCalls"] == [float(klaviyo_emulator.calls())]
     assert counts[0]["action"] == "subscribe_profile_to_list"

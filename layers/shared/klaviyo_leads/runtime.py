@@ -49,6 +49,10 @@ def count_klaviyo_call(bucket: str, status: int | None) -> None:
         _counts["KlaviyoThrottled"] += 1
 
 
+def count(name: str, value: int = 1) -> None:
+    _counts[name] += value
+
+
 def flush_counts() -> None:
     """Hand this invocation's counts to Powertools Metrics (before it writes them)."""
     for name, value in sorted(_counts.items()):

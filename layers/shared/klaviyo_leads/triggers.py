@@ -15,7 +15,7 @@ from .actions import Action, ActionResult, result_fields
 from .lead import leads_in, parse_body
 from .outcomes import Kind, Problem, http_status
 from .publishing import Publication
-from .runtime import Runtime, logger
+from .runtime import Runtime, count, logger
 
 
 def event_kind(event: Any) -> str:
@@ -37,6 +37,15 @@ def event_kind(event: Any) -> str:
     return "direct"
 
 
+def leads_received(kind: str, event: Any) -> int:
+    """How many leads an event brings (the LeadsReceived metric: leads in, outcomes out)."""
+    if kind == "sqs":
+        return len(event["Records"])
+    payload = event["detail"] if kind == "eventbridge" else event
+    several = leads_in(payload) if kind != "api" else None
+    return len(several) if several is not None else 1
+
+
 def remaining_seconds(lambda_context: Any) -> float | None:
     getter = getattr(lambda_context, "get_remaining_time_in_millis", None)
     return getter() / 1000.0 if callable(getter) else None
@@ -44,6 +53,7 @@ def remaining_seconds(lambda_context: Any) -> float | None:
 
 def handle(runtime: Runtime, action: Action, event: Any, lambda_context: Any) -> Any:
     kind = event_kind(event)
+    count("LeadsReceived", leads_received(kind, event))
     if kind == "api":
         return handle_api(runtime, action, event, lambda_context)
     if kind == "sqs":
