@@ -125,4 +125,4 @@ soak: venv
 
 .PHONY: bench
 bench: venv
-	$(VENV)/bin/python -m bench.run --install $(BENCH_ARGS)
+	$(VENV)/bin/python -m bench.run --install --json bench/results/latest.json $(BENCH_ARGS)
