@@ -24,6 +24,7 @@ import sys
 import threading
 import time
 import uuid
+import warnings
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -34,6 +35,10 @@ from urllib.parse import urlsplit
 from devtools import aws
 from devtools import events as samples
 from devtools import lambda_events as le
+
+# One process runs all six functions here, each with its own "action" metric dimension;
+# in Lambda a container runs one. Powertools warns on every switch.
+warnings.filterwarnings("ignore", message="Dimension 'action' has already been added")
 
 le.ensure_layer_on_path()
 
