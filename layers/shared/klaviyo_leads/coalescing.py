@@ -110,8 +110,10 @@ def _chunks(items: list[Any], size: int) -> list[list[Any]]:
 
 def _subscribe_all(ctx: Context, leads: dict[int, Lead], results: Results) -> None:
     groups: dict[tuple[str | None, str | None], list[tuple[int, Subscription]]] = defaultdict(list)
+    list_problems: dict[str, Problem | None] = {}
     for index, lead in leads.items():
         try:
+            _check_list_once(ctx, lead.list_id(), list_problems)
             subscription = prepare_subscription(ctx, lead)
         except Problem as problem:
             results[index] = ActionResult.from_problem(problem)
@@ -120,6 +122,23 @@ def _subscribe_all(ctx: Context, leads: dict[int, Lead], results: Results) -> No
     for members in groups.values():
         for chunk in _chunks(members, MAX_PROFILES_PER_JOB):
             _send_job(ctx, chunk, results)
+
+
+def _check_list_once(
+    ctx: Context, list_id: str | None, problems: dict[str, Problem | None]
+) -> None:
+    """One list lookup per list in a batch, failures included (only names are cached)."""
+    if list_id is None:
+        return
+    if list_id not in problems:
+        try:
+            list_name(ctx, list_id)
+            problems[list_id] = None
+        except Problem as problem:
+            problems[list_id] = problem
+    known = problems[list_id]
+    if known is not None:
+        raise known
 
 
 def _send_job(ctx: Context, chunk: list[tuple[int, Subscription]], results: Results) -> None:
@@ -218,6 +237,8 @@ def _add_all(ctx: Context, leads: dict[int, Lead], results: Results) -> None:
                 raise configuration_error("Klaviyo List Id is missing")
             identifier, value = require_search_value(ctx, lead)
             sort = lead.profile_sort()
+            if identifier != "klaviyo_id":
+                filter_value(value)  # a value Klaviyo cannot search for fails alone
         except Problem as problem:
             results[index] = ActionResult.from_problem(problem)
             continue
@@ -255,19 +276,36 @@ def _resolve_ids(ctx: Context, members: list[_Member], results: Results) -> None
     for (identifier, sort), group in groups.items():
         values = list(dict.fromkeys(_key(identifier, m.value) for m in group))
         for chunk in _chunks(values, MAX_VALUES_PER_SEARCH):
-            wanted = set(chunk)
-            try:
-                ids = _search_many(ctx, identifier, chunk, sort)
-            except Problem as problem:
-                hit = [m.index for m in group if _key(identifier, m.value) in wanted]
-                _settle(results, hit, ActionResult.from_problem(problem))
-                continue
-            for member in group:
-                key = _key(identifier, member.value)
-                if key in wanted:
-                    member.profile_id = ids.get(key)
-                    if member.profile_id is None:
-                        results[member.index] = ActionResult.from_problem(failure(NO_PROFILE))
+            _resolve_chunk(ctx, identifier, sort, chunk, group, results)
+
+
+def _resolve_chunk(
+    ctx: Context,
+    identifier: str,
+    sort: str,
+    chunk: list[str],
+    group: list[_Member],
+    results: Results,
+) -> None:
+    wanted = set(chunk)
+    try:
+        ids = _search_many(ctx, identifier, chunk, sort)
+    except Problem as problem:
+        if problem.outcome is Outcome.FAILURE and len(chunk) > 1:
+            # Klaviyo refused the search because of some value: halve until it stands alone.
+            middle = len(chunk) // 2
+            _resolve_chunk(ctx, identifier, sort, chunk[:middle], group, results)
+            _resolve_chunk(ctx, identifier, sort, chunk[middle:], group, results)
+            return
+        hit = [m.index for m in group if _key(identifier, m.value) in wanted]
+        _settle(results, hit, ActionResult.from_problem(problem))
+        return
+    for member in group:
+        key = _key(identifier, member.value)
+        if key in wanted:
+            member.profile_id = ids.get(key)
+            if member.profile_id is None:
+                results[member.index] = ActionResult.from_problem(failure(NO_PROFILE))
 
 
 _FILTER_FIELD = {"email": "email", "phone_number": "phone_number", "external_id": "external_id"}

@@ -106,13 +106,14 @@ class Pacer:
             self._last_sent[bucket] = self._clock()
 
     def observe(self, bucket: str, status: int, headers: Mapping[str, str]) -> None:
+        headers = {name.lower(): value for name, value in headers.items()}
         now = self._clock()
         until = None
         if status == 429:
-            until = now + (_seconds(headers.get("Retry-After"), default=None) or 1.0)
+            until = now + (_seconds(headers.get("retry-after"), default=None) or 1.0)
         else:
-            remaining = _seconds(headers.get("RateLimit-Remaining"), default=None)
-            reset = _seconds(headers.get("RateLimit-Reset"), default=None)
+            remaining = _seconds(headers.get("ratelimit-remaining"), default=None)
+            reset = _seconds(headers.get("ratelimit-reset"), default=None)
             if remaining is not None and remaining <= 0 and reset is not None:
                 until = now + reset
         with self._lock:
@@ -219,7 +220,8 @@ class KlaviyoClient:
                 problem.effect_unknown = not idempotent
             else:
                 status = raw.status
-                headers = {k.title(): v for k, v in raw.headers.items()}
+                # Header names are case-insensitive; keep them lower-case from here on.
+                headers = {k.lower(): v for k, v in raw.headers.items()}
                 self.pacer.observe(bucket, status, headers)
                 self._observe(bucket, status)
                 if status == 401 and not key_reread:
@@ -232,7 +234,10 @@ class KlaviyoClient:
                         continue
                 parsed, errors = _parse(raw.data, status, headers)
                 if 200 <= status < 300 and status not in (202, 204) and parsed is _UNREADABLE:
-                    raise outcomes.unreadable_response(status)
+                    unreadable = outcomes.unreadable_response(status)
+                    # It worked, but we cannot see what it made: the caller decides.
+                    unreadable.effect_unknown = not idempotent
+                    raise unreadable
                 if status in expect or status in handled:
                     return Response(
                         status=status,
@@ -244,7 +249,7 @@ class KlaviyoClient:
                     status,
                     errors,
                     challenge=_is_challenge(status, headers),
-                    retry_after=_seconds(headers.get("Retry-After"), default=None),
+                    retry_after=_seconds(headers.get("retry-after"), default=None),
                 )
                 problem.effect_unknown = status >= 500 and not idempotent
             if not problem.retryable or problem.effect_unknown or attempt >= self.max_attempts:
@@ -309,6 +314,9 @@ class KlaviyoClient:
         self.pacer.sent(bucket)
 
     def _no_answer(self, exc: Exception, budget: Budget) -> Problem:
+        # urllib3's NewConnectionError (refused, DNS) is a kind of ConnectTimeoutError.
+        if isinstance(exc, NewConnectionError) and not budget.expired:
+            return outcomes.network_error()
         if isinstance(exc, ReadTimeoutError | ConnectTimeoutError) or budget.expired:
             return outcomes.timeout(budget.describe())
         return outcomes.network_error()
@@ -345,8 +353,8 @@ def _is_challenge(status: int, headers: Mapping[str, str]) -> bool:
     """Cloudflare's bot challenge: an HTML 403 that says nothing about the API key."""
     if status != 403:
         return False
-    mitigated = headers.get("Cf-Mitigated", "").lower() == "challenge"
-    return mitigated or "text/html" in headers.get("Content-Type", "").lower()
+    mitigated = headers.get("cf-mitigated", "").lower() == "challenge"
+    return mitigated or "text/html" in headers.get("content-type", "").lower()
 
 
 def filter_value(value: str) -> str:

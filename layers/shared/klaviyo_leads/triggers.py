@@ -13,9 +13,18 @@ from typing import Any
 
 from .actions import Action, ActionResult, result_fields
 from .lead import leads_in, parse_body
-from .outcomes import Kind, Problem, http_status
+from .outcomes import Kind, Outcome, Problem, http_status
 from .publishing import Publication
-from .runtime import Runtime, count, logger
+from .runtime import Processed, Runtime, count, logger
+
+# A lead of a several-lead event is not started with less than this left in the invocation.
+MIN_SECONDS_PER_LEAD = 10.0
+
+
+def not_started() -> Problem:
+    return Problem(
+        Outcome.ERROR, Kind.TIMEOUT, "Not started: too little time left in the invocation"
+    )
 
 
 def event_kind(event: Any) -> str:
@@ -123,14 +132,26 @@ def handle_leads(
     processed = []
     for index, lead in enumerate(leads):
         logger.set_correlation_id(f"{correlation_id}/{index}" if several else correlation_id)
-        processed.append(runtime.process(action, lead, remaining_seconds=remaining_seconds(ctx)))
+        left = remaining_seconds(ctx)
+        if several is not None and left is not None and left < MIN_SECONDS_PER_LEAD:
+            # Better a retryable result than a Lambda timeout that loses every result.
+            result = ActionResult.from_problem(not_started())
+            runtime.record(action, result, 0.0)
+            processed.append(Processed(result, result_fields(action, result)))
+            continue
+        processed.append(runtime.process(action, lead, remaining_seconds=left))
     if runtime.publisher and (always_publish or several is not None):
-        runtime.publisher.publish(
+        accepted = runtime.publisher.publish(
             [
                 Publication(action.name, lead, p.fields)
                 for lead, p in zip(leads, processed, strict=True)
             ]
         )
+        lost = accepted.count(False)
+        if lost:
+            # Nobody else sees these results: say so loudly (logs, metric, alarm on it).
+            count("ResultsNotPublished", lost)
+            logger.error("Results could not be published", extra={"count": lost})
     if several is not None:
         return {"results": [p.fields for p in processed]}
     return processed[0].fields
