@@ -16,6 +16,7 @@ from . import fields as fieldmap
 from .klaviyo import Response, filter_value
 from .lead import Lead
 from .outcomes import (
+    RETRYABLE_KINDS,
     Kind,
     KlaviyoError,
     Outcome,
@@ -57,7 +58,7 @@ class ActionResult:
 
     @property
     def retryable(self) -> bool:
-        return self.kind in {Kind.THROTTLED, Kind.TIMEOUT, Kind.TRANSIENT}
+        return self.kind in RETRYABLE_KINDS
 
     @classmethod
     def from_problem(cls, problem: Problem) -> ActionResult:

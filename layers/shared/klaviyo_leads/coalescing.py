@@ -36,6 +36,7 @@ from .outcomes import (
     from_klaviyo_answer,
 )
 from .profiles import (
+    SEARCH_FIELDS,
     Context,
     list_name,
     require_search_value,
@@ -308,16 +309,13 @@ def _resolve_chunk(
                 results[member.index] = ActionResult.from_problem(failure(NO_PROFILE))
 
 
-_FILTER_FIELD = {"email": "email", "phone_number": "phone_number", "external_id": "external_id"}
-
-
 def _key(identifier: str, value: str) -> str:
     return value.lower() if identifier == "email" else value
 
 
 def _search_many(ctx: Context, identifier: str, values: list[str], sort: str) -> dict[str, str]:
     """Identifier value -> the id of the profile profile handling picks for it."""
-    field = _FILTER_FIELD[identifier]
+    field = SEARCH_FIELDS[identifier][0]
     quoted = ",".join(filter_value(v) for v in values)
     query: dict[str, str] | None = {
         "filter": f"any({field},[{quoted}])",

@@ -19,7 +19,7 @@ from urllib.parse import parse_qsl
 
 from . import fields as fieldmap
 from .budget import DEFAULT_TIMEOUT_SECONDS
-from .outcomes import Problem, bad_request, configuration_error, failure
+from .outcomes import bad_request, configuration_error, failure
 from .phone import InvalidPhone, to_e164
 
 MAX_BODY_BYTES = 256 * 1024
@@ -314,4 +314,4 @@ def ensure_object(payload: Any) -> Mapping[str, Any]:
     return payload
 
 
-__all__ = ["Lead", "Problem", "ensure_object", "flatten", "leads_in", "parse_body"]
+__all__ = ["Lead", "ensure_object", "flatten", "leads_in", "parse_body"]

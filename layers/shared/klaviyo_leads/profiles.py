@@ -18,7 +18,7 @@ from .outcomes import Kind, Outcome, Problem, failure
 WITH_SUBSCRIPTIONS = {"additional-fields[profile]": "subscriptions"}
 
 # Identifier -> (Klaviyo's filter field on /api/profiles, what the reason calls it).
-_SEARCH_FIELDS = {
+SEARCH_FIELDS = {
     "email": ("email", "email address"),
     "phone_number": ("phone_number", "phone number"),
     "external_id": ("external_id", "external id"),
@@ -124,7 +124,7 @@ def require_search_value(ctx: Context, lead: Lead) -> tuple[str, str]:
     if value is None:
         if "klaviyo.identifier" not in lead:
             raise failure("The lead has no usable identifier")
-        raise failure(f"The lead has no {_SEARCH_FIELDS[identifier][1]} to search by")
+        raise failure(f"The lead has no {SEARCH_FIELDS[identifier][1]} to search by")
     return identifier, value
 
 
@@ -154,7 +154,7 @@ def search_profiles(
     ctx: Context, identifier: str, value: str, sort: str, *, limit: int
 ) -> list[dict[str, Any]]:
     """Profiles whose identifier equals the value, in profile-handling order."""
-    klaviyo_field = _SEARCH_FIELDS[identifier][0]
+    klaviyo_field = SEARCH_FIELDS[identifier][0]
     response = ctx.call(
         "GET",
         "/api/profiles",

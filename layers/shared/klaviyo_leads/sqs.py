@@ -25,11 +25,7 @@ from .idempotency import InProgressElsewhere
 from .outcomes import bad_request
 from .publishing import Publication
 from .runtime import Processed, Runtime, internal_error, logger, processed
-from .triggers import remaining_seconds
-
-# A record is not started with less than this left in the invocation: it goes back to the
-# queue instead of running into the Lambda timeout (which would lose the batch's progress).
-MIN_SECONDS_PER_RECORD = 10.0
+from .triggers import MIN_SECONDS_PER_LEAD, remaining_seconds
 
 # What storing and publishing one result costs after a bulk call (a DynamoDB write and a
 # tenth of a PutEvents call), kept out of the bulk calls' time budget.
@@ -87,7 +83,7 @@ def settle(
     logger.set_correlation_id(message_id)
     if claimed is None:
         left = remaining_seconds(ctx)
-        if left is not None and left < MIN_SECONDS_PER_RECORD:
+        if left is not None and left < MIN_SECONDS_PER_LEAD:
             raise HandBack("Not started: too little time left in the invocation")
         claimed = claim(runtime, action, record, left)
     if claimed.hand_back:
@@ -153,7 +149,7 @@ def _store_and_publish(
 ) -> None:
     """Store the batch's final results, then publish them ten to a call, not one by one."""
     idempotency = runtime.idempotency(action)
-    bodies = {raw.get("messageId"): raw.get("body") for raw in raw_records}
+    records = {raw.get("messageId"): SQSRecord(raw) for raw in raw_records}
     final: list[tuple[str, Claimed]] = []
     for message_id, item in claimed.items():
         if item.hand_back is None and item.stored is None and item.result is not None:
@@ -173,10 +169,7 @@ def _store_and_publish(
         return
     publications = [
         Publication(
-            action.name,
-            bodies.get(message_id) if item.lead is _NOT_JSON else item.lead,
-            item.stored or {},
-            message_id,
+            action.name, _as_received(item.lead, records[message_id]), item.stored or {}, message_id
         )
         for message_id, item in final
     ]

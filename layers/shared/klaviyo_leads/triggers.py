@@ -17,7 +17,8 @@ from .outcomes import Kind, Outcome, Problem, http_status
 from .publishing import Publication
 from .runtime import Processed, Runtime, count, logger
 
-# A lead of a several-lead event is not started with less than this left in the invocation.
+# A lead of a batch (SQS records, several-lead events) is not started with less than this
+# left in the invocation: better a retry than a Lambda timeout that loses the batch's results.
 MIN_SECONDS_PER_LEAD = 10.0
 
 
