@@ -41,7 +41,7 @@ from klaviyo_leads.klaviyo import KlaviyoClient, Pacer  # noqa: E402
 from klaviyo_leads.profiles import NameCache  # noqa: E402
 from klaviyo_leads.runtime import Runtime  # noqa: E402
 from klaviyo_leads.secrets import ApiKeyProvider  # noqa: E402
-from klaviyo_leads.sqs import MIN_SECONDS_PER_RECORD  # noqa: E402
+from klaviyo_leads.triggers import MIN_SECONDS_PER_LEAD  # noqa: E402
 
 SUBSCRIBE = "subscribe_profile_to_list"
 ADD = "add_profile_to_list"
@@ -51,7 +51,7 @@ MODES = ("per_lead", "coalesced")
 LIST_NAME = "Bench newsletter"
 MAX_RECEIVE_COUNT = 5  # template.yaml's MaxReceiveCount default
 # The handler starts no record with less than this left in the invocation.
-MIN_SECONDS_LEFT = MIN_SECONDS_PER_RECORD
+MIN_SECONDS_LEFT = MIN_SECONDS_PER_LEAD
 
 Clock = Callable[[], float]
 Sleep = Callable[[float], None]
