@@ -36,12 +36,12 @@ from devtools.klaviyo_emulator import DEFAULT_API_KEY, KlaviyoEmulator  # noqa: 
 from devtools.klaviyo_emulator.operations import OPERATIONS_BY_ID  # noqa: E402
 from klaviyo_leads import entrypoint  # noqa: E402
 from klaviyo_leads import runtime as runtime_module  # noqa: E402
+from klaviyo_leads.budget import MIN_SECONDS_PER_LEAD  # noqa: E402
 from klaviyo_leads.config import Settings  # noqa: E402
+from klaviyo_leads.context import NameCache  # noqa: E402
 from klaviyo_leads.klaviyo import KlaviyoClient, Pacer  # noqa: E402
-from klaviyo_leads.profiles import NameCache  # noqa: E402
 from klaviyo_leads.runtime import Runtime  # noqa: E402
 from klaviyo_leads.secrets import ApiKeyProvider  # noqa: E402
-from klaviyo_leads.triggers import MIN_SECONDS_PER_LEAD  # noqa: E402
 
 SUBSCRIBE = "subscribe_profile_to_list"
 ADD = "add_profile_to_list"

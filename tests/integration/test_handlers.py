@@ -296,6 +296,38 @@ class TestSqs:
         outcomes = sorted(e["detail"]["result"]["outcome"] for e in aws.published())
         assert outcomes == ["failure"] + ["success"] * 50
 
+    def test_one_by_one_and_coalesced_paths_share_the_stored_results(
+        self, aws, klaviyo_emulator, newsletter, monkeypatch
+    ):
+        body = json.dumps({"email": "shared@example.com", "klaviyo.list_id": newsletter})
+        assert sqs("subscribe_profile_to_list", body, ids=["m-shared"]) == {"batchItemFailures": []}
+        calls = klaviyo_emulator.calls()
+        monkeypatch.setenv("COALESCE_BATCHES", "false")
+        entrypoint.reset_runtime()
+        assert sqs("subscribe_profile_to_list", body, ids=["m-shared"]) == {"batchItemFailures": []}
+        assert klaviyo_emulator.calls() == calls  # answered from what the bulk path stored
+        first, second = [e["detail"]["result"] for e in aws.published()]
+        assert first == second and first["outcome"] == "success"
+
+    @pytest.mark.parametrize("coalesce", ["true", "false"])
+    def test_a_message_in_progress_elsewhere_is_handed_back_untouched(
+        self, aws, klaviyo_emulator, newsletter, monkeypatch, coalesce
+    ):
+        from klaviyo_leads.idempotency import Idempotency
+
+        monkeypatch.setenv("COALESCE_BATCHES", coalesce)
+        message = sqs_message(json.dumps({"email": "busy@example.com"}), message_id="m-busy")
+        record = sqs_event([message], queue_arn("q"))["Records"][0]
+        Idempotency(TABLE, "subscribe_profile_to_list").claim(record, 60_000)
+        response = sqs(
+            "subscribe_profile_to_list",
+            json.dumps({"email": "busy@example.com", "klaviyo.list_id": newsletter}),
+            ids=["m-busy"],
+        )
+        assert response == {"batchItemFailures": [{"itemIdentifier": "m-busy"}]}
+        assert klaviyo_emulator.calls() == 0
+        assert aws.published() == []
+
     def test_publish_failure_hands_back_but_keeps_the_result(
         self, aws, klaviyo_emulator, monkeypatch
     ):

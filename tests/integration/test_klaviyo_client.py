@@ -7,7 +7,7 @@ import pytest
 from devtools.klaviyo_emulator import Fault
 from klaviyo_leads.budget import Budget
 from klaviyo_leads.klaviyo import KlaviyoClient, Pacer
-from klaviyo_leads.outcomes import Kind, Outcome, Problem
+from klaviyo_leads.outcomes import Kind, Outcome, Result
 
 KEY = "pk_test_emulator"
 
@@ -36,8 +36,8 @@ def create(client, email="a@example.com", budget=30.0):
     )
 
 
-def problem_of(fn, *args, **kwargs) -> Problem:
-    with pytest.raises(Problem) as caught:
+def problem_of(fn, *args, **kwargs) -> Result:
+    with pytest.raises(Result) as caught:
         fn(*args, **kwargs)
     return caught.value
 

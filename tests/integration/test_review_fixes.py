@@ -12,7 +12,7 @@ from klaviyo_leads.actions import ACTIONS
 from klaviyo_leads.budget import Budget
 from klaviyo_leads.coalescing import coalesce
 from klaviyo_leads.klaviyo import KlaviyoClient
-from klaviyo_leads.outcomes import Kind, Problem
+from klaviyo_leads.outcomes import Kind, Result
 
 
 def test_pacing_reads_klaviyos_rate_limit_headers_whatever_their_case(runtime, klaviyo_emulator):
@@ -31,7 +31,7 @@ def test_connection_refused_is_a_network_error_not_a_timeout():
     client = KlaviyoClient(
         f"http://127.0.0.1:{port}", "2026-07-15", lambda f: "pk", sleep=lambda s: None
     )
-    with pytest.raises(Problem) as caught:
+    with pytest.raises(Result) as caught:
         client.call("GET", "/api/profiles", Budget(30), bucket="profiles")
     assert caught.value.reason == "Could not reach Klaviyo (connection failed)"
     assert caught.value.kind is Kind.TRANSIENT

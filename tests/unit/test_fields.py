@@ -4,7 +4,7 @@ import pytest
 
 from klaviyo_leads import fields
 from klaviyo_leads.lead import Lead
-from klaviyo_leads.outcomes import Problem
+from klaviyo_leads.outcomes import Result
 
 FULL_LEAD = {
     "email": "sarah.mason@example.com",
@@ -81,7 +81,7 @@ def test_absent_fields_send_nothing():
     ],
 )
 def test_bad_values(lead, reason):
-    with pytest.raises(Problem) as caught:
+    with pytest.raises(Result) as caught:
         Lead.from_object(lead).profile_attributes("US")
     assert caught.value.reason == reason
 

@@ -6,11 +6,11 @@ import json
 import pytest
 
 from klaviyo_leads.lead import MAX_BODY_BYTES, Lead, flatten, leads_in, parse_body
-from klaviyo_leads.outcomes import Kind, Outcome, Problem
+from klaviyo_leads.outcomes import Kind, Outcome, Result
 
 
 def problem_of(fn, *args):
-    with pytest.raises(Problem) as caught:
+    with pytest.raises(Result) as caught:
         fn(*args)
     return caught.value
 

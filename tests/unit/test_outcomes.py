@@ -88,3 +88,23 @@ def test_errors_field_keeps_order():
         "detail": ["x", "y", "not an object"],
     }
     assert errors_field([]) == {"id": [], "code": [], "title": [], "detail": []}
+
+
+@pytest.mark.parametrize(
+    ("header", "seconds"),
+    [
+        ("7", 7.0),
+        ("0.5", 0.5),
+        ("Sun, 29 Nov 2026 14:00:30 GMT", 30.0),
+        ("Sun, 29 Nov 2026 13:59:00 GMT", 0.0),  # a date in the past: go now
+        ("soon", None),
+        (None, None),
+    ],
+)
+def test_retry_after_as_seconds_or_an_http_date(header, seconds):
+    from datetime import UTC, datetime
+
+    from klaviyo_leads.klaviyo import retry_after_seconds
+
+    now = datetime(2026, 11, 29, 14, 0, 0, tzinfo=UTC).timestamp()
+    assert retry_after_seconds(header, now=lambda: now) == seconds

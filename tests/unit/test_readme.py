@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ast
 import re
 from pathlib import Path
 
@@ -10,6 +9,7 @@ import pytest
 
 from klaviyo_leads import fields
 from klaviyo_leads.actions import ACTIONS
+from klaviyo_leads.outcomes import Kind, Reason, every_reason
 
 ROOT = Path(__file__).resolve().parents[2]
 README = (ROOT / "README.md").read_text(encoding="utf-8")
@@ -55,41 +55,28 @@ def test_actions_table():
     assert documented == {a.name: (a.seed_name, a.route) for a in ACTIONS.values()}
 
 
-def _literal_patterns() -> list[re.Pattern[str]]:
-    """Every string the layer can say, f-string parts as wildcards."""
-    patterns = []
-    for path in sorted((ROOT / "layers" / "shared" / "klaviyo_leads").glob("*.py")):
-        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-            if isinstance(node, ast.Constant) and isinstance(node.value, str):
-                patterns.append(re.escape(node.value.strip()))
-            elif isinstance(node, ast.JoinedStr):
-                patterns.append(
-                    "".join(
-                        re.escape(part.value) if isinstance(part, ast.Constant) else ".+?"
-                        for part in node.values
-                    ).strip()
-                )
-    # A pattern that is mostly wildcards (f"{a}{b}") would match any text.
-    return [re.compile(p) for p in patterns if len(p.replace(".+?", "")) >= 12]
-
-
-PATTERNS = _literal_patterns()
-
-
-# "<Field>", "N" and "..." in the README stand for the parts the code fills in; a closing
-# parenthesis may list variants ("(or phone number, or both)") rather than be part of it.
-def _pieces(cell: str) -> list[str]:
+def _documented(reason: Reason) -> list[str]:
+    """A reason as the README's table shows it: placeholders as <name>."""
+    retry_after = " + Retry-After" if reason.kind is Kind.THROTTLED else ""
     return [
-        piece.replace("<Field>", "Email").replace(" N ", " 7 ").replace("...", "").strip()
-        for piece in re.split(r" / |; ", cell)
+        reason.outcome.value,
+        re.sub(r"\{(\w+)\}", r"<\1>", reason.text),
+        "yes" if reason.retryable else "",
+        f"{reason.http_status}{retry_after}",
     ]
 
 
-REASONS = [row[1] for row in table("reasons")]
+def test_reasons_table_lists_every_reason_the_code_can_give():
+    assert table("reasons") == [_documented(r) for r in every_reason().values()]
 
 
-@pytest.mark.parametrize("cell", REASONS)
-def test_each_documented_reason_is_one_the_code_gives(cell):
-    whole, trimmed = _pieces(cell), _pieces(re.sub(r" \([^)]*\)$", "", cell))
-    for full, short in zip(whole, trimmed, strict=False):
-        assert any(p.fullmatch(full) or p.fullmatch(short) for p in PATTERNS), full
+LAYER_SOURCE = "\n".join(
+    path.read_text(encoding="utf-8")
+    for path in sorted((ROOT / "layers" / "shared" / "klaviyo_leads").glob("*.py"))
+)
+
+
+@pytest.mark.parametrize("name", sorted(every_reason()))
+def test_every_reason_is_given_somewhere(name):
+    uses = re.findall(rf"\b{name}\b", LAYER_SOURCE)
+    assert len(uses) > 1, f"{name} is declared but nothing gives it"

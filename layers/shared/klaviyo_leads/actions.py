@@ -1,34 +1,32 @@
 """The six actions of the product sheet, each a small function of (context, lead).
 
-An action returns an ``ActionResult`` on success or on a failure it recognises itself, and
-raises a ``Problem`` for everything else; ``run_action`` turns both into the same result.
+An action returns a ``Result`` on success and raises one when it stops early; ``run_action``
+turns both into the lead's result.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from . import fields as fieldmap
+from . import outcomes
+from .context import Context
 from .klaviyo import Response, filter_value
 from .lead import Lead
 from .outcomes import (
-    RETRYABLE_KINDS,
-    Kind,
     KlaviyoError,
-    Outcome,
-    Problem,
-    configuration_error,
+    Result,
     errors_field,
-    failure,
     from_klaviyo_answer,
+    success,
+    unknown_target,
 )
 from .profiles import (
     WITH_SUBSCRIPTIONS,
-    Context,
     find_profile,
     get_profile,
     list_name,
@@ -37,54 +35,20 @@ from .profiles import (
     resources,
     search_profiles,
     segment_name,
-    unknown_target,
 )
 
-NO_PROFILE = "No profile found"
 # Klaviyo's created time vs ours: allowed clock difference when judging a retried create.
 CLOCK_SKEW_SECONDS = 30.0
-
-
-@dataclass
-class ActionResult:
-    outcome: Outcome
-    reason: str | None = None
-    kind: Kind | None = None
-    profile: dict[str, Any] | None = None
-    list_name: str | None = None
-    errors: list[KlaviyoError] = field(default_factory=list)
-    retry_after: float | None = None
-    duplicate_profile_id: str | None = None
-
-    @property
-    def retryable(self) -> bool:
-        return self.kind in RETRYABLE_KINDS
-
-    @classmethod
-    def from_problem(cls, problem: Problem) -> ActionResult:
-        return cls(
-            outcome=problem.outcome,
-            reason=problem.reason,
-            kind=problem.kind,
-            profile=problem.profile,
-            errors=problem.errors,
-            retry_after=problem.retry_after,
-            duplicate_profile_id=problem.duplicate_profile_id,
-        )
-
-
-def success(profile: dict[str, Any] | None = None, name: str | None = None) -> ActionResult:
-    return ActionResult(Outcome.SUCCESS, profile=profile, list_name=name)
 
 
 # -- Create Profile ------------------------------------------------------------------------
 
 
-def create_profile(ctx: Context, lead: Lead) -> ActionResult:
+def create_profile(ctx: Context, lead: Lead) -> Result:
     """Create a new profile in your Klaviyo account."""
     attributes = lead.profile_attributes(ctx.settings.default_phone_region)
     if not any(attributes.get(k) for k in ("email", "phone_number", "external_id")):
-        raise failure("The lead has no usable identifier")
+        raise outcomes.NO_IDENTIFIER()
     # Since when a profile for this lead could be one we made: this attempt, or the lead's
     # first delivery when this is a redelivery.
     since = min(time.time(), ctx.first_seen_at or time.time())
@@ -96,7 +60,7 @@ def create_profile(ctx: Context, lead: Lead) -> ActionResult:
             return success(ours)
     try:
         response = _post_profile(ctx, attributes)
-    except Problem as problem:
+    except Result as problem:
         if not problem.effect_unknown:
             raise
         # The create may have reached Klaviyo before its answer was lost. Look before
@@ -113,10 +77,7 @@ def create_profile(ctx: Context, lead: Lead) -> ActionResult:
         existing = get_profile(ctx, existing_id)
         if existing and _created_after(existing, since - CLOCK_SKEW_SECONDS):
             return success(existing)
-    return ActionResult(
-        Outcome.FAILURE,
-        reason="A profile with this email or phone number already exists",
-        kind=Kind.REJECTED,
+    return outcomes.DUPLICATE_PROFILE(
         profile={"type": "profile", "id": existing_id} if existing_id else None,
         errors=response.errors,
         duplicate_profile_id=existing_id,
@@ -167,22 +128,22 @@ def _created_after(profile: dict[str, Any], timestamp: float) -> bool:
 # -- Get Profiles --------------------------------------------------------------------------
 
 
-def get_profiles(ctx: Context, lead: Lead) -> ActionResult:
+def get_profiles(ctx: Context, lead: Lead) -> Result:
     """Identify if a profile exists in your Klaviyo account."""
     profile = find_profile(ctx, lead)
     if profile is None:
-        raise failure(NO_PROFILE)
+        raise outcomes.NO_PROFILE()
     return success(profile)
 
 
 # -- Get Segment Profiles ------------------------------------------------------------------
 
 
-def get_segment_profiles(ctx: Context, lead: Lead) -> ActionResult:
+def get_segment_profiles(ctx: Context, lead: Lead) -> Result:
     """Check if a profile is within a specific segment in your Klaviyo account."""
     segment_id = lead.segment_id()
     if segment_id is None:
-        raise configuration_error("Klaviyo Segment Id is missing")
+        raise outcomes.SEGMENT_ID_MISSING()
     name = segment_name(ctx, segment_id)
     identifier, value = require_search_value(ctx, lead)
 
@@ -191,7 +152,7 @@ def get_segment_profiles(ctx: Context, lead: Lead) -> ActionResult:
         # then ask which of them are members, and keep profile-handling order.
         candidates = search_profiles(ctx, identifier, value, lead.profile_sort(), limit=100)
         if not candidates:
-            raise failure(NO_PROFILE)
+            raise outcomes.NO_PROFILE()
         ids = [c["id"] for c in candidates]
         members = {m["id"]: m for m in _segment_members(ctx, segment_id, "profile_id", ids)}
         chosen = next((members[i] for i in ids if i in members), None)
@@ -200,8 +161,8 @@ def get_segment_profiles(ctx: Context, lead: Lead) -> ActionResult:
         found = _segment_members(ctx, segment_id, field_name, [value])
         chosen = found[0] if found else None
     if chosen is None:
-        raise failure("The profile is not in the segment")
-    return success(chosen, name)
+        raise outcomes.NOT_IN_SEGMENT()
+    return success(chosen, list_name=name)
 
 
 def _segment_members(
@@ -228,14 +189,14 @@ def _segment_members(
 # -- Update Profile ------------------------------------------------------------------------
 
 
-def update_profile(ctx: Context, lead: Lead) -> ActionResult:
+def update_profile(ctx: Context, lead: Lead) -> Result:
     """Update a profile in your Klaviyo account; fields the lead lacks stay as they are."""
     attributes = lead.profile_attributes(ctx.settings.default_phone_region)
     profile = find_profile(ctx, lead)
     if profile is None:
-        raise failure(NO_PROFILE)
+        raise outcomes.NO_PROFILE()
     if not attributes:
-        raise failure("The lead has no profile fields to update", profile=profile)
+        raise outcomes.NOTHING_TO_UPDATE(profile=profile)
     profile_id = profile["id"]
     response = ctx.call(
         "PATCH",
@@ -248,16 +209,15 @@ def update_profile(ctx: Context, lead: Lead) -> ActionResult:
     if response.status == 200:
         return success(resource(response))
     if response.status == 404:
-        raise failure(NO_PROFILE, errors=response.errors)
+        raise outcomes.NO_PROFILE(errors=response.errors)
     current = profile.get("attributes") or {}
     changed = [
         label
         for attribute, label in (("email", "email"), ("phone_number", "phone number"))
         if attributes.get(attribute) and attributes.get(attribute) != current.get(attribute)
     ]
-    which = " or ".join(changed) or "email or phone number"
-    raise failure(
-        f"The lead's {which} belongs to another profile",
+    raise outcomes.IDENTIFIER_TAKEN(
+        identifiers=" or ".join(changed) or "email or phone number",
         profile=profile,
         errors=response.errors,
         duplicate_profile_id=_duplicate_profile_id(response.errors),
@@ -267,11 +227,11 @@ def update_profile(ctx: Context, lead: Lead) -> ActionResult:
 # -- Add Profile to List -------------------------------------------------------------------
 
 
-def add_profile_to_list(ctx: Context, lead: Lead) -> ActionResult:
+def add_profile_to_list(ctx: Context, lead: Lead) -> Result:
     """Add a profile to a specific list in your Klaviyo account."""
     list_id = lead.list_id()
     if list_id is None:
-        raise configuration_error("Klaviyo List Id is missing")
+        raise outcomes.LIST_ID_MISSING()
     name = list_name(ctx, list_id)
     identifier, value = require_search_value(ctx, lead)
     ctx.client.check_pace("list_add", ctx.budget)
@@ -280,7 +240,7 @@ def add_profile_to_list(ctx: Context, lead: Lead) -> ActionResult:
     else:
         profile = find_profile(ctx, lead)
         if profile is None:
-            raise failure(NO_PROFILE)
+            raise outcomes.NO_PROFILE()
         profile_id = profile["id"]
     response = ctx.call(
         "POST",
@@ -294,9 +254,9 @@ def add_profile_to_list(ctx: Context, lead: Lead) -> ActionResult:
         raise unknown_target("list", 404, response.errors)
     if response.status == 400:
         if any((e.pointer or "").startswith("/data/") for e in response.errors):
-            raise failure(NO_PROFILE, errors=response.errors)
+            raise outcomes.NO_PROFILE(errors=response.errors)
         raise from_klaviyo_answer(400, response.errors)
-    return success(name=name)
+    return success(list_name=name)
 
 
 # -- Subscribe Profile to List -------------------------------------------------------------
@@ -338,7 +298,7 @@ def prepare_subscription(ctx: Context, lead: Lead) -> Subscription:
     if (missing or lacks_any) and ("klaviyo.id" in lead or lead.external_id()):
         profile = find_profile(ctx, lead)
         if profile is None:
-            raise failure(NO_PROFILE)
+            raise outcomes.NO_PROFILE()
         profile_id = profile["id"]
         stored = profile.get("attributes") or {}
         for attribute in known:
@@ -346,11 +306,11 @@ def prepare_subscription(ctx: Context, lead: Lead) -> Subscription:
 
     channels = wanted or tuple(c for c in _CHANNEL_NEEDS if known[_CHANNEL_NEEDS[c][0]])
     if not channels:
-        raise failure("The lead has no email address or phone number to subscribe")
+        raise outcomes.NOTHING_TO_SUBSCRIBE()
     for channel in channels:
         attribute, needs = _CHANNEL_NEEDS[channel]
         if not known[attribute]:
-            raise failure(f"The {channel} channel needs {needs}")
+            raise outcomes.CHANNEL_NEEDS(channel=channel, needs=needs)
 
     attributes: dict[str, Any] = {"subscriptions": {c: SUBSCRIBED for c in channels}}
     if known["email"]:
@@ -375,7 +335,7 @@ def subscribe_job(subscriptions: list[Subscription]) -> dict[str, Any]:
     return {"data": job}
 
 
-def subscribe_profile_to_list(ctx: Context, lead: Lead) -> ActionResult:
+def subscribe_profile_to_list(ctx: Context, lead: Lead) -> Result:
     """Subscribe a profile to email and/or SMS marketing, optionally through a list."""
     subscription = prepare_subscription(ctx, lead)
     response = ctx.call(
@@ -393,7 +353,7 @@ def subscribe_profile_to_list(ctx: Context, lead: Lead) -> ActionResult:
         ):
             raise unknown_target("list", 400, response.errors)
         raise from_klaviyo_answer(400, response.errors)
-    return success(name=subscription.list_name)
+    return success(list_name=subscription.list_name)
 
 
 # -- The table of actions --------------------------------------------------------------------
@@ -404,7 +364,7 @@ class Action:
     name: str
     seed_name: str
     route: str
-    run: Callable[[Context, Lead], ActionResult]
+    run: Callable[[Context, Lead], Result]
     returns_profile: bool
     uses_list: bool = False
 
@@ -454,14 +414,14 @@ ACTIONS: dict[str, Action] = {
 }
 
 
-def run_action(action: Action, ctx: Context, lead: Lead) -> ActionResult:
+def run_action(action: Action, ctx: Context, lead: Lead) -> Result:
     try:
         return action.run(ctx, lead)
-    except Problem as problem:
-        return ActionResult.from_problem(problem)
+    except Result as stopped:
+        return stopped
 
 
-def result_fields(action: Action, result: ActionResult) -> dict[str, Any]:
+def result_fields(action: Action, result: Result) -> dict[str, Any]:
     """The appended fields of contract section 5, flat, ``None`` where absent."""
     fields: dict[str, Any] = {"outcome": result.outcome.value, "reason": result.reason}
     if action.returns_profile:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from typing import Protocol
 
 DEFAULT_TIMEOUT_SECONDS = 360.0
 # API Gateway gives an integration 29 s; answer before it gives up on us.
@@ -47,3 +48,18 @@ class Budget:
         """The budget as the timeout reason shows it: whole seconds when whole."""
         rounded = round(self.seconds, 1)
         return str(int(rounded)) if rounded == int(rounded) else str(rounded)
+
+
+# A lead of a batch (SQS records, several-lead events) is not started with less than this
+# left in the invocation: better a retry than a Lambda timeout that loses the batch's results.
+MIN_SECONDS_PER_LEAD = 10.0
+
+
+class HasRemainingTime(Protocol):
+    def get_remaining_time_in_millis(self) -> int: ...
+
+
+def remaining_seconds(lambda_context: HasRemainingTime | None) -> float | None:
+    """Seconds left in the invocation, or None outside Lambda (no deadline to respect)."""
+    getter = getattr(lambda_context, "get_remaining_time_in_millis", None)
+    return getter() / 1000.0 if callable(getter) else None

@@ -15,34 +15,21 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from .actions import (
-    NO_PROFILE,
-    Action,
-    ActionResult,
-    Subscription,
-    prepare_subscription,
-    subscribe_job,
-    success,
-)
+from . import outcomes
+from .actions import Action, Subscription, prepare_subscription, subscribe_job
 from .budget import effective_budget_seconds
+from .context import Context
 from .klaviyo import filter_value
 from .lead import Lead, ensure_object
 from .outcomes import (
     KlaviyoError,
     Outcome,
-    Problem,
-    configuration_error,
-    failure,
+    Result,
     from_klaviyo_answer,
-)
-from .profiles import (
-    SEARCH_FIELDS,
-    Context,
-    list_name,
-    require_search_value,
-    resources,
+    success,
     unknown_target,
 )
+from .profiles import SEARCH_FIELDS, list_name, require_search_value, resources
 from .runtime import Processed, Runtime, logger, processed
 
 MAX_PROFILES_PER_JOB = 1000
@@ -53,7 +40,7 @@ _COALESCED = {"subscribe_profile_to_list", "add_profile_to_list"}
 _JOB_PROFILE_POINTER = re.compile(r"^/data/attributes/profiles/data/(\d+)(?:/|$)")
 _LIST_ITEM_POINTER = re.compile(r"^/data/(\d+)(?:/|$)")
 
-Results = list[ActionResult | None]
+Results = list[Result | None]
 
 
 def coalesces(action: Action) -> bool:
@@ -77,8 +64,8 @@ def coalesce(
             lead = Lead.from_object(ensure_object(payload))
             timeouts.append(lead.timeout_seconds())
             leads[index] = lead
-        except Problem as problem:
-            results[index] = ActionResult.from_problem(problem)
+        except Result as problem:
+            results[index] = problem
 
     if leads:
         seconds = effective_budget_seconds(min(timeouts), remaining_seconds)
@@ -89,7 +76,7 @@ def coalesce(
     elapsed = (runtime.clock() - started) / max(1, len(payloads))
     out = []
     for index, result in enumerate(results):
-        final = result or ActionResult.from_problem(configuration_error("Lead was not processed"))
+        final = result or outcomes.INTERNAL()
         if correlation_ids:
             logger.set_correlation_id(correlation_ids[index])
         runtime.record(action, final, elapsed)
@@ -97,7 +84,7 @@ def coalesce(
     return out
 
 
-def _settle(results: Results, indexes: list[int], result: ActionResult) -> None:
+def _settle(results: Results, indexes: list[int], result: Result) -> None:
     for index in indexes:
         results[index] = result
 
@@ -111,13 +98,13 @@ def _chunks(items: list[Any], size: int) -> list[list[Any]]:
 
 def _subscribe_all(ctx: Context, leads: dict[int, Lead], results: Results) -> None:
     groups: dict[tuple[str | None, str | None], list[tuple[int, Subscription]]] = defaultdict(list)
-    list_problems: dict[str, Problem | None] = {}
+    list_problems: dict[str, Result | None] = {}
     for index, lead in leads.items():
         try:
             _check_list_once(ctx, lead.list_id(), list_problems)
             subscription = prepare_subscription(ctx, lead)
-        except Problem as problem:
-            results[index] = ActionResult.from_problem(problem)
+        except Result as problem:
+            results[index] = problem
             continue
         groups[(subscription.list_id, subscription.custom_source)].append((index, subscription))
     for members in groups.values():
@@ -125,9 +112,7 @@ def _subscribe_all(ctx: Context, leads: dict[int, Lead], results: Results) -> No
             _send_job(ctx, chunk, results)
 
 
-def _check_list_once(
-    ctx: Context, list_id: str | None, problems: dict[str, Problem | None]
-) -> None:
+def _check_list_once(ctx: Context, list_id: str | None, problems: dict[str, Result | None]) -> None:
     """One list lookup per list in a batch, failures included (only names are cached)."""
     if list_id is None:
         return
@@ -135,7 +120,7 @@ def _check_list_once(
         try:
             list_name(ctx, list_id)
             problems[list_id] = None
-        except Problem as problem:
+        except Result as problem:
             problems[list_id] = problem
     known = problems[list_id]
     if known is not None:
@@ -153,11 +138,11 @@ def _send_job(ctx: Context, chunk: list[tuple[int, Subscription]], results: Resu
             expect=(202,),
             handled=(400,),
         )
-    except Problem as problem:
-        _settle(results, indexes, ActionResult.from_problem(problem))
+    except Result as problem:
+        _settle(results, indexes, problem)
         return
     if response.status == 202:
-        _settle(results, indexes, success(name=chunk[0][1].list_name))
+        _settle(results, indexes, success(list_name=chunk[0][1].list_name))
         return
     _split_rejected(
         ctx,
@@ -168,11 +153,11 @@ def _send_job(ctx: Context, chunk: list[tuple[int, Subscription]], results: Resu
         _send_job,
         whole=lambda: _job_rejection(chunk, response.errors),
         served=lambda item: [item[0]],
-        own=lambda errors: ActionResult.from_problem(from_klaviyo_answer(400, errors)),
+        own=lambda errors: from_klaviyo_answer(400, errors),
     )
 
 
-def _job_rejection(chunk: list[tuple[int, Subscription]], errors: list[KlaviyoError]) -> Problem:
+def _job_rejection(chunk: list[tuple[int, Subscription]], errors: list[KlaviyoError]) -> Result:
     if chunk[0][1].list_id and any("list" in (e.detail or "").lower() for e in errors):
         return unknown_target("list", 400, errors)
     return from_klaviyo_answer(400, errors)
@@ -186,9 +171,9 @@ def _split_rejected(
     results: Results,
     resend: Callable[[Context, list[Any], Results], None],
     *,
-    whole: Callable[[], Problem],
+    whole: Callable[[], Result],
     served: Callable[[Any], list[int]],
-    own: Callable[[list[KlaviyoError]], ActionResult],
+    own: Callable[[list[KlaviyoError]], Result],
 ) -> None:
     """A 400 for a bulk call: fail the leads it names and resend the others.
 
@@ -210,7 +195,7 @@ def _split_rejected(
     problem = whole()
     if len(chunk) == 1 or problem.outcome is not Outcome.FAILURE:
         everyone = [index for item in chunk for index in served(item)]
-        _settle(results, everyone, ActionResult.from_problem(problem))
+        _settle(results, everyone, problem)
         return
     middle = len(chunk) // 2
     resend(ctx, chunk[:middle], results)
@@ -235,13 +220,13 @@ def _add_all(ctx: Context, leads: dict[int, Lead], results: Results) -> None:
         try:
             list_id = lead.list_id()
             if list_id is None:
-                raise configuration_error("Klaviyo List Id is missing")
+                raise outcomes.LIST_ID_MISSING()
             identifier, value = require_search_value(ctx, lead)
             sort = lead.profile_sort()
             if identifier != "klaviyo_id":
                 filter_value(value)  # a value Klaviyo cannot search for fails alone
-        except Problem as problem:
-            results[index] = ActionResult.from_problem(problem)
+        except Result as problem:
+            results[index] = problem
             continue
         member = _Member(index, identifier, value, sort)
         if identifier == "klaviyo_id":
@@ -252,8 +237,8 @@ def _add_all(ctx: Context, leads: dict[int, Lead], results: Results) -> None:
         indexes = [m.index for m in members]
         try:
             name = list_name(ctx, list_id)
-        except Problem as problem:
-            _settle(results, indexes, ActionResult.from_problem(problem))
+        except Result as problem:
+            _settle(results, indexes, problem)
             continue
         _resolve_ids(ctx, [m for m in members if m.profile_id is None], results)
         found = [m for m in members if m.profile_id is not None]
@@ -291,7 +276,7 @@ def _resolve_chunk(
     wanted = set(chunk)
     try:
         ids = _search_many(ctx, identifier, chunk, sort)
-    except Problem as problem:
+    except Result as problem:
         if problem.outcome is Outcome.FAILURE and len(chunk) > 1:
             # Klaviyo refused the search because of some value: halve until it stands alone.
             middle = len(chunk) // 2
@@ -299,14 +284,14 @@ def _resolve_chunk(
             _resolve_chunk(ctx, identifier, sort, chunk[middle:], group, results)
             return
         hit = [m.index for m in group if _key(identifier, m.value) in wanted]
-        _settle(results, hit, ActionResult.from_problem(problem))
+        _settle(results, hit, problem)
         return
     for member in group:
         key = _key(identifier, member.value)
         if key in wanted:
             member.profile_id = ids.get(key)
             if member.profile_id is None:
-                results[member.index] = ActionResult.from_problem(failure(NO_PROFILE))
+                results[member.index] = outcomes.NO_PROFILE()
 
 
 def _key(identifier: str, value: str) -> str:
@@ -354,15 +339,14 @@ def _send_list_add(
             expect=(204,),
             handled=(400, 404),
         )
-    except Problem as problem:
-        _settle(results, indexes, ActionResult.from_problem(problem))
+    except Result as problem:
+        _settle(results, indexes, problem)
         return
     if response.status == 204:
-        _settle(results, indexes, success(name=name))
+        _settle(results, indexes, success(list_name=name))
         return
     if response.status == 404:
-        unknown = unknown_target("list", 404, response.errors)
-        _settle(results, indexes, ActionResult.from_problem(unknown))
+        _settle(results, indexes, unknown_target("list", 404, response.errors))
         return
 
     def resend(ctx: Context, rest: list[Any], results: Results) -> None:
@@ -378,5 +362,5 @@ def _send_list_add(
         resend,
         whole=lambda: from_klaviyo_answer(400, response.errors),
         served=lambda item: item[0],
-        own=lambda errors: ActionResult.from_problem(failure(NO_PROFILE, errors=errors)),
+        own=lambda errors: outcomes.NO_PROFILE(errors=errors),
     )

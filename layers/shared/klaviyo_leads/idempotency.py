@@ -1,17 +1,25 @@
-"""Exactly-once results for redelivered SQS messages, on Powertools' DynamoDB persistence.
+"""Exactly-once results for redelivered SQS messages, on Powertools' idempotency utility.
 
-A message is claimed (IN_PROGRESS) before its lead is processed and its result stored
-(COMPLETED) after. If the function dies after Klaviyo answered, the redelivered message
-finds the stored result and is answered from it, so its outcome does not change and no
-second profile is created. Retryable results are released, so the retry really runs.
+A message's lead is processed once: its result is stored (COMPLETED) in DynamoDB, and a
+redelivered message is answered from it, so its outcome does not change and no second profile
+is created. A retryable result is handed back as an exception, which releases the claim, so
+the retry really runs.
+
+The one-by-one path uses the documented ``@idempotent_function``. The coalescing path claims a
+whole batch before one bulk call, which the decorator cannot express; it uses the persistence
+layer directly, with the same keys, through ``claim``/``complete``/``release`` below.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 # SQS redelivers for at most maxReceiveCount x visibility timeout (5 x 2160 s by default).
 DEFAULT_TTL_SECONDS = 6 * 3600
+KEY_PREFIX = "klaviyo-lead-actions"
+
+RecordHandler = Callable[..., dict[str, Any]]
 
 
 class InProgressElsewhere(Exception):
@@ -19,6 +27,8 @@ class InProgressElsewhere(Exception):
 
 
 class Idempotency:
+    """One action's idempotency records, keyed by SQS message id."""
+
     def __init__(
         self,
         table_name: str,
@@ -31,13 +41,41 @@ class Idempotency:
             IdempotencyConfig,
         )
 
+        self.config = IdempotencyConfig(
+            event_key_jmespath="messageId", expires_after_seconds=ttl_seconds
+        )
+        self.key_prefix = f"{KEY_PREFIX}.{action}"
         self._store = DynamoDBPersistenceLayer(table_name=table_name, boto3_client=boto3_client)
-        self._store.configure(
-            IdempotencyConfig(event_key_jmespath="message_id", expires_after_seconds=ttl_seconds),
-            key_prefix=f"klaviyo-lead-actions.{action}",
+        self._store.configure(self.config, key_prefix=self.key_prefix)
+
+    def once(self, handler: RecordHandler) -> RecordHandler:
+        """``handler(record=<SQS record dict>)``, run at most once per message id.
+
+        Raises ``InProgressElsewhere`` while another invocation runs the same message.
+        """
+        from aws_lambda_powertools.utilities.idempotency import idempotent_function
+        from aws_lambda_powertools.utilities.idempotency.exceptions import (
+            IdempotencyAlreadyInProgressError,
         )
 
-    def claim(self, message_id: str, remaining_ms: int | None) -> dict[str, Any] | None:
+        decorated = idempotent_function(
+            data_keyword_argument="record",
+            persistence_store=self._store,
+            config=self.config,
+            key_prefix=self.key_prefix,
+        )(handler)
+
+        def run(*, record: dict[str, Any]) -> dict[str, Any]:
+            try:
+                return decorated(record=record)
+            except IdempotencyAlreadyInProgressError as exc:
+                raise InProgressElsewhere(record.get("messageId")) from exc
+
+        return run
+
+    # -- the coalescing path ---------------------------------------------------------------
+
+    def claim(self, record: dict[str, Any], remaining_ms: int | None) -> dict[str, Any] | None:
         """None: the message is ours to process. A dict: its result from an earlier delivery."""
         from aws_lambda_powertools.utilities.idempotency.exceptions import (
             IdempotencyItemAlreadyExistsError,
@@ -46,20 +84,19 @@ class Idempotency:
             STATUS_CONSTANTS,
         )
 
-        data = {"message_id": message_id}
         try:
-            self._store.save_inprogress(data, remaining_time_in_millis=remaining_ms)
+            self._store.save_inprogress(record, remaining_time_in_millis=remaining_ms)
             return None
         except IdempotencyItemAlreadyExistsError as exc:
-            record = exc.old_data_record or self._store.get_record(data)
-        if record is not None and record.status == STATUS_CONSTANTS["COMPLETED"]:
-            stored = record.response_json_as_dict()
-            if isinstance(stored, dict):
-                return stored
-        raise InProgressElsewhere(message_id)
+            stored = exc.old_data_record or self._store.get_record(record)
+        if stored is not None and stored.status == STATUS_CONSTANTS["COMPLETED"]:
+            result = stored.response_json_as_dict()
+            if isinstance(result, dict):
+                return result
+        raise InProgressElsewhere(record.get("messageId"))
 
-    def complete(self, message_id: str, result: dict[str, Any]) -> None:
-        self._store.save_success({"message_id": message_id}, result=result)
+    def complete(self, record: dict[str, Any], result: dict[str, Any]) -> None:
+        self._store.save_success(record, result=result)
 
-    def release(self, message_id: str, reason: Exception) -> None:
-        self._store.delete_record({"message_id": message_id}, exception=reason)
+    def release(self, record: dict[str, Any], reason: Exception) -> None:
+        self._store.delete_record(record, exception=reason)

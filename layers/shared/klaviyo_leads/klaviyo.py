@@ -8,11 +8,13 @@ bodies and error envelopes, retries with backoff that never outlive the budget, 
 from __future__ import annotations
 
 import json
+import math
 import random
 import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from email.utils import parsedate_to_datetime
 from typing import Any
 from urllib.parse import urlencode, urlsplit
 
@@ -26,7 +28,7 @@ from urllib3.exceptions import (
 
 from . import outcomes
 from .budget import Budget
-from .outcomes import KlaviyoError, Problem
+from .outcomes import KlaviyoError, Result
 
 JSON_API = "application/vnd.api+json"
 CONNECT_TIMEOUT_SECONDS = 5.0
@@ -110,10 +112,10 @@ class Pacer:
         now = self._clock()
         until = None
         if status == 429:
-            until = now + (_seconds(headers.get("retry-after"), default=None) or 1.0)
+            until = now + (retry_after_seconds(headers.get("retry-after")) or 1.0)
         else:
-            remaining = _seconds(headers.get("ratelimit-remaining"), default=None)
-            reset = _seconds(headers.get("ratelimit-reset"), default=None)
+            remaining = _number(headers.get("ratelimit-remaining"))
+            reset = _number(headers.get("ratelimit-reset"))
             if remaining is not None and remaining <= 0 and reset is not None:
                 until = now + reset
         with self._lock:
@@ -123,14 +125,29 @@ class Pacer:
                 self._blocked_until.pop(bucket, None)
 
 
-def _seconds(value: str | None, default: float | None) -> float | None:
+def _number(value: str | None) -> float | None:
+    """A non-negative number header (the first of a comma-separated list), or None."""
     if value is None:
-        return default
+        return None
     try:
         number = float(value.split(",")[0].strip())
     except ValueError:
-        return default
-    return max(0.0, number)
+        return None
+    return max(0.0, number) if number == number else None
+
+
+def retry_after_seconds(value: str | None, now: Callable[[], float] = time.time) -> float | None:
+    """``Retry-After`` as seconds from now: delay-seconds, or an HTTP date (RFC 9110)."""
+    seconds = _number(value)
+    if seconds is not None or value is None:
+        return seconds
+    try:
+        moment = parsedate_to_datetime(value.strip())
+    except (TypeError, ValueError, IndexError):
+        return None
+    if moment.tzinfo is None:  # an HTTP date is GMT even when it does not say so
+        return None
+    return max(0.0, moment.timestamp() - now())
 
 
 ApiKeySource = Callable[[bool], str]
@@ -182,8 +199,8 @@ class KlaviyoClient:
         """Send one request, retrying what a retry can fix while the budget allows.
 
         Statuses in ``expect`` and ``handled`` come back as a ``Response``; any other answer
-        (or no answer) is raised as a classified ``Problem``. A request that is not
-        ``idempotent`` is not repeated once it may have reached Klaviyo: the ``Problem``
+        (or no answer) is raised as a classified ``Result``. A request that is not
+        ``idempotent`` is not repeated once it may have reached Klaviyo: the ``Result``
         then says ``effect_unknown`` and the caller decides (see Create Profile).
         """
         url = self._url(path_or_url, query)
@@ -196,7 +213,7 @@ class KlaviyoClient:
             self._wait_for_pacer(bucket, budget)
             remaining = budget.remaining()
             if remaining < MINIMUM_CALL_SECONDS / 5:
-                raise outcomes.timeout(budget.describe())
+                raise outcomes.TIMEOUT(seconds=budget.describe())
             try:
                 raw = self._pool.request(
                     method,
@@ -249,7 +266,7 @@ class KlaviyoClient:
                     status,
                     errors,
                     challenge=_is_challenge(status, headers),
-                    retry_after=_seconds(headers.get("retry-after"), default=None),
+                    retry_after=retry_after_seconds(headers.get("retry-after")),
                 )
                 problem.effect_unknown = status >= 500 and not idempotent
             if not problem.retryable or problem.effect_unknown or attempt >= self.max_attempts:
@@ -298,13 +315,7 @@ class KlaviyoClient:
         """
         wait = self.pacer.wait_for(bucket)
         if wait > 0 and wait + MINIMUM_CALL_SECONDS > budget.remaining():
-            raise Problem(
-                outcomes.Outcome.ERROR,
-                outcomes.Kind.THROTTLED,
-                "Klaviyo returned HTTP 429 (rate limited)",
-                retry_after=wait,
-                klaviyo_status=429,
-            )
+            raise outcomes.PACED(seconds=math.ceil(wait), retry_after=wait)
         return wait
 
     def _wait_for_pacer(self, bucket: str, budget: Budget) -> None:
@@ -313,13 +324,13 @@ class KlaviyoClient:
             self._sleep(wait)
         self.pacer.sent(bucket)
 
-    def _no_answer(self, exc: Exception, budget: Budget) -> Problem:
+    def _no_answer(self, exc: Exception, budget: Budget) -> Result:
         # urllib3's NewConnectionError (refused, DNS) is a kind of ConnectTimeoutError.
         if isinstance(exc, NewConnectionError) and not budget.expired:
-            return outcomes.network_error()
+            return outcomes.UNREACHABLE()
         if isinstance(exc, ReadTimeoutError | ConnectTimeoutError) or budget.expired:
-            return outcomes.timeout(budget.describe())
-        return outcomes.network_error()
+            return outcomes.TIMEOUT(seconds=budget.describe())
+        return outcomes.UNREACHABLE()
 
     def _observe(self, bucket: str, status: int | None) -> None:
         if self._observer is not None:
@@ -358,9 +369,9 @@ def _is_challenge(status: int, headers: Mapping[str, str]) -> bool:
 
 
 def filter_value(value: str) -> str:
-    """A string literal for Klaviyo's filter syntax."""
-    if '"' not in value:
-        return f'"{value}"'
-    if "'" not in value:
-        return f"'{value}'"
-    raise outcomes.failure("The identifier contains characters Klaviyo cannot search for")
+    """A string literal for Klaviyo's filter syntax: double-quoted, JSON escapes.
+
+    Quotes and backslashes inside the value are escaped as Klaviyo's own SDK writes them
+    (``json.dumps``), so an identifier ending in ``\\`` or holding quotes stays searchable.
+    """
+    return json.dumps(value, ensure_ascii=False)

@@ -18,8 +18,8 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 from . import fields as fieldmap
+from . import outcomes
 from .budget import DEFAULT_TIMEOUT_SECONDS
-from .outcomes import bad_request, configuration_error, failure
 from .phone import InvalidPhone, to_e164
 
 MAX_BODY_BYTES = 256 * 1024
@@ -57,19 +57,19 @@ CHANNELS = ("email", "sms")
 def parse_body(body: str | bytes | None, content_type: str | None, is_base64: bool) -> dict:
     """An API Gateway body (JSON or form) as a lead object, or a ``bad_request`` problem."""
     if body is None or body == "" or body == b"":
-        raise bad_request("The request body is empty")
+        raise outcomes.BODY_EMPTY()
     raw = body.encode("utf-8", "surrogatepass") if isinstance(body, str) else body
     if is_base64:
         try:
             raw = base64.b64decode(raw, validate=False)
         except (binascii.Error, ValueError) as exc:
-            raise bad_request("The request body is not valid base64") from exc
+            raise outcomes.BODY_NOT_BASE64() from exc
     if len(raw) > MAX_BODY_BYTES:
-        raise bad_request(f"The request body is larger than {MAX_BODY_BYTES // 1024} KB")
+        raise outcomes.BODY_TOO_LARGE(limit=MAX_BODY_BYTES // 1024)
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise bad_request("The request body is not valid UTF-8") from exc
+        raise outcomes.BODY_NOT_UTF8() from exc
 
     media_type = (content_type or "").split(";")[0].strip().lower()
     if media_type == "application/x-www-form-urlencoded":
@@ -77,9 +77,9 @@ def parse_body(body: str | bytes | None, content_type: str | None, is_base64: bo
     try:
         value = json.loads(text)
     except (ValueError, RecursionError) as exc:
-        raise bad_request("The request body is not valid JSON") from exc
+        raise outcomes.BODY_NOT_JSON() from exc
     if not isinstance(value, dict):
-        raise bad_request("The request body must be a JSON object (one lead)")
+        raise outcomes.BODY_NOT_OBJECT()
     return value
 
 
@@ -128,10 +128,9 @@ class Lead:
         if value is None:
             return None
         if isinstance(value, bool) or not isinstance(value, str | int | float):
-            problem = configuration_error if config else failure
-            raise problem(f"{label} must be a single text value")
+            raise (outcomes.VARIABLE_NOT_TEXT if config else outcomes.NOT_TEXT)(field=label)
         if isinstance(value, float) and not math.isfinite(value):
-            raise (configuration_error if config else failure)(f"{label} must be a finite number")
+            raise (outcomes.VARIABLE_NOT_FINITE if config else outcomes.NOT_FINITE)(field=label)
         if isinstance(value, float) and value.is_integer():
             value = int(value)
         return str(value).strip()
@@ -143,7 +142,7 @@ class Lead:
         if email is None:
             return None
         if len(email) > 100 or not _EMAIL.match(email):
-            raise failure("Invalid email address")
+            raise outcomes.INVALID_EMAIL()
         return email
 
     def phone(self, region: str) -> str | None:
@@ -153,7 +152,7 @@ class Lead:
         try:
             return to_e164(raw, region)
         except InvalidPhone as exc:
-            raise failure("Invalid phone number") from exc
+            raise outcomes.INVALID_PHONE() from exc
 
     def reference(self) -> str | None:
         return self._external_id("reference", "Reference")
@@ -165,13 +164,13 @@ class Lead:
     def _external_id(self, key: str, label: str) -> str | None:
         value = self.text(key, label)
         if value is not None and len(value) > 255:
-            raise failure(f"{label} is longer than 255 characters")
+            raise outcomes.TOO_LONG(field=label, limit=255)
         return value
 
     def klaviyo_id(self) -> str | None:
         value = self.text("klaviyo.id", "Klaviyo Id", config=True)
         if value is not None and not re.fullmatch(r"[A-Za-z0-9]{1,64}", value):
-            raise failure("Klaviyo Id is not a valid profile id")
+            raise outcomes.INVALID_PROFILE_ID()
         return value
 
     def identifier(self) -> str:
@@ -180,8 +179,8 @@ class Lead:
         if configured is not None:
             name = _IDENTIFIER_ALIASES.get(configured.lower().replace(" ", "_").replace("-", "_"))
             if name is None:
-                raise configuration_error(
-                    "Klaviyo Identifier must be one of: " + ", ".join(IDENTIFIERS)
+                raise outcomes.NOT_ONE_OF(
+                    field="Klaviyo Identifier", choices=", ".join(IDENTIFIERS)
                 )
             return name
         if "klaviyo.id" in self:
@@ -203,8 +202,8 @@ class Lead:
             .split()
         )
         if key not in PROFILE_HANDLING_SORT:
-            raise configuration_error(
-                "Klaviyo Profile Handling must be one of: " + ", ".join(PROFILE_HANDLING_SORT)
+            raise outcomes.NOT_ONE_OF(
+                field="Klaviyo Profile Handling", choices=", ".join(PROFILE_HANDLING_SORT)
             )
         return PROFILE_HANDLING_SORT[key]
 
@@ -229,10 +228,10 @@ class Lead:
         elif isinstance(value, list) and all(isinstance(v, str) for v in value):
             items = value
         else:
-            raise configuration_error("Klaviyo Channels must be email, sms or both")
+            raise outcomes.INVALID_CHANNELS()
         channels = {item.strip().lower() for item in items if item.strip()}
         if not channels or not channels <= set(CHANNELS):
-            raise configuration_error("Klaviyo Channels must be email, sms or both")
+            raise outcomes.INVALID_CHANNELS()
         return tuple(c for c in CHANNELS if c in channels)
 
     def timeout_seconds(self) -> float:
@@ -244,7 +243,7 @@ class Lead:
         except (TypeError, ValueError):
             seconds = math.nan
         if not math.isfinite(seconds) or seconds <= 0:
-            raise configuration_error("Timeout Seconds must be a positive number")
+            raise outcomes.INVALID_TIMEOUT()
         return seconds
 
     # Profile attributes ------------------------------------------------------------------
@@ -282,9 +281,9 @@ class Lead:
         if field.kind == "number":
             return _coordinate(field, value)
         if field.kind == "url" and not re.match(r"^https?://\S+$", value):
-            raise configuration_error(f"{field.seed_name} must be an http or https URL")
+            raise outcomes.NOT_A_URL(field=field.seed_name)
         if field.max_length is not None and len(value) > field.max_length:
-            raise failure(f"{field.seed_name} is longer than {field.max_length} characters")
+            raise outcomes.TOO_LONG(field=field.seed_name, limit=field.max_length)
         return value
 
 
@@ -295,7 +294,7 @@ def _coordinate(field: fieldmap.LeadField, value: str) -> float:
     except ValueError:
         number = math.nan
     if not math.isfinite(number) or abs(number) > limit:
-        raise failure(f"{field.seed_name} must be a number between -{limit:g} and {limit:g}")
+        raise outcomes.OUT_OF_RANGE(field=field.seed_name, limit=f"{limit:g}")
     return number
 
 
@@ -310,7 +309,7 @@ def leads_in(payload: Any) -> list[Any] | None:
 
 def ensure_object(payload: Any) -> Mapping[str, Any]:
     if not isinstance(payload, Mapping):
-        raise bad_request("A lead must be a JSON object")
+        raise outcomes.LEAD_NOT_OBJECT()
     return payload
 
 

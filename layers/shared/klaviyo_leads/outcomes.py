@@ -1,11 +1,18 @@
 """Outcomes: what happened to a lead, why, and whether trying again could help.
 
-This is the one place where Klaviyo's answers (and our own checks) become an outcome,
-a reason and a retry class, and where a result becomes an HTTP status.
+This is the one place where reasons live. Every cause the bundle can report is a ``Reason``
+declared below (outcome, kind, text); calling it makes the ``Result`` for one lead. A
+``Result`` is both what an action returns and what it raises when it stops early, so a
+domain result and an error carrying the same fields are one type. Klaviyo's answers become
+results in ``from_klaviyo_answer``, and a result becomes an HTTP status in ``http_status``.
+
+Reasons never hold lead data: they are counted in reports. Their placeholders are filled
+with field labels, statuses and numbers only.
 """
 
 from __future__ import annotations
 
+import string
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -23,8 +30,9 @@ class Kind(StrEnum):
     REJECTED = "rejected"  # failure: Klaviyo or the lead's data says no
     CONFIGURATION = "configuration"  # error: a variable missing or wrong in the request
     BAD_REQUEST = "bad_request"  # error: the body is not a lead at all
+    UNSUPPORTED_MEDIA = "unsupported_media"  # error: a body type we do not read
     UPSTREAM = "upstream"  # error: Klaviyo or AWS said no (401, 403, unknown list)
-    THROTTLED = "throttled"  # retryable: 429 after the budget is spent
+    THROTTLED = "throttled"  # retryable: 429, or a wait Klaviyo asked for, past the budget
     TIMEOUT = "timeout"  # retryable: the budget ran out
     TRANSIENT = "transient"  # retryable: network, 5xx, challenge page
 
@@ -33,6 +41,18 @@ RETRYABLE_KINDS = frozenset({Kind.THROTTLED, Kind.TIMEOUT, Kind.TRANSIENT})
 
 # Statuses a retry can fix (contract section 4): 408, 423, 429 and 5xx except 501.
 RETRYABLE_STATUSES = frozenset({408, 423, 429, *range(500, 600)}) - {501}
+
+# Contract section 6: the status a webhook sender sees.
+_STATUS_BY_KIND = {
+    Kind.REJECTED: 422,
+    Kind.CONFIGURATION: 400,
+    Kind.BAD_REQUEST: 400,
+    Kind.UNSUPPORTED_MEDIA: 415,
+    Kind.UPSTREAM: 502,
+    Kind.THROTTLED: 503,
+    Kind.TIMEOUT: 504,
+    Kind.TRANSIENT: 502,
+}
 
 
 @dataclass
@@ -80,80 +100,168 @@ def errors_field(errors: list[KlaviyoError]) -> dict[str, list[str | None]]:
     }
 
 
-class Problem(Exception):
-    """A lead that did not succeed, already classified. Raised anywhere, caught once."""
+@dataclass(eq=False)
+class Result(Exception):
+    """What happened to one lead. Returned on success, raised to stop early, caught once."""
 
-    def __init__(
-        self,
-        outcome: Outcome,
-        kind: Kind,
-        reason: str,
-        *,
-        errors: list[KlaviyoError] | None = None,
-        retry_after: float | None = None,
-        klaviyo_status: int | None = None,
-        profile: dict[str, Any] | None = None,
-        duplicate_profile_id: str | None = None,
-    ) -> None:
-        super().__init__(reason)
-        self.outcome = outcome
-        self.kind = kind
-        self.reason = reason
-        self.errors = errors or []
-        self.retry_after = retry_after
-        self.klaviyo_status = klaviyo_status
-        self.profile = profile
-        self.duplicate_profile_id = duplicate_profile_id
-        # A request that is not safe to repeat may have taken effect before it failed.
-        self.effect_unknown = False
+    outcome: Outcome
+    reason: str | None = None
+    kind: Kind | None = None
+    profile: dict[str, Any] | None = None
+    list_name: str | None = None
+    opt_in_process: str | None = None
+    errors: list[KlaviyoError] = field(default_factory=list)
+    retry_after: float | None = None
+    duplicate_profile_id: str | None = None
+    klaviyo_status: int | None = None
+    # A request that is not safe to repeat may have taken effect before it failed.
+    effect_unknown: bool = False
+
+    def __post_init__(self) -> None:
+        super().__init__(self.reason or self.outcome.value)
 
     @property
     def retryable(self) -> bool:
         return self.kind in RETRYABLE_KINDS
 
-
-def failure(reason: str, **kwargs: Any) -> Problem:
-    """The lead's own data (or Klaviyo about it) says no; the same lead would fail again."""
-    return Problem(Outcome.FAILURE, Kind.REJECTED, reason, **kwargs)
-
-
-def configuration_error(reason: str) -> Problem:
-    """A configuration variable of the request is missing or wrong."""
-    return Problem(Outcome.ERROR, Kind.CONFIGURATION, reason)
+    @property
+    def http_status(self) -> int:
+        return http_status(self.outcome, self.kind)
 
 
-def bad_request(reason: str) -> Problem:
-    """The request body is not a lead."""
-    return Problem(Outcome.ERROR, Kind.BAD_REQUEST, reason)
+def success(profile: dict[str, Any] | None = None, **details: Any) -> Result:
+    return Result(Outcome.SUCCESS, profile=profile, **details)
 
 
-def timeout(budget_text: str) -> Problem:
-    return Problem(
-        Outcome.ERROR, Kind.TIMEOUT, f"Klaviyo did not respond within {budget_text} seconds"
+@dataclass(frozen=True)
+class Reason:
+    """One cause a lead can end with. ``text`` may hold ``{placeholders}`` (no lead data)."""
+
+    outcome: Outcome
+    kind: Kind | None
+    text: str
+
+    def __call__(self, **details: Any) -> Result:
+        """The result for one lead; ``details`` fill the placeholders and the result fields."""
+        names = self.placeholders
+        values = {name: details.pop(name) for name in names}
+        return Result(self.outcome, self.text.format(**values), self.kind, **details)
+
+    @property
+    def placeholders(self) -> tuple[str, ...]:
+        names = (name for _, name, _, _ in string.Formatter().parse(self.text) if name)
+        return tuple(dict.fromkeys(names))
+
+    @property
+    def retryable(self) -> bool:
+        return self.kind in RETRYABLE_KINDS
+
+    @property
+    def http_status(self) -> int:
+        return http_status(self.outcome, self.kind)
+
+
+def _failure(text: str) -> Reason:
+    return Reason(Outcome.FAILURE, Kind.REJECTED, text)
+
+
+def _error(kind: Kind, text: str) -> Reason:
+    return Reason(Outcome.ERROR, kind, text)
+
+
+# -- the lead's own data or Klaviyo about it: failure, 422 --------------------------------
+INVALID_EMAIL = _failure("Invalid email address")
+INVALID_PHONE = _failure("Invalid phone number")
+INVALID_EXTERNAL_ID = _failure("Invalid external id")
+INVALID_PROFILE_ID = _failure("Klaviyo Id is not a valid profile id")
+NOT_TEXT = _failure("{field} must be a single text value")
+NOT_FINITE = _failure("{field} must be a finite number")
+TOO_LONG = _failure("{field} is longer than {limit} characters")
+OUT_OF_RANGE = _failure("{field} must be a number between -{limit} and {limit}")
+NOT_A_URL = _failure("{field} must be an http or https URL")
+NO_IDENTIFIER = _failure("The lead has no usable identifier")
+NO_SEARCH_VALUE = _failure("The lead has no {identifier} to search by")
+NO_PROFILE = _failure("No profile found")
+NOT_IN_SEGMENT = _failure("The profile is not in the segment")
+DUPLICATE_PROFILE = _failure("A profile with this email or phone number already exists")
+IDENTIFIER_TAKEN = _failure("The lead's {identifiers} belongs to another profile")
+NOTHING_TO_UPDATE = _failure("The lead has no profile fields to update")
+NOTHING_TO_SUBSCRIBE = _failure("The lead has no email address or phone number to subscribe")
+CHANNEL_NEEDS = _failure("The {channel} channel needs {needs}")
+SMS_NEEDS_PHONE = _failure("The sms channel needs a phone number")
+KLAVIYO_REJECTED = _failure("Klaviyo rejected the request (HTTP {status})")
+TOO_LARGE = _failure("The profile is too large for Klaviyo (HTTP 413)")
+
+# -- the request or its configuration: error, 400 -----------------------------------------
+LIST_ID_MISSING = _error(Kind.CONFIGURATION, "Klaviyo List Id is missing")
+SEGMENT_ID_MISSING = _error(Kind.CONFIGURATION, "Klaviyo Segment Id is missing")
+VARIABLE_NOT_TEXT = _error(Kind.CONFIGURATION, "{field} must be a single text value")
+VARIABLE_NOT_FINITE = _error(Kind.CONFIGURATION, "{field} must be a finite number")
+NOT_ONE_OF = _error(Kind.CONFIGURATION, "{field} must be one of: {choices}")
+INVALID_CHANNELS = _error(Kind.CONFIGURATION, "Klaviyo Channels must be email, sms or both")
+INVALID_TIMEOUT = _error(Kind.CONFIGURATION, "Timeout Seconds must be a positive number")
+INVALID_TARGET_ID = _error(Kind.CONFIGURATION, "Klaviyo {target} Id is not a valid id")
+BODY_EMPTY = _error(Kind.BAD_REQUEST, "The request body is empty")
+BODY_NOT_BASE64 = _error(Kind.BAD_REQUEST, "The request body is not valid base64")
+BODY_TOO_LARGE = _error(Kind.BAD_REQUEST, "The request body is larger than {limit} KB")
+BODY_NOT_UTF8 = _error(Kind.BAD_REQUEST, "The request body is not valid UTF-8")
+BODY_NOT_JSON = _error(Kind.BAD_REQUEST, "The request body is not valid JSON")
+BODY_NOT_OBJECT = _error(Kind.BAD_REQUEST, "The request body must be a JSON object (one lead)")
+MESSAGE_NOT_JSON = _error(Kind.BAD_REQUEST, "The message body is not valid JSON")
+LEAD_NOT_OBJECT = _error(Kind.BAD_REQUEST, "A lead must be a JSON object")
+
+# -- Klaviyo or AWS said no: error, 502, not retryable --------------------------------------
+UNKNOWN_TARGET = _error(
+    Kind.UPSTREAM, "Klaviyo has no {target} with this Klaviyo {Target} Id (HTTP {status})"
+)
+KEY_REJECTED = _error(Kind.UPSTREAM, "Klaviyo rejected the API key")
+SCOPE_MISSING = _error(Kind.UPSTREAM, "The Klaviyo API key lacks a required scope (HTTP 403)")
+KLAVIYO_REFUSED = _error(Kind.UPSTREAM, "Klaviyo returned HTTP {status}")
+UNREADABLE = _error(Kind.UPSTREAM, "Klaviyo returned an unreadable response (HTTP {status})")
+SECRET_NOT_CONFIGURED = _error(Kind.UPSTREAM, "KLAVIYO_API_KEY_SECRET_ID is not set")
+SECRET_EMPTY = _error(Kind.UPSTREAM, "The Klaviyo API key secret is empty")
+SECRET_WITHOUT_KEY = _error(Kind.UPSTREAM, "The Klaviyo API key secret has no api_key")
+SECRET_DENIED = _error(Kind.UPSTREAM, "The Klaviyo API key secret could not be read ({code})")
+
+# -- worth trying again: error, retryable ---------------------------------------------------
+THROTTLED = _error(Kind.THROTTLED, "Klaviyo returned HTTP 429 (rate limited)")
+PACED = _error(Kind.THROTTLED, "Klaviyo asked to wait {seconds} s before the next call; not sent")
+TIMEOUT = _error(Kind.TIMEOUT, "Klaviyo did not respond within {seconds} seconds")
+NOT_STARTED = _error(Kind.TIMEOUT, "Not started: too little time left in the invocation")
+KLAVIYO_FAILED = _error(Kind.TRANSIENT, "Klaviyo returned HTTP {status}")
+UNREADABLE_RETRYABLE = _error(
+    Kind.TRANSIENT, "Klaviyo returned an unreadable response (HTTP {status})"
+)
+CHALLENGED = _error(Kind.TRANSIENT, "Klaviyo's firewall challenged the request (HTTP 403)")
+UNREACHABLE = _error(Kind.TRANSIENT, "Could not reach Klaviyo (connection failed)")
+SECRET_UNAVAILABLE = _error(Kind.TRANSIENT, "The Klaviyo API key secret could not be read")
+INTERNAL = _error(Kind.TRANSIENT, "Internal error while processing the lead")
+
+
+def every_reason() -> dict[str, Reason]:
+    """Every reason declared above, by name (the README's reasons table is checked on it)."""
+    return {name: value for name, value in globals().items() if isinstance(value, Reason)}
+
+
+def unreadable_response(status: int) -> Result:
+    reason = UNREADABLE_RETRYABLE if status in RETRYABLE_STATUSES else UNREADABLE
+    return reason(status=status, klaviyo_status=status)
+
+
+def unknown_target(target: str, status: int, errors: list[KlaviyoError]) -> Result:
+    """An unknown list or segment: a configuration that Klaviyo does not know."""
+    return UNKNOWN_TARGET(
+        target=target, Target=target.title(), status=status, errors=errors, klaviyo_status=status
     )
 
 
-def network_error() -> Problem:
-    return Problem(Outcome.ERROR, Kind.TRANSIENT, "Could not reach Klaviyo (connection failed)")
-
-
-def unreadable_response(status: int) -> Problem:
-    return Problem(
-        Outcome.ERROR,
-        Kind.TRANSIENT if status in RETRYABLE_STATUSES else Kind.UPSTREAM,
-        f"Klaviyo returned an unreadable response (HTTP {status})",
-        klaviyo_status=status,
-    )
-
-
-# Klaviyo's 400s that are about the lead's data, by the field they point at (no lead data in
-# reasons: they are counted in reports).
-# The attribute is the pointer's last step: ``/data/attributes/email`` for one profile,
+# Klaviyo's 400s that are about the lead's data, by the attribute they point at. The
+# attribute is the pointer's last step: ``/data/attributes/email`` for one profile,
 # ``/data/attributes/profiles/data/3/attributes/email`` inside a bulk job.
 _REJECTION_BY_ATTRIBUTE = {
-    "email": "Invalid email address",
-    "phone_number": "Invalid phone number",
-    "external_id": "Invalid external id",
+    "email": INVALID_EMAIL,
+    "phone_number": INVALID_PHONE,
+    "external_id": INVALID_EXTERNAL_ID,
 }
 
 
@@ -163,68 +271,39 @@ def from_klaviyo_answer(
     *,
     challenge: bool = False,
     retry_after: float | None = None,
-) -> Problem:
+) -> Result:
     """Classify a non-2xx answer from Klaviyo that the caller did not handle itself."""
-
-    def problem(outcome: Outcome, kind: Kind, reason: str) -> Problem:
-        return Problem(
-            outcome,
-            kind,
-            reason,
-            errors=errors,
-            retry_after=retry_after,
-            klaviyo_status=status,
-        )
-
+    context: dict[str, Any] = {
+        "errors": errors,
+        "retry_after": retry_after,
+        "klaviyo_status": status,
+    }
     if challenge:
-        return problem(
-            Outcome.ERROR,
-            Kind.TRANSIENT,
-            "Klaviyo's firewall challenged the request (HTTP 403)",
-        )
+        return CHALLENGED(**context)
     if status == 429:
-        return problem(Outcome.ERROR, Kind.THROTTLED, "Klaviyo returned HTTP 429 (rate limited)")
+        return THROTTLED(**context)
     if status in RETRYABLE_STATUSES:
-        return problem(Outcome.ERROR, Kind.TRANSIENT, f"Klaviyo returned HTTP {status}")
+        return KLAVIYO_FAILED(status=status, **context)
     if status == 401:
-        return problem(Outcome.ERROR, Kind.UPSTREAM, "Klaviyo rejected the API key")
+        return KEY_REJECTED(**context)
     if status == 403:
-        return problem(
-            Outcome.ERROR,
-            Kind.UPSTREAM,
-            "The Klaviyo API key lacks a required scope (HTTP 403)",
-        )
+        return SCOPE_MISSING(**context)
     if status == 400:
         for error in errors:
             pointer = error.pointer or ""
-            reason = "/attributes/" in pointer and _REJECTION_BY_ATTRIBUTE.get(
-                pointer.rsplit("/", 1)[-1]
-            )
-            if reason:
-                return problem(Outcome.FAILURE, Kind.REJECTED, reason)
+            if "/attributes/" in pointer:
+                reason = _REJECTION_BY_ATTRIBUTE.get(pointer.rsplit("/", 1)[-1])
+                if reason is not None:
+                    return reason(**context)
         details = " ".join(e.detail or "" for e in errors)
         if "identifiers is required" in details:
-            return problem(Outcome.FAILURE, Kind.REJECTED, "The lead has no usable identifier")
+            return NO_IDENTIFIER(**context)
         if "must not be empty" in details and "sms" in details:
-            return problem(Outcome.FAILURE, Kind.REJECTED, "The sms channel needs a phone number")
-        return problem(Outcome.FAILURE, Kind.REJECTED, "Klaviyo rejected the request (HTTP 400)")
+            return SMS_NEEDS_PHONE(**context)
+        return KLAVIYO_REJECTED(status=400, **context)
     if status == 413:
-        return problem(
-            Outcome.FAILURE, Kind.REJECTED, "The profile is too large for Klaviyo (HTTP 413)"
-        )
-    return problem(Outcome.ERROR, Kind.UPSTREAM, f"Klaviyo returned HTTP {status}")
-
-
-# Contract section 6: the status a webhook sender sees.
-_STATUS_BY_KIND = {
-    Kind.REJECTED: 422,
-    Kind.CONFIGURATION: 400,
-    Kind.BAD_REQUEST: 400,
-    Kind.UPSTREAM: 502,
-    Kind.THROTTLED: 503,
-    Kind.TIMEOUT: 504,
-    Kind.TRANSIENT: 502,
-}
+        return TOO_LARGE(**context)
+    return KLAVIYO_REFUSED(status=status, **context)
 
 
 def http_status(outcome: Outcome, kind: Kind | None) -> int:

@@ -2,18 +2,13 @@
 
 from __future__ import annotations
 
-import threading
-import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 from . import outcomes
-from .budget import Budget
-from .config import Settings
-from .klaviyo import KlaviyoClient, Response, filter_value
+from .context import Context
+from .klaviyo import Response, filter_value
 from .lead import Lead
-from .outcomes import Kind, Outcome, Problem, failure
+from .outcomes import unknown_target
 
 WITH_SUBSCRIPTIONS = {"additional-fields[profile]": "subscriptions"}
 
@@ -24,54 +19,6 @@ SEARCH_FIELDS = {
     "external_id": ("external_id", "external id"),
     "klaviyo_id": ("id", "Klaviyo Id"),
 }
-
-
-class NameCache:
-    """List and segment names per container: they rarely change and lookups cost rate limit."""
-
-    def __init__(self, ttl_seconds: float = 300.0, clock: Callable[[], float] = time.monotonic):
-        self._ttl = ttl_seconds
-        self._clock = clock
-        self._lock = threading.Lock()
-        self._names: dict[tuple[str, str], tuple[float, str | None]] = {}
-
-    def get(self, kind: str, item_id: str, fetch: Callable[[], str | None]) -> str | None:
-        key = (kind, item_id)
-        with self._lock:
-            cached = self._names.get(key)
-        if cached and cached[0] > self._clock():
-            return cached[1]
-        name = fetch()
-        with self._lock:
-            self._names[key] = (self._clock() + self._ttl, name)
-        return name
-
-
-@dataclass
-class Context:
-    """What an action needs for one lead: Klaviyo, the lead's budget, and settings."""
-
-    client: KlaviyoClient
-    budget: Budget
-    settings: Settings
-    names: NameCache = field(default_factory=NameCache)
-    # A lead delivered before (an SQS redelivery) may already have had its effect; it was
-    # first submitted at ``first_seen_at`` (wall-clock seconds), when known.
-    redelivered: bool = False
-    first_seen_at: float | None = None
-
-    def call(self, method: str, path: str, **kwargs: Any) -> Response:
-        return self.client.call(method, path, self.budget, **kwargs)
-
-
-def unknown_target(kind: str, status: int, errors: list[outcomes.KlaviyoError]) -> Problem:
-    return Problem(
-        Outcome.ERROR,
-        Kind.UPSTREAM,
-        f"Klaviyo has no {kind} with this Klaviyo {kind.title()} Id (HTTP {status})",
-        errors=errors,
-        klaviyo_status=status,
-    )
 
 
 def list_name(ctx: Context, list_id: str) -> str | None:
@@ -102,7 +49,7 @@ def _name(ctx: Context, kind: str, prefix: str, item_id: str) -> str | None:
 def _path_id(value: str, kind: str) -> str:
     """Ids go into URL paths: refuse anything that is not a plain Klaviyo id."""
     if not value.replace("-", "").replace("_", "").isalnum() or len(value) > 64:
-        raise outcomes.configuration_error(f"Klaviyo {kind.title()} Id is not a valid id")
+        raise outcomes.INVALID_TARGET_ID(target=kind.title())
     return value
 
 
@@ -123,8 +70,8 @@ def require_search_value(ctx: Context, lead: Lead) -> tuple[str, str]:
     value = search_value(ctx, lead, identifier)
     if value is None:
         if "klaviyo.identifier" not in lead:
-            raise failure("The lead has no usable identifier")
-        raise failure(f"The lead has no {SEARCH_FIELDS[identifier][1]} to search by")
+            raise outcomes.NO_IDENTIFIER()
+        raise outcomes.NO_SEARCH_VALUE(identifier=SEARCH_FIELDS[identifier][1])
     return identifier, value
 
 

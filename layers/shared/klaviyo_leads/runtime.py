@@ -14,14 +14,15 @@ from typing import Any
 from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit
 
-from .actions import Action, ActionResult, result_fields, run_action
+from . import outcomes
+from .actions import Action, result_fields, run_action
 from .budget import Budget, effective_budget_seconds
 from .config import Settings
+from .context import Context, NameCache
 from .idempotency import Idempotency
 from .klaviyo import KlaviyoClient
 from .lead import Lead, ensure_object
-from .outcomes import Kind, Outcome, Problem
-from .profiles import Context, NameCache
+from .outcomes import Outcome, Result
 from .publishing import ResultPublisher
 from .secrets import ApiKeyProvider
 
@@ -64,7 +65,7 @@ def flush_counts() -> None:
 class Processed:
     """One lead's result: the classified outcome and the flat appended fields."""
 
-    result: ActionResult
+    result: Result
     fields: dict[str, Any]
 
 
@@ -128,14 +129,14 @@ class Runtime:
             ctx = self.context(self.budget(seconds))
             ctx.redelivered, ctx.first_seen_at = redelivered, first_seen_at
             result = run_action(action, ctx, lead)
-        except Problem as problem:
-            result = ActionResult.from_problem(problem)
+        except Result as stopped:
+            result = stopped
         except Exception as exc:
             result = internal_error(exc)
         self.record(action, result, self.clock() - started)
         return Processed(result, result_fields(action, result))
 
-    def record(self, action: Action, result: ActionResult, seconds: float) -> None:
+    def record(self, action: Action, result: Result, seconds: float) -> None:
         _counts[_OUTCOME_METRIC[result.outcome]] += 1
         logger.info(
             "Lead processed",
@@ -150,19 +151,15 @@ class Runtime:
         )
 
 
-def processed(action: Action, result: ActionResult) -> Processed:
+def processed(action: Action, result: Result) -> Processed:
     return Processed(result, result_fields(action, result))
 
 
-def internal_error(exc: BaseException) -> ActionResult:
+def internal_error(exc: BaseException) -> Result:
     """A bug: logged without its message (it may quote lead data), retried via the queue."""
     frame = exc.__traceback__
     while frame is not None and frame.tb_next is not None:
         frame = frame.tb_next
     where = f"{frame.tb_frame.f_code.co_filename}:{frame.tb_lineno}" if frame else "?"
     logger.error("Unexpected error", extra={"error_type": type(exc).__name__, "where": where})
-    return ActionResult(
-        Outcome.ERROR,
-        reason="Internal error while processing the lead",
-        kind=Kind.TRANSIENT,
-    )
+    return outcomes.INTERNAL()

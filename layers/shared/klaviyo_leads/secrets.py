@@ -14,15 +14,9 @@ from collections.abc import Callable, Mapping
 
 import urllib3
 
-from .outcomes import Kind, Outcome, Problem
+from . import outcomes
 
 SecretFetcher = Callable[[str, bool], str]
-
-_NOT_CONFIGURED = "KLAVIYO_API_KEY_SECRET_ID is not set"
-
-
-def secret_error(reason: str, retryable: bool) -> Problem:
-    return Problem(Outcome.ERROR, Kind.TRANSIENT if retryable else Kind.UPSTREAM, reason)
 
 
 def api_key_from_secret(value: str) -> str:
@@ -35,10 +29,10 @@ def api_key_from_secret(value: str) -> str:
             parsed = None
         key = parsed.get("api_key") if isinstance(parsed, dict) else None
         if not isinstance(key, str) or not key.strip():
-            raise secret_error("The Klaviyo API key secret has no api_key", retryable=False)
+            raise outcomes.SECRET_WITHOUT_KEY()
         return key.strip()
     if not text:
-        raise secret_error("The Klaviyo API key secret is empty", retryable=False)
+        raise outcomes.SECRET_EMPTY()
     return text
 
 
@@ -55,7 +49,7 @@ class ApiKeyProvider:
         with self._lock:
             if self._key is None or force:
                 if not self._secret_id:
-                    raise secret_error(_NOT_CONFIGURED, retryable=False)
+                    raise outcomes.SECRET_NOT_CONFIGURED()
                 self._key = api_key_from_secret(self._fetch(self._secret_id, force))
             return self._key
 
@@ -117,12 +111,11 @@ def fetch_with_powertools(secret_id: str, force: bool) -> str:
             "InvalidRequestException",
             "InvalidParameterException",
         }
-        raise secret_error(
-            "The Klaviyo API key secret could not be read" + (f" ({code})" if code else ""),
-            retryable=not permanent,
-        ) from exc
+        if permanent:
+            raise outcomes.SECRET_DENIED(code=code) from exc
+        raise outcomes.SECRET_UNAVAILABLE() from exc
     except BotoCoreError as exc:
-        raise secret_error("The Klaviyo API key secret could not be read", retryable=True) from exc
+        raise outcomes.SECRET_UNAVAILABLE() from exc
     if isinstance(value, bytes):
         value = value.decode("utf-8", "replace")
     return str(value)

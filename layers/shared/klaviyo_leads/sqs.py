@@ -18,14 +18,15 @@ from aws_lambda_powertools.utilities.batch import (
     process_partial_response,
 )
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
+from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from .actions import Action, ActionResult
+from . import outcomes
+from .actions import Action
+from .budget import MIN_SECONDS_PER_LEAD, remaining_seconds
 from .coalescing import coalesce, coalesces
 from .idempotency import InProgressElsewhere
-from .outcomes import bad_request
 from .publishing import Publication
 from .runtime import Processed, Runtime, internal_error, logger, processed
-from .triggers import MIN_SECONDS_PER_LEAD, remaining_seconds
 
 # What storing and publishing one result costs after a bulk call (a DynamoDB write and a
 # tenth of a PutEvents call), kept out of the bulk calls' time budget.
@@ -49,18 +50,83 @@ class Claimed:
     published: bool | None = None  # None: not tried yet
 
 
-def handle_batch(runtime: Runtime, action: Action, event: Mapping[str, Any], ctx: Any) -> dict:
+def handle_batch(
+    runtime: Runtime, action: Action, event: Mapping[str, Any], ctx: LambdaContext
+) -> dict:
+    idempotency = runtime.idempotency(action)
+    if idempotency is not None:
+        idempotency.config.register_lambda_context(ctx)
     claimed: dict[str, Claimed] = {}
     if runtime.settings.coalesce_batches and coalesces(action):
         claimed = _claim_and_coalesce(runtime, action, event["Records"], ctx)
 
+    def process_record(record: dict[str, Any]) -> dict[str, Any]:
+        sqs_record = SQSRecord(record)
+        result = _process(runtime, action, _lead_of(sqs_record), sqs_record, ctx)
+        if result.result.retryable:
+            raise HandBack(result.result.reason or "retryable error")
+        return result.fields
+
+    once = idempotency.once(process_record) if idempotency is not None else process_record
+
     def record_handler(record: SQSRecord) -> dict[str, Any]:
-        return settle(runtime, action, record, ctx, claimed.get(record.message_id))
+        logger.set_correlation_id(record.message_id)
+        item = claimed.get(record.message_id)
+        if item is None:
+            item = _one_by_one(record, ctx, once)
+        else:
+            _finish(runtime, action, record, ctx, item)
+        return _publish(runtime, action, record, item)
 
     processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
     return process_partial_response(  # type: ignore[return-value]
         event=dict(event), record_handler=record_handler, processor=processor, context=ctx
     )
+
+
+def _one_by_one(record: SQSRecord, ctx: LambdaContext, once: Any) -> Claimed:
+    left = remaining_seconds(ctx)
+    if left is not None and left < MIN_SECONDS_PER_LEAD:
+        raise HandBack("Not started: too little time left in the invocation")
+    try:
+        fields = once(record=record.raw_event)
+    except InProgressElsewhere as exc:
+        raise HandBack("the message is being processed elsewhere") from exc
+    return Claimed(_lead_of(record), stored=fields)
+
+
+def _finish(
+    runtime: Runtime, action: Action, record: SQSRecord, ctx: LambdaContext, item: Claimed
+) -> None:
+    """A record of a coalesced batch: its result is known unless it could not join the batch."""
+    if item.hand_back:
+        raise HandBack(item.hand_back)
+    if item.stored is not None:
+        return
+    idempotency = runtime.idempotency(action)
+    result = item.result or _process(runtime, action, item.lead, record, ctx)
+    if result.result.retryable:
+        retry = HandBack(result.result.reason or "retryable error")
+        if idempotency is not None:
+            idempotency.release(record.raw_event, retry)
+        raise retry
+    if idempotency is not None:
+        idempotency.complete(record.raw_event, result.fields)
+    item.stored = result.fields
+
+
+def _publish(runtime: Runtime, action: Action, record: SQSRecord, item: Claimed) -> dict[str, Any]:
+    """Publish a stored result; a redelivery after a failed publish only publishes again."""
+    fields = item.stored or {}
+    published = item.published
+    if published is None and runtime.publisher is not None:
+        publication = Publication(
+            action.name, _as_received(item.lead, record), fields, record.message_id
+        )
+        published = runtime.publisher.publish([publication])[0]
+    if published is False:
+        raise HandBack("the result could not be published")
+    return fields
 
 
 def claim(runtime: Runtime, action: Action, record: SQSRecord, left: float | None) -> Claimed:
@@ -69,53 +135,14 @@ def claim(runtime: Runtime, action: Action, record: SQSRecord, left: float | Non
     if idempotency is None:
         return Claimed(lead)
     try:
-        stored = idempotency.claim(record.message_id, int(left * 1000) if left else None)
+        stored = idempotency.claim(record.raw_event, int(left * 1000) if left else None)
     except InProgressElsewhere:
         return Claimed(lead, hand_back="the message is being processed elsewhere")
     return Claimed(lead, stored=stored)
 
 
-def settle(
-    runtime: Runtime, action: Action, record: SQSRecord, ctx: Any, claimed: Claimed | None
-) -> dict[str, Any]:
-    """Finish one record: process it if nobody has, store, publish, or hand it back."""
-    message_id = record.message_id
-    logger.set_correlation_id(message_id)
-    if claimed is None:
-        left = remaining_seconds(ctx)
-        if left is not None and left < MIN_SECONDS_PER_LEAD:
-            raise HandBack("Not started: too little time left in the invocation")
-        claimed = claim(runtime, action, record, left)
-    if claimed.hand_back:
-        raise HandBack(claimed.hand_back)
-
-    idempotency = runtime.idempotency(action)
-    fields = claimed.stored
-    if fields is None:
-        result = claimed.result or _process(runtime, action, claimed.lead, record, ctx)
-        if result.result.retryable:
-            retry = HandBack(result.result.reason or "retryable error")
-            if idempotency is not None:
-                idempotency.release(message_id, retry)
-            raise retry
-        if idempotency is not None:
-            idempotency.complete(message_id, result.fields)
-        fields = result.fields
-
-    # The result is stored: a redelivery after a failed publish only publishes again.
-    published = claimed.published
-    if published is None and runtime.publisher is not None:
-        publication = Publication(
-            action.name, _as_received(claimed.lead, record), fields, message_id
-        )
-        published = runtime.publisher.publish([publication])[0]
-    if published is False:
-        raise HandBack("the result could not be published")
-    return fields
-
-
 def _claim_and_coalesce(
-    runtime: Runtime, action: Action, raw_records: list[Any], ctx: Any
+    runtime: Runtime, action: Action, raw_records: list[Any], ctx: LambdaContext
 ) -> dict[str, Claimed]:
     left = remaining_seconds(ctx)
     claimed: dict[str, Claimed] = {}
@@ -157,7 +184,7 @@ def _store_and_publish(
                 continue  # settle() releases it and hands it back
             try:
                 if idempotency is not None:
-                    idempotency.complete(message_id, item.result.fields)
+                    idempotency.complete(records[message_id].raw_event, item.result.fields)
             except Exception as exc:  # the store failing: the record is tried again later
                 logger.warning("Could not store a result", extra={"error_type": type(exc).__name__})
                 item.hand_back = "the result could not be stored"
@@ -177,9 +204,11 @@ def _store_and_publish(
         item.published = accepted
 
 
-def _process(runtime: Runtime, action: Action, lead: Any, record: SQSRecord, ctx: Any) -> Processed:
+def _process(
+    runtime: Runtime, action: Action, lead: Any, record: SQSRecord, ctx: LambdaContext
+) -> Processed:
     if lead is _NOT_JSON:
-        result = ActionResult.from_problem(bad_request("The message body is not valid JSON"))
+        result = outcomes.MESSAGE_NOT_JSON()
         runtime.record(action, result, 0.0)
         return processed(action, result)
     attributes = record.attributes

@@ -11,21 +11,15 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-from .actions import Action, ActionResult, result_fields
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from . import outcomes
+from .actions import Action, result_fields
+from .budget import MIN_SECONDS_PER_LEAD, remaining_seconds
 from .lead import leads_in, parse_body
-from .outcomes import Kind, Outcome, Problem, http_status
+from .outcomes import Kind, Result
 from .publishing import Publication
 from .runtime import Processed, Runtime, count, logger
-
-# A lead of a batch (SQS records, several-lead events) is not started with less than this
-# left in the invocation: better a retry than a Lambda timeout that loses the batch's results.
-MIN_SECONDS_PER_LEAD = 10.0
-
-
-def not_started() -> Problem:
-    return Problem(
-        Outcome.ERROR, Kind.TIMEOUT, "Not started: too little time left in the invocation"
-    )
 
 
 def event_kind(event: Any) -> str:
@@ -56,12 +50,7 @@ def leads_received(kind: str, event: Any) -> int:
     return len(several) if several is not None else 1
 
 
-def remaining_seconds(lambda_context: Any) -> float | None:
-    getter = getattr(lambda_context, "get_remaining_time_in_millis", None)
-    return getter() / 1000.0 if callable(getter) else None
-
-
-def handle(runtime: Runtime, action: Action, event: Any, lambda_context: Any) -> Any:
+def handle(runtime: Runtime, action: Action, event: Any, lambda_context: LambdaContext) -> Any:
     kind = event_kind(event)
     count("LeadsReceived", leads_received(kind, event))
     if kind == "api":
@@ -86,7 +75,9 @@ def handle(runtime: Runtime, action: Action, event: Any, lambda_context: Any) ->
 # -- API Gateway ---------------------------------------------------------------------------
 
 
-def handle_api(runtime: Runtime, action: Action, event: Mapping[str, Any], ctx: Any) -> dict:
+def handle_api(
+    runtime: Runtime, action: Action, event: Mapping[str, Any], ctx: LambdaContext
+) -> dict:
     request = event.get("requestContext") or {}
     logger.set_correlation_id(str(request.get("requestId") or "") or None)
     headers = {str(k).lower(): v for k, v in (event.get("headers") or {}).items()}
@@ -94,8 +85,7 @@ def handle_api(runtime: Runtime, action: Action, event: Mapping[str, Any], ctx: 
         lead = parse_body(
             event.get("body"), headers.get("content-type"), bool(event.get("isBase64Encoded"))
         )
-    except Problem as problem:
-        result = ActionResult.from_problem(problem)
+    except Result as result:
         runtime.record(action, result, 0.0)
         return api_response(result, result_fields(action, result))
     processed = runtime.process(
@@ -104,12 +94,12 @@ def handle_api(runtime: Runtime, action: Action, event: Mapping[str, Any], ctx: 
     return api_response(processed.result, processed.fields)
 
 
-def api_response(result: ActionResult, fields: dict[str, Any]) -> dict[str, Any]:
+def api_response(result: Result, fields: dict[str, Any]) -> dict[str, Any]:
     headers = {"Content-Type": "application/json"}
     if result.kind is Kind.THROTTLED:
         headers["Retry-After"] = str(max(1, math.ceil(result.retry_after or 1)))
     return {
-        "statusCode": http_status(result.outcome, result.kind),
+        "statusCode": result.http_status,
         "headers": headers,
         "body": json.dumps(fields),
         "isBase64Encoded": False,
@@ -123,7 +113,7 @@ def handle_leads(
     runtime: Runtime,
     action: Action,
     payload: Any,
-    ctx: Any,
+    ctx: LambdaContext,
     *,
     always_publish: bool,
     correlation_id: str,
@@ -136,7 +126,7 @@ def handle_leads(
         left = remaining_seconds(ctx)
         if several is not None and left is not None and left < MIN_SECONDS_PER_LEAD:
             # Better a retryable result than a Lambda timeout that loses every result.
-            result = ActionResult.from_problem(not_started())
+            result = outcomes.NOT_STARTED()
             runtime.record(action, result, 0.0)
             processed.append(Processed(result, result_fields(action, result)))
             continue
@@ -161,7 +151,9 @@ def handle_leads(
 # -- SQS -----------------------------------------------------------------------------------
 
 
-def handle_sqs(runtime: Runtime, action: Action, event: Mapping[str, Any], ctx: Any) -> dict:
+def handle_sqs(
+    runtime: Runtime, action: Action, event: Mapping[str, Any], ctx: LambdaContext
+) -> dict:
     from .sqs import handle_batch  # Powertools' batch utilities load only for queues
 
     return handle_batch(runtime, action, event, ctx)

@@ -1,0 +1,51 @@
+"""What an action needs for one lead: Klaviyo, the lead's time budget, settings and caches."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from .budget import Budget
+from .config import Settings
+from .klaviyo import KlaviyoClient, Response
+
+
+class NameCache:
+    """List and segment details per container: they rarely change and lookups cost rate limit."""
+
+    def __init__(self, ttl_seconds: float = 300.0, clock: Callable[[], float] = time.monotonic):
+        self._ttl = ttl_seconds
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._values: dict[tuple[str, str], tuple[float, Any]] = {}
+
+    def get(self, kind: str, item_id: str, fetch: Callable[[], Any]) -> Any:
+        key = (kind, item_id)
+        with self._lock:
+            cached = self._values.get(key)
+        if cached and cached[0] > self._clock():
+            return cached[1]
+        value = fetch()
+        with self._lock:
+            self._values[key] = (self._clock() + self._ttl, value)
+        return value
+
+
+@dataclass
+class Context:
+    """One lead's view of the container: the client, its budget, settings and caches."""
+
+    client: KlaviyoClient
+    budget: Budget
+    settings: Settings
+    names: NameCache = field(default_factory=NameCache)
+    # A lead delivered before (an SQS redelivery) may already have had its effect; it was
+    # first submitted at ``first_seen_at`` (wall-clock seconds), when known.
+    redelivered: bool = False
+    first_seen_at: float | None = None
+
+    def call(self, method: str, path: str, **kwargs: Any) -> Response:
+        return self.client.call(method, path, self.budget, **kwargs)
