@@ -121,8 +121,93 @@ class TestSubscribe:
         results = coalesce(runtime, SUBSCRIBE, leads, remaining_seconds=300)
         assert [p.fields["outcome"] for p in results] == ["error", "success"]
 
+    def test_sms_refused_for_some_numbers_the_rest_go_through(
+        self, runtime, klaviyo_emulator, newsletter
+    ):
+        """Klaviyo refuses the whole job and names no profile: split until it stands alone."""
+        refused = {
+            "errors": [
+                {
+                    "id": "e1",
+                    "status": 400,
+                    "code": "invalid",
+                    "title": "Invalid input.",
+                    "detail": "'phone_number' must not be empty when the sms channel is "
+                    "included in 'subscriptions'.",
+                    "source": {},
+                }
+            ]
+        }
+        body = json.dumps(refused).encode()
+
+        def refuse_uk_numbers(request_body: bytes) -> bool:
+            return b"+44" in request_body
+
+        leads = [
+            {
+                "email": f"l{i}@example.com",
+                "phone_1": "+44 20 7946 0958" if i == 5 else f"512555{i:04}",
+                "klaviyo.channels": "email,sms",
+                "klaviyo.list_id": newsletter,
+            }
+            for i in range(8)
+        ] + [{"email": "plain@example.com", "klaviyo.list_id": newsletter}]
+        sent = []
+        original = runtime.client.call
+
+        def call(method, path, budget, **kwargs):
+            if path.endswith("bulk-create-jobs"):
+                sent.append(kwargs["body"])
+                if refuse_uk_numbers(json.dumps(kwargs["body"]).encode()):
+                    klaviyo_emulator.faults.add(
+                        Fault(operation_id="bulk_subscribe_profiles", status=400, body=body)
+                    )
+            return original(method, path, budget, **kwargs)
+
+        runtime.client.call = call  # type: ignore[method-assign]
+        results = coalesce(runtime, SUBSCRIBE, leads, remaining_seconds=300)
+        reasons = [p.fields["reason"] or "" for p in results]
+        assert [p.fields["outcome"] for p in results] == ["success"] * 9
+        assert reasons[5].startswith("Email subscribed; SMS not applied")
+        assert all(r == "" for i, r in enumerate(reasons) if i != 5)
+        # Halving, not one call per lead: the SMS-free profile goes at once, and log2(8) splits.
+        assert len(sent) <= 9
+
 
 class TestAddToList:
+    def test_urls_stay_under_8_kb_with_long_identifiers(
+        self, runtime, klaviyo_emulator, newsletter
+    ):
+        emails = [f"{'x' * 60}.{i:03}@a-rather-long-domain-name.com" for i in range(100)]
+        for email in emails:
+            klaviyo_emulator.create_profile(email=email)
+        leads = [{"email": e, "klaviyo.list_id": newsletter} for e in emails]
+        results = coalesce(runtime, ADD, leads, remaining_seconds=300)
+        assert {p.fields["outcome"] for p in results} == {"success"}
+        searches = [r for r in klaviyo_emulator.requests if r.operation_id == "get_profiles"]
+        assert len(searches) > 1
+        for search in searches:
+            url = runtime.client.url(search.path, {k: v[0] for k, v in search.query.items()})
+            assert len(url) < 8 * 1024
+
+    def test_a_414_splits_the_search_instead_of_failing_it(
+        self, runtime, klaviyo_emulator, newsletter
+    ):
+        for i in range(10):
+            klaviyo_emulator.create_profile(email=f"p{i}@example.com")
+        klaviyo_emulator.faults.add(
+            Fault(
+                operation_id="get_profiles",
+                status=414,
+                body=b"<html><body>414 Request-URI Too Large</body></html>",
+                content_type="text/html",
+            )
+        )
+        leads = [{"email": f"p{i}@example.com", "klaviyo.list_id": newsletter} for i in range(10)]
+        results = coalesce(runtime, ADD, leads, remaining_seconds=300)
+        assert {p.fields["outcome"] for p in results} == {"success"}
+        assert klaviyo_emulator.calls("get_profiles") == 3
+
     def test_searches_100_at_a_time_and_adds_in_one_call(
         self, runtime, klaviyo_emulator, newsletter
     ):
@@ -136,7 +221,8 @@ class TestAddToList:
             ("success", None),
         ]
         assert klaviyo_emulator.list_members(newsletter) == set(ids)
-        assert klaviyo_emulator.calls("get_profiles") == 3
+        # Three searches by email (100 + 100 + 51), one by Klaviyo Id.
+        assert klaviyo_emulator.calls("get_profiles") == 4
         assert klaviyo_emulator.calls("add_profiles_to_list") == 1
         assert klaviyo_emulator.calls("get_list") == 1
 

@@ -67,7 +67,9 @@ def _documented(reason: Reason) -> list[str]:
 
 
 def test_reasons_table_lists_every_reason_the_code_can_give():
-    assert table("reasons") == [_documented(r) for r in every_reason().values()]
+    expected = [_documented(r) for r in every_reason().values()]
+    rows = "\n".join("| " + " | ".join(row) + " |" for row in expected)
+    assert table("reasons") == expected, f"The README's reasons table should read:\n{rows}"
 
 
 LAYER_SOURCE = "\n".join(

@@ -29,16 +29,22 @@ from .profiles import (
     WITH_SUBSCRIPTIONS,
     find_profile,
     get_profile,
-    list_name,
+    klaviyo_list,
     require_search_value,
     resource,
     resources,
     search_profiles,
-    segment_name,
+    segment,
+    url_chunks,
 )
+from .subscribe import subscribe_profile_to_list
 
 # Klaviyo's created time vs ours: allowed clock difference when judging a retried create.
 CLOCK_SKEW_SECONDS = 30.0
+# How long Klaviyo's profile search may lag behind a create. Not documented: an assumption,
+# generous for an index that is near real time. Until then a search that finds nothing
+# cannot prove that a create whose answer was lost did not happen.
+SEARCH_SETTLE_SECONDS = 10.0
 
 
 # -- Create Profile ------------------------------------------------------------------------
@@ -53,12 +59,13 @@ def create_profile(ctx: Context, lead: Lead) -> Result:
     # first delivery when this is a redelivery.
     since = min(time.time(), ctx.first_seen_at or time.time())
     maybe_ours = ctx.redelivered
-    if maybe_ours and not (attributes.get("email") or attributes.get("phone_number")):
+    if maybe_ours and not _klaviyo_refuses_duplicates(attributes):
         # Klaviyo would not stop a second profile for an external id: look first.
         ours = _created_since(ctx, attributes, since)
         if ours is not None:
             return success(ours)
     try:
+        sent_at = time.time()
         response = _post_profile(ctx, attributes)
     except Result as problem:
         if not problem.effect_unknown:
@@ -66,6 +73,9 @@ def create_profile(ctx: Context, lead: Lead) -> Result:
         # The create may have reached Klaviyo before its answer was lost. Look before
         # sending it again.
         ours = _created_since(ctx, attributes, since)
+        if ours is None and not _klaviyo_refuses_duplicates(attributes):
+            # Nothing would stop a second profile: the search must have caught up first.
+            ours = _created_since_once_settled(ctx, attributes, since, sent_at)
         if ours is not None:
             return success(ours)
         maybe_ours = True
@@ -84,17 +94,41 @@ def create_profile(ctx: Context, lead: Lead) -> Result:
     )
 
 
+def _klaviyo_refuses_duplicates(attributes: dict[str, Any]) -> bool:
+    """Klaviyo answers 409 for an email or phone it knows; an external id can repeat."""
+    return bool(attributes.get("email") or attributes.get("phone_number"))
+
+
+def _created_since_once_settled(
+    ctx: Context, attributes: dict[str, Any], since: float, sent_at: float
+) -> dict[str, Any] | None:
+    """Wait until the search can be trusted, then look again; too long a wait goes back."""
+    wait = sent_at + SEARCH_SETTLE_SECONDS - time.time()
+    if wait > 0:
+        if wait + 1.0 > ctx.budget.remaining():
+            raise outcomes.CREATE_UNCONFIRMED()
+        ctx.client.sleep(wait)
+    return _created_since(ctx, attributes, since)
+
+
 def _post_profile(ctx: Context, attributes: dict[str, Any]) -> Response:
-    return ctx.call(
-        "POST",
-        "/api/profiles",
-        bucket="profiles",
-        query=WITH_SUBSCRIPTIONS,
-        body={"data": {"type": "profile", "attributes": attributes}},
-        expect=(201,),
-        handled=(409,),
-        idempotent=False,
-    )
+    try:
+        return ctx.call(
+            "POST",
+            "/api/profiles",
+            bucket="profiles",
+            query=WITH_SUBSCRIPTIONS,
+            body={"data": {"type": "profile", "attributes": attributes}},
+            expect=(201,),
+            handled=(409,),
+            idempotent=False,
+        )
+    except Result as problem:
+        phone_only = set(attributes) & {"email", "phone_number", "external_id"} == {"phone_number"}
+        if phone_only and problem.reason == outcomes.NO_IDENTIFIER.text:
+            # A phone alone is an identifier only in accounts with SMS set up.
+            raise outcomes.PHONE_ONLY_REFUSED(errors=problem.errors, klaviyo_status=400) from None
+        raise
 
 
 def _created_since(ctx: Context, attributes: dict[str, Any], since: float) -> dict[str, Any] | None:
@@ -144,7 +178,7 @@ def get_segment_profiles(ctx: Context, lead: Lead) -> Result:
     segment_id = lead.segment_id()
     if segment_id is None:
         raise outcomes.SEGMENT_ID_MISSING()
-    name = segment_name(ctx, segment_id)
+    group = segment(ctx, segment_id)
     identifier, value = require_search_value(ctx, lead)
 
     if identifier == "external_id":
@@ -154,36 +188,40 @@ def get_segment_profiles(ctx: Context, lead: Lead) -> Result:
         if not candidates:
             raise outcomes.NO_PROFILE()
         ids = [c["id"] for c in candidates]
-        members = {m["id"]: m for m in _segment_members(ctx, segment_id, "profile_id", ids)}
+        members = {m["id"]: m for m in segment_members(ctx, segment_id, "profile_id", ids)}
         chosen = next((members[i] for i in ids if i in members), None)
     else:
         field_name = "profile_id" if identifier == "klaviyo_id" else identifier
-        found = _segment_members(ctx, segment_id, field_name, [value])
+        found = segment_members(ctx, segment_id, field_name, [value])
         chosen = found[0] if found else None
     if chosen is None:
         raise outcomes.NOT_IN_SEGMENT()
-    return success(chosen, list_name=name)
+    return success(chosen, list_name=group.name)
 
 
-def _segment_members(
+def segment_members(
     ctx: Context, segment_id: str, field_name: str, values: list[str]
 ) -> list[dict[str, Any]]:
-    quoted = [filter_value(v) for v in values]
-    expression = (
-        f"equals({field_name},{quoted[0]})"
-        if len(quoted) == 1
-        else f"any({field_name},[{','.join(quoted)}])"
-    )
-    response = ctx.call(
-        "GET",
-        f"/api/segments/{segment_id}/profiles",
-        bucket="segment_profiles",
-        query={"filter": expression, "page[size]": "100", **WITH_SUBSCRIPTIONS},
-        handled=(404,),
-    )
-    if response.status == 404:
-        raise unknown_target("segment", 404, response.errors)
-    return resources(response)
+    """The members among ``values``; the endpoint takes its filters in list form only."""
+    path = f"/api/segments/{segment_id}/profiles"
+    members: list[dict[str, Any]] = []
+
+    def query(chunk: list[str]) -> dict[str, str]:
+        quoted = ",".join(filter_value(v) for v in chunk)
+        return {
+            "filter": f"any({field_name},[{quoted}])",
+            "page[size]": "100",
+            **WITH_SUBSCRIPTIONS,
+        }
+
+    for chunk in url_chunks(ctx, path, values, query):
+        response = ctx.call(
+            "GET", path, bucket="segment_profiles", query=query(chunk), handled=(404,)
+        )
+        if response.status == 404:
+            raise unknown_target("segment", 404, response.errors)
+        members += resources(response)
+    return members
 
 
 # -- Update Profile ------------------------------------------------------------------------
@@ -191,12 +229,12 @@ def _segment_members(
 
 def update_profile(ctx: Context, lead: Lead) -> Result:
     """Update a profile in your Klaviyo account; fields the lead lacks stay as they are."""
-    attributes = lead.profile_attributes(ctx.settings.default_phone_region)
+    attributes = _changes(ctx, lead)
+    if not attributes:
+        raise outcomes.NOTHING_TO_UPDATE()
     profile = find_profile(ctx, lead)
     if profile is None:
         raise outcomes.NO_PROFILE()
-    if not attributes:
-        raise outcomes.NOTHING_TO_UPDATE(profile=profile)
     profile_id = profile["id"]
     response = ctx.call(
         "PATCH",
@@ -224,6 +262,16 @@ def update_profile(ctx: Context, lead: Lead) -> Result:
     )
 
 
+def _changes(ctx: Context, lead: Lead) -> dict[str, Any]:
+    """The lead's attributes, less the identifier that finds the profile: it changes nothing."""
+    attributes = lead.profile_attributes(ctx.settings.default_phone_region)
+    identifier, value = require_search_value(ctx, lead)
+    attribute = {"email": "email", "phone_number": "phone_number", "external_id": "external_id"}
+    if attributes.get(attribute.get(identifier, "")) == value:
+        del attributes[attribute[identifier]]
+    return attributes
+
+
 # -- Add Profile to List -------------------------------------------------------------------
 
 
@@ -232,21 +280,18 @@ def add_profile_to_list(ctx: Context, lead: Lead) -> Result:
     list_id = lead.list_id()
     if list_id is None:
         raise outcomes.LIST_ID_MISSING()
-    name = list_name(ctx, list_id)
-    identifier, value = require_search_value(ctx, lead)
+    group = klaviyo_list(ctx, list_id)
     ctx.client.check_pace("list_add", ctx.budget)
-    if identifier == "klaviyo_id":
-        profile_id = value  # Klaviyo checks it; no lookup needed
-    else:
-        profile = find_profile(ctx, lead)
-        if profile is None:
-            raise outcomes.NO_PROFILE()
-        profile_id = profile["id"]
+    # Found first even by Klaviyo Id: how Klaviyo answers a list add of an unknown id is not
+    # documented (a 400, a 404 like an unknown list, or a 204 that adds nothing).
+    profile = find_profile(ctx, lead)
+    if profile is None:
+        raise outcomes.NO_PROFILE()
     response = ctx.call(
         "POST",
         f"/api/lists/{list_id}/relationships/profiles",
         bucket="list_add",
-        body={"data": [{"type": "profile", "id": profile_id}]},
+        body={"data": [{"type": "profile", "id": profile["id"]}]},
         expect=(204,),
         handled=(400, 404),
     )
@@ -256,104 +301,7 @@ def add_profile_to_list(ctx: Context, lead: Lead) -> Result:
         if any((e.pointer or "").startswith("/data/") for e in response.errors):
             raise outcomes.NO_PROFILE(errors=response.errors)
         raise from_klaviyo_answer(400, response.errors)
-    return success(list_name=name)
-
-
-# -- Subscribe Profile to List -------------------------------------------------------------
-
-SUBSCRIBED = {"marketing": {"consent": "SUBSCRIBED"}}
-_CHANNEL_NEEDS = {"email": ("email", "an email address"), "sms": ("phone_number", "a phone number")}
-
-
-@dataclass
-class Subscription:
-    """One profile's part of a subscribe job, checked and ready to send."""
-
-    attributes: dict[str, Any]
-    profile_id: str | None
-    list_id: str | None
-    custom_source: str | None
-    list_name: str | None = None
-
-    def payload(self) -> dict[str, Any]:
-        item: dict[str, Any] = {"type": "profile", "attributes": self.attributes}
-        if self.profile_id:
-            item["id"] = self.profile_id
-        return item
-
-
-def prepare_subscription(ctx: Context, lead: Lead) -> Subscription:
-    """Check the lead and work out channels and identifiers (may read the profile)."""
-    list_id = lead.list_id()
-    # An unknown list is a configuration error, said clearly before anything is sent.
-    name = list_name(ctx, list_id) if list_id is not None else None
-    wanted = lead.channels()
-    custom_source = lead.custom_source()
-    region = ctx.settings.default_phone_region
-    known = {"email": lead.email(), "phone_number": lead.phone(region)}
-    profile_id = None
-
-    missing = [c for c in (wanted or ()) if not known[_CHANNEL_NEEDS[c][0]]]
-    lacks_any = wanted is None and not any(known.values())
-    if (missing or lacks_any) and ("klaviyo.id" in lead or lead.external_id()):
-        profile = find_profile(ctx, lead)
-        if profile is None:
-            raise outcomes.NO_PROFILE()
-        profile_id = profile["id"]
-        stored = profile.get("attributes") or {}
-        for attribute in known:
-            known[attribute] = known[attribute] or stored.get(attribute)
-
-    channels = wanted or tuple(c for c in _CHANNEL_NEEDS if known[_CHANNEL_NEEDS[c][0]])
-    if not channels:
-        raise outcomes.NOTHING_TO_SUBSCRIBE()
-    for channel in channels:
-        attribute, needs = _CHANNEL_NEEDS[channel]
-        if not known[attribute]:
-            raise outcomes.CHANNEL_NEEDS(channel=channel, needs=needs)
-
-    attributes: dict[str, Any] = {"subscriptions": {c: SUBSCRIBED for c in channels}}
-    if known["email"]:
-        attributes["email"] = known["email"]
-    if "sms" in channels:
-        attributes["phone_number"] = known["phone_number"]
-    return Subscription(attributes, profile_id, list_id, custom_source, name)
-
-
-def subscribe_job(subscriptions: list[Subscription]) -> dict[str, Any]:
-    """One bulk-subscribe job for profiles that share a list and custom source."""
-    first = subscriptions[0]
-    attributes: dict[str, Any] = {
-        "profiles": {"data": [s.payload() for s in subscriptions]},
-        "historical_import": False,
-    }
-    if first.custom_source:
-        attributes["custom_source"] = first.custom_source
-    job: dict[str, Any] = {"type": "profile-subscription-bulk-create-job", "attributes": attributes}
-    if first.list_id:
-        job["relationships"] = {"list": {"data": {"type": "list", "id": first.list_id}}}
-    return {"data": job}
-
-
-def subscribe_profile_to_list(ctx: Context, lead: Lead) -> Result:
-    """Subscribe a profile to email and/or SMS marketing, optionally through a list."""
-    subscription = prepare_subscription(ctx, lead)
-    response = ctx.call(
-        "POST",
-        "/api/profile-subscription-bulk-create-jobs",
-        bucket="subscribe",
-        body=subscribe_job([subscription]),
-        expect=(202,),
-        handled=(400,),
-    )
-    if response.status == 400:
-        if subscription.list_id and any(
-            "list" in (e.detail or "").lower() or "list" in (e.pointer or "")
-            for e in response.errors
-        ):
-            raise unknown_target("list", 400, response.errors)
-        raise from_klaviyo_answer(400, response.errors)
-    return success(list_name=subscription.list_name)
+    return success(list_name=group.name)
 
 
 # -- The table of actions --------------------------------------------------------------------
@@ -366,8 +314,11 @@ class Action:
     route: str
     run: Callable[[Context, Lead], Result]
     returns_profile: bool
-    uses_list: bool = False
+    # Result attributes appended beyond outcome, reason, errors and the profile fields.
+    appends: tuple[str, ...] = ()
 
+
+_PROFILE: dict[str, Any] = {"returns_profile": True, "appends": ("duplicate_profile_id",)}
 
 ACTIONS: dict[str, Action] = {
     a.name: a
@@ -378,37 +329,25 @@ ACTIONS: dict[str, Action] = {
             "/add-profile-to-list",
             add_profile_to_list,
             returns_profile=False,
-            uses_list=True,
+            appends=("list_name",),
         ),
-        Action(
-            "create_profile",
-            "Create Profile",
-            "/create-profile",
-            create_profile,
-            returns_profile=True,
-        ),
-        Action("get_profiles", "Get Profiles", "/get-profiles", get_profiles, returns_profile=True),
+        Action("create_profile", "Create Profile", "/create-profile", create_profile, **_PROFILE),
+        Action("get_profiles", "Get Profiles", "/get-profiles", get_profiles, **_PROFILE),
         Action(
             "get_segment_profiles",
             "Get Segment Profiles",
             "/get-segment-profiles",
             get_segment_profiles,
-            returns_profile=True,
+            **_PROFILE,
         ),
-        Action(
-            "update_profile",
-            "Update Profile",
-            "/update-profile",
-            update_profile,
-            returns_profile=True,
-        ),
+        Action("update_profile", "Update Profile", "/update-profile", update_profile, **_PROFILE),
         Action(
             "subscribe_profile_to_list",
             "Subscribe Profile to List",
             "/subscribe-profile-to-list",
             subscribe_profile_to_list,
             returns_profile=False,
-            uses_list=True,
+            appends=("list_name", "opt_in_process"),
         ),
     )
 }
@@ -426,8 +365,7 @@ def result_fields(action: Action, result: Result) -> dict[str, Any]:
     fields: dict[str, Any] = {"outcome": result.outcome.value, "reason": result.reason}
     if action.returns_profile:
         fields.update(fieldmap.profile_fields(result.profile, result.list_name))
-        fields["duplicate_profile_id"] = result.duplicate_profile_id
-    elif action.uses_list:
-        fields["list_name"] = result.list_name
+    for name in action.appends:
+        fields[name] = getattr(result, name)
     fields["errors"] = errors_field(result.errors)
     return fields

@@ -15,29 +15,20 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from . import outcomes
-from .actions import Action, Subscription, prepare_subscription, subscribe_job
+from . import outcomes, subscribe
+from .actions import Action
 from .budget import effective_budget_seconds
 from .context import Context
 from .klaviyo import filter_value
 from .lead import Lead, ensure_object
-from .outcomes import (
-    KlaviyoError,
-    Outcome,
-    Result,
-    from_klaviyo_answer,
-    success,
-    unknown_target,
-)
-from .profiles import SEARCH_FIELDS, list_name, require_search_value, resources
+from .outcomes import KlaviyoError, Outcome, Result, from_klaviyo_answer, success, unknown_target
+from .profiles import SEARCH_FIELDS, klaviyo_list, require_search_value, resources, url_chunks
 from .runtime import Processed, Runtime, logger, processed
+from .subscribe import Subscription
 
-MAX_PROFILES_PER_JOB = 1000
 MAX_IDS_PER_LIST_CALL = 1000
-MAX_VALUES_PER_SEARCH = 100
 
 _COALESCED = {"subscribe_profile_to_list", "add_profile_to_list"}
-_JOB_PROFILE_POINTER = re.compile(r"^/data/attributes/profiles/data/(\d+)(?:/|$)")
 _LIST_ITEM_POINTER = re.compile(r"^/data/(\d+)(?:/|$)")
 
 Results = list[Result | None]
@@ -102,65 +93,28 @@ def _subscribe_all(ctx: Context, leads: dict[int, Lead], results: Results) -> No
     for index, lead in leads.items():
         try:
             _check_list_once(ctx, lead.list_id(), list_problems)
-            subscription = prepare_subscription(ctx, lead)
+            subscription = subscribe.prepare(ctx, lead)
         except Result as problem:
             results[index] = problem
             continue
         groups[(subscription.list_id, subscription.custom_source)].append((index, subscription))
     for members in groups.values():
-        for chunk in _chunks(members, MAX_PROFILES_PER_JOB):
-            _send_job(ctx, chunk, results)
+        subscribe.send_jobs(ctx, members, results)
 
 
 def _check_list_once(ctx: Context, list_id: str | None, problems: dict[str, Result | None]) -> None:
-    """One list lookup per list in a batch, failures included (only names are cached)."""
+    """One list lookup per list in a batch, failures included (only found lists are cached)."""
     if list_id is None:
         return
     if list_id not in problems:
         try:
-            list_name(ctx, list_id)
+            klaviyo_list(ctx, list_id)
             problems[list_id] = None
         except Result as problem:
             problems[list_id] = problem
     known = problems[list_id]
     if known is not None:
         raise known
-
-
-def _send_job(ctx: Context, chunk: list[tuple[int, Subscription]], results: Results) -> None:
-    indexes = [index for index, _ in chunk]
-    try:
-        response = ctx.call(
-            "POST",
-            "/api/profile-subscription-bulk-create-jobs",
-            bucket="subscribe",
-            body=subscribe_job([s for _, s in chunk]),
-            expect=(202,),
-            handled=(400,),
-        )
-    except Result as problem:
-        _settle(results, indexes, problem)
-        return
-    if response.status == 202:
-        _settle(results, indexes, success(list_name=chunk[0][1].list_name))
-        return
-    _split_rejected(
-        ctx,
-        chunk,
-        response.errors,
-        _JOB_PROFILE_POINTER,
-        results,
-        _send_job,
-        whole=lambda: _job_rejection(chunk, response.errors),
-        served=lambda item: [item[0]],
-        own=lambda errors: from_klaviyo_answer(400, errors),
-    )
-
-
-def _job_rejection(chunk: list[tuple[int, Subscription]], errors: list[KlaviyoError]) -> Result:
-    if chunk[0][1].list_id and any("list" in (e.detail or "").lower() for e in errors):
-        return unknown_target("list", 400, errors)
-    return from_klaviyo_answer(400, errors)
 
 
 def _split_rejected(
@@ -223,24 +177,21 @@ def _add_all(ctx: Context, leads: dict[int, Lead], results: Results) -> None:
                 raise outcomes.LIST_ID_MISSING()
             identifier, value = require_search_value(ctx, lead)
             sort = lead.profile_sort()
-            if identifier != "klaviyo_id":
-                filter_value(value)  # a value Klaviyo cannot search for fails alone
         except Result as problem:
             results[index] = problem
             continue
-        member = _Member(index, identifier, value, sort)
-        if identifier == "klaviyo_id":
-            member.profile_id = value
-        by_list[list_id].append(member)
+        by_list[list_id].append(_Member(index, identifier, value, sort))
 
     for list_id, members in by_list.items():
         indexes = [m.index for m in members]
         try:
-            name = list_name(ctx, list_id)
+            name = klaviyo_list(ctx, list_id).name
         except Result as problem:
             _settle(results, indexes, problem)
             continue
-        _resolve_ids(ctx, [m for m in members if m.profile_id is None], results)
+        # Klaviyo Ids are looked up too: how Klaviyo answers a list add of an unknown id is
+        # not documented (a 400, a 404 like an unknown list, or a 204 that adds nothing).
+        _resolve_ids(ctx, members, results)
         found = [m for m in members if m.profile_id is not None]
         for chunk in _chunks(_by_profile(found), MAX_IDS_PER_LIST_CALL):
             _send_list_add(ctx, list_id, name, chunk, results)
@@ -255,13 +206,14 @@ def _by_profile(members: list[_Member]) -> list[tuple[list[int], str]]:
 
 
 def _resolve_ids(ctx: Context, members: list[_Member], results: Results) -> None:
-    """Profile ids for the members, 100 identifiers per search."""
+    """Profile ids for the members, up to 100 identifiers per search."""
     groups: dict[tuple[str, str], list[_Member]] = defaultdict(list)
     for member in members:
         groups[(member.identifier, member.sort)].append(member)
     for (identifier, sort), group in groups.items():
         values = list(dict.fromkeys(_key(identifier, m.value) for m in group))
-        for chunk in _chunks(values, MAX_VALUES_PER_SEARCH):
+        query = _search_query(identifier, sort)
+        for chunk in url_chunks(ctx, "/api/profiles", values, query):
             _resolve_chunk(ctx, identifier, sort, chunk, group, results)
 
 
@@ -277,8 +229,9 @@ def _resolve_chunk(
     try:
         ids = _search_many(ctx, identifier, chunk, sort)
     except Result as problem:
-        if problem.outcome is Outcome.FAILURE and len(chunk) > 1:
-            # Klaviyo refused the search because of some value: halve until it stands alone.
+        refused = problem.outcome is Outcome.FAILURE or problem.klaviyo_status == 414
+        if refused and len(chunk) > 1:
+            # Klaviyo refused the search because of some value (or its length): halve it.
             middle = len(chunk) // 2
             _resolve_chunk(ctx, identifier, sort, chunk[:middle], group, results)
             _resolve_chunk(ctx, identifier, sort, chunk[middle:], group, results)
@@ -298,22 +251,31 @@ def _key(identifier: str, value: str) -> str:
     return value.lower() if identifier == "email" else value
 
 
+def _search_query(identifier: str, sort: str) -> Callable[[list[str]], dict[str, str]]:
+    field = SEARCH_FIELDS[identifier][0]
+
+    def query(values: list[str]) -> dict[str, str]:
+        quoted = ",".join(filter_value(v) for v in values)
+        return {
+            "filter": f"any({field},[{quoted}])",
+            "sort": sort,
+            "page[size]": "100",
+            "fields[profile]": field,
+        }
+
+    return query
+
+
 def _search_many(ctx: Context, identifier: str, values: list[str], sort: str) -> dict[str, str]:
     """Identifier value -> the id of the profile profile handling picks for it."""
     field = SEARCH_FIELDS[identifier][0]
-    quoted = ",".join(filter_value(v) for v in values)
-    query: dict[str, str] | None = {
-        "filter": f"any({field},[{quoted}])",
-        "sort": sort,
-        "page[size]": "100",
-        "fields[profile]": field,
-    }
+    query: dict[str, str] | None = _search_query(identifier, sort)(values)
     path: str | None = "/api/profiles"
     ids: dict[str, str] = {}
     while path is not None:
         response = ctx.call("GET", path, bucket="profiles", query=query)
         for profile in resources(response):
-            value = (profile.get("attributes") or {}).get(field)
+            value = profile["id"] if field == "id" else (profile.get("attributes") or {}).get(field)
             if isinstance(value, str):
                 ids.setdefault(_key(identifier, value), profile["id"])  # first in sort order
         links = response.body.get("links") if isinstance(response.body, dict) else None

@@ -178,7 +178,7 @@ class KlaviyoClient:
         self.max_attempts = max_attempts
         self._backoff = backoff or Backoff()
         self.pacer = pacer or Pacer()
-        self._sleep = sleep
+        self.sleep = sleep
         self._observer = observer
 
     # -- the one way to call Klaviyo -----------------------------------------------------
@@ -203,7 +203,7 @@ class KlaviyoClient:
         ``idempotent`` is not repeated once it may have reached Klaviyo: the ``Result``
         then says ``effect_unknown`` and the caller decides (see Create Profile).
         """
-        url = self._url(path_or_url, query)
+        url = self.url(path_or_url, query)
         payload = None if body is None else json.dumps(body, separators=(",", ":")).encode()
         key = self._api_key(False)
         key_reread = False
@@ -279,11 +279,11 @@ class KlaviyoClient:
             if wait + MINIMUM_CALL_SECONDS > budget.remaining():
                 # The wait would not fit the budget: report now, let the queue redeliver.
                 raise problem
-            self._sleep(wait)
+            self.sleep(wait)
 
     # -- helpers -------------------------------------------------------------------------
 
-    def _url(self, path_or_url: str, query: Mapping[str, str] | None) -> str:
+    def url(self, path_or_url: str, query: Mapping[str, str] | None) -> str:
         if path_or_url.startswith(("http://", "https://")):
             # Pagination links come back as full URLs; follow only our own host.
             if urlsplit(path_or_url).netloc != urlsplit(self.base_url).netloc:
@@ -321,7 +321,7 @@ class KlaviyoClient:
     def _wait_for_pacer(self, bucket: str, budget: Budget) -> None:
         wait = self.check_pace(bucket, budget)
         if wait > 0:
-            self._sleep(wait)
+            self.sleep(wait)
         self.pacer.sent(bucket)
 
     def _no_answer(self, exc: Exception, budget: Budget) -> Result:

@@ -161,6 +161,10 @@ class Reason:
         return http_status(self.outcome, self.kind)
 
 
+def _success(text: str) -> Reason:
+    return Reason(Outcome.SUCCESS, None, text)
+
+
 def _failure(text: str) -> Reason:
     return Reason(Outcome.FAILURE, Kind.REJECTED, text)
 
@@ -168,6 +172,21 @@ def _failure(text: str) -> Reason:
 def _error(kind: Kind, text: str) -> Reason:
     return Reason(Outcome.ERROR, kind, text)
 
+
+_SMS_REFUSED = (
+    "Klaviyo refused SMS for this phone number (its country is not enabled for SMS, "
+    "age gating needs a date of birth, or SMS is not set up)"
+)
+
+# -- done, with something to know: success, 200 -----------------------------------------
+CONSENT_PENDING = _success(
+    "The list uses double opt-in: the email consent waits for the person's confirmation"
+)
+SMS_NOT_APPLIED = _success(f"Email subscribed; SMS not applied: {_SMS_REFUSED}")
+SMS_NOT_APPLIED_PENDING = _success(
+    "Email subscribed, waiting for the person's confirmation (double opt-in list); "
+    f"SMS not applied: {_SMS_REFUSED}"
+)
 
 # -- the lead's own data or Klaviyo about it: failure, 422 --------------------------------
 INVALID_EMAIL = _failure("Invalid email address")
@@ -188,7 +207,10 @@ IDENTIFIER_TAKEN = _failure("The lead's {identifiers} belongs to another profile
 NOTHING_TO_UPDATE = _failure("The lead has no profile fields to update")
 NOTHING_TO_SUBSCRIBE = _failure("The lead has no email address or phone number to subscribe")
 CHANNEL_NEEDS = _failure("The {channel} channel needs {needs}")
-SMS_NEEDS_PHONE = _failure("The sms channel needs a phone number")
+SMS_REFUSED = _failure(_SMS_REFUSED)
+PHONE_ONLY_REFUSED = _failure(
+    "Klaviyo refused a profile with only a phone number (SMS is not set up for the account)"
+)
 KLAVIYO_REJECTED = _failure("Klaviyo rejected the request (HTTP {status})")
 TOO_LARGE = _failure("The profile is too large for Klaviyo (HTTP 413)")
 
@@ -217,6 +239,7 @@ UNKNOWN_TARGET = _error(
 KEY_REJECTED = _error(Kind.UPSTREAM, "Klaviyo rejected the API key")
 SCOPE_MISSING = _error(Kind.UPSTREAM, "The Klaviyo API key lacks a required scope (HTTP 403)")
 KLAVIYO_REFUSED = _error(Kind.UPSTREAM, "Klaviyo returned HTTP {status}")
+URL_TOO_LONG = _error(Kind.UPSTREAM, "The request's URL was too long for Klaviyo (HTTP 414)")
 UNREADABLE = _error(Kind.UPSTREAM, "Klaviyo returned an unreadable response (HTTP {status})")
 SECRET_NOT_CONFIGURED = _error(Kind.UPSTREAM, "KLAVIYO_API_KEY_SECRET_ID is not set")
 SECRET_EMPTY = _error(Kind.UPSTREAM, "The Klaviyo API key secret is empty")
@@ -234,6 +257,10 @@ UNREADABLE_RETRYABLE = _error(
 )
 CHALLENGED = _error(Kind.TRANSIENT, "Klaviyo's firewall challenged the request (HTTP 403)")
 UNREACHABLE = _error(Kind.TRANSIENT, "Could not reach Klaviyo (connection failed)")
+CREATE_UNCONFIRMED = _error(
+    Kind.TRANSIENT,
+    "Klaviyo's answer to the create was lost and its search cannot confirm it yet; not sent again",
+)
 SECRET_UNAVAILABLE = _error(Kind.TRANSIENT, "The Klaviyo API key secret could not be read")
 INTERNAL = _error(Kind.TRANSIENT, "Internal error while processing the lead")
 
@@ -298,11 +325,15 @@ def from_klaviyo_answer(
         details = " ".join(e.detail or "" for e in errors)
         if "identifiers is required" in details:
             return NO_IDENTIFIER(**context)
-        if "must not be empty" in details and "sms" in details:
-            return SMS_NEEDS_PHONE(**context)
+        if "sms" in details.lower():
+            # Our phones are checked E.164 before any call: Klaviyo's "'phone_number' must
+            # not be empty when the sms channel is included" means it refuses SMS for it.
+            return SMS_REFUSED(**context)
         return KLAVIYO_REJECTED(status=400, **context)
     if status == 413:
         return TOO_LARGE(**context)
+    if status == 414:
+        return URL_TOO_LONG(**context)
     return KLAVIYO_REFUSED(status=status, **context)
 
 

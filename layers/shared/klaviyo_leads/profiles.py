@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
+from urllib.parse import quote_plus
 
 from . import outcomes
 from .context import Context
@@ -11,6 +14,11 @@ from .lead import Lead
 from .outcomes import unknown_target
 
 WITH_SUBSCRIPTIONS = {"additional-fields[profile]": "subscriptions"}
+
+# Klaviyo sits behind a CDN that refuses long request lines (a 414 page; about 16 KB is
+# commonly cited, unconfirmed): every URL we build stays under 8 KB.
+MAX_URL_BYTES = 8 * 1024
+MAX_VALUES_PER_FILTER = 100
 
 # Identifier -> (Klaviyo's filter field on /api/profiles, what the reason calls it).
 SEARCH_FIELDS = {
@@ -21,29 +29,42 @@ SEARCH_FIELDS = {
 }
 
 
-def list_name(ctx: Context, list_id: str) -> str | None:
-    return _name(ctx, "list", "/api/lists/", list_id)
+@dataclass(frozen=True)
+class Group:
+    """A list or segment as the actions use it."""
+
+    id: str
+    name: str | None
+    opt_in_process: str | None = None  # lists: single_opt_in or double_opt_in
 
 
-def segment_name(ctx: Context, segment_id: str) -> str | None:
-    return _name(ctx, "segment", "/api/segments/", segment_id)
+def klaviyo_list(ctx: Context, list_id: str) -> Group:
+    return _group(ctx, "list", list_id, ("name", "opt_in_process"))
 
 
-def _name(ctx: Context, kind: str, prefix: str, item_id: str) -> str | None:
-    def fetch() -> str | None:
+def segment(ctx: Context, segment_id: str) -> Group:
+    return _group(ctx, "segment", segment_id, ("name",))
+
+
+def _group(ctx: Context, kind: str, item_id: str, fields: tuple[str, ...]) -> Group:
+    """A list's or segment's details, cached: an unknown one is a configuration error."""
+
+    def fetch() -> Group:
         response = ctx.call(
             "GET",
-            prefix + _path_id(item_id, kind),
+            f"/api/{kind}s/{_path_id(item_id, kind)}",
             bucket=f"{kind}s",
-            query={f"fields[{kind}]": "name"},
+            query={f"fields[{kind}]": ",".join(fields)},
             handled=(404,),
         )
         if response.status == 404:
             raise unknown_target(kind, 404, response.errors)
-        name = (response.data or {}).get("attributes", {}).get("name")
-        return name if isinstance(name, str) else None
+        attributes = (response.data or {}).get("attributes") or {}
+        details = {name: attributes.get(name) for name in fields}
+        return Group(item_id, **{k: v if isinstance(v, str) else None for k, v in details.items()})
 
-    return ctx.names.get(kind, item_id, fetch)
+    group: Group = ctx.names.get(kind, item_id, fetch)
+    return group
 
 
 def _path_id(value: str, kind: str) -> str:
@@ -130,3 +151,31 @@ def resource(response: Response) -> dict[str, Any]:
     if not isinstance(data, dict) or "id" not in data:
         raise outcomes.unreadable_response(response.status)
     return data
+
+
+def url_chunks(
+    ctx: Context,
+    path: str,
+    values: list[str],
+    query: Callable[[list[str]], Mapping[str, str]],
+    limit: int = MAX_VALUES_PER_FILTER,
+) -> list[list[str]]:
+    """``values`` in chunks of at most ``limit`` whose URLs stay under ``MAX_URL_BYTES``.
+
+    ``query(chunk)`` builds the query string that carries a chunk; each value costs its
+    encoded length and an encoded comma, so the size is counted without building URLs.
+    """
+    base = len(ctx.client.url(path, query([])))
+    chunks: list[list[str]] = []
+    current: list[str] = []
+    size = base
+    for value in values:
+        cost = len(quote_plus(filter_value(value))) + len(quote_plus(","))
+        if current and (len(current) >= limit or size + cost > MAX_URL_BYTES):
+            chunks.append(current)
+            current, size = [], base
+        current.append(value)
+        size += cost
+    if current:
+        chunks.append(current)
+    return chunks

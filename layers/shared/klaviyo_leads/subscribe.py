@@ -1,0 +1,244 @@
+"""Subscribing profiles: consent jobs of up to 1,000 profiles, and a result for each profile.
+
+One lead or a thousand go through the same ``send_jobs``: Klaviyo refuses a job as a whole
+when one of its profiles is wrong, so the job is split until the wrong one stands alone.
+SMS is where Klaviyo says no most often (a number whose country the account cannot text,
+age gating, SMS not set up), and its answer names no profile. A profile whose SMS Klaviyo
+refuses still gets its email consent: it is sent again without SMS, and its reason says so.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from typing import Any
+
+from . import outcomes
+from .context import Context
+from .lead import Lead
+from .outcomes import KlaviyoError, Result, from_klaviyo_answer, unknown_target
+from .profiles import Group, find_profile, klaviyo_list
+
+MAX_PROFILES_PER_JOB = 1000
+CONSENT = {"marketing": {"consent": "SUBSCRIBED"}}
+# channel -> (the profile attribute it needs, how a reason calls it)
+CHANNEL_NEEDS = {"email": ("email", "an email address"), "sms": ("phone_number", "a phone number")}
+DOUBLE_OPT_IN = "double_opt_in"
+
+_PROFILE_POINTER = re.compile(r"^/data/attributes/profiles/data/(\d+)(?:/|$)")
+
+Results = list[Result | None]
+
+
+@dataclass(frozen=True)
+class Subscription:
+    """One profile's part of a subscribe job, checked and ready to send."""
+
+    channels: tuple[str, ...]
+    email: str | None
+    phone_number: str | None
+    profile_id: str | None
+    group: Group | None
+    custom_source: str | None
+    sms_refused: bool = False
+
+    @property
+    def list_id(self) -> str | None:
+        return self.group.id if self.group else None
+
+    def payload(self) -> dict[str, Any]:
+        attributes: dict[str, Any] = {"subscriptions": {c: CONSENT for c in self.channels}}
+        if self.email:
+            attributes["email"] = self.email
+        if "sms" in self.channels:
+            attributes["phone_number"] = self.phone_number
+        item: dict[str, Any] = {"type": "profile", "attributes": attributes}
+        if self.profile_id:
+            item["id"] = self.profile_id
+        return item
+
+    def without_sms(self) -> Subscription:
+        return replace(
+            self, channels=tuple(c for c in self.channels if c != "sms"), sms_refused=True
+        )
+
+    def accepted(self) -> Result:
+        """The result once Klaviyo accepted the job, saying what happens next."""
+        pending = "email" in self.channels and self.opt_in_process == DOUBLE_OPT_IN
+        reason: outcomes.Reason | None = None
+        if self.sms_refused:
+            reason = outcomes.SMS_NOT_APPLIED_PENDING if pending else outcomes.SMS_NOT_APPLIED
+        elif pending:
+            reason = outcomes.CONSENT_PENDING
+        details: dict[str, Any] = {
+            "list_name": self.group.name if self.group else None,
+            "opt_in_process": self.opt_in_process,
+        }
+        return reason(**details) if reason else outcomes.success(**details)
+
+    @property
+    def opt_in_process(self) -> str | None:
+        return self.group.opt_in_process if self.group else None
+
+
+def prepare(ctx: Context, lead: Lead) -> Subscription:
+    """Check the lead and work out channels and identifiers (may read the profile).
+
+    Only what the chosen channels use is checked: an unusable phone does not fail an email
+    subscription. Without ``klaviyo.channels`` the lead subscribes its email, or else its
+    phone to SMS; SMS marketing needs its own consent and is never added silently.
+    """
+    list_id = lead.list_id()
+    # An unknown list is a configuration error, said clearly before anything is sent.
+    group = klaviyo_list(ctx, list_id) if list_id is not None else None
+    custom_source = lead.custom_source()
+    region = ctx.settings.default_phone_region
+    readers: dict[str, Callable[[], str | None]] = {
+        "email": lead.email,
+        "sms": lambda: lead.phone(region),
+    }
+    wanted = lead.channels() or _default_channels("email" in lead, "phone_1" in lead)
+    known = {channel: readers[channel]() for channel in wanted}
+    profile_id = None
+    if not all(known.values()) and ("klaviyo.id" in lead or lead.external_id()):
+        profile = find_profile(ctx, lead)
+        if profile is None:
+            raise outcomes.NO_PROFILE()
+        profile_id = profile["id"]
+        stored = profile.get("attributes") or {}
+        wanted = wanted or _default_channels(
+            bool(stored.get("email")), bool(stored.get("phone_number"))
+        )
+        known = {c: known.get(c) or stored.get(CHANNEL_NEEDS[c][0]) for c in wanted}
+    if not wanted:
+        raise outcomes.NOTHING_TO_SUBSCRIBE()
+    for channel in wanted:
+        if not known[channel]:
+            raise outcomes.CHANNEL_NEEDS(channel=channel, needs=CHANNEL_NEEDS[channel][1])
+    email = known.get("email") or _usable_email(lead)  # identifies the profile for SMS too
+    return Subscription(wanted, email, known.get("sms"), profile_id, group, custom_source)
+
+
+def _default_channels(has_email: bool, has_phone: bool) -> tuple[str, ...]:
+    return ("email",) if has_email else ("sms",) if has_phone else ()
+
+
+def _usable_email(lead: Lead) -> str | None:
+    """The lead's email when it is valid; an SMS-only subscription does not fail on it."""
+    try:
+        return lead.email()
+    except Result:
+        return None
+
+
+def job(subscriptions: list[Subscription]) -> dict[str, Any]:
+    """One bulk-subscribe job for profiles that share a list and custom source."""
+    first = subscriptions[0]
+    attributes: dict[str, Any] = {
+        "profiles": {"data": [s.payload() for s in subscriptions]},
+        "historical_import": False,
+    }
+    if first.custom_source:
+        attributes["custom_source"] = first.custom_source
+    body: dict[str, Any] = {
+        "type": "profile-subscription-bulk-create-job",
+        "attributes": attributes,
+    }
+    if first.list_id:
+        body["relationships"] = {"list": {"data": {"type": "list", "id": first.list_id}}}
+    return {"data": body}
+
+
+Item = tuple[int, Subscription]
+
+
+def send_jobs(ctx: Context, items: list[Item], results: Results) -> None:
+    """Subscribe every item (same list and source), up to 1,000 to a job; one result each."""
+    for start in range(0, len(items), MAX_PROFILES_PER_JOB):
+        _send(ctx, items[start : start + MAX_PROFILES_PER_JOB], results)
+
+
+def _send(ctx: Context, chunk: list[Item], results: Results) -> None:
+    try:
+        response = ctx.call(
+            "POST",
+            "/api/profile-subscription-bulk-create-jobs",
+            bucket="subscribe",
+            body=job([s for _, s in chunk]),
+            expect=(202,),
+            handled=(400,),
+        )
+    except Result as problem:
+        for index, _ in chunk:
+            results[index] = problem
+        return
+    if response.status == 202:
+        for index, subscription in chunk:
+            results[index] = subscription.accepted()
+        return
+    _rejected(ctx, chunk, response.errors, results)
+
+
+def _rejected(
+    ctx: Context, chunk: list[Item], errors: list[KlaviyoError], results: Results
+) -> None:
+    """A 400 for a job: give the profiles it names their own result, send the rest again."""
+    named: dict[int, list[KlaviyoError]] = {}
+    for error in errors:
+        found = _PROFILE_POINTER.match(error.pointer or "")
+        if found and int(found.group(1)) < len(chunk):
+            named.setdefault(int(found.group(1)), []).append(error)
+    if named:
+        for position, own in named.items():
+            _alone(ctx, chunk[position], own, results)
+        rest = [item for position, item in enumerate(chunk) if position not in named]
+        if rest:
+            _send(ctx, rest, results)
+        return
+    if chunk[0][1].list_id and any("list" in (e.detail or "").lower() for e in errors):
+        for index, _ in chunk:
+            results[index] = unknown_target("list", 400, errors)
+        return
+    if _refuses_sms(errors):
+        with_sms = [item for item in chunk if "sms" in item[1].channels]
+        others = [item for item in chunk if "sms" not in item[1].channels]
+        if others and with_sms:
+            _send(ctx, others, results)
+            chunk = with_sms
+    if len(chunk) == 1:
+        _alone(ctx, chunk[0], errors, results)
+        return
+    middle = len(chunk) // 2
+    _send(ctx, chunk[:middle], results)
+    _send(ctx, chunk[middle:], results)
+
+
+def _alone(ctx: Context, item: Item, errors: list[KlaviyoError], results: Results) -> None:
+    """The profile Klaviyo refused: without SMS if SMS was the trouble, else its failure."""
+    index, subscription = item
+    if _refuses_sms(errors) and "sms" in subscription.channels:
+        if len(subscription.channels) > 1:
+            _send(ctx, [(index, subscription.without_sms())], results)
+        else:
+            results[index] = outcomes.SMS_REFUSED(errors=errors, klaviyo_status=400)
+        return
+    results[index] = from_klaviyo_answer(400, errors)
+
+
+def _refuses_sms(errors: list[KlaviyoError]) -> bool:
+    """Klaviyo's refusal of SMS consent: the number's country, age gating, SMS not set up.
+
+    Observed: "'phone_number' must not be empty when the sms channel is included in
+    'subscriptions'." for a valid number the account cannot text.
+    """
+    details = " ".join(e.detail or "" for e in errors).lower()
+    return "sms" in details or "age_gated" in details
+
+
+def subscribe_profile_to_list(ctx: Context, lead: Lead) -> Result:
+    """Subscribe a profile to email and/or SMS marketing, optionally through a list."""
+    results: Results = [None]
+    send_jobs(ctx, [(0, prepare(ctx, lead))], results)
+    assert results[0] is not None
+    return results[0]
