@@ -12,6 +12,7 @@
 #   make events     regenerate events/
 #   make soak       5,000 leads through moto's SQS with random Klaviyo faults (SOAK_ARGS=...)
 #   make bench      throughput, cold start and memory figures (BENCH_ARGS=...)
+#   make conformance  the emulator vs a real Klaviyo test account (KLAVIYO_API_KEY=...)
 #
 # Sections below: settings, development environment, quality, AWS SAM, project commands.
 
@@ -126,3 +127,7 @@ soak: venv
 .PHONY: bench
 bench: venv
 	$(VENV)/bin/python -m bench.run --install --json bench/results/latest.json $(BENCH_ARGS)
+
+.PHONY: conformance
+conformance: venv
+	$(VENV)/bin/python -m devtools.conformance
