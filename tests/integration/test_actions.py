@@ -95,6 +95,16 @@ class TestCreateProfile:
         assert run.last.retryable and run.last.kind is Kind.THROTTLED
         assert fields["errors"]["code"] == ["throttled"]
 
+    def test_a_lead_held_back_by_the_pacer_says_so_and_is_not_sent(self, run, klaviyo_emulator):
+        klaviyo_emulator.faults.add(Fault(status=429, retry_after=30))
+        run("create_profile", {"email": "a@example.com", "timeout_seconds": 5})
+        calls = klaviyo_emulator.calls()
+        fields = run("create_profile", {"email": "b@example.com", "timeout_seconds": 5})
+        assert fields["reason"].startswith("Klaviyo asked to wait ")
+        assert fields["reason"].endswith(" s before the next call; not sent")
+        assert run.last.kind is Kind.THROTTLED and 25 < run.last.retry_after <= 30
+        assert klaviyo_emulator.calls() == calls
+
 
 # -- Get Profiles --------------------------------------------------------------------------
 

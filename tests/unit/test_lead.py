@@ -51,6 +51,42 @@ class TestParseBody:
             reason,
         )
 
+    @pytest.mark.parametrize(
+        "content_type",
+        ["application/x-www-form-urlencoded", "text/plain", None, "application/json"],
+    )
+    def test_json_sent_as_a_form_is_read_as_json(self, content_type):
+        # curl -d '{...}' says application/x-www-form-urlencoded.
+        body = '{"email": "a@b.co", "klaviyo": {"list_id": "Y6nRLr"}}'
+        lead = parse_body(body, content_type, False)
+        assert lead == {"email": "a@b.co", "klaviyo": {"list_id": "Y6nRLr"}}
+
+    def test_a_byte_order_mark_before_json_is_accepted(self):
+        body = "\ufeff" + json.dumps({"email": "a@b.co"})
+        assert parse_body(body.encode("utf-8"), "application/json", False) == {"email": "a@b.co"}
+
+    def test_repeated_form_keys_become_a_list(self):
+        body = "email=a%40b.co&klaviyo.channels=email&klaviyo.channels=sms"
+        lead = Lead.from_object(parse_body(body, "application/x-www-form-urlencoded", False))
+        assert lead.channels() == ("email", "sms")
+        repeated = parse_body(
+            "email=a%40b.co&email=c%40d.co", "application/x-www-form-urlencoded", False
+        )
+        problem = problem_of(Lead.from_object(repeated).email)
+        assert (problem.outcome, problem.reason) == (
+            Outcome.FAILURE,
+            "Email must be a single text value",
+        )
+
+    @pytest.mark.parametrize(
+        "content_type",
+        ["multipart/form-data; boundary=x", "application/xml", "text/xml", "application/soap+xml"],
+    )
+    def test_multipart_and_xml_are_415_naming_what_is_read(self, content_type):
+        problem = problem_of(parse_body, "<lead/>", content_type, False)
+        assert problem.http_status == 415
+        assert "application/json or application/x-www-form-urlencoded" in problem.reason
+
     def test_huge_body_is_refused(self):
         body = json.dumps({"email": "a@b.co", "pad": "x" * MAX_BODY_BYTES})
         problem = problem_of(parse_body, body, "application/json", False)
@@ -123,6 +159,10 @@ class TestLead:
             ({}, "external_id"),
             ({"email": "a@b.co", "klaviyo.identifier": "Phone Number"}, "phone_number"),
             ({"klaviyo.identifier": "klaviyo-id"}, "klaviyo_id"),
+            ({"klaviyo.identifier": "PhoneNumber"}, "phone_number"),
+            ({"klaviyo.identifier": "ExternalId"}, "external_id"),
+            ({"klaviyo.identifier": "KlaviyoId"}, "klaviyo_id"),
+            ({"klaviyo.identifier": "E-Mail"}, "email"),
         ],
     )
     def test_identifier_default_and_configured(self, lead, expected):
@@ -157,6 +197,9 @@ class TestLead:
             ("email", ("email",)),
             ("SMS, email", ("email", "sms")),
             (["sms"], ("sms",)),
+            ("email sms", ("email", "sms")),
+            ("sms;email", ("email", "sms")),
+            (["email, sms"], ("email", "sms")),
         ],
     )
     def test_channels(self, value, expected):
@@ -184,3 +227,67 @@ class TestLead:
         assert both.external_id() == "x1"
         problem = problem_of(Lead.from_object({"reference": "r" * 256}).external_id)
         assert problem.reason == "Reference is longer than 255 characters"
+
+
+class TestSpellings:
+    def test_display_names_of_the_lead_platform_in_any_case(self):
+        lead = Lead.from_object(
+            {
+                "First Name": "Nia",
+                "PHONE 1": "512 555 0100",
+                "Company Name": "Acme",
+                "klaviyo list id": "Y6nRLr",
+                "Timeout Seconds": 30,
+                "Email": "nia@example.com",
+            }
+        )
+        assert lead.values["first_name"] == "Nia"
+        assert lead.phone("US") == "+15125550100"
+        assert lead.values["company.name"] == "Acme"
+        assert lead.list_id() == "Y6nRLr"
+        assert lead.timeout_seconds() == 30
+        assert lead.email() == "nia@example.com"
+
+    def test_the_key_as_written_beats_an_alias(self):
+        for pair in (
+            {"Email": "x@a.co", "email": "y@a.co"},
+            {"email": "y@a.co", "Email": "x@a.co"},
+        ):
+            assert Lead.from_object(pair).email() == "y@a.co"
+
+    def test_custom_property_names_keep_their_spelling(self):
+        lead = Lead.from_object(
+            {"klaviyo.custom.Lead Source": "web", "Klaviyo.Custom.tier": "gold"}
+        )
+        assert lead.custom_properties() == {"Lead Source": "web", "tier": "gold"}
+
+
+class TestOneRuleForBadValues:
+    """A bad value that describes the person fails the lead; a bad setting is an error."""
+
+    @pytest.mark.parametrize(
+        "lead",
+        [
+            {"klaviyo.photo_url": "not a url"},
+            {"latitude": "north"},
+            {"klaviyo.timezone": ["UTC"]},
+            {"first_name": {"given": "x"}},
+        ],
+    )
+    def test_lead_data_is_a_failure(self, lead):
+        problem = problem_of(Lead.from_object(lead).profile_attributes, "US")
+        assert (problem.outcome, problem.http_status) == (Outcome.FAILURE, 422)
+
+    @pytest.mark.parametrize(
+        ("lead", "read"),
+        [
+            ({"klaviyo.list_id": ["a", "b"]}, "list_id"),
+            ({"klaviyo.segment_id": {"x": 1}}, "segment_id"),
+            ({"klaviyo.custom_source": ["a"]}, "custom_source"),
+            ({"timeout_seconds": "soon"}, "timeout_seconds"),
+            ({"klaviyo.identifier": "fax"}, "identifier"),
+        ],
+    )
+    def test_configuration_is_an_error(self, lead, read):
+        problem = problem_of(getattr(Lead.from_object(lead), read))
+        assert (problem.outcome, problem.http_status) == (Outcome.ERROR, 400)

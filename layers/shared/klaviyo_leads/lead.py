@@ -32,16 +32,35 @@ _DOMAIN_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?"
 _EMAIL = re.compile(rf"^[^@\s\"<>(),;:\\\[\]]+@{_DOMAIN_LABEL}(?:\.{_DOMAIN_LABEL})+$")
 
 IDENTIFIERS = ("email", "phone_number", "klaviyo_id", "external_id")
+# Squashed (see ``_squash``) spellings of each identifier: "PhoneNumber", "E-Mail", "ExternalId".
 _IDENTIFIER_ALIASES = {
     "email": "email",
-    "phone_number": "phone_number",
+    "phonenumber": "phone_number",
     "phone": "phone_number",
-    "phone_1": "phone_number",
-    "klaviyo_id": "klaviyo_id",
+    "phone1": "phone_number",
+    "klaviyoid": "klaviyo_id",
     "id": "klaviyo_id",
-    "external_id": "external_id",
+    "externalid": "external_id",
     "reference": "external_id",
 }
+
+# Variables that steer the action: a bad one is a configuration error (400). Everything else
+# in a lead describes the person (fields, identifiers, custom properties): a bad value there
+# is a failure of that lead (422).
+CONFIGURATION_KEYS = frozenset(
+    {
+        "klaviyo.list_id",
+        "klaviyo.segment_id",
+        "klaviyo.identifier",
+        "klaviyo.profile_handling",
+        "klaviyo.channels",
+        "klaviyo.custom_source",
+        "timeout_seconds",
+    }
+)
+
+ACCEPTED_MEDIA_TYPES = ("application/json", "application/x-www-form-urlencoded")
+_UNREAD_MEDIA = re.compile(r"^(multipart/|.*[/+]xml$)")
 
 # Profile handling -> Klaviyo's sort, so Klaviyo picks the profile (exact, one call).
 PROFILE_HANDLING_SORT = {
@@ -55,7 +74,11 @@ CHANNELS = ("email", "sms")
 
 
 def parse_body(body: str | bytes | None, content_type: str | None, is_base64: bool) -> dict:
-    """An API Gateway body (JSON or form) as a lead object, or a ``bad_request`` problem."""
+    """An API Gateway body (JSON or form) as a lead object, or a ``bad_request`` problem.
+
+    What callers send by habit is read as they meant it: JSON under a form content type
+    (``curl -d '{...}'``), a byte-order mark before JSON, repeated form keys (a list).
+    """
     if body is None or body == "" or body == b"":
         raise outcomes.BODY_EMPTY()
     raw = body.encode("utf-8", "surrogatepass") if isinstance(body, str) else body
@@ -67,13 +90,17 @@ def parse_body(body: str | bytes | None, content_type: str | None, is_base64: bo
     if len(raw) > MAX_BODY_BYTES:
         raise outcomes.BODY_TOO_LARGE(limit=MAX_BODY_BYTES // 1024)
     try:
-        text = raw.decode("utf-8")
+        text = raw.decode("utf-8").removeprefix("\ufeff")
     except UnicodeDecodeError as exc:
         raise outcomes.BODY_NOT_UTF8() from exc
 
     media_type = (content_type or "").split(";")[0].strip().lower()
-    if media_type == "application/x-www-form-urlencoded":
-        return dict(parse_qsl(text, keep_blank_values=True))
+    if _UNREAD_MEDIA.match(media_type):
+        raise outcomes.UNSUPPORTED_MEDIA(
+            media_type=media_type, accepted=" or ".join(ACCEPTED_MEDIA_TYPES)
+        )
+    if media_type == "application/x-www-form-urlencoded" and not text.lstrip().startswith("{"):
+        return _form(text)
     try:
         value = json.loads(text)
     except (ValueError, RecursionError) as exc:
@@ -81,6 +108,40 @@ def parse_body(body: str | bytes | None, content_type: str | None, is_base64: bo
     if not isinstance(value, dict):
         raise outcomes.BODY_NOT_OBJECT()
     return value
+
+
+def _form(text: str) -> dict[str, Any]:
+    """A form body; a key given more than once becomes a list of its values."""
+    fields: dict[str, Any] = {}
+    for key, value in parse_qsl(text, keep_blank_values=True):
+        if key not in fields:
+            fields[key] = value
+        elif isinstance(fields[key], list):
+            fields[key].append(value)
+        else:
+            fields[key] = [fields[key], value]
+    return fields
+
+
+def _squash(name: str) -> str:
+    """A key as spelling-insensitive text: "First Name", "first_name", "FIRST-NAME" alike."""
+    return re.sub(r"[\s._-]+", "", name).lower()
+
+
+# The lead's keys and the lead platform's display names ("Phone 1", "Company Name"), squashed.
+_KEYS_BY_SPELLING = {
+    _squash(name): key
+    for key, name in [(f.key, f.seed_name) for f in fieldmap.LEAD_FIELDS]
+    + [(v.key, v.seed_name) for v in fieldmap.VARIABLES if "<" not in v.key]
+    for name in (key, name)
+}
+
+
+def canonical_key(name: str) -> str:
+    """The lead key a spelling stands for; custom property names are kept as written."""
+    if name.lower().startswith(fieldmap.CUSTOM_PREFIX):
+        return fieldmap.CUSTOM_PREFIX + name[len(fieldmap.CUSTOM_PREFIX) :]
+    return _KEYS_BY_SPELLING.get(_squash(name), name)
 
 
 def flatten(obj: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -92,14 +153,15 @@ def flatten(obj: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     """
     flat: dict[str, Any] = {}
     for key, value in obj.items():
-        name = f"{prefix}{key}".strip()
+        written = f"{prefix}{key}".strip()
+        name = canonical_key(written)
         if isinstance(value, Mapping) and name not in _SCALAR_KEYS:
             if name == _CUSTOM_OBJECT_KEY:
                 for prop, prop_value in value.items():
                     flat[f"{fieldmap.CUSTOM_PREFIX}{prop}"] = prop_value
             else:
                 flat.update(flatten(value, f"{name}."))
-        else:
+        elif name not in flat or name == written:  # the key as written beats an alias
             flat[name] = value
     return flat
 
@@ -122,11 +184,12 @@ class Lead:
     def __contains__(self, key: str) -> bool:
         return key in self.values
 
-    def text(self, key: str, label: str, *, config: bool = False) -> str | None:
+    def text(self, key: str, label: str) -> str | None:
         """A single text value; numbers are accepted and written out as text."""
         value = self.values.get(key)
         if value is None:
             return None
+        config = key in CONFIGURATION_KEYS
         if isinstance(value, bool) or not isinstance(value, str | int | float):
             raise (outcomes.VARIABLE_NOT_TEXT if config else outcomes.NOT_TEXT)(field=label)
         if isinstance(value, float) and not math.isfinite(value):
@@ -168,16 +231,16 @@ class Lead:
         return value
 
     def klaviyo_id(self) -> str | None:
-        value = self.text("klaviyo.id", "Klaviyo Id", config=True)
+        value = self.text("klaviyo.id", "Klaviyo Id")
         if value is not None and not re.fullmatch(r"[A-Za-z0-9]{1,64}", value):
             raise outcomes.INVALID_PROFILE_ID()
         return value
 
     def identifier(self) -> str:
         """The identifier that finds the profile: configured, else the first the lead has."""
-        configured = self.text("klaviyo.identifier", "Klaviyo Identifier", config=True)
+        configured = self.text("klaviyo.identifier", "Klaviyo Identifier")
         if configured is not None:
-            name = _IDENTIFIER_ALIASES.get(configured.lower().replace(" ", "_").replace("-", "_"))
+            name = _IDENTIFIER_ALIASES.get(_squash(configured))
             if name is None:
                 raise outcomes.NOT_ONE_OF(
                     field="Klaviyo Identifier", choices=", ".join(IDENTIFIERS)
@@ -193,7 +256,7 @@ class Lead:
 
     def profile_sort(self) -> str:
         """Klaviyo's ``sort`` for the configured profile handling."""
-        configured = self.text("klaviyo.profile_handling", "Klaviyo Profile Handling", config=True)
+        configured = self.text("klaviyo.profile_handling", "Klaviyo Profile Handling")
         key = " ".join(
             (configured or DEFAULT_PROFILE_HANDLING)
             .lower()
@@ -210,26 +273,23 @@ class Lead:
     # Configuration -----------------------------------------------------------------------
 
     def list_id(self) -> str | None:
-        return self.text("klaviyo.list_id", "Klaviyo List Id", config=True)
+        return self.text("klaviyo.list_id", "Klaviyo List Id")
 
     def segment_id(self) -> str | None:
-        return self.text("klaviyo.segment_id", "Klaviyo Segment Id", config=True)
+        return self.text("klaviyo.segment_id", "Klaviyo Segment Id")
 
     def custom_source(self) -> str | None:
-        return self.text("klaviyo.custom_source", "Klaviyo Custom Source", config=True)
+        return self.text("klaviyo.custom_source", "Klaviyo Custom Source")
 
     def channels(self) -> tuple[str, ...] | None:
-        """The consent channels asked for, or None to mean every channel the lead can use."""
+        """The consent channels asked for (commas, semicolons, spaces, a list), or None."""
         value = self.values.get("klaviyo.channels")
         if value is None:
             return None
-        if isinstance(value, str):
-            items = value.replace(";", ",").split(",")
-        elif isinstance(value, list) and all(isinstance(v, str) for v in value):
-            items = value
-        else:
+        values = value if isinstance(value, list) else [value]
+        if not all(isinstance(v, str) for v in values):
             raise outcomes.INVALID_CHANNELS()
-        channels = {item.strip().lower() for item in items if item.strip()}
+        channels = {item.lower() for v in values for item in re.split(r"[\s,;]+", v) if item}
         if not channels or not channels <= set(CHANNELS):
             raise outcomes.INVALID_CHANNELS()
         return tuple(c for c in CHANNELS if c in channels)
@@ -275,7 +335,7 @@ class Lead:
             return self.phone(region)
         if field.key == "reference":
             return self.reference()
-        value = self.text(field.key, field.seed_name, config=field.key.startswith("klaviyo."))
+        value = self.text(field.key, field.seed_name)
         if value is None:
             return None
         if field.kind == "number":

@@ -231,6 +231,9 @@ BODY_NOT_JSON = _error(Kind.BAD_REQUEST, "The request body is not valid JSON")
 BODY_NOT_OBJECT = _error(Kind.BAD_REQUEST, "The request body must be a JSON object (one lead)")
 MESSAGE_NOT_JSON = _error(Kind.BAD_REQUEST, "The message body is not valid JSON")
 LEAD_NOT_OBJECT = _error(Kind.BAD_REQUEST, "A lead must be a JSON object")
+UNSUPPORTED_MEDIA = _error(
+    Kind.UNSUPPORTED_MEDIA, "The request body must be {accepted}, not {media_type}"
+)
 
 # -- Klaviyo or AWS said no: error, 502, not retryable --------------------------------------
 UNKNOWN_TARGET = _error(
