@@ -13,9 +13,9 @@ from datetime import datetime
 from typing import Any
 
 from . import fields as fieldmap
-from . import outcomes
+from . import lookup, outcomes
 from .context import Context
-from .klaviyo import Response, filter_value
+from .klaviyo import Response
 from .lead import Lead
 from .outcomes import (
     KlaviyoError,
@@ -32,10 +32,8 @@ from .profiles import (
     klaviyo_list,
     require_search_value,
     resource,
-    resources,
     search_profiles,
     segment,
-    url_chunks,
 )
 from .subscribe import subscribe_profile_to_list
 
@@ -188,40 +186,15 @@ def get_segment_profiles(ctx: Context, lead: Lead) -> Result:
         if not candidates:
             raise outcomes.NO_PROFILE()
         ids = [c["id"] for c in candidates]
-        members = {m["id"]: m for m in segment_members(ctx, segment_id, "profile_id", ids)}
+        members = {m["id"]: m for m in lookup.segment_members(ctx, segment_id, "profile_id", ids)}
         chosen = next((members[i] for i in ids if i in members), None)
     else:
         field_name = "profile_id" if identifier == "klaviyo_id" else identifier
-        found = segment_members(ctx, segment_id, field_name, [value])
+        found = lookup.segment_members(ctx, segment_id, field_name, [value])
         chosen = found[0] if found else None
     if chosen is None:
         raise outcomes.NOT_IN_SEGMENT()
     return success(chosen, list_name=group.name)
-
-
-def segment_members(
-    ctx: Context, segment_id: str, field_name: str, values: list[str]
-) -> list[dict[str, Any]]:
-    """The members among ``values``; the endpoint takes its filters in list form only."""
-    path = f"/api/segments/{segment_id}/profiles"
-    members: list[dict[str, Any]] = []
-
-    def query(chunk: list[str]) -> dict[str, str]:
-        quoted = ",".join(filter_value(v) for v in chunk)
-        return {
-            "filter": f"any({field_name},[{quoted}])",
-            "page[size]": "100",
-            **WITH_SUBSCRIPTIONS,
-        }
-
-    for chunk in url_chunks(ctx, path, values, query):
-        response = ctx.call(
-            "GET", path, bucket="segment_profiles", query=query(chunk), handled=(404,)
-        )
-        if response.status == 404:
-            raise unknown_target("segment", 404, response.errors)
-        members += resources(response)
-    return members
 
 
 # -- Update Profile ------------------------------------------------------------------------

@@ -15,20 +15,24 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from . import outcomes, subscribe
+from . import lookup, outcomes, subscribe
 from .actions import Action
 from .budget import effective_budget_seconds
 from .context import Context
-from .klaviyo import filter_value
 from .lead import Lead, ensure_object
 from .outcomes import KlaviyoError, Outcome, Result, from_klaviyo_answer, success, unknown_target
-from .profiles import SEARCH_FIELDS, klaviyo_list, require_search_value, resources, url_chunks
+from .profiles import Group, klaviyo_list, require_search_value, segment
 from .runtime import Processed, Runtime, logger, processed
 from .subscribe import Subscription
 
 MAX_IDS_PER_LIST_CALL = 1000
 
-_COALESCED = {"subscribe_profile_to_list", "add_profile_to_list"}
+_COALESCED = {
+    "subscribe_profile_to_list",
+    "add_profile_to_list",
+    "get_profiles",
+    "get_segment_profiles",
+}
 _LIST_ITEM_POINTER = re.compile(r"^/data/(\d+)(?:/|$)")
 
 Results = list[Result | None]
@@ -61,8 +65,7 @@ def coalesce(
     if leads:
         seconds = effective_budget_seconds(min(timeouts), remaining_seconds)
         ctx = runtime.context(runtime.budget(seconds))
-        bulk = _subscribe_all if action.name == "subscribe_profile_to_list" else _add_all
-        bulk(ctx, leads, results)
+        _BULK[action.name](ctx, leads, results)
 
     elapsed = (runtime.clock() - started) / max(1, len(payloads))
     out = []
@@ -161,11 +164,28 @@ def _split_rejected(
 
 @dataclass
 class _Member:
+    """One lead's way to its profile: which identifier, its value, profile handling."""
+
     index: int
     identifier: str
     value: str
     sort: str
     profile_id: str | None = None
+
+    @classmethod
+    def of(cls, ctx: Context, index: int, lead: Lead) -> _Member:
+        """Checked in the order the one-lead path checks, so both fail the same way."""
+        identifier, value = require_search_value(ctx, lead)
+        # A Klaviyo Id names one profile: profile handling is not read for it.
+        sort = "-updated" if identifier == "klaviyo_id" else lead.profile_sort()
+        return cls(index, identifier, value, sort)
+
+
+def _by_search(members: list[_Member]) -> dict[tuple[str, str], list[_Member]]:
+    groups: dict[tuple[str, str], list[_Member]] = defaultdict(list)
+    for member in members:
+        groups[(member.identifier, member.sort)].append(member)
+    return groups
 
 
 def _add_all(ctx: Context, leads: dict[int, Lead], results: Results) -> None:
@@ -175,12 +195,11 @@ def _add_all(ctx: Context, leads: dict[int, Lead], results: Results) -> None:
             list_id = lead.list_id()
             if list_id is None:
                 raise outcomes.LIST_ID_MISSING()
-            identifier, value = require_search_value(ctx, lead)
-            sort = lead.profile_sort()
+            member = _Member.of(ctx, index, lead)
         except Result as problem:
             results[index] = problem
             continue
-        by_list[list_id].append(_Member(index, identifier, value, sort))
+        by_list[list_id].append(member)
 
     for list_id, members in by_list.items():
         indexes = [m.index for m in members]
@@ -207,81 +226,17 @@ def _by_profile(members: list[_Member]) -> list[tuple[list[int], str]]:
 
 def _resolve_ids(ctx: Context, members: list[_Member], results: Results) -> None:
     """Profile ids for the members, up to 100 identifiers per search."""
-    groups: dict[tuple[str, str], list[_Member]] = defaultdict(list)
-    for member in members:
-        groups[(member.identifier, member.sort)].append(member)
-    for (identifier, sort), group in groups.items():
-        values = list(dict.fromkeys(_key(identifier, m.value) for m in group))
-        query = _search_query(identifier, sort)
-        for chunk in url_chunks(ctx, "/api/profiles", values, query):
-            _resolve_chunk(ctx, identifier, sort, chunk, group, results)
-
-
-def _resolve_chunk(
-    ctx: Context,
-    identifier: str,
-    sort: str,
-    chunk: list[str],
-    group: list[_Member],
-    results: Results,
-) -> None:
-    wanted = set(chunk)
-    try:
-        ids = _search_many(ctx, identifier, chunk, sort)
-    except Result as problem:
-        refused = problem.outcome is Outcome.FAILURE or problem.klaviyo_status == 414
-        if refused and len(chunk) > 1:
-            # Klaviyo refused the search because of some value (or its length): halve it.
-            middle = len(chunk) // 2
-            _resolve_chunk(ctx, identifier, sort, chunk[:middle], group, results)
-            _resolve_chunk(ctx, identifier, sort, chunk[middle:], group, results)
-            return
-        hit = [m.index for m in group if _key(identifier, m.value) in wanted]
-        _settle(results, hit, problem)
-        return
-    for member in group:
-        key = _key(identifier, member.value)
-        if key in wanted:
-            member.profile_id = ids.get(key)
-            if member.profile_id is None:
+    for (identifier, sort), group in _by_search(members).items():
+        found = lookup.search(ctx, identifier, sort, [m.value for m in group], full=False)
+        for member in group:
+            value_key = lookup.key(identifier, member.value)
+            profile = found.first(value_key)
+            if value_key in found.problems:
+                results[member.index] = found.problems[value_key]
+            elif profile is None:
                 results[member.index] = outcomes.NO_PROFILE()
-
-
-def _key(identifier: str, value: str) -> str:
-    return value.lower() if identifier == "email" else value
-
-
-def _search_query(identifier: str, sort: str) -> Callable[[list[str]], dict[str, str]]:
-    field = SEARCH_FIELDS[identifier][0]
-
-    def query(values: list[str]) -> dict[str, str]:
-        quoted = ",".join(filter_value(v) for v in values)
-        return {
-            "filter": f"any({field},[{quoted}])",
-            "sort": sort,
-            "page[size]": "100",
-            "fields[profile]": field,
-        }
-
-    return query
-
-
-def _search_many(ctx: Context, identifier: str, values: list[str], sort: str) -> dict[str, str]:
-    """Identifier value -> the id of the profile profile handling picks for it."""
-    field = SEARCH_FIELDS[identifier][0]
-    query: dict[str, str] | None = _search_query(identifier, sort)(values)
-    path: str | None = "/api/profiles"
-    ids: dict[str, str] = {}
-    while path is not None:
-        response = ctx.call("GET", path, bucket="profiles", query=query)
-        for profile in resources(response):
-            value = profile["id"] if field == "id" else (profile.get("attributes") or {}).get(field)
-            if isinstance(value, str):
-                ids.setdefault(_key(identifier, value), profile["id"])  # first in sort order
-        links = response.body.get("links") if isinstance(response.body, dict) else None
-        path = links.get("next") if isinstance(links, dict) else None
-        query = None  # the next link carries the whole query
-    return ids
+            else:
+                member.profile_id = profile["id"]
 
 
 def _send_list_add(
@@ -326,3 +281,125 @@ def _send_list_add(
         served=lambda item: item[0],
         own=lambda errors: outcomes.NO_PROFILE(errors=errors),
     )
+
+
+# -- Get Profiles --------------------------------------------------------------------------
+
+
+def _get_all(ctx: Context, leads: dict[int, Lead], results: Results) -> None:
+    members = []
+    for index, lead in leads.items():
+        try:
+            members.append(_Member.of(ctx, index, lead))
+        except Result as problem:
+            results[index] = problem
+    for (identifier, sort), group in _by_search(members).items():
+        found = lookup.search(ctx, identifier, sort, [m.value for m in group])
+        for member in group:
+            value_key = lookup.key(identifier, member.value)
+            profile = found.first(value_key)
+            if value_key in found.problems:
+                results[member.index] = found.problems[value_key]
+            else:
+                results[member.index] = success(profile) if profile else outcomes.NO_PROFILE()
+
+
+# -- Get Segment Profiles ------------------------------------------------------------------
+
+# The segment endpoint filters by these; an external id is resolved to profile ids first.
+_SEGMENT_FIELD = {"email": "email", "phone_number": "phone_number", "klaviyo_id": "profile_id"}
+# Candidates for one external id the one-lead path checks (one page of its search).
+MAX_CANDIDATES = 100
+
+
+def _segment_all(ctx: Context, leads: dict[int, Lead], results: Results) -> None:
+    by_segment: dict[str, list[_Member]] = defaultdict(list)
+    groups: dict[str, Group | Result] = {}
+    for index, lead in leads.items():
+        try:
+            segment_id = lead.segment_id()
+            if segment_id is None:
+                raise outcomes.SEGMENT_ID_MISSING()
+            if segment_id not in groups:
+                groups[segment_id] = _segment_or_problem(ctx, segment_id)
+            known = groups[segment_id]
+            if isinstance(known, Result):
+                raise known
+            by_segment[segment_id].append(_Member.of(ctx, index, lead))
+        except Result as problem:
+            results[index] = problem
+    for segment_id, members in by_segment.items():
+        name = groups[segment_id].name  # type: ignore[union-attr]
+        try:
+            _check_segment(ctx, segment_id, name, members, results)
+        except Result as problem:  # the segment went away, or Klaviyo said no to a query
+            _settle(results, [m.index for m in members if results[m.index] is None], problem)
+
+
+def _segment_or_problem(ctx: Context, segment_id: str) -> Group | Result:
+    try:
+        return segment(ctx, segment_id)
+    except Result as problem:
+        return problem
+
+
+def _check_segment(
+    ctx: Context, segment_id: str, name: str | None, members: list[_Member], results: Results
+) -> None:
+    # External ids: every profile that has one, in profile-handling order, as candidates.
+    candidates: dict[int, list[str]] = {}
+    for (identifier, sort), group in _by_search(members).items():
+        if identifier != "external_id":
+            continue
+        found = lookup.search(ctx, identifier, sort, [m.value for m in group], full=False)
+        for member in group:
+            value_key = lookup.key(identifier, member.value)
+            matches = found.matches.get(value_key, [])[:MAX_CANDIDATES]
+            if value_key in found.problems:
+                results[member.index] = found.problems[value_key]
+            elif not matches:
+                results[member.index] = outcomes.NO_PROFILE()
+            else:
+                candidates[member.index] = [p["id"] for p in matches]
+    # Then one membership query per up to 100 values of a kind, list-form filters.
+    asked: dict[str, list[str]] = defaultdict(list)
+    for member in members:
+        if member.identifier == "external_id":
+            asked["profile_id"] += candidates.get(member.index, [])
+        else:
+            asked[_SEGMENT_FIELD[member.identifier]].append(member.value)
+    in_segment: dict[tuple[str, str], dict[str, Any]] = {}
+    for field_name, values in asked.items():
+        unique = list(dict.fromkeys(lookup.key(_identifier_of(field_name), v) for v in values))
+        for profile in lookup.segment_members(ctx, segment_id, field_name, unique):
+            attributes = profile.get("attributes") or {}
+            value = profile["id"] if field_name == "profile_id" else attributes.get(field_name)
+            if isinstance(value, str):
+                in_segment[(field_name, lookup.key(_identifier_of(field_name), value))] = profile
+    for member in members:
+        if results[member.index] is not None:
+            continue
+        if member.identifier == "external_id":
+            ids = candidates[member.index]
+            chosen = next(
+                (in_segment[("profile_id", i)] for i in ids if ("profile_id", i) in in_segment),
+                None,
+            )
+        else:
+            field_name = _SEGMENT_FIELD[member.identifier]
+            chosen = in_segment.get((field_name, lookup.key(member.identifier, member.value)))
+        results[member.index] = (
+            success(chosen, list_name=name) if chosen else outcomes.NOT_IN_SEGMENT()
+        )
+
+
+def _identifier_of(segment_field: str) -> str:
+    return {"profile_id": "klaviyo_id"}.get(segment_field, segment_field)
+
+
+_BULK: dict[str, Callable[[Context, dict[int, Lead], Results], None]] = {
+    "subscribe_profile_to_list": _subscribe_all,
+    "add_profile_to_list": _add_all,
+    "get_profiles": _get_all,
+    "get_segment_profiles": _segment_all,
+}
