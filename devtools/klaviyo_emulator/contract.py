@@ -35,16 +35,15 @@ from openapi_schema_validator import OAS30Validator, oas30_format_checker
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT4
 
+from . import filters
+from .spec_rules import default_spec_path, filter_rules
+
+__all__ = ["ContractValidator", "Exchange", "default_spec_path", "load"]
+
 SPEC_URI = "urn:klaviyo:openapi"
 JSON_TYPES = ("application/vnd.api+json", "application/json")
 MAX_MESSAGES = 5
 _SCHEMA_PREFIX = "#/components/schemas/"
-
-
-def default_spec_path() -> Path:
-    """Where the project keeps Klaviyo's document: ``../shared/klaviyo`` next to the repo."""
-    repo_root = Path(__file__).resolve().parents[2]
-    return repo_root / ".." / "shared" / "klaviyo" / "openapi-2026-07-15.json"
 
 
 @dataclass(frozen=True)
@@ -142,8 +141,16 @@ class ContractValidator:
                     continue
                 key = f"param:{operation.get('operationId')}:{param['in']}:{param['name']}"
                 out += [f"{where}: {m}" for m in self._validate(key, schema, value)]
+                if param["in"] == "query" and param["name"] == "filter":
+                    out += [f"{where}: {m}" for m in self._filter_problems(operation, raw)]
         out += self._check_request_body(operation, exchange, headers)
         return out
+
+    def _filter_problems(self, operation: dict[str, Any], expression: str) -> list[str]:
+        """The expression against ``x-klaviyo-filters``: field, operator, single or list form
+        and value type, whatever the server under test accepted."""
+        rules = filter_rules(operation.get("x-klaviyo-filters", {}))
+        return filters.problems(expression, rules)
 
     def _check_security(self, operation: dict[str, Any], headers: dict[str, str]) -> list[str]:
         requirements = operation.get("security", self.spec.get("security", []))
