@@ -101,9 +101,8 @@ class Store:
         self._by_email: dict[str, str] = {}
         self._by_phone: dict[str, str] = {}
         self._pending: dict[tuple[str, str], list[_Pending]] = {}
-        # profile id -> versions the search index will show: (visible from, snapshot or
-        # None for "the profile as it is now")
-        self._search: dict[str, list[tuple[float, Profile | None]]] = {}
+        # profile id -> the versions filtered search shows: (visible from, snapshot)
+        self._search: dict[str, list[tuple[float, Profile]]] = {}
         self._job_counter = 0
 
     @contextmanager
@@ -183,8 +182,7 @@ class Store:
         if not visible:
             return None
         del versions[: visible[-1]]  # older versions can no longer be seen
-        snapshot = versions[0][1]
-        return profile if snapshot is None else snapshot
+        return versions[0][1]
 
     def _changed(self, profile: Profile, *, seeded: bool = False) -> None:
         """A profile was written: reindex it for search and re-evaluate rule segments.
@@ -193,11 +191,12 @@ class Store:
         there); segment membership always waits for ``segment_lag``.
         """
         lag = 0.0 if seeded else self.config.search_lag
+        snapshot = profile.clone()
         if lag <= 0:
-            self._search[profile.id] = [(-math.inf, None)]
+            self._search[profile.id] = [(-math.inf, snapshot)]
         else:
             now = self.timeline.clock()
-            self._search.setdefault(profile.id, []).append((now + lag, profile.clone()))
+            self._search.setdefault(profile.id, []).append((now + lag, snapshot))
         ruled = [s for s in self.segments.values() if s.predicate is not None]
         if ruled:
             attributes = profile_resource(profile, "", subscriptions=True)["attributes"]

@@ -6,14 +6,16 @@ import json
 import statistics
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from typing import Any
 
 import pytest
 from emulator_http import Api
 
-from devtools.klaviyo_emulator import Fault, KlaviyoEmulator, contract
+from devtools.klaviyo_emulator import Fault, KlaviyoEmulator, contract, spec_rules
 from devtools.klaviyo_emulator.contract import Exchange, default_spec_path
 from devtools.klaviyo_emulator.operations import HANDLERS
+from devtools.klaviyo_emulator.spec_rules import SpecRules
 
 SPEC = default_spec_path()
 pytestmark = pytest.mark.skipif(
@@ -288,3 +290,68 @@ def test_loading_the_document_is_quick_and_cached() -> None:
     elapsed = time.perf_counter() - started
     assert elapsed < 3
     assert contract.load(SPEC) is first
+
+
+def test_contract_reports_a_filter_form_the_spec_forbids_even_when_answered() -> None:
+    """An emulator loosened to accept ``equals(email,"x")`` on segment members still has
+    the exchange reported: the check reads x-klaviyo-filters, not the server's rules."""
+    rules = spec_rules.load(SPEC)
+    segment = rules["get_profiles_for_segment"]
+    assert segment.filters is not None
+    loose_email = replace(segment.filters["email"], single=frozenset({"equals"}))
+    loose = SpecRules(
+        [
+            *(rules[op] for op in rules if op != segment.operation_id),
+            replace(segment, filters={**segment.filters, "email": loose_email}),
+        ],
+        "loosened for this test",
+    )
+    with KlaviyoEmulator(openapi_path=SPEC, rules=loose) as emu:
+        emu.create_segment("S", segment_id="S1")
+        reply = Api(emu.base_url).get(
+            "/api/segments/S1/profiles", query={"filter": 'equals(email,"a@example.com")'}
+        )
+        assert reply.status == 200
+        assert emu.contract_violations == [
+            "get_profiles_for_segment request query 'filter': 'equals' with a single value "
+            "is not a valid operator for 'email'. Allowed: any(..., [values]), "
+            "equals(..., [values])."
+        ]
+
+
+@pytest.mark.parametrize(
+    ("query", "complaint"),
+    [
+        ({"filter": ['equals(first_name,"Ann")']}, "'first_name' is not a valid field"),
+        ({"filter": ['any(email,"a@example.com")']}, "'any' with a single value"),
+        ({"filter": ["less-or-equal(created,2024-01-01T00:00:00Z)"]}, "for 'created'"),
+        ({"filter": ["greater-than(created,'2024-01-01')"]}, "unquoted ISO-8601 datetime"),
+        ({"sort": ["first_name"]}, "request query 'sort'"),
+        ({"page[size]": ["0"]}, "request query 'page[size]'"),
+        ({"fields[profile]": ["email,shoe_size"]}, "request query 'fields[profile]'"),
+        (
+            {"additional-fields[profile]": ["everything"]},
+            "request query 'additional-fields[profile]'",
+        ),
+        ({"include": ["lists"]}, "request query 'include'"),
+    ],
+)
+def test_contract_checks_every_query_parameter(query: dict[str, list[str]], complaint: str) -> None:
+    validator = contract.load(SPEC)
+    problems = validator.check(_exchange(200, None, path="/api/profiles", query=query))
+    relevant = [p for p in problems if " request " in p]
+    assert relevant and complaint in relevant[0], problems
+
+
+def test_contract_accepts_the_forms_the_spec_allows() -> None:
+    validator = contract.load(SPEC)
+    query = {
+        "filter": ["equals(email,'a@example.com'),greater-than(created,2024-01-01T00:00:00Z)"],
+        "sort": ["-created"],
+        "page[size]": ["100"],
+        "fields[profile]": ["email,location.city"],
+        "additional-fields[profile]": ["subscriptions"],
+        "include": ["push-tokens"],
+    }
+    problems = validator.check(_exchange(200, None, path="/api/profiles", query=query))
+    assert [p for p in problems if " request " in p] == []
