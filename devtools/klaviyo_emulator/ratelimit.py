@@ -8,10 +8,10 @@ account: every key and every client shares its windows, one set per operation (p
 daily window where the spec declares one, and the stricter windows an operation's prose
 adds for some parameter values).
 
-Windows align to the clock's boundaries (the burst window is the current whole second, the
-steady window the current whole minute), as a fixed window keyed by time does. Klaviyo does
-not say where its windows start: that part is an assumption. Under an injected clock the
-boundaries are that clock's.
+A window opens with the first request counted after the previous one ended, and lasts its
+full length: windows do not align to the clock's whole seconds and minutes. Klaviyo does not
+say where its windows start, so this is an assumption, chosen because it does not depend on
+the clock's phase: the same requests on a virtual clock always meet the same limits.
 """
 
 from __future__ import annotations
@@ -43,8 +43,8 @@ class RateLimiter:
     def __init__(self, clock: Callable[[], float]) -> None:
         self._clock = clock
         self._lock = threading.Lock()
-        # (bucket, window) -> (window index, requests counted in it)
-        self._counts: dict[tuple[str, str], tuple[int, int]] = {}
+        # (bucket, window) -> (when the window opened, requests counted in it)
+        self._counts: dict[tuple[str, str], tuple[float, int]] = {}
 
     def reset(self) -> None:
         with self._lock:
@@ -62,22 +62,25 @@ class RateLimiter:
             for bucket in buckets:
                 for window, limit in bucket.limits.items():
                     if self._count(bucket.name, window, now) >= limit:
-                        full.append(window)
+                        full.append(self._left(bucket.name, window, now))
             if full and enforce:
-                wait = max(_left(w, now) for w in full)
-                return Decision(True, max(1, math.ceil(wait)), {})
+                return Decision(True, max(1, math.ceil(max(full))), {})
             for bucket in buckets:
                 for window in bucket.limits:
-                    index = _index(window, now)
-                    self._counts[(bucket.name, window)] = (
-                        index,
-                        self._count(bucket.name, window, now) + 1,
-                    )
+                    key = (bucket.name, window)
+                    count = self._count(bucket.name, window, now)
+                    opened = self._counts[key][0] if count else now
+                    self._counts[key] = (opened, count + 1)
             return Decision(False, 0, self._headers(buckets[0], now))
 
     def _count(self, bucket: str, window: str, now: float) -> int:
-        index, count = self._counts.get((bucket, window), (-1, 0))
-        return count if index == _index(window, now) else 0
+        opened, count = self._counts.get((bucket, window), (-math.inf, 0))
+        return count if now - opened < WINDOW_SECONDS[window] else 0
+
+    def _left(self, bucket: str, window: str, now: float) -> float:
+        """Seconds until the open ``window`` ends."""
+        opened, _ = self._counts[(bucket, window)]
+        return opened + WINDOW_SECONDS[window] - now
 
     def _headers(self, bucket: Bucket, now: float) -> dict[str, str]:
         # Klaviyo: the headers "indicate the state of the steady rate limit window".
@@ -86,15 +89,5 @@ class RateLimiter:
         return {
             "RateLimit-Limit": str(limit),
             "RateLimit-Remaining": str(remaining),
-            "RateLimit-Reset": str(math.ceil(_left("steady", now))),
+            "RateLimit-Reset": str(math.ceil(self._left(bucket.name, "steady", now))),
         }
-
-
-def _index(window: str, now: float) -> int:
-    return math.floor(now / WINDOW_SECONDS[window])
-
-
-def _left(window: str, now: float) -> float:
-    """Seconds until the current ``window`` ends (in (0, length])."""
-    length = WINDOW_SECONDS[window]
-    return (_index(window, now) + 1) * length - now

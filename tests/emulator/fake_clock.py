@@ -4,7 +4,7 @@ from __future__ import annotations
 
 
 class FakeClock:
-    """Starts on a whole minute, so rate-limit windows (aligned to the clock) start fresh."""
+    """A clock at a fixed, round time; ``sleep`` moves it instead of waiting."""
 
     def __init__(self, now: float = 1_800_000_000.0) -> None:
         self.now = now
