@@ -32,6 +32,8 @@ class Context:
     query: Query  # ``args`` checked against the operation's rules
     params: dict[str, str]
     body: Any
+    # The profile as filtered search sees it (None: not indexed yet); ``store.search_view``.
+    search_view: Callable[[Profile], Profile | None]
 
 
 @dataclass
@@ -123,7 +125,7 @@ def get_profiles(ctx: Context) -> Reply:
             items = [
                 p
                 for p in items
-                if (seen := ctx.store.search_view(p)) is not None
+                if (seen := ctx.search_view(p)) is not None
                 and filters.matches(seen, conditions, _profile_field)
             ]
         if sort_field is None:

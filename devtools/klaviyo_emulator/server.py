@@ -261,6 +261,7 @@ class KlaviyoApp:
                 query=checked,
                 params=params,
                 body=document,
+                search_view=self.store.search_view,
             )
             reply = op.handler(ctx)
         except ApiError as exc:
