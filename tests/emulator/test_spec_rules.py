@@ -145,3 +145,18 @@ def test_sparse_fieldsets_on_segment_members(api: Api, emu: KlaviyoEmulator) -> 
         "/api/segments/S1/profiles", query={"fields[profile]": "email,joined_group_at"}
     ).json()
     assert set(reply["data"][0]["attributes"]) == {"email", "joined_group_at"}
+
+
+def test_sparse_fieldsets_on_a_segment_meet_the_contract(api: Api, emu: KlaviyoEmulator) -> None:
+    """The document marks is_active etc. required; a sparse fieldset leaves them out, and
+    the contract check accepts that (the fixture fails this test on a violation)."""
+    emu.create_segment("VIP", segment_id="VIPseg")
+    reply = api.get("/api/segments/VIPseg", query={"fields[segment]": "name"})
+    assert reply.json()["data"]["attributes"] == {"name": "VIP"}
+
+
+@needs_spec
+def test_the_document_has_no_anonymous_id_in_profile_responses() -> None:
+    schemas = json.loads(SPEC.read_text())["components"]["schemas"]
+    for name in ("ProfileResponseObjectResource", "GetProfileResponse", "PostProfileResponse"):
+        assert "anonymous_id" not in json.dumps(schemas[name]), name
