@@ -13,8 +13,7 @@ from __future__ import annotations
 import math
 import random
 import threading
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -104,11 +103,6 @@ class Store:
         # profile id -> the versions filtered search shows: (visible from, snapshot)
         self._search: dict[str, list[tuple[float, Profile]]] = {}
         self._job_counter = 0
-
-    @contextmanager
-    def locked(self) -> Iterator[Store]:
-        with self.lock:
-            yield self
 
     def reset(self) -> None:
         with self.lock:

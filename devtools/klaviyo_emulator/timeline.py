@@ -44,10 +44,6 @@ class Timeline:
             while self._entries and self._entries[0].due <= now:
                 heapq.heappop(self._entries).effect()
 
-    def pending(self) -> int:
-        with self._lock:
-            return len(self._entries)
-
     def clear(self) -> None:
         with self._lock:
             self._entries.clear()
