@@ -73,7 +73,8 @@ class KlaviyoEmulator:
     ) -> None:
         newest, _ = parse_revision(revision)
         self._seed = seed
-        self._initial_config = Config().changed(seed, **behaviour)
+        self._behaviour = behaviour
+        config = Config().changed(seed, **behaviour)
         self._settings_lock = threading.Lock()
         self._settings = Settings(
             api_keys=_normalise_keys(api_keys if api_keys is not None else {DEFAULT_API_KEY: None}),
@@ -84,7 +85,7 @@ class KlaviyoEmulator:
         self._requested_port = port
         self._verbose = verbose
         self.rules = rules if rules is not None else spec_rules.load(openapi_path)
-        self._store = Store(rng=random.Random(seed), clock=clock, config=self._initial_config)
+        self._store = Store(rng=random.Random(seed), clock=clock, config=config)
         self.faults = FaultSet(random.Random(seed))
         self._limiter = RateLimiter(clock)
         self._validator = contract.load(openapi_path) if openapi_path is not None else None
@@ -205,7 +206,8 @@ class KlaviyoEmulator:
         self._epoch += 1
         self._store.reset()
         with self._store.lock:
-            self._store.config = self._initial_config
+            # Built afresh so a seeded latency model starts its draws over.
+            self._store.config = Config().changed(self._seed, **self._behaviour)
         self.faults.clear()
         self._limiter.reset()
         with self._record_lock:

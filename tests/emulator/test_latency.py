@@ -72,3 +72,16 @@ def test_realistic_covers_every_served_operation() -> None:
     assert set(REALISTIC) == set(HANDLERS)
     model = latency_model("realistic", seed=3)
     assert model is not None and model.name == "realistic"
+
+
+def test_reset_starts_the_seeded_draws_over() -> None:
+    clock = FakeClock()
+    with KlaviyoEmulator(latency="realistic", seed=5, sleep=clock.sleep) as emu:
+        api = Api(emu.base_url)
+        api.get("/api/profiles")
+        api.get("/api/profiles")
+        first = list(clock.slept)
+        emu.reset()
+        api.get("/api/profiles")
+        api.get("/api/profiles")
+    assert clock.slept[2:] == first
