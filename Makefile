@@ -10,6 +10,7 @@
 #   make demo       the local demo
 #   make serve      the handlers behind http://127.0.0.1:8080 (PORT=...)
 #   make events     regenerate events/
+#   make spec-rules regenerate the emulator's rules table from Klaviyo's OpenAPI document
 #   make soak       5,000 leads through moto's SQS with random Klaviyo faults (SOAK_ARGS=...)
 #   make bench      throughput, cold start and memory figures (BENCH_ARGS=...)
 #   make conformance  the emulator vs a real Klaviyo test account (KLAVIYO_API_KEY=...)
@@ -119,6 +120,10 @@ serve: venv
 .PHONY: events
 events: venv
 	$(VENV)/bin/python -m devtools.events
+
+.PHONY: spec-rules
+spec-rules: venv
+	$(VENV)/bin/python -c 'import sys; from devtools.klaviyo_emulator.spec_rules import main; sys.exit(main())'
 
 .PHONY: soak
 soak: venv

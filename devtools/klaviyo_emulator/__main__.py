@@ -10,8 +10,10 @@ import threading
 from pathlib import Path
 from types import FrameType
 
-from .contract import default_spec_path
+from .config import LIST_ADD_CHOICES, OPT_IN_CHOICES
 from .emulator import DEFAULT_API_KEY, DEFAULT_REVISION, KlaviyoEmulator
+from .latency import PROFILES
+from .spec_rules import default_spec_path
 
 DEMO_LIST_ID = "Y6nRLr"
 DEMO_SEGMENT_ID = "VIPseg"
@@ -49,12 +51,46 @@ def _parser() -> argparse.ArgumentParser:
         metavar="KEY",
         help=f"accepted private key with all scopes (repeatable; default {DEFAULT_API_KEY})",
     )
-    parser.add_argument("--rate-limits", action="store_true", help="enforce Klaviyo's limits")
+    parser.add_argument(
+        "--rate-limits", action="store_true", help="refuse over-limit requests with 429"
+    )
     parser.add_argument("--revision", default=DEFAULT_REVISION, help="newest revision accepted")
     parser.add_argument("--seed-demo", action="store_true", help="create a demo list/segment")
     parser.add_argument("--seed", type=int, default=None, help="seed for ids and random faults")
+    for name, what in (
+        ("subscribe-delay", "seconds before subscribe jobs apply"),
+        ("deletion-delay", "seconds before deletion jobs apply"),
+        ("search-lag", "seconds before a written profile shows in filtered search"),
+        ("segment-lag", "seconds before segment membership follows a change"),
+    ):
+        parser.add_argument(f"--{name}", type=float, default=0.0, help=what)
     parser.add_argument(
-        "--subscribe-delay", type=float, default=0.0, help="seconds before subscribe jobs apply"
+        "--latency",
+        choices=("off", *PROFILES),
+        default="off",
+        help="answer with Klaviyo-like latency (drawn per operation, repeatable with --seed)",
+    )
+    parser.add_argument(
+        "--default-opt-in",
+        choices=OPT_IN_CHOICES,
+        default="double",
+        help="account opt-in for subscribe jobs without a list",
+    )
+    parser.add_argument(
+        "--sms-countries",
+        default="US",
+        metavar="CODES",
+        help="comma-separated region codes the account can text (default US)",
+    )
+    parser.add_argument("--sms-disabled", action="store_true", help="the account has no SMS set up")
+    parser.add_argument(
+        "--age-gated-sms", action="store_true", help="SMS consent needs a date of birth"
+    )
+    parser.add_argument(
+        "--unknown-profile-in-list-add",
+        choices=LIST_ADD_CHOICES,
+        default="ignore",
+        help="answer to unknown profile ids in Add Profile to List",
     )
     parser.add_argument(
         "--openapi",
@@ -79,8 +115,17 @@ def main(argv: list[str] | None = None) -> int:
         port=args.port,
         openapi_path=openapi,
         seed=args.seed,
-        subscribe_delay=args.subscribe_delay,
         verbose=args.verbose,
+        subscribe_delay=args.subscribe_delay,
+        deletion_delay=args.deletion_delay,
+        search_lag=args.search_lag,
+        segment_lag=args.segment_lag,
+        latency=args.latency,
+        default_opt_in=args.default_opt_in,
+        sms_countries=args.sms_countries,
+        sms_enabled=not args.sms_disabled,
+        age_gated_sms=args.age_gated_sms,
+        unknown_profile_in_list_add=args.unknown_profile_in_list_add,
     )
     emulator.start()
     print(f"Klaviyo emulator listening on {emulator.base_url}", flush=True)

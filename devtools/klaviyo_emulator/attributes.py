@@ -30,6 +30,20 @@ def check_phone(value: Any, pointer: str) -> None:
         raise invalid(errors.INVALID_PHONE, pointer=pointer)
 
 
+def phone_region(phone: str) -> str | None:
+    """The region code (``US``, ``GB``...) of an E.164 number, for the account's SMS
+    countries; numbers libphonenumber does not know fall back to their calling code's main
+    region (``+1 500...`` test numbers count as ``US``)."""
+    import phonenumbers  # the shared layer's dependency; its metadata loads on first use
+
+    try:
+        number = phonenumbers.parse(phone)
+    except phonenumbers.NumberParseException:
+        return None
+    region = phonenumbers.region_code_for_number(number)
+    return region or phonenumbers.region_code_for_country_code(number.country_code or 0)
+
+
 def _not_object(pointer: str, name: str) -> ApiError:
     return invalid(f"'{name}' must be an object.", pointer=pointer)
 

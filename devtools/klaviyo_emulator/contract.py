@@ -25,7 +25,7 @@ import functools
 import json
 import re
 import threading
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,16 +35,17 @@ from openapi_schema_validator import OAS30Validator, oas30_format_checker
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT4
 
+from . import filters
+from .spec_rules import default_spec_path, filter_rules
+
+__all__ = ["ContractValidator", "Exchange", "default_spec_path", "load"]
+
 SPEC_URI = "urn:klaviyo:openapi"
 JSON_TYPES = ("application/vnd.api+json", "application/json")
 MAX_MESSAGES = 5
 _SCHEMA_PREFIX = "#/components/schemas/"
-
-
-def default_spec_path() -> Path:
-    """Where the project keeps Klaviyo's document: ``../shared/klaviyo`` next to the repo."""
-    repo_root = Path(__file__).resolve().parents[2]
-    return repo_root / ".." / "shared" / "klaviyo" / "openapi-2026-07-15.json"
+_FIELDS_PARAMETER = re.compile(r"^fields\[([\w-]+)\]$")
+_REQUIRED_MESSAGE = re.compile(r"^'(.+)' is a required property$")
 
 
 @dataclass(frozen=True)
@@ -142,8 +143,16 @@ class ContractValidator:
                     continue
                 key = f"param:{operation.get('operationId')}:{param['in']}:{param['name']}"
                 out += [f"{where}: {m}" for m in self._validate(key, schema, value)]
+                if param["in"] == "query" and param["name"] == "filter":
+                    out += [f"{where}: {m}" for m in self._filter_problems(operation, raw)]
         out += self._check_request_body(operation, exchange, headers)
         return out
+
+    def _filter_problems(self, operation: dict[str, Any], expression: str) -> list[str]:
+        """The expression against ``x-klaviyo-filters``: field, operator, single or list form
+        and value type, whatever the server under test accepted."""
+        rules = filter_rules(operation.get("x-klaviyo-filters", {}))
+        return filters.problems(expression, rules)
 
     def _check_security(self, operation: dict[str, Any], headers: dict[str, str]) -> list[str]:
         requirements = operation.get("security", self.spec.get("security", []))
@@ -235,11 +244,23 @@ class ContractValidator:
             return [f"response {status}: body is not JSON ({exc})"]
         key = f"response:{operation.get('operationId')}:{declared}:{media}"
         schema = content[media].get("schema", {})
-        return [f"response {status} body {m}" for m in self._validate(key, schema, document)]
+        sparse = _sparse_fieldsets(exchange.query)
+        return [
+            f"response {status} body {m}"
+            for m in self._validate(
+                key, schema, document, lambda e: _asked_away(e, document, sparse)
+            )
+        ]
 
     # ---- schema plumbing -----------------------------------------------------------------
 
-    def _validate(self, key: str, schema: dict[str, Any], instance: Any) -> list[str]:
+    def _validate(
+        self,
+        key: str,
+        schema: dict[str, Any],
+        instance: Any,
+        excused: Callable[[ValidationError], bool] = lambda error: False,
+    ) -> list[str]:
         validator = self._validators.get(key)
         if validator is None:
             validator = OAS30Validator(
@@ -248,7 +269,8 @@ class ContractValidator:
                 format_checker=oas30_format_checker,
             )
             self._validators[key] = validator
-        return [_describe(e) for e in _first(validator.iter_errors(instance), MAX_MESSAGES)]
+        errors = (e for e in validator.iter_errors(instance) if not excused(e))
+        return [_describe(e) for e in _first(errors, MAX_MESSAGES)]
 
     def _inline(self, node: Any, seen: tuple[str, ...]) -> Any:
         """Copy ``node`` with local schema refs inlined (recursive ones point at the registry)."""
@@ -354,6 +376,33 @@ def _deserialise(raw: str, schema: dict[str, Any], param: dict[str, Any]) -> tup
             return raw == "true", None
         return None, f"{raw!r} is not a boolean"
     return raw, None
+
+
+def _sparse_fieldsets(query: Mapping[str, list[str]]) -> dict[str, set[str]]:
+    """``fields[segment]=name,created`` -> ``{"segment": {"name", "created"}}``."""
+    out: dict[str, set[str]] = {}
+    for name, values in query.items():
+        found = _FIELDS_PARAMETER.match(name)
+        if found:
+            out[found[1]] = {f.split(".")[0] for v in values for f in v.split(",") if f}
+    return out
+
+
+def _asked_away(error: ValidationError, document: Any, sparse: dict[str, set[str]]) -> bool:
+    """A required attribute the request's sparse fieldset left out: JSON:API omits it, and
+    the document's ``required`` lists cannot say so."""
+    if (
+        error.validator != "required"
+        or not sparse
+        or list(error.absolute_path)[-1:] != ["attributes"]
+    ):
+        return False
+    resource: Any = document
+    for step in list(error.absolute_path)[:-1]:
+        resource = resource[step]
+    missing = _REQUIRED_MESSAGE.match(error.message)
+    wanted = sparse.get(resource.get("type", "")) if isinstance(resource, dict) else None
+    return wanted is not None and missing is not None and missing[1] not in wanted
 
 
 def _first(errors: Iterable[ValidationError], limit: int) -> list[ValidationError]:

@@ -2,16 +2,18 @@
 
 No auth, plain ``application/json``. Routes::
 
-    GET    /_emulator/state                  profiles, lists, segments
-    POST   /_emulator/reset                  clear state, faults, recorded requests
+    GET    /_emulator/state                  config, profiles, lists, segments
+    POST   /_emulator/reset                  clear state, faults, recorded requests; restore config
+    GET    /_emulator/config                 the settings in force
+    POST   /_emulator/config                 {"search_lag": 2, "sms_countries": ["US", "CA"], ...}
     GET    /_emulator/faults                 faults in matching order
     POST   /_emulator/faults                 add one (JSON of Fault fields; body as text)
     DELETE /_emulator/faults                 remove all
-    POST   /_emulator/lists                  {"name", "id"?, "opt_in"?: "single"|"double"}
-    POST   /_emulator/segments               {"name", "id"?, "profile_ids"?: [...]}
+    POST   /_emulator/lists                  {"name", "id"?, "opt_in"?: "double"|"single"}
+    POST   /_emulator/segments               {"name", "id"?, "profile_ids"?, "definition"?}
     POST   /_emulator/segments/<id>/profiles {"profile_id", "joined_at"?}
     POST   /_emulator/profiles               profile attributes (+ "created"/"updated")
-    POST   /_emulator/double-opt-in          {"profile_id", "list_id"}
+    POST   /_emulator/double-opt-in          {"profile_id", "list_id", "via"?: "email"|"sms"}
     POST   /_emulator/rate-limits            {"enabled": bool, "overrides"?: {op: [burst, steady]}}
     GET    /_emulator/requests               method, path, status, operation_id of each request
 """
@@ -64,6 +66,13 @@ def handle(emulator: KlaviyoEmulator, request: Request) -> Response:
         if path == "/_emulator/reset" and method == "POST":
             emulator.reset()
             return _no_content()
+        if path == "/_emulator/config":
+            if method == "GET":
+                return _json(200, emulator.config.to_json())
+            if method == "POST":
+                if not isinstance(payload, dict):
+                    return _bad("expected a JSON object of settings")
+                return _json(200, emulator.configure(**payload).to_json())
         if path == "/_emulator/faults":
             if method == "GET":
                 return _json(200, [f.to_json() for f in emulator.faults])
@@ -79,12 +88,14 @@ def handle(emulator: KlaviyoEmulator, request: Request) -> Response:
             list_id = emulator.create_list(
                 _required(payload, "name"),
                 list_id=payload.get("id"),
-                opt_in=payload.get("opt_in", "single"),
+                opt_in=payload.get("opt_in", "double"),
             )
             return _json(201, {"id": list_id})
         if path == "/_emulator/segments" and method == "POST":
             segment_id = emulator.create_segment(
-                _required(payload, "name"), segment_id=payload.get("id")
+                _required(payload, "name"),
+                segment_id=payload.get("id"),
+                definition=payload.get("definition"),
             )
             for profile_id in payload.get("profile_ids", []):
                 emulator.add_to_segment(segment_id, profile_id)
@@ -101,7 +112,9 @@ def handle(emulator: KlaviyoEmulator, request: Request) -> Response:
             return _json(201, {"id": emulator.create_profile(**payload)})
         if path == "/_emulator/double-opt-in" and method == "POST":
             emulator.confirm_double_opt_in(
-                _required(payload, "profile_id"), _required(payload, "list_id")
+                _required(payload, "profile_id"),
+                _required(payload, "list_id"),
+                via=payload.get("via"),
             )
             return _no_content()
         if path == "/_emulator/rate-limits" and method == "POST":

@@ -14,14 +14,18 @@ from typing import Any
 from werkzeug.serving import BaseWSGIServer, make_server
 from werkzeug.wrappers import Request, Response
 
-from . import contract, control
+from . import contract, control, spec_rules
+from .config import Config
 from .faults import FaultSet
 from .model import KlaviyoList, Segment
+from .operations import Router
 from .ratelimit import RateLimiter
 from .recording import RecordedRequest
 from .resources import profile_resource
+from .segments import Definition
 from .server import KlaviyoApp, QuietHandler, Settings, VerboseHandler, parse_revision
-from .state import Store, SubscribeJob
+from .spec_rules import SpecRules
+from .state import Store
 
 DEFAULT_REVISION = "2026-07-15"
 DEFAULT_API_KEY = "pk_test_emulator"
@@ -30,68 +34,78 @@ DEFAULT_API_KEY = "pk_test_emulator"
 class KlaviyoEmulator:
     """A local stand-in for Klaviyo's REST API (revision 2026-07-15) on 127.0.0.1.
 
-    ``api_keys`` maps each accepted private key to its scopes (``None``: every scope).
-    ``default_opt_in`` is the account's opt-in setting used by subscribe jobs without a list;
-    Klaviyo's own default is double opt-in, the emulator's is ``"single"`` so a plain
-    subscribe is visible at once. ``subscribe_delay`` postpones the effect of a subscribe job
-    (0 applies it before the 202 is sent). ``clock`` drives the rate-limit windows.
+    One emulator is one Klaviyo account. ``api_keys`` maps each accepted private key to its
+    scopes (``None``: every scope); all keys share the account's rate-limit windows.
+
+    The account's settings and behaviour (see ``config.Config``) are keyword arguments here
+    and can be changed later with :meth:`configure`; :meth:`reset` restores these values:
+
+    * ``rate_limits``: refuse over-limit requests with 429 (counted and reported either way);
+    * ``subscribe_delay``, ``deletion_delay``: seconds before a subscribe or deletion job
+      applies; ``search_lag``: seconds before a written profile shows in filtered search;
+      ``segment_lag``: seconds before segment membership follows a change;
+    * ``default_opt_in`` ("double", Klaviyo's default) for subscribe jobs without a list;
+    * ``sms_enabled``, ``sms_countries`` (region codes), ``age_gated_sms``;
+    * ``unknown_profile_in_list_add``: "ignore", "400" or "404";
+    * ``external_id_unique``: 409 on a shared external_id (Klaviyo allows sharing);
+    * ``latency``: None, "realistic" or a ``latency.LatencyModel``; the emulator waits with
+      ``sleep``.
+
+    ``clock`` drives the rate-limit windows and every delay and lag; ``seed`` makes ids,
+    random faults and latency draws repeatable. ``openapi_path`` turns on contract
+    validation of every exchange; ``rules`` replaces the rules read from the document
+    (tests use it to loosen a rule and prove the contract check still reports it).
     """
 
     def __init__(
         self,
         api_keys: Mapping[str, Iterable[str] | None] | None = None,
         *,
-        rate_limits: bool = False,
         revision: str = DEFAULT_REVISION,
         port: int = 0,
         openapi_path: str | Path | None = None,
+        rules: SpecRules | None = None,
         seed: int | None = None,
-        clock: Callable[[], float] = time.monotonic,
-        subscribe_delay: float = 0.0,
-        external_id_unique: bool = False,
-        default_opt_in: str = "single",
+        clock: Callable[[], float] = time.time,
+        sleep: Callable[[float], None] = time.sleep,
         verbose: bool = False,
+        **behaviour: Any,
     ) -> None:
         newest, _ = parse_revision(revision)
+        self._seed = seed
+        self._behaviour = behaviour
+        config = Config().changed(seed, **behaviour)
         self._settings_lock = threading.Lock()
         self._settings = Settings(
             api_keys=_normalise_keys(api_keys if api_keys is not None else {DEFAULT_API_KEY: None}),
             revision=newest,
             revision_text=revision,
-            rate_limits=rate_limits,
-            subscribe_delay=subscribe_delay,
         )
         self._initial_keys = dict(self._settings.api_keys)
-        self._initial_rate_limits = rate_limits
         self._requested_port = port
         self._verbose = verbose
-        self._store = Store(
-            rng=random.Random(seed),
-            external_id_unique=external_id_unique,
-            default_opt_in=default_opt_in,
-        )
+        self.rules = rules if rules is not None else spec_rules.load(openapi_path)
+        self._store = Store(rng=random.Random(seed), clock=clock, config=config)
         self.faults = FaultSet(random.Random(seed))
         self._limiter = RateLimiter(clock)
         self._validator = contract.load(openapi_path) if openapi_path is not None else None
         self._record_lock = threading.Lock()
         self._requests: list[RecordedRequest] = []
         self._violations: list[str] = []
-        self._timers: set[threading.Timer] = set()
-        self._timers_lock = threading.Lock()
-        self._generation = 0
         self._epoch = 0
         self._server: BaseWSGIServer | None = None
         self._thread: threading.Thread | None = None
         self._app = KlaviyoApp(
             store=self._store,
             settings=self._settings,
+            router=Router(self.rules),
             faults=self.faults,
             limiter=self._limiter,
             record=self._record,
             validator=self._validator,
             report_violations=self._report,
             control=self._control,
-            schedule=self._schedule,
+            sleep=sleep,
             settings_lock=self._settings_lock,
             epoch=lambda: self._epoch,
         )
@@ -118,7 +132,6 @@ class KlaviyoEmulator:
         return self
 
     def stop(self) -> None:
-        self._cancel_timers()
         if self._server is None:
             return
         self._server.shutdown()
@@ -155,26 +168,46 @@ class KlaviyoEmulator:
         with self._settings_lock:
             self._settings.api_keys = _normalise_keys(api_keys)
 
+    @property
+    def config(self) -> Config:
+        """The settings in force (see :meth:`configure`)."""
+        return self._store.config
+
+    def configure(self, **changes: Any) -> Config:
+        """Change account settings or behaviour at runtime, by the constructor's names.
+
+        Takes effect for the next request; pending jobs keep the delay they were given.
+        Raises TypeError for an unknown name and ValueError for an invalid value.
+        """
+        with self._store.lock:
+            self._store.config = self._store.config.changed(self._seed, **changes)
+            return self._store.config
+
     def set_rate_limits(
         self, enabled: bool, overrides: Mapping[str, tuple[int, int]] | None = None
     ) -> None:
-        """Switch limits on/off; ``overrides`` maps operationId to ``(burst, steady)``."""
-        with self._settings_lock:
-            self._settings.rate_limits = enabled
-            if overrides is not None:
+        """Switch enforcement on/off; ``overrides`` maps operationId to ``(burst, steady)``.
+
+        Counting restarts, so a test starts from empty windows.
+        """
+        self.configure(rate_limits=enabled)
+        if overrides is not None:
+            with self._settings_lock:
                 self._settings.rate_overrides = dict(overrides)
         self._limiter.reset()
 
     def reset(self) -> None:
         """Back to the state right after construction.
 
-        Forgets profiles, lists, segments, pending subscribe jobs, faults, recorded requests,
+        Forgets profiles, lists, segments, pending jobs and lags, faults, recorded requests,
         rate-limit counters and contract violations, and restores the constructor's API keys
-        and rate-limit setting, so a shared emulator leaks nothing between tests.
+        and settings, so a shared emulator leaks nothing between tests.
         """
         self._epoch += 1
-        self._cancel_timers()
         self._store.reset()
+        with self._store.lock:
+            # Built afresh so a seeded latency model starts its draws over.
+            self._store.config = Config().changed(self._seed, **self._behaviour)
         self.faults.clear()
         self._limiter.reset()
         with self._record_lock:
@@ -182,25 +215,34 @@ class KlaviyoEmulator:
             self._violations.clear()
         with self._settings_lock:
             self._settings.api_keys = dict(self._initial_keys)
-            self._settings.rate_limits = self._initial_rate_limits
             self._settings.rate_overrides = {}
 
     # ---- seeding and inspection ----------------------------------------------------------
 
-    def create_list(self, name: str, list_id: str | None = None, opt_in: str = "single") -> str:
+    def create_list(self, name: str, list_id: str | None = None, opt_in: str = "double") -> str:
+        """Seed a list; double opt-in unless ``opt_in="single"``, as new Klaviyo lists are."""
         return self._store.create_list(name, list_id, opt_in)
 
-    def create_segment(self, name: str, segment_id: str | None = None) -> str:
-        return self._store.create_segment(name, segment_id)
+    def create_segment(
+        self, name: str, segment_id: str | None = None, definition: Definition | None = None
+    ) -> str:
+        """Seed a segment; with a ``definition`` (see ``segments.py``) its membership follows
+        the profiles' data, ``segment_lag`` seconds after each change."""
+        return self._store.create_segment(name, segment_id, definition)
 
     def add_to_segment(
         self, segment_id: str, profile_id: str, joined_at: str | datetime | None = None
     ) -> None:
+        """Seed segment membership; it shows after ``segment_lag``."""
         self._store.add_to_segment(segment_id, profile_id, joined_at)
+
+    def remove_from_segment(self, segment_id: str, profile_id: str) -> None:
+        self._store.remove_from_segment(segment_id, profile_id)
 
     def add_to_list(self, list_id: str, *profile_ids: str) -> None:
         """Seed list membership (what Add Profile to List does, without the HTTP call)."""
         with self._store.lock:
+            self._store.settle()
             for profile_id in profile_ids:
                 self._store.profile(profile_id)
             self._store.add_list_members(list_id, list(profile_ids))
@@ -229,6 +271,7 @@ class KlaviyoEmulator:
         """The resource ``GET /api/profiles/{id}?additional-fields[profile]=subscriptions``
         would return as ``data``; KeyError for an unknown id."""
         with self._store.lock:
+            self._store.settle()
             found = self._store.profiles.get(profile_id)
             if found is None:
                 raise KeyError(profile_id)
@@ -237,6 +280,7 @@ class KlaviyoEmulator:
     def profiles(self) -> list[dict[str, Any]]:
         """Every profile as :meth:`profile` shows it, in the order they were added."""
         with self._store.lock:
+            self._store.settle()
             return [
                 profile_resource(p, self._link_base(), subscriptions=True)
                 for p in self._store.profiles.values()
@@ -244,6 +288,7 @@ class KlaviyoEmulator:
 
     def list_members(self, list_id: str) -> set[str]:
         with self._store.lock:
+            self._store.settle()
             found = self._store.lists.get(list_id)
             if found is None:
                 raise KeyError(list_id)
@@ -251,23 +296,31 @@ class KlaviyoEmulator:
 
     def segment_members(self, segment_id: str) -> set[str]:
         with self._store.lock:
+            self._store.settle()
             found = self._store.segments.get(segment_id)
             if found is None:
                 raise KeyError(segment_id)
             return set(found.members)
 
-    def confirm_double_opt_in(self, profile_id: str, list_id: str | None) -> None:
-        """Play the person clicking the confirmation link of a double opt-in list.
+    def confirm_double_opt_in(
+        self, profile_id: str, list_id: str | None, via: str | None = None
+    ) -> None:
+        """Play the person confirming a double opt-in subscription.
 
-        ``list_id`` is ``None`` for a job without a list under a double opt-in account default.
-        Raises ValueError when nothing is pending for that profile and list.
+        ``list_id`` is ``None`` for a job without a list under a double opt-in account
+        default. ``via="email"`` confirms email only, ``via="sms"`` SMS and email, ``None``
+        everything pending. Raises ValueError when nothing is pending for that profile and list.
         """
-        self._store.confirm_double_opt_in(profile_id, list_id)
+        with self._store.lock:
+            self._store.settle()
+            self._store.confirm_double_opt_in(profile_id, list_id, via)
 
     def state(self) -> dict[str, Any]:
         """Everything the emulator holds, as plain JSON (the control API's ``/state``)."""
         with self._store.lock:
+            self._store.settle()
             return {
+                "config": self._store.config.to_json(),
                 "profiles": self.profiles(),
                 "lists": [_group_json(lst) for lst in self._store.lists.values()],
                 "segments": [_group_json(seg) for seg in self._store.segments.values()],
@@ -309,36 +362,6 @@ class KlaviyoEmulator:
 
     def _control(self, request: Request) -> Response:
         return control.handle(self, request)
-
-    def _schedule(self, job: SubscribeJob) -> None:
-        with self._settings_lock:
-            delay = self._settings.subscribe_delay
-        if delay <= 0:
-            self._store.apply_subscribe_job(job)
-            return
-        with self._timers_lock:
-            generation = self._generation
-
-        def apply() -> None:
-            with self._timers_lock:
-                self._timers.discard(timer)
-                current = generation == self._generation  # a reset in between drops the job
-            if current:
-                self._store.apply_subscribe_job(job)
-
-        timer = threading.Timer(delay, apply)
-        timer.daemon = True
-        with self._timers_lock:
-            self._timers.add(timer)
-        timer.start()
-
-    def _cancel_timers(self) -> None:
-        with self._timers_lock:
-            self._generation += 1
-            timers = list(self._timers)
-            self._timers.clear()
-        for timer in timers:
-            timer.cancel()
 
 
 def _normalise_keys(

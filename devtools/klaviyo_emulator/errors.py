@@ -20,10 +20,20 @@ DUPLICATE_PROFILE = "A profile already exists with one of these identifiers."
 SMS_WITHOUT_PHONE = (
     "'phone_number' must not be empty when the sms channel is included in 'subscriptions'."
 )
+# Inferred wording: Klaviyo documents that age gating needs the date of birth for SMS, but
+# no refusal body has been published.
+AGE_GATE_WITHOUT_BIRTH_DATE = (
+    "'age_gated_date_of_birth' is required when the sms channel is included in "
+    "'subscriptions' and the account uses age gating."
+)
+MULTIPLE_DELETION_IDENTIFIERS = (
+    "Exactly one of 'id', 'email' or 'phone_number' must be provided to identify the profile."
+)
 EMAIL_WITHOUT_EMAIL = (
     "'email' must not be empty when the email channel is included in 'subscriptions'."
 )
 UNKNOWN_REVISION = "No valid revisions found for method"
+UNKNOWN_LIST = "A list with id {list_id} does not exist."
 
 
 class ApiError(Exception):

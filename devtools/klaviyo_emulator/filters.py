@@ -48,19 +48,17 @@ class Condition:
 
 @dataclass(frozen=True)
 class FieldRule:
-    """What one endpoint allows for one field (mirrors the spec's ``x-klaviyo-filters``)."""
+    """What one endpoint allows for one field: the spec's ``x-klaviyo-filters`` entry.
 
-    kind: str  # "string" or "datetime"
-    single: frozenset[str]  # operators taking a scalar
-    listed: frozenset[str] = frozenset()  # operators taking a [list]
+    ``kind`` is the value's type (``string``, ``datetime``, ``integer``, ``number`` or
+    ``boolean``); ``single`` and ``listed`` are the operators allowed with a scalar and with
+    a ``[list]``; ``enum`` restricts string values.
+    """
 
-
-def string_field(single: Iterable[str], listed: Iterable[str] = ()) -> FieldRule:
-    return FieldRule("string", frozenset(single), frozenset(listed))
-
-
-def datetime_field(operators: Iterable[str]) -> FieldRule:
-    return FieldRule("datetime", frozenset(operators))
+    kind: str
+    single: frozenset[str]
+    listed: frozenset[str] = frozenset()
+    enum: tuple[str, ...] | None = None
 
 
 class _Parser:
@@ -205,23 +203,59 @@ def parse_for(text: str, rules: Mapping[str, FieldRule]) -> list[Condition]:
     except FilterSyntaxError as exc:
         raise _bad(f"Invalid filter provided: {exc}.") from exc
     for cond in conditions:
-        rule = rules.get(cond.field)
-        if rule is None:
-            raise _bad(f"'{cond.field}' is not a valid field for this filter.")
-        is_list = isinstance(cond.value, list)
-        allowed = rule.listed if is_list else rule.single
-        if cond.operator not in allowed:
-            shape = "a list" if is_list else "a single value"
-            raise _bad(
-                f"'{cond.operator}' with {shape} is not a valid operator for '{cond.field}'."
-            )
-        items = cond.value if isinstance(cond.value, list) else [cond.value]
-        for item in items:
-            if rule.kind == "string" and not isinstance(item, Quoted):
-                raise _bad(f"'{cond.field}' needs a quoted string value.")
-            if rule.kind == "datetime" and not isinstance(item, datetime):
-                raise _bad(f"'{cond.field}' needs an unquoted ISO-8601 datetime value.")
+        problem = check(cond, rules)
+        if problem is not None:
+            raise _bad(problem)
     return conditions
+
+
+def problems(text: str, rules: Mapping[str, FieldRule]) -> list[str]:
+    """What is wrong with ``text`` for these rules, as sentences (empty when allowed)."""
+    try:
+        conditions = parse(text)
+    except FilterSyntaxError as exc:
+        return [f"invalid filter: {exc}"]
+    return [p for p in (check(c, rules) for c in conditions) if p is not None]
+
+
+def check(cond: Condition, rules: Mapping[str, FieldRule]) -> str | None:
+    """Why ``cond`` is not allowed by ``rules`` (None when it is)."""
+    rule = rules.get(cond.field)
+    if rule is None:
+        return f"'{cond.field}' is not a valid field for this filter."
+    is_list = isinstance(cond.value, list)
+    allowed = rule.listed if is_list else rule.single
+    if cond.operator not in allowed:
+        shape = "a list" if is_list else "a single value"
+        forms = [f"{op}(..., value)" for op in sorted(rule.single)]
+        forms += [f"{op}(..., [values])" for op in sorted(rule.listed)]
+        return (
+            f"'{cond.operator}' with {shape} is not a valid operator for '{cond.field}'. "
+            f"Allowed: {', '.join(forms)}."
+        )
+    items = cond.value if isinstance(cond.value, list) else [cond.value]
+    for item in items:
+        if not _VALUE_CHECKS[rule.kind](item):
+            return f"'{cond.field}' needs {_VALUE_WORDS[rule.kind]} value."
+        if rule.enum is not None and isinstance(item, Quoted) and item.text not in rule.enum:
+            return f"'{item.text}' is not a valid value for '{cond.field}'."
+    return None
+
+
+_VALUE_CHECKS: dict[str, Callable[[Any], bool]] = {
+    "string": lambda v: isinstance(v, Quoted),
+    "datetime": lambda v: isinstance(v, datetime),
+    "integer": lambda v: isinstance(v, int) and not isinstance(v, bool),
+    "number": lambda v: isinstance(v, int | float) and not isinstance(v, bool),
+    "boolean": lambda v: isinstance(v, bool),
+}
+_VALUE_WORDS = {
+    "string": "a quoted string",
+    "datetime": "an unquoted ISO-8601 datetime",
+    "integer": "an integer",
+    "number": "a number",
+    "boolean": "a true/false",
+}
 
 
 def _bad(detail: str) -> ApiError:

@@ -9,62 +9,19 @@ from typing import Any
 
 from werkzeug.datastructures import MultiDict
 
-from . import filters, query
+from . import errors, filters, query
 from .attributes import clean_attributes, clean_patch_meta
-from .errors import ApiError, invalid
-from .filters import COMPARISONS, FieldRule, datetime_field, string_field
+from .deletion import parse_deletion
+from .errors import ApiError, invalid, not_found
 from .model import KlaviyoList, Profile, Segment, parse_timestamp
-from .query import Paging
+from .query import Query
 from .resources import identifier, list_resource, profile_resource, segment_resource
-from .state import Store, SubscribeJob
+from .state import Store
 from .subscribe import parse_job
 
-MAX_LIST_ADD = 1000
-PROFILE_SORTS = (
-    "created",
-    "email",
-    "id",
-    "updated",
-    "subscriptions.email.marketing.list_suppressions.timestamp",
-    "subscriptions.email.marketing.suppression.timestamp",
-)
+MAX_LIST_ADD = 1000  # "This endpoint accepts a maximum of 1000 profiles per call" (spec)
 _SUPPRESSION = "subscriptions.email.marketing.suppression"
 _LIST_SUPPRESSION = "subscriptions.email.marketing.list_suppressions"
-PROFILE_FILTERS: dict[str, FieldRule] = {
-    "id": string_field(["equals"], ["any", "equals"]),
-    "email": string_field(["equals"], ["any", "equals"]),
-    "phone_number": string_field(["equals"], ["any", "equals"]),
-    "external_id": string_field(["equals"], ["any", "equals"]),
-    "_kx": string_field(["equals"]),
-    "created": datetime_field(["greater-than", "less-than"]),
-    "updated": datetime_field(["greater-than", "less-than"]),
-    f"{_LIST_SUPPRESSION}.reason": string_field(["equals"]),
-    f"{_LIST_SUPPRESSION}.timestamp": datetime_field(COMPARISONS),
-    f"{_LIST_SUPPRESSION}.list_id": string_field(["equals"]),
-    f"{_SUPPRESSION}.reason": string_field(["equals"]),
-    f"{_SUPPRESSION}.timestamp": datetime_field(COMPARISONS),
-}
-# Klaviyo's spec lists these as list-only operators; the emulator also takes a scalar equals.
-LIST_MEMBER_FILTERS: dict[str, FieldRule] = {
-    "email": string_field(["equals"], ["any", "equals"]),
-    "phone_number": string_field(["equals"], ["any", "equals"]),
-    "push_token": string_field(["equals"], ["any", "equals"]),
-    "_kx": string_field(["equals"]),
-    "joined_group_at": datetime_field(COMPARISONS),
-}
-SEGMENT_MEMBER_FILTERS: dict[str, FieldRule] = {
-    "profile_id": string_field(["equals"], ["any", "equals"]),
-    **LIST_MEMBER_FILTERS,
-}
-LIST_FILTERS: dict[str, FieldRule] = {
-    "name": string_field(["equals"], ["any", "equals"]),
-    "id": string_field(["equals"], ["any", "equals"]),
-    "created": datetime_field(["greater-than"]),
-    "updated": datetime_field(["greater-than"]),
-}
-PROFILE_ADDITIONAL = ("subscriptions", "predictive_analytics")
-PROFILES_PAGING = Paging(20, 100)
-LISTS_PAGING = Paging(10, 10)
 
 
 @dataclass
@@ -72,9 +29,11 @@ class Context:
     store: Store
     base_url: str
     args: MultiDict[str, str]
+    query: Query  # ``args`` checked against the operation's rules
     params: dict[str, str]
     body: Any
-    submit_subscribe_job: Callable[[SubscribeJob], None]
+    # The profile as filtered search sees it (None: not indexed yet); ``store.search_view``.
+    search_view: Callable[[Profile], Profile | None]
 
 
 @dataclass
@@ -105,12 +64,11 @@ def _required_attributes(data: dict[str, Any]) -> Any:
 
 
 def _profile_options(ctx: Context) -> dict[str, Any]:
-    extra = query.comma_list(ctx.args, "additional-fields[profile]", PROFILE_ADDITIONAL)
-    raw_fields = ctx.args.get("fields[profile]")
+    extra = ctx.query.values("additional-fields[profile]")
     return {
         "subscriptions": "subscriptions" in extra,
         "predictive": "predictive_analytics" in extra,
-        "fields": [f for f in raw_fields.split(",") if f] if raw_fields is not None else None,
+        "fields": ctx.query.fields("profile"),
     }
 
 
@@ -157,14 +115,19 @@ def _earliest(values: Any) -> Any:
 
 def get_profiles(ctx: Context) -> Reply:
     options = _profile_options(ctx)
-    include = query.include(ctx.args, ("conversations", "push-tokens"))
-    sort_field, descending = query.sort_key(ctx.args, PROFILE_SORTS)
-    raw_filter = ctx.args.get("filter")
-    conditions = filters.parse_for(raw_filter, PROFILE_FILTERS) if raw_filter is not None else []
+    include = ctx.query.values("include")
+    sort_field, descending = ctx.query.sort, ctx.query.descending
+    conditions = ctx.query.conditions
     with ctx.store.lock:
-        items = [
-            p for p in ctx.store.profiles.values() if filters.matches(p, conditions, _profile_field)
-        ]
+        items = list(ctx.store.profiles.values())
+        if conditions:
+            # Filtered search reads the search index, which may lag behind writes.
+            items = [
+                p
+                for p in items
+                if (seen := ctx.search_view(p)) is not None
+                and filters.matches(seen, conditions, _profile_field)
+            ]
         if sort_field is None:
             items.sort(key=lambda p: p.id)
         elif sort_field == "email":
@@ -182,7 +145,9 @@ def get_profiles(ctx: Context) -> Reply:
                 lambda p: p.id,
                 descending,
             )
-        page, links = query.paginate(items, ctx.args, PROFILES_PAGING, _url(ctx, "/api/profiles"))
+        page, links = query.paginate(
+            items, ctx.args, ctx.query.page_size, _url(ctx, "/api/profiles")
+        )
         related: dict[str, list[dict[str, str]]] = {name: [] for name in include}
         data = [
             profile_resource(p, ctx.base_url, **options, relationship_data=related) for p in page
@@ -195,7 +160,7 @@ def get_profiles(ctx: Context) -> Reply:
 
 def get_profile(ctx: Context) -> Reply:
     options = _profile_options(ctx)
-    include = query.include(ctx.args, ("conversations", "lists", "push-tokens", "segments"))
+    include = ctx.query.values("include")
     with ctx.store.lock:
         profile = ctx.store.profile(ctx.params["id"])
         related: dict[str, list[dict[str, str]]] = {}
@@ -204,11 +169,17 @@ def get_profile(ctx: Context) -> Reply:
             if name == "lists":
                 lists = ctx.store.lists_of(profile.id)
                 related[name] = [identifier("list", lst.id) for lst in lists]
-                included += [list_resource(lst, ctx.base_url) for lst in lists]
+                included += [
+                    list_resource(lst, ctx.base_url, fields=ctx.query.fields("list"))
+                    for lst in lists
+                ]
             elif name == "segments":
                 segments = ctx.store.segments_of(profile.id)
                 related[name] = [identifier("segment", seg.id) for seg in segments]
-                included += [segment_resource(seg, ctx.base_url) for seg in segments]
+                included += [
+                    segment_resource(seg, ctx.base_url, fields=ctx.query.fields("segment"))
+                    for seg in segments
+                ]
             else:
                 related[name] = []
         resource = profile_resource(profile, ctx.base_url, **options, relationship_data=related)
@@ -275,8 +246,18 @@ def get_segment_ids_for_profile(ctx: Context) -> Reply:
 
 
 def bulk_subscribe_profiles(ctx: Context) -> Reply:
-    job = parse_job(ctx.body, ctx.store)
-    ctx.submit_subscribe_job(job)
+    store = ctx.store
+    job = parse_job(ctx.body, store)
+    store.later(store.config.subscribe_delay, lambda: store.apply_subscribe_job(job))
+    return Reply(202)
+
+
+def request_profile_deletion(ctx: Context) -> Reply:
+    store = ctx.store
+    kind, value = parse_deletion(ctx.body)
+    # Unknown identifiers are accepted too: the job reveals nothing about who exists
+    # (inferred; Klaviyo documents only the 202).
+    store.later(store.config.deletion_delay, lambda: store.delete_profiles(kind, value))
     return Reply(202)
 
 
@@ -288,19 +269,20 @@ def _list_field(klaviyo_list: KlaviyoList, name: str) -> Any:
 
 
 def get_lists(ctx: Context) -> Reply:
-    include = query.include(ctx.args, ("flow-triggers", "tags"))
-    sort_field, descending = query.sort_key(ctx.args, ("created", "id", "name", "updated"))
-    raw_filter = ctx.args.get("filter")
-    conditions = filters.parse_for(raw_filter, LIST_FILTERS) if raw_filter is not None else []
+    include = ctx.query.values("include")
+    conditions = ctx.query.conditions
     with ctx.store.lock:
         items = [
             lst for lst in ctx.store.lists.values() if filters.matches(lst, conditions, _list_field)
         ]
         items = query.sort_items(
-            items, lambda lst: _list_field(lst, sort_field or "id"), lambda lst: lst.id, descending
+            items,
+            lambda lst: _list_field(lst, ctx.query.sort or "id"),
+            lambda lst: lst.id,
+            ctx.query.descending,
         )
-        page, links = query.paginate(items, ctx.args, LISTS_PAGING, _url(ctx, "/api/lists"))
-        data = [list_resource(lst, ctx.base_url) for lst in page]
+        page, links = query.paginate(items, ctx.args, ctx.query.page_size, _url(ctx, "/api/lists"))
+        data = [list_resource(lst, ctx.base_url, fields=ctx.query.fields("list")) for lst in page]
     document: dict[str, Any] = {"data": data, "links": links}
     if include:
         document["included"] = []
@@ -308,13 +290,14 @@ def get_lists(ctx: Context) -> Reply:
 
 
 def get_list(ctx: Context) -> Reply:
-    extra = query.comma_list(ctx.args, "additional-fields[list]", ("profile_count",))
-    include = query.include(ctx.args, ("flow-triggers", "tags"))
+    counted = "profile_count" in ctx.query.values("additional-fields[list]")
     with ctx.store.lock:
         klaviyo_list = ctx.store.klaviyo_list(ctx.params["id"])
-        resource = list_resource(klaviyo_list, ctx.base_url, profile_count=bool(extra))
+        resource = list_resource(
+            klaviyo_list, ctx.base_url, profile_count=counted, fields=ctx.query.fields("list")
+        )
     reply = _single(ctx, resource)
-    if include:
+    if ctx.query.values("include"):
         assert reply.document is not None
         reply.document["included"] = []
     return reply
@@ -335,13 +318,18 @@ def create_list(ctx: Context) -> Reply:
             pointer="/data/attributes/opt_in_process",
         )
     with ctx.store.lock:
-        process = opt_in.split("_")[0] if opt_in else ctx.store.default_opt_in
+        # "Lists are set to double opt-in by default in all Klaviyo accounts"
+        # (help.klaviyo.com, Guide to the Double Opt-In Process).
+        process = opt_in.split("_")[0] if opt_in else "double"
         list_id = ctx.store.create_list(name, opt_in=process)
-        resource = list_resource(ctx.store.lists[list_id], ctx.base_url)
+        resource = list_resource(
+            ctx.store.lists[list_id], ctx.base_url, fields=ctx.query.fields("list")
+        )
     return _single(ctx, resource, 201)
 
 
 def _profile_identifiers(ctx: Context) -> list[str]:
+    """The profile ids of a list relationship body (unknown ones included)."""
     data = ctx.body.get("data") if isinstance(ctx.body, dict) else None
     if not isinstance(data, list):
         raise invalid("'data' must be an array of profile identifiers.", pointer="/data")
@@ -350,30 +338,49 @@ def _profile_identifiers(ctx: Context) -> list[str]:
     if len(data) > MAX_LIST_ADD:
         raise invalid(f"At most {MAX_LIST_ADD} profiles can be sent at once.", pointer="/data")
     ids: list[str] = []
-    with ctx.store.lock:
-        for i, item in enumerate(data):
-            if not isinstance(item, dict) or item.get("type") != "profile":
-                raise invalid("'type' must be 'profile'.", pointer=f"/data/{i}/type")
-            profile_id = item.get("id")
-            if not isinstance(profile_id, str) or profile_id not in ctx.store.profiles:
-                raise invalid(
-                    f"A profile with id {profile_id} does not exist.", pointer=f"/data/{i}/id"
-                )
-            ids.append(profile_id)
+    for i, item in enumerate(data):
+        if not isinstance(item, dict) or item.get("type") != "profile":
+            raise invalid("'type' must be 'profile'.", pointer=f"/data/{i}/type")
+        profile_id = item.get("id")
+        if not isinstance(profile_id, str):
+            raise invalid("'id' must be a string.", pointer=f"/data/{i}/id")
+        ids.append(profile_id)
     return ids
 
 
+def _unknown_profile_400(ids: list[str], known: dict[str, Any]) -> None:
+    for i, profile_id in enumerate(ids):
+        if profile_id not in known:
+            raise invalid(
+                f"A profile with id {profile_id} does not exist.", pointer=f"/data/{i}/id"
+            )
+
+
 def add_profiles_to_list(ctx: Context) -> Reply:
+    """Unknown profile ids: Klaviyo's answer is undocumented, so ``unknown_profile_in_list_add``
+    picks one of the plausible ones: "400" (invalid, pointing at the item), "404" (the whole
+    call, worded as for an unknown list) or "ignore" (204, unknown ids dropped)."""
+    list_id = ctx.params["id"]
     with ctx.store.lock:
-        ctx.store.klaviyo_list(ctx.params["id"])
-        ctx.store.add_list_members(ctx.params["id"], _profile_identifiers(ctx))
+        ctx.store.klaviyo_list(list_id)
+        ids = _profile_identifiers(ctx)
+        known = [pid for pid in ids if pid in ctx.store.profiles]
+        if len(known) < len(ids):
+            mode = ctx.store.config.unknown_profile_in_list_add
+            if mode == "400":
+                _unknown_profile_400(ids, ctx.store.profiles)
+            if mode == "404":
+                raise not_found(errors.UNKNOWN_LIST.format(list_id=list_id))
+        ctx.store.add_list_members(list_id, known)
     return Reply(204)
 
 
 def remove_profiles_from_list(ctx: Context) -> Reply:
     with ctx.store.lock:
         ctx.store.klaviyo_list(ctx.params["id"])
-        ctx.store.remove_list_members(ctx.params["id"], _profile_identifiers(ctx))
+        ids = _profile_identifiers(ctx)
+        _unknown_profile_400(ids, ctx.store.profiles)
+        ctx.store.remove_list_members(ctx.params["id"], ids)
     return Reply(204)
 
 
@@ -381,11 +388,9 @@ def remove_profiles_from_list(ctx: Context) -> Reply:
 
 
 def _members(
-    ctx: Context, group: KlaviyoList | Segment, rules: dict[str, FieldRule], view: str
+    ctx: Context, group: KlaviyoList | Segment, view: str
 ) -> tuple[list[tuple[Profile, datetime]], dict[str, str | None]]:
-    _sort_field, descending = query.sort_key(ctx.args, ("joined_group_at",))
-    raw_filter = ctx.args.get("filter")
-    conditions = filters.parse_for(raw_filter, rules) if raw_filter is not None else []
+    conditions = ctx.query.conditions
 
     def member_field(item: tuple[Profile, datetime], name: str) -> Any:
         return item[1] if name == "joined_group_at" else _profile_field(item[0], name)
@@ -396,46 +401,45 @@ def _members(
         if pid in ctx.store.profiles
     ]
     items = [i for i in items if filters.matches(i, conditions, member_field)]
-    items = query.sort_items(items, lambda i: i[1], lambda i: i[0].id, descending)
+    items = query.sort_items(items, lambda i: i[1], lambda i: i[0].id, ctx.query.descending)
     kind = "lists" if isinstance(group, KlaviyoList) else "segments"
     url = _url(ctx, f"/api/{kind}/{group.id}/{view}")
-    return query.paginate(items, ctx.args, PROFILES_PAGING, url)
+    return query.paginate(items, ctx.args, ctx.query.page_size, url)
 
 
-def _member_profiles(
-    ctx: Context, group: KlaviyoList | Segment, rules: dict[str, FieldRule]
-) -> Reply:
+def _member_profiles(ctx: Context, group: KlaviyoList | Segment) -> Reply:
     options = _profile_options(ctx)
-    page, links = _members(ctx, group, rules, "profiles")
+    page, links = _members(ctx, group, "profiles")
     data = [
         profile_resource(p, ctx.base_url, **options, joined_group_at=joined) for p, joined in page
     ]
     return Reply(200, {"data": data, "links": links})
 
 
-def _member_ids(ctx: Context, group: KlaviyoList | Segment, rules: dict[str, FieldRule]) -> Reply:
-    page, links = _members(ctx, group, rules, "relationships/profiles")
+def _member_ids(ctx: Context, group: KlaviyoList | Segment) -> Reply:
+    page, links = _members(ctx, group, "relationships/profiles")
     return Reply(200, {"data": [identifier("profile", p.id) for p, _ in page], "links": links})
 
 
 def get_profiles_for_list(ctx: Context) -> Reply:
     with ctx.store.lock:
-        return _member_profiles(ctx, ctx.store.klaviyo_list(ctx.params["id"]), LIST_MEMBER_FILTERS)
+        return _member_profiles(ctx, ctx.store.klaviyo_list(ctx.params["id"]))
 
 
 def get_profile_ids_for_list(ctx: Context) -> Reply:
     with ctx.store.lock:
-        return _member_ids(ctx, ctx.store.klaviyo_list(ctx.params["id"]), LIST_MEMBER_FILTERS)
+        return _member_ids(ctx, ctx.store.klaviyo_list(ctx.params["id"]))
 
 
 def get_segment(ctx: Context) -> Reply:
-    extra = query.comma_list(ctx.args, "additional-fields[segment]", ("profile_count",))
-    include = query.include(ctx.args, ("flow-triggers", "tags"))
+    counted = "profile_count" in ctx.query.values("additional-fields[segment]")
     with ctx.store.lock:
         segment = ctx.store.segment(ctx.params["id"])
-        resource = segment_resource(segment, ctx.base_url, profile_count=bool(extra))
+        resource = segment_resource(
+            segment, ctx.base_url, profile_count=counted, fields=ctx.query.fields("segment")
+        )
     reply = _single(ctx, resource)
-    if include:
+    if ctx.query.values("include"):
         assert reply.document is not None
         reply.document["included"] = []
     return reply
@@ -443,9 +447,9 @@ def get_segment(ctx: Context) -> Reply:
 
 def get_profiles_for_segment(ctx: Context) -> Reply:
     with ctx.store.lock:
-        return _member_profiles(ctx, ctx.store.segment(ctx.params["id"]), SEGMENT_MEMBER_FILTERS)
+        return _member_profiles(ctx, ctx.store.segment(ctx.params["id"]))
 
 
 def get_profile_ids_for_segment(ctx: Context) -> Reply:
     with ctx.store.lock:
-        return _member_ids(ctx, ctx.store.segment(ctx.params["id"]), SEGMENT_MEMBER_FILTERS)
+        return _member_ids(ctx, ctx.store.segment(ctx.params["id"]))

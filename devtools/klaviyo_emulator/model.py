@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -150,6 +151,8 @@ class Segment:
     created: datetime
     updated: datetime
     members: dict[str, datetime] = field(default_factory=dict)
+    # Rule-based segments: membership follows this predicate over profile attributes.
+    predicate: Callable[[Mapping[str, Any]], bool] | None = None
     is_active: bool = True
     is_processing: bool = False
     is_starred: bool = False

@@ -1,7 +1,10 @@
-"""The operations the emulator serves, with the spec's scopes and rate-limit tiers.
+"""The operations the emulator serves: a handler per operationId, routed by the spec's rules.
 
-The values are copied from the 2026-07-15 OpenAPI document (``x-klaviyo-scopes`` and
-``x-klaviyo-ratelimit``) so the emulator runs without it; a test compares them with the spec.
+Method, path, scopes, limits and payload caps all come from the rules read from Klaviyo's
+OpenAPI document (``spec_rules.py``); this module only says which handler serves which
+operation. ``OPERATIONS_BY_ID`` pairs each handler with the packaged rules; a request is
+dispatched to the handler found there, so a tool may wrap one (the benchmark's email index
+does).
 """
 
 from __future__ import annotations
@@ -9,167 +12,90 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from . import handlers
+from . import handlers, spec_rules
 from .handlers import Handler
+from .spec_rules import OperationRules, SpecRules
 
-TIER_L = (75, 750)
-TIER_M = (10, 150)
-TIER_S = (3, 60)
-PROFILE_BODY_LIMIT = 100 * 1024  # "Profile create / update / import payload: 100 KB"
-GLOBAL_BODY_LIMIT = 5 * 1024 * 1024
+GLOBAL_BODY_LIMIT = 5 * 1024 * 1024  # "Global payload: 5 MB -> 413" (rate limits docs page)
+
+HANDLERS: dict[str, Handler] = {
+    "get_profiles": handlers.get_profiles,
+    "create_profile": handlers.create_profile,
+    "get_profile": handlers.get_profile,
+    "update_profile": handlers.update_profile,
+    "create_or_update_profile": handlers.create_or_update_profile,
+    "get_segment_ids_for_profile": handlers.get_segment_ids_for_profile,
+    "bulk_subscribe_profiles": handlers.bulk_subscribe_profiles,
+    "request_profile_deletion": handlers.request_profile_deletion,
+    "get_lists": handlers.get_lists,
+    "create_list": handlers.create_list,
+    "get_list": handlers.get_list,
+    "get_profiles_for_list": handlers.get_profiles_for_list,
+    "get_profile_ids_for_list": handlers.get_profile_ids_for_list,
+    "add_profiles_to_list": handlers.add_profiles_to_list,
+    "remove_profiles_from_list": handlers.remove_profiles_from_list,
+    "get_segment": handlers.get_segment,
+    "get_profiles_for_segment": handlers.get_profiles_for_segment,
+    "get_profile_ids_for_segment": handlers.get_profile_ids_for_segment,
+}
 
 
 @dataclass(frozen=True)
 class Operation:
-    operation_id: str
-    method: str
-    template: str
-    scopes: tuple[str, ...]
-    burst: int
-    steady: int
+    rules: OperationRules
     handler: Handler
-    body_limit: int = GLOBAL_BODY_LIMIT
 
     @property
-    def pattern(self) -> re.Pattern[str]:
-        return _compile(self.template)
+    def operation_id(self) -> str:
+        return self.rules.operation_id
+
+    @property
+    def method(self) -> str:
+        return self.rules.method
+
+    @property
+    def burst(self) -> int:
+        return self.rules.limits["burst"]
+
+    @property
+    def steady(self) -> int:
+        return self.rules.limits["steady"]
+
+    @property
+    def body_limit(self) -> int:
+        return self.rules.body_limit or GLOBAL_BODY_LIMIT
+
+
+_PACKAGED = spec_rules.from_table()
+OPERATIONS_BY_ID: dict[str, Operation] = {
+    op_id: Operation(_PACKAGED[op_id], handler)
+    for op_id, handler in HANDLERS.items()
+    if op_id in _PACKAGED  # a new handler waits for make spec-rules (a test says so)
+}
 
 
 def _compile(template: str) -> re.Pattern[str]:
     regex = re.sub(r"\\\{(\w+)\\\}", r"(?P<\1>[^/]+)", re.escape(template))
+    # Klaviyo serves both /api/profiles and /api/profiles/; the document lists the former.
     return re.compile(f"^{regex}/?$")
 
 
-def _op(
-    operation_id: str,
-    method: str,
-    template: str,
-    scopes: tuple[str, ...],
-    tier: tuple[int, int],
-    handler: Handler,
-    body_limit: int = GLOBAL_BODY_LIMIT,
-) -> Operation:
-    return Operation(operation_id, method, template, scopes, tier[0], tier[1], handler, body_limit)
+class Router:
+    def __init__(self, rules: SpecRules) -> None:
+        self._routes = [(rules[op_id], _compile(rules[op_id].path)) for op_id in HANDLERS]
 
-
-OPERATIONS: tuple[Operation, ...] = (
-    _op("get_profiles", "GET", "/api/profiles", ("profiles:read",), TIER_L, handlers.get_profiles),
-    _op(
-        "create_profile",
-        "POST",
-        "/api/profiles",
-        ("profiles:write",),
-        TIER_L,
-        handlers.create_profile,
-        PROFILE_BODY_LIMIT,
-    ),
-    _op(
-        "get_profile", "GET", "/api/profiles/{id}", ("profiles:read",), TIER_L, handlers.get_profile
-    ),
-    _op(
-        "update_profile",
-        "PATCH",
-        "/api/profiles/{id}",
-        ("profiles:write",),
-        TIER_L,
-        handlers.update_profile,
-        PROFILE_BODY_LIMIT,
-    ),
-    _op(
-        "create_or_update_profile",
-        "POST",
-        "/api/profile-import",
-        ("profiles:write",),
-        TIER_L,
-        handlers.create_or_update_profile,
-        PROFILE_BODY_LIMIT,
-    ),
-    _op(
-        "get_segment_ids_for_profile",
-        "GET",
-        "/api/profiles/{id}/relationships/segments",
-        ("profiles:read", "segments:read"),
-        TIER_S,
-        handlers.get_segment_ids_for_profile,
-    ),
-    _op(
-        "bulk_subscribe_profiles",
-        "POST",
-        "/api/profile-subscription-bulk-create-jobs",
-        ("lists:write", "profiles:write", "subscriptions:write"),
-        TIER_L,
-        handlers.bulk_subscribe_profiles,
-    ),
-    _op("get_lists", "GET", "/api/lists", ("lists:read",), TIER_L, handlers.get_lists),
-    _op("create_list", "POST", "/api/lists", ("lists:write",), TIER_M, handlers.create_list),
-    _op("get_list", "GET", "/api/lists/{id}", ("lists:read",), TIER_L, handlers.get_list),
-    _op(
-        "get_profiles_for_list",
-        "GET",
-        "/api/lists/{id}/profiles",
-        ("lists:read", "profiles:read"),
-        TIER_L,
-        handlers.get_profiles_for_list,
-    ),
-    _op(
-        "get_profile_ids_for_list",
-        "GET",
-        "/api/lists/{id}/relationships/profiles",
-        ("lists:read", "profiles:read"),
-        TIER_L,
-        handlers.get_profile_ids_for_list,
-    ),
-    _op(
-        "add_profiles_to_list",
-        "POST",
-        "/api/lists/{id}/relationships/profiles",
-        ("lists:write", "profiles:write"),
-        TIER_M,
-        handlers.add_profiles_to_list,
-    ),
-    _op(
-        "remove_profiles_from_list",
-        "DELETE",
-        "/api/lists/{id}/relationships/profiles",
-        ("lists:write", "profiles:write"),
-        TIER_M,
-        handlers.remove_profiles_from_list,
-    ),
-    _op(
-        "get_segment", "GET", "/api/segments/{id}", ("segments:read",), TIER_L, handlers.get_segment
-    ),
-    _op(
-        "get_profiles_for_segment",
-        "GET",
-        "/api/segments/{id}/profiles",
-        ("profiles:read", "segments:read"),
-        TIER_L,
-        handlers.get_profiles_for_segment,
-    ),
-    _op(
-        "get_profile_ids_for_segment",
-        "GET",
-        "/api/segments/{id}/relationships/profiles",
-        ("profiles:read", "segments:read"),
-        TIER_L,
-        handlers.get_profile_ids_for_segment,
-    ),
-)
-OPERATIONS_BY_ID = {op.operation_id: op for op in OPERATIONS}
-_PATTERNS = [(op, op.pattern) for op in OPERATIONS]
-
-
-def match(method: str, path: str) -> tuple[Operation | None, dict[str, str], list[str]]:
-    """The operation for ``method path``, its path parameters, and the methods the path allows."""
-    allowed: list[str] = []
-    for op, pattern in _PATTERNS:
-        found = pattern.match(path)
-        if found is None:
-            continue
-        allowed.append(op.method)
-        if op.method == method.upper():
-            return op, found.groupdict(), allowed
-    return None, {}, allowed
+    def match(self, method: str, path: str) -> tuple[Operation | None, dict[str, str], list[str]]:
+        """The operation for ``method path``, its path parameters, and the methods allowed."""
+        allowed: list[str] = []
+        for rules, pattern in self._routes:
+            found = pattern.match(path)
+            if found is None:
+                continue
+            allowed.append(rules.method)
+            if rules.method == method.upper():
+                handler = OPERATIONS_BY_ID[rules.operation_id].handler
+                return Operation(rules, handler), found.groupdict(), allowed
+        return None, {}, allowed
 
 
 def granted(scopes: set[str] | frozenset[str] | None, needed: tuple[str, ...]) -> list[str]:

@@ -1,7 +1,8 @@
 """pytest fixtures for tests that talk to the Klaviyo emulator.
 
-``klaviyo_emulator`` is function-scoped: each test gets empty state, rate limits off, the
-default key ``pk_test_emulator`` with every scope, and (when Klaviyo's OpenAPI document is
+``klaviyo_emulator`` is function-scoped: each test gets empty state, Klaviyo's default
+account settings, rate limits counted but not enforced, the default key
+``pk_test_emulator`` with every scope, and (when Klaviyo's OpenAPI document is
 next to the repository) contract validation. A test whose traffic violates the document fails
 at teardown; mark it ``@pytest.mark.klaviyo_contract_violations_allowed`` when it sends
 invalid requests on purpose. One server is shared by the session and reset between tests.

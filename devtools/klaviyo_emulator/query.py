@@ -1,4 +1,4 @@
-"""Query-parameter handling shared by the collection endpoints: paging, sorting, fields."""
+"""Query parameters: checked against the operation's rules, then paging and sorting helpers."""
 
 from __future__ import annotations
 
@@ -6,60 +6,96 @@ import base64
 import binascii
 import json
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 from urllib.parse import quote, urlencode
 
 from werkzeug.datastructures import MultiDict
 
+from . import filters
 from .errors import invalid
+from .filters import Condition
+from .spec_rules import OperationRules, PageSize
 
 T = TypeVar("T")
 
 
 @dataclass(frozen=True)
-class Paging:
-    default: int = 20
-    maximum: int = 100
+class Query:
+    """An operation's query parameters, checked against its rules from the document."""
+
+    conditions: list[Condition] = field(default_factory=list)
+    sort: str | None = None
+    descending: bool = False
+    page_size: int = 20
+    lists: dict[str, list[str]] = field(default_factory=dict)  # enum parameters by name
+
+    def values(self, name: str) -> list[str]:
+        """The values of an enum parameter such as ``fields[profile]`` or ``include``."""
+        return self.lists.get(name, [])
+
+    def fields(self, resource_type: str) -> list[str] | None:
+        """The sparse fieldset asked for ``resource_type``; None when all fields are."""
+        return self.lists.get(f"fields[{resource_type}]")
 
 
-def comma_list(args: MultiDict[str, str], name: str, allowed: Sequence[str]) -> list[str]:
+def parse(args: MultiDict[str, str], rules: OperationRules) -> Query:
+    """Check every parameter the document constrains; 400 naming the parameter otherwise.
+
+    Parameters the document does not define for the operation are ignored, as the live
+    API is assumed to do; the contract check reports them.
+    """
+    lists = {
+        name: _enum_values(args, name, allowed)
+        for name, allowed in rules.enums.items()
+        if name in args
+    }
+    conditions: list[Condition] = []
+    raw_filter = args.get("filter")
+    if raw_filter is not None and rules.filters is not None:
+        conditions = filters.parse_for(raw_filter, rules.filters)
+    sort, descending = None, False
+    raw_sort = args.get("sort")
+    if raw_sort is not None and rules.sort is not None:
+        if raw_sort not in rules.sort:
+            raise invalid(
+                f"'{raw_sort}' is not a valid sort value. Valid values: {', '.join(rules.sort)}.",
+                parameter="sort",
+            )
+        sort, descending = raw_sort.lstrip("-"), raw_sort.startswith("-")
+    size = rules.page_size.default if rules.page_size is not None else 0
+    if rules.page_size is not None and "page[size]" in args:
+        size = _page_size(args["page[size]"], rules.page_size)
+    return Query(conditions, sort, descending, size, lists)
+
+
+def _enum_values(args: MultiDict[str, str], name: str, allowed: Sequence[str]) -> list[str]:
     """A ``style=form, explode=false`` array parameter, checked against its enum."""
-    raw = args.get(name)
-    if raw is None:
-        return []
-    values = [v for v in raw.split(",") if v]
+    values = [v for v in args.get(name, "").split(",") if v]
     for value in values:
-        if value not in allowed:
-            raise invalid(
-                f"'{value}' is not an allowed value for '{name}'. Allowed: {', '.join(allowed)}.",
-                parameter=name,
+        if value in allowed:
+            continue
+        if name == "include":  # the wording Klaviyo's docs show for this parameter
+            detail = f"'{value}' is not an allowed include parameter for this resource."
+        else:
+            detail = (
+                f"'{value}' is not an allowed value for '{name}'. Allowed: {', '.join(allowed)}."
             )
+        raise invalid(detail, parameter=name)
     return values
 
 
-def include(args: MultiDict[str, str], allowed: Sequence[str]) -> list[str]:
-    values = [v for v in (args.get("include") or "").split(",") if v]
-    for value in values:
-        if value not in allowed:
-            raise invalid(
-                f"'{value}' is not an allowed include parameter for this resource.",
-                parameter="include",
-            )
-    return values
-
-
-def sort_key(args: MultiDict[str, str], allowed: Sequence[str]) -> tuple[str | None, bool]:
-    """``(field, descending)``; ``(None, False)`` when no sort was asked for."""
-    raw = args.get("sort")
-    if raw is None:
-        return None, False
-    if raw.lstrip("-") not in allowed:
-        options = ", ".join(f"{f}, -{f}" for f in allowed)
+def _page_size(raw: str, bounds: PageSize) -> int:
+    try:
+        size = int(raw)
+    except ValueError:
+        size = bounds.minimum - 1
+    if not bounds.minimum <= size <= bounds.maximum:
         raise invalid(
-            f"'{raw}' is not a valid sort value. Valid values: {options}.", parameter="sort"
+            f"'page[size]' must be an integer between {bounds.minimum} and {bounds.maximum}.",
+            parameter="page[size]",
         )
-    return raw.lstrip("-"), raw.startswith("-")
+    return size
 
 
 def sort_items(
@@ -71,22 +107,6 @@ def sort_items(
     present.sort(key=lambda i: (key(i), tiebreak(i)), reverse=descending)
     missing.sort(key=tiebreak, reverse=descending)
     return missing + present if descending else present + missing
-
-
-def page_size(args: MultiDict[str, str], paging: Paging) -> int:
-    raw = args.get("page[size]")
-    if raw is None:
-        return paging.default
-    try:
-        size = int(raw)
-    except ValueError:
-        size = 0
-    if not 1 <= size <= paging.maximum:
-        raise invalid(
-            f"'page[size]' must be an integer between 1 and {paging.maximum}.",
-            parameter="page[size]",
-        )
-    return size
 
 
 def encode_cursor(offset: int) -> str:
@@ -109,10 +129,9 @@ def decode_cursor(args: MultiDict[str, str]) -> int:
 
 
 def paginate(
-    items: list[T], args: MultiDict[str, str], paging: Paging, url: str
+    items: list[T], args: MultiDict[str, str], size: int, url: str
 ) -> tuple[list[T], dict[str, str | None]]:
     """The current page and its ``links`` (``next``/``prev`` are full URLs or null)."""
-    size = page_size(args, paging)
     offset = decode_cursor(args)
     page = items[offset : offset + size]
     next_offset = offset + size if offset + size < len(items) else None

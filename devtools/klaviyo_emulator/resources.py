@@ -32,7 +32,8 @@ def _relationship(base_url: str, kind: str, resource_id: str, name: str) -> dict
 
 
 def _sparse(attributes: dict[str, Any], fields: Iterable[str] | None) -> dict[str, Any]:
-    """Apply ``fields[profile]``: top-level names and one level of dotted names."""
+    """Apply a sparse fieldset (``fields[profile]=email,location.city``): top-level names
+    and dotted paths into nested objects."""
     if fields is None:
         return attributes
     out: dict[str, Any] = {}
@@ -82,9 +83,9 @@ def profile_resource(
         attributes["subscriptions"] = copy.deepcopy(profile.subscriptions)
     if predictive:
         attributes["predictive_analytics"] = dict.fromkeys(PREDICTIVE_FIELDS)
-    attributes = _sparse(attributes, fields)
     if joined_group_at is not None:
         attributes["joined_group_at"] = iso(joined_group_at)
+    attributes = _sparse(attributes, fields)
     relationships = {
         name: _relationship(base_url, "profiles", profile.id, name)
         for name in ("lists", "segments")
@@ -102,7 +103,11 @@ def profile_resource(
 
 
 def list_resource(
-    klaviyo_list: KlaviyoList, base_url: str, *, profile_count: bool = False
+    klaviyo_list: KlaviyoList,
+    base_url: str,
+    *,
+    profile_count: bool = False,
+    fields: Iterable[str] | None = None,
 ) -> dict[str, Any]:
     attributes: dict[str, Any] = {
         "name": klaviyo_list.name,
@@ -115,7 +120,7 @@ def list_resource(
     return {
         "type": "list",
         "id": klaviyo_list.id,
-        "attributes": attributes,
+        "attributes": _sparse(attributes, fields),
         "relationships": {
             name: _relationship(base_url, "lists", klaviyo_list.id, name)
             for name in ("profiles", "tags", "flow-triggers")
@@ -125,7 +130,11 @@ def list_resource(
 
 
 def segment_resource(
-    segment: Segment, base_url: str, *, profile_count: bool = False
+    segment: Segment,
+    base_url: str,
+    *,
+    profile_count: bool = False,
+    fields: Iterable[str] | None = None,
 ) -> dict[str, Any]:
     attributes: dict[str, Any] = {
         "name": segment.name,
@@ -141,7 +150,7 @@ def segment_resource(
     return {
         "type": "segment",
         "id": segment.id,
-        "attributes": attributes,
+        "attributes": _sparse(attributes, fields),
         "relationships": {
             name: _relationship(base_url, "segments", segment.id, name)
             for name in ("profiles", "tags", "flow-triggers")

@@ -1,4 +1,5 @@
-"""The WSGI application: faults, auth, revision, scopes, rate limits, then the handlers."""
+"""The WSGI application: the CDN's URL cap, faults, auth, rate limits, revision, scopes, the
+query and body checks, then the handlers; latency last."""
 
 from __future__ import annotations
 
@@ -17,15 +18,15 @@ from typing import TYPE_CHECKING, Any
 from werkzeug.serving import WSGIRequestHandler
 from werkzeug.wrappers import Request, Response
 
-from . import errors, operations
+from . import errors, operations, query
 from .contract import ContractValidator, Exchange
 from .errors import ApiError, invalid
 from .faults import Fault, FaultSet
 from .handlers import Context, Reply
-from .operations import Operation
-from .ratelimit import RateLimiter
+from .operations import Operation, Router
+from .ratelimit import Bucket, RateLimiter
 from .recording import DROPPED, HeaderMap, RecordedRequest
-from .state import Store, SubscribeJob
+from .state import Store
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIEnvironment
@@ -40,6 +41,19 @@ CHALLENGE_PAGE = b"""<!DOCTYPE html><html lang="en-US"><head><title>Just a momen
 <h1>a.klaviyo.com</h1><h2>Verifying you are human. This may take a few seconds.</h2>
 <noscript>Enable JavaScript and cookies to continue</noscript></div></div></body></html>
 """
+# The CDN's page for an over-long request line; modelled on the CDN's nginx-style error pages
+# (an assumption: no Klaviyo 414 body has been published).
+URI_TOO_LONG_PAGE = b"""<html>
+<head><title>414 Request-URI Too Large</title></head>
+<body>
+<center><h1>414 Request-URI Too Large</h1></center>
+<hr><center>cloudflare</center>
+</body>
+</html>
+"""
+# "Commonly cited but unconfirmed" cap on the request line (method, URL and version) before
+# the CDN answers 414; Cloudflare documents 32 KB for the URI alone. An assumption.
+MAX_REQUEST_LINE = 16 * 1024
 
 
 class _DropConnection(ConnectionError):
@@ -69,15 +83,14 @@ class VerboseHandler(QuietHandler):
 
 @dataclass
 class Settings:
-    """Mutable configuration the emulator shares with its request threads."""
+    """Mutable configuration the emulator shares with its request threads (the account's
+    behaviour lives in ``store.config``)."""
 
     api_keys: dict[str, frozenset[str] | None]
     revision: date
     revision_text: str
-    rate_limits: bool = False
     rate_overrides: dict[str, tuple[int, int]] = field(default_factory=dict)
     base_url: str = ""
-    subscribe_delay: float = 0.0
 
 
 def parse_revision(text: str) -> tuple[date, str | None]:
@@ -94,25 +107,27 @@ class KlaviyoApp:
         *,
         store: Store,
         settings: Settings,
+        router: Router,
         faults: FaultSet,
         limiter: RateLimiter,
         record: Callable[[RecordedRequest], None],
         validator: ContractValidator | None,
         report_violations: Callable[[list[str]], None],
         control: Callable[[Request], Response],
-        schedule: Callable[[SubscribeJob], None],
+        sleep: Callable[[float], None],
         settings_lock: threading.Lock,
         epoch: Callable[[], int],
     ) -> None:
         self.store = store
         self.settings = settings
+        self.router = router
         self.faults = faults
         self.limiter = limiter
         self.record = record
         self.validator = validator
         self.report_violations = report_violations
         self.control = control
-        self.schedule = schedule
+        self.sleep = sleep
         self.settings_lock = settings_lock
         self.epoch = epoch
 
@@ -123,7 +138,12 @@ class KlaviyoApp:
         started = time.monotonic()
         epoch = self.epoch()
         body = request.get_data(cache=True)
-        op, params, allowed = operations.match(request.method, request.path)
+        if _request_line_length(environ) > MAX_REQUEST_LINE:
+            # The CDN refuses before Klaviyo sees the request: no auth, no routing, no JSON.
+            too_long = Response(URI_TOO_LONG_PAGE, status=414, content_type="text/html")
+            self._finish(request, body, None, None, started, too_long, epoch, from_cdn=True)
+            return too_long(environ, start_response)
+        op, params, allowed = self.router.match(request.method, request.path)
         op_id = op.operation_id if op else None
         fault = self.faults.take(request.method, request.path, op_id)
         try:
@@ -131,6 +151,9 @@ class KlaviyoApp:
         except _DropConnection:
             self._finish(request, body, op_id, fault, started, None, epoch)
             raise
+        latency = self.store.config.latency
+        if latency is not None:
+            self.sleep(latency.delay(op_id))
         self._finish(request, body, op_id, fault, started, response, epoch)
         return response(environ, start_response)
 
@@ -219,35 +242,53 @@ class KlaviyoApp:
             raise errors.not_found(f"The path {request.path} does not exist.")
         with self.settings_lock:
             keys = dict(self.settings.api_keys)
-            rate_limits = self.settings.rate_limits
-            burst, steady = self.settings.rate_overrides.get(op.operation_id, (op.burst, op.steady))
+            override = self.settings.rate_overrides.get(op.operation_id)
             base_url = self.settings.base_url
         key = _api_key(request, keys)
-        self._check_revision(request)
-        missing = operations.granted(keys[key], op.scopes)
-        if missing:
-            raise errors.permission_denied(missing)
-        limit_headers: dict[str, str] = {}
-        if rate_limits:
-            decision = self.limiter.check(key, op.operation_id, burst, steady)
-            if not decision.allowed:
-                raise errors.throttled(int(decision.headers["Retry-After"]))
-            limit_headers = decision.headers
+        self.store.settle()
+        limit_headers = self._count(op, request, override)
         try:
+            self._check_revision(request)
+            missing = operations.granted(keys[key], op.rules.scopes)
+            if missing:
+                raise errors.permission_denied(missing)
+            checked = query.parse(request.args, op.rules)
             document = _parse_body(request, body, op)
             ctx = Context(
                 store=self.store,
                 base_url=base_url,
                 args=request.args,
+                query=checked,
                 params=params,
                 body=document,
-                submit_subscribe_job=self.schedule,
+                search_view=self.store.search_view,
             )
             reply = op.handler(ctx)
         except ApiError as exc:
             exc.headers.update(limit_headers)
             raise
         return _reply_response(reply, limit_headers)
+
+    def _count(
+        self, op: Operation, request: Request, override: tuple[int, int] | None
+    ) -> dict[str, str]:
+        """Count the request in the account's windows; 429 when enforced and over a limit.
+
+        Counted once the key names the account, so every answer after that carries the
+        ``RateLimit-*`` headers (401s name no account and carry none).
+        """
+        limits = dict(op.rules.limits)
+        if override is not None:
+            limits = {"burst": override[0], "steady": override[1]}
+        buckets = [Bucket(op.operation_id, limits)]
+        for extra in op.rules.parameter_limits:
+            asked = request.args.get(extra.parameter, "").split(",")
+            if extra.value in asked:
+                buckets.append(Bucket(f"{op.operation_id}?{extra.bucket}", extra.limits))
+        decision = self.limiter.check(buckets, enforce=self.store.config.rate_limits)
+        if decision.refused:
+            raise errors.throttled(decision.retry_after)
+        return decision.headers
 
     def _check_revision(self, request: Request) -> None:
         raw = request.headers.get("revision")
@@ -278,6 +319,8 @@ class KlaviyoApp:
         started: float,
         response: Response | None,
         epoch: int,
+        *,
+        from_cdn: bool = False,
     ) -> None:
         if self.epoch() != epoch:
             return  # answered across a reset; it belongs to no one now
@@ -309,12 +352,20 @@ class KlaviyoApp:
                 status=status,
                 response_headers=response_headers,
                 response_body=response_body,
-                # An injected answer is wrong on purpose; only the client's request counts.
-                check_response=not replaced,
+                # An injected answer is wrong on purpose, and the CDN's 414 is no API answer:
+                # only the client's request counts.
+                check_response=not (replaced or from_cdn),
             )
             violations = self.validator.check(exchange)
             if violations:
                 self.report_violations(violations)
+
+
+def _request_line_length(environ: WSGIEnvironment) -> int:
+    """Bytes in ``METHOD /raw/uri?query HTTP/1.1`` as the client sent it."""
+    uri = environ.get("RAW_URI") or environ.get("REQUEST_URI") or environ.get("PATH_INFO", "")
+    line = f"{environ.get('REQUEST_METHOD', '')} {uri} {environ.get('SERVER_PROTOCOL', '')}"
+    return len(line.encode("latin-1", "replace"))
 
 
 def _api_key(request: Request, keys: dict[str, frozenset[str] | None]) -> str:

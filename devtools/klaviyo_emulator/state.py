@@ -2,20 +2,25 @@
 
 One re-entrant lock guards everything; request handlers and test seeding call in from
 different threads. Methods raise :class:`ApiError` for what Klaviyo would reject.
+
+What Klaviyo does later goes through the timeline (see ``timeline.py``): subscribe jobs and
+deletions after their delay, segment membership after ``segment_lag``, and the search index
+after ``search_lag`` (``GET /api/profiles/{id}`` and the 409 identity checks never lag).
 """
 
 from __future__ import annotations
 
+import math
 import random
 import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from . import errors
 from .attributes import check_identifiers, clean_attributes
+from .config import OPT_IN_CHOICES, Config
 from .errors import invalid, not_found
 from .ids import UlidFactory, short_id
 from .model import (
@@ -29,10 +34,17 @@ from .model import (
     parse_timestamp,
     utcnow,
 )
+from .resources import profile_resource
+from .segments import Definition, compile_definition
+from .timeline import Timeline
 
-OPT_IN_CHOICES = ("single", "double")
 # Suppressions a subscribe job lifts; the spec's prose says SPAM_REPORT, its enum SPAM_COMPLAINT.
 LIFTED_SUPPRESSIONS = frozenset({"UNSUBSCRIBE", "USER_SUPPRESSED", "SPAM_COMPLAINT"})
+# Under double opt-in these wait for the person's confirmation ("It is the same for both
+# email and SMS subscribers", help.klaviyo.com, Guide to the Double Opt-In Process).
+DOUBLE_OPT_IN_CONSENTS = frozenset({("email", "marketing"), ("sms", "marketing")})
+# Confirming by text also confirms email; confirming by email confirms email only (same page).
+CONFIRMED_BY = {"email": frozenset({"email"}), "sms": frozenset({"email", "sms"})}
 SUPPRESSION_REASONS = (
     "HARD_BOUNCE",
     "INVALID_EMAIL",
@@ -57,6 +69,7 @@ class ProfileSubscription:
     email: str | None
     phone_number: str | None
     consents: list[ChannelConsent]
+    age_gated_date_of_birth: str | None = None
 
 
 @dataclass
@@ -75,41 +88,41 @@ class _Pending:
 
 
 class Store:
-    def __init__(
-        self,
-        *,
-        rng: random.Random,
-        external_id_unique: bool = False,
-        default_opt_in: str = "single",
-    ) -> None:
-        if default_opt_in not in OPT_IN_CHOICES:
-            raise ValueError(f"default_opt_in must be one of {OPT_IN_CHOICES}")
+    def __init__(self, *, rng: random.Random, clock: Callable[[], float], config: Config) -> None:
         self.lock = threading.RLock()
         self._rng = rng
         self._ulids = UlidFactory(rng)
-        self.external_id_unique = external_id_unique
-        self.default_opt_in = default_opt_in
+        self.config = config
+        self.timeline = Timeline(clock)
         self.profiles: dict[str, Profile] = {}
         self.lists: dict[str, KlaviyoList] = {}
         self.segments: dict[str, Segment] = {}
         self._by_email: dict[str, str] = {}
         self._by_phone: dict[str, str] = {}
         self._pending: dict[tuple[str, str], list[_Pending]] = {}
+        # profile id -> the versions filtered search shows: (visible from, snapshot)
+        self._search: dict[str, list[tuple[float, Profile]]] = {}
         self._job_counter = 0
-
-    @contextmanager
-    def locked(self) -> Iterator[Store]:
-        with self.lock:
-            yield self
 
     def reset(self) -> None:
         with self.lock:
+            self.timeline.clear()
             self.profiles.clear()
             self.lists.clear()
             self.segments.clear()
             self._by_email.clear()
             self._by_phone.clear()
             self._pending.clear()
+            self._search.clear()
+
+    def settle(self) -> None:
+        """Apply every delayed effect that is due by now."""
+        with self.lock:
+            self.timeline.settle()
+
+    def later(self, delay: float, effect: Callable[[], None]) -> None:
+        with self.lock:
+            self.timeline.after(delay, effect)
 
     # ---- lookups -------------------------------------------------------------------------
 
@@ -124,7 +137,7 @@ class Store:
         with self.lock:
             found = self.lists.get(list_id)
             if found is None:
-                raise not_found(f"A list with id {list_id} does not exist.")
+                raise not_found(errors.UNKNOWN_LIST.format(list_id=list_id))
             return found
 
     def segment(self, segment_id: str) -> Segment:
@@ -153,6 +166,52 @@ class Store:
     def segments_of(self, profile_id: str) -> list[Segment]:
         return [seg for seg in self.segments.values() if profile_id in seg.members]
 
+    def search_view(self, profile: Profile) -> Profile | None:
+        """The profile as filtered search sees it now; None while it is not indexed yet."""
+        versions = self._search.get(profile.id)
+        if not versions:
+            return None
+        now = self.timeline.clock()
+        visible = [i for i, (since, _) in enumerate(versions) if since <= now]
+        if not visible:
+            return None
+        del versions[: visible[-1]]  # older versions can no longer be seen
+        return versions[0][1]
+
+    def _changed(self, profile: Profile, *, seeded: bool = False) -> None:
+        """A profile was written: reindex it for search and re-evaluate rule segments.
+
+        Seeded profiles are searchable at once (they stand for data that was already
+        there); segment membership always waits for ``segment_lag``.
+        """
+        lag = 0.0 if seeded else self.config.search_lag
+        snapshot = profile.clone()
+        if lag <= 0:
+            self._search[profile.id] = [(-math.inf, snapshot)]
+        else:
+            now = self.timeline.clock()
+            self._search.setdefault(profile.id, []).append((now + lag, snapshot))
+        ruled = [s for s in self.segments.values() if s.predicate is not None]
+        if ruled:
+            attributes = profile_resource(profile, "", subscriptions=True)["attributes"]
+            for segment in ruled:
+                assert segment.predicate is not None
+                self._segment_change(segment.id, profile.id, segment.predicate(attributes))
+
+    def _segment_change(
+        self, segment_id: str, profile_id: str, member: bool, joined_at: datetime | None = None
+    ) -> None:
+        def apply() -> None:
+            segment = self.segments.get(segment_id)
+            if segment is None:
+                return
+            if member and profile_id in self.profiles:
+                segment.members.setdefault(profile_id, joined_at or utcnow())
+            elif not member:
+                segment.members.pop(profile_id, None)
+
+        self.timeline.after(self.config.segment_lag, apply)
+
     # ---- identity ------------------------------------------------------------------------
 
     def _conflict(self, attributes: dict[str, Any], own_id: str | None) -> str | None:
@@ -163,13 +222,22 @@ class Store:
         ):
             if holder is not None and holder != own_id:
                 return holder
-        if self.external_id_unique:
+        if self.config.external_id_unique:
             holder = self.find_by_external_id(attributes.get("external_id"))
             if holder is not None and holder != own_id:
                 return holder
         return None
 
-    def _index(self, profile: Profile, old_email: str | None, old_phone: str | None) -> None:
+    def _index(
+        self,
+        profile: Profile,
+        old_email: str | None,
+        old_phone: str | None,
+        *,
+        present: bool = True,
+    ) -> None:
+        """Move the email/phone index from the old identifiers to the profile's current
+        ones (``present=False``: the profile is gone, hand them to the next holder)."""
         if old_email and self._by_email.get(old_email.casefold()) == profile.id:
             del self._by_email[old_email.casefold()]
             # Seeded duplicates may share the address; hand the index to the next holder.
@@ -181,9 +249,9 @@ class Store:
             for other in self.profiles.values():
                 if other.phone_number == old_phone:
                     self._by_phone.setdefault(old_phone, other.id)
-        if profile.email:
+        if present and profile.email:
             self._by_email.setdefault(profile.email.casefold(), profile.id)
-        if profile.phone_number:
+        if present and profile.phone_number:
             self._by_phone.setdefault(profile.phone_number, profile.id)
 
     # ---- profile writes ------------------------------------------------------------------
@@ -213,10 +281,20 @@ class Store:
                 profile.last_event_date = parse_timestamp(last_event_date)
             self.profiles[profile.id] = profile
             self._index(profile, None, None)
+            self._changed(profile, seeded=True)
             return profile
 
-    def create_profile(self, attributes: dict[str, Any]) -> Profile:
+    def _check_create_identifiers(self, attributes: dict[str, Any]) -> None:
         check_identifiers(attributes)
+        if not self.config.sms_enabled and not any(
+            attributes.get(k) for k in ("email", "external_id")
+        ):
+            # Without SMS set up a phone number is no identifier: "Error creating new
+            # profiles with phone number only" (community.klaviyo.com thread 11955).
+            raise invalid(errors.NO_IDENTIFIER, pointer="/data/attributes")
+
+    def create_profile(self, attributes: dict[str, Any]) -> Profile:
+        self._check_create_identifiers(attributes)
         with self.lock:
             existing = self._conflict(attributes, None)
             if existing is not None:
@@ -225,6 +303,7 @@ class Store:
             self._merge(profile, attributes, {})
             self.profiles[profile.id] = profile
             self._index(profile, None, None)
+            self._changed(profile)
             return profile
 
     def update_profile(
@@ -250,6 +329,7 @@ class Store:
         profile.properties = candidate.properties
         profile.updated = max(utcnow(), profile.updated)
         self._index(profile, old_email, old_phone)
+        self._changed(profile)
         return profile
 
     def import_profile(
@@ -258,6 +338,8 @@ class Store:
         """Upsert by id, else email, else phone, else external_id; True when created."""
         with self.lock:
             target: str | None
+            if not profile_id:
+                self._check_create_identifiers(attributes)
             if profile_id:
                 target = self.profile(profile_id).id
             else:
@@ -270,11 +352,11 @@ class Store:
                 )
             if target is not None:
                 return self._apply_update(self.profiles[target], attributes, meta), False
-            check_identifiers(attributes)
             profile = self._new_profile(None, None)
             self._merge(profile, attributes, meta)
             self.profiles[profile.id] = profile
             self._index(profile, None, None)
+            self._changed(profile)
             return profile, True
 
     @staticmethod
@@ -316,7 +398,7 @@ class Store:
 
     # ---- lists and segments --------------------------------------------------------------
 
-    def create_list(self, name: str, list_id: str | None = None, opt_in: str = "single") -> str:
+    def create_list(self, name: str, list_id: str | None = None, opt_in: str = "double") -> str:
         if opt_in not in OPT_IN_CHOICES:
             raise ValueError(f"opt_in must be one of {OPT_IN_CHOICES}")
         with self.lock:
@@ -327,13 +409,21 @@ class Store:
             self.lists[list_id] = KlaviyoList(list_id, name, opt_in, now, now)
             return list_id
 
-    def create_segment(self, name: str, segment_id: str | None = None) -> str:
+    def create_segment(
+        self, name: str, segment_id: str | None = None, definition: Definition | None = None
+    ) -> str:
+        predicate = compile_definition(definition) if definition is not None else None
         with self.lock:
             segment_id = segment_id or self._fresh_short_id()
             if segment_id in self.segments:
                 raise ValueError(f"segment {segment_id} already exists")
             now = utcnow()
-            self.segments[segment_id] = Segment(segment_id, name, now, now)
+            self.segments[segment_id] = Segment(segment_id, name, now, now, predicate=predicate)
+            if predicate is not None:
+                for profile in self.profiles.values():
+                    attributes = profile_resource(profile, "", subscriptions=True)["attributes"]
+                    if predicate(attributes):
+                        self._segment_change(segment_id, profile.id, True)
             return segment_id
 
     def _fresh_short_id(self) -> str:
@@ -345,11 +435,17 @@ class Store:
     def add_to_segment(
         self, segment_id: str, profile_id: str, joined_at: str | datetime | None = None
     ) -> None:
+        """Seed membership; like any membership change it shows after ``segment_lag``."""
         with self.lock:
-            segment = self.segment(segment_id)
+            self.segment(segment_id)
             self.profile(profile_id)
-            moment = parse_timestamp(joined_at) if joined_at else utcnow()
-            segment.members.setdefault(profile_id, moment)
+            moment = parse_timestamp(joined_at) if joined_at else None
+            self._segment_change(segment_id, profile_id, True, moment)
+
+    def remove_from_segment(self, segment_id: str, profile_id: str) -> None:
+        with self.lock:
+            self.segment(segment_id)
+            self._segment_change(segment_id, profile_id, False)
 
     def add_list_members(self, list_id: str, profile_ids: list[str]) -> None:
         with self.lock:
@@ -389,11 +485,12 @@ class Store:
                     marketing["last_updated"] = now
             marketing["can_receive_email_marketing"] = _can_receive_email(marketing)
             profile.updated = max(utcnow(), profile.updated)
+            self._changed(profile, seeded=True)
 
     def apply_subscribe_job(self, job: SubscribeJob) -> None:
         """Apply a validated job: find or create each profile, record consent, join the list."""
         with self.lock:
-            opt_in = self.default_opt_in
+            opt_in = self.config.default_opt_in
             klaviyo_list = self.lists.get(job.list_id) if job.list_id else None
             if job.list_id and klaviyo_list is None:
                 return  # deleted between validation and a delayed apply; Klaviyo drops it too
@@ -406,30 +503,69 @@ class Store:
                     double = (
                         opt_in == "double"
                         and not job.historical_import
-                        and (consent.channel, consent.message_type) == ("email", "marketing")
+                        and (consent.channel, consent.message_type) in DOUBLE_OPT_IN_CONSENTS
                     )
                     if double:
-                        self._record_pending(profile.id, job, consent)
+                        key = (profile.id, job.list_id or "")
+                        self._pending.setdefault(key, []).append(_Pending(job, consent))
                         continue
                     self._grant(profile, job, consent, double_optin=False)
                     joined = True
                 if joined and klaviyo_list is not None:
                     klaviyo_list.members.setdefault(profile.id, utcnow())
+                self._changed(profile)
 
-    def _record_pending(self, profile_id: str, job: SubscribeJob, consent: ChannelConsent) -> None:
-        key = (profile_id, job.list_id or "")
-        self._pending.setdefault(key, []).append(_Pending(job, consent))
-
-    def confirm_double_opt_in(self, profile_id: str, list_id: str | None) -> None:
+    def confirm_double_opt_in(
+        self, profile_id: str, list_id: str | None, via: str | None = None
+    ) -> None:
+        """The person confirms: ``via`` "email" confirms email, "sms" confirms SMS and email,
+        None everything pending for that profile and list."""
+        if via is not None and via not in CONFIRMED_BY:
+            raise ValueError(f"via must be one of {sorted(CONFIRMED_BY)} or None")
         with self.lock:
-            pending = self._pending.pop((profile_id, list_id or ""), None)
-            if not pending:
+            key = (profile_id, list_id or "")
+            pending = self._pending.get(key, [])
+            channels = CONFIRMED_BY[via] if via is not None else None
+            confirmed = [p for p in pending if channels is None or p.consent.channel in channels]
+            if not confirmed:
                 raise ValueError(f"no pending double opt-in for profile {profile_id} on {list_id}")
+            self._pending[key] = [p for p in pending if p not in confirmed]
+            if not self._pending[key]:
+                del self._pending[key]
             profile = self.profile(profile_id)
-            for item in pending:
+            for item in confirmed:
                 self._grant(profile, item.job, item.consent, double_optin=True)
             if list_id and list_id in self.lists:
                 self.lists[list_id].members.setdefault(profile_id, utcnow())
+            self._changed(profile)
+
+    # ---- deletion ------------------------------------------------------------------------
+
+    def profiles_matching(self, kind: str, value: str) -> list[str]:
+        """Ids of every profile with this ``id``, ``email`` or ``phone_number``."""
+        if kind == "id":
+            return [value] if value in self.profiles else []
+        if kind == "email":
+            wanted = value.casefold()
+            return [p.id for p in self.profiles.values() if (p.email or "").casefold() == wanted]
+        return [p.id for p in self.profiles.values() if p.phone_number == value]
+
+    def delete_profiles(self, kind: str, value: str) -> None:
+        """A data-privacy deletion: "All profiles that match the provided identifier will be
+        deleted" (spec, request_profile_deletion), with their list and segment memberships."""
+        with self.lock:
+            for profile_id in self.profiles_matching(kind, value):
+                profile = self.profiles.pop(profile_id)
+                self._search.pop(profile_id, None)
+                self._index(profile, profile.email, profile.phone_number, present=False)
+                groups: list[KlaviyoList | Segment] = [
+                    *self.lists.values(),
+                    *self.segments.values(),
+                ]
+                for group in groups:
+                    group.members.pop(profile_id, None)
+                for key in [k for k in self._pending if k[0] == profile_id]:
+                    del self._pending[key]
 
     def _resolve_for_subscribe(self, item: ProfileSubscription) -> Profile:
         found = (

@@ -6,7 +6,8 @@ from datetime import datetime
 from typing import Any
 
 from . import errors
-from .attributes import check_email, check_phone
+from .attributes import check_email, check_phone, phone_region
+from .config import Config
 from .errors import invalid
 from .model import SUBSCRIBED, parse_timestamp, utcnow
 from .state import ChannelConsent, ProfileSubscription, Store, SubscribeJob
@@ -62,6 +63,7 @@ def parse_job(body: Any, store: Store) -> SubscribeJob:
         for i, item in enumerate(items)
     ]
     list_id = _parse_list(data.get("relationships"), store)
+    _check_account(parsed, store.config)
     return SubscribeJob(
         job_number=store.next_job_number(),
         profiles=parsed,
@@ -137,7 +139,24 @@ def _parse_profile(item: Any, where: str, historical: bool, store: Store) -> Pro
             "'subscriptions'.",
             pointer=f"{where}/attributes/phone_number",
         )
-    return ProfileSubscription(profile_id, email, phone, consents)
+    return ProfileSubscription(profile_id, email, phone, consents, dob)
+
+
+def _check_account(profiles: list[ProfileSubscription], config: Config) -> None:
+    """The account's SMS settings refuse the whole job, naming no profile.
+
+    Observed: a job with SMS consent for a valid UK number on an account that could not
+    text the UK got 400 with the missing-phone wording and no pointer (klaviyo-api-node #95).
+    The same answer is assumed for an account without SMS at all.
+    """
+    for item in profiles:
+        if not any(c.channel == "sms" for c in item.consents):
+            continue
+        region = phone_region(item.phone_number or "")
+        if not config.sms_enabled or region not in config.sms_countries:
+            raise invalid(errors.SMS_WITHOUT_PHONE)
+        if config.age_gated_sms and item.age_gated_date_of_birth is None:
+            raise invalid(errors.AGE_GATE_WITHOUT_BIRTH_DATE)
 
 
 def _parse_channels(

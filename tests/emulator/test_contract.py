@@ -6,14 +6,16 @@ import json
 import statistics
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from typing import Any
 
 import pytest
 from emulator_http import Api
 
-from devtools.klaviyo_emulator import Fault, KlaviyoEmulator, contract
+from devtools.klaviyo_emulator import Fault, KlaviyoEmulator, contract, spec_rules
 from devtools.klaviyo_emulator.contract import Exchange, default_spec_path
-from devtools.klaviyo_emulator.operations import OPERATIONS, OPERATIONS_BY_ID
+from devtools.klaviyo_emulator.operations import HANDLERS
+from devtools.klaviyo_emulator.spec_rules import SpecRules
 
 SPEC = default_spec_path()
 pytestmark = pytest.mark.skipif(
@@ -159,6 +161,19 @@ def _drive_everything(emu: KlaviyoEmulator) -> None:
     full = api.get("/api/profiles", query={"additional-fields[profile]": "subscriptions"})
     assert full.status == 200
 
+    deletion = {
+        "data": {
+            "type": "data-privacy-deletion-job",
+            "attributes": {
+                "profile": {"data": {"type": "profile", "attributes": {"email": "imp@example.com"}}}
+            },
+        }
+    }
+    assert api.post("/api/data-privacy-deletion-jobs", deletion).status == 202
+    both = json.loads(json.dumps(deletion))
+    both["data"]["attributes"]["profile"]["data"]["id"] = pid
+    assert api.post("/api/data-privacy-deletion-jobs", both).status == 400
+
     # Errors the emulator generates itself must use the documented error schema too.
     assert api.get("/api/profiles", key="pk_wrong").status == 401
     assert api.get("/api/profiles", revision="2099-01-01").status == 404
@@ -173,19 +188,12 @@ def _drive_everything(emu: KlaviyoEmulator) -> None:
 def test_every_endpoint_conforms_to_the_openapi_document(validated: KlaviyoEmulator) -> None:
     _drive_everything(validated)
     exercised = {r.operation_id for r in validated.requests}
-    assert exercised == {op.operation_id for op in OPERATIONS}
-    assert validated.contract_violations == []
-
-
-def test_operation_table_matches_the_spec() -> None:
-    spec = json.loads(SPEC.read_text())
-    for op in OPERATIONS:
-        spec_op = spec["paths"][op.template][op.method.lower()]
-        assert spec_op["operationId"] == op.operation_id
-        assert tuple(sorted(spec_op["x-klaviyo-scopes"])) == tuple(sorted(op.scopes)), op
-        limits = spec_op["x-klaviyo-ratelimit"]
-        assert (limits["burst"], limits["steady"]) == (f"{op.burst}/s", f"{op.steady}/m"), op
-    assert OPERATIONS_BY_ID["add_profiles_to_list"].burst == 10
+    assert exercised == set(HANDLERS)
+    # The one request the drive breaks on purpose, to see Klaviyo's 400 for a bad filter.
+    assert validated.contract_violations == [
+        "get_profiles request query 'filter': invalid filter: "
+        "'bogus' is not a valid filter operator"
+    ]
 
 
 def test_validator_catches_an_unknown_query_parameter(validated: KlaviyoEmulator) -> None:
@@ -282,3 +290,68 @@ def test_loading_the_document_is_quick_and_cached() -> None:
     elapsed = time.perf_counter() - started
     assert elapsed < 3
     assert contract.load(SPEC) is first
+
+
+def test_contract_reports_a_filter_form_the_spec_forbids_even_when_answered() -> None:
+    """An emulator loosened to accept ``equals(email,"x")`` on segment members still has
+    the exchange reported: the check reads x-klaviyo-filters, not the server's rules."""
+    rules = spec_rules.load(SPEC)
+    segment = rules["get_profiles_for_segment"]
+    assert segment.filters is not None
+    loose_email = replace(segment.filters["email"], single=frozenset({"equals"}))
+    loose = SpecRules(
+        [
+            *(rules[op] for op in rules if op != segment.operation_id),
+            replace(segment, filters={**segment.filters, "email": loose_email}),
+        ],
+        "loosened for this test",
+    )
+    with KlaviyoEmulator(openapi_path=SPEC, rules=loose) as emu:
+        emu.create_segment("S", segment_id="S1")
+        reply = Api(emu.base_url).get(
+            "/api/segments/S1/profiles", query={"filter": 'equals(email,"a@example.com")'}
+        )
+        assert reply.status == 200
+        assert emu.contract_violations == [
+            "get_profiles_for_segment request query 'filter': 'equals' with a single value "
+            "is not a valid operator for 'email'. Allowed: any(..., [values]), "
+            "equals(..., [values])."
+        ]
+
+
+@pytest.mark.parametrize(
+    ("query", "complaint"),
+    [
+        ({"filter": ['equals(first_name,"Ann")']}, "'first_name' is not a valid field"),
+        ({"filter": ['any(email,"a@example.com")']}, "'any' with a single value"),
+        ({"filter": ["less-or-equal(created,2024-01-01T00:00:00Z)"]}, "for 'created'"),
+        ({"filter": ["greater-than(created,'2024-01-01')"]}, "unquoted ISO-8601 datetime"),
+        ({"sort": ["first_name"]}, "request query 'sort'"),
+        ({"page[size]": ["0"]}, "request query 'page[size]'"),
+        ({"fields[profile]": ["email,shoe_size"]}, "request query 'fields[profile]'"),
+        (
+            {"additional-fields[profile]": ["everything"]},
+            "request query 'additional-fields[profile]'",
+        ),
+        ({"include": ["lists"]}, "request query 'include'"),
+    ],
+)
+def test_contract_checks_every_query_parameter(query: dict[str, list[str]], complaint: str) -> None:
+    validator = contract.load(SPEC)
+    problems = validator.check(_exchange(200, None, path="/api/profiles", query=query))
+    relevant = [p for p in problems if " request " in p]
+    assert relevant and complaint in relevant[0], problems
+
+
+def test_contract_accepts_the_forms_the_spec_allows() -> None:
+    validator = contract.load(SPEC)
+    query = {
+        "filter": ["equals(email,'a@example.com'),greater-than(created,2024-01-01T00:00:00Z)"],
+        "sort": ["-created"],
+        "page[size]": ["100"],
+        "fields[profile]": ["email,location.city"],
+        "additional-fields[profile]": ["subscriptions"],
+        "include": ["push-tokens"],
+    }
+    problems = validator.check(_exchange(200, None, path="/api/profiles", query=query))
+    assert [p for p in problems if " request " in p] == []

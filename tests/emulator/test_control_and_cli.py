@@ -98,9 +98,37 @@ def test_control_api_rate_limits_and_double_opt_in(api: Api, emu: KlaviyoEmulato
         }
     }
     assert api.post("/api/profile-subscription-bulk-create-jobs", job).status == 202
-    payload = {"profile_id": pid, "list_id": list_id}
+    payload = {"profile_id": pid, "list_id": list_id, "via": "email"}
     assert _control(api, "POST", "double-opt-in", payload)[0] == 204
     assert emu.list_members(list_id) == {pid}
+
+
+def test_control_api_configures_and_reset_restores(api: Api, emu: KlaviyoEmulator) -> None:
+    status, config = _control(
+        api,
+        "POST",
+        "config",
+        {"search_lag": 2, "sms_countries": ["US", "GB"], "unknown_profile_in_list_add": "404"},
+    )
+    assert status == 200
+    assert (config["search_lag"], config["sms_countries"]) == (2, ["GB", "US"])
+    assert emu.config.unknown_profile_in_list_add == "404"
+    assert _control(api, "GET", "config")[1] == config
+    assert _control(api, "POST", "config", {"latency": "realistic"})[1]["latency"] == "realistic"
+    assert _control(api, "POST", "config", {"sms_countrys": ["US"]})[0] == 400
+    _control(api, "POST", "reset")
+    assert _control(api, "GET", "config")[1]["search_lag"] == 0
+    assert _control(api, "GET", "state")[1]["config"]["latency"] is None
+
+
+def test_control_api_rule_segment_and_confirm_via(api: Api, emu: KlaviyoEmulator) -> None:
+    pid = emu.create_profile(email="g@example.com", properties={"tier": "gold"})
+    definition = [{"field": "properties.tier", "operator": "equals", "value": "gold"}]
+    status, segment = _control(api, "POST", "segments", {"name": "Gold", "definition": definition})
+    assert status == 201
+    assert emu.segment_members(segment["id"]) == {pid}
+    bad = {"name": "Bad", "definition": [{"field": "x", "operator": "like"}]}
+    assert _control(api, "POST", "segments", bad)[0] == 400
 
 
 def test_control_api_errors(api: Api) -> None:
@@ -174,6 +202,58 @@ def test_standalone_command_serves_demo_data(
     assert api.get("/api/profiles").json()["data"] == []
     proc.send_signal(signal.SIGINT)
     assert proc.wait(timeout=5) == 0
+
+
+def test_standalone_flags_set_the_account() -> None:
+    port = _free_port()
+    flags = [
+        "--latency",
+        "realistic",
+        "--search-lag",
+        "1.5",
+        "--segment-lag",
+        "3",
+        "--deletion-delay",
+        "2",
+        "--sms-countries",
+        "US,CA",
+        "--sms-disabled",
+        "--age-gated-sms",
+        "--unknown-profile-in-list-add",
+        "404",
+        "--default-opt-in",
+        "single",
+        "--rate-limits",
+    ]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "devtools.klaviyo_emulator", "--port", str(port), *flags],
+        cwd=REPO_ROOT,
+        env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        assert "listening" in proc.stdout.readline()
+        status, config = _control(Api(f"http://127.0.0.1:{port}"), "GET", "config")
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=5)
+    assert status == 200
+    assert config == {
+        **config,
+        "latency": "realistic",
+        "search_lag": 1.5,
+        "segment_lag": 3.0,
+        "deletion_delay": 2.0,
+        "sms_countries": ["CA", "US"],
+        "sms_enabled": False,
+        "age_gated_sms": True,
+        "unknown_profile_in_list_add": "404",
+        "default_opt_in": "single",
+        "rate_limits": True,
+    }
 
 
 # ---- the pytest fixture ----------------------------------------------------------------------

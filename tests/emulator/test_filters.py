@@ -9,18 +9,21 @@ import pytest
 from devtools.klaviyo_emulator.errors import ApiError
 from devtools.klaviyo_emulator.filters import (
     Condition,
+    FieldRule,
     FilterSyntaxError,
     Quoted,
-    datetime_field,
     matches,
     parse,
     parse_for,
-    string_field,
+    problems,
 )
 
 RULES = {
-    "email": string_field(["equals"], ["any", "equals"]),
-    "created": datetime_field(["greater-than", "less-than"]),
+    "email": FieldRule("string", frozenset({"equals"}), frozenset({"any", "equals"})),
+    "created": FieldRule("datetime", frozenset({"greater-than", "less-than"})),
+    "list_email": FieldRule("string", frozenset(), frozenset({"any", "equals"})),
+    "reason": FieldRule("string", frozenset({"equals"}), enum=("HARD_BOUNCE", "UNSUBSCRIBE")),
+    "count": FieldRule("integer", frozenset({"equals"})),
 }
 
 
@@ -56,6 +59,26 @@ def test_allow_list_errors_are_filter_parameter_400s() -> None:
     for bad in ("any(email,'x')", "less-than(email,'x')", "greater-than(created,'2024-01-01')"):
         with pytest.raises(ApiError):
             parse_for(bad, RULES)
+
+
+@pytest.mark.parametrize(
+    ("expression", "complaint"),
+    [
+        ("equals(list_email,'x')", "'equals' with a single value is not a valid operator"),
+        ("equals(reason,'BOUNCED')", "'BOUNCED' is not a valid value for 'reason'"),
+        ("equals(count,'3')", "'count' needs an integer value"),
+        ("equals(nope,'x')", "'nope' is not a valid field"),
+        ("equals(email,", "invalid filter"),
+    ],
+)
+def test_problems_name_what_the_rules_forbid(expression: str, complaint: str) -> None:
+    found = problems(expression, RULES)
+    assert len(found) == 1 and complaint in found[0], found
+
+
+def test_list_forms_and_enums_that_the_rules_allow() -> None:
+    allowed = "equals(list_email,['x']),any(list_email,['x','y']),equals(reason,'UNSUBSCRIBE')"
+    assert problems(allowed + ",equals(count,3)", RULES) == []
 
 
 def test_matching() -> None:

@@ -312,6 +312,7 @@ def test_plus_in_email_must_be_percent_encoded(api: Api, people: dict[str, str])
 
 
 @pytest.mark.usefixtures("people")
+@pytest.mark.usefixtures("bad_requests_ok")
 @pytest.mark.parametrize(
     "expression",
     [

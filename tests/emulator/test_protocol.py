@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 
 import pytest
@@ -170,3 +171,27 @@ def test_fault_after_processing_loses_the_answer_but_keeps_the_effect():
                 retries=False,
             )
         assert [p["attributes"]["email"] for p in emu.profiles()] == ["a@example.com"]
+
+
+def test_request_line_over_16_kb_gets_the_cdns_414_html(emu: KlaviyoEmulator, api: Api) -> None:
+    """The CDN refuses before auth and routing: no key, no JSON, not even a real path."""
+    padding = "a" * (16 * 1024)
+    reply = api.get(f"/api/nowhere?filter={padding}", key=None, revision=None)
+    assert reply.status == 414
+    assert reply.headers["content-type"].startswith("text/html")
+    assert b"414 Request-URI Too Large" in reply.body
+    assert not any(h.startswith("ratelimit-") for h in reply.headers)
+    assert [r.status for r in emu.requests] == [414]
+
+
+def test_request_line_just_under_the_cap_is_served(api: Api) -> None:
+    line_overhead = len("GET /api/profiles?x= HTTP/1.1")
+    reply = api.get("/api/profiles", raw_query="x=" + "a" * (16 * 1024 - line_overhead))
+    assert reply.status == 200
+
+
+def test_profiles_carry_no_anonymous_id(api: Api, emu: KlaviyoEmulator) -> None:
+    """``anonymous_id`` left server-side profile payloads in 2026-01-15 (SDK changelog)."""
+    pid = emu.create_profile(email="a@example.com")
+    reply = api.get(f"/api/profiles/{pid}", query={"additional-fields[profile]": "subscriptions"})
+    assert "anonymous_id" not in json.dumps(reply.json())

@@ -2,50 +2,12 @@
 
 from __future__ import annotations
 
-import time
-from typing import Any
-
 import pytest
 from emulator_http import Api
+from fake_clock import FakeClock
+from subscribe_jobs import EMAIL, JOBS, SMS, job, marketing, person
 
 from devtools.klaviyo_emulator import KlaviyoEmulator
-
-JOBS = "/api/profile-subscription-bulk-create-jobs"
-EMAIL = {"email": {"marketing": {"consent": "SUBSCRIBED"}}}
-SMS = {"sms": {"marketing": {"consent": "SUBSCRIBED"}, "transactional": {"consent": "SUBSCRIBED"}}}
-
-
-def job(
-    *profiles: dict[str, Any],
-    list_id: str | None = None,
-    custom_source: str | None = "Lead router: Acme form",
-    historical_import: bool | None = None,
-) -> dict[str, Any]:
-    attributes: dict[str, Any] = {"profiles": {"data": list(profiles)}}
-    if custom_source is not None:
-        attributes["custom_source"] = custom_source
-    if historical_import is not None:
-        attributes["historical_import"] = historical_import
-    data: dict[str, Any] = {
-        "type": "profile-subscription-bulk-create-job",
-        "attributes": attributes,
-    }
-    if list_id is not None:
-        data["relationships"] = {"list": {"data": {"type": "list", "id": list_id}}}
-    return {"data": data}
-
-
-def person(subscriptions: dict[str, Any] | None = EMAIL, **attributes: Any) -> dict[str, Any]:
-    item: dict[str, Any] = {"type": "profile", "attributes": dict(attributes)}
-    if "id" in attributes:
-        item["id"] = item["attributes"].pop("id")
-    if subscriptions is not None:
-        item["attributes"]["subscriptions"] = subscriptions
-    return item
-
-
-def marketing(emu: KlaviyoEmulator, pid: str, channel: str = "email") -> dict[str, Any]:
-    return emu.profile(pid)["attributes"]["subscriptions"][channel]["marketing"]
 
 
 def only_profile(emu: KlaviyoEmulator) -> str:
@@ -54,8 +16,15 @@ def only_profile(emu: KlaviyoEmulator) -> str:
     return profiles[0]["id"]
 
 
+@pytest.fixture
+def single_opt_in_account(emu: KlaviyoEmulator) -> KlaviyoEmulator:
+    """An account whose default for jobs without a list was changed to single opt-in."""
+    emu.configure(default_opt_in="single")
+    return emu
+
+
 def test_single_opt_in_list_subscribes_and_adds(api: Api, emu: KlaviyoEmulator) -> None:
-    list_id = emu.create_list("Newsletter", list_id="Y6nRLr")
+    list_id = emu.create_list("Newsletter", list_id="Y6nRLr", opt_in="single")
     reply = api.post(JOBS, job(person(email="new@example.com"), list_id=list_id))
     assert reply.status == 202
     assert reply.body == b""
@@ -73,6 +42,7 @@ def test_single_opt_in_list_subscribes_and_adds(api: Api, emu: KlaviyoEmulator) 
     assert marketing(emu, pid, "sms")["consent"] == "NEVER_SUBSCRIBED"
 
 
+@pytest.mark.usefixtures("single_opt_in_account")
 def test_visible_through_get_with_additional_fields(api: Api, emu: KlaviyoEmulator) -> None:
     api.post(JOBS, job(person(email="seen@example.com")))
     reply = api.get(
@@ -86,6 +56,7 @@ def test_visible_through_get_with_additional_fields(api: Api, emu: KlaviyoEmulat
     assert consent["consent"] == "SUBSCRIBED"
 
 
+@pytest.mark.usefixtures("single_opt_in_account")
 def test_existing_profile_is_found_by_email_and_suppressions_lifted(
     api: Api, emu: KlaviyoEmulator
 ) -> None:
@@ -102,6 +73,7 @@ def test_existing_profile_is_found_by_email_and_suppressions_lifted(
     assert after["can_receive_email_marketing"] is False  # the bounce still blocks sending
 
 
+@pytest.mark.usefixtures("single_opt_in_account")
 def test_user_suppression_is_lifted(api: Api, emu: KlaviyoEmulator) -> None:
     pid = emu.create_profile(email="sup@example.com")
     emu.suppress(pid, "USER_SUPPRESSED")
@@ -110,6 +82,7 @@ def test_user_suppression_is_lifted(api: Api, emu: KlaviyoEmulator) -> None:
     assert marketing(emu, pid)["can_receive_email_marketing"] is True
 
 
+@pytest.mark.usefixtures("single_opt_in_account")
 def test_sms_consent_and_profile_by_id(api: Api, emu: KlaviyoEmulator) -> None:
     pid = emu.create_profile(email="sms@example.com")
     reply = api.post(JOBS, job(person(SMS, id=pid, phone_number="+15005550006")))
@@ -151,32 +124,72 @@ def test_historical_import_skips_double_opt_in(api: Api, emu: KlaviyoEmulator) -
     assert consent["consent_timestamp"].startswith("2024-05-01T10:00:00")
 
 
-def test_account_default_opt_in_applies_without_a_list() -> None:
-    with KlaviyoEmulator(default_opt_in="double") as emu:
-        api = Api(emu.base_url)
-        api.post(JOBS, job(person(email="acct@example.com")))
-        pid = only_profile(emu)
-        assert marketing(emu, pid)["consent"] == "NEVER_SUBSCRIBED"
-        emu.confirm_double_opt_in(pid, None)
-        assert marketing(emu, pid)["consent"] == "SUBSCRIBED"
+def test_account_default_is_double_opt_in(api: Api, emu: KlaviyoEmulator) -> None:
+    api.post(JOBS, job(person(email="acct@example.com")))
+    pid = only_profile(emu)
+    assert marketing(emu, pid)["consent"] == "NEVER_SUBSCRIBED"
+    emu.confirm_double_opt_in(pid, None)
+    assert marketing(emu, pid)["consent"] == "SUBSCRIBED"
+    assert marketing(emu, pid)["double_optin"] is True
+
+
+def test_new_lists_are_double_opt_in(api: Api, emu: KlaviyoEmulator) -> None:
+    seeded = emu.create_list("Seeded")
+    created = api.post("/api/lists", {"data": {"type": "list", "attributes": {"name": "HTTP"}}})
+    assert created.status == 201
+    assert created.json()["data"]["attributes"]["opt_in_process"] == "double_opt_in"
+    shown = api.get(f"/api/lists/{seeded}").json()["data"]["attributes"]
+    assert shown["opt_in_process"] == "double_opt_in"
+    api.post(JOBS, job(person(email="dbl@example.com"), list_id=seeded))
+    pid = only_profile(emu)
+    assert marketing(emu, pid)["consent"] == "NEVER_SUBSCRIBED"
+    assert emu.list_members(seeded) == set()
+
+
+def test_pending_consent_keeps_what_the_profile_had(api: Api, emu: KlaviyoEmulator) -> None:
+    pid = emu.create_profile(email="was@example.com")
+    emu.suppress(pid, "UNSUBSCRIBE")
+    api.post(JOBS, job(person(email="was@example.com"), list_id=emu.create_list("Double")))
+    assert marketing(emu, pid)["consent"] == "UNSUBSCRIBED"
+
+
+def test_double_opt_in_covers_sms_and_confirming_by_email_confirms_email_only(
+    api: Api, emu: KlaviyoEmulator
+) -> None:
+    list_id = emu.create_list("Double")
+    both = {**EMAIL, **SMS}
+    api.post(
+        JOBS,
+        job(person(both, email="two@example.com", phone_number="+15005550006"), list_id=list_id),
+    )
+    pid = only_profile(emu)
+    subscriptions = emu.profile(pid)["attributes"]["subscriptions"]
+    assert subscriptions["sms"]["marketing"]["consent"] == "NEVER_SUBSCRIBED"
+    assert subscriptions["sms"]["transactional"]["consent"] == "SUBSCRIBED"  # no opt-in step
+    emu.confirm_double_opt_in(pid, list_id, via="email")
+    assert marketing(emu, pid)["consent"] == "SUBSCRIBED"
+    assert marketing(emu, pid, "sms")["consent"] == "NEVER_SUBSCRIBED"
+    emu.confirm_double_opt_in(pid, list_id, via="sms")
+    assert marketing(emu, pid, "sms")["consent"] == "SUBSCRIBED"
 
 
 def test_subscribe_delay_applies_later() -> None:
-    with KlaviyoEmulator(subscribe_delay=0.2) as emu:
+    clock = FakeClock()
+    with KlaviyoEmulator(subscribe_delay=5, default_opt_in="single", clock=clock) as emu:
         api = Api(emu.base_url)
         assert api.post(JOBS, job(person(email="later@example.com"))).status == 202
+        clock.advance(4.5)
         assert emu.profiles() == []
-        deadline = time.monotonic() + 3
-        while not emu.profiles() and time.monotonic() < deadline:
-            time.sleep(0.02)
+        clock.advance(0.5)
         assert marketing(emu, only_profile(emu))["consent"] == "SUBSCRIBED"
 
 
 def test_reset_discards_delayed_jobs() -> None:
-    with KlaviyoEmulator(subscribe_delay=0.1) as emu:
+    clock = FakeClock()
+    with KlaviyoEmulator(subscribe_delay=1, clock=clock) as emu:
         Api(emu.base_url).post(JOBS, job(person(email="gone@example.com")))
         emu.reset()
-        time.sleep(0.25)
+        clock.advance(2)
         assert emu.profiles() == []
 
 

@@ -18,7 +18,7 @@ LIST_NAME = "Newsletter"
 def seeded(klaviyo_emulator):
     emu = klaviyo_emulator
     ids = {
-        "list": emu.create_list(LIST_NAME),
+        "list": emu.create_list(LIST_NAME, opt_in="single"),
         "segment": emu.create_segment("VIP customers"),
         "sarah": emu.create_profile(
             email="sarah.mason@example.com",

@@ -20,14 +20,14 @@ def outcomes(processed):
 
 @pytest.fixture
 def newsletter(klaviyo_emulator):
-    return klaviyo_emulator.create_list("Newsletter")
+    return klaviyo_emulator.create_list("Newsletter", opt_in="single")
 
 
 class TestSubscribe:
     def test_one_job_per_target_and_every_lead_subscribed(
         self, runtime, klaviyo_emulator, newsletter
     ):
-        other = klaviyo_emulator.create_list("Promotions")
+        other = klaviyo_emulator.create_list("Promotions", opt_in="single")
         leads = [
             {"email": f"lead{i}@example.com", "klaviyo.list_id": newsletter if i % 2 else other}
             for i in range(240)

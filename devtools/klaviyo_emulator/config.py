@@ -1,0 +1,76 @@
+"""The emulated account's settings and the emulator's behaviour switches.
+
+One :class:`Config` is in force at a time. It is immutable: ``KlaviyoEmulator.configure``
+swaps in a changed copy, so a request thread that took a reference keeps a consistent view.
+The constructor's copy is what ``reset()`` goes back to.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from .latency import LatencyModel, latency_model
+
+OPT_IN_CHOICES = ("single", "double")
+LIST_ADD_CHOICES = ("400", "404", "ignore")
+
+
+@dataclass(frozen=True)
+class Config:
+    """Settings that change what the emulator answers or when its effects show.
+
+    ``rate_limits`` refuses over-limit requests with 429 (the windows are counted and the
+    ``RateLimit-*`` headers sent either way). Delays and lags are seconds on the emulator's
+    clock; 0 applies at once.
+    """
+
+    rate_limits: bool = False
+    subscribe_delay: float = 0.0
+    deletion_delay: float = 0.0
+    search_lag: float = 0.0
+    segment_lag: float = 0.0
+    default_opt_in: str = "double"
+    sms_enabled: bool = True
+    sms_countries: frozenset[str] = frozenset({"US"})
+    age_gated_sms: bool = False
+    unknown_profile_in_list_add: str = "ignore"
+    external_id_unique: bool = False
+    latency: LatencyModel | None = field(default=None, compare=False)
+
+    def changed(self, seed: int | None = None, **changes: Any) -> Config:
+        """A copy with ``changes`` applied and checked; ValueError/TypeError when invalid."""
+        unknown = set(changes) - {f.name for f in dataclasses.fields(self)}
+        if unknown:
+            raise TypeError(f"unknown setting(s): {', '.join(sorted(unknown))}")
+        if "sms_countries" in changes:
+            changes["sms_countries"] = _countries(changes["sms_countries"])
+        if "latency" in changes:
+            changes["latency"] = latency_model(changes["latency"], seed)
+        if "unknown_profile_in_list_add" in changes:
+            changes["unknown_profile_in_list_add"] = str(changes["unknown_profile_in_list_add"])
+        updated = dataclasses.replace(self, **changes)
+        updated.check()
+        return updated
+
+    def check(self) -> None:
+        if self.default_opt_in not in OPT_IN_CHOICES:
+            raise ValueError(f"default_opt_in must be one of {OPT_IN_CHOICES}")
+        if self.unknown_profile_in_list_add not in LIST_ADD_CHOICES:
+            raise ValueError(f"unknown_profile_in_list_add must be one of {LIST_ADD_CHOICES}")
+        for name in ("subscribe_delay", "deletion_delay", "search_lag", "segment_lag"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must not be negative")
+
+    def to_json(self) -> dict[str, Any]:
+        data = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        data["sms_countries"] = sorted(self.sms_countries)
+        data["latency"] = None if self.latency is None else self.latency.name
+        return data
+
+
+def _countries(value: Iterable[str] | str) -> frozenset[str]:
+    items = value.split(",") if isinstance(value, str) else value
+    return frozenset(code.strip().upper() for code in items if code.strip())

@@ -1,0 +1,136 @@
+"""What Klaviyo shows later: filtered search after ``search_lag``, segments after
+``segment_lag``, rule-based segments after a profile changes."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from emulator_http import Api
+from fake_clock import FakeClock
+
+from devtools.klaviyo_emulator import KlaviyoEmulator
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def lagging(clock: FakeClock) -> Iterator[KlaviyoEmulator]:
+    with KlaviyoEmulator(clock=clock, search_lag=5, segment_lag=30) as emu:
+        yield emu
+
+
+def _search(api: Api, expression: str) -> list[str]:
+    reply = api.get("/api/profiles", query={"filter": expression})
+    assert reply.status == 200
+    return [item["id"] for item in reply.json()["data"]]
+
+
+def test_created_profile_is_missing_from_search_until_the_lag(
+    lagging: KlaviyoEmulator, clock: FakeClock
+) -> None:
+    api = Api(lagging.base_url)
+    created = api.create_profile(email="new@example.com")
+    pid = created.json()["data"]["id"]
+    assert _search(api, 'equals(email,"new@example.com")') == []
+    assert api.get(f"/api/profiles/{pid}").status == 200  # by id: at once
+    duplicate = api.create_profile(email="new@example.com")
+    assert duplicate.status == 409  # identity: at once
+    assert duplicate.error["meta"] == {"duplicate_profile_id": pid}
+    clock.advance(4.5)
+    assert _search(api, 'equals(email,"new@example.com")') == []
+    clock.advance(0.5)
+    assert _search(api, 'equals(email,"new@example.com")') == [pid]
+
+
+def test_updated_profile_is_found_by_its_old_value_until_the_lag(
+    lagging: KlaviyoEmulator, clock: FakeClock
+) -> None:
+    api = Api(lagging.base_url)
+    pid = lagging.create_profile(email="old@example.com")  # seeded: indexed already
+    assert _search(api, 'equals(email,"old@example.com")') == [pid]
+    patch = {"data": {"type": "profile", "id": pid, "attributes": {"email": "new@example.com"}}}
+    assert api.patch(f"/api/profiles/{pid}", patch).status == 200
+    assert _search(api, 'equals(email,"old@example.com")') == [pid]
+    assert _search(api, 'equals(email,"new@example.com")') == []
+    clock.advance(5)
+    assert _search(api, 'equals(email,"old@example.com")') == []
+    assert _search(api, 'equals(email,"new@example.com")') == [pid]
+
+
+def test_unfiltered_listing_does_not_lag(lagging: KlaviyoEmulator) -> None:
+    api = Api(lagging.base_url)
+    pid = api.create_profile(email="n@example.com").json()["data"]["id"]
+    assert [p["id"] for p in api.get("/api/profiles").json()["data"]] == [pid]
+
+
+def test_seeded_segment_membership_shows_after_the_lag(
+    lagging: KlaviyoEmulator, clock: FakeClock
+) -> None:
+    api = Api(lagging.base_url)
+    segment = lagging.create_segment("VIP", segment_id="VIPseg")
+    pid = lagging.create_profile(email="vip@example.com")
+    lagging.add_to_segment(segment, pid)
+    query = {"filter": f"equals(profile_id,['{pid}'])"}
+    assert api.get("/api/segments/VIPseg/profiles", query=query).json()["data"] == []
+    assert lagging.segment_members(segment) == set()
+    clock.advance(30)
+    assert [
+        p["id"] for p in api.get("/api/segments/VIPseg/profiles", query=query).json()["data"]
+    ] == [pid]
+    lagging.remove_from_segment(segment, pid)
+    assert lagging.segment_members(segment) == {pid}
+    clock.advance(30)
+    assert lagging.segment_members(segment) == set()
+
+
+def test_rule_based_segment_follows_profile_changes_after_the_lag(
+    lagging: KlaviyoEmulator, clock: FakeClock
+) -> None:
+    api = Api(lagging.base_url)
+    gold = [{"field": "properties.tier", "operator": "equals", "value": "gold"}]
+    segment = lagging.create_segment("Gold", definition=gold)
+    pid = api.create_profile(email="g@example.com", properties={"tier": "silver"}).json()["data"][
+        "id"
+    ]
+    patch = {"data": {"type": "profile", "id": pid, "attributes": {"properties": {"tier": "gold"}}}}
+    api.patch(f"/api/profiles/{pid}", patch)
+    clock.advance(29)
+    assert lagging.segment_members(segment) == set()
+    clock.advance(1)
+    assert lagging.segment_members(segment) == {pid}
+    demote = {
+        "data": {"type": "profile", "id": pid, "attributes": {"properties": {"tier": "bronze"}}}
+    }
+    api.patch(f"/api/profiles/{pid}", demote)
+    assert lagging.segment_members(segment) == {pid}
+    clock.advance(30)
+    assert lagging.segment_members(segment) == set()
+
+
+def test_rule_segment_counts_existing_profiles_and_takes_a_callable(emu: KlaviyoEmulator) -> None:
+    us = emu.create_profile(email="us@example.com", location={"country": "US"})
+    emu.create_profile(email="fr@example.com", location={"country": "FR"})
+    by_rule = emu.create_segment(
+        "US", definition=[{"field": "location.country", "operator": "any", "value": ["US"]}]
+    )
+    by_callable = emu.create_segment(
+        "US too", definition=lambda attrs: attrs["location"]["country"] == "US"
+    )
+    assert emu.segment_members(by_rule) == emu.segment_members(by_callable) == {us}
+
+
+def test_lags_are_zero_by_default(api: Api, emu: KlaviyoEmulator) -> None:
+    pid = api.create_profile(email="now@example.com").json()["data"]["id"]
+    assert _search(api, 'equals(email,"now@example.com")') == [pid]
+    segment = emu.create_segment("S")
+    emu.add_to_segment(segment, pid)
+    assert emu.segment_members(segment) == {pid}
+
+
+def test_malformed_segment_definition_is_refused(emu: KlaviyoEmulator) -> None:
+    with pytest.raises(ValueError):
+        emu.create_segment("Bad", definition=[{"field": "email", "operator": "matches"}])
