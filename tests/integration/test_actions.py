@@ -434,8 +434,7 @@ class TestSubscribe:
             ("single", None),
             (
                 "double",
-                "The list uses double opt-in: the email consent waits for the person's "
-                "confirmation",
+                "The list uses double opt-in: the consent waits for the person's confirmation",
             ),
         ],
     )
@@ -490,6 +489,7 @@ class TestSubscribe:
                 "email": "sarah.mason@example.com",
                 "phone_1": "5125550100",
                 "klaviyo.channels": "email",
+                "klaviyo.list_id": seeded["list"],  # single opt-in: consent at once
             },
         )
         assert run.last.outcome.value == "success"
@@ -498,7 +498,11 @@ class TestSubscribe:
     def test_reads_the_profile_for_a_missing_identifier(self, run, seeded, klaviyo_emulator):
         fields = run(
             "subscribe_profile_to_list",
-            {"klaviyo.id": seeded["sarah"], "klaviyo.channels": ["sms"]},
+            {
+                "klaviyo.id": seeded["sarah"],
+                "klaviyo.channels": ["sms"],
+                "klaviyo.list_id": seeded["list"],
+            },
         )
         assert outcome(fields) == ("success", None)
         assert self.consent(klaviyo_emulator, seeded["sarah"])[1] == "SUBSCRIBED"

@@ -20,7 +20,7 @@ SEEDED_EMAIL = "seeded@example.com"
 @pytest.fixture
 def world(klaviyo_emulator):
     emu = klaviyo_emulator
-    list_id = emu.create_list("Newsletter")
+    list_id = emu.create_list("Newsletter", opt_in="single")  # success says nothing more
     segment_id = emu.create_segment("VIP customers")
     emu.add_to_segment(segment_id, emu.create_profile(email=SEEDED_EMAIL, first_name="Seed"))
     return {"list": list_id, "segment": segment_id}

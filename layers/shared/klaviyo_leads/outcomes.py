@@ -180,7 +180,7 @@ _SMS_REFUSED = (
 
 # -- done, with something to know: success, 200 -----------------------------------------
 CONSENT_PENDING = _success(
-    "The list uses double opt-in: the email consent waits for the person's confirmation"
+    "The list uses double opt-in: the consent waits for the person's confirmation"
 )
 SMS_NOT_APPLIED = _success(f"Email subscribed; SMS not applied: {_SMS_REFUSED}")
 SMS_NOT_APPLIED_PENDING = _success(

@@ -57,7 +57,9 @@ def handle_batch(
     if idempotency is not None:
         idempotency.config.register_lambda_context(ctx)
     claimed: dict[str, Claimed] = {}
-    if runtime.settings.coalesce_batches and coalesces(action):
+    left = remaining_seconds(ctx)
+    enough_time = left is None or left >= MIN_SECONDS_PER_LEAD  # else each record goes back
+    if runtime.settings.coalesce_batches and coalesces(action) and enough_time:
         claimed = _claim_and_coalesce(runtime, action, event["Records"], ctx)
 
     def process_record(record: dict[str, Any]) -> dict[str, Any]:

@@ -65,7 +65,8 @@ class Subscription:
 
     def accepted(self) -> Result:
         """The result once Klaviyo accepted the job, saying what happens next."""
-        pending = "email" in self.channels and self.opt_in_process == DOUBLE_OPT_IN
+        # Double opt-in holds email and SMS marketing alike until the person confirms.
+        pending = self.opt_in_process == DOUBLE_OPT_IN
         reason: outcomes.Reason | None = None
         if self.sms_refused:
             reason = outcomes.SMS_NOT_APPLIED_PENDING if pending else outcomes.SMS_NOT_APPLIED
