@@ -78,6 +78,17 @@ class TestCreateProfile:
         assert fields["duplicate_profile_id"] == seeded["sarah"]
         assert fields["errors"]["code"] == ["duplicate_profile"]
 
+    def test_a_reference_already_in_klaviyo_is_a_duplicate_not_a_second_profile(
+        self, run, klaviyo_emulator
+    ):
+        existing = klaviyo_emulator.create_profile(
+            external_id="crm-77", created="2025-01-01T00:00:00+00:00"
+        )
+        fields = run("create_profile", {"reference": "crm-77", "first_name": "Again"})
+        assert outcome(fields) == ("failure", "A profile with this external id already exists")
+        assert fields["id"] == fields["duplicate_profile_id"] == existing
+        assert klaviyo_emulator.calls("create_profile") == 0
+
     def test_invalid_email_fails_before_any_call(self, run, klaviyo_emulator):
         fields = run("create_profile", {"email": "not-an-email"})
         assert outcome(fields) == ("failure", "Invalid email address")

@@ -57,11 +57,13 @@ def create_profile(ctx: Context, lead: Lead) -> Result:
     # first delivery when this is a redelivery.
     since = min(time.time(), ctx.first_seen_at or time.time())
     maybe_ours = ctx.redelivered
-    if maybe_ours and not _klaviyo_refuses_duplicates(attributes):
-        # Klaviyo would not stop a second profile for an external id: look first.
-        ours = _created_since(ctx, attributes, since)
-        if ours is not None:
-            return success(ours)
+    if not _klaviyo_refuses_duplicates(attributes):
+        # Klaviyo would make a second profile for an external id: look for it first.
+        existing = _created_since(ctx, attributes, 0.0)
+        if existing is not None:
+            if maybe_ours and _created_after(existing, since - CLOCK_SKEW_SECONDS):
+                return success(existing)
+            return duplicate(outcomes.DUPLICATE_EXTERNAL_ID, existing["id"])
     try:
         sent_at = time.time()
         response = _post_profile(ctx, attributes)
@@ -85,9 +87,16 @@ def create_profile(ctx: Context, lead: Lead) -> Result:
         existing = get_profile(ctx, existing_id)
         if existing and _created_after(existing, since - CLOCK_SKEW_SECONDS):
             return success(existing)
-    return outcomes.DUPLICATE_PROFILE(
+    return duplicate(outcomes.DUPLICATE_PROFILE, existing_id, response.errors)
+
+
+def duplicate(
+    reason: outcomes.Reason, existing_id: str | None, errors: list[KlaviyoError] | None = None
+) -> Result:
+    """Create's failure for a profile that exists: its id in ``id`` and in the duplicate field."""
+    return reason(
         profile={"type": "profile", "id": existing_id} if existing_id else None,
-        errors=response.errors,
+        errors=errors or [],
         duplicate_profile_id=existing_id,
     )
 

@@ -69,7 +69,13 @@ class Backoff:
 
 # Klaviyo's per-second (burst) limits by bucket. No header reports the burst window, so
 # calls are spaced to stay inside it; the per-minute window comes from the headers.
-BURST_PER_SECOND = {"list_add": 10, "profiles": 75, "subscribe": 75, "segment_profiles": 75}
+BURST_PER_SECOND = {
+    "list_add": 10,
+    "profile_import": 10,
+    "profiles": 75,
+    "subscribe": 75,
+    "segment_profiles": 75,
+}
 # Calls are spaced a little wider than 1/limit: arrival times jitter, and eleven calls
 # spaced exactly 100 ms apart can land in one fixed one-second window.
 SPACING_MARGIN = 1.1

@@ -203,6 +203,7 @@ NO_SEARCH_VALUE = _failure("The lead has no {identifier} to search by")
 NO_PROFILE = _failure("No profile found")
 NOT_IN_SEGMENT = _failure("The profile is not in the segment")
 DUPLICATE_PROFILE = _failure("A profile with this email or phone number already exists")
+DUPLICATE_EXTERNAL_ID = _failure("A profile with this external id already exists")
 IDENTIFIER_TAKEN = _failure("The lead's {identifiers} belongs to another profile")
 NOTHING_TO_UPDATE = _failure("The lead has no profile fields to update")
 NOTHING_TO_SUBSCRIBE = _failure("The lead has no email address or phone number to subscribe")
@@ -265,6 +266,11 @@ CREATE_UNCONFIRMED = _error(
     "Klaviyo's answer to the create was lost and its search cannot confirm it yet; not sent again",
 )
 SECRET_UNAVAILABLE = _error(Kind.TRANSIENT, "The Klaviyo API key secret could not be read")
+IMPORT_UNFINISHED = _error(
+    Kind.TIMEOUT, "Klaviyo had not finished the bulk import in time; the lead comes back"
+)
+IMPORT_CANCELLED = _error(Kind.TRANSIENT, "Klaviyo cancelled the bulk import")
+IMPORT_LOST = _error(Kind.TRANSIENT, "Klaviyo's bulk import did not report this profile")
 INTERNAL = _error(Kind.TRANSIENT, "Internal error while processing the lead")
 
 
