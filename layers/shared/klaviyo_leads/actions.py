@@ -50,18 +50,16 @@ SEARCH_SETTLE_SECONDS = 10.0
 
 def create_profile(ctx: Context, lead: Lead) -> Result:
     """Create a new profile in your Klaviyo account."""
-    attributes = lead.profile_attributes(ctx.settings.default_phone_region)
-    if not any(attributes.get(k) for k in ("email", "phone_number", "external_id")):
-        raise outcomes.NO_IDENTIFIER()
+    attributes = new_profile(ctx, lead)
     # Since when a profile for this lead could be one we made: this attempt, or the lead's
     # first delivery when this is a redelivery.
     since = min(time.time(), ctx.first_seen_at or time.time())
     maybe_ours = ctx.redelivered
-    if not _klaviyo_refuses_duplicates(attributes):
+    if not klaviyo_refuses_duplicates(attributes):
         # Klaviyo would make a second profile for an external id: look for it first.
         existing = _created_since(ctx, attributes, 0.0)
         if existing is not None:
-            if maybe_ours and _created_after(existing, since - CLOCK_SKEW_SECONDS):
+            if maybe_ours and created_after(existing, since - CLOCK_SKEW_SECONDS):
                 return success(existing)
             return duplicate(outcomes.DUPLICATE_EXTERNAL_ID, existing["id"])
     try:
@@ -73,7 +71,7 @@ def create_profile(ctx: Context, lead: Lead) -> Result:
         # The create may have reached Klaviyo before its answer was lost. Look before
         # sending it again.
         ours = _created_since(ctx, attributes, since)
-        if ours is None and not _klaviyo_refuses_duplicates(attributes):
+        if ours is None and not klaviyo_refuses_duplicates(attributes):
             # Nothing would stop a second profile: the search must have caught up first.
             ours = _created_since_once_settled(ctx, attributes, since, sent_at)
         if ours is not None:
@@ -85,7 +83,7 @@ def create_profile(ctx: Context, lead: Lead) -> Result:
     existing_id = _duplicate_profile_id(response.errors)
     if maybe_ours and existing_id:
         existing = get_profile(ctx, existing_id)
-        if existing and _created_after(existing, since - CLOCK_SKEW_SECONDS):
+        if existing and created_after(existing, since - CLOCK_SKEW_SECONDS):
             return success(existing)
     return duplicate(outcomes.DUPLICATE_PROFILE, existing_id, response.errors)
 
@@ -101,7 +99,15 @@ def duplicate(
     )
 
 
-def _klaviyo_refuses_duplicates(attributes: dict[str, Any]) -> bool:
+def new_profile(ctx: Context, lead: Lead) -> dict[str, Any]:
+    """The attributes of the profile to create; at least one identifier."""
+    attributes = lead.profile_attributes(ctx.settings.default_phone_region)
+    if not any(attributes.get(k) for k in ("email", "phone_number", "external_id")):
+        raise outcomes.NO_IDENTIFIER()
+    return attributes
+
+
+def klaviyo_refuses_duplicates(attributes: dict[str, Any]) -> bool:
     """Klaviyo answers 409 for an email or phone it knows; an external id can repeat."""
     return bool(attributes.get("email") or attributes.get("phone_number"))
 
@@ -144,7 +150,7 @@ def _created_since(ctx: Context, attributes: dict[str, Any], since: float) -> di
         value = attributes.get(identifier)
         if value:
             newest = search_profiles(ctx, identifier, value, "-created", limit=1)
-            if newest and _created_after(newest[0], since - CLOCK_SKEW_SECONDS):
+            if newest and created_after(newest[0], since - CLOCK_SKEW_SECONDS):
                 return newest[0]
             return None
     return None
@@ -158,7 +164,7 @@ def _duplicate_profile_id(errors: list[KlaviyoError]) -> str | None:
     return None
 
 
-def _created_after(profile: dict[str, Any], timestamp: float) -> bool:
+def created_after(profile: dict[str, Any], timestamp: float) -> bool:
     created = fieldmap.read_path(profile, "attributes.created")
     try:
         return datetime.fromisoformat(str(created)).timestamp() >= timestamp
@@ -211,12 +217,15 @@ def get_segment_profiles(ctx: Context, lead: Lead) -> Result:
 
 def update_profile(ctx: Context, lead: Lead) -> Result:
     """Update a profile in your Klaviyo account; fields the lead lacks stay as they are."""
-    attributes = _changes(ctx, lead)
-    if not attributes:
-        raise outcomes.NOTHING_TO_UPDATE()
+    attributes = changes(ctx, lead)
     profile = find_profile(ctx, lead)
     if profile is None:
         raise outcomes.NO_PROFILE()
+    return patch(ctx, profile, attributes)
+
+
+def patch(ctx: Context, profile: dict[str, Any], attributes: dict[str, Any]) -> Result:
+    """PATCH the found profile; a new email or phone that another profile owns changes nothing."""
     profile_id = profile["id"]
     response = ctx.call(
         "PATCH",
@@ -244,13 +253,18 @@ def update_profile(ctx: Context, lead: Lead) -> Result:
     )
 
 
-def _changes(ctx: Context, lead: Lead) -> dict[str, Any]:
-    """The lead's attributes, less the identifier that finds the profile: it changes nothing."""
+def changes(ctx: Context, lead: Lead) -> dict[str, Any]:
+    """The lead's attributes, less the identifier that finds the profile: it changes nothing.
+
+    A lead with nothing else is a failure before any call.
+    """
     attributes = lead.profile_attributes(ctx.settings.default_phone_region)
     identifier, value = require_search_value(ctx, lead)
     attribute = {"email": "email", "phone_number": "phone_number", "external_id": "external_id"}
     if attributes.get(attribute.get(identifier, "")) == value:
         del attributes[attribute[identifier]]
+    if not attributes:
+        raise outcomes.NOTHING_TO_UPDATE()
     return attributes
 
 

@@ -12,11 +12,23 @@ from __future__ import annotations
 import re
 from collections import defaultdict
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from datetime import datetime
 from typing import Any
 
-from . import lookup, outcomes, subscribe
-from .actions import Action
+from . import imports, lookup, outcomes, subscribe
+from .actions import (
+    ACTIONS,
+    CLOCK_SKEW_SECONDS,
+    Action,
+    changes,
+    created_after,
+    duplicate,
+    klaviyo_refuses_duplicates,
+    new_profile,
+    patch,
+    run_action,
+)
 from .budget import effective_budget_seconds
 from .context import Context
 from .lead import Lead, ensure_object
@@ -32,6 +44,8 @@ _COALESCED = {
     "add_profile_to_list",
     "get_profiles",
     "get_segment_profiles",
+    "update_profile",
+    "create_profile",
 }
 _LIST_ITEM_POINTER = re.compile(r"^/data/(\d+)(?:/|$)")
 
@@ -42,12 +56,43 @@ def coalesces(action: Action) -> bool:
     return action.name in _COALESCED
 
 
+@dataclass(frozen=True)
+class Delivery:
+    """How a queued lead arrived: a redelivered one may already have had its effect."""
+
+    redelivered: bool = False
+    first_seen_at: float | None = None  # wall-clock seconds
+
+
+@dataclass
+class Batch:
+    """The leads of one bulk call, their results, and the budget they share."""
+
+    ctx: Context
+    leads: dict[int, Lead]
+    results: Results
+    deliveries: list[Delivery]
+    imported_at: str | None = None  # when Klaviyo took the last import job
+
+    def fail(self, index: int, problem: Result) -> None:
+        self.results[index] = problem
+
+    def one_by_one(self, action: str, index: int) -> None:
+        """Give a lead the one-lead path (a small batch, or what the bulk call cannot take)."""
+        delivery = self.deliveries[index]
+        ctx = replace(
+            self.ctx, redelivered=delivery.redelivered, first_seen_at=delivery.first_seen_at
+        )
+        self.results[index] = run_action(ACTIONS[action], ctx, self.leads[index])
+
+
 def coalesce(
     runtime: Runtime,
     action: Action,
     payloads: list[Any],
     remaining_seconds: float | None,
     correlation_ids: list[str] | None = None,
+    deliveries: list[Delivery] | None = None,
 ) -> list[Processed]:
     """One result per payload, in order, using as few Klaviyo calls as the batch allows."""
     started = runtime.clock()
@@ -65,7 +110,7 @@ def coalesce(
     if leads:
         seconds = effective_budget_seconds(min(timeouts), remaining_seconds)
         ctx = runtime.context(runtime.budget(seconds))
-        _BULK[action.name](ctx, leads, results)
+        _BULK[action.name](Batch(ctx, leads, results, deliveries or [Delivery()] * len(payloads)))
 
     elapsed = (runtime.clock() - started) / max(1, len(payloads))
     out = []
@@ -90,7 +135,8 @@ def _chunks(items: list[Any], size: int) -> list[list[Any]]:
 # -- Subscribe Profile to List -------------------------------------------------------------
 
 
-def _subscribe_all(ctx: Context, leads: dict[int, Lead], results: Results) -> None:
+def _subscribe_all(batch: Batch) -> None:
+    ctx, leads, results = batch.ctx, batch.leads, batch.results
     groups: dict[tuple[str | None, str | None], list[tuple[int, Subscription]]] = defaultdict(list)
     list_problems: dict[str, Result | None] = {}
     for index, lead in leads.items():
@@ -188,7 +234,8 @@ def _by_search(members: list[_Member]) -> dict[tuple[str, str], list[_Member]]:
     return groups
 
 
-def _add_all(ctx: Context, leads: dict[int, Lead], results: Results) -> None:
+def _add_all(batch: Batch) -> None:
+    ctx, leads, results = batch.ctx, batch.leads, batch.results
     by_list: dict[str, list[_Member]] = defaultdict(list)
     for index, lead in leads.items():
         try:
@@ -286,7 +333,8 @@ def _send_list_add(
 # -- Get Profiles --------------------------------------------------------------------------
 
 
-def _get_all(ctx: Context, leads: dict[int, Lead], results: Results) -> None:
+def _get_all(batch: Batch) -> None:
+    ctx, leads, results = batch.ctx, batch.leads, batch.results
     members = []
     for index, lead in leads.items():
         try:
@@ -312,7 +360,8 @@ _SEGMENT_FIELD = {"email": "email", "phone_number": "phone_number", "klaviyo_id"
 MAX_CANDIDATES = 100
 
 
-def _segment_all(ctx: Context, leads: dict[int, Lead], results: Results) -> None:
+def _segment_all(batch: Batch) -> None:
+    ctx, leads, results = batch.ctx, batch.leads, batch.results
     by_segment: dict[str, list[_Member]] = defaultdict(list)
     groups: dict[str, Group | Result] = {}
     for index, lead in leads.items():
@@ -397,9 +446,233 @@ def _identifier_of(segment_field: str) -> str:
     return {"profile_id": "klaviyo_id"}.get(segment_field, segment_field)
 
 
-_BULK: dict[str, Callable[[Context, dict[int, Lead], Results], None]] = {
+# -- Update Profile ------------------------------------------------------------------------
+
+# Below this many leads the one-lead path is quicker: a job is a call, polls and a read.
+BULK_IMPORT_MIN_LEADS = 10
+_IDENTITY_ATTRIBUTES = ("email", "phone_number")
+
+
+def _update_all(batch: Batch) -> None:
+    """Find the profiles in bulk, then one import job for their changes.
+
+    A change of email or phone goes one lead at a time: Klaviyo refuses it when another
+    profile owns the value, and the PATCH says which one. So does a second lead for a
+    profile already in the job (applied after it, as one lead after another would be).
+    """
+    ctx = batch.ctx
+    members: list[_Member] = []
+    wanted: dict[int, dict[str, Any]] = {}
+    for index, lead in batch.leads.items():
+        try:
+            wanted[index] = changes(ctx, lead)
+            members.append(_Member.of(ctx, index, lead))
+        except Result as problem:
+            batch.fail(index, problem)
+    if len(members) < BULK_IMPORT_MIN_LEADS:
+        for member in members:
+            batch.one_by_one("update_profile", member.index)
+        return
+    found = _find_all(batch, members)
+    items: list[dict[str, Any]] = []
+    served: list[int] = []
+    in_the_job: set[str] = set()
+    later: list[tuple[int, dict[str, Any]]] = []
+    for index, profile in found.items():
+        change = _changed(wanted[index], profile)
+        item = {"type": "profile", "id": profile["id"], "attributes": change}
+        if not change:
+            batch.results[index] = success(profile)  # it already holds what the lead says
+            continue
+        identity_change = any(name in change for name in _IDENTITY_ATTRIBUTES)
+        if identity_change or profile["id"] in in_the_job or not imports.fits(item):
+            later.append((index, profile))
+            continue
+        items.append(item)
+        served.append(index)
+        in_the_job.add(profile["id"])
+    _import(batch, items, served, lambda index, profile: success(profile))
+    for index, profile in later:
+        try:
+            batch.results[index] = patch(ctx, profile, wanted[index])
+        except Result as problem:
+            batch.fail(index, problem)
+
+
+def _find_all(batch: Batch, members: list[_Member]) -> dict[int, dict[str, Any]]:
+    """Each member's profile (as profile handling picks it); the others get their result."""
+    found: dict[int, dict[str, Any]] = {}
+    for (identifier, sort), group in _by_search(members).items():
+        searched = lookup.search(batch.ctx, identifier, sort, [m.value for m in group])
+        for member in group:
+            value_key = lookup.key(identifier, member.value)
+            profile = searched.first(value_key)
+            if value_key in searched.problems:
+                batch.fail(member.index, searched.problems[value_key])
+            elif profile is None:
+                batch.fail(member.index, outcomes.NO_PROFILE())
+            else:
+                found[member.index] = profile
+    return found
+
+
+def _changed(wanted: dict[str, Any], profile: dict[str, Any]) -> dict[str, Any]:
+    """The attributes whose value differs from what the profile holds (objects key by key)."""
+    current = profile.get("attributes") or {}
+    changed: dict[str, Any] = {}
+    for name, value in wanted.items():
+        if isinstance(value, dict):
+            held = current.get(name)
+            held = held if isinstance(held, dict) else {}
+            inner = {k: v for k, v in value.items() if held.get(k) != v}
+            if inner:
+                changed[name] = inner
+        elif current.get(name) != value:
+            changed[name] = value
+    return changed
+
+
+def _import(
+    batch: Batch,
+    items: list[dict[str, Any]],
+    served: list[int],
+    accepted: Callable[[int, dict[str, Any]], Result],
+) -> None:
+    """Send ``items`` in import jobs; ``served[i]`` is the lead item ``i`` stands for."""
+    for job in imports.batches(items):
+        try:
+            imported = imports.run(batch.ctx, [items[i] for i in job])
+        except Result as problem:
+            for i in job:
+                batch.fail(served[i], problem)
+            continue
+        batch.imported_at = imported.created_at
+        for position, i in enumerate(job):
+            answer = imports.outcome(imported, position)
+            if isinstance(answer, Result):
+                batch.fail(served[i], answer)
+            else:
+                batch.results[served[i]] = accepted(served[i], answer)
+
+
+# -- Create Profile ------------------------------------------------------------------------
+
+
+def _create_all(batch: Batch) -> None:
+    """Duplicates found in bulk first; the rest created by one import job.
+
+    A profile that someone else creates between the search and the job is matched by the
+    job, not created by it: its ``created`` predates the job, and the lead is reported as
+    the duplicate it is (the job has given that profile the lead's fields; see the docs).
+    """
+    ctx = batch.ctx
+    wanted: dict[int, dict[str, Any]] = {}
+    for index, lead in batch.leads.items():
+        try:
+            wanted[index] = new_profile(ctx, lead)
+        except Result as problem:
+            batch.fail(index, problem)
+    if len(wanted) < BULK_IMPORT_MIN_LEADS:
+        for index in wanted:
+            batch.one_by_one("create_profile", index)
+        return
+    existing = _existing(batch, wanted)
+    claimed: dict[tuple[str, str], int] = {}
+    items: list[dict[str, Any]] = []
+    served: list[int] = []
+    waiting: dict[int, int] = {}  # a lead -> the earlier lead of the batch it collides with
+    for index, attributes in wanted.items():
+        if batch.results[index] is not None:
+            continue
+        profile, reason = existing.get(index, (None, None))
+        if profile is not None and reason is not None:
+            delivery = batch.deliveries[index]
+            since = (delivery.first_seen_at or 0.0) - CLOCK_SKEW_SECONDS
+            if delivery.redelivered and created_after(profile, since):
+                batch.results[index] = success(profile)  # its own earlier delivery made it
+            else:
+                batch.fail(index, duplicate(reason, profile["id"]))
+            continue
+        identities = _identities(attributes)
+        first = next((claimed[i] for i in identities if i in claimed), None)
+        if first is not None:
+            waiting[index] = first
+            continue
+        claimed.update(dict.fromkeys(identities, index))
+        items.append({"type": "profile", "attributes": attributes})
+        served.append(index)
+    batch.imported_at = None
+    _import(batch, items, served, lambda index, profile: _made_by_the_job(batch, profile))
+    for index, first in waiting.items():
+        made = batch.results[first]
+        if made is not None and made.outcome is Outcome.SUCCESS and made.profile:
+            reason = (
+                outcomes.DUPLICATE_PROFILE
+                if klaviyo_refuses_duplicates(wanted[index])
+                else outcomes.DUPLICATE_EXTERNAL_ID
+            )
+            batch.fail(index, duplicate(reason, made.profile["id"]))
+        else:
+            batch.one_by_one("create_profile", index)
+
+
+def _existing(
+    batch: Batch, wanted: dict[int, dict[str, Any]]
+) -> dict[int, tuple[dict[str, Any], outcomes.Reason]]:
+    """Profiles Klaviyo already has for the leads: by email, then phone; else external id."""
+    found: dict[int, tuple[dict[str, Any], outcomes.Reason]] = {}
+    for identifier in ("email", "phone_number", "external_id"):
+        leads = {
+            index: attributes[identifier]
+            for index, attributes in wanted.items()
+            if attributes.get(identifier)
+            and index not in found
+            and batch.results[index] is None
+            and (identifier != "external_id" or not klaviyo_refuses_duplicates(attributes))
+        }
+        if not leads:
+            continue
+        searched = lookup.search(batch.ctx, identifier, "-created", leads.values())
+        reason = (
+            outcomes.DUPLICATE_EXTERNAL_ID
+            if identifier == "external_id"
+            else outcomes.DUPLICATE_PROFILE
+        )
+        for index, value in leads.items():
+            value_key = lookup.key(identifier, value)
+            if value_key in searched.problems:
+                batch.fail(index, searched.problems[value_key])
+            elif (profile := searched.first(value_key)) is not None:
+                found[index] = (profile, reason)
+    return found
+
+
+def _identities(attributes: dict[str, Any]) -> list[tuple[str, str]]:
+    """What two new profiles of one batch may not share: email, phone, or a lone external id."""
+    names = _IDENTITY_ATTRIBUTES if klaviyo_refuses_duplicates(attributes) else ("external_id",)
+    return [(name, lookup.key(name, attributes[name])) for name in names if attributes.get(name)]
+
+
+def _made_by_the_job(batch: Batch, profile: dict[str, Any]) -> Result:
+    job_started = _timestamp(batch.imported_at)
+    created = _timestamp((profile.get("attributes") or {}).get("created"))
+    if job_started is not None and created is not None and created < job_started:
+        return duplicate(outcomes.DUPLICATE_PROFILE, profile["id"])
+    return success(profile)
+
+
+def _timestamp(value: Any) -> float | None:
+    try:
+        return datetime.fromisoformat(str(value)).timestamp()
+    except ValueError:
+        return None
+
+
+_BULK: dict[str, Callable[[Batch], None]] = {
     "subscribe_profile_to_list": _subscribe_all,
     "add_profile_to_list": _add_all,
     "get_profiles": _get_all,
     "get_segment_profiles": _segment_all,
+    "update_profile": _update_all,
+    "create_profile": _create_all,
 }

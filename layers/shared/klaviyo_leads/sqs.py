@@ -23,7 +23,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from . import outcomes
 from .actions import Action
 from .budget import MIN_SECONDS_PER_LEAD, remaining_seconds
-from .coalescing import coalesce, coalesces
+from .coalescing import Delivery, coalesce, coalesces
 from .idempotency import InProgressElsewhere
 from .publishing import Publication
 from .runtime import Processed, Runtime, internal_error, logger, processed
@@ -161,9 +161,15 @@ def _claim_and_coalesce(
     left = remaining_seconds(ctx)
     if left is not None:
         left -= SETTLE_SECONDS_PER_RECORD * len(claimed)
+    records = {raw.get("messageId"): SQSRecord(raw) for raw in raw_records}
     try:
         results = coalesce(
-            runtime, action, [c.lead for c in readable.values()], left, list(readable)
+            runtime,
+            action,
+            [c.lead for c in readable.values()],
+            left,
+            list(readable),
+            [_delivery(records[message_id]) for message_id in readable],
         )
     except Exception as exc:
         results = [processed(action, internal_error(exc)) for _ in readable]
@@ -206,6 +212,16 @@ def _store_and_publish(
         item.published = accepted
 
 
+def _delivery(record: SQSRecord) -> Delivery:
+    """A redelivered message may have had its effect: judged from when it was first sent."""
+    attributes = record.attributes
+    sent_ms = attributes.sent_timestamp
+    return Delivery(
+        redelivered=int(attributes.approximate_receive_count or 1) > 1,
+        first_seen_at=int(sent_ms) / 1000 if sent_ms else None,
+    )
+
+
 def _process(
     runtime: Runtime, action: Action, lead: Any, record: SQSRecord, ctx: LambdaContext
 ) -> Processed:
@@ -213,14 +229,13 @@ def _process(
         result = outcomes.MESSAGE_NOT_JSON()
         runtime.record(action, result, 0.0)
         return processed(action, result)
-    attributes = record.attributes
-    sent_ms = attributes.sent_timestamp
+    delivery = _delivery(record)
     return runtime.process(
         action,
         lead,
         remaining_seconds=remaining_seconds(ctx),
-        redelivered=int(attributes.approximate_receive_count or 1) > 1,
-        first_seen_at=int(sent_ms) / 1000 if sent_ms else None,
+        redelivered=delivery.redelivered,
+        first_seen_at=delivery.first_seen_at,
     )
 
 
