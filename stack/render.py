@@ -12,7 +12,8 @@
   action (``create_profile``), ``${route}`` its route (``create-profile``). A run of such keys
   is written action by action, so each action's resources stay together.
 
-``!Include openapi.yaml`` puts that file (rendered the same way) where it stands.
+``!Include openapi.yaml`` puts that file (rendered the same way) where it stands. In a flow
+collection (``[...]``, ``{...}``) quote a value with a placeholder: ``"${Action}Queue"``.
 Everything else is copied as it is; short-form intrinsics (``!Ref``, ``!Sub`` ...) stay short.
 """
 
@@ -95,14 +96,32 @@ class _Dumper(yaml.SafeDumper):
         # Indent list items under their key, as the source does.
         super().increase_indent(flow, False)
 
+    def choose_scalar_style(self) -> str:
+        # PyYAML quotes every scalar with an explicit tag; `!Ref Api` needs no quotes when the
+        # text can stand plain (the tag already says what it is).
+        style: str = super().choose_scalar_style()
+        event, analysis = self.event, self.analysis
+        tagged = isinstance(event, yaml.ScalarEvent) and (event.tag or "").startswith("!")
+        if style == "'" and tagged and not event.style and analysis and not analysis.multiline:
+            plain = analysis.allow_flow_plain if self.flow_level else analysis.allow_block_plain
+            if plain and not analysis.empty:
+                return ""
+        return style
+
 
 def _represent_tagged(dumper: yaml.SafeDumper, data: Tagged) -> yaml.Node:
     tag = f"!{data.tag}"
     if isinstance(data.value, list):
-        return dumper.represent_sequence(tag, data.value, flow_style=True)
+        # [a, b] when short and flat, as the source writes !If and !Equals; else a block.
+        flat = all(not isinstance(v, (list, dict, Tagged)) or _is_scalar(v) for v in data.value)
+        return dumper.represent_sequence(tag, data.value, flow_style=flat)
     if isinstance(data.value, dict):
         return dumper.represent_mapping(tag, data.value)
     return dumper.represent_scalar(tag, str(data.value))
+
+
+def _is_scalar(value: Any) -> bool:
+    return isinstance(value, Tagged) and not isinstance(value.value, (list, dict))
 
 
 _Dumper.add_representer(Tagged, _represent_tagged)
