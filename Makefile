@@ -79,7 +79,9 @@ lint: venv $(TEMPLATE)
 .PHONY: template
 template: $(TEMPLATE)
 
-$(TEMPLATE): $(TEMPLATE_SOURCES) | $(VENV)/.installed
+# Only when stack/ is newer (a fresh clone's template.yaml is not): deploying needs no .venv.
+$(TEMPLATE): $(TEMPLATE_SOURCES)
+	$(MAKE) --no-print-directory venv
 	$(VENV)/bin/python -m stack.render
 
 # The SAM CLI pins its own boto3 and cfn-lint, so it lives apart from the project's .venv.
