@@ -46,7 +46,7 @@ ARTIFACT_BUCKET = "klaviyo-lead-actions-artifacts"  # where `sam package` would 
 # moto's AWS::ApiGateway::RestApi ignores Body (the OpenAPI definition that holds every route),
 # so the API it creates has no methods and it refuses the Deployment; what hangs on the stage
 # goes with it. deploy_local_stack leaves these out (and the ApiUrl output, which names the
-# stage); tests/template/test_deploy_moto.py checks them on the translated template instead.
+# stage); tests/template/test_template_invariants.py checks them on the translated template.
 MOTO_CANNOT_BUILD = frozenset(
     {
         "AWS::ApiGateway::Deployment",

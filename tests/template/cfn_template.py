@@ -53,10 +53,6 @@ class Action:
         return f"{self.prefix}IntakeRole"
 
     @property
-    def log_group(self) -> str:
-        return f"{self.prefix}LogGroup"
-
-    @property
     def rule(self) -> str:
         """The EventBridge rule SAM generates for the function's `Lead` event."""
         return f"{self.function}Lead"
