@@ -3,6 +3,7 @@
 #   make venv       project virtualenv (.venv) from requirements-dev.txt
 #   make lint       ruff, mypy and cfn-lint
 #   make test       the test suite
+#   make template   template.yaml from its source in stack/
 #   make sam        the AWS SAM CLI, in its own virtualenv (.tools/sam)
 #   make validate   sam validate --lint
 #   make build      sam build
@@ -26,7 +27,9 @@ SHELL := /bin/sh
 
 PYTHON ?= python3
 VENV ?= .venv
+# What `sam build` and `sam deploy` read, written by stack/render.py from stack/*.yaml.
 TEMPLATE ?= template.yaml
+TEMPLATE_SOURCES := $(wildcard stack/*.yaml) stack/render.py
 # samconfig.toml environment used by `make deploy`.
 ENV ?= default
 
@@ -65,7 +68,7 @@ $(VENV)/.installed: requirements-dev.txt layers/shared/requirements.txt
 # ---------------------------------------------------------------------------
 
 .PHONY: lint
-lint: venv
+lint: venv $(TEMPLATE)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
@@ -74,6 +77,14 @@ lint: venv
 # ---------------------------------------------------------------------------
 # AWS SAM
 # ---------------------------------------------------------------------------
+
+.PHONY: template
+template: $(TEMPLATE)
+
+# Only when stack/ is newer (a fresh clone's template.yaml is not): deploying needs no .venv.
+$(TEMPLATE): $(TEMPLATE_SOURCES)
+	$(MAKE) --no-print-directory venv
+	$(VENV)/bin/python -m stack.render
 
 # The SAM CLI pins its own boto3 and cfn-lint, so it lives apart from the project's .venv.
 .PHONY: sam
@@ -84,11 +95,11 @@ $(SAM):
 	$(SAM_VENV)/bin/python -m pip install --quiet aws-sam-cli==$(SAM_CLI_VERSION)
 
 .PHONY: validate
-validate: $(SAM)
+validate: $(SAM) $(TEMPLATE)
 	env $(OFFLINE_AWS_ENV) $(SAM) validate --lint --template-file $(TEMPLATE)
 
 .PHONY: build
-build: $(SAM)
+build: $(SAM) $(TEMPLATE)
 	PATH="$(BUILD_PATH)" $(SAM) build --template-file $(TEMPLATE)
 
 .PHONY: deploy

@@ -8,7 +8,8 @@ its own breakdown measured from its first line. Variants:
 
 - ``ours_extension``: our Create Profile function, the key from the Parameters and Secrets
   Lambda Extension (a local stand-in), as in Lambda with the extension layer.
-- ``ours_boto3``: our function, the key through Powertools Parameters (boto3) from moto.
+- ``ours_boto3``: our function, the key through Powertools Parameters (boto3) from the stack's
+  secret in moto.
 - ``baseline``: ``bench/baseline_handler.py``, the common way (boto3 client at import,
   klaviyo-api SDK, Powertools Logger and Tracer), the key from the same moto server.
 
@@ -30,7 +31,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.standins import SECRET_NAME, SESSION_TOKEN, secrets_extension, secrets_manager
+from bench.standins import SECRET_NAME, SESSION_TOKEN, deployed_stack, secrets_extension
 from devtools.klaviyo_emulator import DEFAULT_API_KEY, KlaviyoEmulator
 from devtools.lambda_events import FUNCTIONS_DIR, LAYER_DIR, api_gateway_event
 
@@ -72,7 +73,11 @@ def precompile() -> None:
 
 
 def function_environment(
-    base_url: str, *, moto_url: str | None = None, extension_port: int | None = None
+    base_url: str,
+    secret_id: str = SECRET_NAME,
+    *,
+    moto_url: str | None = None,
+    extension_port: int | None = None,
 ) -> dict[str, str]:
     """The function's environment: template.yaml's variables, credentials, the layer path."""
     env = {
@@ -91,7 +96,7 @@ def function_environment(
             "POWERTOOLS_SERVICE_NAME": "klaviyo-lead-actions",
             "POWERTOOLS_METRICS_NAMESPACE": "KlaviyoLeadActions",
             "POWERTOOLS_TRACE_DISABLED": "true",
-            "KLAVIYO_API_KEY_SECRET_ID": SECRET_NAME,
+            "KLAVIYO_API_KEY_SECRET_ID": secret_id,
             "KLAVIYO_BASE_URL": base_url,
         }
     )
@@ -157,15 +162,16 @@ def measure(runs: int, progress: Any = None) -> dict[str, Any]:
     failures: list[str] = []
     try:
         with (
-            secrets_extension(DEFAULT_API_KEY) as extension,
-            secrets_manager(DEFAULT_API_KEY) as moto_url,
+            deployed_stack(DEFAULT_API_KEY) as stack,
+            secrets_extension(DEFAULT_API_KEY, stack.secret_arn) as extension,
         ):
+            moto_url, secret = stack.endpoint_url, stack.secret_arn
             envs = {
                 "ours_extension": function_environment(
-                    emulator.base_url, moto_url=moto_url, extension_port=extension.port
+                    emulator.base_url, secret, moto_url=moto_url, extension_port=extension.port
                 ),
-                "ours_boto3": function_environment(emulator.base_url, moto_url=moto_url),
-                "baseline": function_environment(emulator.base_url, moto_url=moto_url),
+                "ours_boto3": function_environment(emulator.base_url, secret, moto_url=moto_url),
+                "baseline": function_environment(emulator.base_url, secret, moto_url=moto_url),
             }
             handlers = {"ours_extension": OURS, "ours_boto3": OURS, "baseline": BASELINE}
             for run in range(-1, runs):  # run -1 warms the file cache and is not counted

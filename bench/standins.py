@@ -4,8 +4,8 @@
   127.0.0.1 (``GET /secretsmanager/get?secretId=...`` with the
   ``X-Aws-Parameters-Secrets-Token`` header set to the session token, answering Secrets
   Manager's ``GetSecretValue`` JSON), as the extension layer serves it inside Lambda.
-- ``secrets_manager``: moto's server with the key stored as a Secrets Manager secret, for
-  boto3 (Powertools Parameters and the baseline's own client).
+- ``deployed_stack``: moto's server with template.yaml deployed in it, the key in the stack's
+  Secrets Manager secret, for boto3 (Powertools Parameters and the baseline's own client).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
 
-from devtools.aws import MotoServer, client
+from devtools.aws import LocalStack, MotoServer, deploy_local_stack
 from devtools.lambda_events import ACCOUNT_ID, REGION
 
 SECRET_NAME = "klaviyo/api-key"
@@ -44,7 +44,10 @@ class SecretsExtension:
                 elif url.path != "/secretsmanager/get" or secret_id not in owner.secrets:
                     self._answer(400, {"message": "ResourceNotFoundException"})
                 else:
-                    arn = f"arn:aws:secretsmanager:{REGION}:{ACCOUNT_ID}:secret:{secret_id}-AbCdEf"
+                    prefix = f"arn:aws:secretsmanager:{REGION}:{ACCOUNT_ID}:secret:"
+                    arn = (
+                        secret_id if secret_id.startswith("arn:") else f"{prefix}{secret_id}-AbCdEf"
+                    )
                     self._answer(
                         200,
                         {
@@ -83,8 +86,8 @@ class SecretsExtension:
 
 
 @contextlib.contextmanager
-def secrets_extension(api_key: str) -> Iterator[SecretsExtension]:
-    extension = SecretsExtension({SECRET_NAME: api_key}).start()
+def secrets_extension(api_key: str, secret_id: str = SECRET_NAME) -> Iterator[SecretsExtension]:
+    extension = SecretsExtension({secret_id: api_key}).start()
     try:
         yield extension
     finally:
@@ -92,16 +95,15 @@ def secrets_extension(api_key: str) -> Iterator[SecretsExtension]:
 
 
 @contextlib.contextmanager
-def secrets_manager(api_key: str) -> Iterator[str]:
-    """moto on 127.0.0.1 holding the key; yields its endpoint URL."""
+def deployed_stack(api_key: str) -> Iterator[LocalStack]:
+    """moto on 127.0.0.1 with the stack deployed in it, its secret holding the key."""
     access_log = logging.getLogger("werkzeug")  # moto's server logs every request
     level = access_log.level
     access_log.setLevel(logging.ERROR)
     try:
         with MotoServer() as moto:
-            client("secretsmanager", moto.endpoint_url).create_secret(
-                Name=SECRET_NAME, SecretString=api_key
+            yield deploy_local_stack(
+                api_key, endpoint_url=moto.endpoint_url, name="klaviyo-lead-actions-bench"
             )
-            yield moto.endpoint_url
     finally:
         access_log.setLevel(level)

@@ -1,30 +1,72 @@
-"""The AWS side of the local runner: moto's server, the stack's resources in it, the env vars.
+"""The stack in moto: template.yaml, translated by SAM and created by moto's CloudFormation.
 
-``MotoServer`` runs moto on 127.0.0.1 (a free port by default); ``provision`` creates what
-template.yaml would (the Klaviyo key secret, one queue and dead-letter queue per action, the
-results event bus, the idempotency table) plus a "results" queue that a rule on the bus fills
-with every published result, so a local run can show what was published. ``lambda_environment``
-is the functions' environment pointed at all of it.
+``deploy_local_stack`` does locally what a first deploy does (docs/deploying.md): it stores the
+Klaviyo key in a Secrets Manager secret, turns template.yaml into plain CloudFormation with SAM's
+own translator, as ``sam deploy`` has CloudFormation do, puts the code where the translated
+template says ``sam package`` put it, and has moto's CloudFormation create the stack. It returns
+what the stack's outputs and resources name: the queues of each action, the bus, the table, and
+the functions' environment as the template sets it. The local runner, the soak, the benchmark's
+cold start and the tests all use it, so there is one description of the stack: the template.
+
+``MotoServer`` runs moto on 127.0.0.1 for what needs a real network boundary (the runner, the
+soak, child processes); without an endpoint URL everything goes to moto in this process
+(``moto.mock_aws``). ``add_results_queue`` adds a local observer of the bus: a queue that a
+rule fills with every published result. ``lambda_environment`` is what a function sees.
 """
 
 from __future__ import annotations
 
+import copy
+import functools
+import io
 import json
-from collections.abc import Iterable
-from dataclasses import dataclass, field
+import logging
+import threading
+import warnings
+import zipfile
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
-from devtools.lambda_events import ACCOUNT_ID, FUNCTION_TIMEOUT_SECONDS, REGION
+import yaml
 
+from devtools.lambda_events import ACCOUNT_ID, REGION, ROOT
+from stack.render import load_actions
+
+TEMPLATE = ROOT / "template.yaml"
 RESULTS_SOURCE = "klaviyo.lead-actions"  # klaviyo_leads.publishing.SOURCE
 DUMMY_CREDENTIALS = {
     "AWS_ACCESS_KEY_ID": "testing",
     "AWS_SECRET_ACCESS_KEY": "testing",
 }
 DEFAULT_STACK_NAME = "klaviyo-lead-actions-local"
-MAX_RECEIVE_COUNT = 5  # template.yaml's MaxReceiveCount default
-# template.yaml's QueueVisibilityTimeoutSeconds default: 6 x the functions' timeout.
-VISIBILITY_TIMEOUT_SECONDS = 6 * FUNCTION_TIMEOUT_SECONDS
+ARTIFACT_BUCKET = "klaviyo-lead-actions-artifacts"  # where `sam package` would put the code
+
+# moto's AWS::ApiGateway::RestApi ignores Body (the OpenAPI definition that holds every route),
+# so the API it creates has no methods and it refuses the Deployment; what hangs on the stage
+# goes with it. deploy_local_stack leaves these out (and the ApiUrl output, which names the
+# stage); tests/template/test_template_invariants.py checks them on the translated template.
+MOTO_CANNOT_BUILD = frozenset(
+    {
+        "AWS::ApiGateway::Deployment",
+        "AWS::ApiGateway::Stage",
+        "AWS::ApiGateway::UsagePlan",
+        "AWS::ApiGateway::UsagePlanKey",
+        "AWS::WAFv2::WebACLAssociation",
+    }
+)
+# Types moto's CloudFormation accepts but does not create (it records them without a type).
+MOTO_SKIPS = frozenset(
+    {
+        "AWS::ApiGateway::ApiKey",
+        "AWS::CloudWatch::Alarm",
+        "AWS::Lambda::EventInvokeConfig",
+        "AWS::SNS::Subscription",
+        "AWS::SQS::QueuePolicy",
+        "AWS::WAFv2::WebACL",
+    }
+)
 
 
 class MotoServer:
@@ -37,6 +79,9 @@ class MotoServer:
         self.endpoint_url = ""
 
     def start(self) -> MotoServer:
+        # The server creates stacks in its own thread, where deploy_local_stack's
+        # catch_warnings does not reach.
+        warnings.filterwarnings("ignore", message=_SKIPPED_WARNING)
         self._server.start()
         host, port = self._server.get_host_and_port()
         self.endpoint_url = f"http://{host}:{port}"
@@ -52,15 +97,112 @@ class MotoServer:
         self.stop()
 
 
-def client(service: str, endpoint_url: str, region: str = REGION) -> Any:
-    """A boto3 client for moto, with the dummy credentials (whatever the caller's env says)."""
+def client(service: str, endpoint_url: str | None = None, region: str = REGION) -> Any:
+    """A boto3 client for moto (its server at ``endpoint_url``, else ``mock_aws`` in process),
+    with the dummy credentials whatever the caller's environment says."""
+    with _session_lock:
+        return _session(region).client(service, endpoint_url=endpoint_url)
+
+
+_session_lock = threading.Lock()
+
+
+@functools.cache
+def _session(region: str) -> Any:
+    """One session per region: a client from a known session is quick to make (the session
+    keeps the service models it has loaded)."""
     import boto3
 
     return boto3.session.Session(
         aws_access_key_id=DUMMY_CREDENTIALS["AWS_ACCESS_KEY_ID"],
         aws_secret_access_key=DUMMY_CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
         region_name=region,
-    ).client(service, endpoint_url=endpoint_url)
+    )
+
+
+# --- The template ---------------------------------------------------------------------------
+
+
+class _CloudFormationLoader(yaml.SafeLoader):
+    """YAML loader that turns short-form intrinsics (!Ref, !GetAtt, ...) into their JSON form."""
+
+
+def _intrinsic(loader: yaml.SafeLoader, suffix: str, node: yaml.Node) -> dict[str, Any]:
+    name = "Ref" if suffix == "Ref" else f"Fn::{suffix}"
+    value: Any
+    if isinstance(node, yaml.ScalarNode):
+        value = loader.construct_scalar(node)
+        if suffix == "GetAtt":
+            value = value.split(".", 1)
+    elif isinstance(node, yaml.SequenceNode):
+        value = loader.construct_sequence(node, deep=True)
+    else:
+        value = loader.construct_mapping(node, deep=True)
+    return {name: value}
+
+
+_CloudFormationLoader.add_multi_constructor("!", _intrinsic)
+
+
+def load_template(path: Path = TEMPLATE) -> dict[str, Any]:
+    """A CloudFormation YAML template as data, intrinsics in their JSON form."""
+    return yaml.load(path.read_text(encoding="utf-8"), Loader=_CloudFormationLoader)
+
+
+def with_s3_code(template: dict[str, Any]) -> dict[str, Any]:
+    """The template with S3 locations for CodeUri and ContentUri, as `sam package` leaves it."""
+    packaged = copy.deepcopy(template)
+    for logical_id, resource in packaged["Resources"].items():
+        properties = resource.get("Properties", {})
+        if resource["Type"] == "AWS::Serverless::Function":
+            properties["CodeUri"] = f"s3://{ARTIFACT_BUCKET}/{logical_id}.zip"
+        elif resource["Type"] == "AWS::Serverless::LayerVersion":
+            properties["ContentUri"] = f"s3://{ARTIFACT_BUCKET}/{logical_id}.zip"
+    return packaged
+
+
+def sam_translate(template: dict[str, Any], region: str = REGION) -> dict[str, Any]:
+    """Plain CloudFormation from the SAM template, as CloudFormation's SAM transform makes it
+    (the SAM translator, as `sam validate` runs it). The template names no managed policy, so
+    the translator gets none to look up."""
+    import boto3
+    from samtranslator.parser.parser import Parser
+    from samtranslator.translator.translator import Translator
+    from samtranslator.utils.py27hash_fix import (
+        to_py27_compatible_template,
+        undo_mark_unicode_str_in_template,
+    )
+
+    packaged = with_s3_code(template)
+    parameters: dict[str, Any] = {}
+    to_py27_compatible_template(packaged, parameters)
+    translator = Translator(None, Parser(), boto_session=boto3.session.Session(region_name=region))
+    translated = translator.translate(
+        packaged, parameter_values=parameters, get_managed_policy_map=lambda: {}
+    )
+    result: dict[str, Any] = undo_mark_unicode_str_in_template(translated)
+    return result
+
+
+@functools.lru_cache(maxsize=4)
+def _translated(text: str) -> str:
+    return json.dumps(sam_translate(yaml.load(text, Loader=_CloudFormationLoader)))
+
+
+def translated_template(path: Path = TEMPLATE) -> dict[str, Any]:
+    """template.yaml translated by SAM (once per process and file content)."""
+    translated: dict[str, Any] = json.loads(_translated(path.read_text(encoding="utf-8")))
+    return translated
+
+
+def buildable_by_moto(template: dict[str, Any]) -> dict[str, Any]:
+    """The translated template without what moto cannot build (MOTO_CANNOT_BUILD)."""
+    kept = {k: v for k, v in template["Resources"].items() if v["Type"] not in MOTO_CANNOT_BUILD}
+    outputs = {k: v for k, v in template.get("Outputs", {}).items() if k != "ApiUrl"}
+    return {**template, "Resources": kept, "Outputs": outputs}
+
+
+# --- Deploying --------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -71,145 +213,244 @@ class Queue:
 
 
 @dataclass(frozen=True)
-class Resources:
-    """What ``provision`` created: names, URLs and ARNs."""
+class ActionResources:
+    """One action's part of the stack."""
 
-    endpoint_url: str
+    function_name: str
+    queue: Queue
+    dead_letter_queue: Queue  # the queue's: leads that failed MaxReceiveCount times
+    event_dead_letter_queue: Queue  # EventBridge events and async invocations that failed
+
+
+@dataclass(frozen=True)
+class LocalStack:
+    """A stack created in moto, as its outputs and resources name it."""
+
+    name: str
+    endpoint_url: str | None  # None: moto in this process
     region: str
-    secret_id: str  # the secret's ARN, as the stack's KlaviyoApiKeySecretArn parameter
+    secret_arn: str
     event_bus_name: str
     event_bus_arn: str
-    results_rule_name: str
-    results_queue: Queue
     table_name: str
-    queues: dict[str, Queue] = field(default_factory=dict)  # by action
-    dead_letter_queues: dict[str, Queue] = field(default_factory=dict)  # by action
+    actions: dict[str, ActionResources]  # by action name
+    environment: dict[str, str]  # every function's environment variables, as deployed
+    physical_ids: dict[str, str]  # by logical id
+    outputs: dict[str, str]
 
 
-def _create_queue(sqs: Any, name: str, attributes: dict[str, str]) -> Queue:
-    url = sqs.create_queue(QueueName=name, Attributes=attributes)["QueueUrl"]
-    arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"][
-        "QueueArn"
-    ]
-    return Queue(name, url, arn)
-
-
-def provision(
-    endpoint_url: str,
+def deploy_local_stack(
     api_key: str,
-    actions: Iterable[str],
     *,
-    stack_name: str = DEFAULT_STACK_NAME,
+    endpoint_url: str | None = None,
+    name: str = DEFAULT_STACK_NAME,
+    parameters: Mapping[str, str] | None = None,
     region: str = REGION,
-    visibility_timeout_seconds: int = VISIBILITY_TIMEOUT_SECONDS,
-    max_receive_count: int = MAX_RECEIVE_COUNT,
-) -> Resources:
-    """Create the stack's resources in moto (``api_key`` becomes the secret's value)."""
-    secrets = client("secretsmanager", endpoint_url, region)
-    secret_arn = secrets.create_secret(
-        Name=f"{stack_name}/klaviyo-api-key",
+    template: Path = TEMPLATE,
+) -> LocalStack:
+    """Create the stack in moto: the key's secret, then template.yaml with ``parameters``.
+
+    The secret is not part of the stack (as in AWS: the stack receives its ARN); its value is
+    ``api_key``. ``parameters`` are the stack's, e.g. ``{"KlaviyoBaseUrl": <emulator>}``.
+    """
+    _adapt_moto()
+    secret_arn = client("secretsmanager", endpoint_url, region).create_secret(
+        Name=f"{name}/klaviyo-api-key",
         SecretString=api_key,
         Description="Klaviyo private API key (local)",
     )["ARN"]
-
-    sqs = client("sqs", endpoint_url, region)
-    queues: dict[str, Queue] = {}
-    dead_letters: dict[str, Queue] = {}
-    for action in actions:
-        base = f"{stack_name}-{action.replace('_', '-')}"
-        dlq = _create_queue(sqs, f"{base}-dlq", {"MessageRetentionPeriod": "1209600"})
-        redrive = {"deadLetterTargetArn": dlq.arn, "maxReceiveCount": str(max_receive_count)}
-        queues[action] = _create_queue(
-            sqs,
-            base,
-            {
-                "VisibilityTimeout": str(visibility_timeout_seconds),
-                "RedrivePolicy": json.dumps(redrive),
-            },
+    translated = translated_template(template)
+    _upload_code(translated, endpoint_url, region)
+    values = {"KlaviyoApiKeySecretArn": secret_arn, **(parameters or {})}
+    cloudformation = client("cloudformation", endpoint_url, region)
+    with warnings.catch_warnings():  # moto parses the skipped types again on every read
+        warnings.filterwarnings("ignore", message=_SKIPPED_WARNING)
+        cloudformation.create_stack(
+            StackName=name,
+            TemplateBody=json.dumps(buildable_by_moto(translated)),
+            Parameters=[{"ParameterKey": k, "ParameterValue": str(v)} for k, v in values.items()],
+            Capabilities=["CAPABILITY_IAM", "CAPABILITY_AUTO_EXPAND"],
         )
-        dead_letters[action] = dlq
+        (description,) = cloudformation.describe_stacks(StackName=name)["Stacks"]
+        if description["StackStatus"] != "CREATE_COMPLETE":
+            raise RuntimeError(f"stack {name}: {description.get('StackStatusReason')}")
+        pages = cloudformation.get_paginator("list_stack_resources").paginate(StackName=name)
+        physical_ids = {
+            r["LogicalResourceId"]: r.get("PhysicalResourceId", "")
+            for page in pages
+            for r in page["StackResourceSummaries"]
+            if r.get("LogicalResourceId")
+        }
+    outputs = {o["OutputKey"]: o["OutputValue"] for o in description.get("Outputs", [])}
+    _pause_event_source_mappings(physical_ids, translated, endpoint_url, region)
+    return _read_stack(name, endpoint_url, region, secret_arn, physical_ids, outputs)
 
-    events = client("events", endpoint_url, region)
-    bus_arn = events.create_event_bus(Name=stack_name)["EventBusArn"]
-    results_queue = _create_queue(sqs, f"{stack_name}-results", {})
-    rule_name = f"{stack_name}-results-to-queue"
+
+def _pause_event_source_mappings(
+    physical_ids: dict[str, str], translated: dict[str, Any], endpoint_url: str | None, region: str
+) -> None:
+    """moto would run the function on every SendMessage to a queue with an enabled mapping,
+    which needs Docker (and loses the batch without it). Locally the runner's poller, the soak
+    and the tests play the event source mapping, so the stack's mappings are switched off."""
+    lambda_ = client("lambda", endpoint_url, region)
+    for logical_id, resource in translated["Resources"].items():
+        if resource["Type"] == "AWS::Lambda::EventSourceMapping":
+            lambda_.update_event_source_mapping(UUID=physical_ids[logical_id], Enabled=False)
+
+
+def _read_stack(
+    name: str,
+    endpoint_url: str | None,
+    region: str,
+    secret_arn: str,
+    physical_ids: dict[str, str],
+    outputs: dict[str, str],
+) -> LocalStack:
+    sqs = client("sqs", endpoint_url, region)
+    lambda_ = client("lambda", endpoint_url, region)
+
+    def queue(output: str) -> Queue:
+        url = outputs[output]
+        arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"][
+            "QueueArn"
+        ]
+        return Queue(arn.rsplit(":", 1)[-1], url, arn)
+
+    actions: dict[str, ActionResources] = {}
+    environments: dict[str, dict[str, str]] = {}
+    for action in load_actions():
+        function_name = physical_ids[f"{action.prefix}Function"]
+        actions[action.name] = ActionResources(
+            function_name=function_name,
+            queue=queue(f"{action.prefix}QueueUrl"),
+            dead_letter_queue=queue(f"{action.prefix}DeadLetterQueueUrl"),
+            event_dead_letter_queue=queue(f"{action.prefix}EventDeadLetterQueueUrl"),
+        )
+        configuration = lambda_.get_function_configuration(FunctionName=function_name)
+        variables = configuration["Environment"]["Variables"]
+        # moto keeps a Number parameter's value as a number; Lambda's are strings.
+        environments[action.name] = {k: str(v) for k, v in variables.items()}
+    environment = next(iter(environments.values()))
+    if any(env != environment for env in environments.values()):
+        raise RuntimeError("the functions' environments differ; one process cannot run them all")
+    bus_name = outputs["ResultsEventBusName"]
+    bus_arn = client("events", endpoint_url, region).describe_event_bus(Name=bus_name)["Arn"]
+    return LocalStack(
+        name=name,
+        endpoint_url=endpoint_url,
+        region=region,
+        secret_arn=secret_arn,
+        event_bus_name=bus_name,
+        event_bus_arn=bus_arn,
+        table_name=outputs["IdempotencyTableName"],
+        actions=actions,
+        environment=dict(environment),
+        physical_ids=physical_ids,
+        outputs=outputs,
+    )
+
+
+def _upload_code(template: dict[str, Any], endpoint_url: str | None, region: str) -> None:
+    """What `sam package` would have put in its bucket. moto never runs the code (that needs
+    Docker): the handlers run in this process, so a stub stands in for each function."""
+    s3 = client("s3", endpoint_url, region)
+    if ARTIFACT_BUCKET not in {b["Name"] for b in s3.list_buckets().get("Buckets", [])}:
+        s3.create_bucket(Bucket=ARTIFACT_BUCKET)
+    stub = _zip({"app.py": "def lambda_handler(event, context):\n    raise NotImplementedError\n"})
+    for resource in template["Resources"].values():
+        if resource["Type"] == "AWS::Lambda::Function":
+            key = resource["Properties"]["Code"]["S3Key"]
+            s3.put_object(Bucket=ARTIFACT_BUCKET, Key=key, Body=stub)
+        elif resource["Type"] == "AWS::Lambda::LayerVersion":
+            key = resource["Properties"]["Content"]["S3Key"]
+            s3.put_object(Bucket=ARTIFACT_BUCKET, Key=key, Body=_zip({"python/README": "stub\n"}))
+
+
+def _zip(files: dict[str, str]) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for name, text in files.items():
+            archive.writestr(name, text)
+    return buffer.getvalue()
+
+
+_SKIPPED_WARNING = "Tried to parse .* not supported by moto's CloudFormation"
+
+
+class _KnownSkips(logging.Filter):
+    """Drops moto's warning for each resource of a type in MOTO_SKIPS (they are known)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        skipped = record.msg == "No Moto CloudFormation support for %s"
+        return not (skipped and isinstance(record.args, tuple) and record.args[0] in MOTO_SKIPS)
+
+
+@functools.cache
+def _adapt_moto() -> None:
+    """Once per process: quiet the known skips, and give the event bus its physical id.
+
+    moto 5.2.5's EventBus has none, so its Ref yields a Python object; real CloudFormation's
+    Ref of an AWS::Events::EventBus is the bus name."""
+    from moto.events.models import EventBus
+
+    if "physical_resource_id" not in vars(EventBus):
+        EventBus.physical_resource_id = property(lambda bus: bus.name)  # type: ignore[attr-defined]
+    logging.getLogger("moto").addFilter(_KnownSkips())
+
+
+# --- Local additions ----------------------------------------------------------------------------
+
+
+def add_results_queue(stack: LocalStack) -> Queue:
+    """A queue that a rule on the stack's bus fills with every published result, so a local
+    run can read what was published (in AWS, whoever wants the results adds such a rule)."""
+    sqs = client("sqs", stack.endpoint_url, stack.region)
+    name = f"{stack.name}-results"
+    url = sqs.create_queue(QueueName=name)["QueueUrl"]
+    arn = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"][
+        "QueueArn"
+    ]
+    events = client("events", stack.endpoint_url, stack.region)
+    rule = f"{stack.name}-results-to-queue"
     events.put_rule(
-        Name=rule_name,
-        EventBusName=stack_name,
+        Name=rule,
+        EventBusName=stack.event_bus_name,
         EventPattern=json.dumps({"source": [RESULTS_SOURCE]}),
         State="ENABLED",
         Description="Every published lead result, copied to the local results queue",
     )
     events.put_targets(
-        Rule=rule_name,
-        EventBusName=stack_name,
-        Targets=[{"Id": "results-queue", "Arn": results_queue.arn}],
+        Rule=rule,
+        EventBusName=stack.event_bus_name,
+        Targets=[{"Id": "results-queue", "Arn": arn}],
     )
-
-    table_name = f"{stack_name}-idempotency"
-    dynamodb = client("dynamodb", endpoint_url, region)
-    dynamodb.create_table(
-        TableName=table_name,
-        AttributeDefinitions=[{"AttributeName": "id", "AttributeType": "S"}],
-        KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}],
-        BillingMode="PAY_PER_REQUEST",
-    )
-    dynamodb.update_time_to_live(
-        TableName=table_name,
-        TimeToLiveSpecification={"Enabled": True, "AttributeName": "expiration"},
-    )
-
-    return Resources(
-        endpoint_url=endpoint_url,
-        region=region,
-        secret_id=secret_arn,
-        event_bus_name=stack_name,
-        event_bus_arn=bus_arn,
-        results_rule_name=rule_name,
-        results_queue=results_queue,
-        table_name=table_name,
-        queues=queues,
-        dead_letter_queues=dead_letters,
-    )
+    return Queue(name, url, arn)
 
 
-def lambda_environment(
-    resources: Resources,
-    *,
-    klaviyo_base_url: str | None,
-    api_revision: str | None = None,
-    log_level: str = "WARNING",
-    coalesce_batches: bool = True,
-    default_phone_region: str = "US",
-) -> dict[str, str]:
-    """The functions' environment (template.yaml's Globals), pointed at moto.
-
-    ``klaviyo_base_url`` None leaves ``KLAVIYO_BASE_URL`` out: the layer's default, the real
-    Klaviyo. Metrics are disabled (``POWERTOOLS_METRICS_DISABLED``: no EMF lines on stdout)
-    and tracing is off.
-    """
+def lambda_environment(stack: LocalStack) -> dict[str, str]:
+    """What a function of the stack sees: the environment the template gives it, the dummy
+    credentials, the region, and moto's endpoint when moto is a server."""
     env = {
+        **stack.environment,
         **DUMMY_CREDENTIALS,
-        "AWS_DEFAULT_REGION": resources.region,
-        "AWS_REGION": resources.region,
-        "AWS_ENDPOINT_URL": resources.endpoint_url,
+        "AWS_DEFAULT_REGION": stack.region,
+        "AWS_REGION": stack.region,
         "AWS_EC2_METADATA_DISABLED": "true",
-        "KLAVIYO_API_KEY_SECRET_ID": resources.secret_id,
-        "DEFAULT_PHONE_REGION": default_phone_region,
-        "RESULTS_EVENT_BUS_NAME": resources.event_bus_name,
-        "IDEMPOTENCY_TABLE_NAME": resources.table_name,
-        "COALESCE_BATCHES": "true" if coalesce_batches else "false",
-        "POWERTOOLS_SERVICE_NAME": "klaviyo-lead-actions",
-        "POWERTOOLS_METRICS_NAMESPACE": "KlaviyoLeadActions",
-        "POWERTOOLS_METRICS_DISABLED": "true",
-        "POWERTOOLS_TRACE_DISABLED": "true",
-        "POWERTOOLS_LOG_LEVEL": log_level,
     }
-    if klaviyo_base_url:
-        env["KLAVIYO_BASE_URL"] = klaviyo_base_url
-    if api_revision:
-        env["KLAVIYO_API_REVISION"] = api_revision
+    if stack.endpoint_url:
+        env["AWS_ENDPOINT_URL"] = stack.endpoint_url
     return env
+
+
+def local_parameters(
+    *, klaviyo_base_url: str | None = None, log_level: str = "WARNING"
+) -> dict[str, str]:
+    """Stack parameters for a local run: Klaviyo where the emulator is (None: the real one),
+    and quieter logs (no DEBUG samples)."""
+    parameters = {"LogLevel": log_level, "DebugSampleRate": "0"}
+    if klaviyo_base_url:
+        parameters["KlaviyoBaseUrl"] = klaviyo_base_url
+    return parameters
 
 
 # Variables that would send the functions somewhere else than moto if left from the caller's
@@ -219,6 +460,7 @@ CONFLICTING_ENV = (
     "AWS_DEFAULT_PROFILE",
     "AWS_SESSION_TOKEN",
     "AWS_SECURITY_TOKEN",
+    "AWS_ENDPOINT_URL",
     "AWS_ENDPOINT_URL_SECRETS_MANAGER",
     "AWS_ENDPOINT_URL_SQS",
     "AWS_ENDPOINT_URL_EVENTBRIDGE",
@@ -232,10 +474,14 @@ CONFLICTING_ENV = (
 __all__ = [
     "ACCOUNT_ID",
     "CONFLICTING_ENV",
+    "ActionResources",
+    "LocalStack",
     "MotoServer",
     "Queue",
-    "Resources",
+    "add_results_queue",
     "client",
+    "deploy_local_stack",
     "lambda_environment",
-    "provision",
+    "load_template",
+    "local_parameters",
 ]

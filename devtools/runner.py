@@ -5,10 +5,11 @@
     python -m devtools.runner invoke ACTION EVENT.json   # one event file, like `sam local invoke`
 
 Klaviyo is the local emulator (``devtools.klaviyo_emulator``, seeded with the demo data); AWS is
-moto's server (``devtools.aws``) holding the stack's secret, queues, event bus and idempotency
-table. HTTP requests and queue messages become the Lambda events AWS would build
+moto's server with template.yaml deployed in it (``devtools.aws.deploy_local_stack``): the
+stack's queues, dead-letter queues, event bus and idempotency table, and the key's secret.
+HTTP requests and queue messages become the Lambda events AWS would build
 (``devtools.lambda_events``) and the functions' handlers run in this process, with the
-environment template.yaml gives them. ``serve`` talks to the real Klaviyo instead when
+environment the deployed functions have. ``serve`` talks to the real Klaviyo instead when
 ``KLAVIYO_API_KEY`` is set.
 """
 
@@ -103,7 +104,8 @@ class Batch:
 
 
 class Sandbox:
-    """Klaviyo (emulator, or the real one with ``real_api_key``), moto and the functions' env.
+    """Klaviyo (emulator, or the real one with ``real_api_key``), the stack in moto, and the
+    functions' environment.
 
     ``start()`` applies the functions' environment to this process (restored by ``stop()``)
     and forgets the layer's per-container runtime, so the first invocation builds it from
@@ -125,7 +127,8 @@ class Sandbox:
         self.emulator: Any = None
         self.seeded: dict[str, Any] = {}
         self.moto: aws.MotoServer | None = None
-        self.resources: aws.Resources | None = None
+        self.local_stack: aws.LocalStack | None = None
+        self.results_queue: aws.Queue | None = None  # a rule copies published results here
         self.environment: dict[str, str] = {}
         self.published: list[dict[str, Any]] = []  # result events read from the results queue
         self._saved_env: dict[str, str | None] = {}
@@ -161,10 +164,17 @@ class Sandbox:
         # moto's werkzeug server logs every request at INFO; keep warnings only.
         logging.getLogger("werkzeug").setLevel(logging.WARNING)
         self.moto = aws.MotoServer().start()
-        self.resources = aws.provision(self.moto.endpoint_url, api_key, ACTIONS)
-        self.environment = aws.lambda_environment(
-            self.resources, klaviyo_base_url=base_url, log_level=self.log_level
+        self.local_stack = aws.deploy_local_stack(
+            api_key,
+            endpoint_url=self.moto.endpoint_url,
+            parameters=aws.local_parameters(klaviyo_base_url=base_url, log_level=self.log_level),
         )
+        self.results_queue = aws.add_results_queue(self.local_stack)
+        # Metrics off: no EMF lines on stdout (CloudWatch reads them in Lambda).
+        self.environment = {
+            **aws.lambda_environment(self.local_stack),
+            "POWERTOOLS_METRICS_DISABLED": "true",
+        }
         self._apply_environment()
         self._sqs = aws.client("sqs", self.moto.endpoint_url)
 
@@ -223,10 +233,10 @@ class Sandbox:
     def klaviyo_url(self) -> str:
         return self.emulator.base_url if self.emulator is not None else REAL_KLAVIYO_URL
 
-    def stack(self) -> aws.Resources:
-        if self.resources is None:
+    def stack(self) -> aws.LocalStack:
+        if self.local_stack is None:
             raise RuntimeError("the sandbox is not started")
-        return self.resources
+        return self.local_stack
 
     # invoking ----------------------------------------------------------------------------
 
@@ -286,14 +296,14 @@ class Sandbox:
                 name: {"DataType": "String", "StringValue": value}
                 for name, value in attributes.items()
             }
-        queue = self.stack().queues[action]
+        queue = self.stack().actions[action].queue
         return str(
             self._sqs.send_message(QueueUrl=queue.url, MessageBody=body, **kwargs)["MessageId"]
         )
 
     def receive(self, action: str, limit: int = SQS_BATCH_SIZE) -> list[dict[str, Any]]:
         """What the event source mapping's poller gets: visible messages, made invisible."""
-        queue = self.stack().queues[action]
+        queue = self.stack().actions[action].queue
         messages: list[dict[str, Any]] = []
         while len(messages) < limit:
             answer = self._sqs.receive_message(
@@ -316,7 +326,7 @@ class Sandbox:
         ``batchItemFailures`` are deleted, the others stay invisible until their visibility
         timeout ends (and move to the dead-letter queue after ``maxReceiveCount``).
         """
-        queue = self.stack().queues[action]
+        queue = self.stack().actions[action].queue
         batches: list[Batch] = []
         with self._queue_lock:
             for _ in range(max_batches):
@@ -353,7 +363,7 @@ class Sandbox:
         """
         released = 0
         for batch in batches:
-            queue = self.stack().queues[batch.action]
+            queue = self.stack().actions[batch.action].queue
             for record in batch.event["Records"]:
                 if record["messageId"] in batch.failed:
                     self._sqs.change_message_visibility(
@@ -366,8 +376,8 @@ class Sandbox:
 
     def queue_depth(self, action: str, dead_letter: bool = False) -> tuple[int, int]:
         """(visible, in flight) messages of the action's queue or dead-letter queue."""
-        resources = self.stack()
-        queue = (resources.dead_letter_queues if dead_letter else resources.queues)[action]
+        resources = self.stack().actions[action]
+        queue = resources.dead_letter_queue if dead_letter else resources.queue
         attributes = self._sqs.get_queue_attributes(
             QueueUrl=queue.url,
             AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
@@ -379,7 +389,9 @@ class Sandbox:
 
     def collect_results(self) -> list[dict[str, Any]]:
         """Move the result events the rule copied to the results queue into ``published``."""
-        queue = self.stack().results_queue
+        if self.results_queue is None:
+            raise RuntimeError("the sandbox is not started")
+        queue = self.results_queue
         collected: list[dict[str, Any]] = []
         while True:
             answer = self._sqs.receive_message(
@@ -675,10 +687,11 @@ def run_demo(verbose: bool = False) -> int:
     spec = default_spec_path()
     spec = spec if spec.is_file() else None
     with Sandbox(log_level="INFO" if verbose else "WARNING", openapi_path=spec) as sandbox:
-        resources = sandbox.stack()
+        stack = sandbox.stack()
         print(f"  Klaviyo emulator  {sandbox.klaviyo_url}  (list Y6nRLr, segment VIPseg)")
         print(
-            f"  moto              {resources.endpoint_url}  (secret, 6 queues + DLQs, bus, table)"
+            f"  moto              {stack.endpoint_url}  (template.yaml deployed as {stack.name}: "
+            f"{len(stack.physical_ids)} resources)"
         )
         print()
         rows = demo_api(sandbox)

@@ -3,7 +3,9 @@
     python -m devtools.soak [--leads 5000] [--fault-rate 0.06] [--seed 7]
 
 Create Profile leads (most new, some with an invalid email, some that really are duplicates,
-some known only by an external id) go on the action's queue in moto's server. A poller does
+some known only by an external id) go on the action's queue of the stack deployed in moto's
+server (template.yaml, with a short visibility timeout and few deliveries so that a run takes
+minutes; moto does not hold parameters to their template minimums). A poller does
 what Lambda's event source mapping does: receive batches, call the handler, delete what it
 finished, and leave what it handed back to become visible again, until the queue's
 ``maxReceiveCount`` moves a message to the dead-letter queue. Meanwhile the emulator answers
@@ -27,7 +29,15 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from devtools.aws import CONFLICTING_ENV, MotoServer, client, lambda_environment, provision
+from devtools.aws import (
+    CONFLICTING_ENV,
+    MotoServer,
+    add_results_queue,
+    client,
+    deploy_local_stack,
+    lambda_environment,
+    local_parameters,
+)
 from devtools.klaviyo_emulator import Fault, KlaviyoEmulator
 from devtools.lambda_events import LambdaContext, ensure_layer_on_path, load_handler, sqs_event
 
@@ -167,20 +177,23 @@ def run(args: argparse.Namespace) -> int:
     started = time.monotonic()
     books = Books()
     with KlaviyoEmulator({API_KEY: None}, seed=args.seed) as emulator, MotoServer() as moto:
-        resources = provision(
-            moto.endpoint_url,
+        stack = deploy_local_stack(
             API_KEY,
-            [ACTION],
-            visibility_timeout_seconds=args.visibility,
-            max_receive_count=args.max_receive_count,
+            endpoint_url=moto.endpoint_url,
+            parameters={
+                **local_parameters(klaviyo_base_url=emulator.base_url, log_level="ERROR"),
+                "QueueVisibilityTimeoutSeconds": str(args.visibility),
+                "MaxReceiveCount": str(args.max_receive_count),
+            },
         )
+        results_queue = add_results_queue(stack)
         for name in CONFLICTING_ENV:
             os.environ.pop(name, None)
-        os.environ.update(lambda_environment(resources, klaviyo_base_url=emulator.base_url))
-        os.environ["POWERTOOLS_LOG_LEVEL"] = "ERROR"
+        os.environ.update(lambda_environment(stack))
+        os.environ["POWERTOOLS_METRICS_DISABLED"] = "true"
         handler = load_handler(ACTION)  # the layer reads its environment from here on
         sqs = client("sqs", moto.endpoint_url)
-        queue = resources.queues[ACTION]
+        queue = stack.actions[ACTION].queue
 
         leads = make_leads(args.leads, rng)
         print(f"{len(leads)} leads; Klaviyo faults on ~{args.fault_rate:.0%} of calls")
@@ -226,11 +239,11 @@ def run(args: argparse.Namespace) -> int:
                     ],
                 )
             if books.invocations % 20 == 0:
-                collect_results(sqs, resources.results_queue.url, books)
+                collect_results(sqs, results_queue.url, books)
         emulator.faults.clear()
 
-        collect_results(sqs, resources.results_queue.url, books)
-        for message in drain(resources.dead_letter_queues[ACTION].url, sqs):
+        collect_results(sqs, results_queue.url, books)
+        for message in drain(stack.actions[ACTION].dead_letter_queue.url, sqs):
             books.dead_lettered.add(message["MessageId"])
         remaining = queue_depth(sqs, queue.url)
         books.klaviyo_calls = len(emulator.requests)

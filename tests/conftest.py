@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from devtools.aws import LocalStack, deploy_local_stack
 from klaviyo_leads import entrypoint
 from klaviyo_leads.actions import ACTIONS
 from klaviyo_leads.config import Settings
@@ -89,6 +90,20 @@ def aws_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.setenv(name, value)
     monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
     monkeypatch.delenv("AWS_PROFILE", raising=False)
+
+
+@pytest.fixture(scope="session")
+def local_stack() -> Iterator[LocalStack]:
+    """template.yaml deployed into moto (in this process), once per test process.
+
+    A deployment takes about a second, so tests share it and put back what they change (the
+    secret's value, messages, idempotency records) rather than deploy again. moto stays on
+    for the rest of the process once a test has asked for the stack.
+    """
+    from moto import mock_aws
+
+    with mock_aws():
+        yield deploy_local_stack(API_KEY, name="klaviyo-lead-actions-test")
 
 
 def reset_powertools_parameters() -> None:

@@ -1,8 +1,9 @@
 """The functions' handlers through every trigger, against the emulator and moto (in process).
 
 These run what Lambda runs: ``functions/<action>/app.py``'s handler, its runtime built from
-the environment, the API key read from Secrets Manager, results published on EventBridge,
-and SQS messages claimed in the DynamoDB idempotency table.
+the environment the deployed stack gives the function (template.yaml in moto), the API key
+read from the stack's secret, results published on the stack's bus, and SQS messages claimed
+in its idempotency table.
 """
 
 from __future__ import annotations
@@ -11,10 +12,16 @@ import base64
 import json
 from typing import Any
 
-import boto3
 import pytest
-from moto import mock_aws
 
+from devtools.aws import (
+    CONFLICTING_ENV,
+    LocalStack,
+    Queue,
+    add_results_queue,
+    client,
+    lambda_environment,
+)
 from devtools.klaviyo_emulator import Fault
 from devtools.lambda_events import (
     LambdaContext,
@@ -27,45 +34,23 @@ from devtools.lambda_events import (
     sqs_message,
 )
 from klaviyo_leads import entrypoint
-from tests.conftest import API_KEY, REGION, reset_powertools_parameters
-
-SECRET = "klaviyo/api-key"
-BUS = "klaviyo-lead-actions-test"
-TABLE = "klaviyo-lead-actions-idempotency"
+from tests.conftest import API_KEY, reset_powertools_parameters
 
 
 class Aws:
-    """The stack's AWS side in moto: the secret, the results bus (routed to a queue), table."""
+    """The deployed stack (tests/conftest.py's ``local_stack``) as a test sees it: the key's
+    secret, and the results published on the bus, read from a queue a rule copies them to."""
 
-    def __init__(self) -> None:
-        self.secrets = boto3.client("secretsmanager", region_name=REGION)
-        self.sqs = boto3.client("sqs", region_name=REGION)
-        events = boto3.client("events", region_name=REGION)
-        self.secrets.create_secret(Name=SECRET, SecretString=API_KEY)
-        events.create_event_bus(Name=BUS)
-        self.results_url = self.sqs.create_queue(QueueName="results")["QueueUrl"]
-        results_arn = self.sqs.get_queue_attributes(
-            QueueUrl=self.results_url, AttributeNames=["QueueArn"]
-        )["Attributes"]["QueueArn"]
-        events.put_rule(
-            Name="results",
-            EventBusName=BUS,
-            EventPattern=json.dumps({"source": ["klaviyo.lead-actions"]}),
-        )
-        events.put_targets(
-            Rule="results", EventBusName=BUS, Targets=[{"Id": "q", "Arn": results_arn}]
-        )
-        boto3.client("dynamodb", region_name=REGION).create_table(
-            TableName=TABLE,
-            KeySchema=[{"AttributeName": "id", "KeyType": "HASH"}],
-            AttributeDefinitions=[{"AttributeName": "id", "AttributeType": "S"}],
-            BillingMode="PAY_PER_REQUEST",
-        )
+    def __init__(self, stack: LocalStack, results: Queue) -> None:
+        self.stack = stack
+        self.results = results
+        self.secrets = client("secretsmanager")
+        self.sqs = client("sqs")
 
     def published(self) -> list[dict[str, Any]]:
         events = []
         while True:
-            got = self.sqs.receive_message(QueueUrl=self.results_url, MaxNumberOfMessages=10).get(
+            got = self.sqs.receive_message(QueueUrl=self.results.url, MaxNumberOfMessages=10).get(
                 "Messages", []
             )
             if not got:
@@ -73,23 +58,41 @@ class Aws:
             for message in got:
                 events.append(json.loads(message["Body"]))
                 self.sqs.delete_message(
-                    QueueUrl=self.results_url, ReceiptHandle=message["ReceiptHandle"]
+                    QueueUrl=self.results.url, ReceiptHandle=message["ReceiptHandle"]
                 )
+
+    def reset(self) -> None:
+        """Undo what a test changed: the key, unread results, idempotency records."""
+        self.secrets.put_secret_value(SecretId=self.stack.secret_arn, SecretString=API_KEY)
+        self.published()
+        dynamodb = client("dynamodb")
+        for page in dynamodb.get_paginator("scan").paginate(
+            TableName=self.stack.table_name, ProjectionExpression="id"
+        ):
+            for item in page["Items"]:
+                dynamodb.delete_item(TableName=self.stack.table_name, Key={"id": item["id"]})
+
+
+@pytest.fixture(scope="module")
+def results_queue(local_stack: LocalStack) -> Queue:
+    return add_results_queue(local_stack)
 
 
 @pytest.fixture
-def aws(aws_credentials, klaviyo_emulator, monkeypatch):
-    monkeypatch.setenv("KLAVIYO_API_KEY_SECRET_ID", SECRET)
+def aws(aws_credentials, klaviyo_emulator, monkeypatch, local_stack, results_queue):
+    """The functions' environment as deployed, with Klaviyo at the emulator."""
+    for name in CONFLICTING_ENV:
+        monkeypatch.delenv(name, raising=False)
+    for name, value in lambda_environment(local_stack).items():
+        monkeypatch.setenv(name, value)
     monkeypatch.setenv("KLAVIYO_BASE_URL", klaviyo_emulator.base_url)
-    monkeypatch.setenv("RESULTS_EVENT_BUS_NAME", BUS)
-    monkeypatch.setenv("IDEMPOTENCY_TABLE_NAME", TABLE)
-    monkeypatch.delenv("PARAMETERS_SECRETS_EXTENSION_HTTP_PORT", raising=False)
-    with mock_aws():
-        reset_powertools_parameters()
-        entrypoint.reset_runtime()
-        yield Aws()
-        entrypoint.reset_runtime()
-        reset_powertools_parameters()
+    stack = Aws(local_stack, results_queue)
+    stack.reset()
+    reset_powertools_parameters()
+    entrypoint.reset_runtime()
+    yield stack
+    entrypoint.reset_runtime()
+    reset_powertools_parameters()
 
 
 @pytest.fixture
@@ -200,11 +203,15 @@ class TestApiGateway:
 
 class TestSecret:
     def test_json_secret(self, aws):
-        aws.secrets.put_secret_value(SecretId=SECRET, SecretString=json.dumps({"api_key": API_KEY}))
+        aws.secrets.put_secret_value(
+            SecretId=aws.stack.secret_arn, SecretString=json.dumps({"api_key": API_KEY})
+        )
         assert post("get_profiles", {"email": "a@example.com"})["statusCode"] == 422
 
-    def test_missing_secret_is_an_error(self, aws):
-        aws.secrets.delete_secret(SecretId=SECRET, ForceDeleteWithoutRecovery=True)
+    def test_missing_secret_is_an_error(self, aws, monkeypatch):
+        # The stack's secret is shared by the tests; point the function at one that is gone.
+        missing = aws.stack.secret_arn.replace(aws.stack.name, "deleted")
+        monkeypatch.setenv("KLAVIYO_API_KEY_SECRET_ID", missing)
         response = post("get_profiles", {"email": "a@example.com"})
         assert response["statusCode"] == 502
         assert response["json"]["reason"] == (
@@ -213,7 +220,7 @@ class TestSecret:
 
     def test_rotated_key_is_picked_up_after_a_401(self, aws, klaviyo_emulator):
         assert post("get_profiles", {"email": "a@example.com"})["statusCode"] == 422
-        aws.secrets.put_secret_value(SecretId=SECRET, SecretString="pk_rotated")
+        aws.secrets.put_secret_value(SecretId=aws.stack.secret_arn, SecretString="pk_rotated")
         klaviyo_emulator.set_api_keys({"pk_rotated": None})
         assert post("get_profiles", {"email": "a@example.com"})["statusCode"] == 422
         assert [r.status for r in klaviyo_emulator.requests][-2:] == [401, 200]
@@ -336,7 +343,7 @@ class TestSqs:
         body = json.dumps({"email": "kept@example.com"})
         assert sqs("create_profile", body, ids=["m-pub"])["batchItemFailures"]
         calls = klaviyo_emulator.calls()
-        monkeypatch.setenv("RESULTS_EVENT_BUS_NAME", BUS)
+        monkeypatch.setenv("RESULTS_EVENT_BUS_NAME", aws.stack.event_bus_name)
         entrypoint.reset_runtime()
         assert sqs("create_profile", body, ids=["m-pub"]) == {"batchItemFailures": []}
         assert klaviyo_emulator.calls() == calls

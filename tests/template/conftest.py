@@ -2,55 +2,49 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
-from tests.template.cfn_template import (
-    ACTIONS,
-    REGION,
-    SECRET_ARN,
-    load_samconfig,
-    load_template,
-    sam_transform,
-    samconfig_environments,
+from devtools.aws import LocalStack, deploy_local_stack, load_template, translated_template
+from tests.conftest import API_KEY, REGION
+from tests.template.cfn_template import TEMPLATE
+
+KMS_KEY_ARN = f"arn:aws:kms:{REGION}:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab"
+EXTENSION_LAYER_ARN = (
+    f"arn:aws:lambda:{REGION}:177933569100:layer:AWS-Parameters-and-Secrets-Lambda-Extension:12"
 )
-
-
-def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    """`action` runs a test once per lead action, `samconfig_env` once per samconfig.toml env."""
-    if "action" in metafunc.fixturenames:
-        metafunc.parametrize("action", ACTIONS, ids=[a.name for a in ACTIONS])
-    if "samconfig_env" in metafunc.fixturenames:
-        metafunc.parametrize("samconfig_env", samconfig_environments())
+# Every optional feature switched the other way, and shorter timeouts.
+OPTIONS = {
+    "KlaviyoApiKeySecretKmsKeyArn": KMS_KEY_ARN,
+    "SecretsExtensionLayerArn": EXTENSION_LAYER_ARN,
+    "EnableTracing": "true",
+    "ApiAuthType": "AWS_IAM",
+    "TimeoutSeconds": "60",
+    "QueueVisibilityTimeoutSeconds": "360",
+    "AlarmEmail": "alarms@example.com",
+}
 
 
 @pytest.fixture(scope="session")
 def sam_template() -> dict[str, Any]:
-    return load_template()
+    """template.yaml as data, intrinsics in their JSON form."""
+    return load_template(TEMPLATE)
 
 
 @pytest.fixture(scope="session")
-def samconfig() -> dict[str, Any]:
-    return load_samconfig()
+def translated() -> dict[str, Any]:
+    """template.yaml as CloudFormation holds it after SAM's transform."""
+    return translated_template(TEMPLATE)
 
 
 @pytest.fixture(scope="session")
-def aws_environment() -> Iterator[None]:
-    """Placeholder credentials and a region, so nothing can reach a real account."""
-    with pytest.MonkeyPatch.context() as patch:
-        for name in ("AWS_PROFILE", "AWS_ENDPOINT_URL"):
-            patch.delenv(name, raising=False)
-        patch.setenv("AWS_ACCESS_KEY_ID", "testing")
-        patch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-        patch.setenv("AWS_SESSION_TOKEN", "testing")
-        patch.setenv("AWS_DEFAULT_REGION", REGION)
-        patch.setenv("AWS_REGION", REGION)
-        yield
+def stack(local_stack: LocalStack) -> LocalStack:
+    """The stack with the parameters' defaults, as `sam deploy --guided` proposes them."""
+    return local_stack
 
 
 @pytest.fixture(scope="session")
-def transformed_template(aws_environment: None, sam_template: dict[str, Any]) -> dict[str, Any]:
-    """template.yaml as plain CloudFormation, with the default parameters."""
-    return sam_transform(sam_template, {"KlaviyoApiKeySecretArn": SECRET_ARN})
+def options_stack(local_stack: LocalStack) -> LocalStack:
+    """A second stack in the same moto, with OPTIONS."""
+    return deploy_local_stack(API_KEY, name="klaviyo-lead-actions-options", parameters=OPTIONS)

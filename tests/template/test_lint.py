@@ -1,7 +1,7 @@
 """cfn-lint, with the serverless rules, finds nothing in template.yaml.
 
-The rules ignored in template.yaml are listed, each with its reason, where they are ignored
-(test_template_invariants.py keeps that list from growing unnoticed).
+The rules ignored are listed, each with its reason, where they are ignored (stack/stack.yaml;
+test_template_invariants.py keeps that list from growing unnoticed).
 """
 
 from __future__ import annotations
@@ -13,7 +13,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from tests.template.cfn_template import ROOT, TEMPLATE, load_template
+from devtools.aws import load_template
+from tests.template.cfn_template import ROOT, TEMPLATE
 
 SERVERLESS_RULES = "cfn_lint_serverless.rules"
 

@@ -1,0 +1,1 @@
+"""The template source and the renderer that writes template.yaml from it."""
