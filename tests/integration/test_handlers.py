@@ -325,7 +325,7 @@ class TestSqs:
         monkeypatch.setenv("COALESCE_BATCHES", coalesce)
         message = sqs_message(json.dumps({"email": "busy@example.com"}), message_id="m-busy")
         record = sqs_event([message], queue_arn("q"))["Records"][0]
-        Idempotency(TABLE, "subscribe_profile_to_list").claim(record, 60_000)
+        Idempotency(aws.stack.table_name, "subscribe_profile_to_list").claim(record, 60_000)
         response = sqs(
             "subscribe_profile_to_list",
             json.dumps({"email": "busy@example.com", "klaviyo.list_id": newsletter}),
