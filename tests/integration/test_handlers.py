@@ -303,6 +303,34 @@ class TestSqs:
         outcomes = sorted(e["detail"]["result"]["outcome"] for e in aws.published())
         assert outcomes == ["failure"] + ["success"] * 50
 
+    @pytest.mark.parametrize(
+        ("body", "content_type", "outcome"),
+        [
+            ('{"email": "async.json@example.com"}', "application/json", "success"),
+            ("email=async.form%40example.com", "application/x-www-form-urlencoded", "success"),
+            ('{"email": "async.curl@example.com"}', "application/x-www-form-urlencoded", "success"),
+            ("--x\r\nContent-Disposition: form-data", "multipart/form-data; boundary=x", "error"),
+        ],
+        ids=["json", "form", "json sent as a form", "multipart"],
+    )
+    def test_the_async_route_wraps_any_body_the_sync_route_reads(
+        self, aws, klaviyo_emulator, body, content_type, outcome
+    ):
+        wrapped = {
+            "http_request": {
+                "body_base64": base64.b64encode(body.encode()).decode(),
+                "content_type": content_type,
+            }
+        }
+        assert sqs("create_profile", json.dumps(wrapped), ids=["m-async"]) == {
+            "batchItemFailures": []
+        }
+        (event,) = aws.published()
+        assert event["detail"]["result"]["outcome"] == outcome
+        if outcome == "error":
+            assert event["detail"]["result"]["reason"].startswith("The request body must be")
+            assert event["detail"]["lead"] == body
+
     def test_one_by_one_and_coalesced_paths_share_the_stored_results(
         self, aws, klaviyo_emulator, newsletter, monkeypatch
     ):

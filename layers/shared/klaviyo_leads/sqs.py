@@ -7,6 +7,8 @@ again, until the queue's ``maxReceiveCount`` moves it to the dead-letter queue.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -25,6 +27,8 @@ from .actions import Action
 from .budget import MIN_SECONDS_PER_LEAD, remaining_seconds
 from .coalescing import Delivery, coalesce, coalesces
 from .idempotency import InProgressElsewhere
+from .lead import parse_body
+from .outcomes import Result
 from .publishing import Publication
 from .runtime import Processed, Runtime, internal_error, logger, processed
 
@@ -32,7 +36,16 @@ from .runtime import Processed, Runtime, internal_error, logger, processed
 # tenth of a PutEvents call), kept out of the bulk calls' time budget.
 SETTLE_SECONDS_PER_RECORD = 0.02
 
-_NOT_JSON: Any = object()
+# How the API's /async route wraps a request so the queue reads it as the sync route would.
+HTTP_REQUEST = "http_request"
+
+
+@dataclass(frozen=True)
+class Unreadable:
+    """A message whose body is not a lead: the result it gets, and what was received."""
+
+    result: Result
+    received: Any
 
 
 class HandBack(Exception):
@@ -156,7 +169,7 @@ def _claim_and_coalesce(
             logger.warning("Could not claim a record", extra={"error_type": type(exc).__name__})
             claimed[record.message_id] = Claimed(None, hand_back="the record could not be claimed")
     todo = {m: c for m, c in claimed.items() if c.stored is None and c.hand_back is None}
-    readable = {m: c for m, c in todo.items() if c.lead is not _NOT_JSON}
+    readable = {m: c for m, c in todo.items() if not isinstance(c.lead, Unreadable)}
     # Time left after the claims, less what storing and publishing the results will take.
     left = remaining_seconds(ctx)
     if left is not None:
@@ -225,8 +238,8 @@ def _delivery(record: SQSRecord) -> Delivery:
 def _process(
     runtime: Runtime, action: Action, lead: Any, record: SQSRecord, ctx: LambdaContext
 ) -> Processed:
-    if lead is _NOT_JSON:
-        result = outcomes.MESSAGE_NOT_JSON()
+    if isinstance(lead, Unreadable):
+        result = lead.result
         runtime.record(action, result, 0.0)
         return processed(action, result)
     delivery = _delivery(record)
@@ -240,12 +253,28 @@ def _process(
 
 
 def _lead_of(record: SQSRecord) -> Any:
+    """The message's lead: its JSON body, or the request the /async route wrapped."""
     try:
-        return json.loads(record.body)
+        body = json.loads(record.body)
     except (TypeError, ValueError, RecursionError):
-        return _NOT_JSON
+        return Unreadable(outcomes.MESSAGE_NOT_JSON(), record.body)
+    request = body.get(HTTP_REQUEST) if isinstance(body, dict) and len(body) == 1 else None
+    if not isinstance(request, dict):
+        return body
+    try:
+        return parse_body(request.get("body_base64"), request.get("content_type"), True)
+    except Result as problem:
+        raw = request.get("body_base64")
+        return Unreadable(problem, _decoded(raw) if isinstance(raw, str) else raw)
+
+
+def _decoded(body_base64: str) -> str:
+    try:
+        return base64.b64decode(body_base64).decode("utf-8", "replace")
+    except (ValueError, binascii.Error):
+        return body_base64
 
 
 def _as_received(lead: Any, record: SQSRecord) -> Any:
-    """The lead for the result event: what was received, even when it was not JSON."""
-    return record.body if lead is _NOT_JSON else lead
+    """The lead for the result event: what was received, even when it was not a lead."""
+    return lead.received if isinstance(lead, Unreadable) else lead
