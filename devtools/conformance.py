@@ -64,8 +64,10 @@ class Target:
 
     def send(self, method: str, path: str, **kwargs: Any) -> Response | Observation:
         try:
+            # One call per step: each step its own bucket, so the pacer never holds one back.
+            bucket = f"conformance {method} {path}"
             return self.client.call(
-                method, path, Budget(30), bucket="conformance", handled=EVERY_STATUS, **kwargs
+                method, path, Budget(30), bucket=bucket, handled=EVERY_STATUS, **kwargs
             )
         except Result as problem:  # no answer at all: a connection or a timeout
             return Observation(None, (), problem.reason or "no answer")

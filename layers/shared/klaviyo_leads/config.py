@@ -16,6 +16,16 @@ def _flag(value: str | None, default: bool) -> bool:
     return value.strip().lower() in {"1", "true", "yes", "on"}
 
 
+def _share(value: str | None) -> float:
+    """A share of a limit: a fraction in (0, 1] or a percentage; 1 when unset or unreadable."""
+    try:
+        share = float(value or 1.0)
+    except ValueError:
+        return 1.0
+    share = share / 100.0 if share > 1.0 else share
+    return share if 0.0 < share <= 1.0 else 1.0
+
+
 @dataclass(frozen=True)
 class Settings:
     """Everything the environment decides (contract section 9)."""
@@ -27,6 +37,9 @@ class Settings:
     results_event_bus_name: str | None = None
     idempotency_table_name: str | None = None
     coalesce_batches: bool = True
+    # The bundle's share of each Klaviyo endpoint's limit; the rest stays with the account's
+    # other integrations even when they are quiet.
+    klaviyo_max_share: float = 1.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -44,4 +57,5 @@ class Settings:
             results_event_bus_name=text("RESULTS_EVENT_BUS_NAME"),
             idempotency_table_name=text("IDEMPOTENCY_TABLE_NAME"),
             coalesce_batches=_flag(env.get("COALESCE_BATCHES"), default=True),
+            klaviyo_max_share=_share(env.get("KLAVIYO_MAX_SHARE")),
         )

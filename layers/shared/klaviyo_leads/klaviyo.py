@@ -79,56 +79,154 @@ BURST_PER_SECOND = {
 # Calls are spaced a little wider than 1/limit: arrival times jitter, and eleven calls
 # spaced exactly 100 ms apart can land in one fixed one-second window.
 SPACING_MARGIN = 1.1
+# Of what the rest of the account leaves in a window, the share one container takes. Below
+# 1 so that many containers, each taking this share of what they see left, stay under it.
+HEADROOM = 0.9
+# How quickly the estimate of the rest of the account's pace follows what it sees, seconds.
+OTHERS_TIME_CONSTANT = 5.0
+# The pace is read as calls per second over what is left of the window; never less time
+# than this, so the last second of a window is not read as an unlimited pace.
+MIN_WINDOW_LEFT = 0.5
+STEADY_WINDOW_SECONDS = 60.0
+# A container with nothing left in a window comes back within this much of the next one.
+MAX_WAKE_SPREAD = 10.0
+
+
+@dataclass
+class _Window:
+    """One endpoint's steady (per-minute) window as this container sees it."""
+
+    limit: float | None = None  # RateLimit-Limit
+    remaining: float | None = None  # RateLimit-Remaining when last seen
+    ends_at: float = 0.0
+    seen_at: float = 0.0
+    own_since: int = 0  # our calls since it was last seen
+    others_per_second: float = 0.0  # what the rest of the account spends, smoothed
+    blocked_until: float = 0.0  # a 429's Retry-After
+    last_sent: float | None = None
+    own_in_window: int = 0  # our calls in the current window
+    wake_at: float = 0.0  # when a container with nothing left in a window comes back
 
 
 class Pacer:
-    """Keeps calls within what Klaviyo's limits leave, instead of running into 429s.
+    """Spends an even share of what Klaviyo's limits leave, instead of running into 429s.
 
-    Klaviyo limits per account and endpoint, per second and per minute. Calls to a bucket
-    are spaced by its burst limit; when the ``RateLimit-*`` headers say the minute has
-    nothing left, or a 429 says when to come back, the next call waits for that.
+    Klaviyo limits per account and endpoint, in fixed 1 s and 60 s windows, and every
+    container of every action shares them with the account's other integrations. No
+    coordinator is needed: every answer says how much of the minute is left
+    (``RateLimit-Remaining``) and for how long (``RateLimit-Reset``). From how fast that
+    falls besides our own calls, a container learns the rest of the account's pace, and
+    spreads its calls evenly over the rest of the window at ``HEADROOM`` of what is left
+    after that pace. N containers doing the same settle below the limit together. A 429
+    blocks the endpoint until its ``Retry-After``; calls are also spaced by the burst limit.
+
+    ``max_share`` caps the bundle's share of each endpoint's limit: the rest is treated as
+    spent by other integrations even when they are quiet.
     """
 
     def __init__(
         self,
         clock: Callable[[], float] = time.monotonic,
         burst_per_second: Mapping[str, float] | None = None,
+        max_share: float = 1.0,
+        headroom: float = HEADROOM,
+        rng: random.Random | None = None,
     ) -> None:
         self._clock = clock
+        self._rng = rng or random.Random()
         self._lock = threading.Lock()
-        self._blocked_until: dict[str, float] = {}
         self._burst = BURST_PER_SECOND if burst_per_second is None else burst_per_second
-        self._last_sent: dict[str, float] = {}
+        self._windows: dict[str, _Window] = {}
+        self.max_share = max_share
+        self.headroom = headroom
+
+    def _window(self, bucket: str) -> _Window:
+        return self._windows.setdefault(bucket, _Window())
 
     def wait_for(self, bucket: str) -> float:
+        """Seconds until the next call to ``bucket`` is within its share of the limits."""
         with self._lock:
             now = self._clock()
-            wait = self._blocked_until.get(bucket, 0.0) - now
+            window = self._window(bucket)
+            wait = window.blocked_until - now
             burst = self._burst.get(bucket)
-            if burst and bucket in self._last_sent:
-                wait = max(wait, self._last_sent[bucket] + SPACING_MARGIN / burst - now)
+            if window.last_sent is not None and burst:
+                wait = max(wait, window.last_sent + SPACING_MARGIN / burst - now)
+            pace = self._pace(window, now)
+            if pace is not None and pace <= 0:
+                # Nothing left for us this window: come back in the next one, at a random
+                # point of our first interval there, so containers do not wake together.
+                fresh = self._pace(window, window.ends_at)
+                spread = min(MAX_WAKE_SPREAD, 1.0 / fresh) if fresh else MAX_WAKE_SPREAD
+                if window.wake_at <= now or window.wake_at < window.ends_at:
+                    window.wake_at = window.ends_at + self._rng.uniform(0.0, spread)
+                wait = max(wait, window.wake_at - now)
+            elif pace is not None and window.last_sent is not None:
+                wait = max(wait, window.last_sent + 1.0 / pace - now)
             return max(0.0, wait)
+
+    def _pace(self, window: _Window, now: float) -> float | None:
+        """Calls per second this container may spend now; None before anything is known."""
+        if window.remaining is None:
+            return None
+        remaining, left = window.remaining - window.own_since, window.ends_at - now
+        if left <= 0:
+            if not window.limit:
+                return None
+            # A new window has begun: the whole limit, and the rest of the account keeps
+            # its pace. (Waking at full speed would fire every container at once.)
+            remaining, left = window.limit, STEADY_WINDOW_SECONDS
+        others = window.others_per_second
+        if window.limit:
+            others = max(others, (1.0 - self.max_share) * window.limit / STEADY_WINDOW_SECONDS)
+        available = remaining / max(MIN_WINDOW_LEFT, left) - others
+        return max(0.0, self.headroom * available)
 
     def sent(self, bucket: str) -> None:
         with self._lock:
-            self._last_sent[bucket] = self._clock()
+            window = self._window(bucket)
+            window.last_sent = self._clock()
+            window.own_since += 1
+            window.own_in_window += 1
 
     def observe(self, bucket: str, status: int, headers: Mapping[str, str]) -> None:
         headers = {name.lower(): value for name, value in headers.items()}
         now = self._clock()
-        until = None
-        if status == 429:
-            until = now + (retry_after_seconds(headers.get("retry-after")) or 1.0)
-        else:
+        with self._lock:
+            window = self._window(bucket)
+            if status == 429:
+                wait = retry_after_seconds(headers.get("retry-after")) or 1.0
+                window.blocked_until = max(window.blocked_until, now + wait)
+                window.remaining, window.own_since = 0.0, 0
+                return
             remaining = _number(headers.get("ratelimit-remaining"))
             reset = _number(headers.get("ratelimit-reset"))
-            if remaining is not None and remaining <= 0 and reset is not None:
-                until = now + reset
-        with self._lock:
-            if until is not None:
-                self._blocked_until[bucket] = max(until, self._blocked_until.get(bucket, 0.0))
-            elif self._blocked_until.get(bucket, 0.0) <= now:
-                self._blocked_until.pop(bucket, None)
+            if remaining is None or reset is None:
+                return
+            same_window = (
+                window.remaining is not None
+                and now < window.ends_at + 1.0
+                and remaining <= window.remaining
+            )
+            limit = _number(headers.get("ratelimit-limit")) or window.limit
+            sample: tuple[float, float] | None = None  # (others' calls, over seconds)
+            if same_window and window.remaining is not None and now > window.seen_at:
+                spent = window.remaining - remaining - window.own_since
+                sample = (max(0.0, spent), now - window.seen_at)
+            elif limit:
+                # First sight of this window: what others spent since it opened (many
+                # containers starting together see each other here).
+                window.own_in_window = window.own_since
+                opened_ago = max(1.0, STEADY_WINDOW_SECONDS - reset)
+                sample = (max(0.0, limit - remaining - window.own_in_window), opened_ago)
+            if sample is not None:
+                calls, seconds = sample
+                known = window.remaining is not None
+                weight = 1.0 - math.exp(-seconds / OTHERS_TIME_CONSTANT) if known else 1.0
+                window.others_per_second += weight * (calls / seconds - window.others_per_second)
+            window.limit = limit
+            window.remaining, window.ends_at, window.seen_at = remaining, now + reset, now
+            window.own_since = 0
 
 
 def _number(value: str | None) -> float | None:
@@ -162,6 +260,9 @@ ApiKeySource = Callable[[bool], str]
 CallObserver = Callable[[str, int | None], None]
 """Told about every attempt: the bucket and Klaviyo's status (None when there was none)."""
 
+WaitObserver = Callable[[str, float], None]
+"""Told about every wait for the pacer: the bucket and the seconds waited."""
+
 
 class KlaviyoClient:
     def __init__(
@@ -176,6 +277,7 @@ class KlaviyoClient:
         pacer: Pacer | None = None,
         sleep: Callable[[float], None] = time.sleep,
         observer: CallObserver | None = None,
+        waited: WaitObserver | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self.revision = revision
@@ -186,6 +288,7 @@ class KlaviyoClient:
         self.pacer = pacer or Pacer()
         self.sleep = sleep
         self._observer = observer
+        self._waited = waited
 
     # -- the one way to call Klaviyo -----------------------------------------------------
 
@@ -328,6 +431,8 @@ class KlaviyoClient:
         wait = self.check_pace(bucket, budget)
         if wait > 0:
             self.sleep(wait)
+            if self._waited is not None:
+                self._waited(bucket, wait)
         self.pacer.sent(bucket)
 
     def _no_answer(self, exc: Exception, budget: Budget) -> Result:

@@ -6,7 +6,7 @@ Nothing here runs at import time; ``Runtime.from_env()`` builds it on the first 
 from __future__ import annotations
 
 import time
-from collections import Counter
+from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -20,7 +20,7 @@ from .budget import Budget, effective_budget_seconds
 from .config import Settings
 from .context import Context, NameCache
 from .idempotency import Idempotency
-from .klaviyo import KlaviyoClient
+from .klaviyo import KlaviyoClient, Pacer
 from .lead import Lead, ensure_object
 from .outcomes import Outcome, Result
 from .publishing import ResultPublisher
@@ -41,7 +41,7 @@ _OUTCOME_METRIC = {
 
 # Counted per invocation and written as one data point each: a batch of 1000 leads makes
 # thousands of calls, and one EMF value per call would flood the logs.
-_counts: Counter[str] = Counter()
+_counts: dict[str, float] = defaultdict(float)  # counts, and seconds for *Seconds metrics
 
 
 def count_klaviyo_call(bucket: str, status: int | None) -> None:
@@ -50,14 +50,19 @@ def count_klaviyo_call(bucket: str, status: int | None) -> None:
         _counts["KlaviyoThrottled"] += 1
 
 
-def count(name: str, value: int = 1) -> None:
+def count_pacer_wait(bucket: str, seconds: float) -> None:
+    _counts["PacerWaitSeconds"] += seconds
+
+
+def count(name: str, value: float = 1) -> None:
     _counts[name] += value
 
 
 def flush_counts() -> None:
     """Hand this invocation's counts to Powertools Metrics (before it writes them)."""
     for name, value in sorted(_counts.items()):
-        metrics.add_metric(name=name, unit=MetricUnit.Count, value=value)
+        unit = MetricUnit.Seconds if name.endswith("Seconds") else MetricUnit.Count
+        metrics.add_metric(name=name, unit=unit, value=value)
     _counts.clear()
 
 
@@ -85,7 +90,9 @@ class Runtime:
             settings.base_url,
             settings.api_revision,
             ApiKeyProvider(settings.api_key_secret_id),
+            pacer=Pacer(max_share=settings.klaviyo_max_share),
             observer=count_klaviyo_call,
+            waited=count_pacer_wait,
         )
         publisher = (
             ResultPublisher(settings.results_event_bus_name)

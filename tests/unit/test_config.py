@@ -1,0 +1,19 @@
+"""The functions' configuration, read from the environment."""
+
+import pytest
+
+from klaviyo_leads.config import Settings
+
+
+def test_defaults_are_klaviyos_own():
+    settings = Settings.from_env({})
+    assert (settings.base_url, settings.api_revision) == ("https://a.klaviyo.com", "2026-07-15")
+    assert settings.coalesce_batches and settings.klaviyo_max_share == 1.0
+
+
+@pytest.mark.parametrize(
+    ("value", "share"),
+    [("0.6", 0.6), ("60", 0.6), ("100", 1.0), ("", 1.0), ("0", 1.0), ("many", 1.0), ("250", 1.0)],
+)
+def test_the_share_of_klaviyos_limits_is_a_fraction_or_a_percentage(value, share):
+    assert Settings.from_env({"KLAVIYO_MAX_SHARE": value}).klaviyo_max_share == share

@@ -1,0 +1,168 @@
+"""The pacer: an even share of what Klaviyo's windows leave, learned from the headers alone."""
+
+from __future__ import annotations
+
+import heapq
+import math
+import random
+from dataclasses import dataclass, field
+
+import pytest
+
+from klaviyo_leads.klaviyo import Pacer
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def headers(remaining: int, reset: float, limit: int = 750) -> dict[str, str]:
+    return {
+        "RateLimit-Limit": str(limit),
+        "RateLimit-Remaining": str(remaining),
+        "RateLimit-Reset": str(math.ceil(reset)),
+    }
+
+
+def test_alone_it_spreads_the_minute_evenly_instead_of_bursting():
+    clock = Clock()
+    pacer = Pacer(clock=clock)
+    pacer.sent("profiles")
+    pacer.observe("profiles", 200, headers(749, 60))
+    # 749 calls over 60 s at 90 %: one every ~89 ms, not the burst limit's 15 ms.
+    assert pacer.wait_for("profiles") == pytest.approx(60 / (0.9 * 749), rel=0.01)
+
+
+def test_what_the_rest_of_the_account_spends_is_left_to_it():
+    clock = Clock()
+    pacer = Pacer(clock=clock)
+    remaining = 750
+    for _ in range(30):  # others spend 10 calls a second; we spend one
+        pacer.sent("profiles")
+        remaining -= 11
+        clock.now += 1.0
+        pacer.observe("profiles", 200, headers(remaining, 60 - (clock.now - 1000)))
+    pacer.sent("profiles")
+    alone = Pacer(clock=clock)
+    alone.observe("profiles", 200, headers(750, 30))  # nobody spent any this window
+    alone.sent("profiles")
+    # 420 left for 30 s: 14 a second, 10 of them the others' pace. Alone: 25 a second.
+    assert pacer.wait_for("profiles") == pytest.approx(1 / (0.9 * (14 - 10)), rel=0.05)
+    assert alone.wait_for("profiles") == pytest.approx(1 / (0.9 * 25), rel=0.05)
+
+
+def test_with_nothing_left_for_us_it_waits_for_the_next_window():
+    clock = Clock()
+    pacer = Pacer(clock=clock)
+    pacer.observe("list_add", 200, headers(0, 7, limit=150))
+    # The next window, at a random point of the first interval there (here: at most 10 s).
+    assert 7.0 <= pacer.wait_for("list_add") <= 17.0
+    assert pacer.wait_for("list_add") == pacer.wait_for("list_add")  # one wake time, kept
+    assert pacer.wait_for("profiles") == 0.0
+
+
+def test_a_429_blocks_until_retry_after():
+    clock = Clock()
+    pacer = Pacer(clock=clock)
+    pacer.observe("list_add", 429, {"Retry-After": "3"})
+    assert pacer.wait_for("list_add") == pytest.approx(3.0)
+    clock.now += 3
+    assert pacer.wait_for("list_add") == 0.0
+
+
+def test_a_share_cap_leaves_the_rest_to_other_integrations():
+    clock = Clock()
+    pacer = Pacer(clock=clock, max_share=0.5)
+    pacer.sent("profiles")
+    pacer.observe("profiles", 200, headers(749, 60))
+    # Half the limit is kept for others: 0.9 x (749/60 - 375/60) calls a second.
+    assert pacer.wait_for("profiles") == pytest.approx(1 / (0.9 * (749 - 375) / 60), rel=0.01)
+
+
+# -- many containers and another integration on one account ---------------------------------
+
+
+@dataclass
+class Account:
+    """Klaviyo's fixed windows for one endpoint: 1 s burst, 60 s steady, per account."""
+
+    burst: int
+    steady: int
+    windows: dict[str, tuple[float, int]] = field(default_factory=dict)
+
+    def call(self, now: float) -> tuple[int, dict[str, str]]:
+        opened = []
+        for name, length, limit in (("burst", 1.0, self.burst), ("steady", 60.0, self.steady)):
+            started, count = self.windows.get(name, (now, 0))
+            if now - started >= length:
+                started, count = now, 0
+            opened.append((name, started, count, length, limit))
+        full = [
+            (started + length - now)
+            for _, started, count, length, limit in opened
+            if count >= limit
+        ]
+        if full:
+            return 429, {"Retry-After": str(max(1, math.ceil(max(full))))}
+        for name, started, count, _, _ in opened:
+            self.windows[name] = (started, count + 1)
+        started, count = self.windows["steady"]
+        return 200, headers(self.steady - count, started + 60 - now, limit=self.steady)
+
+
+def simulate(containers: int, seconds: float = 300.0, seed: int = 7) -> dict[str, float]:
+    """Containers with unlimited work, and an integration spending 40 % at an even pace."""
+    rng = random.Random(seed)
+    account = Account(burst=10, steady=150)
+    clock = Clock()
+    pacers = [Pacer(clock=clock, rng=random.Random(seed + i)) for i in range(containers)]
+    latency = 0.15
+    other_interval = 60.0 / (0.4 * account.steady)
+    events: list[tuple[float, int, int]] = [
+        (clock.now + rng.random(), i, 0) for i in range(containers)
+    ]
+    events.append((clock.now, -1, 0))
+    heapq.heapify(events)
+    end = clock.now + seconds
+    tally = {"fleet": 0, "fleet_429": 0, "other": 0, "other_429": 0}
+    while events:
+        at, who, _ = heapq.heappop(events)
+        if at > end:
+            break
+        clock.now = at
+        if who < 0:
+            status, _ = account.call(clock.now)
+            tally["other"] += 1
+            tally["other_429"] += status == 429
+            heapq.heappush(events, (at + other_interval, -1, 0))
+            continue
+        pacer = pacers[who]
+        wait = pacer.wait_for("list_add")
+        if wait > 0:
+            heapq.heappush(events, (at + wait, who, 0))
+            continue
+        pacer.sent("list_add")
+        status, answer = account.call(clock.now)
+        clock.now = at + latency * rng.uniform(0.5, 1.5)
+        pacer.observe("list_add", status, answer)
+        tally["fleet"] += 1
+        tally["fleet_429"] += status == 429
+        heapq.heappush(events, (clock.now, who, 0))
+    left_by_other = account.steady * seconds / 60 - (tally["other"] - tally["other_429"])
+    return {
+        "fleet_429_per_1000": 1000 * tally["fleet_429"] / max(1, tally["fleet"]),
+        "other_refused": tally["other_429"] / max(1, tally["other"]),
+        "fleet_share_of_leftover": (tally["fleet"] - tally["fleet_429"]) / left_by_other,
+    }
+
+
+@pytest.mark.parametrize("containers", [1, 4, 8])
+def test_containers_settle_below_the_limit_beside_another_integration(containers):
+    figures = simulate(containers)
+    assert figures["fleet_429_per_1000"] <= 5
+    assert figures["other_refused"] <= 0.01
+    assert figures["fleet_share_of_leftover"] >= 0.85
