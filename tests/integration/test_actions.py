@@ -339,6 +339,7 @@ class TestAddProfileToList:
             "outcome": "success",
             "reason": None,
             "list_name": LIST_NAME,
+            "message_id": None,
             "errors": {"id": [], "code": [], "title": [], "detail": []},
         }
         assert seeded["sarah"] in klaviyo_emulator.list_members(seeded["list"])

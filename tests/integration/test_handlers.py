@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import json
+import time
 from typing import Any
 
 import pytest
@@ -376,6 +377,134 @@ class TestSqs:
         assert sqs("create_profile", body, ids=["m-pub"]) == {"batchItemFailures": []}
         assert klaviyo_emulator.calls() == calls
         assert aws.published()[0]["detail"]["result"]["outcome"] == "success"
+
+
+class RecordingQueue:
+    """The action's queue through moto, remembering the visibilities the function set."""
+
+    def __init__(self, sqs_client):
+        self.sqs = sqs_client
+        self.visibilities: list[dict[str, Any]] = []
+
+    def change_message_visibility_batch(self, QueueUrl, Entries):
+        self.visibilities += Entries
+        return self.sqs.change_message_visibility_batch(QueueUrl=QueueUrl, Entries=Entries)
+
+    def send_message(self, **kwargs):
+        return self.sqs.send_message(**kwargs)
+
+
+@pytest.fixture
+def own_queue(aws, monkeypatch):
+    """The function knows its queue (ACTION_QUEUE_URL); calls to it are recorded."""
+    from klaviyo_leads.queueing import ActionQueue
+
+    def attach(action: str) -> RecordingQueue:
+        url = aws.stack.actions[action].queue.url
+        monkeypatch.setenv("ACTION_QUEUE_URL", url)
+        entrypoint.reset_runtime()
+        recording = RecordingQueue(aws.sqs)
+        entrypoint.runtime().queue = ActionQueue(url, client_factory=lambda: recording)
+        return recording
+
+    return attach
+
+
+class TestHandedBackRecordsComeBackWhenDue:
+    def received(self, aws, action: str, body: str) -> dict[str, Any]:
+        url = aws.stack.actions[action].queue.url
+        aws.sqs.send_message(QueueUrl=url, MessageBody=body)
+        (message,) = aws.sqs.receive_message(
+            QueueUrl=url, MaxNumberOfMessages=1, AttributeNames=["All"]
+        )["Messages"]
+        return message
+
+    def event_of(self, action: str, message: dict[str, Any]) -> dict[str, Any]:
+        event = sqs_event(
+            [sqs_message(message["Body"], message_id=message["MessageId"])],
+            queue_arn(f"{action}-queue"),
+        )
+        event["Records"][0]["receiptHandle"] = message["ReceiptHandle"]
+        return event
+
+    def test_a_throttled_record_comes_back_after_retry_after(
+        self, aws, klaviyo_emulator, own_queue
+    ):
+        recording = own_queue("get_profiles")
+        klaviyo_emulator.faults.add(Fault(status=429, retry_after=120, times=None))
+        lead = {"email": "a@example.com", "timeout_seconds": 5}  # too short to wait it out
+        message = self.received(aws, "get_profiles", json.dumps(lead))
+        response = call("get_profiles", self.event_of("get_profiles", message))
+        assert response["batchItemFailures"] == [{"itemIdentifier": message["MessageId"]}]
+        (entry,) = recording.visibilities
+        assert entry["ReceiptHandle"] == message["ReceiptHandle"]
+        assert 120 <= entry["VisibilityTimeout"] <= 145  # Retry-After plus jitter, not 36 min
+
+    def test_other_retryable_records_back_off(self, aws, klaviyo_emulator, own_queue):
+        recording = own_queue("get_profiles")
+        klaviyo_emulator.faults.add(Fault(status=503, times=None))
+        lead = {"email": "a@example.com", "timeout_seconds": 1}
+        message = self.received(aws, "get_profiles", json.dumps(lead))
+        call("get_profiles", self.event_of("get_profiles", message))
+        (entry,) = recording.visibilities
+        assert 24 <= entry["VisibilityTimeout"] <= 37  # the first back-off, 30 s +- 20 %
+
+    def test_done_records_are_left_alone(self, aws, klaviyo_emulator, own_queue):
+        recording = own_queue("get_profiles")
+        message = self.received(aws, "get_profiles", json.dumps({"email": "a@example.com"}))
+        assert call("get_profiles", self.event_of("get_profiles", message)) == {
+            "batchItemFailures": []
+        }
+        assert recording.visibilities == []
+
+
+class TestRetryableLeadsWithoutAQueueGoOntoOne:
+    def test_an_eventbridge_lead_is_queued_with_when_it_was_first_seen(
+        self, aws, klaviyo_emulator, own_queue
+    ):
+        own_queue("create_profile")
+        klaviyo_emulator.faults.add(Fault(status=503, times=None))
+        before = time.time()
+        lead = {"email": "later@example.com", "timeout_seconds": 1}
+        result = call(
+            "create_profile", eventbridge_event("create_profile lead", lead, source="crm")
+        )
+        assert (result["outcome"], result["reason"]) == ("error", "Queued for retry")
+        url = aws.stack.actions["create_profile"].queue.url
+        (message,) = aws.sqs.receive_message(
+            QueueUrl=url, MessageAttributeNames=["All"], AttributeNames=["All"]
+        )["Messages"]
+        assert message["MessageId"] == result["message_id"]
+        assert json.loads(message["Body"]) == lead
+        first_seen = float(message["MessageAttributes"]["first_seen_at"]["StringValue"])
+        assert before - 1 <= first_seen <= time.time()
+        # On the queue it is judged as a lead that may have had its effect already.
+        from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
+
+        from klaviyo_leads.sqs import _delivery
+
+        record = {
+            "messageId": message["MessageId"],
+            "body": message["Body"],
+            "attributes": {
+                "ApproximateReceiveCount": "1",
+                "SentTimestamp": str(int(time.time() * 1000)),
+            },
+            "messageAttributes": {
+                "first_seen_at": {"stringValue": f"{first_seen}", "dataType": "Number"}
+            },
+        }
+        delivery = _delivery(SQSRecord(record))
+        assert delivery.redelivered and delivery.first_seen_at == pytest.approx(first_seen)
+
+    def test_a_single_lead_that_cannot_be_queued_fails_the_invocation(
+        self, aws, klaviyo_emulator, own_queue
+    ):
+        recording = own_queue("create_profile")
+        recording.send_message = None  # type: ignore[assignment]  # SQS down
+        klaviyo_emulator.faults.add(Fault(status=503, times=None))
+        with pytest.raises(TypeError):
+            call("create_profile", {"email": "later@example.com", "timeout_seconds": 1})
 
 
 # -- EventBridge and direct --------------------------------------------------------------------

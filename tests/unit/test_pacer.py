@@ -166,3 +166,23 @@ def test_containers_settle_below_the_limit_beside_another_integration(containers
     assert figures["fleet_429_per_1000"] <= 5
     assert figures["other_refused"] <= 0.01
     assert figures["fleet_share_of_leftover"] >= 0.85
+
+
+# -- when a handed-back record comes back ---------------------------------------------------
+
+
+def test_a_record_comes_back_when_klaviyo_said_plus_jitter():
+    from klaviyo_leads.queueing import visibility
+
+    seen = {visibility(1, 7.0, random.Random(seed)) for seed in range(50)}
+    assert min(seen) >= 7 and max(seen) <= 9 and len(seen) > 1  # not all in the same second
+
+
+@pytest.mark.parametrize(
+    ("receive_count", "base"), [(1, 30), (2, 120), (3, 600), (4, 1800), (9, 1800)]
+)
+def test_other_retryable_records_back_off_by_delivery(receive_count, base):
+    from klaviyo_leads.queueing import visibility
+
+    seconds = visibility(receive_count, None, random.Random(1))
+    assert 0.8 * base <= seconds <= 1.2 * base + 1

@@ -363,5 +363,6 @@ def result_fields(action: Action, result: Result) -> dict[str, Any]:
         fields.update(fieldmap.profile_fields(result.profile, result.list_name))
     for name in action.appends:
         fields[name] = getattr(result, name)
+    fields["message_id"] = result.message_id
     fields["errors"] = errors_field(result.errors)
     return fields

@@ -36,6 +36,8 @@ class Settings:
     default_phone_region: str = "US"
     results_event_bus_name: str | None = None
     idempotency_table_name: str | None = None
+    action_queue_url: str | None = None  # the function's own queue
+    results_table_name: str | None = None  # results of queued leads, for GET /results/{id}
     coalesce_batches: bool = True
     # The bundle's share of each Klaviyo endpoint's limit; the rest stays with the account's
     # other integrations even when they are quiet.
@@ -56,6 +58,8 @@ class Settings:
             default_phone_region=(text("DEFAULT_PHONE_REGION") or "US").upper(),
             results_event_bus_name=text("RESULTS_EVENT_BUS_NAME"),
             idempotency_table_name=text("IDEMPOTENCY_TABLE_NAME"),
+            action_queue_url=text("ACTION_QUEUE_URL"),
+            results_table_name=text("RESULTS_TABLE_NAME"),
             coalesce_batches=_flag(env.get("COALESCE_BATCHES"), default=True),
             klaviyo_max_share=_share(env.get("KLAVIYO_MAX_SHARE")),
         )

@@ -141,6 +141,7 @@ COMMON_RESULT_FIELDS: tuple[ResultField, ...] = (
     ResultField("outcome", "Outcome", ""),
     ResultField("reason", "Reason", ""),
     ResultField("errors", "Errors Id / Code / Title / Detail", "errors[]"),
+    ResultField("message_id", "Message Id", ""),  # the queue message of a lead queued for retry
 )
 
 

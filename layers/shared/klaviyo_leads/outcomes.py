@@ -35,6 +35,7 @@ class Kind(StrEnum):
     THROTTLED = "throttled"  # retryable: 429, or a wait Klaviyo asked for, past the budget
     TIMEOUT = "timeout"  # retryable: the budget ran out
     TRANSIENT = "transient"  # retryable: network, 5xx, challenge page
+    QUEUED = "queued"  # an error that was retryable, put on the action's queue to try again
 
 
 RETRYABLE_KINDS = frozenset({Kind.THROTTLED, Kind.TIMEOUT, Kind.TRANSIENT})
@@ -52,6 +53,7 @@ _STATUS_BY_KIND = {
     Kind.THROTTLED: 503,
     Kind.TIMEOUT: 504,
     Kind.TRANSIENT: 502,
+    Kind.QUEUED: 202,
 }
 
 
@@ -114,6 +116,7 @@ class Result(Exception):
     retry_after: float | None = None
     duplicate_profile_id: str | None = None
     klaviyo_status: int | None = None
+    message_id: str | None = None  # the queue message a lead was put on for a later try
     # A request that is not safe to repeat may have taken effect before it failed.
     effect_unknown: bool = False
 
@@ -272,6 +275,7 @@ IMPORT_UNFINISHED = _error(
 IMPORT_CANCELLED = _error(Kind.TRANSIENT, "Klaviyo cancelled the bulk import")
 IMPORT_LOST = _error(Kind.TRANSIENT, "Klaviyo's bulk import did not report this profile")
 INTERNAL = _error(Kind.TRANSIENT, "Internal error while processing the lead")
+QUEUED_FOR_RETRY = Reason(Outcome.ERROR, Kind.QUEUED, "Queued for retry")
 
 
 def every_reason() -> dict[str, Reason]:

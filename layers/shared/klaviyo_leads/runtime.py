@@ -24,6 +24,7 @@ from .klaviyo import KlaviyoClient, Pacer
 from .lead import Lead, ensure_object
 from .outcomes import Outcome, Result
 from .publishing import ResultPublisher
+from .queueing import ActionQueue
 from .secrets import ApiKeyProvider
 
 SERVICE = "klaviyo-lead-actions"
@@ -80,6 +81,7 @@ class Runtime:
     client: KlaviyoClient
     names: NameCache = field(default_factory=NameCache)
     publisher: ResultPublisher | None = None
+    queue: ActionQueue | None = None
     idempotency_by_action: dict[str, Idempotency] = field(default_factory=dict)
     clock: Callable[[], float] = time.monotonic
 
@@ -99,7 +101,8 @@ class Runtime:
             if settings.results_event_bus_name
             else None
         )
-        return cls(settings=settings, client=client, publisher=publisher)
+        queue = ActionQueue(settings.action_queue_url) if settings.action_queue_url else None
+        return cls(settings=settings, client=client, publisher=publisher, queue=queue)
 
     def idempotency(self, action: Action) -> Idempotency | None:
         if not self.settings.idempotency_table_name:

@@ -28,8 +28,9 @@ from .budget import MIN_SECONDS_PER_LEAD, remaining_seconds
 from .coalescing import Delivery, coalesce, coalesces
 from .idempotency import InProgressElsewhere
 from .lead import parse_body
-from .outcomes import Result
+from .outcomes import Kind, Result
 from .publishing import Publication
+from .queueing import FIRST_SEEN, Due, visibility
 from .runtime import Processed, Runtime, internal_error, logger, processed
 
 # What storing and publishing one result costs after a bulk call (a DynamoDB write and a
@@ -49,7 +50,18 @@ class Unreadable:
 
 
 class HandBack(Exception):
-    """The record goes back to the queue to be delivered again."""
+    """The record goes back to the queue, to come back in ``retry_in`` seconds (None: the
+    back-off by delivery count, see ``queueing``)."""
+
+    def __init__(self, reason: str, retry_in: float | None = None) -> None:
+        super().__init__(reason)
+        self.retry_in = retry_in
+
+
+def hand_back(result: Result) -> HandBack:
+    """A retryable result's way back: when Klaviyo (or the pacer) said, else the back-off."""
+    wait = result.retry_after if result.kind is Kind.THROTTLED else None
+    return HandBack(result.reason or "retryable error", wait)
 
 
 @dataclass
@@ -79,30 +91,66 @@ def handle_batch(
         sqs_record = SQSRecord(record)
         result = _process(runtime, action, _lead_of(sqs_record), sqs_record, ctx)
         if result.result.retryable:
-            raise HandBack(result.result.reason or "retryable error")
+            raise hand_back(result.result)
         return result.fields
 
     once = idempotency.once(process_record) if idempotency is not None else process_record
 
+    handed_back: dict[str, float | None] = {}
+
     def record_handler(record: SQSRecord) -> dict[str, Any]:
         logger.set_correlation_id(record.message_id)
-        item = claimed.get(record.message_id)
-        if item is None:
-            item = _one_by_one(record, ctx, once)
-        else:
-            _finish(runtime, action, record, ctx, item)
-        return _publish(runtime, action, record, item)
+        try:
+            item = claimed.get(record.message_id)
+            if item is None:
+                item = _one_by_one(record, ctx, once)
+            else:
+                _finish(runtime, action, record, ctx, item)
+            return _publish(runtime, action, record, item)
+        except HandBack as back:
+            handed_back[record.message_id] = back.retry_in
+            raise
 
     processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
-    return process_partial_response(  # type: ignore[return-value]
+    response = process_partial_response(
         event=dict(event), record_handler=record_handler, processor=processor, context=ctx
     )
+    _delay_handed_back(runtime, event["Records"], response, handed_back)
+    return response  # type: ignore[return-value]
+
+
+def _delay_handed_back(
+    runtime: Runtime,
+    raw_records: list[Any],
+    response: Mapping[str, Any],
+    handed_back: dict[str, float | None],
+) -> None:
+    """Make each handed-back record visible again when it is due, not after the queue's
+    full visibility timeout. Where SQS refuses, the queue's timeout still brings it back."""
+    if runtime.queue is None:
+        return
+    failed = {item["itemIdentifier"] for item in response.get("batchItemFailures", [])}
+    due = [
+        Due(
+            record.message_id,
+            record.receipt_handle,
+            visibility(
+                int(record.attributes.approximate_receive_count or 1),
+                handed_back.get(record.message_id),
+            ),
+        )
+        for record in map(SQSRecord, raw_records)
+        if record.message_id in failed
+    ]
+    refused = runtime.queue.delay(due) if due else []
+    if refused:
+        logger.warning("Could not set when records come back", extra={"count": len(refused)})
 
 
 def _one_by_one(record: SQSRecord, ctx: LambdaContext, once: Any) -> Claimed:
     left = remaining_seconds(ctx)
     if left is not None and left < MIN_SECONDS_PER_LEAD:
-        raise HandBack("Not started: too little time left in the invocation")
+        raise HandBack("Not started: too little time left in the invocation", retry_in=0.0)
     try:
         fields = once(record=record.raw_event)
     except InProgressElsewhere as exc:
@@ -121,7 +169,7 @@ def _finish(
     idempotency = runtime.idempotency(action)
     result = item.result or _process(runtime, action, item.lead, record, ctx)
     if result.result.retryable:
-        retry = HandBack(result.result.reason or "retryable error")
+        retry = hand_back(result.result)
         if idempotency is not None:
             idempotency.release(record.raw_event, retry)
         raise retry
@@ -226,13 +274,32 @@ def _store_and_publish(
 
 
 def _delivery(record: SQSRecord) -> Delivery:
-    """A redelivered message may have had its effect: judged from when it was first sent."""
+    """A redelivered message may have had its effect: judged from when it was first sent.
+
+    A lead queued for retry by an EventBridge or direct invocation carries when it was
+    first seen there: its earlier try may have had its effect too.
+    """
     attributes = record.attributes
     sent_ms = attributes.sent_timestamp
+    seen = [int(sent_ms) / 1000] if sent_ms else []
+    queued_for_retry = _first_seen(record)
+    if queued_for_retry is not None:
+        seen.append(queued_for_retry)
     return Delivery(
-        redelivered=int(attributes.approximate_receive_count or 1) > 1,
-        first_seen_at=int(sent_ms) / 1000 if sent_ms else None,
+        redelivered=int(attributes.approximate_receive_count or 1) > 1
+        or queued_for_retry is not None,
+        first_seen_at=min(seen) if seen else None,
     )
+
+
+def _first_seen(record: SQSRecord) -> float | None:
+    attributes = record.message_attributes
+    # Indexing wraps the attribute (.string_value); Powertools' .get() returns the raw dict.
+    attribute = attributes[FIRST_SEEN] if FIRST_SEEN in attributes else None  # noqa: SIM401
+    try:
+        return float(attribute.string_value or "") if attribute is not None else None
+    except ValueError:
+        return None
 
 
 def _process(

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -121,16 +122,29 @@ def handle_leads(
     several = leads_in(payload)
     leads = several if several is not None else [payload]
     processed = []
+    unqueued = 0
     for index, lead in enumerate(leads):
         logger.set_correlation_id(f"{correlation_id}/{index}" if several else correlation_id)
+        first_seen = time.time()
         left = remaining_seconds(ctx)
         if several is not None and left is not None and left < MIN_SECONDS_PER_LEAD:
             # Better a retryable result than a Lambda timeout that loses every result.
             result = outcomes.NOT_STARTED()
             runtime.record(action, result, 0.0)
-            processed.append(Processed(result, result_fields(action, result)))
-            continue
-        processed.append(runtime.process(action, lead, remaining_seconds=left))
+            done = Processed(result, result_fields(action, result))
+        else:
+            done = runtime.process(action, lead, remaining_seconds=left)
+        if done.result.retryable and runtime.queue is not None:
+            try:
+                done = _queue_for_retry(runtime, action, lead, first_seen)
+            except Exception as exc:
+                if several is None:
+                    raise  # the invocation fails: Lambda retries it, then its dead-letter queue
+                unqueued += 1
+                logger.error("A lead could not be queued", extra={"error_type": type(exc).__name__})
+        processed.append(done)
+    if unqueued:
+        count("LeadsNotQueued", unqueued)
     if runtime.publisher and (always_publish or several is not None):
         accepted = runtime.publisher.publish(
             [
@@ -146,6 +160,14 @@ def handle_leads(
     if several is not None:
         return {"results": [p.fields for p in processed]}
     return processed[0].fields
+
+
+def _queue_for_retry(runtime: Runtime, action: Action, lead: Any, first_seen: float) -> Processed:
+    """A retryable lead with no queue behind it goes onto the action's queue, not a log."""
+    assert runtime.queue is not None
+    message_id = runtime.queue.send(lead, first_seen)
+    result = outcomes.QUEUED_FOR_RETRY(message_id=message_id)
+    return Processed(result, result_fields(action, result))
 
 
 # -- SQS -----------------------------------------------------------------------------------

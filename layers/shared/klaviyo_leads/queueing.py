@@ -1,0 +1,104 @@
+"""The function's own SQS queue: records come back when due, retryable leads go onto it.
+
+A record handed back to the queue would otherwise wait out the queue's visibility timeout
+(36 minutes by default). Instead it comes back when Klaviyo said (``Retry-After``, plus
+jitter), or, for other retryable errors, after a back-off by how often it was delivered.
+Leads that arrive by EventBridge or direct invocation have no queue behind them: a
+retryable one is put on the action's queue, with the time it was first seen.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+# Back-off for a record handed back without a wait Klaviyo asked for, by delivery: with
+# the stack's maxReceiveCount of 5, a lead rides out an outage of sum(...) = 42.5 minutes
+# before it moves to the dead-letter queue.
+BACKOFF_SECONDS = (30, 120, 600, 1800)
+JITTER = 0.2
+MAX_VISIBILITY_SECONDS = 12 * 3600  # SQS's limit
+FIRST_SEEN = "first_seen_at"  # message attribute: when the bundle first saw the lead
+
+
+@dataclass(frozen=True)
+class Due:
+    """A handed-back record and when it should be delivered again."""
+
+    message_id: str
+    receipt_handle: str
+    seconds: int
+
+
+def visibility(receive_count: int, retry_in: float | None, rng: random.Random | None = None) -> int:
+    """Seconds until a handed-back record is visible again.
+
+    ``retry_in``: Klaviyo's ``Retry-After`` (or the pacer's wait), plus jitter so the records
+    of a throttled batch do not all come back in the same second; None: the back-off.
+    """
+    rng = rng or random.Random()
+    if retry_in is not None:
+        seconds = retry_in + rng.uniform(0.0, max(1.0, JITTER * retry_in))
+    else:
+        base = BACKOFF_SECONDS[min(max(receive_count, 1), len(BACKOFF_SECONDS)) - 1]
+        seconds = base * rng.uniform(1.0 - JITTER, 1.0 + JITTER)
+    return int(min(MAX_VISIBILITY_SECONDS, max(0, math.ceil(seconds))))
+
+
+class ActionQueue:
+    """The action's SQS queue (its URL from the stack), through a boto3 client made on use."""
+
+    def __init__(self, url: str, client_factory: Callable[[], Any] | None = None) -> None:
+        self.url = url
+        self._client_factory = client_factory or _sqs_client
+        self._client: Any = None
+
+    @property
+    def client(self) -> Any:
+        if self._client is None:
+            self._client = self._client_factory()
+        return self._client
+
+    def delay(self, due: list[Due]) -> list[str]:
+        """Set each record's visibility; the message ids SQS did not take."""
+        refused: list[str] = []
+        for start in range(0, len(due), 10):  # ChangeMessageVisibilityBatch takes ten
+            chunk = due[start : start + 10]
+            entries = [
+                {
+                    "Id": str(index),
+                    "ReceiptHandle": item.receipt_handle,
+                    "VisibilityTimeout": item.seconds,
+                }
+                for index, item in enumerate(chunk)
+            ]
+            try:
+                answer = self.client.change_message_visibility_batch(
+                    QueueUrl=self.url, Entries=entries
+                )
+            except Exception:
+                refused += [item.message_id for item in chunk]
+                continue
+            refused += [chunk[int(f["Id"])].message_id for f in answer.get("Failed", [])]
+        return refused
+
+    def send(self, lead: Any, first_seen_at: float) -> str:
+        """Put a lead on the queue for a later try; its first-seen time goes with it."""
+        answer = self.client.send_message(
+            QueueUrl=self.url,
+            MessageBody=json.dumps(lead, separators=(",", ":"), default=str),
+            MessageAttributes={
+                FIRST_SEEN: {"DataType": "Number", "StringValue": f"{first_seen_at:.3f}"}
+            },
+        )
+        return str(answer["MessageId"])
+
+
+def _sqs_client() -> Any:
+    import boto3  # imported on first use: keeps boto3 off the webhook's cold start
+
+    return boto3.client("sqs")
