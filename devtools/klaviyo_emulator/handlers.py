@@ -119,12 +119,16 @@ def get_profiles(ctx: Context) -> Reply:
     sort_field, descending = ctx.query.sort, ctx.query.descending
     conditions = ctx.query.conditions
     with ctx.store.lock:
-        items = list(ctx.store.profiles.values())
-        if conditions:
-            # Filtered search reads the search index, which may lag behind writes.
+        if not conditions:
+            items = list(ctx.store.profiles.values())
+        else:
+            # Filtered search reads the search view, which may lag behind writes; exact
+            # lookups (equals/any on id, email, phone_number, external_id) take their
+            # candidates from its index instead of looking at every profile.
+            candidates = ctx.store.search_candidates(conditions)
             items = [
                 p
-                for p in items
+                for p in (ctx.store.profiles.values() if candidates is None else candidates)
                 if (seen := ctx.search_view(p)) is not None
                 and filters.matches(seen, conditions, _profile_field)
             ]

@@ -133,6 +133,26 @@ class Profile:
     def clone(self) -> Profile:
         return copy.deepcopy(self)
 
+    def search_snapshot(self) -> Profile:
+        """A copy of what filtered search reads (``handlers._profile_field``): id, the
+        string attributes, created, updated and the email suppressions. Much cheaper than
+        :meth:`clone`, which matters when a benchmark seeds 100,000 profiles."""
+        marketing = self.subscriptions["email"]["marketing"]
+        suppressions = {
+            name: [dict(entry) for entry in marketing[name]]
+            for name in ("suppression", "list_suppressions")
+        }
+        return Profile(
+            id=self.id,
+            created=self.created,
+            updated=self.updated,
+            attributes=dict(self.attributes),
+            location={},
+            properties={},
+            last_event_date=self.last_event_date,
+            subscriptions={"email": {"marketing": suppressions}},
+        )
+
 
 @dataclass
 class KlaviyoList:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 import random
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -22,6 +22,7 @@ from . import errors
 from .attributes import check_identifiers, clean_attributes
 from .config import OPT_IN_CHOICES, Config
 from .errors import invalid, not_found
+from .filters import Condition
 from .ids import UlidFactory, short_id
 from .model import (
     LOCATION_FIELDS,
@@ -35,6 +36,7 @@ from .model import (
     utcnow,
 )
 from .resources import profile_resource
+from .search_index import SearchIndex
 from .segments import Definition, compile_definition
 from .timeline import Timeline
 
@@ -45,6 +47,7 @@ LIFTED_SUPPRESSIONS = frozenset({"UNSUBSCRIBE", "USER_SUPPRESSED", "SPAM_COMPLAI
 DOUBLE_OPT_IN_CONSENTS = frozenset({("email", "marketing"), ("sms", "marketing")})
 # Confirming by text also confirms email; confirming by email confirms email only (same page).
 CONFIRMED_BY = {"email": frozenset({"email"}), "sms": frozenset({"email", "sms"})}
+IDENTIFIERS = ("email", "phone_number", "external_id")
 SUPPRESSION_REASONS = (
     "HARD_BOUNCE",
     "INVALID_EMAIL",
@@ -52,6 +55,16 @@ SUPPRESSION_REASONS = (
     "UNSUBSCRIBE",
     "USER_SUPPRESSED",
 )
+
+
+def identifiers(profile: Profile) -> dict[str, str | None]:
+    return {name: profile.attributes.get(name) for name in IDENTIFIERS}
+
+
+def _identifier_key(identifier: str, value: Any) -> str | None:
+    if not isinstance(value, str) or not value:
+        return None
+    return value.casefold() if identifier == "email" else value
 
 
 @dataclass
@@ -97,11 +110,12 @@ class Store:
         self.profiles: dict[str, Profile] = {}
         self.lists: dict[str, KlaviyoList] = {}
         self.segments: dict[str, Segment] = {}
-        self._by_email: dict[str, str] = {}
-        self._by_phone: dict[str, str] = {}
+        # identifier -> normalised value -> ids of the profiles holding it, oldest first
+        self._holders: dict[str, dict[str, dict[str, None]]] = {k: {} for k in IDENTIFIERS}
         self._pending: dict[tuple[str, str], list[_Pending]] = {}
         # profile id -> the versions filtered search shows: (visible from, snapshot)
         self._search: dict[str, list[tuple[float, Profile]]] = {}
+        self._search_index = SearchIndex()
         self._job_counter = 0
 
     def reset(self) -> None:
@@ -110,10 +124,11 @@ class Store:
             self.profiles.clear()
             self.lists.clear()
             self.segments.clear()
-            self._by_email.clear()
-            self._by_phone.clear()
+            for holders in self._holders.values():
+                holders.clear()
             self._pending.clear()
             self._search.clear()
+            self._search_index.clear()
 
     def settle(self) -> None:
         """Apply every delayed effect that is due by now."""
@@ -147,17 +162,21 @@ class Store:
                 raise not_found(f"A segment with id {segment_id} does not exist.")
             return found
 
+    def holders(self, identifier: str, value: str | None) -> list[str]:
+        """Ids of every profile whose ``identifier`` (email, phone_number, external_id) is
+        ``value``, oldest first; emails compare case-insensitively."""
+        key = _identifier_key(identifier, value)
+        return list(self._holders[identifier].get(key, ())) if key is not None else []
+
     def find_by_email(self, email: str | None) -> str | None:
-        return self._by_email.get(email.casefold()) if email else None
+        return next(iter(self.holders("email", email)), None)
 
     def find_by_phone(self, phone: str | None) -> str | None:
-        return self._by_phone.get(phone) if phone else None
+        return next(iter(self.holders("phone_number", phone)), None)
 
     def find_by_external_id(self, external_id: str | None) -> str | None:
-        if not external_id:
-            return None
+        holders = [self.profiles[pid] for pid in self.holders("external_id", external_id)]
         # The oldest holder wins, as a client sorting by ``created`` would pick it.
-        holders = [p for p in self.profiles.values() if p.external_id == external_id]
         return min(holders, key=lambda p: (p.created, p.id)).id if holders else None
 
     def lists_of(self, profile_id: str) -> list[KlaviyoList]:
@@ -175,8 +194,23 @@ class Store:
         visible = [i for i, (since, _) in enumerate(versions) if since <= now]
         if not visible:
             return None
-        del versions[: visible[-1]]  # older versions can no longer be seen
+        for _, older in versions[: visible[-1]]:  # can no longer be seen
+            self._search_index.remove(older)
+        del versions[: visible[-1]]
         return versions[0][1]
+
+    def search_candidates(self, conditions: list[Condition]) -> list[Profile] | None:
+        """The profiles that may match a filter by exact ``id``/``email``/``phone_number``/
+        ``external_id`` (a superset, from the search index); None when the filter has no
+        such condition and every profile must be looked at."""
+        ids = self._search_index.candidates(conditions, self._search)
+        if ids is None:
+            return None
+        return [self.profiles[pid] for pid in ids if pid in self.profiles]
+
+    def _forget_search(self, profile_id: str) -> None:
+        for _, version in self._search.pop(profile_id, []):
+            self._search_index.remove(version)
 
     def _changed(self, profile: Profile, *, seeded: bool = False) -> None:
         """A profile was written: reindex it for search and re-evaluate rule segments.
@@ -185,12 +219,14 @@ class Store:
         there); segment membership always waits for ``segment_lag``.
         """
         lag = 0.0 if seeded else self.config.search_lag
-        snapshot = profile.clone()
+        snapshot = profile.search_snapshot()
         if lag <= 0:
+            self._forget_search(profile.id)
             self._search[profile.id] = [(-math.inf, snapshot)]
         else:
             now = self.timeline.clock()
             self._search.setdefault(profile.id, []).append((now + lag, snapshot))
+        self._search_index.add(snapshot)
         ruled = [s for s in self.segments.values() if s.predicate is not None]
         if ruled:
             attributes = profile_resource(profile, "", subscriptions=True)["attributes"]
@@ -231,28 +267,29 @@ class Store:
     def _index(
         self,
         profile: Profile,
-        old_email: str | None,
-        old_phone: str | None,
+        before: Mapping[str, str | None] | None = None,
         *,
         present: bool = True,
     ) -> None:
-        """Move the email/phone index from the old identifiers to the profile's current
-        ones (``present=False``: the profile is gone, hand them to the next holder)."""
-        if old_email and self._by_email.get(old_email.casefold()) == profile.id:
-            del self._by_email[old_email.casefold()]
-            # Seeded duplicates may share the address; hand the index to the next holder.
-            for other in self.profiles.values():
-                if other.email and other.email.casefold() == old_email.casefold():
-                    self._by_email.setdefault(old_email.casefold(), other.id)
-        if old_phone and self._by_phone.get(old_phone) == profile.id:
-            del self._by_phone[old_phone]
-            for other in self.profiles.values():
-                if other.phone_number == old_phone:
-                    self._by_phone.setdefault(old_phone, other.id)
-        if present and profile.email:
-            self._by_email.setdefault(profile.email.casefold(), profile.id)
-        if present and profile.phone_number:
-            self._by_phone.setdefault(profile.phone_number, profile.id)
+        """Move the identifier index from the identifiers the profile had (``before``, from
+        :func:`identifiers`) to its current ones (``present=False``: the profile is gone).
+
+        Seeded duplicates may share an identifier; the oldest remaining holder then answers
+        ``find_by_*``.
+        """
+        now = identifiers(profile) if present else dict.fromkeys(IDENTIFIERS)
+        for name in IDENTIFIERS:
+            old_key = _identifier_key(name, (before or {}).get(name))
+            new_key = _identifier_key(name, now[name])
+            if old_key == new_key:
+                continue
+            by_value = self._holders[name]
+            if old_key is not None and old_key in by_value:
+                by_value[old_key].pop(profile.id, None)
+                if not by_value[old_key]:
+                    del by_value[old_key]
+            if new_key is not None:
+                by_value.setdefault(new_key, {})[profile.id] = None
 
     # ---- profile writes ------------------------------------------------------------------
 
@@ -280,7 +317,7 @@ class Store:
             if last_event_date is not None:
                 profile.last_event_date = parse_timestamp(last_event_date)
             self.profiles[profile.id] = profile
-            self._index(profile, None, None)
+            self._index(profile)
             self._changed(profile, seeded=True)
             return profile
 
@@ -302,7 +339,7 @@ class Store:
             profile = self._new_profile(None, None)
             self._merge(profile, attributes, {})
             self.profiles[profile.id] = profile
-            self._index(profile, None, None)
+            self._index(profile)
             self._changed(profile)
             return profile
 
@@ -323,12 +360,12 @@ class Store:
         self._merge(candidate, attributes, meta)
         if not candidate.has_identifier():
             raise invalid(errors.NO_IDENTIFIER, pointer="/data/attributes")
-        old_email, old_phone = profile.email, profile.phone_number
+        before = identifiers(profile)
         profile.attributes = candidate.attributes
         profile.location = candidate.location
         profile.properties = candidate.properties
         profile.updated = max(utcnow(), profile.updated)
-        self._index(profile, old_email, old_phone)
+        self._index(profile, before)
         self._changed(profile)
         return profile
 
@@ -355,7 +392,7 @@ class Store:
             profile = self._new_profile(None, None)
             self._merge(profile, attributes, meta)
             self.profiles[profile.id] = profile
-            self._index(profile, None, None)
+            self._index(profile)
             self._changed(profile)
             return profile, True
 
@@ -545,10 +582,7 @@ class Store:
         """Ids of every profile with this ``id``, ``email`` or ``phone_number``."""
         if kind == "id":
             return [value] if value in self.profiles else []
-        if kind == "email":
-            wanted = value.casefold()
-            return [p.id for p in self.profiles.values() if (p.email or "").casefold() == wanted]
-        return [p.id for p in self.profiles.values() if p.phone_number == value]
+        return self.holders(kind, value)
 
     def delete_profiles(self, kind: str, value: str) -> None:
         """A data-privacy deletion: "All profiles that match the provided identifier will be
@@ -556,8 +590,8 @@ class Store:
         with self.lock:
             for profile_id in self.profiles_matching(kind, value):
                 profile = self.profiles.pop(profile_id)
-                self._search.pop(profile_id, None)
-                self._index(profile, profile.email, profile.phone_number, present=False)
+                self._forget_search(profile_id)
+                self._index(profile, identifiers(profile), present=False)
                 groups: list[KlaviyoList | Segment] = [
                     *self.lists.values(),
                     *self.segments.values(),
@@ -578,7 +612,7 @@ class Store:
             self.profiles[profile.id] = profile
         else:
             profile = self.profiles[found]
-        old_email, old_phone = profile.email, profile.phone_number
+        before = identifiers(profile)
         # Fill in missing identifiers, but never take one that another profile owns.
         if item.email and not profile.email and self.find_by_email(item.email) is None:
             profile.attributes["email"] = item.email
@@ -588,7 +622,7 @@ class Store:
             and self.find_by_phone(item.phone_number) is None
         ):
             profile.attributes["phone_number"] = item.phone_number
-        self._index(profile, old_email, old_phone)
+        self._index(profile, before)
         return profile
 
     def _grant(
