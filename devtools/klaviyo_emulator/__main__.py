@@ -93,6 +93,12 @@ def _parser() -> argparse.ArgumentParser:
         help="answer to unknown profile ids in Add Profile to List",
     )
     parser.add_argument(
+        "--unknown-profile-in-list-remove",
+        choices=LIST_ADD_CHOICES,
+        default="400",
+        help="answer to unknown profile ids in Remove Profiles from List",
+    )
+    parser.add_argument(
         "--openapi",
         type=Path,
         default=None,
@@ -126,6 +132,7 @@ def main(argv: list[str] | None = None) -> int:
         sms_enabled=not args.sms_disabled,
         age_gated_sms=args.age_gated_sms,
         unknown_profile_in_list_add=args.unknown_profile_in_list_add,
+        unknown_profile_in_list_remove=args.unknown_profile_in_list_remove,
     )
     emulator.start()
     print(f"Klaviyo emulator listening on {emulator.base_url}", flush=True)

@@ -37,6 +37,7 @@ class Config:
     sms_countries: frozenset[str] = frozenset({"US"})
     age_gated_sms: bool = False
     unknown_profile_in_list_add: str = "ignore"
+    unknown_profile_in_list_remove: str = "400"
     external_id_unique: bool = False
     latency: LatencyModel | None = field(default=None, compare=False)
 
@@ -49,8 +50,9 @@ class Config:
             changes["sms_countries"] = _countries(changes["sms_countries"])
         if "latency" in changes:
             changes["latency"] = latency_model(changes["latency"], seed)
-        if "unknown_profile_in_list_add" in changes:
-            changes["unknown_profile_in_list_add"] = str(changes["unknown_profile_in_list_add"])
+        for name in ("unknown_profile_in_list_add", "unknown_profile_in_list_remove"):
+            if name in changes:
+                changes[name] = str(changes[name])
         updated = dataclasses.replace(self, **changes)
         updated.check()
         return updated
@@ -58,8 +60,9 @@ class Config:
     def check(self) -> None:
         if self.default_opt_in not in OPT_IN_CHOICES:
             raise ValueError(f"default_opt_in must be one of {OPT_IN_CHOICES}")
-        if self.unknown_profile_in_list_add not in LIST_ADD_CHOICES:
-            raise ValueError(f"unknown_profile_in_list_add must be one of {LIST_ADD_CHOICES}")
+        for name in ("unknown_profile_in_list_add", "unknown_profile_in_list_remove"):
+            if getattr(self, name) not in LIST_ADD_CHOICES:
+                raise ValueError(f"{name} must be one of {LIST_ADD_CHOICES}")
         for name in ("subscribe_delay", "deletion_delay", "search_lag", "segment_lag"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must not be negative")

@@ -46,7 +46,8 @@ class KlaviyoEmulator:
       ``segment_lag``: seconds before segment membership follows a change;
     * ``default_opt_in`` ("double", Klaviyo's default) for subscribe jobs without a list;
     * ``sms_enabled``, ``sms_countries`` (region codes), ``age_gated_sms``;
-    * ``unknown_profile_in_list_add``: "ignore", "400" or "404";
+    * ``unknown_profile_in_list_add`` ("ignore") and ``unknown_profile_in_list_remove``
+      ("400"): "ignore", "400" or "404";
     * ``external_id_unique``: 409 on a shared external_id (Klaviyo allows sharing);
     * ``latency``: None, "realistic" or a ``latency.LatencyModel``; the emulator waits with
       ``sleep``.

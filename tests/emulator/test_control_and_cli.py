@@ -224,6 +224,8 @@ def test_standalone_flags_set_the_account() -> None:
         "--default-opt-in",
         "single",
         "--rate-limits",
+        "--unknown-profile-in-list-remove",
+        "ignore",
     ]
     proc = subprocess.Popen(
         [sys.executable, "-m", "devtools.klaviyo_emulator", "--port", str(port), *flags],
@@ -253,6 +255,7 @@ def test_standalone_flags_set_the_account() -> None:
         "unknown_profile_in_list_add": "404",
         "default_opt_in": "single",
         "rate_limits": True,
+        "unknown_profile_in_list_remove": "ignore",
     }
 
 

@@ -67,6 +67,11 @@ def test_what_the_table_says_about_the_served_operations() -> None:
     assert rules["request_profile_deletion"].scopes == ("data-privacy:write",)
     assert rules["get_lists"].page_size == spec_rules.PageSize(10, 1, 10)
     assert rules["create_profile"].body_limit == 100 * 1024
+    # Caps the prose states for bulk bodies.
+    assert rules["bulk_subscribe_profiles"].item_limit == 1000
+    assert rules["add_profiles_to_list"].item_limit == 1000
+    assert rules["remove_profiles_from_list"].item_limit == 1000
+    assert rules["create_profile"].item_limit is None
     assert "opt_in_process" in rules["get_list"].enums["fields[list]"]
     assert [p.bucket for p in rules["get_profile"].parameter_limits] == [
         "include=lists",
