@@ -13,15 +13,16 @@ from __future__ import annotations
 import math
 import random
 import threading
+import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from . import errors
-from .attributes import check_identifiers, clean_attributes
+from .attributes import check_formats_of, check_identifiers, clean_attributes
 from .config import OPT_IN_CHOICES, Config
-from .errors import invalid, not_found
+from .errors import ApiError, invalid, not_found
 from .filters import Condition
 from .ids import UlidFactory, short_id
 from .model import (
@@ -29,6 +30,9 @@ from .model import (
     STRING_ATTRIBUTES,
     SUBSCRIBED,
     UNSUBSCRIBED,
+    Event,
+    ImportItem,
+    ImportJob,
     KlaviyoList,
     Profile,
     Segment,
@@ -48,6 +52,7 @@ DOUBLE_OPT_IN_CONSENTS = frozenset({("email", "marketing"), ("sms", "marketing")
 # Confirming by text also confirms email; confirming by email confirms email only (same page).
 CONFIRMED_BY = {"email": frozenset({"email"}), "sms": frozenset({"email", "sms"})}
 IDENTIFIERS = ("email", "phone_number", "external_id")
+IMPORT_PROFILES = "/data/attributes/profiles/data"  # where a bulk import's profiles are
 SUPPRESSION_REASONS = (
     "HARD_BOUNCE",
     "INVALID_EMAIL",
@@ -95,6 +100,21 @@ class SubscribeJob:
 
 
 @dataclass
+class ProfileUnsubscription:
+    """One profile of an unsubscribe job: its identifiers and (channel, message type)s."""
+
+    email: str | None
+    phone_number: str | None
+    channels: list[tuple[str, str]]
+
+
+@dataclass
+class UnsubscribeJob:
+    profiles: list[ProfileUnsubscription]
+    list_id: str | None
+
+
+@dataclass
 class _Pending:
     job: SubscribeJob
     consent: ChannelConsent
@@ -117,6 +137,10 @@ class Store:
         self._search: dict[str, list[tuple[float, Profile]]] = {}
         self._search_index = SearchIndex()
         self._job_counter = 0
+        self.import_jobs: dict[str, ImportJob] = {}
+        self.events: list[Event] = []
+        self._event_keys: set[tuple[str, str, str]] = set()  # (metric, profile id, unique key)
+        self._anonymous: dict[str, str] = {}  # anonymous_id -> profile id (never shown)
 
     def reset(self) -> None:
         with self.lock:
@@ -129,6 +153,10 @@ class Store:
             self._pending.clear()
             self._search.clear()
             self._search_index.clear()
+            self.import_jobs.clear()
+            self.events.clear()
+            self._event_keys.clear()
+            self._anonymous.clear()
 
     def settle(self) -> None:
         """Apply every delayed effect that is due by now."""
@@ -138,6 +166,17 @@ class Store:
     def later(self, delay: float, effect: Callable[[], None]) -> None:
         with self.lock:
             self.timeline.after(delay, effect)
+
+    def now(self) -> datetime:
+        """The emulator clock's time (job timestamps, event times, their limits)."""
+        return datetime.fromtimestamp(self.timeline.clock(), UTC)
+
+    def new_ulid(self) -> str:
+        return self._ulids.new()
+
+    def new_uuid(self) -> str:
+        """A uuid4 drawn from the seeded generator, so ids repeat with ``seed``."""
+        return str(uuid.UUID(int=self._rng.getrandbits(128), version=4))
 
     # ---- lookups -------------------------------------------------------------------------
 
@@ -252,16 +291,25 @@ class Store:
 
     def _conflict(self, attributes: dict[str, Any], own_id: str | None) -> str | None:
         """Id of another profile already holding this email/phone (or unique external_id)."""
-        for holder in (
-            self.find_by_email(attributes.get("email")),
-            self.find_by_phone(attributes.get("phone_number")),
-        ):
+        clash = self._conflicting_identifier(attributes, own_id)
+        return clash[1] if clash else None
+
+    def _conflicting_identifier(
+        self, attributes: dict[str, Any], own_id: str | None
+    ) -> tuple[str, str] | None:
+        """``(attribute, holder id)`` of the first identifier in ``attributes`` another
+        profile holds: email, phone_number, and external_id when ``external_id_unique``."""
+        finders = {
+            "email": self.find_by_email,
+            "phone_number": self.find_by_phone,
+            "external_id": self.find_by_external_id,
+        }
+        if not self.config.external_id_unique:
+            del finders["external_id"]
+        for name, find in finders.items():
+            holder = find(attributes.get(name))
             if holder is not None and holder != own_id:
-                return holder
-        if self.config.external_id_unique:
-            holder = self.find_by_external_id(attributes.get("external_id"))
-            if holder is not None and holder != own_id:
-                return holder
+                return name, holder
         return None
 
     def _index(
@@ -321,14 +369,16 @@ class Store:
             self._changed(profile, seeded=True)
             return profile
 
-    def _check_create_identifiers(self, attributes: dict[str, Any]) -> None:
-        check_identifiers(attributes)
+    def _check_create_identifiers(
+        self, attributes: dict[str, Any], pointer: str = "/data/attributes"
+    ) -> None:
+        check_identifiers(attributes, pointer)
         if not self.config.sms_enabled and not any(
             attributes.get(k) for k in ("email", "external_id")
         ):
             # Without SMS set up a phone number is no identifier: "Error creating new
             # profiles with phone number only" (community.klaviyo.com thread 11955).
-            raise invalid(errors.NO_IDENTIFIER, pointer="/data/attributes")
+            raise invalid(errors.NO_IDENTIFIER, pointer=pointer)
 
     def create_profile(self, attributes: dict[str, Any]) -> Profile:
         self._check_create_identifiers(attributes)
@@ -360,6 +410,11 @@ class Store:
         self._merge(candidate, attributes, meta)
         if not candidate.has_identifier():
             raise invalid(errors.NO_IDENTIFIER, pointer="/data/attributes")
+        self._write(profile, candidate)
+        return profile
+
+    def _write(self, profile: Profile, candidate: Profile) -> None:
+        """Take ``candidate``'s data into ``profile`` and reindex it."""
         before = identifiers(profile)
         profile.attributes = candidate.attributes
         profile.location = candidate.location
@@ -367,7 +422,56 @@ class Store:
         profile.updated = max(utcnow(), profile.updated)
         self._index(profile, before)
         self._changed(profile)
+
+    def _add_profile(self, attributes: dict[str, Any], meta: dict[str, Any]) -> Profile:
+        profile = self._new_profile(None, None)
+        self._merge(profile, attributes, meta)
+        self.profiles[profile.id] = profile
+        self._index(profile)
+        self._changed(profile)
         return profile
+
+    def bulk_import_profile(self, item: ImportItem, *, match_external_id: bool) -> Profile:
+        """One profile of a bulk import job: by ``id``; else the profile holding the email,
+        else the phone number (else the external_id with ``match_external_id``); else a new
+        profile. Raises ApiError, pointing into the job's body, for an import error."""
+        where = f"{IMPORT_PROFILES}/{item.index}"
+        attributes_at = f"{where}/attributes"
+        attributes = item.attributes
+        with self.lock:
+            check_formats_of(attributes, attributes_at)
+            target: Profile | None = None
+            if item.profile_id is not None:
+                target = self.profiles.get(item.profile_id)
+                if target is None:
+                    raise ApiError(
+                        404,
+                        "not_found",
+                        "Not found.",
+                        f"A profile with id {item.profile_id} does not exist.",
+                        pointer=f"{where}/id",
+                    )
+            else:
+                self._check_create_identifiers(attributes, pointer=attributes_at)
+                by_email = self.find_by_email(attributes.get("email"))
+                by_phone = self.find_by_phone(attributes.get("phone_number"))
+                if by_email and by_phone and by_email != by_phone:
+                    raise errors.duplicate_profile(
+                        by_phone, pointer=f"{attributes_at}/phone_number"
+                    )
+                found = by_email or by_phone
+                if found is None and match_external_id:
+                    found = self.find_by_external_id(attributes.get("external_id"))
+                target = self.profiles[found] if found else None
+            clash = self._conflicting_identifier(attributes, target.id if target else None)
+            if clash is not None:
+                raise errors.duplicate_profile(clash[1], pointer=f"{attributes_at}/{clash[0]}")
+            if target is None:
+                return self._add_profile(attributes, item.meta)
+            candidate = target.clone()
+            self._merge(candidate, attributes, item.meta)
+            self._write(target, candidate)
+            return target
 
     def import_profile(
         self, profile_id: str | None, attributes: dict[str, Any], meta: dict[str, Any]
@@ -389,12 +493,7 @@ class Store:
                 )
             if target is not None:
                 return self._apply_update(self.profiles[target], attributes, meta), False
-            profile = self._new_profile(None, None)
-            self._merge(profile, attributes, meta)
-            self.profiles[profile.id] = profile
-            self._index(profile)
-            self._changed(profile)
-            return profile, True
+            return self._add_profile(attributes, meta), True
 
     @staticmethod
     def _merge(profile: Profile, attributes: dict[str, Any], meta: dict[str, Any]) -> None:
@@ -576,6 +675,131 @@ class Store:
                 self.lists[list_id].members.setdefault(profile_id, utcnow())
             self._changed(profile)
 
+    def apply_unsubscribe_job(self, job: UnsubscribeJob) -> None:
+        """Apply a validated unsubscribe job (``bulk_unsubscribe_profiles``).
+
+        Profiles no one holds are created, then unsubscribed (spec: "If a profile cannot be
+        found matching the given identifier(s), a new profile will be created and then
+        unsubscribed"). Email marketing becomes UNSUBSCRIBED with an ``UNSUBSCRIBE``
+        suppression: for the given list only when the profile is a member of it and
+        ``unsubscribe_scope`` is "list", otherwise account-wide ("Profiles not in the
+        specified list will be globally unsubscribed"). Every profile leaves the list ("All
+        profiles will be removed from the provided list"). Pending double opt-ins of the
+        unsubscribed channels are dropped.
+        """
+        with self.lock:
+            klaviyo_list = self.lists.get(job.list_id) if job.list_id else None
+            for item in job.profiles:
+                profile = self._resolve_for_subscribe(
+                    ProfileSubscription(None, item.email, item.phone_number, [])
+                )
+                member = klaviyo_list is not None and profile.id in klaviyo_list.members
+                scoped = member and self.config.unsubscribe_scope == "list"
+                for channel, message_type in item.channels:
+                    self._revoke(profile, channel, message_type, job.list_id if scoped else None)
+                channels = {channel for channel, _ in item.channels}
+                for key in [k for k in self._pending if k[0] == profile.id]:
+                    kept = [p for p in self._pending[key] if p.consent.channel not in channels]
+                    if kept:
+                        self._pending[key] = kept
+                    else:
+                        del self._pending[key]
+                if klaviyo_list is not None:
+                    klaviyo_list.members.pop(profile.id, None)
+                profile.updated = max(utcnow(), profile.updated)
+                self._changed(profile)
+
+    @staticmethod
+    def _revoke(profile: Profile, channel: str, message_type: str, list_id: str | None) -> None:
+        stamp = utcnow().isoformat()
+        subs = profile.subscriptions
+        if (channel, message_type) == ("email", "marketing"):
+            marketing = subs["email"]["marketing"]
+            marketing.update(consent=UNSUBSCRIBED, consent_timestamp=stamp, last_updated=stamp)
+            if list_id is not None:
+                entries, entry = (
+                    marketing["list_suppressions"],
+                    {"list_id": list_id, "reason": "UNSUBSCRIBE", "timestamp": stamp},
+                )
+                held = any(
+                    e["list_id"] == list_id and e["reason"] == "UNSUBSCRIBE" for e in entries
+                )
+            else:
+                entries, entry = (
+                    marketing["suppression"],
+                    {"reason": "UNSUBSCRIBE", "timestamp": stamp},
+                )
+                held = any(e["reason"] == "UNSUBSCRIBE" for e in entries)
+            if not held:
+                entries.append(entry)
+            marketing["can_receive_email_marketing"] = _can_receive_email(marketing)
+        elif channel == "email":  # open_tracking
+            subs["email"]["open_tracking"] = _revoked_block(stamp, None)
+        elif channel == "sms":
+            block = subs["sms"][message_type]
+            block.update(consent=UNSUBSCRIBED, consent_timestamp=stamp, last_updated=stamp)
+            block[f"can_receive_sms_{message_type}"] = False
+        elif channel == "whatsapp":
+            whatsapp = subs.setdefault("whatsapp", {})
+            whatsapp[message_type] = _revoked_block(stamp, profile.phone_number)
+        elif channel == "push":
+            subs["mobile_push"]["marketing"].update(
+                consent=UNSUBSCRIBED, consent_timestamp=stamp, can_receive_push_marketing=False
+            )
+
+    # ---- events --------------------------------------------------------------------------
+
+    def event_profile(
+        self,
+        profile_id: str | None,
+        attributes: dict[str, Any],
+        meta: dict[str, Any],
+        anonymous_id: str | None,
+    ) -> Profile:
+        """The profile an event belongs to, found by id, email, phone number, external_id or
+        anonymous_id in that order, else created; the event's profile attributes are written
+        to it, except identifiers another profile holds (they stay where they are)."""
+        with self.lock:
+            found = profile_id if profile_id in self.profiles else None
+            found = (
+                found
+                or self.find_by_email(attributes.get("email"))
+                or self.find_by_phone(attributes.get("phone_number"))
+                or self.find_by_external_id(attributes.get("external_id"))
+                or self._anonymous.get(anonymous_id or "")
+            )
+            target = self.profiles.get(found) if found else None
+            own = target.id if target else None
+            attributes = dict(attributes)
+            while (clash := self._conflicting_identifier(attributes, own)) is not None:
+                del attributes[clash[0]]
+            if target is None:
+                profile = self._add_profile(attributes, meta)
+            else:
+                candidate = target.clone()
+                self._merge(candidate, attributes, meta)
+                if candidate.has_identifier() or not target.has_identifier():
+                    self._write(target, candidate)
+                profile = target
+            if anonymous_id:
+                self._anonymous.setdefault(anonymous_id, profile.id)
+            return profile
+
+    def record_event(self, event: Event, unique_key: str) -> bool:
+        """Store ``event`` unless one with the same metric, profile and unique key (its
+        ``unique_id``, else its time to the second) is stored; True when stored."""
+        key = (event.metric, event.profile_id, unique_key)
+        with self.lock:
+            if key in self._event_keys or event.profile_id not in self.profiles:
+                return False
+            self._event_keys.add(key)
+            self.events.append(event)
+            profile = self.profiles[event.profile_id]
+            if profile.last_event_date is None or event.time > profile.last_event_date:
+                profile.last_event_date = event.time
+                self._changed(profile)
+            return True
+
     # ---- deletion ------------------------------------------------------------------------
 
     def profiles_matching(self, kind: str, value: str) -> list[str]:
@@ -600,6 +824,11 @@ class Store:
                     group.members.pop(profile_id, None)
                 for key in [k for k in self._pending if k[0] == profile_id]:
                     del self._pending[key]
+                if any(e.profile_id == profile_id for e in self.events):
+                    self.events = [e for e in self.events if e.profile_id != profile_id]
+                    self._event_keys = {k for k in self._event_keys if k[1] != profile_id}
+                for anonymous_id in [a for a, p in self._anonymous.items() if p == profile_id]:
+                    del self._anonymous[anonymous_id]
 
     def _resolve_for_subscribe(self, item: ProfileSubscription) -> Profile:
         found = (
@@ -672,6 +901,21 @@ class Store:
                 consent=SUBSCRIBED, consent_timestamp=stamp, can_receive_push_marketing=True
             )
         profile.updated = max(now, profile.updated)
+
+
+def _revoked_block(stamp: str, phone: str | None) -> dict[str, Any]:
+    block: dict[str, Any] = {
+        "consent": UNSUBSCRIBED,
+        "can_receive": False,
+        "consent_timestamp": stamp,
+        "last_updated": stamp,
+        "created_timestamp": stamp,
+        "metadata": None,
+        "valid_until": None,
+    }
+    if phone is not None:
+        block["phone_number"] = phone
+    return block
 
 
 def _can_receive_email(marketing: dict[str, Any]) -> bool:
