@@ -10,7 +10,7 @@ import threading
 from pathlib import Path
 from types import FrameType
 
-from .config import LIST_ADD_CHOICES, OPT_IN_CHOICES
+from .config import EVENT_LIMIT_CHOICES, LIST_ADD_CHOICES, OPT_IN_CHOICES, UNSUBSCRIBE_SCOPES
 from .emulator import DEFAULT_API_KEY, DEFAULT_REVISION, KlaviyoEmulator
 from .latency import PROFILES
 from .spec_rules import default_spec_path
@@ -59,7 +59,11 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=int, default=None, help="seed for ids and random faults")
     for name, what in (
         ("subscribe-delay", "seconds before subscribe jobs apply"),
+        ("unsubscribe-delay", "seconds before unsubscribe jobs apply"),
         ("deletion-delay", "seconds before deletion jobs apply"),
+        ("import-delay", "seconds before a bulk import job starts"),
+        ("import-rate", "profiles per second a bulk import job processes (0 = all at once)"),
+        ("event-delay", "seconds before events are recorded"),
         ("search-lag", "seconds before a written profile shows in filtered search"),
         ("segment-lag", "seconds before segment membership follows a change"),
     ):
@@ -93,6 +97,30 @@ def _parser() -> argparse.ArgumentParser:
         help="answer to unknown profile ids in Add Profile to List",
     )
     parser.add_argument(
+        "--unknown-profile-in-list-remove",
+        choices=LIST_ADD_CHOICES,
+        default="400",
+        help="answer to unknown profile ids in Remove Profiles from List",
+    )
+    parser.add_argument(
+        "--import-external-id-match",
+        action="store_true",
+        help="bulk imports also match existing profiles by external_id",
+    )
+    parser.add_argument(
+        "--unsubscribe-scope",
+        choices=UNSUBSCRIBE_SCOPES,
+        default="list",
+        help="'list': members of the job's list get a list-level suppression; 'global': "
+        "every unsubscribe is account-wide",
+    )
+    parser.add_argument(
+        "--event-limits",
+        choices=EVENT_LIMIT_CHOICES,
+        default="docs",
+        help="event ingestion limits from Klaviyo's guide (stricter) or its OpenAPI document",
+    )
+    parser.add_argument(
         "--openapi",
         type=Path,
         default=None,
@@ -117,7 +145,11 @@ def main(argv: list[str] | None = None) -> int:
         seed=args.seed,
         verbose=args.verbose,
         subscribe_delay=args.subscribe_delay,
+        unsubscribe_delay=args.unsubscribe_delay,
         deletion_delay=args.deletion_delay,
+        import_delay=args.import_delay,
+        import_rate=args.import_rate,
+        event_delay=args.event_delay,
         search_lag=args.search_lag,
         segment_lag=args.segment_lag,
         latency=args.latency,
@@ -126,6 +158,10 @@ def main(argv: list[str] | None = None) -> int:
         sms_enabled=not args.sms_disabled,
         age_gated_sms=args.age_gated_sms,
         unknown_profile_in_list_add=args.unknown_profile_in_list_add,
+        unknown_profile_in_list_remove=args.unknown_profile_in_list_remove,
+        import_external_id_match=args.import_external_id_match,
+        unsubscribe_scope=args.unsubscribe_scope,
+        event_limits=args.event_limits,
     )
     emulator.start()
     print(f"Klaviyo emulator listening on {emulator.base_url}", flush=True)

@@ -49,12 +49,18 @@ def _not_object(pointer: str, name: str) -> ApiError:
 
 
 def clean_attributes(
-    raw: Any, *, pointer: str = ATTRIBUTES_POINTER, extra: tuple[str, ...] = ()
+    raw: Any,
+    *,
+    pointer: str = ATTRIBUTES_POINTER,
+    extra: tuple[str, ...] = (),
+    check_formats: bool = True,
 ) -> dict[str, Any]:
     """Check types and formats of a profile ``attributes`` object and return it.
 
     Only keys that were sent are returned, so callers can tell "omitted" from "null".
-    ``extra`` names further accepted keys (``_kx`` on profile-import).
+    ``extra`` names further accepted string keys (``_kx`` on profile-import).
+    ``check_formats=False`` leaves the email and phone formats to the caller (a bulk import
+    reports them per profile instead of refusing the request).
     """
     if raw is None:
         return {}
@@ -70,10 +76,8 @@ def clean_attributes(
     for key in (*STRING_ATTRIBUTES, *extra):
         if key in raw and raw[key] is not None and not isinstance(raw[key], str):
             raise invalid(f"'{key}' must be a string.", pointer=f"{pointer}/{key}")
-    if raw.get("email") is not None:
-        check_email(raw["email"], f"{pointer}/email")
-    if raw.get("phone_number") is not None:
-        check_phone(raw["phone_number"], f"{pointer}/phone_number")
+    if check_formats:
+        check_formats_of(raw, pointer)
     location = raw.get("location")
     if location is not None:
         if not isinstance(location, dict):
@@ -94,9 +98,16 @@ def clean_attributes(
     return dict(raw)
 
 
-def check_identifiers(attributes: dict[str, Any]) -> None:
+def check_formats_of(attributes: dict[str, Any], pointer: str = ATTRIBUTES_POINTER) -> None:
+    if attributes.get("email") is not None:
+        check_email(attributes["email"], f"{pointer}/email")
+    if attributes.get("phone_number") is not None:
+        check_phone(attributes["phone_number"], f"{pointer}/phone_number")
+
+
+def check_identifiers(attributes: dict[str, Any], pointer: str = ATTRIBUTES_POINTER) -> None:
     if not any(attributes.get(k) for k in ("email", "phone_number", "external_id")):
-        raise invalid(errors.NO_IDENTIFIER, pointer=ATTRIBUTES_POINTER)
+        raise invalid(errors.NO_IDENTIFIER, pointer=pointer)
 
 
 def clean_patch_meta(raw: Any, pointer: str = "/data/meta") -> dict[str, Any]:

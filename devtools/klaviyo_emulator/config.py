@@ -16,6 +16,17 @@ from .latency import LatencyModel, latency_model
 
 OPT_IN_CHOICES = ("single", "double")
 LIST_ADD_CHOICES = ("400", "404", "ignore")
+UNSUBSCRIBE_SCOPES = ("list", "global")
+EVENT_LIMIT_CHOICES = ("docs", "spec")
+DELAYS = (
+    "subscribe_delay",
+    "unsubscribe_delay",
+    "deletion_delay",
+    "import_delay",
+    "event_delay",
+    "search_lag",
+    "segment_lag",
+)
 
 
 @dataclass(frozen=True)
@@ -24,12 +35,17 @@ class Config:
 
     ``rate_limits`` refuses over-limit requests with 429 (the windows are counted and the
     ``RateLimit-*`` headers sent either way). Delays and lags are seconds on the emulator's
-    clock; 0 applies at once.
+    clock; 0 applies at once. ``import_rate`` is profiles per second a bulk import job
+    processes once started (0: the whole job at once).
     """
 
     rate_limits: bool = False
     subscribe_delay: float = 0.0
+    unsubscribe_delay: float = 0.0
     deletion_delay: float = 0.0
+    import_delay: float = 0.0
+    import_rate: float = 0.0
+    event_delay: float = 0.0
     search_lag: float = 0.0
     segment_lag: float = 0.0
     default_opt_in: str = "double"
@@ -37,7 +53,11 @@ class Config:
     sms_countries: frozenset[str] = frozenset({"US"})
     age_gated_sms: bool = False
     unknown_profile_in_list_add: str = "ignore"
+    unknown_profile_in_list_remove: str = "400"
     external_id_unique: bool = False
+    import_external_id_match: bool = False
+    unsubscribe_scope: str = "list"
+    event_limits: str = "docs"
     latency: LatencyModel | None = field(default=None, compare=False)
 
     def changed(self, seed: int | None = None, **changes: Any) -> Config:
@@ -49,8 +69,9 @@ class Config:
             changes["sms_countries"] = _countries(changes["sms_countries"])
         if "latency" in changes:
             changes["latency"] = latency_model(changes["latency"], seed)
-        if "unknown_profile_in_list_add" in changes:
-            changes["unknown_profile_in_list_add"] = str(changes["unknown_profile_in_list_add"])
+        for name in ("unknown_profile_in_list_add", "unknown_profile_in_list_remove"):
+            if name in changes:
+                changes[name] = str(changes[name])
         updated = dataclasses.replace(self, **changes)
         updated.check()
         return updated
@@ -58,9 +79,14 @@ class Config:
     def check(self) -> None:
         if self.default_opt_in not in OPT_IN_CHOICES:
             raise ValueError(f"default_opt_in must be one of {OPT_IN_CHOICES}")
-        if self.unknown_profile_in_list_add not in LIST_ADD_CHOICES:
-            raise ValueError(f"unknown_profile_in_list_add must be one of {LIST_ADD_CHOICES}")
-        for name in ("subscribe_delay", "deletion_delay", "search_lag", "segment_lag"):
+        for name in ("unknown_profile_in_list_add", "unknown_profile_in_list_remove"):
+            if getattr(self, name) not in LIST_ADD_CHOICES:
+                raise ValueError(f"{name} must be one of {LIST_ADD_CHOICES}")
+        if self.unsubscribe_scope not in UNSUBSCRIBE_SCOPES:
+            raise ValueError(f"unsubscribe_scope must be one of {UNSUBSCRIBE_SCOPES}")
+        if self.event_limits not in EVENT_LIMIT_CHOICES:
+            raise ValueError(f"event_limits must be one of {EVENT_LIMIT_CHOICES}")
+        for name in (*DELAYS, "import_rate"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must not be negative")
 

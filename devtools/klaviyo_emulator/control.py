@@ -2,7 +2,7 @@
 
 No auth, plain ``application/json``. Routes::
 
-    GET    /_emulator/state                  config, profiles, lists, segments
+    GET    /_emulator/state                  config, profiles, lists, segments, events, jobs
     POST   /_emulator/reset                  clear state, faults, recorded requests; restore config
     GET    /_emulator/config                 the settings in force
     POST   /_emulator/config                 {"search_lag": 2, "sms_countries": ["US", "CA"], ...}
@@ -16,6 +16,9 @@ No auth, plain ``application/json``. Routes::
     POST   /_emulator/double-opt-in          {"profile_id", "list_id", "via"?: "email"|"sms"}
     POST   /_emulator/rate-limits            {"enabled": bool, "overrides"?: {op: [burst, steady]}}
     GET    /_emulator/requests               method, path, status, operation_id of each request
+    GET    /_emulator/events                 recorded events (?metric=...&profile_id=...)
+    GET    /_emulator/import-jobs            bulk import jobs, with profile ids and errors
+    GET    /_emulator/import-jobs/<id>       one of them
 """
 
 from __future__ import annotations
@@ -124,6 +127,20 @@ def handle(emulator: KlaviyoEmulator, request: Request) -> Response:
             }
             emulator.set_rate_limits(bool(_required(payload, "enabled")), overrides or None)
             return _no_content()
+        if path == "/_emulator/events" and method == "GET":
+            return _json(
+                200,
+                emulator.events(
+                    metric=request.args.get("metric"), profile_id=request.args.get("profile_id")
+                ),
+            )
+        if path == "/_emulator/import-jobs" and method == "GET":
+            return _json(200, emulator.import_jobs())
+        if len(parts) == 4 and parts[2] == "import-jobs" and method == "GET":
+            try:
+                return _json(200, emulator.import_job(parts[3]))
+            except KeyError:
+                return _json(404, {"error": f"no import job {parts[3]}"})
         if path == "/_emulator/requests" and method == "GET":
             return _json(
                 200,

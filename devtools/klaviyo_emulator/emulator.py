@@ -15,7 +15,9 @@ from werkzeug.serving import BaseWSGIServer, make_server
 from werkzeug.wrappers import Request, Response
 
 from . import contract, control, spec_rules
+from .bulk_import import job_resource
 from .config import Config
+from .events import event_json
 from .faults import FaultSet
 from .model import KlaviyoList, Segment
 from .operations import Router
@@ -41,13 +43,20 @@ class KlaviyoEmulator:
     and can be changed later with :meth:`configure`; :meth:`reset` restores these values:
 
     * ``rate_limits``: refuse over-limit requests with 429 (counted and reported either way);
-    * ``subscribe_delay``, ``deletion_delay``: seconds before a subscribe or deletion job
-      applies; ``search_lag``: seconds before a written profile shows in filtered search;
-      ``segment_lag``: seconds before segment membership follows a change;
+    * ``subscribe_delay``, ``unsubscribe_delay``, ``deletion_delay``: seconds before a
+      subscribe, unsubscribe or deletion job applies; ``import_delay``: seconds before a bulk
+      import job starts, ``import_rate``: profiles per second it then processes (0: all at
+      once); ``event_delay``: seconds before events are recorded; ``search_lag``: seconds
+      before a written profile shows in filtered search; ``segment_lag``: seconds before
+      segment membership follows a change;
     * ``default_opt_in`` ("double", Klaviyo's default) for subscribe jobs without a list;
     * ``sms_enabled``, ``sms_countries`` (region codes), ``age_gated_sms``;
-    * ``unknown_profile_in_list_add``: "ignore", "400" or "404";
+    * ``unknown_profile_in_list_add`` ("ignore") and ``unknown_profile_in_list_remove``
+      ("400"): "ignore", "400" or "404";
     * ``external_id_unique``: 409 on a shared external_id (Klaviyo allows sharing);
+      ``import_external_id_match``: a bulk import matches profiles by external_id too;
+    * ``unsubscribe_scope``: "list" (list members get a list-level suppression) or "global";
+    * ``event_limits``: "docs" (the ingestion limits guide, stricter) or "spec";
     * ``latency``: None, "realistic" or a ``latency.LatencyModel``; the emulator waits with
       ``sleep``.
 
@@ -199,9 +208,9 @@ class KlaviyoEmulator:
     def reset(self) -> None:
         """Back to the state right after construction.
 
-        Forgets profiles, lists, segments, pending jobs and lags, faults, recorded requests,
-        rate-limit counters and contract violations, and restores the constructor's API keys
-        and settings, so a shared emulator leaks nothing between tests.
+        Forgets profiles, lists, segments, events, import and pending jobs and lags, faults,
+        recorded requests, rate-limit counters and contract violations, and restores the
+        constructor's API keys and settings, so a shared emulator leaks nothing between tests.
         """
         self._epoch += 1
         self._store.reset()
@@ -286,6 +295,42 @@ class KlaviyoEmulator:
                 for p in self._store.profiles.values()
             ]
 
+    def events(
+        self, metric: str | None = None, profile_id: str | None = None
+    ) -> list[dict[str, Any]]:
+        """The events Klaviyo recorded (after ``event_delay`` and de-duplication), oldest
+        first, as plain JSON; optionally only one metric's or one profile's."""
+        with self._store.lock:
+            self._store.settle()
+            return [
+                event_json(e)
+                for e in self._store.events
+                if (metric is None or e.metric == metric)
+                and (profile_id is None or e.profile_id == profile_id)
+            ]
+
+    def import_job(self, job_id: str) -> dict[str, Any]:
+        """A bulk import job as ``GET /api/profile-bulk-import-jobs/{id}`` shows it, plus the
+        ids of the profiles it created or updated (``profile_ids``) and its import errors
+        (``errors``: code, detail, pointer); KeyError for an unknown id."""
+        with self._store.lock:
+            self._store.settle()
+            job = self._store.import_jobs.get(job_id)
+            if job is None:
+                raise KeyError(job_id)
+            resource = job_resource(job, self._link_base())
+            resource["profile_ids"] = list(job.profile_ids)
+            resource["errors"] = [
+                {"code": f.code, "detail": f.detail, "pointer": f.pointer} for f in job.failures
+            ]
+            return resource
+
+    def import_jobs(self) -> list[dict[str, Any]]:
+        """Every bulk import job, oldest first, as :meth:`import_job` shows it."""
+        with self._store.lock:
+            self._store.settle()
+            return [self.import_job(job_id) for job_id in self._store.import_jobs]
+
     def list_members(self, list_id: str) -> set[str]:
         with self._store.lock:
             self._store.settle()
@@ -324,6 +369,8 @@ class KlaviyoEmulator:
                 "profiles": self.profiles(),
                 "lists": [_group_json(lst) for lst in self._store.lists.values()],
                 "segments": [_group_json(seg) for seg in self._store.segments.values()],
+                "events": self.events(),
+                "import_jobs": self.import_jobs(),
             }
 
     @property

@@ -111,13 +111,13 @@ def permission_denied(missing: list[str]) -> ApiError:
     )
 
 
-def duplicate_profile(existing_id: str) -> ApiError:
+def duplicate_profile(existing_id: str, pointer: str = "/data/attributes") -> ApiError:
     return ApiError(
         409,
         "duplicate_profile",
         "Conflict.",
         DUPLICATE_PROFILE,
-        pointer="/data/attributes",
+        pointer=pointer,
         meta={"duplicate_profile_id": existing_id},
     )
 

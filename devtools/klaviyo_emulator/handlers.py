@@ -16,10 +16,10 @@ from .errors import ApiError, invalid, not_found
 from .model import KlaviyoList, Profile, Segment, parse_timestamp
 from .query import Query
 from .resources import identifier, list_resource, profile_resource, segment_resource
+from .spec_rules import OperationRules
 from .state import Store
 from .subscribe import parse_job
 
-MAX_LIST_ADD = 1000  # "This endpoint accepts a maximum of 1000 profiles per call" (spec)
 _SUPPRESSION = "subscriptions.email.marketing.suppression"
 _LIST_SUPPRESSION = "subscriptions.email.marketing.list_suppressions"
 
@@ -34,6 +34,7 @@ class Context:
     body: Any
     # The profile as filtered search sees it (None: not indexed yet); ``store.search_view``.
     search_view: Callable[[Profile], Profile | None]
+    rules: OperationRules  # the operation's rules, for limits its prose states
 
 
 @dataclass
@@ -63,7 +64,7 @@ def _required_attributes(data: dict[str, Any]) -> Any:
     return data["attributes"]
 
 
-def _profile_options(ctx: Context) -> dict[str, Any]:
+def profile_options(ctx: Context) -> dict[str, Any]:
     extra = ctx.query.values("additional-fields[profile]")
     return {
         "subscriptions": "subscriptions" in extra,
@@ -72,11 +73,11 @@ def _profile_options(ctx: Context) -> dict[str, Any]:
     }
 
 
-def _single(ctx: Context, resource: dict[str, Any], status: int = 200) -> Reply:
+def single(ctx: Context, resource: dict[str, Any], status: int = 200) -> Reply:
     return Reply(status, {"data": resource, "links": {"self": resource["links"]["self"]}})
 
 
-def _url(ctx: Context, path: str) -> str:
+def url_for(ctx: Context, path: str) -> str:
     return f"{ctx.base_url}{path}/"
 
 
@@ -114,17 +115,21 @@ def _earliest(values: Any) -> Any:
 
 
 def get_profiles(ctx: Context) -> Reply:
-    options = _profile_options(ctx)
+    options = profile_options(ctx)
     include = ctx.query.values("include")
     sort_field, descending = ctx.query.sort, ctx.query.descending
     conditions = ctx.query.conditions
     with ctx.store.lock:
-        items = list(ctx.store.profiles.values())
-        if conditions:
-            # Filtered search reads the search index, which may lag behind writes.
+        if not conditions:
+            items = list(ctx.store.profiles.values())
+        else:
+            # Filtered search reads the search view, which may lag behind writes; exact
+            # lookups (equals/any on id, email, phone_number, external_id) take their
+            # candidates from its index instead of looking at every profile.
+            candidates = ctx.store.search_candidates(conditions)
             items = [
                 p
-                for p in items
+                for p in (ctx.store.profiles.values() if candidates is None else candidates)
                 if (seen := ctx.search_view(p)) is not None
                 and filters.matches(seen, conditions, _profile_field)
             ]
@@ -146,7 +151,7 @@ def get_profiles(ctx: Context) -> Reply:
                 descending,
             )
         page, links = query.paginate(
-            items, ctx.args, ctx.query.page_size, _url(ctx, "/api/profiles")
+            items, ctx.args, ctx.query.page_size, url_for(ctx, "/api/profiles")
         )
         related: dict[str, list[dict[str, str]]] = {name: [] for name in include}
         data = [
@@ -159,7 +164,7 @@ def get_profiles(ctx: Context) -> Reply:
 
 
 def get_profile(ctx: Context) -> Reply:
-    options = _profile_options(ctx)
+    options = profile_options(ctx)
     include = ctx.query.values("include")
     with ctx.store.lock:
         profile = ctx.store.profile(ctx.params["id"])
@@ -183,7 +188,7 @@ def get_profile(ctx: Context) -> Reply:
             else:
                 related[name] = []
         resource = profile_resource(profile, ctx.base_url, **options, relationship_data=related)
-    reply = _single(ctx, resource)
+    reply = single(ctx, resource)
     if include:
         assert reply.document is not None
         reply.document["included"] = included
@@ -191,17 +196,17 @@ def get_profile(ctx: Context) -> Reply:
 
 
 def create_profile(ctx: Context) -> Reply:
-    options = _profile_options(ctx)
+    options = profile_options(ctx)
     data = _data_object(ctx, "profile")
     attributes = clean_attributes(data.get("attributes"))
     with ctx.store.lock:
         profile = ctx.store.create_profile(attributes)
         resource = profile_resource(profile, ctx.base_url, **options)
-    return _single(ctx, resource, 201)
+    return single(ctx, resource, 201)
 
 
 def update_profile(ctx: Context) -> Reply:
-    options = _profile_options(ctx)
+    options = profile_options(ctx)
     data = _data_object(ctx, "profile")
     if "id" not in data or data["id"] is None:
         raise invalid("'id' is a required field.", pointer="/data/id")
@@ -219,11 +224,11 @@ def update_profile(ctx: Context) -> Reply:
             )
         profile = ctx.store.update_profile(ctx.params["id"], attributes, meta)
         resource = profile_resource(profile, ctx.base_url, **options)
-    return _single(ctx, resource)
+    return single(ctx, resource)
 
 
 def create_or_update_profile(ctx: Context) -> Reply:
-    options = _profile_options(ctx)
+    options = profile_options(ctx)
     data = _data_object(ctx, "profile")
     profile_id = data.get("id")
     if profile_id is not None and not isinstance(profile_id, str):
@@ -234,20 +239,20 @@ def create_or_update_profile(ctx: Context) -> Reply:
     with ctx.store.lock:
         profile, created = ctx.store.import_profile(profile_id, attributes, meta)
         resource = profile_resource(profile, ctx.base_url, **options)
-    return _single(ctx, resource, 201 if created else 200)
+    return single(ctx, resource, 201 if created else 200)
 
 
 def get_segment_ids_for_profile(ctx: Context) -> Reply:
     with ctx.store.lock:
         profile = ctx.store.profile(ctx.params["id"])
         data = [identifier("segment", s.id) for s in ctx.store.segments_of(profile.id)]
-    url = _url(ctx, f"/api/profiles/{profile.id}/relationships/segments")
+    url = url_for(ctx, f"/api/profiles/{profile.id}/relationships/segments")
     return Reply(200, {"data": data, "links": {"self": url, "next": None, "prev": None}})
 
 
 def bulk_subscribe_profiles(ctx: Context) -> Reply:
     store = ctx.store
-    job = parse_job(ctx.body, store)
+    job = parse_job(ctx.body, store, max_profiles=ctx.rules.item_limit)
     store.later(store.config.subscribe_delay, lambda: store.apply_subscribe_job(job))
     return Reply(202)
 
@@ -281,7 +286,9 @@ def get_lists(ctx: Context) -> Reply:
             lambda lst: lst.id,
             ctx.query.descending,
         )
-        page, links = query.paginate(items, ctx.args, ctx.query.page_size, _url(ctx, "/api/lists"))
+        page, links = query.paginate(
+            items, ctx.args, ctx.query.page_size, url_for(ctx, "/api/lists")
+        )
         data = [list_resource(lst, ctx.base_url, fields=ctx.query.fields("list")) for lst in page]
     document: dict[str, Any] = {"data": data, "links": links}
     if include:
@@ -296,7 +303,7 @@ def get_list(ctx: Context) -> Reply:
         resource = list_resource(
             klaviyo_list, ctx.base_url, profile_count=counted, fields=ctx.query.fields("list")
         )
-    reply = _single(ctx, resource)
+    reply = single(ctx, resource)
     if ctx.query.values("include"):
         assert reply.document is not None
         reply.document["included"] = []
@@ -325,18 +332,20 @@ def create_list(ctx: Context) -> Reply:
         resource = list_resource(
             ctx.store.lists[list_id], ctx.base_url, fields=ctx.query.fields("list")
         )
-    return _single(ctx, resource, 201)
+    return single(ctx, resource, 201)
 
 
 def _profile_identifiers(ctx: Context) -> list[str]:
-    """The profile ids of a list relationship body (unknown ones included)."""
+    """The profile ids of a list relationship body (unknown ones included); at most the
+    spec's "maximum of 1000 profiles per call"."""
     data = ctx.body.get("data") if isinstance(ctx.body, dict) else None
     if not isinstance(data, list):
         raise invalid("'data' must be an array of profile identifiers.", pointer="/data")
     if not data:
         raise invalid("At least one profile is required.", pointer="/data")
-    if len(data) > MAX_LIST_ADD:
-        raise invalid(f"At most {MAX_LIST_ADD} profiles can be sent at once.", pointer="/data")
+    most = ctx.rules.item_limit
+    if most is not None and len(data) > most:
+        raise invalid(f"At most {most} profiles can be sent at once.", pointer="/data")
     ids: list[str] = []
     for i, item in enumerate(data):
         if not isinstance(item, dict) or item.get("type") != "profile":
@@ -376,11 +385,21 @@ def add_profiles_to_list(ctx: Context) -> Reply:
 
 
 def remove_profiles_from_list(ctx: Context) -> Reply:
+    """A known profile that is no member is 204 like a member (removal is idempotent;
+    inferred). Unknown profile ids: undocumented, so ``unknown_profile_in_list_remove``
+    picks "400" (default, the stricter answer), "404" or "ignore" as for list adds."""
+    list_id = ctx.params["id"]
     with ctx.store.lock:
-        ctx.store.klaviyo_list(ctx.params["id"])
+        ctx.store.klaviyo_list(list_id)
         ids = _profile_identifiers(ctx)
-        _unknown_profile_400(ids, ctx.store.profiles)
-        ctx.store.remove_list_members(ctx.params["id"], ids)
+        known = [pid for pid in ids if pid in ctx.store.profiles]
+        if len(known) < len(ids):
+            mode = ctx.store.config.unknown_profile_in_list_remove
+            if mode == "400":
+                _unknown_profile_400(ids, ctx.store.profiles)
+            if mode == "404":
+                raise not_found(errors.UNKNOWN_LIST.format(list_id=list_id))
+        ctx.store.remove_list_members(list_id, known)
     return Reply(204)
 
 
@@ -403,12 +422,12 @@ def _members(
     items = [i for i in items if filters.matches(i, conditions, member_field)]
     items = query.sort_items(items, lambda i: i[1], lambda i: i[0].id, ctx.query.descending)
     kind = "lists" if isinstance(group, KlaviyoList) else "segments"
-    url = _url(ctx, f"/api/{kind}/{group.id}/{view}")
+    url = url_for(ctx, f"/api/{kind}/{group.id}/{view}")
     return query.paginate(items, ctx.args, ctx.query.page_size, url)
 
 
 def _member_profiles(ctx: Context, group: KlaviyoList | Segment) -> Reply:
-    options = _profile_options(ctx)
+    options = profile_options(ctx)
     page, links = _members(ctx, group, "profiles")
     data = [
         profile_resource(p, ctx.base_url, **options, joined_group_at=joined) for p, joined in page
@@ -438,7 +457,7 @@ def get_segment(ctx: Context) -> Reply:
         resource = segment_resource(
             segment, ctx.base_url, profile_count=counted, fields=ctx.query.fields("segment")
         )
-    reply = _single(ctx, resource)
+    reply = single(ctx, resource)
     if ctx.query.values("include"):
         assert reply.document is not None
         reply.document["included"] = []

@@ -70,7 +70,18 @@ REALISTIC: Mapping[str, Lognormal] = {
     "add_profiles_to_list": _ENQUEUE,
     "remove_profiles_from_list": _ENQUEUE,
     "bulk_subscribe_profiles": _ENQUEUE,
+    "bulk_unsubscribe_profiles": _ENQUEUE,
     "request_profile_deletion": _ENQUEUE,
+    "bulk_import_profiles": _ENQUEUE,
+    "get_bulk_import_profiles_job": _READ_BY_ID,
+    "get_bulk_import_profiles_jobs": _SEARCH,
+    "get_profiles_for_bulk_import_profiles_job": _SEARCH,
+    "get_profile_ids_for_bulk_import_profiles_job": _SEARCH,
+    "get_errors_for_bulk_import_profiles_job": _SEARCH,
+    "get_list_for_bulk_import_profiles_job": _READ_BY_ID,
+    "get_list_ids_for_bulk_import_profiles_job": _READ_BY_ID,
+    "create_event": _ENQUEUE,
+    "bulk_create_events": _ENQUEUE,
 }
 PROFILES: Mapping[str, Mapping[str, Lognormal]] = {"realistic": REALISTIC}
 

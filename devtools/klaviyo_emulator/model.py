@@ -133,6 +133,26 @@ class Profile:
     def clone(self) -> Profile:
         return copy.deepcopy(self)
 
+    def search_snapshot(self) -> Profile:
+        """A copy of what filtered search reads (``handlers._profile_field``): id, the
+        string attributes, created, updated and the email suppressions. Much cheaper than
+        :meth:`clone`, which matters when a benchmark seeds 100,000 profiles."""
+        marketing = self.subscriptions["email"]["marketing"]
+        suppressions = {
+            name: [dict(entry) for entry in marketing[name]]
+            for name in ("suppression", "list_suppressions")
+        }
+        return Profile(
+            id=self.id,
+            created=self.created,
+            updated=self.updated,
+            attributes=dict(self.attributes),
+            location={},
+            properties={},
+            last_event_date=self.last_event_date,
+            subscriptions={"email": {"marketing": suppressions}},
+        )
+
 
 @dataclass
 class KlaviyoList:
@@ -156,3 +176,62 @@ class Segment:
     is_active: bool = True
     is_processing: bool = False
     is_starred: bool = False
+
+
+@dataclass
+class ImportItem:
+    """One profile of a bulk import job, as sent and as checked at submission."""
+
+    index: int  # position in ``profiles.data``, for import-error pointers
+    original: dict[str, Any]  # the profile object as sent (``original_payload``)
+    profile_id: str | None
+    attributes: dict[str, Any]  # null values already dropped (the import clears nothing)
+    meta: dict[str, Any]
+
+
+@dataclass
+class ImportFailure:
+    """An ``import-error`` resource: why one profile of a job was not imported."""
+
+    id: str
+    code: str
+    title: str
+    detail: str
+    pointer: str | None
+    original_payload: dict[str, Any] | None
+
+
+@dataclass
+class ImportJob:
+    id: str
+    created_at: datetime
+    items: list[ImportItem]
+    list_ids: list[str]
+    status: str = "queued"  # the spec's enum: queued, processing, complete (cancelled unused)
+    started_at: datetime | None = None
+    completed_at: datetime | None = None
+    completed_count: int = 0
+    failed_count: int = 0
+    profile_ids: dict[str, None] = field(default_factory=dict)  # created/updated, in order
+    failures: list[ImportFailure] = field(default_factory=list)
+
+    @property
+    def total_count(self) -> int:
+        return len(self.items)
+
+
+@dataclass
+class Event:
+    """An event as Klaviyo recorded it (after de-duplication)."""
+
+    id: str
+    metric: str
+    service: str | None
+    profile_id: str
+    properties: dict[str, Any]
+    time: datetime
+    value: float | int | None
+    value_currency: str | None
+    unique_id: str | None  # as sent; None when the time stood in for it
+    backfill: bool
+    received: datetime

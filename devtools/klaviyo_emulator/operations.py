@@ -3,8 +3,7 @@
 Method, path, scopes, limits and payload caps all come from the rules read from Klaviyo's
 OpenAPI document (``spec_rules.py``); this module only says which handler serves which
 operation. ``OPERATIONS_BY_ID`` pairs each handler with the packaged rules; a request is
-dispatched to the handler found there, so a tool may wrap one (the benchmark's email index
-does).
+dispatched to the handler found there, so a tool may wrap one.
 """
 
 from __future__ import annotations
@@ -12,7 +11,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from . import handlers, spec_rules
+from . import bulk_import, events, handlers, spec_rules, unsubscribe
 from .handlers import Handler
 from .spec_rules import OperationRules, SpecRules
 
@@ -26,6 +25,23 @@ HANDLERS: dict[str, Handler] = {
     "create_or_update_profile": handlers.create_or_update_profile,
     "get_segment_ids_for_profile": handlers.get_segment_ids_for_profile,
     "bulk_subscribe_profiles": handlers.bulk_subscribe_profiles,
+    "bulk_unsubscribe_profiles": unsubscribe.bulk_unsubscribe_profiles,
+    "bulk_import_profiles": bulk_import.bulk_import_profiles,
+    "get_bulk_import_profiles_job": bulk_import.get_bulk_import_profiles_job,
+    "get_bulk_import_profiles_jobs": bulk_import.get_bulk_import_profiles_jobs,
+    "get_profiles_for_bulk_import_profiles_job": (
+        bulk_import.get_profiles_for_bulk_import_profiles_job
+    ),
+    "get_profile_ids_for_bulk_import_profiles_job": (
+        bulk_import.get_profile_ids_for_bulk_import_profiles_job
+    ),
+    "get_errors_for_bulk_import_profiles_job": bulk_import.get_errors_for_bulk_import_profiles_job,
+    "get_list_for_bulk_import_profiles_job": bulk_import.get_list_for_bulk_import_profiles_job,
+    "get_list_ids_for_bulk_import_profiles_job": (
+        bulk_import.get_list_ids_for_bulk_import_profiles_job
+    ),
+    "create_event": events.create_event,
+    "bulk_create_events": events.bulk_create_events,
     "request_profile_deletion": handlers.request_profile_deletion,
     "get_lists": handlers.get_lists,
     "create_list": handlers.create_list,

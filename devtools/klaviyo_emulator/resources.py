@@ -22,7 +22,7 @@ PREDICTIVE_FIELDS = (
 )
 
 
-def _relationship(base_url: str, kind: str, resource_id: str, name: str) -> dict[str, Any]:
+def relationship(base_url: str, kind: str, resource_id: str, name: str) -> dict[str, Any]:
     return {
         "links": {
             "self": f"{base_url}/api/{kind}/{resource_id}/relationships/{name}/",
@@ -31,7 +31,7 @@ def _relationship(base_url: str, kind: str, resource_id: str, name: str) -> dict
     }
 
 
-def _sparse(attributes: dict[str, Any], fields: Iterable[str] | None) -> dict[str, Any]:
+def sparse(attributes: dict[str, Any], fields: Iterable[str] | None) -> dict[str, Any]:
     """Apply a sparse fieldset (``fields[profile]=email,location.city``): top-level names
     and dotted paths into nested objects."""
     if fields is None:
@@ -85,13 +85,12 @@ def profile_resource(
         attributes["predictive_analytics"] = dict.fromkeys(PREDICTIVE_FIELDS)
     if joined_group_at is not None:
         attributes["joined_group_at"] = iso(joined_group_at)
-    attributes = _sparse(attributes, fields)
+    attributes = sparse(attributes, fields)
     relationships = {
-        name: _relationship(base_url, "profiles", profile.id, name)
-        for name in ("lists", "segments")
+        name: relationship(base_url, "profiles", profile.id, name) for name in ("lists", "segments")
     }
     for name, data in (relationship_data or {}).items():
-        relationships.setdefault(name, _relationship(base_url, "profiles", profile.id, name))
+        relationships.setdefault(name, relationship(base_url, "profiles", profile.id, name))
         relationships[name]["data"] = data
     return {
         "type": "profile",
@@ -120,9 +119,9 @@ def list_resource(
     return {
         "type": "list",
         "id": klaviyo_list.id,
-        "attributes": _sparse(attributes, fields),
+        "attributes": sparse(attributes, fields),
         "relationships": {
-            name: _relationship(base_url, "lists", klaviyo_list.id, name)
+            name: relationship(base_url, "lists", klaviyo_list.id, name)
             for name in ("profiles", "tags", "flow-triggers")
         },
         "links": {"self": f"{base_url}/api/lists/{klaviyo_list.id}/"},
@@ -150,9 +149,9 @@ def segment_resource(
     return {
         "type": "segment",
         "id": segment.id,
-        "attributes": _sparse(attributes, fields),
+        "attributes": sparse(attributes, fields),
         "relationships": {
-            name: _relationship(base_url, "segments", segment.id, name)
+            name: relationship(base_url, "segments", segment.id, name)
             for name in ("profiles", "tags", "flow-triggers")
         },
         "links": {"self": f"{base_url}/api/segments/{segment.id}/"},

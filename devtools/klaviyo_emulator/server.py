@@ -262,6 +262,7 @@ class KlaviyoApp:
                 params=params,
                 body=document,
                 search_view=self.store.search_view,
+                rules=op.rules,
             )
             reply = op.handler(ctx)
         except ApiError as exc:

@@ -3,10 +3,13 @@
 Per operation the document carries the route, ``x-klaviyo-scopes``, ``x-klaviyo-ratelimit``
 (burst, steady and sometimes daily), ``x-klaviyo-filters`` (field -> operators in ``single``
 and/or ``list`` form -> value type), the ``sort`` enum, ``page[size]`` bounds and default, and
-the enums of ``fields[...]``, ``additional-fields[...]`` and ``include``. Two more rules live
-only in the operation's prose and are read from it: stricter limits while a parameter value
-is used ("Rate limits when using the `include=list` parameter ...") and the payload cap
-("The maximum allowed payload size is 100KB").
+the enums of ``fields[...]``, ``additional-fields[...]`` and ``include``. More rules live only
+in the operation's prose and are read from it: stricter limits while a parameter value is
+used ("Rate limits when using the `include=list` parameter ..."), the payload cap ("The
+maximum allowed payload size is 100KB"), the cap per item of a bulk body ("The maximum
+allowed payload size per-profile is 100KB"), the largest string ("A single string cannot
+exceed 100KB") and how many items one request may carry ("Accepts up to 10,000 profiles per
+request", "Maximum number of profiles per call: 100", ...).
 
 The emulator reads the document when it is next to the repository and otherwise the table
 ``spec_rules.json`` generated from it (only the served operations), so a clone without the
@@ -36,7 +39,17 @@ _PARAMETER_LIMIT = re.compile(
     r"Rate limits when using the `([^`=]+)=([^`]+)` parameter[^<]*<br>"
     r"Burst: `(\d+)/s`<br>Steady: `(\d+)/m`"
 )
-_PAYLOAD_LIMIT = re.compile(r"maximum allowed payload size is (\d+)\s*KB", re.IGNORECASE)
+_SIZE = r"(\d+)\s*(KB|MB)"
+_PAYLOAD_LIMIT = re.compile(r"maximum allowed payload size is " + _SIZE, re.IGNORECASE)
+_ITEM_PAYLOAD_LIMIT = re.compile(r"maximum allowed payload size per-\w+ is " + _SIZE, re.IGNORECASE)
+_STRING_LIMIT = re.compile(r"single string cannot exceed " + _SIZE, re.IGNORECASE)
+# How many items (profiles, events) one request may carry; each operation words it its own way.
+_ITEM_LIMITS = (
+    re.compile(r"Accepts up to ([\d,]+) \w+ per request"),
+    re.compile(r"accepts a maximum of ([\d,]+) \w+ per call"),
+    re.compile(r"Maximum number of \w+ per call: ([\d,]+)"),
+    re.compile(r"Maximum number of \w+ can be submitted for \w+: ([\d,]+)"),
+)
 _SPEC_PATH_PARTS = ("..", "shared", "klaviyo", "openapi-2026-07-15.json")
 
 
@@ -78,6 +91,9 @@ class OperationRules:
     enums: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     parameter_limits: tuple[ParameterLimit, ...] = ()
     body_limit: int | None = None  # bytes
+    item_limit: int | None = None  # items (profiles, events) one request may carry
+    item_body_limit: int | None = None  # bytes of one item of a bulk body
+    string_limit: int | None = None  # bytes of any one string in the body
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -102,6 +118,9 @@ class OperationRules:
                 for p in self.parameter_limits
             ],
             "body_limit": self.body_limit,
+            "item_limit": self.item_limit,
+            "item_body_limit": self.item_body_limit,
+            "string_limit": self.string_limit,
         }
 
     @classmethod
@@ -126,6 +145,9 @@ class OperationRules:
                 for p in data.get("parameter_limits", ())
             ),
             body_limit=data.get("body_limit"),
+            item_limit=data.get("item_limit"),
+            item_body_limit=data.get("item_body_limit"),
+            string_limit=data.get("string_limit"),
         )
 
 
@@ -185,7 +207,6 @@ def _operation_rules(
     }
     page = query.get("page[size]")
     description = operation.get("description", "")
-    payload = _PAYLOAD_LIMIT.search(description)
     return OperationRules(
         operation_id=operation_id,
         method=method,
@@ -199,8 +220,26 @@ def _operation_rules(
         else PageSize(page.get("default", 20), page.get("minimum", 1), page["maximum"]),
         enums=enums,
         parameter_limits=_parameter_limits(description, enums),
-        body_limit=int(payload[1]) * 1024 if payload else None,
+        body_limit=_size(_PAYLOAD_LIMIT.search(description)),
+        item_limit=_item_limit(description),
+        item_body_limit=_size(_ITEM_PAYLOAD_LIMIT.search(description)),
+        string_limit=_size(_STRING_LIMIT.search(description)),
     )
+
+
+def _size(found: re.Match[str] | None) -> int | None:
+    """``100KB`` -> 102400, ``5MB`` -> 5242880 (binary units, as the global 5 MB cap)."""
+    if found is None:
+        return None
+    return int(found[1]) * (1024 if found[2].upper() == "KB" else 1024 * 1024)
+
+
+def _item_limit(description: str) -> int | None:
+    for pattern in _ITEM_LIMITS:
+        found = pattern.search(description)
+        if found:
+            return int(found[1].replace(",", ""))
+    return None
 
 
 def _limits(declared: Mapping[str, str]) -> dict[str, int]:

@@ -13,21 +13,26 @@ from __future__ import annotations
 import math
 import random
 import threading
-from collections.abc import Callable
+import uuid
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from . import errors
-from .attributes import check_identifiers, clean_attributes
+from .attributes import check_formats_of, check_identifiers, clean_attributes
 from .config import OPT_IN_CHOICES, Config
-from .errors import invalid, not_found
+from .errors import ApiError, invalid, not_found
+from .filters import Condition
 from .ids import UlidFactory, short_id
 from .model import (
     LOCATION_FIELDS,
     STRING_ATTRIBUTES,
     SUBSCRIBED,
     UNSUBSCRIBED,
+    Event,
+    ImportItem,
+    ImportJob,
     KlaviyoList,
     Profile,
     Segment,
@@ -35,6 +40,7 @@ from .model import (
     utcnow,
 )
 from .resources import profile_resource
+from .search_index import SearchIndex
 from .segments import Definition, compile_definition
 from .timeline import Timeline
 
@@ -45,6 +51,8 @@ LIFTED_SUPPRESSIONS = frozenset({"UNSUBSCRIBE", "USER_SUPPRESSED", "SPAM_COMPLAI
 DOUBLE_OPT_IN_CONSENTS = frozenset({("email", "marketing"), ("sms", "marketing")})
 # Confirming by text also confirms email; confirming by email confirms email only (same page).
 CONFIRMED_BY = {"email": frozenset({"email"}), "sms": frozenset({"email", "sms"})}
+IDENTIFIERS = ("email", "phone_number", "external_id")
+IMPORT_PROFILES = "/data/attributes/profiles/data"  # where a bulk import's profiles are
 SUPPRESSION_REASONS = (
     "HARD_BOUNCE",
     "INVALID_EMAIL",
@@ -52,6 +60,16 @@ SUPPRESSION_REASONS = (
     "UNSUBSCRIBE",
     "USER_SUPPRESSED",
 )
+
+
+def identifiers(profile: Profile) -> dict[str, str | None]:
+    return {name: profile.attributes.get(name) for name in IDENTIFIERS}
+
+
+def _identifier_key(identifier: str, value: Any) -> str | None:
+    if not isinstance(value, str) or not value:
+        return None
+    return value.casefold() if identifier == "email" else value
 
 
 @dataclass
@@ -82,6 +100,21 @@ class SubscribeJob:
 
 
 @dataclass
+class ProfileUnsubscription:
+    """One profile of an unsubscribe job: its identifiers and (channel, message type)s."""
+
+    email: str | None
+    phone_number: str | None
+    channels: list[tuple[str, str]]
+
+
+@dataclass
+class UnsubscribeJob:
+    profiles: list[ProfileUnsubscription]
+    list_id: str | None
+
+
+@dataclass
 class _Pending:
     job: SubscribeJob
     consent: ChannelConsent
@@ -97,12 +130,17 @@ class Store:
         self.profiles: dict[str, Profile] = {}
         self.lists: dict[str, KlaviyoList] = {}
         self.segments: dict[str, Segment] = {}
-        self._by_email: dict[str, str] = {}
-        self._by_phone: dict[str, str] = {}
+        # identifier -> normalised value -> ids of the profiles holding it, oldest first
+        self._holders: dict[str, dict[str, dict[str, None]]] = {k: {} for k in IDENTIFIERS}
         self._pending: dict[tuple[str, str], list[_Pending]] = {}
         # profile id -> the versions filtered search shows: (visible from, snapshot)
         self._search: dict[str, list[tuple[float, Profile]]] = {}
+        self._search_index = SearchIndex()
         self._job_counter = 0
+        self.import_jobs: dict[str, ImportJob] = {}
+        self.events: list[Event] = []
+        self._event_keys: set[tuple[str, str, str]] = set()  # (metric, profile id, unique key)
+        self._anonymous: dict[str, str] = {}  # anonymous_id -> profile id (never shown)
 
     def reset(self) -> None:
         with self.lock:
@@ -110,10 +148,15 @@ class Store:
             self.profiles.clear()
             self.lists.clear()
             self.segments.clear()
-            self._by_email.clear()
-            self._by_phone.clear()
+            for holders in self._holders.values():
+                holders.clear()
             self._pending.clear()
             self._search.clear()
+            self._search_index.clear()
+            self.import_jobs.clear()
+            self.events.clear()
+            self._event_keys.clear()
+            self._anonymous.clear()
 
     def settle(self) -> None:
         """Apply every delayed effect that is due by now."""
@@ -123,6 +166,17 @@ class Store:
     def later(self, delay: float, effect: Callable[[], None]) -> None:
         with self.lock:
             self.timeline.after(delay, effect)
+
+    def now(self) -> datetime:
+        """The emulator clock's time (job timestamps, event times, their limits)."""
+        return datetime.fromtimestamp(self.timeline.clock(), UTC)
+
+    def new_ulid(self) -> str:
+        return self._ulids.new()
+
+    def new_uuid(self) -> str:
+        """A uuid4 drawn from the seeded generator, so ids repeat with ``seed``."""
+        return str(uuid.UUID(int=self._rng.getrandbits(128), version=4))
 
     # ---- lookups -------------------------------------------------------------------------
 
@@ -147,17 +201,21 @@ class Store:
                 raise not_found(f"A segment with id {segment_id} does not exist.")
             return found
 
+    def holders(self, identifier: str, value: str | None) -> list[str]:
+        """Ids of every profile whose ``identifier`` (email, phone_number, external_id) is
+        ``value``, oldest first; emails compare case-insensitively."""
+        key = _identifier_key(identifier, value)
+        return list(self._holders[identifier].get(key, ())) if key is not None else []
+
     def find_by_email(self, email: str | None) -> str | None:
-        return self._by_email.get(email.casefold()) if email else None
+        return next(iter(self.holders("email", email)), None)
 
     def find_by_phone(self, phone: str | None) -> str | None:
-        return self._by_phone.get(phone) if phone else None
+        return next(iter(self.holders("phone_number", phone)), None)
 
     def find_by_external_id(self, external_id: str | None) -> str | None:
-        if not external_id:
-            return None
+        holders = [self.profiles[pid] for pid in self.holders("external_id", external_id)]
         # The oldest holder wins, as a client sorting by ``created`` would pick it.
-        holders = [p for p in self.profiles.values() if p.external_id == external_id]
         return min(holders, key=lambda p: (p.created, p.id)).id if holders else None
 
     def lists_of(self, profile_id: str) -> list[KlaviyoList]:
@@ -175,8 +233,23 @@ class Store:
         visible = [i for i, (since, _) in enumerate(versions) if since <= now]
         if not visible:
             return None
-        del versions[: visible[-1]]  # older versions can no longer be seen
+        for _, older in versions[: visible[-1]]:  # can no longer be seen
+            self._search_index.remove(older)
+        del versions[: visible[-1]]
         return versions[0][1]
+
+    def search_candidates(self, conditions: list[Condition]) -> list[Profile] | None:
+        """The profiles that may match a filter by exact ``id``/``email``/``phone_number``/
+        ``external_id`` (a superset, from the search index); None when the filter has no
+        such condition and every profile must be looked at."""
+        ids = self._search_index.candidates(conditions, self._search)
+        if ids is None:
+            return None
+        return [self.profiles[pid] for pid in ids if pid in self.profiles]
+
+    def _forget_search(self, profile_id: str) -> None:
+        for _, version in self._search.pop(profile_id, []):
+            self._search_index.remove(version)
 
     def _changed(self, profile: Profile, *, seeded: bool = False) -> None:
         """A profile was written: reindex it for search and re-evaluate rule segments.
@@ -185,12 +258,14 @@ class Store:
         there); segment membership always waits for ``segment_lag``.
         """
         lag = 0.0 if seeded else self.config.search_lag
-        snapshot = profile.clone()
+        snapshot = profile.search_snapshot()
         if lag <= 0:
+            self._forget_search(profile.id)
             self._search[profile.id] = [(-math.inf, snapshot)]
         else:
             now = self.timeline.clock()
             self._search.setdefault(profile.id, []).append((now + lag, snapshot))
+        self._search_index.add(snapshot)
         ruled = [s for s in self.segments.values() if s.predicate is not None]
         if ruled:
             attributes = profile_resource(profile, "", subscriptions=True)["attributes"]
@@ -216,43 +291,53 @@ class Store:
 
     def _conflict(self, attributes: dict[str, Any], own_id: str | None) -> str | None:
         """Id of another profile already holding this email/phone (or unique external_id)."""
-        for holder in (
-            self.find_by_email(attributes.get("email")),
-            self.find_by_phone(attributes.get("phone_number")),
-        ):
+        clash = self._conflicting_identifier(attributes, own_id)
+        return clash[1] if clash else None
+
+    def _conflicting_identifier(
+        self, attributes: dict[str, Any], own_id: str | None
+    ) -> tuple[str, str] | None:
+        """``(attribute, holder id)`` of the first identifier in ``attributes`` another
+        profile holds: email, phone_number, and external_id when ``external_id_unique``."""
+        finders = {
+            "email": self.find_by_email,
+            "phone_number": self.find_by_phone,
+            "external_id": self.find_by_external_id,
+        }
+        if not self.config.external_id_unique:
+            del finders["external_id"]
+        for name, find in finders.items():
+            holder = find(attributes.get(name))
             if holder is not None and holder != own_id:
-                return holder
-        if self.config.external_id_unique:
-            holder = self.find_by_external_id(attributes.get("external_id"))
-            if holder is not None and holder != own_id:
-                return holder
+                return name, holder
         return None
 
     def _index(
         self,
         profile: Profile,
-        old_email: str | None,
-        old_phone: str | None,
+        before: Mapping[str, str | None] | None = None,
         *,
         present: bool = True,
     ) -> None:
-        """Move the email/phone index from the old identifiers to the profile's current
-        ones (``present=False``: the profile is gone, hand them to the next holder)."""
-        if old_email and self._by_email.get(old_email.casefold()) == profile.id:
-            del self._by_email[old_email.casefold()]
-            # Seeded duplicates may share the address; hand the index to the next holder.
-            for other in self.profiles.values():
-                if other.email and other.email.casefold() == old_email.casefold():
-                    self._by_email.setdefault(old_email.casefold(), other.id)
-        if old_phone and self._by_phone.get(old_phone) == profile.id:
-            del self._by_phone[old_phone]
-            for other in self.profiles.values():
-                if other.phone_number == old_phone:
-                    self._by_phone.setdefault(old_phone, other.id)
-        if present and profile.email:
-            self._by_email.setdefault(profile.email.casefold(), profile.id)
-        if present and profile.phone_number:
-            self._by_phone.setdefault(profile.phone_number, profile.id)
+        """Move the identifier index from the identifiers the profile had (``before``, from
+        :func:`identifiers`) to its current ones (``present=False``: the profile is gone).
+
+        Seeded duplicates may share an identifier; the oldest remaining holder then answers
+        ``find_by_*``.
+        """
+        now = identifiers(profile) if present else dict.fromkeys(IDENTIFIERS)
+        for name in IDENTIFIERS:
+            old_key = _identifier_key(name, (before or {}).get(name))
+            new_key = _identifier_key(name, now[name])
+            if old_key == new_key:
+                continue
+            by_value = self._holders[name]
+            if old_key is not None and old_key in by_value:
+                by_value[old_key].pop(profile.id, None)
+                if not by_value[old_key]:
+                    del by_value[old_key]
+            if new_key is not None:
+                by_value.setdefault(new_key, {})[profile.id] = None
 
     # ---- profile writes ------------------------------------------------------------------
 
@@ -280,18 +365,20 @@ class Store:
             if last_event_date is not None:
                 profile.last_event_date = parse_timestamp(last_event_date)
             self.profiles[profile.id] = profile
-            self._index(profile, None, None)
+            self._index(profile)
             self._changed(profile, seeded=True)
             return profile
 
-    def _check_create_identifiers(self, attributes: dict[str, Any]) -> None:
-        check_identifiers(attributes)
+    def _check_create_identifiers(
+        self, attributes: dict[str, Any], pointer: str = "/data/attributes"
+    ) -> None:
+        check_identifiers(attributes, pointer)
         if not self.config.sms_enabled and not any(
             attributes.get(k) for k in ("email", "external_id")
         ):
             # Without SMS set up a phone number is no identifier: "Error creating new
             # profiles with phone number only" (community.klaviyo.com thread 11955).
-            raise invalid(errors.NO_IDENTIFIER, pointer="/data/attributes")
+            raise invalid(errors.NO_IDENTIFIER, pointer=pointer)
 
     def create_profile(self, attributes: dict[str, Any]) -> Profile:
         self._check_create_identifiers(attributes)
@@ -302,7 +389,7 @@ class Store:
             profile = self._new_profile(None, None)
             self._merge(profile, attributes, {})
             self.profiles[profile.id] = profile
-            self._index(profile, None, None)
+            self._index(profile)
             self._changed(profile)
             return profile
 
@@ -323,14 +410,68 @@ class Store:
         self._merge(candidate, attributes, meta)
         if not candidate.has_identifier():
             raise invalid(errors.NO_IDENTIFIER, pointer="/data/attributes")
-        old_email, old_phone = profile.email, profile.phone_number
+        self._write(profile, candidate)
+        return profile
+
+    def _write(self, profile: Profile, candidate: Profile) -> None:
+        """Take ``candidate``'s data into ``profile`` and reindex it."""
+        before = identifiers(profile)
         profile.attributes = candidate.attributes
         profile.location = candidate.location
         profile.properties = candidate.properties
         profile.updated = max(utcnow(), profile.updated)
-        self._index(profile, old_email, old_phone)
+        self._index(profile, before)
+        self._changed(profile)
+
+    def _add_profile(self, attributes: dict[str, Any], meta: dict[str, Any]) -> Profile:
+        profile = self._new_profile(None, None)
+        self._merge(profile, attributes, meta)
+        self.profiles[profile.id] = profile
+        self._index(profile)
         self._changed(profile)
         return profile
+
+    def bulk_import_profile(self, item: ImportItem, *, match_external_id: bool) -> Profile:
+        """One profile of a bulk import job: by ``id``; else the profile holding the email,
+        else the phone number (else the external_id with ``match_external_id``); else a new
+        profile. Raises ApiError, pointing into the job's body, for an import error."""
+        where = f"{IMPORT_PROFILES}/{item.index}"
+        attributes_at = f"{where}/attributes"
+        attributes = item.attributes
+        with self.lock:
+            check_formats_of(attributes, attributes_at)
+            target: Profile | None = None
+            if item.profile_id is not None:
+                target = self.profiles.get(item.profile_id)
+                if target is None:
+                    raise ApiError(
+                        404,
+                        "not_found",
+                        "Not found.",
+                        f"A profile with id {item.profile_id} does not exist.",
+                        pointer=f"{where}/id",
+                    )
+            else:
+                self._check_create_identifiers(attributes, pointer=attributes_at)
+                by_email = self.find_by_email(attributes.get("email"))
+                by_phone = self.find_by_phone(attributes.get("phone_number"))
+                if by_email and by_phone and by_email != by_phone:
+                    raise errors.duplicate_profile(
+                        by_phone, pointer=f"{attributes_at}/phone_number"
+                    )
+                found = by_email or by_phone
+                if found is None and match_external_id:
+                    found = self.find_by_external_id(attributes.get("external_id"))
+                target = self.profiles[found] if found else None
+            clash = self._conflicting_identifier(attributes, target.id if target else None)
+            if clash is not None:
+                raise errors.duplicate_profile(clash[1], pointer=f"{attributes_at}/{clash[0]}")
+            if target is None:
+                return self._add_profile(attributes, item.meta)
+            candidate = target.clone()
+            self._merge(candidate, attributes, item.meta)
+            self._write(target, candidate)
+            return target
 
     def import_profile(
         self, profile_id: str | None, attributes: dict[str, Any], meta: dict[str, Any]
@@ -352,12 +493,7 @@ class Store:
                 )
             if target is not None:
                 return self._apply_update(self.profiles[target], attributes, meta), False
-            profile = self._new_profile(None, None)
-            self._merge(profile, attributes, meta)
-            self.profiles[profile.id] = profile
-            self._index(profile, None, None)
-            self._changed(profile)
-            return profile, True
+            return self._add_profile(attributes, meta), True
 
     @staticmethod
     def _merge(profile: Profile, attributes: dict[str, Any], meta: dict[str, Any]) -> None:
@@ -539,16 +675,138 @@ class Store:
                 self.lists[list_id].members.setdefault(profile_id, utcnow())
             self._changed(profile)
 
+    def apply_unsubscribe_job(self, job: UnsubscribeJob) -> None:
+        """Apply a validated unsubscribe job (``bulk_unsubscribe_profiles``).
+
+        Profiles no one holds are created, then unsubscribed (spec: "If a profile cannot be
+        found matching the given identifier(s), a new profile will be created and then
+        unsubscribed"). Email marketing becomes UNSUBSCRIBED with an ``UNSUBSCRIBE``
+        suppression: for the given list only when the profile is a member of it and
+        ``unsubscribe_scope`` is "list", otherwise account-wide ("Profiles not in the
+        specified list will be globally unsubscribed"). Every profile leaves the list ("All
+        profiles will be removed from the provided list"). Pending double opt-ins of the
+        unsubscribed channels are dropped.
+        """
+        with self.lock:
+            klaviyo_list = self.lists.get(job.list_id) if job.list_id else None
+            for item in job.profiles:
+                profile = self._resolve_for_subscribe(
+                    ProfileSubscription(None, item.email, item.phone_number, [])
+                )
+                member = klaviyo_list is not None and profile.id in klaviyo_list.members
+                scoped = member and self.config.unsubscribe_scope == "list"
+                for channel, message_type in item.channels:
+                    self._revoke(profile, channel, message_type, job.list_id if scoped else None)
+                channels = {channel for channel, _ in item.channels}
+                for key in [k for k in self._pending if k[0] == profile.id]:
+                    kept = [p for p in self._pending[key] if p.consent.channel not in channels]
+                    if kept:
+                        self._pending[key] = kept
+                    else:
+                        del self._pending[key]
+                if klaviyo_list is not None:
+                    klaviyo_list.members.pop(profile.id, None)
+                profile.updated = max(utcnow(), profile.updated)
+                self._changed(profile)
+
+    @staticmethod
+    def _revoke(profile: Profile, channel: str, message_type: str, list_id: str | None) -> None:
+        stamp = utcnow().isoformat()
+        subs = profile.subscriptions
+        if (channel, message_type) == ("email", "marketing"):
+            marketing = subs["email"]["marketing"]
+            marketing.update(consent=UNSUBSCRIBED, consent_timestamp=stamp, last_updated=stamp)
+            if list_id is not None:
+                entries, entry = (
+                    marketing["list_suppressions"],
+                    {"list_id": list_id, "reason": "UNSUBSCRIBE", "timestamp": stamp},
+                )
+                held = any(
+                    e["list_id"] == list_id and e["reason"] == "UNSUBSCRIBE" for e in entries
+                )
+            else:
+                entries, entry = (
+                    marketing["suppression"],
+                    {"reason": "UNSUBSCRIBE", "timestamp": stamp},
+                )
+                held = any(e["reason"] == "UNSUBSCRIBE" for e in entries)
+            if not held:
+                entries.append(entry)
+            marketing["can_receive_email_marketing"] = _can_receive_email(marketing)
+        elif channel == "email":  # open_tracking
+            subs["email"]["open_tracking"] = _revoked_block(stamp, None)
+        elif channel == "sms":
+            block = subs["sms"][message_type]
+            block.update(consent=UNSUBSCRIBED, consent_timestamp=stamp, last_updated=stamp)
+            block[f"can_receive_sms_{message_type}"] = False
+        elif channel == "whatsapp":
+            whatsapp = subs.setdefault("whatsapp", {})
+            whatsapp[message_type] = _revoked_block(stamp, profile.phone_number)
+        elif channel == "push":
+            subs["mobile_push"]["marketing"].update(
+                consent=UNSUBSCRIBED, consent_timestamp=stamp, can_receive_push_marketing=False
+            )
+
+    # ---- events --------------------------------------------------------------------------
+
+    def event_profile(
+        self,
+        profile_id: str | None,
+        attributes: dict[str, Any],
+        meta: dict[str, Any],
+        anonymous_id: str | None,
+    ) -> Profile:
+        """The profile an event belongs to, found by id, email, phone number, external_id or
+        anonymous_id in that order, else created; the event's profile attributes are written
+        to it, except identifiers another profile holds (they stay where they are)."""
+        with self.lock:
+            found = profile_id if profile_id in self.profiles else None
+            found = (
+                found
+                or self.find_by_email(attributes.get("email"))
+                or self.find_by_phone(attributes.get("phone_number"))
+                or self.find_by_external_id(attributes.get("external_id"))
+                or self._anonymous.get(anonymous_id or "")
+            )
+            target = self.profiles.get(found) if found else None
+            own = target.id if target else None
+            attributes = dict(attributes)
+            while (clash := self._conflicting_identifier(attributes, own)) is not None:
+                del attributes[clash[0]]
+            if target is None:
+                profile = self._add_profile(attributes, meta)
+            else:
+                candidate = target.clone()
+                self._merge(candidate, attributes, meta)
+                if candidate.has_identifier() or not target.has_identifier():
+                    self._write(target, candidate)
+                profile = target
+            if anonymous_id:
+                self._anonymous.setdefault(anonymous_id, profile.id)
+            return profile
+
+    def record_event(self, event: Event, unique_key: str) -> bool:
+        """Store ``event`` unless one with the same metric, profile and unique key (its
+        ``unique_id``, else its time to the second) is stored; True when stored."""
+        key = (event.metric, event.profile_id, unique_key)
+        with self.lock:
+            if key in self._event_keys or event.profile_id not in self.profiles:
+                return False
+            self._event_keys.add(key)
+            self.events.append(event)
+            profile = self.profiles[event.profile_id]
+            if profile.last_event_date is None or event.time > profile.last_event_date:
+                profile.last_event_date = event.time
+                self._changed(profile)
+            return True
+
     # ---- deletion ------------------------------------------------------------------------
 
     def profiles_matching(self, kind: str, value: str) -> list[str]:
         """Ids of every profile with this ``id``, ``email`` or ``phone_number``."""
         if kind == "id":
             return [value] if value in self.profiles else []
-        if kind == "email":
-            wanted = value.casefold()
-            return [p.id for p in self.profiles.values() if (p.email or "").casefold() == wanted]
-        return [p.id for p in self.profiles.values() if p.phone_number == value]
+        return self.holders(kind, value)
 
     def delete_profiles(self, kind: str, value: str) -> None:
         """A data-privacy deletion: "All profiles that match the provided identifier will be
@@ -556,8 +814,8 @@ class Store:
         with self.lock:
             for profile_id in self.profiles_matching(kind, value):
                 profile = self.profiles.pop(profile_id)
-                self._search.pop(profile_id, None)
-                self._index(profile, profile.email, profile.phone_number, present=False)
+                self._forget_search(profile_id)
+                self._index(profile, identifiers(profile), present=False)
                 groups: list[KlaviyoList | Segment] = [
                     *self.lists.values(),
                     *self.segments.values(),
@@ -566,6 +824,11 @@ class Store:
                     group.members.pop(profile_id, None)
                 for key in [k for k in self._pending if k[0] == profile_id]:
                     del self._pending[key]
+                if any(e.profile_id == profile_id for e in self.events):
+                    self.events = [e for e in self.events if e.profile_id != profile_id]
+                    self._event_keys = {k for k in self._event_keys if k[1] != profile_id}
+                for anonymous_id in [a for a, p in self._anonymous.items() if p == profile_id]:
+                    del self._anonymous[anonymous_id]
 
     def _resolve_for_subscribe(self, item: ProfileSubscription) -> Profile:
         found = (
@@ -578,7 +841,7 @@ class Store:
             self.profiles[profile.id] = profile
         else:
             profile = self.profiles[found]
-        old_email, old_phone = profile.email, profile.phone_number
+        before = identifiers(profile)
         # Fill in missing identifiers, but never take one that another profile owns.
         if item.email and not profile.email and self.find_by_email(item.email) is None:
             profile.attributes["email"] = item.email
@@ -588,7 +851,7 @@ class Store:
             and self.find_by_phone(item.phone_number) is None
         ):
             profile.attributes["phone_number"] = item.phone_number
-        self._index(profile, old_email, old_phone)
+        self._index(profile, before)
         return profile
 
     def _grant(
@@ -638,6 +901,21 @@ class Store:
                 consent=SUBSCRIBED, consent_timestamp=stamp, can_receive_push_marketing=True
             )
         profile.updated = max(now, profile.updated)
+
+
+def _revoked_block(stamp: str, phone: str | None) -> dict[str, Any]:
+    block: dict[str, Any] = {
+        "consent": UNSUBSCRIBED,
+        "can_receive": False,
+        "consent_timestamp": stamp,
+        "last_updated": stamp,
+        "created_timestamp": stamp,
+        "metadata": None,
+        "valid_until": None,
+    }
+    if phone is not None:
+        block["phone_number"] = phone
+    return block
 
 
 def _can_receive_email(marketing: dict[str, Any]) -> bool:

@@ -13,7 +13,6 @@ from .model import SUBSCRIBED, parse_timestamp, utcnow
 from .state import ChannelConsent, ProfileSubscription, Store, SubscribeJob
 
 JOB_TYPE = "profile-subscription-bulk-create-job"
-MAX_PROFILES = 1000
 # channel -> message types accepted under it
 CHANNELS: dict[str, tuple[str, ...]] = {
     "email": ("marketing", "open_tracking"),
@@ -32,7 +31,9 @@ def _object(value: Any, pointer: str, name: str) -> dict[str, Any]:
     return value
 
 
-def parse_job(body: Any, store: Store) -> SubscribeJob:
+def parse_job(body: Any, store: Store, *, max_profiles: int | None) -> SubscribeJob:
+    """``max_profiles``: the spec's "Maximum number of profiles can be submitted for
+    subscription: 1000" (``OperationRules.item_limit``)."""
     data = _object(body.get("data") if isinstance(body, dict) else None, "/data", "data")
     if data.get("type") != JOB_TYPE:
         raise invalid(f"'type' must be '{JOB_TYPE}'.", pointer="/data/type")
@@ -56,8 +57,8 @@ def parse_job(body: Any, store: Store) -> SubscribeJob:
     where = "/data/attributes/profiles/data"
     if not isinstance(items, list) or not items:
         raise invalid("At least one profile is required.", pointer=where)
-    if len(items) > MAX_PROFILES:
-        raise invalid(f"A job can contain at most {MAX_PROFILES} profiles.", pointer=where)
+    if max_profiles is not None and len(items) > max_profiles:
+        raise invalid(f"A job can contain at most {max_profiles} profiles.", pointer=where)
     parsed = [
         _parse_profile(item, f"{where}/{i}", bool(historical), store)
         for i, item in enumerate(items)

@@ -108,6 +108,11 @@ def test_settings_default_to_klaviyos(emu: KlaviyoEmulator) -> None:
     assert KlaviyoEmulator().config.default_opt_in == "double"
     assert config.unknown_profile_in_list_add == "ignore"
     assert (config.search_lag, config.segment_lag, config.subscribe_delay) == (0, 0, 0)
+    assert (config.import_delay, config.import_rate, config.event_delay) == (0, 0, 0)
+    assert config.unsubscribe_delay == 0
+    assert config.unknown_profile_in_list_remove == "400"
+    assert not config.import_external_id_match
+    assert (config.unsubscribe_scope, config.event_limits) == ("list", "docs")
 
 
 def test_reset_restores_the_constructors_settings() -> None:
@@ -125,6 +130,13 @@ def test_reset_restores_the_constructors_settings() -> None:
         ({"unknown_profile_in_list_add": "410"}, ValueError),
         ({"segment_lag": -1}, ValueError),
         ({"latency": "glacial"}, ValueError),
+        ({"unknown_profile_in_list_remove": "410"}, ValueError),
+        ({"unsubscribe_scope": "planet"}, ValueError),
+        ({"event_limits": "none"}, ValueError),
+        ({"import_delay": -1}, ValueError),
+        ({"import_rate": -0.5}, ValueError),
+        ({"event_delay": -1}, ValueError),
+        ({"unsubscribe_delay": -1}, ValueError),
     ],
 )
 def test_configure_refuses_unknown_names_and_values(

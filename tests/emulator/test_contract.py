@@ -174,6 +174,147 @@ def _drive_everything(emu: KlaviyoEmulator) -> None:
     both["data"]["attributes"]["profile"]["data"]["id"] = pid
     assert api.post("/api/data-privacy-deletion-jobs", both).status == 400
 
+    unsubscribe = {
+        "data": {
+            "type": "profile-subscription-bulk-delete-job",
+            "attributes": {
+                "profiles": {
+                    "data": [
+                        {
+                            "type": "profile",
+                            "attributes": {
+                                "email": "sub@example.com",
+                                "phone_number": "+15005550099",
+                                "subscriptions": {
+                                    "email": {
+                                        "marketing": {"consent": "UNSUBSCRIBED"},
+                                        "open_tracking": {"consent": "UNSUBSCRIBED"},
+                                    },
+                                    "sms": {"marketing": {"consent": "UNSUBSCRIBED"}},
+                                    "whatsapp": {"marketing": {"consent": "UNSUBSCRIBED"}},
+                                    "push": {
+                                        "marketing": {"consent": "UNSUBSCRIBED"},
+                                        "tokens": [
+                                            {"token": "t1", "platform": "ios", "vendor": "apns"}
+                                        ],
+                                    },
+                                },
+                            },
+                        }
+                    ]
+                }
+            },
+            "relationships": {"list": {"data": {"type": "list", "id": list_id}}},
+        }
+    }
+    assert api.post("/api/profile-subscription-bulk-delete-jobs", unsubscribe).status == 202
+    revoked = api.get("/api/profiles", query={"additional-fields[profile]": "subscriptions"})
+    assert revoked.status == 200
+
+    import_job = {
+        "data": {
+            "type": "profile-bulk-import-job",
+            "attributes": {
+                "profiles": {
+                    "data": [
+                        {
+                            "type": "profile",
+                            "attributes": {
+                                "email": "bulk@example.com",
+                                "first_name": "Bulk",
+                                "location": {"city": None},
+                                "properties": {"source": "import"},
+                            },
+                            "meta": {"patch_properties": {"append": {"tags": "a"}}},
+                        },
+                        {"type": "profile", "attributes": {"email": "not-an-email"}},
+                        {"type": "profile", "id": pid, "attributes": {"title": "CEO"}},
+                    ]
+                }
+            },
+            "relationships": {"lists": {"data": [{"type": "list", "id": list_id}]}},
+        }
+    }
+    submitted = api.post("/api/profile-bulk-import-jobs", import_job)
+    assert submitted.status == 202
+    job_id = submitted.json()["data"]["id"]
+    jobs = "/api/profile-bulk-import-jobs"
+    assert api.get(f"{jobs}/{job_id}", query={"include": "lists"}).status == 200
+    assert api.get(f"{jobs}/nope").status == 404
+    jobs_query = {"filter": "equals(status,'complete')", "sort": "-created_at"}
+    assert api.get(jobs, query=jobs_query).status == 200
+    assert (
+        api.get(
+            f"{jobs}/{job_id}/profiles", query={"additional-fields[profile]": "subscriptions"}
+        ).status
+        == 200
+    )
+    assert api.get(f"{jobs}/{job_id}/relationships/profiles").status == 200
+    assert api.get(f"{jobs}/{job_id}/import-errors").status == 200
+    assert api.get(f"{jobs}/{job_id}/lists", query={"fields[list]": "name"}).status == 200
+    assert api.get(f"{jobs}/{job_id}/relationships/lists").status == 200
+
+    event = {
+        "data": {
+            "type": "event",
+            "attributes": {
+                "properties": {"form": "Acme", "items": [{"sku": "1"}]},
+                "time": "2026-07-01T12:00:00+00:00",
+                "value": 9.99,
+                "value_currency": "USD",
+                "unique_id": "lead-1",
+                "metric": {"data": {"type": "metric", "attributes": {"name": "Lead Received"}}},
+                "profile": {
+                    "data": {
+                        "type": "profile",
+                        "attributes": {"email": "event@example.com", "first_name": "Eve"},
+                    }
+                },
+            },
+        }
+    }
+    assert api.post("/api/events", event).status == 202
+    bulk_events = {
+        "data": {
+            "type": "event-bulk-create-job",
+            "attributes": {
+                "events-bulk-create": {
+                    "data": [
+                        {
+                            "type": "event-bulk-create",
+                            "attributes": {
+                                "profile": {
+                                    "data": {
+                                        "type": "profile",
+                                        "attributes": {"email": "event@example.com"},
+                                    }
+                                },
+                                "events": {
+                                    "data": [
+                                        {
+                                            "type": "event",
+                                            "attributes": {
+                                                "properties": {"n": 1},
+                                                "metric": {
+                                                    "data": {
+                                                        "type": "metric",
+                                                        "attributes": {"name": "Lead Scored"},
+                                                    }
+                                                },
+                                                "unique_id": "score-1",
+                                            },
+                                        }
+                                    ]
+                                },
+                            },
+                        }
+                    ]
+                }
+            },
+        }
+    }
+    assert api.post("/api/event-bulk-create-jobs", bulk_events).status == 202
+
     # Errors the emulator generates itself must use the documented error schema too.
     assert api.get("/api/profiles", key="pk_wrong").status == 401
     assert api.get("/api/profiles", revision="2099-01-01").status == 404

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from bulk_bodies import EVENTS, IMPORT_JOBS, event, import_job, profile
 from emulator_http import Api
 
 from devtools.klaviyo_emulator import KlaviyoEmulator
@@ -131,6 +132,51 @@ def test_control_api_rule_segment_and_confirm_via(api: Api, emu: KlaviyoEmulator
     assert _control(api, "POST", "segments", bad)[0] == 400
 
 
+def test_control_api_shows_events_and_import_jobs(api: Api, emu: KlaviyoEmulator) -> None:
+    body = event({"email": "ev@example.com"}, metric="Lead Received")
+    assert api.post(EVENTS, body).status == 202
+    assert api.post(EVENTS, event({"email": "ev@example.com"}, metric="Other")).status == 202
+    status, events = _control(api, "GET", "events")
+    assert status == 200
+    assert [e["metric"] for e in events] == ["Lead Received", "Other"]
+    reply = api.request(
+        "GET", "/_emulator/events?metric=Other", key=None, revision=None, content_type=None
+    )
+    assert [e["metric"] for e in reply.json()] == ["Other"]
+    job_id = api.post(IMPORT_JOBS, import_job(profile(email="x"))).json()["data"]["id"]
+    status, jobs = _control(api, "GET", "import-jobs")
+    assert status == 200
+    assert [j["id"] for j in jobs] == [job_id]
+    status, job = _control(api, "GET", f"import-jobs/{job_id}")
+    assert status == 200
+    assert job["attributes"]["failed_count"] == 1
+    assert job["errors"][0]["pointer"] == "/data/attributes/profiles/data/0/attributes/email"
+    assert _control(api, "GET", "import-jobs/nope")[0] == 404
+    state = _control(api, "GET", "state")[1]
+    assert len(state["events"]) == 2 and len(state["import_jobs"]) == 1
+    _control(api, "POST", "reset")
+    assert _control(api, "GET", "events")[1] == []
+    assert _control(api, "GET", "import-jobs")[1] == []
+
+
+def test_control_api_configures_the_new_settings(api: Api, emu: KlaviyoEmulator) -> None:
+    changes = {
+        "import_delay": 30,
+        "import_rate": 100,
+        "import_external_id_match": True,
+        "unsubscribe_delay": 5,
+        "unsubscribe_scope": "global",
+        "event_delay": 1,
+        "event_limits": "spec",
+        "unknown_profile_in_list_remove": "ignore",
+    }
+    status, config = _control(api, "POST", "config", changes)
+    assert status == 200
+    assert config == {**config, **changes}
+    assert _control(api, "POST", "config", {"unsubscribe_scope": "everywhere"})[0] == 400
+    assert _control(api, "POST", "config", {"import_rate": -1})[0] == 400
+
+
 def test_control_api_errors(api: Api) -> None:
     assert _control(api, "POST", "faults", {"bogus": 1})[0] == 400
     assert _control(api, "POST", "lists", {})[0] == 400
@@ -224,6 +270,21 @@ def test_standalone_flags_set_the_account() -> None:
         "--default-opt-in",
         "single",
         "--rate-limits",
+        "--import-delay",
+        "60",
+        "--import-rate",
+        "500",
+        "--import-external-id-match",
+        "--unsubscribe-delay",
+        "4",
+        "--unsubscribe-scope",
+        "global",
+        "--event-delay",
+        "0.5",
+        "--event-limits",
+        "spec",
+        "--unknown-profile-in-list-remove",
+        "ignore",
     ]
     proc = subprocess.Popen(
         [sys.executable, "-m", "devtools.klaviyo_emulator", "--port", str(port), *flags],
@@ -253,6 +314,14 @@ def test_standalone_flags_set_the_account() -> None:
         "unknown_profile_in_list_add": "404",
         "default_opt_in": "single",
         "rate_limits": True,
+        "import_delay": 60.0,
+        "import_rate": 500.0,
+        "import_external_id_match": True,
+        "unsubscribe_delay": 4.0,
+        "unsubscribe_scope": "global",
+        "event_delay": 0.5,
+        "event_limits": "spec",
+        "unknown_profile_in_list_remove": "ignore",
     }
 
 

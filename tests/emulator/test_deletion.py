@@ -73,6 +73,8 @@ def test_deletion_applies_after_the_delay() -> None:
 def test_unknown_identifier_is_accepted_and_changes_nothing(api: Api, emu: KlaviyoEmulator) -> None:
     emu.create_profile(email="a@example.com")
     assert api.post(JOBS, deletion(email="nobody@example.com")).status == 202
+    assert api.post(JOBS, deletion("01ZZZZZZZZZZZZZZZZZZZZZZZZ")).status == 202
+    assert api.post(JOBS, deletion(phone_number="+15005550099")).status == 202
     assert len(emu.profiles()) == 1
 
 

@@ -61,6 +61,28 @@ def test_updated_profile_is_found_by_its_old_value_until_the_lag(
     assert _search(api, 'equals(email,"new@example.com")') == [pid]
 
 
+def test_create_or_update_lags_in_search_like_create(
+    lagging: KlaviyoEmulator, clock: FakeClock
+) -> None:
+    api = Api(lagging.base_url)
+
+    def upsert(**attributes: str) -> str:
+        reply = api.post(
+            "/api/profile-import", {"data": {"type": "profile", "attributes": attributes}}
+        )
+        assert reply.status in (200, 201)
+        return str(reply.json()["data"]["id"])
+
+    pid = upsert(email="up@example.com")
+    assert _search(api, 'equals(email,"up@example.com")') == []
+    clock.advance(5)
+    assert _search(api, 'equals(email,"up@example.com")') == [pid]
+    assert upsert(email="up@example.com", external_id="crm-5") == pid  # an update: 200
+    assert _search(api, 'equals(external_id,"crm-5")') == []
+    clock.advance(5)
+    assert _search(api, 'equals(external_id,"crm-5")') == [pid]
+
+
 def test_unfiltered_listing_does_not_lag(lagging: KlaviyoEmulator) -> None:
     api = Api(lagging.base_url)
     pid = api.create_profile(email="n@example.com").json()["data"]["id"]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from emulator_http import Api
 
@@ -180,6 +182,58 @@ def test_remove_and_list_member_queries(api: Api, emu: KlaviyoEmulator) -> None:
     )
     assert removed.status == 204
     assert emu.list_members(list_id) == {b}
+
+
+def _remove(api: Api, list_id: str, *ids: str) -> Any:
+    return api.request(
+        "DELETE", f"/api/lists/{list_id}/relationships/profiles", _members_body(*ids)
+    )
+
+
+def test_removing_a_known_non_member_is_204(api: Api, emu: KlaviyoEmulator) -> None:
+    list_id = emu.create_list("Newsletter")
+    member = emu.create_profile(email="m@example.com")
+    outsider = emu.create_profile(email="o@example.com")
+    emu.add_to_list(list_id, member)
+    assert _remove(api, list_id, outsider).status == 204
+    assert _remove(api, list_id, member, member).status == 204
+    assert emu.list_members(list_id) == set()
+    consent = emu.profile(member)["attributes"]["subscriptions"]["email"]["marketing"]
+    assert consent["consent"] == "NEVER_SUBSCRIBED"  # removal changes no consent (spec)
+
+
+@pytest.mark.usefixtures("bad_requests_ok")
+def test_removing_an_unknown_profile_is_400_by_default(api: Api, emu: KlaviyoEmulator) -> None:
+    list_id = emu.create_list("Newsletter")
+    pid = emu.create_profile(email="a@example.com")
+    emu.add_to_list(list_id, pid)
+    reply = _remove(api, list_id, pid, UNKNOWN)
+    assert reply.status == 400
+    assert reply.error["source"] == {"pointer": "/data/1/id"}
+    assert emu.list_members(list_id) == {pid}  # all or nothing
+
+
+@pytest.mark.parametrize(("mode", "status", "left"), [("ignore", 204, 0), ("404", 404, 1)])
+def test_removing_an_unknown_profile_can_be_ignored_or_404(
+    api: Api, emu: KlaviyoEmulator, mode: str, status: int, left: int
+) -> None:
+    emu.configure(unknown_profile_in_list_remove=mode)
+    list_id = emu.create_list("Newsletter")
+    pid = emu.create_profile(email="a@example.com")
+    emu.add_to_list(list_id, pid)
+    assert _remove(api, list_id, pid, UNKNOWN).status == status
+    assert len(emu.list_members(list_id)) == left
+
+
+@pytest.mark.parametrize("count", [0, 1001])
+def test_remove_from_list_needs_1_to_1000_items(api: Api, emu: KlaviyoEmulator, count: int) -> None:
+    """The spec: "This endpoint accepts a maximum of 1000 profiles per call"."""
+    list_id = emu.create_list("Newsletter")
+    pid = emu.create_profile(email="a@example.com")
+    reply = _remove(api, list_id, *[pid] * count)
+    assert reply.status == 400
+    assert reply.error["source"] == {"pointer": "/data"}
+    assert _remove(api, list_id, *[pid] * 1000).status == 204
 
 
 # ---- segments ----------------------------------------------------------------------------

@@ -67,6 +67,26 @@ def test_what_the_table_says_about_the_served_operations() -> None:
     assert rules["request_profile_deletion"].scopes == ("data-privacy:write",)
     assert rules["get_lists"].page_size == spec_rules.PageSize(10, 1, 10)
     assert rules["create_profile"].body_limit == 100 * 1024
+    # Caps the prose states for the bulk operations.
+    assert rules["bulk_import_profiles"].item_limit == 10_000
+    assert rules["bulk_import_profiles"].item_body_limit == 100 * 1024
+    assert rules["bulk_import_profiles"].body_limit == 5 * 1024 * 1024
+    assert rules["bulk_create_events"].item_limit == 1000
+    assert rules["bulk_create_events"].string_limit == 100 * 1024
+    assert rules["bulk_unsubscribe_profiles"].item_limit == 100
+    assert rules["bulk_subscribe_profiles"].item_limit == 1000
+    assert rules["add_profiles_to_list"].item_limit == 1000
+    assert rules["remove_profiles_from_list"].item_limit == 1000
+    assert rules["create_event"].item_limit is None
+    assert rules["get_bulk_import_profiles_jobs"].filters is not None
+    assert rules["get_bulk_import_profiles_jobs"].filters["status"].enum == (
+        "queued",
+        "processing",
+        "complete",
+    )
+    assert rules["get_errors_for_bulk_import_profiles_job"].page_size == spec_rules.PageSize(
+        20, 1, 100
+    )
     assert "opt_in_process" in rules["get_list"].enums["fields[list]"]
     assert [p.bucket for p in rules["get_profile"].parameter_limits] == [
         "include=lists",
