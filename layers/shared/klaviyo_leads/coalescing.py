@@ -9,6 +9,7 @@ leads, those get their own failure and the rest are sent again without them.
 
 from __future__ import annotations
 
+import math
 import re
 from collections import defaultdict
 from collections.abc import Callable
@@ -656,7 +657,8 @@ def _identities(attributes: dict[str, Any]) -> list[tuple[str, str]]:
 def _made_by_the_job(batch: Batch, profile: dict[str, Any]) -> Result:
     job_started = _timestamp(batch.imported_at)
     created = _timestamp((profile.get("attributes") or {}).get("created"))
-    if job_started is not None and created is not None and created < job_started:
+    # Profiles carry whole seconds, jobs finer: "before the job" is before its second.
+    if job_started is not None and created is not None and created < math.floor(job_started):
         return duplicate(outcomes.DUPLICATE_PROFILE, profile["id"])
     return success(profile)
 
