@@ -7,7 +7,7 @@
 #   make sam        the AWS SAM CLI, in its own virtualenv (.tools/sam)
 #   make validate   sam validate --lint
 #   make build      sam build
-#   make deploy     sam deploy (ENV=dev|prod, GUIDED=1 for the first time)
+#   make deploy     sam deploy (ENV=dev|prod; GUIDED=1 the first time: it saves the secret's ARN)
 #   make demo       the local demo
 #   make serve      the handlers behind http://127.0.0.1:8080 (PORT=...)
 #   make events     regenerate events/
@@ -102,11 +102,18 @@ validate: $(SAM) $(TEMPLATE)
 build: $(SAM) $(TEMPLATE)
 	PATH="$(BUILD_PATH)" $(SAM) build --template-file $(TEMPLATE)
 
+# The first, guided deploy of an environment asks for the secret's ARN and saves it under that
+# environment (--config-env is what it offers to save to); later deploys read it from there.
+# Without it CloudFormation would refuse the stack only after the build and the upload.
 .PHONY: deploy
-deploy: build
+deploy: deploy-check build
 	@echo "Deploying samconfig.toml environment '$(ENV)'."
-	@echo "First deploy of an environment? Run 'make deploy ENV=$(ENV) GUIDED=1' (see docs/deploying.md)."
 	$(SAM) deploy --config-env $(ENV) $(if $(GUIDED),--guided)
+	$(if $(GUIDED),$(PYTHON) -m devtools.deploy_check $(ENV) --guided)
+
+.PHONY: deploy-check
+deploy-check:
+	@$(if $(GUIDED),true,$(PYTHON) -m devtools.deploy_check $(ENV))
 
 .PHONY: clean-build
 clean-build:
