@@ -9,7 +9,8 @@
 #   make build      sam build
 #   make deploy     sam deploy (ENV=dev|prod; GUIDED=1 the first time: it saves the secret's ARN)
 #   make demo       the local demo
-#   make serve      the handlers behind http://127.0.0.1:8080 (PORT=...)
+#   make serve      the handlers behind http://127.0.0.1:8080 (PORT=..., VERBOSE=1)
+#   make invoke     one event file through its function (ACTION=..., EVENT=...)
 #   make events     regenerate events/
 #   make spec-rules regenerate the emulator's rules table from Klaviyo's OpenAPI document
 #   make soak       5,000 leads through moto's SQS with random Klaviyo faults (SOAK_ARGS=...)
@@ -32,6 +33,9 @@ TEMPLATE ?= template.yaml
 TEMPLATE_SOURCES := $(wildcard stack/*.yaml) stack/render.py
 # samconfig.toml environment used by `make deploy`.
 ENV ?= default
+# `make invoke`: the function and the event file it runs.
+ACTION ?= create_profile
+EVENT ?= events/$(ACTION)/sqs.json
 
 SAM_VENV ?= .tools/sam
 SAM_CLI_VERSION ?= 1.170.0
@@ -133,7 +137,11 @@ demo: venv
 
 .PHONY: serve
 serve: venv
-	$(VENV)/bin/python -m devtools.runner serve --port $(or $(PORT),8080)
+	$(VENV)/bin/python -m devtools.runner serve --port $(or $(PORT),8080) $(if $(VERBOSE),--verbose)
+
+.PHONY: invoke
+invoke: venv
+	$(VENV)/bin/python -m devtools.runner invoke $(ACTION) $(EVENT)
 
 .PHONY: events
 events: venv
