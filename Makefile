@@ -7,9 +7,10 @@
 #   make sam        the AWS SAM CLI, in its own virtualenv (.tools/sam)
 #   make validate   sam validate --lint
 #   make build      sam build
-#   make deploy     sam deploy (ENV=dev|prod, GUIDED=1 for the first time)
+#   make deploy     sam deploy (ENV=dev|prod; GUIDED=1 the first time: it saves the secret's ARN)
 #   make demo       the local demo
-#   make serve      the handlers behind http://127.0.0.1:8080 (PORT=...)
+#   make serve      the handlers behind http://127.0.0.1:8080 (PORT=..., VERBOSE=1)
+#   make invoke     one event file through its function (ACTION=..., EVENT=...)
 #   make events     regenerate events/
 #   make spec-rules regenerate the emulator's rules table from Klaviyo's OpenAPI document
 #   make soak       5,000 leads through moto's SQS with random Klaviyo faults (SOAK_ARGS=...)
@@ -32,6 +33,9 @@ TEMPLATE ?= template.yaml
 TEMPLATE_SOURCES := $(wildcard stack/*.yaml) stack/render.py
 # samconfig.toml environment used by `make deploy`.
 ENV ?= default
+# `make invoke`: the function and the event file it runs.
+ACTION ?= create_profile
+EVENT ?= events/$(ACTION)/sqs.json
 
 SAM_VENV ?= .tools/sam
 SAM_CLI_VERSION ?= 1.170.0
@@ -102,11 +106,18 @@ validate: $(SAM) $(TEMPLATE)
 build: $(SAM) $(TEMPLATE)
 	PATH="$(BUILD_PATH)" $(SAM) build --template-file $(TEMPLATE)
 
+# The first, guided deploy of an environment asks for the secret's ARN and saves it under that
+# environment (--config-env is what it offers to save to); later deploys read it from there.
+# Without it CloudFormation would refuse the stack only after the build and the upload.
 .PHONY: deploy
-deploy: build
+deploy: deploy-check build
 	@echo "Deploying samconfig.toml environment '$(ENV)'."
-	@echo "First deploy of an environment? Run 'make deploy ENV=$(ENV) GUIDED=1' (see docs/deploying.md)."
 	$(SAM) deploy --config-env $(ENV) $(if $(GUIDED),--guided)
+	$(if $(GUIDED),$(PYTHON) -m devtools.deploy_check $(ENV) --guided)
+
+.PHONY: deploy-check
+deploy-check:
+	@$(if $(GUIDED),true,$(PYTHON) -m devtools.deploy_check $(ENV))
 
 .PHONY: clean-build
 clean-build:
@@ -126,7 +137,11 @@ demo: venv
 
 .PHONY: serve
 serve: venv
-	$(VENV)/bin/python -m devtools.runner serve --port $(or $(PORT),8080)
+	$(VENV)/bin/python -m devtools.runner serve --port $(or $(PORT),8080) $(if $(VERBOSE),--verbose)
+
+.PHONY: invoke
+invoke: venv
+	$(VENV)/bin/python -m devtools.runner invoke $(ACTION) $(EVENT)
 
 .PHONY: events
 events: venv

@@ -9,17 +9,20 @@ moto's server with template.yaml deployed in it (``devtools.aws.deploy_local_sta
 stack's queues, dead-letter queues, event bus and idempotency table, and the key's secret.
 HTTP requests and queue messages become the Lambda events AWS would build
 (``devtools.lambda_events``) and the functions' handlers run in this process, with the
-environment the deployed functions have. ``serve`` talks to the real Klaviyo instead when
-``KLAVIYO_API_KEY`` is set.
+environment the deployed functions have. ``POST /<route>/async`` runs the route's mapping
+template from template.yaml (``devtools.api_gateway``) and sends the SQS message it gives.
+``serve`` talks to the real Klaviyo instead when ``KLAVIYO_API_KEY`` is set.
 """
 
 from __future__ import annotations
 
 import argparse
 import base64
+import errno
 import json
 import logging
 import os
+import re
 import signal
 import sys
 import threading
@@ -31,15 +34,18 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, urlsplit
 
-from devtools import aws
+from botocore.exceptions import ClientError
+
+from devtools import api_gateway, aws
 from devtools import events as samples
 from devtools import lambda_events as le
 
 # One process runs all six functions here, each with its own "action" metric dimension;
 # in Lambda a container runs one. Powertools warns on every switch.
 warnings.filterwarnings("ignore", message="Dimension 'action' has already been added")
+warnings.filterwarnings("ignore", message="No application metrics to publish")
 
 le.ensure_layer_on_path()
 
@@ -57,7 +63,7 @@ DEMO_ORDER = (
     "subscribe_profile_to_list",
 )
 ROUTES = {ACTIONS[name].route: name for name in ACTIONS}
-QUEUE_SUFFIXES = ("/queue", "/async")  # /async is the deployed route; /queue an alias
+ASYNC_SUFFIX = "/async"  # POST <route>/async queues the lead, as the deployed API does
 
 
 def seed_demo_data(emulator: Any) -> dict[str, Any]:
@@ -119,10 +125,12 @@ class Sandbox:
         log_level: str = "WARNING",
         seed: int | None = 7,
         openapi_path: Path | None = None,
+        metrics: bool = False,
     ) -> None:
         self.real_api_key = real_api_key
         self.openapi_path = openapi_path  # the emulator checks traffic against this document
         self.log_level = log_level
+        self.metrics = metrics  # print the functions' metric documents (EMF) on stdout
         self.seed = seed
         self.emulator: Any = None
         self.seeded: dict[str, Any] = {}
@@ -135,6 +143,8 @@ class Sandbox:
         self._sqs: Any = None
         self._invoke_lock = threading.Lock()  # one invocation at a time, as in one container
         self._queue_lock = threading.Lock()
+        self._async_routes: dict[str, api_gateway.Integration] = {}
+        self._retry_settings: dict[str, tuple[int, int | None]] = {}
 
     # lifecycle ---------------------------------------------------------------------------
 
@@ -170,10 +180,12 @@ class Sandbox:
             parameters=aws.local_parameters(klaviyo_base_url=base_url, log_level=self.log_level),
         )
         self.results_queue = aws.add_results_queue(self.local_stack)
-        # Metrics off: no EMF lines on stdout (CloudWatch reads them in Lambda).
+        self._async_routes = api_gateway.async_integrations(aws.translated_template())
+        # Metrics off unless asked for: CloudWatch reads the EMF lines in Lambda, here they
+        # would only bury the output.
         self.environment = {
             **aws.lambda_environment(self.local_stack),
-            "POWERTOOLS_METRICS_DISABLED": "true",
+            "POWERTOOLS_METRICS_DISABLED": "false" if self.metrics else "true",
         }
         self._apply_environment()
         self._sqs = aws.client("sqs", self.moto.endpoint_url)
@@ -284,6 +296,38 @@ class Sandbox:
             )
         return _api_answer(response, event)
 
+    def call_async_api(
+        self,
+        action: str,
+        body: bytes,
+        *,
+        headers: Mapping[str, str] | None = None,
+        query: Mapping[str, str] | None = None,
+    ) -> api_gateway.Answer:
+        """``POST <route>/async``: the route's mapping template, SendMessage, its answer."""
+        route = self._async_routes[ACTIONS[action].route + ASYNC_SUFFIX]
+
+        def send(request: api_gateway.SqsRequest) -> tuple[int, dict[str, Any]]:
+            return self._send_message(action, request)
+
+        return route.call(body, headers or {}, send, request_id=str(uuid.uuid4()), query=query)
+
+    def _send_message(
+        self, action: str, request: api_gateway.SqsRequest
+    ) -> tuple[int, dict[str, Any]]:
+        """An integration's SQS request, answered as SQS would: (status, JSON answer)."""
+        if request.action != "SendMessage" or not request.message_body:
+            # SQS refuses an empty message body (moto would take it).
+            return 400, {"Error": {"Code": "MissingParameter", "Message": "MessageBody"}}
+        try:
+            message_id = self.send_to_queue(
+                action, request.message_body, request.message_attributes
+            )
+        except ClientError as exc:
+            status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 500
+            return int(status), {"Error": exc.response.get("Error", {})}
+        return 200, {"SendMessageResponse": {"SendMessageResult": {"MessageId": message_id}}}
+
     # queues ------------------------------------------------------------------------------
 
     def send_to_queue(
@@ -373,6 +417,21 @@ class Sandbox:
                     )
                     released += 1
         return released
+
+    def retry_settings(self, action: str) -> tuple[int, int | None]:
+        """(visibility timeout in seconds, maxReceiveCount) of the action's queue."""
+        if action not in self._retry_settings:
+            attributes = self._sqs.get_queue_attributes(
+                QueueUrl=self.stack().actions[action].queue.url,
+                AttributeNames=["VisibilityTimeout", "RedrivePolicy"],
+            )["Attributes"]
+            redrive = json.loads(attributes.get("RedrivePolicy") or "{}")
+            max_receives = redrive.get("maxReceiveCount")
+            self._retry_settings[action] = (
+                int(attributes["VisibilityTimeout"]),
+                int(max_receives) if max_receives is not None else None,
+            )
+        return self._retry_settings[action]
 
     def queue_depth(self, action: str, dead_letter: bool = False) -> tuple[int, int]:
         """(visible, in flight) messages of the action's queue or dead-letter queue."""
@@ -748,10 +807,16 @@ def run_demo(verbose: bool = False) -> int:
 
 
 class LocalApi(ThreadingHTTPServer):
-    daemon_threads = True
+    """The API on a local port, bound before the stack starts: a busy port fails at once."""
 
-    def __init__(self, address: tuple[str, int], sandbox: Sandbox, poller: QueuePoller) -> None:
+    daemon_threads = True
+    sandbox: Sandbox
+    poller: QueuePoller
+
+    def __init__(self, address: tuple[str, int]) -> None:
         super().__init__(address, ApiRequestHandler)
+
+    def attach(self, sandbox: Sandbox, poller: QueuePoller) -> None:
         self.sandbox = sandbox
         self.poller = poller
 
@@ -792,10 +857,18 @@ class QueuePoller:
 
     def poll(self, action: str) -> None:
         for batch in self.sandbox.process_queue(action):
+            records = batch.event["Records"]
             if batch.error:
-                self.report(f"[queue] {action}: the handler raised {batch.error}")
-            for message_id in batch.failed:
-                self.report(f"[queue] {action} {message_id}: handed back (batchItemFailures)")
+                self.report(
+                    f"[queue] {action}: the handler raised {batch.error}; the batch "
+                    + self.comes_back(action, records[0])
+                )
+            for record in records:
+                if record["messageId"] in batch.failed:
+                    self.report(
+                        f"[queue] {action} {record['messageId']}: handed back; "
+                        + self.comes_back(action, record)
+                    )
         for event in self.sandbox.collect_results():
             detail = event.get("detail") or {}
             result = detail.get("result") or {}
@@ -806,6 +879,29 @@ class QueuePoller:
                 f"[queue] {detail.get('action')} {detail.get('message_id') or '-'}: "
                 + " ".join(parts)
             )
+
+    def comes_back(self, action: str, record: Mapping[str, Any]) -> str:
+        """When a record handed back to its queue is delivered again, and the how-manieth time.
+
+        SQS decides: the record stays invisible for the queue's visibility timeout, then comes
+        back, until ``maxReceiveCount`` deliveries move it to the dead-letter queue.
+        """
+        timeout, max_receives = self.sandbox.retry_settings(action)
+        at = time.strftime("%H:%M:%S", time.localtime(time.time() + timeout))
+        when = f"in {timeout} s (at {at}, the queue's visibility timeout)"
+        receives = int((record.get("attributes") or {}).get("ApproximateReceiveCount") or 1)
+        if max_receives is None:
+            return f"retried {when}"
+        if receives >= max_receives:
+            return (
+                f"that was delivery {receives} of {max_receives}: "
+                f"it moves to the dead-letter queue {when}"
+            )
+        return f"retried {when}; that was delivery {receives} of {max_receives}"
+
+
+# API Gateway's own limit on a request's payload.
+MAX_BODY_BYTES = 10 * 1024 * 1024
 
 
 class ApiRequestHandler(BaseHTTPRequestHandler):
@@ -825,6 +921,8 @@ class ApiRequestHandler(BaseHTTPRequestHandler):
         if "content-type" not in sent:
             self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(body)))
+        if self.close_connection:
+            self.send_header("Connection", "close")
         self.end_headers()
         if self.command != "HEAD":
             self.wfile.write(body)
@@ -832,9 +930,58 @@ class ApiRequestHandler(BaseHTTPRequestHandler):
     def _json(self, status: int, value: Any, headers: Mapping[str, str] | None = None) -> None:
         self._send(status, json.dumps(value).encode(), headers)
 
-    def _body(self) -> bytes:
-        length = int(self.headers.get("Content-Length") or 0)
-        return self.rfile.read(length) if length > 0 else b""
+    def _refuse(self, status: int, message: str) -> None:
+        """Answer a request whose body could not be read; the rest of it is not read, so the
+        connection closes."""
+        self.close_connection = True
+        self._json(status, {"message": message})
+
+    def _body(self, required: bool = True) -> bytes | None:
+        """The request body (chunked or with a Content-Length); None when it could not be read,
+        and the answer saying why is sent."""
+        if "chunked" in (self.headers.get("Transfer-Encoding") or "").lower():
+            return self._chunked_body()
+        length = self.headers.get("Content-Length")
+        if length is None:
+            if not required:
+                return b""
+            self._refuse(
+                411,
+                "Length Required: send the body with a Content-Length header "
+                "(or Transfer-Encoding: chunked)",
+            )
+            return None
+        if not re.fullmatch(r"\s*\d+\s*", length, re.ASCII):
+            self._refuse(400, f"Content-Length must be a number of bytes, not {length!r}")
+            return None
+        size = int(length)
+        if size > MAX_BODY_BYTES:
+            self._refuse(413, f"The request body is over {MAX_BODY_BYTES} bytes")
+            return None
+        return self.rfile.read(size) if size else b""
+
+    def _chunked_body(self) -> bytes | None:
+        """A ``Transfer-Encoding: chunked`` body: hex size lines, chunks, a last empty chunk."""
+        body = bytearray()
+        while True:
+            line = self.rfile.readline(1024)
+            size_text = line.split(b";", 1)[0].strip()
+            if not re.fullmatch(rb"[0-9a-fA-F]{1,8}", size_text):
+                self._refuse(400, "Bad chunked body: a chunk size is not a hexadecimal number")
+                return None
+            size = int(size_text, 16)
+            if size == 0:
+                while self.rfile.readline(1024) not in (b"\r\n", b"\n", b""):
+                    pass  # trailer fields: nothing here needs them
+                return bytes(body)
+            if len(body) + size > MAX_BODY_BYTES:
+                self._refuse(413, f"The request body is over {MAX_BODY_BYTES} bytes")
+                return None
+            chunk = self.rfile.read(size)
+            if len(chunk) < size or self.rfile.readline(3) not in (b"\r\n", b"\n"):
+                self._refuse(400, "Bad chunked body: a chunk is shorter than its size says")
+                return None
+            body += chunk
 
     def _not_found(self) -> None:
         self._json(
@@ -842,7 +989,7 @@ class ApiRequestHandler(BaseHTTPRequestHandler):
             {
                 "message": f"No route for {self.command} {urlsplit(self.path).path}",
                 "routes": [f"POST {r}" for r in ROUTES]
-                + [f"POST {r}/queue" for r in ROUTES]
+                + [f"POST {r}{ASYNC_SUFFIX}" for r in ROUTES]
                 + ["GET /results"],
             },
         )
@@ -852,21 +999,22 @@ class ApiRequestHandler(BaseHTTPRequestHandler):
         path = urlsplit(self.path).path.rstrip("/") or "/"
         if path in ROUTES:
             return ROUTES[path], False
-        for suffix in QUEUE_SUFFIXES:
-            if path.endswith(suffix) and path.removesuffix(suffix) in ROUTES:
-                return ROUTES[path.removesuffix(suffix)], True
+        if path.endswith(ASYNC_SUFFIX) and path.removesuffix(ASYNC_SUFFIX) in ROUTES:
+            return ROUTES[path.removesuffix(ASYNC_SUFFIX)], True
         return None, False
 
     def do_POST(self) -> None:
         action, queued = self._route()
         body = self._body()
+        if body is None:
+            return
         if action is None:
             self._not_found()
             return
-        if queued:
-            self._queue(action, body)
-            return
         split = urlsplit(self.path)
+        if queued:
+            self._queue(action, body, split.query)
+            return
         answer = self.server.sandbox.call_api(
             action,
             body,
@@ -877,29 +1025,19 @@ class ApiRequestHandler(BaseHTTPRequestHandler):
         )
         self._send(answer.status, answer.body, answer.headers)
 
-    def _queue(self, action: str, body: bytes) -> None:
-        """The deployed async route: SendMessage with the request id, then 202."""
-        text = body.decode("utf-8", "replace")
-        if not text:
-            self._json(
-                400,
-                {
-                    "accepted": False,
-                    "message": "SQS refused the message: empty body or characters SQS "
-                    "does not accept",
-                },
-            )
-            return
+    def _queue(self, action: str, body: bytes, query: str) -> None:
+        """The deployed async route: its mapping template, SendMessage, then its answer."""
         try:
-            message_id = self.server.sandbox.send_to_queue(
-                action, text, {"api_request_id": str(uuid.uuid4())}
+            answer = self.server.sandbox.call_async_api(
+                action, body, headers=dict(self.headers.items()), query=dict(parse_qsl(query))
             )
         except Exception as exc:
             self.log_message("SendMessage failed: %s", exc)
             self._json(502, {"accepted": False, "message": "The lead could not be queued"})
             return
-        self.server.poller.wake()
-        self._json(202, {"accepted": True, "message_id": message_id})
+        if 200 <= answer.status < 300:
+            self.server.poller.wake()
+        self._send(answer.status, answer.body, {"Content-Type": answer.content_type})
 
     def do_GET(self) -> None:
         path = urlsplit(self.path).path.rstrip("/")
@@ -923,7 +1061,8 @@ class ApiRequestHandler(BaseHTTPRequestHandler):
         self._other()
 
     def _other(self) -> None:
-        self._body()
+        if self._body(required=False) is None:
+            return
         action, _ = self._route()
         if action is not None:
             self._json(405, {"message": "Use POST"}, {"Allow": "POST"})
@@ -935,21 +1074,18 @@ def curl_examples(base: str) -> str:
     lead = json.dumps({"email": "new.lead@example.com", "first_name": "Nia", "city": "Austin"})
     found = json.dumps(samples.SAMPLE_LEADS["get_segment_profiles"][0])
     lines = [
-        "Try:",
-        f"  curl -s -X POST {base}/create-profile -H 'Content-Type: application/json' \\",
-        f"       -d '{lead}'",
+        "Try (curl's -d sends a form content type; JSON under it is read as JSON):",
+        f"  curl -s -X POST {base}/create-profile -d '{lead}'",
         f"  curl -s -X POST {base}/create-profile \\",
         "       -d 'email=form.lead@example.com&phone_1=(512) 555-0188&company.name=Acme'",
         f"  curl -s -X POST {base}/get-segment-profiles -H 'Content-Type: application/json' \\",
         f"       -d '{found}'",
-        f"  curl -s -X POST {base}/subscribe-profile-to-list/queue \\",
-        "       -H 'Content-Type: application/json' \\",
-        f'       -d \'{{"email": "queued.lead@example.com", "klaviyo": {{"list_id": '
-        f'"{samples.DEMO_LIST_ID}"}}}}\'',
+        f"  curl -s -X POST {base}/subscribe-profile-to-list{ASYNC_SUFFIX} \\",
+        f"       -d 'email=queued.lead@example.com&klaviyo.list_id={samples.DEMO_LIST_ID}'",
         f"  curl -s {base}/results        # results published by queued work",
         "",
         "Routes: " + ", ".join(f"POST {r}" for r in ROUTES),
-        "        and POST <route>/queue or <route>/async (202, then the queue runs the lead)",
+        f"        and POST <route>{ASYNC_SUFFIX} (202, then the queue runs the lead)",
     ]
     return "\n".join(lines)
 
@@ -958,7 +1094,21 @@ def _interrupt(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt
 
 
-def run_serve(port: int, host: str = "127.0.0.1") -> int:
+def _cannot_listen(host: str, port: int, error: OSError) -> str:
+    if error.errno == errno.EADDRINUSE:
+        return (
+            f"port {port} on {host} is already in use: stop what listens there, or choose "
+            "another port (make serve PORT=8081; --port 0 takes any free one)"
+        )
+    return f"cannot listen on {host}:{port}: {error.strerror or error}"
+
+
+def run_serve(port: int, host: str = "127.0.0.1", verbose: bool = False) -> int:
+    try:
+        server = LocalApi((host, port))
+    except OSError as error:
+        print(f"serve: {_cannot_listen(host, port, error)}", file=sys.stderr)
+        return 1
     # SIGTERM stops like Ctrl-C: the server, the poller, moto and the emulator shut down.
     signal.signal(signal.SIGTERM, _interrupt)
     real_key = (os.environ.get("KLAVIYO_API_KEY") or "").strip() or None
@@ -970,19 +1120,25 @@ def run_serve(port: int, host: str = "127.0.0.1") -> int:
             flush=True,
         )
     try:
-        return _serve(port, host, real_key)
+        return _serve(server, real_key, verbose)
     except KeyboardInterrupt:
         return 0
+    finally:
+        server.server_close()
 
 
-def _serve(port: int, host: str, real_key: str | None) -> int:
-    with Sandbox(real_api_key=real_key, log_level="WARNING") as sandbox:
+def _serve(server: LocalApi, real_key: str | None, verbose: bool) -> int:
+    log_level = "INFO" if verbose else "WARNING"
+    with Sandbox(real_api_key=real_key, log_level=log_level, metrics=verbose) as sandbox:
         poller = QueuePoller(sandbox, lambda text: print(text, file=sys.stderr, flush=True))
-        server = LocalApi((host, port), sandbox, poller)
-        base = f"http://{host}:{server.server_address[1]}"
+        server.attach(sandbox, poller)
+        host, port = server.server_address[:2]
+        base = f"http://{host}:{port}"
         klaviyo = "REAL Klaviyo" if real_key else "Klaviyo emulator"
         print(f"{klaviyo}: {sandbox.klaviyo_url}")
         print(f"moto: {sandbox.stack().endpoint_url} (dummy credentials, us-east-1)")
+        if not verbose:
+            print("(the functions' INFO logs and metrics: serve --verbose, make serve VERBOSE=1)")
         print()
         print(curl_examples(base))
         print()
@@ -993,7 +1149,6 @@ def _serve(port: int, host: str, real_key: str | None) -> int:
         except KeyboardInterrupt:
             pass
         finally:
-            server.server_close()
             poller.stop()
     return 0
 
@@ -1025,6 +1180,9 @@ def main(argv: list[str] | None = None) -> int:
     serve = commands.add_parser("serve", help="serve the API on 127.0.0.1 for curl")
     serve.add_argument("--port", type=int, default=8080, help="port (0 = any free port)")
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    serve.add_argument(
+        "--verbose", action="store_true", help="also show the functions' INFO logs and metrics"
+    )
     invoke = commands.add_parser("invoke", help="run one event file through a function")
     invoke.add_argument("action", choices=sorted(ACTIONS))
     invoke.add_argument("event", type=Path, help="event JSON, e.g. events/create_profile/sqs.json")
@@ -1033,7 +1191,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "demo":
         return run_demo(args.verbose)
     if args.command == "serve":
-        return run_serve(args.port, args.host)
+        return run_serve(args.port, args.host, args.verbose)
     return run_invoke(args.action, args.event, args.timeout)
 
 

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import queue
+import re
+import socket
 import subprocess
 import sys
 import threading
@@ -20,6 +23,7 @@ import pytest
 from devtools import lambda_events as le
 
 STARTUP_SECONDS = 60
+FORM = "application/x-www-form-urlencoded"
 
 
 @dataclass
@@ -38,7 +42,7 @@ def _reader(stream: Any, lines: list[str], found: queue.Queue[str] | None) -> No
             found.put(line.split()[2])
 
 
-def _start(env_changes: dict[str, str | None]) -> Served:
+def _start(env_changes: dict[str, str | None], *args: str) -> Served:
     env = dict(os.environ)
     for name, value in env_changes.items():
         if value is None:
@@ -46,7 +50,7 @@ def _start(env_changes: dict[str, str | None]) -> Served:
         else:
             env[name] = value
     process = subprocess.Popen(
-        [sys.executable, "-m", "devtools.runner", "serve", "--port", "0"],
+        [sys.executable, "-m", "devtools.runner", "serve", "--port", "0", *args],
         cwd=le.ROOT,
         env=env,
         stdout=subprocess.PIPE,
@@ -92,13 +96,16 @@ def request(
     body: bytes | None = None,
     content_type: str | None = "application/json",
 ) -> tuple[int, dict[str, str], Any]:
+    """An HTTP request with exactly these headers (urllib would add a form Content-Type)."""
     headers = {"Content-Type": content_type} if content_type else {}
-    req = urllib.request.Request(served.base_url + path, body, headers, method=method)
+    host, port = served.base_url.removeprefix("http://").split(":")
+    connection = http.client.HTTPConnection(host, int(port), timeout=30)
     try:
-        with urllib.request.urlopen(req, timeout=30) as response:
-            return response.status, dict(response.headers), json.loads(response.read())
-    except urllib.error.HTTPError as error:
-        return error.code, dict(error.headers), json.loads(error.read())
+        connection.request(method, path, body, headers)
+        response = connection.getresponse()
+        return response.status, dict(response.headers), json.loads(response.read())
+    finally:
+        connection.close()
 
 
 def test_start_banner_shows_curl_examples(served: Served) -> None:
@@ -123,9 +130,7 @@ def test_create_profile_answers_200_with_the_profile_id(served: Served) -> None:
 
 def test_form_bodies_are_leads_too(served: Served) -> None:
     form = b"email=form.lead%40example.com&company.name=Acme&klaviyo.custom.source=curl"
-    status, _, body = request(
-        served, "POST", "/create-profile", form, "application/x-www-form-urlencoded"
-    )
+    status, _, body = request(served, "POST", "/create-profile", form, FORM)
     assert (status, body["outcome"], body["custom"]) == (200, "success", {"source": "curl"})
 
 
@@ -144,26 +149,177 @@ def test_unknown_routes_are_404_json(served: Served) -> None:
     assert (status, headers["Allow"]) == (405, "POST")
 
 
-def test_queue_route_answers_202_then_publishes_the_result(served: Served) -> None:
+def published(served: Served, message_id: str) -> dict[str, Any]:
+    """The result event queued work published for this message (waits for the poller)."""
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        _, _, results = request(served, "GET", "/results", content_type=None)
+        mine = [r for r in results["results"] if r["detail"].get("message_id") == message_id]
+        if mine:
+            return mine[0]  # type: ignore[no-any-return]
+        time.sleep(0.2)
+    raise AssertionError(f"no result published for message {message_id}")
+
+
+def test_async_route_answers_202_then_publishes_the_result(served: Served) -> None:
     lead = {"email": "queued.lead@example.com", "klaviyo": {"list_id": "Y6nRLr"}}
     status, _, body = request(
-        served, "POST", "/subscribe-profile-to-list/queue", json.dumps(lead).encode()
+        served, "POST", "/subscribe-profile-to-list/async", json.dumps(lead).encode()
     )
     assert status == 202
     assert body["accepted"] is True
-    message_id = body["message_id"]
 
-    deadline = time.monotonic() + 15
-    mine: list[dict[str, Any]] = []
-    while not mine and time.monotonic() < deadline:
-        _, _, results = request(served, "GET", "/results", content_type=None)
-        mine = [r for r in results["results"] if r["detail"].get("message_id") == message_id]
-        time.sleep(0.2)
-    assert mine, "no result published for the queued lead"
-    detail = mine[0]["detail"]
-    assert mine[0]["detail-type"] == "subscribe_profile_to_list result"
-    assert detail["lead"] == lead
-    assert detail["result"]["outcome"] == "success"
+    event = published(served, body["message_id"])
+    assert event["detail-type"] == "subscribe_profile_to_list result"
+    assert event["detail"]["result"]["outcome"] == "success"
+
+
+@pytest.mark.parametrize(
+    ("content_type", "body"),
+    [
+        (FORM, b"email=async.form%40example.com&first_name=Flo"),
+        (FORM, b'{"email": "async.curl@example.com"}'),
+        ("text/plain", b'{"email": "async.text@example.com"}'),
+        (None, b'{"email": "async.none@example.com"}'),
+    ],
+    ids=["form", "curl JSON as a form", "text/plain", "no content type"],
+)
+def test_async_route_takes_what_the_sync_route_takes(
+    served: Served, content_type: str | None, body: bytes
+) -> None:
+    status, _, answer = request(served, "POST", "/create-profile/async", body, content_type)
+    assert (status, answer["accepted"]) == (202, True)
+    event = published(served, answer["message_id"])
+    assert event["detail"]["result"]["outcome"] == "success", event["detail"]["result"]
+
+
+def test_async_route_refuses_multipart_and_empty_bodies_at_once(served: Served) -> None:
+    multipart = b'--x\r\nContent-Disposition: form-data; name="email"\r\n\r\na@b.c\r\n--x--'
+    status, _, body = request(
+        served, "POST", "/create-profile/async", multipart, "multipart/form-data; boundary=x"
+    )
+    assert (status, body) == (415, {"message": "Unsupported Media Type"})
+    status, _, body = request(served, "POST", "/create-profile/async", b"")
+    assert (status, body["accepted"]) == (400, False)
+
+
+def test_async_is_the_one_queue_route(served: Served) -> None:
+    status, _, body = request(served, "POST", "/create-profile/queue", b"{}")
+    assert status == 404
+    assert "POST /create-profile/async" in body["routes"]
+    assert "/queue" not in "".join(served.stdout)
+
+
+def _raw(served: Served, request_bytes: bytes) -> tuple[int, bytes]:
+    host, port = served.base_url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=30) as sock:
+        sock.sendall(request_bytes)
+        sock.shutdown(socket.SHUT_WR)
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    status = int(answer.split(b" ", 2)[1])
+    return status, answer.split(b"\r\n\r\n", 1)[1]
+
+
+def test_a_chunked_body_is_read(served: Served) -> None:
+    host, port = served.base_url.removeprefix("http://").split(":")
+    connection = http.client.HTTPConnection(host, int(port), timeout=30)
+    parts = [b'{"email": "chunked', b'.lead@example.com"}']
+    connection.request(
+        "POST",
+        "/create-profile",
+        body=iter(parts),
+        headers={"Content-Type": "application/json"},
+        encode_chunked=True,
+    )
+    response = connection.getresponse()
+    assert (response.status, json.loads(response.read())["outcome"]) == (200, "success")
+    connection.close()
+
+
+@pytest.mark.parametrize(
+    ("headers", "status"),
+    [
+        (b"Content-Length: abc\r\n", 400),
+        (b"Content-Length: -5\r\n", 400),
+        (b"", 411),
+        (b"Transfer-Encoding: chunked\r\n", 400),  # the body is not in chunks
+    ],
+    ids=["not a number", "negative", "missing", "bad chunks"],
+)
+def test_unreadable_lengths_get_a_clear_answer_not_a_traceback(
+    served: Served, headers: bytes, status: int
+) -> None:
+    got, body = _raw(
+        served,
+        b"POST /create-profile HTTP/1.1\r\nHost: x\r\n" + headers + b"\r\n" + b'{"a": 1}',
+    )
+    assert got == status
+    assert json.loads(body)["message"]
+    time.sleep(0.2)
+    assert "Traceback" not in "".join(served.stderr)
+
+
+def test_a_port_in_use_is_one_line_and_exit_code_1(served: Served) -> None:
+    port = served.base_url.rsplit(":", 1)[1]
+    done = subprocess.run(
+        [sys.executable, "-m", "devtools.runner", "serve", "--port", port],
+        cwd=le.ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 1
+    assert done.stdout == ""
+    (line,) = done.stderr.splitlines()
+    assert f"port {port} on 127.0.0.1 is already in use" in line
+
+
+def _emulator(served: Served, method: str, path: str, body: Any = None) -> None:
+    (base,) = re.findall(r"Klaviyo emulator: (\S+)", "".join(served.stdout))
+    data = json.dumps(body).encode() if body is not None else None
+    urllib.request.urlopen(urllib.request.Request(base + path, data, method=method), timeout=10)
+
+
+def test_a_handed_back_lead_says_when_it_comes_back(served: Served) -> None:
+    _emulator(served, "POST", "/_emulator/faults", {"status": 503, "times": 10})
+    try:
+        status, _, body = request(
+            served, "POST", "/create-profile/async", b"email=later%40example.com", FORM
+        )
+        assert status == 202
+        deadline = time.monotonic() + 30
+        line = ""
+        while not line and time.monotonic() < deadline:
+            found = [x for x in served.stderr if body["message_id"] in x and "handed back" in x]
+            line = found[0] if found else ""
+            time.sleep(0.2)
+    finally:
+        _emulator(served, "DELETE", "/_emulator/faults")
+    assert re.search(r"handed back; retried in 2160 s \(at \d\d:\d\d:\d\d", line), line
+    assert "delivery 1 of 5" in line
+
+
+def test_serve_output_has_no_metric_documents_or_warnings(served: Served) -> None:
+    request(served, "POST", "/get-profiles", b'{"email": "nobody@example.com"}')
+    request(served, "POST", "/update-profile", b"not json")
+    output = "".join(served.stdout + served.stderr)
+    assert '"_aws"' not in output, "metric (EMF) documents are for CloudWatch"
+    assert "Warning" not in output and "Traceback" not in output, output
+
+
+def test_serve_verbose_shows_the_functions_logs_and_metrics() -> None:
+    running = _start({"KLAVIYO_API_KEY": None}, "--verbose")
+    try:
+        status, _, _ = request(running, "POST", "/get-profiles", b'{"email": "v@example.com"}')
+        assert status == 422
+        time.sleep(0.5)
+    finally:
+        assert _stop(running) == 0
+    output = "".join(running.stdout)
+    assert '"_aws"' in output and '"LeadsReceived"' in output
+    assert "serve --verbose" not in output
 
 
 def test_real_klaviyo_mode_warns_and_keeps_the_real_base_url() -> None:
