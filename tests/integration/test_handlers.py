@@ -507,6 +507,115 @@ class TestRetryableLeadsWithoutAQueueGoOntoOne:
             call("create_profile", {"email": "later@example.com", "timeout_seconds": 1})
 
 
+class TestIdempotencyKey:
+    """Webhook senders that retry: a repeat with the same key gets the first answer."""
+
+    def post_with_key(self, key: str, lead: dict, **kwargs) -> dict:
+        headers = {"Content-Type": "application/json", "Idempotency-Key": key}
+        return post("create_profile", lead, headers=headers, **kwargs)
+
+    def test_a_repeat_gets_the_first_answer_without_calling_klaviyo(self, aws, klaviyo_emulator):
+        lead = {"reference": "only-a-reference"}
+        first = self.post_with_key("k-1", lead)
+        calls = klaviyo_emulator.calls()
+        again = self.post_with_key("k-1", lead)
+        assert (again["statusCode"], again["json"]) == (first["statusCode"], first["json"])
+        assert first["json"]["outcome"] == "success"
+        assert klaviyo_emulator.calls() == calls
+        assert len(klaviyo_emulator.profiles()) == 1
+
+    def test_a_retryable_answer_is_not_kept(self, aws, klaviyo_emulator):
+        klaviyo_emulator.faults.add(Fault(status=503, times=None))
+        lead = {"email": "later@example.com", "timeout_seconds": 1}
+        assert self.post_with_key("k-2", lead)["statusCode"] == 502
+        klaviyo_emulator.faults.clear()
+        assert self.post_with_key("k-2", lead)["json"]["outcome"] == "success"
+
+    def test_the_key_with_another_request_is_refused(self, aws, klaviyo_emulator):
+        self.post_with_key("k-3", {"email": "one@example.com"})
+        other = self.post_with_key("k-3", {"email": "two@example.com"})
+        assert other["statusCode"] == 400
+        assert other["json"]["reason"] == "This Idempotency-Key was used with a different request"
+
+    def test_a_repeat_while_the_first_runs_is_told_to_come_back(self, aws, klaviyo_emulator):
+        from klaviyo_leads.actions import ACTIONS
+
+        lead = {"email": "slow@example.com"}
+        entrypoint.runtime().requests(ACTIONS["create_profile"])._store.save_inprogress(
+            {
+                "key": "k-4",
+                "request": {"body": json.dumps(lead), "content_type": "application/json"},
+            }
+        )
+        answer = self.post_with_key("k-4", lead)
+        assert answer["statusCode"] == 409
+        assert int(answer["headers"]["Retry-After"]) >= 1
+        assert klaviyo_emulator.calls() == 0
+
+    def test_an_overlong_key_is_refused(self, aws, klaviyo_emulator):
+        answer = self.post_with_key("k" * 256, {"email": "a@example.com"})
+        assert answer["statusCode"] == 400 and klaviyo_emulator.calls() == 0
+
+
+@pytest.fixture
+def results_table(aws, monkeypatch):
+    """The results table the functions keep queued leads' results in."""
+    dynamodb = client("dynamodb")
+    name = "klaviyo-lead-actions-results-test"
+    existing = dynamodb.list_tables()["TableNames"]
+    if name not in existing:
+        dynamodb.create_table(
+            TableName=name,
+            KeySchema=[{"AttributeName": "message_id", "KeyType": "HASH"}],
+            AttributeDefinitions=[{"AttributeName": "message_id", "AttributeType": "S"}],
+            BillingMode="PAY_PER_REQUEST",
+        )
+    monkeypatch.setenv("RESULTS_TABLE_NAME", name)
+    entrypoint.reset_runtime()
+    return name
+
+
+class TestResultsOfQueuedLeads:
+    def get(self, message_id: str) -> dict:
+        from klaviyo_leads import results
+
+        results._store = None
+        event = api_gateway_event("GET", f"/results/{message_id}", {}, None)
+        event["pathParameters"] = {"message_id": message_id}
+        answer = results.lambda_handler(event, LambdaContext.for_action("get_result"))
+        return {"status": answer["statusCode"], **json.loads(answer["body"])}
+
+    @pytest.mark.parametrize("coalesce", ["true", "false"])
+    def test_a_finished_lead_is_answered_for_24_hours(
+        self, aws, klaviyo_emulator, results_table, monkeypatch, coalesce
+    ):
+        monkeypatch.setenv("COALESCE_BATCHES", coalesce)
+        entrypoint.reset_runtime()
+        message_id = f"m-done-{coalesce}"
+        assert self.get(message_id)["status"] == 404  # not finished yet
+        sqs("get_profiles", json.dumps({"email": "nobody@example.com"}), ids=[message_id])
+        found = self.get(message_id)
+        assert (found["status"], found["action"]) == (200, "get_profiles")
+        assert found["result"]["reason"] == "No profile found"
+        assert set(found["result"]) == set(aws.published()[0]["detail"]["result"])
+
+    def test_a_lead_handed_back_has_no_result_yet(self, aws, klaviyo_emulator, results_table):
+        klaviyo_emulator.faults.add(Fault(status=503, times=None))
+        sqs(
+            "get_profiles",
+            json.dumps({"email": "a@example.com", "timeout_seconds": 1}),
+            ids=["m-back"],
+        )
+        assert self.get("m-back")["status"] == 404
+
+    def test_an_expired_result_is_gone_even_before_dynamodb_deletes_it(self, aws, results_table):
+        from klaviyo_leads.results import ResultStore
+
+        yesterday = ResultStore(results_table, clock=lambda: time.time() - 24 * 3600 - 1)
+        assert yesterday.put([("m-old", "get_profiles", {"outcome": "success"})]) == [True]
+        assert self.get("m-old")["status"] == 404
+
+
 # -- EventBridge and direct --------------------------------------------------------------------
 
 

@@ -100,3 +100,81 @@ class Idempotency:
 
     def release(self, record: dict[str, Any], reason: Exception) -> None:
         self._store.delete_record(record, exception=reason)
+
+
+# -- webhook repeats -----------------------------------------------------------------------
+
+# A repeat of a request with the same Idempotency-Key within this long gets the first answer.
+REQUEST_TTL_SECONDS = 24 * 3600
+MAX_KEY_LENGTH = 255
+
+
+class KeyReused(Exception):
+    """The Idempotency-Key came with a different request before."""
+
+
+class _NotKept(Exception):
+    """An answer not to keep (a retryable error): the repeat should really try again."""
+
+    def __init__(self, answer: dict[str, Any]) -> None:
+        super().__init__("not kept")
+        self.answer = answer
+
+
+class Requests:
+    """API requests made idempotent by the caller's ``Idempotency-Key`` header.
+
+    The first answer, status included, is kept 24 hours on the idempotency table (Powertools'
+    ``idempotent_function``): a repeat gets it without calling Klaviyo, and a repeat while
+    the first is still running is told so. A retryable answer is not kept.
+    """
+
+    def __init__(self, table_name: str, action: str, boto3_client: Any = None) -> None:
+        from aws_lambda_powertools.utilities.idempotency import (
+            DynamoDBPersistenceLayer,
+            IdempotencyConfig,
+        )
+
+        self.config = IdempotencyConfig(
+            event_key_jmespath="key",
+            payload_validation_jmespath="request",
+            expires_after_seconds=REQUEST_TTL_SECONDS,
+        )
+        self.key_prefix = f"{KEY_PREFIX}.{action}.request"
+        self._store = DynamoDBPersistenceLayer(table_name=table_name, boto3_client=boto3_client)
+        self._store.configure(self.config, key_prefix=self.key_prefix)
+
+    def answer(
+        self,
+        key: str,
+        request: dict[str, Any],
+        respond: Callable[[], tuple[dict[str, Any], bool]],
+    ) -> dict[str, Any]:
+        """The answer to keep under ``key``; ``respond()`` gives (answer, worth keeping)."""
+        from aws_lambda_powertools.utilities.idempotency import idempotent_function
+        from aws_lambda_powertools.utilities.idempotency.exceptions import (
+            IdempotencyAlreadyInProgressError,
+            IdempotencyValidationError,
+        )
+
+        def run(data: dict[str, Any]) -> dict[str, Any]:
+            answer, keep = respond()
+            if not keep:
+                raise _NotKept(answer)
+            return answer
+
+        decorated = idempotent_function(
+            data_keyword_argument="data",
+            persistence_store=self._store,
+            config=self.config,
+            key_prefix=self.key_prefix,
+        )(run)
+        try:
+            answer: dict[str, Any] = decorated(data={"key": key, "request": request})
+        except _NotKept as not_kept:
+            return not_kept.answer
+        except IdempotencyAlreadyInProgressError as exc:
+            raise InProgressElsewhere(key) from exc
+        except IdempotencyValidationError as exc:
+            raise KeyReused(key) from exc
+        return answer

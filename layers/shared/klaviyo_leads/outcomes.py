@@ -36,6 +36,7 @@ class Kind(StrEnum):
     TIMEOUT = "timeout"  # retryable: the budget ran out
     TRANSIENT = "transient"  # retryable: network, 5xx, challenge page
     QUEUED = "queued"  # an error that was retryable, put on the action's queue to try again
+    CONFLICT = "conflict"  # a repeat of a request that is still running
 
 
 RETRYABLE_KINDS = frozenset({Kind.THROTTLED, Kind.TIMEOUT, Kind.TRANSIENT})
@@ -54,6 +55,7 @@ _STATUS_BY_KIND = {
     Kind.TIMEOUT: 504,
     Kind.TRANSIENT: 502,
     Kind.QUEUED: 202,
+    Kind.CONFLICT: 409,
 }
 
 
@@ -235,6 +237,13 @@ BODY_NOT_JSON = _error(Kind.BAD_REQUEST, "The request body is not valid JSON")
 BODY_NOT_OBJECT = _error(Kind.BAD_REQUEST, "The request body must be a JSON object (one lead)")
 MESSAGE_NOT_JSON = _error(Kind.BAD_REQUEST, "The message body is not valid JSON")
 LEAD_NOT_OBJECT = _error(Kind.BAD_REQUEST, "A lead must be a JSON object")
+BAD_IDEMPOTENCY_KEY = _error(Kind.BAD_REQUEST, "Idempotency-Key must be 1 to {limit} characters")
+IDEMPOTENCY_KEY_REUSED = _error(
+    Kind.BAD_REQUEST, "This Idempotency-Key was used with a different request"
+)
+STILL_RUNNING = _error(
+    Kind.CONFLICT, "A request with this Idempotency-Key is still running; try again shortly"
+)
 UNSUPPORTED_MEDIA = _error(
     Kind.UNSUPPORTED_MEDIA, "The request body must be {accepted}, not {media_type}"
 )

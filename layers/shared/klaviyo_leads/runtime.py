@@ -19,12 +19,13 @@ from .actions import Action, result_fields, run_action
 from .budget import Budget, effective_budget_seconds
 from .config import Settings
 from .context import Context, NameCache
-from .idempotency import Idempotency
+from .idempotency import Idempotency, Requests
 from .klaviyo import KlaviyoClient, Pacer
 from .lead import Lead, ensure_object
 from .outcomes import Outcome, Result
 from .publishing import ResultPublisher
 from .queueing import ActionQueue
+from .results import ResultStore
 from .secrets import ApiKeyProvider
 
 SERVICE = "klaviyo-lead-actions"
@@ -82,7 +83,9 @@ class Runtime:
     names: NameCache = field(default_factory=NameCache)
     publisher: ResultPublisher | None = None
     queue: ActionQueue | None = None
+    results: ResultStore | None = None
     idempotency_by_action: dict[str, Idempotency] = field(default_factory=dict)
+    requests_by_action: dict[str, Requests] = field(default_factory=dict)
     clock: Callable[[], float] = time.monotonic
 
     @classmethod
@@ -102,7 +105,8 @@ class Runtime:
             else None
         )
         queue = ActionQueue(settings.action_queue_url) if settings.action_queue_url else None
-        return cls(settings=settings, client=client, publisher=publisher, queue=queue)
+        results = ResultStore(settings.results_table_name) if settings.results_table_name else None
+        return cls(settings, client, publisher=publisher, queue=queue, results=results)
 
     def idempotency(self, action: Action) -> Idempotency | None:
         if not self.settings.idempotency_table_name:
@@ -112,6 +116,16 @@ class Runtime:
                 self.settings.idempotency_table_name, action.name
             )
         return self.idempotency_by_action[action.name]
+
+    def requests(self, action: Action) -> Requests | None:
+        """Idempotency-Key answers for the action's API route, on the idempotency table."""
+        if not self.settings.idempotency_table_name:
+            return None
+        if action.name not in self.requests_by_action:
+            self.requests_by_action[action.name] = Requests(
+                self.settings.idempotency_table_name, action.name
+            )
+        return self.requests_by_action[action.name]
 
     def budget(self, seconds: float) -> Budget:
         return Budget(seconds, clock=self.clock)

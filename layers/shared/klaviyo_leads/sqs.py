@@ -182,14 +182,32 @@ def _publish(runtime: Runtime, action: Action, record: SQSRecord, item: Claimed)
     """Publish a stored result; a redelivery after a failed publish only publishes again."""
     fields = item.stored or {}
     published = item.published
-    if published is None and runtime.publisher is not None:
-        publication = Publication(
-            action.name, _as_received(item.lead, record), fields, record.message_id
-        )
-        published = runtime.publisher.publish([publication])[0]
+    if published is None:
+        published = _deliver(runtime, action, [(record, item)])[0]
     if published is False:
         raise HandBack("the result could not be published")
     return fields
+
+
+def _deliver(
+    runtime: Runtime, action: Action, finished: list[tuple[SQSRecord, Claimed]]
+) -> list[bool]:
+    """Publish results on the bus (ten to a call) and keep them for GET /results."""
+    delivered = [True] * len(finished)
+    if runtime.publisher is not None:
+        publications = [
+            Publication(
+                action.name, _as_received(item.lead, record), item.stored or {}, record.message_id
+            )
+            for record, item in finished
+        ]
+        delivered = runtime.publisher.publish(publications)
+    if runtime.results is not None:
+        kept = runtime.results.put(
+            [(record.message_id, action.name, item.stored or {}) for record, item in finished]
+        )
+        delivered = [a and b for a, b in zip(delivered, kept, strict=True)]
+    return delivered
 
 
 def claim(runtime: Runtime, action: Action, record: SQSRecord, left: float | None) -> Claimed:
@@ -261,16 +279,11 @@ def _store_and_publish(
             item.stored = item.result.fields
         if item.hand_back is None and item.stored is not None:
             final.append((message_id, item))
-    if runtime.publisher is None or not final:
+    if not final:
         return
-    publications = [
-        Publication(
-            action.name, _as_received(item.lead, records[message_id]), item.stored or {}, message_id
-        )
-        for message_id, item in final
-    ]
-    for (_, item), accepted in zip(final, runtime.publisher.publish(publications), strict=True):
-        item.published = accepted
+    finished = [(records[message_id], item) for message_id, item in final]
+    for (_, item), delivered in zip(final, _deliver(runtime, action, finished), strict=True):
+        item.published = delivered
 
 
 def _delivery(record: SQSRecord) -> Delivery:

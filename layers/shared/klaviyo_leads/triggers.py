@@ -17,6 +17,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from . import outcomes
 from .actions import Action, result_fields
 from .budget import MIN_SECONDS_PER_LEAD, remaining_seconds
+from .idempotency import MAX_KEY_LENGTH, InProgressElsewhere, KeyReused
 from .lead import leads_in, parse_body
 from .outcomes import Kind, Result
 from .publishing import Publication
@@ -75,6 +76,9 @@ def handle(runtime: Runtime, action: Action, event: Any, lambda_context: LambdaC
 
 # -- API Gateway ---------------------------------------------------------------------------
 
+# A repeat that arrives while the first request runs is asked to come back after this long.
+IN_PROGRESS_RETRY_SECONDS = 5.0
+
 
 def handle_api(
     runtime: Runtime, action: Action, event: Mapping[str, Any], ctx: LambdaContext
@@ -82,22 +86,65 @@ def handle_api(
     request = event.get("requestContext") or {}
     logger.set_correlation_id(str(request.get("requestId") or "") or None)
     headers = {str(k).lower(): v for k, v in (event.get("headers") or {}).items()}
+    key = headers.get("idempotency-key")
+    if key is None or not runtime.settings.idempotency_table_name:
+        return _answer_api(runtime, action, event, headers, ctx)[0]
+    return _answer_once(runtime, action, event, headers, ctx, str(key))
+
+
+def _answer_once(
+    runtime: Runtime,
+    action: Action,
+    event: Mapping[str, Any],
+    headers: Mapping[str, Any],
+    ctx: LambdaContext,
+    key: str,
+) -> dict[str, Any]:
+    """A repeat within 24 h gets the first answer (contract section 6, Retries by callers)."""
+    requests = runtime.requests(action)
+    assert requests is not None
+    requests.config.register_lambda_context(ctx)  # a request in progress ends with its invocation
+    if not key or len(key) > MAX_KEY_LENGTH:
+        result = outcomes.BAD_IDEMPOTENCY_KEY(limit=MAX_KEY_LENGTH)
+    else:
+        request = {"body": event.get("body"), "content_type": headers.get("content-type")}
+        try:
+            return requests.answer(
+                key, request, lambda: _answer_api(runtime, action, event, headers, ctx)
+            )
+        except InProgressElsewhere:
+            result = outcomes.STILL_RUNNING(retry_after=IN_PROGRESS_RETRY_SECONDS)
+        except KeyReused:
+            result = outcomes.IDEMPOTENCY_KEY_REUSED()
+    runtime.record(action, result, 0.0)
+    return api_response(result, result_fields(action, result))
+
+
+def _answer_api(
+    runtime: Runtime,
+    action: Action,
+    event: Mapping[str, Any],
+    headers: Mapping[str, Any],
+    ctx: LambdaContext,
+) -> tuple[dict[str, Any], bool]:
+    """The API answer for one request, and whether a repeat may be given it (not retryable)."""
     try:
         lead = parse_body(
             event.get("body"), headers.get("content-type"), bool(event.get("isBase64Encoded"))
         )
     except Result as result:
         runtime.record(action, result, 0.0)
-        return api_response(result, result_fields(action, result))
+        return api_response(result, result_fields(action, result)), True
     processed = runtime.process(
         action, lead, remaining_seconds=remaining_seconds(ctx), via_api_gateway=True
     )
-    return api_response(processed.result, processed.fields)
+    answer = api_response(processed.result, processed.fields)
+    return answer, not processed.result.retryable
 
 
 def api_response(result: Result, fields: dict[str, Any]) -> dict[str, Any]:
     headers = {"Content-Type": "application/json"}
-    if result.kind is Kind.THROTTLED:
+    if result.kind in (Kind.THROTTLED, Kind.CONFLICT):
         headers["Retry-After"] = str(max(1, math.ceil(result.retry_after or 1)))
     return {
         "statusCode": result.http_status,
