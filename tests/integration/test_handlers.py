@@ -541,11 +541,13 @@ class TestIdempotencyKey:
         from klaviyo_leads.actions import ACTIONS
 
         lead = {"email": "slow@example.com"}
-        entrypoint.runtime().requests(ACTIONS["create_profile"])._store.save_inprogress(
+        requests = entrypoint.runtime().requests(ACTIONS["create_profile"])
+        requests._store.save_inprogress(
             {
                 "key": "k-4",
                 "request": {"body": json.dumps(lead), "content_type": "application/json"},
-            }
+            },
+            remaining_time_in_millis=60_000,
         )
         answer = self.post_with_key("k-4", lead)
         assert answer["statusCode"] == 409
