@@ -28,7 +28,6 @@ def create(client, email="a@example.com", budget=30.0):
         "POST",
         "/api/profiles",
         Budget(budget),
-        bucket="profiles",
         body={"data": {"type": "profile", "attributes": {"email": email}}},
         expect=(201,),
         handled=(409,),
@@ -117,41 +116,41 @@ def test_429_longer_than_budget_is_reported_at_once(client, klaviyo_emulator, sl
 @pytest.mark.parametrize("status", [500, 502, 503, 504, 408, 423])
 def test_retryable_statuses_back_off_then_succeed(client, klaviyo_emulator, sleeps, status):
     klaviyo_emulator.faults.add(Fault(status=status, times=2))
-    response = client.call("GET", "/api/profiles", Budget(30), bucket="profiles")
+    response = client.call("GET", "/api/profiles", Budget(30))
     assert response.status == 200
     assert len(sleeps) == 2 and all(0.2 <= s <= 1.2 for s in sleeps)
 
 
 def test_persistent_5xx_gives_up_after_max_attempts(client, klaviyo_emulator, sleeps):
     klaviyo_emulator.faults.add(Fault(status=503, times=None))
-    problem = problem_of(client.call, "GET", "/api/profiles", Budget(30), bucket="profiles")
+    problem = problem_of(client.call, "GET", "/api/profiles", Budget(30))
     assert (problem.reason, problem.retryable) == ("Klaviyo returned HTTP 503", True)
     assert klaviyo_emulator.calls() == client.max_attempts
 
 
 def test_501_is_not_retried(client, klaviyo_emulator, sleeps):
     klaviyo_emulator.faults.add(Fault(status=501, times=None))
-    problem = problem_of(client.call, "GET", "/api/profiles", Budget(30), bucket="profiles")
+    problem = problem_of(client.call, "GET", "/api/profiles", Budget(30))
     assert not problem.retryable and klaviyo_emulator.calls() == 1
 
 
 def test_challenge_page_is_retried_as_transient(client, klaviyo_emulator, sleeps):
     klaviyo_emulator.faults.add(Fault(challenge=True, times=None))
-    problem = problem_of(client.call, "GET", "/api/profiles", Budget(30), bucket="profiles")
+    problem = problem_of(client.call, "GET", "/api/profiles", Budget(30))
     assert problem.reason == "Klaviyo's firewall challenged the request (HTTP 403)"
     assert problem.retryable and len(sleeps) == client.max_attempts - 1
 
 
 def test_dropped_connection_is_network_error(client, klaviyo_emulator, sleeps):
     klaviyo_emulator.faults.add(Fault(drop=True, times=None))
-    problem = problem_of(client.call, "GET", "/api/profiles", Budget(30), bucket="profiles")
+    problem = problem_of(client.call, "GET", "/api/profiles", Budget(30))
     assert problem.reason == "Could not reach Klaviyo (connection failed)"
     assert problem.retryable
 
 
 def test_slow_klaviyo_times_out_within_the_budget(client, klaviyo_emulator):
     klaviyo_emulator.faults.add(Fault(latency=3.0, times=None))
-    problem = problem_of(client.call, "GET", "/api/profiles", Budget(1.0), bucket="profiles")
+    problem = problem_of(client.call, "GET", "/api/profiles", Budget(1.0))
     assert problem.reason == "Klaviyo did not respond within 1 seconds"
     assert (problem.kind, problem.retryable) == (Kind.TIMEOUT, True)
 
@@ -167,7 +166,7 @@ def test_slow_klaviyo_times_out_within_the_budget(client, klaviyo_emulator):
 )
 def test_unreadable_success_is_an_error_not_a_crash(client, klaviyo_emulator, body, content_type):
     klaviyo_emulator.faults.add(Fault(status=200, body=body, content_type=content_type))
-    problem = problem_of(client.call, "GET", "/api/profiles", Budget(5), bucket="profiles")
+    problem = problem_of(client.call, "GET", "/api/profiles", Budget(5))
     assert problem.reason == "Klaviyo returned an unreadable response (HTTP 200)"
     assert problem.outcome is Outcome.ERROR
 
@@ -176,7 +175,7 @@ def test_html_500_is_retryable_with_status_in_reason(client, klaviyo_emulator, s
     klaviyo_emulator.faults.add(
         Fault(status=500, body=b"<html>down</html>", content_type="text/html", times=None)
     )
-    problem = problem_of(client.call, "GET", "/api/profiles", Budget(5), bucket="profiles")
+    problem = problem_of(client.call, "GET", "/api/profiles", Budget(5))
     assert problem.reason == "Klaviyo returned HTTP 500" and problem.retryable
 
 
@@ -189,7 +188,7 @@ def test_create_is_not_repeated_once_it_may_have_reached_klaviyo(client, klaviyo
 
 def test_reads_are_repeated_after_a_drop(client, klaviyo_emulator, sleeps):
     klaviyo_emulator.faults.add(Fault(method="GET", drop=True, times=1))
-    assert client.call("GET", "/api/profiles", Budget(5), bucket="profiles").status == 200
+    assert client.call("GET", "/api/profiles", Budget(5)).status == 200
     assert len(sleeps) == 1
 
 
@@ -199,7 +198,6 @@ def test_email_with_plus_is_percent_encoded(client, klaviyo_emulator):
         "GET",
         "/api/profiles",
         Budget(5),
-        bucket="profiles",
         query={"filter": 'equals(email,"a+b@example.com")'},
     )
     assert len(response.data) == 1
@@ -208,18 +206,22 @@ def test_email_with_plus_is_percent_encoded(client, klaviyo_emulator):
 def test_pacer_spaces_calls_by_the_burst_limit():
     now = [0.0]
     pacer = Pacer(clock=lambda: now[0])
-    assert pacer.wait_for("list_add") == 0.0
-    pacer.sent("list_add")
-    assert pacer.wait_for("list_add") == pytest.approx(0.11)  # 10 per second, with a margin
+    assert pacer.wait_for("add_profiles_to_list") == 0.0
+    pacer.sent("add_profiles_to_list")
+    assert pacer.wait_for("add_profiles_to_list") == pytest.approx(
+        0.11
+    )  # 10 per second, with a margin
     assert pacer.wait_for("unknown") == 0.0
     now[0] = 0.11
-    assert pacer.wait_for("list_add") == pytest.approx(0.0)
+    assert pacer.wait_for("add_profiles_to_list") == pytest.approx(0.0)
 
 
 def test_check_pace_refuses_a_wait_beyond_the_budget(client):
-    client.pacer.observe("list_add", 200, {"RateLimit-Remaining": "0", "RateLimit-Reset": "50"})
-    assert 49 <= client.check_pace("list_add", Budget(70)) <= 60  # the next window
-    problem = problem_of(client.check_pace, "list_add", Budget(10))
+    client.pacer.observe(
+        "add_profiles_to_list", 200, {"RateLimit-Remaining": "0", "RateLimit-Reset": "50"}
+    )
+    assert 49 <= client.check_pace("add_profiles_to_list", Budget(70)) <= 60  # the next window
+    problem = problem_of(client.check_pace, "add_profiles_to_list", Budget(10))
     assert (problem.kind, problem.retryable) == (Kind.THROTTLED, True)
 
 
@@ -227,7 +229,7 @@ def test_list_add_pace_is_checked_before_the_profile_search(run, klaviyo_emulato
     list_id = klaviyo_emulator.create_list("Newsletter")
     klaviyo_emulator.create_profile(email="a@example.com")
     runtime.client.pacer.observe(
-        "list_add", 200, {"RateLimit-Remaining": "0", "RateLimit-Reset": "500"}
+        "add_profiles_to_list", 200, {"RateLimit-Remaining": "0", "RateLimit-Reset": "500"}
     )
     fields = run(
         "add_profile_to_list",

@@ -17,9 +17,9 @@ from klaviyo_leads.outcomes import Kind, Result
 
 def test_pacing_reads_klaviyos_rate_limit_headers_whatever_their_case(runtime, klaviyo_emulator):
     klaviyo_emulator.set_rate_limits(True, overrides={"get_profiles": (50, 2)})
-    runtime.client.call("GET", "/api/profiles", Budget(30), bucket="profiles")
+    runtime.client.call("GET", "/api/profiles", Budget(30))
     # One call of two is left this minute: the next waits its share instead of a 429.
-    assert runtime.client.pacer.wait_for("profiles") > 20.0
+    assert runtime.client.pacer.wait_for("get_profiles") > 20.0
     assert [r.status for r in klaviyo_emulator.requests] == [200]
 
 
@@ -31,7 +31,7 @@ def test_connection_refused_is_a_network_error_not_a_timeout():
         f"http://127.0.0.1:{port}", "2026-07-15", lambda f: "pk", sleep=lambda s: None
     )
     with pytest.raises(Result) as caught:
-        client.call("GET", "/api/profiles", Budget(30), bucket="profiles")
+        client.call("GET", "/api/profiles", Budget(30))
     assert caught.value.reason == "Could not reach Klaviyo (connection failed)"
     assert caught.value.kind is Kind.TRANSIENT
 

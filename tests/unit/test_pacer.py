@@ -31,10 +31,10 @@ def headers(remaining: int, reset: float, limit: int = 750) -> dict[str, str]:
 def test_alone_it_spreads_the_minute_evenly_instead_of_bursting():
     clock = Clock()
     pacer = Pacer(clock=clock)
-    pacer.sent("profiles")
-    pacer.observe("profiles", 200, headers(749, 60))
+    pacer.sent("get_profiles")
+    pacer.observe("get_profiles", 200, headers(749, 60))
     # 749 calls over 60 s at 90 %: one every ~89 ms, not the burst limit's 15 ms.
-    assert pacer.wait_for("profiles") == pytest.approx(60 / (0.9 * 749), rel=0.01)
+    assert pacer.wait_for("get_profiles") == pytest.approx(60 / (0.9 * 749), rel=0.01)
 
 
 def test_what_the_rest_of_the_account_spends_is_left_to_it():
@@ -42,45 +42,47 @@ def test_what_the_rest_of_the_account_spends_is_left_to_it():
     pacer = Pacer(clock=clock)
     remaining = 750
     for _ in range(30):  # others spend 10 calls a second; we spend one
-        pacer.sent("profiles")
+        pacer.sent("get_profiles")
         remaining -= 11
         clock.now += 1.0
-        pacer.observe("profiles", 200, headers(remaining, 60 - (clock.now - 1000)))
-    pacer.sent("profiles")
+        pacer.observe("get_profiles", 200, headers(remaining, 60 - (clock.now - 1000)))
+    pacer.sent("get_profiles")
     alone = Pacer(clock=clock)
-    alone.observe("profiles", 200, headers(750, 30))  # nobody spent any this window
-    alone.sent("profiles")
+    alone.observe("get_profiles", 200, headers(750, 30))  # nobody spent any this window
+    alone.sent("get_profiles")
     # 420 left for 30 s: 14 a second, 10 of them the others' pace. Alone: 25 a second.
-    assert pacer.wait_for("profiles") == pytest.approx(1 / (0.9 * (14 - 10)), rel=0.05)
-    assert alone.wait_for("profiles") == pytest.approx(1 / (0.9 * 25), rel=0.05)
+    assert pacer.wait_for("get_profiles") == pytest.approx(1 / (0.9 * (14 - 10)), rel=0.05)
+    assert alone.wait_for("get_profiles") == pytest.approx(1 / (0.9 * 25), rel=0.05)
 
 
 def test_with_nothing_left_for_us_it_waits_for_the_next_window():
     clock = Clock()
     pacer = Pacer(clock=clock)
-    pacer.observe("list_add", 200, headers(0, 7, limit=150))
+    pacer.observe("add_profiles_to_list", 200, headers(0, 7, limit=150))
     # The next window, at a random point of the first interval there (here: at most 10 s).
-    assert 7.0 <= pacer.wait_for("list_add") <= 17.0
-    assert pacer.wait_for("list_add") == pacer.wait_for("list_add")  # one wake time, kept
-    assert pacer.wait_for("profiles") == 0.0
+    assert 7.0 <= pacer.wait_for("add_profiles_to_list") <= 17.0
+    assert pacer.wait_for("add_profiles_to_list") == pacer.wait_for(
+        "add_profiles_to_list"
+    )  # one wake time, kept
+    assert pacer.wait_for("get_profiles") == 0.0
 
 
 def test_a_429_blocks_until_retry_after():
     clock = Clock()
     pacer = Pacer(clock=clock)
-    pacer.observe("list_add", 429, {"Retry-After": "3"})
-    assert pacer.wait_for("list_add") == pytest.approx(3.0)
+    pacer.observe("add_profiles_to_list", 429, {"Retry-After": "3"})
+    assert pacer.wait_for("add_profiles_to_list") == pytest.approx(3.0)
     clock.now += 3
-    assert pacer.wait_for("list_add") == 0.0
+    assert pacer.wait_for("add_profiles_to_list") == 0.0
 
 
 def test_a_share_cap_leaves_the_rest_to_other_integrations():
     clock = Clock()
     pacer = Pacer(clock=clock, max_share=0.5)
-    pacer.sent("profiles")
-    pacer.observe("profiles", 200, headers(749, 60))
+    pacer.sent("get_profiles")
+    pacer.observe("get_profiles", 200, headers(749, 60))
     # Half the limit is kept for others: 0.9 x (749/60 - 375/60) calls a second.
-    assert pacer.wait_for("profiles") == pytest.approx(1 / (0.9 * (749 - 375) / 60), rel=0.01)
+    assert pacer.wait_for("get_profiles") == pytest.approx(1 / (0.9 * (749 - 375) / 60), rel=0.01)
 
 
 # -- many containers and another integration on one account ---------------------------------
@@ -141,14 +143,14 @@ def simulate(containers: int, seconds: float = 300.0, seed: int = 7) -> dict[str
             heapq.heappush(events, (at + other_interval, -1, 0))
             continue
         pacer = pacers[who]
-        wait = pacer.wait_for("list_add")
+        wait = pacer.wait_for("add_profiles_to_list")
         if wait > 0:
             heapq.heappush(events, (at + wait, who, 0))
             continue
-        pacer.sent("list_add")
+        pacer.sent("add_profiles_to_list")
         status, answer = account.call(clock.now)
         clock.now = at + latency * rng.uniform(0.5, 1.5)
-        pacer.observe("list_add", status, answer)
+        pacer.observe("add_profiles_to_list", status, answer)
         tally["fleet"] += 1
         tally["fleet_429"] += status == 429
         heapq.heappush(events, (clock.now, who, 0))
@@ -186,3 +188,28 @@ def test_other_retryable_records_back_off_by_delivery(receive_count, base):
 
     seconds = visibility(receive_count, None, random.Random(1))
     assert 0.8 * base <= seconds <= 1.2 * base + 1
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "operation"),
+    [
+        ("GET", "/api/profiles", "get_profiles"),
+        ("POST", "/api/profiles/", "create_profile"),
+        ("GET", "/api/profiles/01ABC", "get_profile"),
+        ("PATCH", "/api/profiles/01ABC", "update_profile"),
+        ("GET", "https://a.klaviyo.com/api/profiles?page%5Bcursor%5D=x", "get_profiles"),
+        ("POST", "/api/lists/Y6nRLr/relationships/profiles", "add_profiles_to_list"),
+        ("DELETE", "/api/lists/Y6nRLr/relationships/profiles", "remove_profiles_from_list"),
+        (
+            "GET",
+            "/api/profile-bulk-import-jobs/J1/import-errors",
+            "get_errors_for_bulk_import_profiles_job",
+        ),
+        ("GET", "/api/unknown", "GET /api/unknown"),
+    ],
+)
+def test_each_klaviyo_operation_is_paced_on_its_own(method, path, operation):
+    # Klaviyo counts every endpoint on its own: one shared window would mislead the pacer.
+    from klaviyo_leads.klaviyo import operation_of
+
+    assert operation_of(method, path) == operation

@@ -129,7 +129,6 @@ def _post_profile(ctx: Context, attributes: dict[str, Any]) -> Response:
         return ctx.call(
             "POST",
             "/api/profiles",
-            bucket="profiles",
             query=WITH_SUBSCRIPTIONS,
             body={"data": {"type": "profile", "attributes": attributes}},
             expect=(201,),
@@ -230,7 +229,6 @@ def patch(ctx: Context, profile: dict[str, Any], attributes: dict[str, Any]) -> 
     response = ctx.call(
         "PATCH",
         f"/api/profiles/{profile_id}",
-        bucket="profiles",
         query=WITH_SUBSCRIPTIONS,
         body={"data": {"type": "profile", "id": profile_id, "attributes": attributes}},
         handled=(404, 409),
@@ -277,7 +275,7 @@ def add_profile_to_list(ctx: Context, lead: Lead) -> Result:
     if list_id is None:
         raise outcomes.LIST_ID_MISSING()
     group = klaviyo_list(ctx, list_id)
-    ctx.client.check_pace("list_add", ctx.budget)
+    ctx.client.check_pace("add_profiles_to_list", ctx.budget)
     # Found first even by Klaviyo Id: how Klaviyo answers a list add of an unknown id is not
     # documented (a 400, a 404 like an unknown list, or a 204 that adds nothing).
     profile = find_profile(ctx, lead)
@@ -286,7 +284,6 @@ def add_profile_to_list(ctx: Context, lead: Lead) -> Result:
     response = ctx.call(
         "POST",
         f"/api/lists/{list_id}/relationships/profiles",
-        bucket="list_add",
         body={"data": [{"type": "profile", "id": profile["id"]}]},
         expect=(204,),
         handled=(400, 404),

@@ -299,7 +299,6 @@ def _send_list_add(
         response = ctx.call(
             "POST",
             f"/api/lists/{list_id}/relationships/profiles",
-            bucket="list_add",
             body={"data": [{"type": "profile", "id": profile_id} for _, profile_id in chunk]},
             expect=(204,),
             handled=(400, 404),

@@ -23,7 +23,6 @@ MAX_PROFILES_PER_IMPORT = 10_000
 MAX_IMPORT_BYTES = 5 * 1024 * 1024 - 64 * 1024
 MAX_PROFILE_BYTES = 100 * 1024
 JOBS = "/api/profile-bulk-import-jobs"
-BUCKET = "profile_import"
 # Polls back off from 1 s to at most 15 s: a job of thousands takes seconds to minutes.
 FIRST_POLL_SECONDS = 1.0
 LONGEST_POLL_SECONDS = 15.0
@@ -74,7 +73,6 @@ def run(ctx: Context, items: list[dict[str, Any]]) -> Imported:
     response = ctx.call(
         "POST",
         JOBS,
-        bucket=BUCKET,
         body={
             "data": {
                 "type": "profile-bulk-import-job",
@@ -90,10 +88,10 @@ def run(ctx: Context, items: list[dict[str, Any]]) -> Imported:
     attributes = _wait_until_processed(ctx, job_id, job.get("attributes") or {})
     imported = Imported(created_at=attributes.get("created_at"))
     query = {"additional-fields[profile]": "subscriptions", "page[size]": "100"}
-    touched = all_pages(ctx, f"{JOBS}/{job_id}/profiles", BUCKET, query)
+    touched = all_pages(ctx, f"{JOBS}/{job_id}/profiles", query)
     _match_profiles(items, touched, imported)
     if attributes.get("failed_count"):
-        errors = all_pages(ctx, f"{JOBS}/{job_id}/import-errors", BUCKET, {"page[size]": "100"})
+        errors = all_pages(ctx, f"{JOBS}/{job_id}/import-errors", {"page[size]": "100"})
         _match_errors(items, errors, imported)
     return imported
 
@@ -105,7 +103,7 @@ def _wait_until_processed(ctx: Context, job_id: str, attributes: dict[str, Any])
             raise outcomes.IMPORT_UNFINISHED()
         ctx.client.sleep(wait)
         wait = min(LONGEST_POLL_SECONDS, wait * 2)
-        response = ctx.call("GET", f"{JOBS}/{job_id}", bucket=BUCKET)
+        response = ctx.call("GET", f"{JOBS}/{job_id}")
         data = response.data if isinstance(response.data, dict) else {}
         attributes = data.get("attributes") or {}
     if attributes.get("status") == "cancelled":

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import random
+import re
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -67,15 +68,69 @@ class Backoff:
         return raw * self._rng.uniform(0.5, 1.5)
 
 
-# Klaviyo's per-second (burst) limits by bucket. No header reports the burst window, so
-# calls are spaced to stay inside it; the per-minute window comes from the headers.
+# Klaviyo counts its limits per endpoint (operation). The client paces each operation on its
+# own, named as Klaviyo's OpenAPI document names it; the route table below finds it.
+_IMPORT_JOB = "bulk_import_profiles_job"
+OPERATIONS: tuple[tuple[str, str, str], ...] = (
+    ("GET", r"/api/profiles", "get_profiles"),
+    ("POST", r"/api/profiles", "create_profile"),
+    ("GET", r"/api/profiles/[^/]+", "get_profile"),
+    ("PATCH", r"/api/profiles/[^/]+", "update_profile"),
+    ("GET", r"/api/profiles/[^/]+/relationships/lists", "get_list_ids_for_profile"),
+    ("POST", r"/api/profile-import", "create_or_update_profile"),
+    ("POST", r"/api/profile-subscription-bulk-create-jobs", "bulk_subscribe_profiles"),
+    ("POST", r"/api/profile-subscription-bulk-delete-jobs", "bulk_unsubscribe_profiles"),
+    ("POST", r"/api/profile-bulk-import-jobs", "bulk_import_profiles"),
+    ("GET", r"/api/profile-bulk-import-jobs/[^/]+", "get_bulk_import_profiles_job"),
+    (
+        "GET",
+        r"/api/profile-bulk-import-jobs/[^/]+/profiles",
+        "get_profiles_for_bulk_import_profiles_job",
+    ),
+    (
+        "GET",
+        r"/api/profile-bulk-import-jobs/[^/]+/import-errors",
+        "get_errors_for_bulk_import_profiles_job",
+    ),
+    ("GET", r"/api/lists/[^/]+", "get_list"),
+    ("GET", r"/api/lists/[^/]+/profiles", "get_profiles_for_list"),
+    ("GET", r"/api/lists/[^/]+/relationships/profiles", "get_profile_ids_for_list"),
+    ("POST", r"/api/lists/[^/]+/relationships/profiles", "add_profiles_to_list"),
+    ("DELETE", r"/api/lists/[^/]+/relationships/profiles", "remove_profiles_from_list"),
+    ("GET", r"/api/segments/[^/]+", "get_segment"),
+    ("GET", r"/api/segments/[^/]+/profiles", "get_profiles_for_segment"),
+    ("POST", r"/api/events", "create_event"),
+    ("POST", r"/api/event-bulk-create-jobs", "bulk_create_events"),
+    ("POST", r"/api/data-privacy-deletion-jobs", "request_profile_deletion"),
+)
+_ROUTES = [(method, re.compile(f"^{path}/?$"), name) for method, path, name in OPERATIONS]
+
+# Klaviyo's per-second (burst) limits by operation (the document's x-klaviyo-ratelimit). No
+# header reports the burst window, so calls are spaced to stay inside it.
 BURST_PER_SECOND = {
-    "list_add": 10,
-    "profile_import": 10,
-    "profiles": 75,
-    "subscribe": 75,
-    "segment_profiles": 75,
+    "add_profiles_to_list": 10,
+    "remove_profiles_from_list": 10,
+    "bulk_import_profiles": 10,
+    "get_bulk_import_profiles_job": 10,
+    "get_profiles_for_bulk_import_profiles_job": 10,
+    "get_errors_for_bulk_import_profiles_job": 10,
+    "bulk_create_events": 10,
+    "get_list_ids_for_profile": 3,
+    "request_profile_deletion": 3,
+    "create_event": 350,
 }
+DEFAULT_BURST_PER_SECOND = 75  # the "L" tier most profile, list and segment reads use
+
+
+def operation_of(method: str, path_or_url: str) -> str:
+    """The Klaviyo operation a request is, for pacing: by method and path."""
+    path = urlsplit(path_or_url).path
+    for route_method, pattern, name in _ROUTES:
+        if route_method == method.upper() and pattern.match(path):
+            return name
+    return f"{method.upper()} {path}"
+
+
 # Calls are spaced a little wider than 1/limit: arrival times jitter, and eleven calls
 # spaced exactly 100 ms apart can land in one fixed one-second window.
 SPACING_MARGIN = 1.1
@@ -149,7 +204,7 @@ class Pacer:
             now = self._clock()
             window = self._window(bucket)
             wait = window.blocked_until - now
-            burst = self._burst.get(bucket)
+            burst = self._burst.get(bucket, DEFAULT_BURST_PER_SECOND)
             if window.last_sent is not None and burst:
                 wait = max(wait, window.last_sent + SPACING_MARGIN / burst - now)
             pace = self._pace(window, now)
@@ -298,7 +353,7 @@ class KlaviyoClient:
         path_or_url: str,
         budget: Budget,
         *,
-        bucket: str,
+        bucket: str | None = None,
         query: Mapping[str, str] | None = None,
         body: Any = None,
         expect: tuple[int, ...] = (200,),
@@ -313,6 +368,7 @@ class KlaviyoClient:
         then says ``effect_unknown`` and the caller decides (see Create Profile).
         """
         url = self.url(path_or_url, query)
+        bucket = bucket or operation_of(method, path_or_url)
         payload = None if body is None else json.dumps(body, separators=(",", ":")).encode()
         key = self._api_key(False)
         key_reread = False

@@ -74,7 +74,7 @@ def _search_chunk(
     found: Found,
 ) -> None:
     try:
-        profiles = all_pages(ctx, PATH, "profiles", query(chunk))
+        profiles = all_pages(ctx, PATH, query(chunk))
     except Result as problem:
         refused = problem.outcome is Outcome.FAILURE or problem.klaviyo_status == 414
         if refused and len(chunk) > 1:
@@ -95,7 +95,7 @@ def _search_chunk(
 
 
 def all_pages(
-    ctx: Context, path: str, bucket: str, query: dict[str, str], *, within: str | None = None
+    ctx: Context, path: str, query: dict[str, str], *, within: str | None = None
 ) -> list[dict[str, Any]]:
     """Every page of a collection: a value matching many profiles may fill more than one.
 
@@ -106,7 +106,7 @@ def all_pages(
     next_page: str | None = path
     handled = (404,) if within else ()
     while next_page is not None:
-        response = ctx.call("GET", next_page, bucket=bucket, query=current, handled=handled)
+        response = ctx.call("GET", next_page, query=current, handled=handled)
         if within and response.status == 404:
             raise unknown_target(within, 404, response.errors)
         items += resources(response)
@@ -129,5 +129,5 @@ def segment_members(
 
     members: list[dict[str, Any]] = []
     for chunk in url_chunks(ctx, path, values, query):
-        members += all_pages(ctx, path, "segment_profiles", query(chunk), within="segment")
+        members += all_pages(ctx, path, query(chunk), within="segment")
     return members

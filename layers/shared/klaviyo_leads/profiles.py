@@ -53,7 +53,6 @@ def _group(ctx: Context, kind: str, item_id: str, fields: tuple[str, ...]) -> Gr
         response = ctx.call(
             "GET",
             f"/api/{kind}s/{_path_id(item_id, kind)}",
-            bucket=f"{kind}s",
             query={f"fields[{kind}]": ",".join(fields)},
             handled=(404,),
         )
@@ -109,7 +108,6 @@ def get_profile(ctx: Context, profile_id: str) -> dict[str, Any] | None:
     response = ctx.call(
         "GET",
         "/api/profiles/" + _path_id(profile_id, "profile"),
-        bucket="profiles",
         query=WITH_SUBSCRIPTIONS,
         handled=(404,),
     )
@@ -126,7 +124,6 @@ def search_profiles(
     response = ctx.call(
         "GET",
         "/api/profiles",
-        bucket="profiles",
         query={
             "filter": f"equals({klaviyo_field},{filter_value(value)})",
             "sort": sort,

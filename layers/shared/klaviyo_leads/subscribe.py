@@ -165,7 +165,6 @@ def _send(ctx: Context, chunk: list[Item], results: Results) -> None:
         response = ctx.call(
             "POST",
             "/api/profile-subscription-bulk-create-jobs",
-            bucket="subscribe",
             body=job([s for _, s in chunk]),
             expect=(202,),
             handled=(400,),
