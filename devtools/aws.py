@@ -446,10 +446,12 @@ def local_parameters(
     *, klaviyo_base_url: str | None = None, log_level: str = "WARNING"
 ) -> dict[str, str]:
     """Stack parameters for a local run: Klaviyo where the emulator is (None: the real one),
-    and quieter logs (no DEBUG samples)."""
+    and quieter logs (no DEBUG samples). Against the emulator, Delete Profile is switched on
+    so that it can be shown; against a real account it stays off, as deployed."""
     parameters = {"LogLevel": log_level, "DebugSampleRate": "0"}
     if klaviyo_base_url:
         parameters["KlaviyoBaseUrl"] = klaviyo_base_url
+        parameters["EnableProfileDeletion"] = "true"
     return parameters
 
 

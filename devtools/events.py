@@ -143,6 +143,58 @@ SAMPLE_LEADS: dict[str, list[dict[str, Any]]] = {
             "klaviyo.channels": ["email"],
         },
     ],
+    "unsubscribe_profile": [
+        {
+            "email": DEMO_PROFILE["email"],
+            "klaviyo": {"list_id": DEMO_LIST_ID, "channels": "email"},
+        },
+        {
+            "email": "olivia.chen@example.com",
+            "phone_1": "(425) 555-0163",
+        },
+    ],
+    "remove_profile_from_list": [
+        {
+            "email": DEMO_PROFILE["email"],
+            "klaviyo": {"list_id": DEMO_LIST_ID},
+        },
+        {
+            "reference": DEMO_PROFILE["external_id"],
+            "klaviyo.list_id": DEMO_LIST_ID,
+        },
+    ],
+    "upsert_profile": [
+        {
+            "email": DEMO_PROFILE["email"],
+            "title": "Head of Partnerships",
+            "klaviyo": {"custom": {"lead_score": 88}},
+        },
+        {
+            "email": "jonas.berg@example.com",
+            "first_name": "Jonas",
+            "last_name": "Berg",
+            "company.name": "Tailspin Toys",
+        },
+    ],
+    "track_event": [
+        {
+            "id": "lead-88123",
+            "email": DEMO_PROFILE["email"],
+            "first_name": "Dana",
+            "campaign": "Spring webinar",
+            "klaviyo": {"metric_name": "Lead Received", "event_value": 250},
+        },
+        {
+            "id": "lead-88124",
+            "email": "priya.raman@example.com",
+            "campaign": "Trade show",
+            "klaviyo.metric_name": "Lead Received",
+        },
+    ],
+    "delete_profile": [
+        {"email": "jonas.berg@example.com"},
+        {"klaviyo.id": "01J0DEMO0NOPROFILE00000000"},
+    ],
 }
 
 FILES = {
@@ -156,15 +208,10 @@ FILES = {
     "direct-batch.json": 'Direct invocation with several leads: `{"leads": [...]}`',
 }
 
-# template.yaml's logical ids of the functions, for the `sam local invoke` examples.
-FUNCTION_IDS = {
-    "add_profile_to_list": "AddProfileToListFunction",
-    "create_profile": "CreateProfileFunction",
-    "get_profiles": "GetProfilesFunction",
-    "get_segment_profiles": "GetSegmentProfilesFunction",
-    "update_profile": "UpdateProfileFunction",
-    "subscribe_profile_to_list": "SubscribeProfileToListFunction",
-}
+
+def function_id(action: str) -> str:
+    """template.yaml's logical id of an action's function (``CreateProfileFunction``)."""
+    return "".join(part.title() for part in action.split("_")) + "Function"
 
 
 def _id(*parts: str) -> str:
@@ -209,12 +256,12 @@ def events_for(action: str) -> dict[str, Any]:
     rule_suffix = uuid.UUID(_id(action, "rule")).hex[:12].upper()
     rule_arn = (
         f"arn:aws:events:{le.REGION}:{le.ACCOUNT_ID}:rule/{le.STACK_NAME}/"
-        f"{le.STACK_NAME}-{FUNCTION_IDS[action]}Lead-{rule_suffix}"
+        f"{le.STACK_NAME}-{function_id(action)}Lead-{rule_suffix}"
     )
     # CloudFormation names the queue <stack>-<logical id>-<random suffix>.
     suffix = uuid.UUID(_id(action, "queue")).hex[:12].upper()
     queue = le.queue_arn(
-        f"{le.STACK_NAME}-{FUNCTION_IDS[action].removesuffix('Function')}Queue-{suffix}"
+        f"{le.STACK_NAME}-{function_id(action).removesuffix('Function')}Queue-{suffix}"
     )
     return {
         "api-rest.json": le.api_gateway_event(
@@ -309,6 +356,11 @@ def readme() -> str:
         "update_profile": "the demo profile by email; the second by external id",
         "add_profile_to_list": "the demo profile into list `Y6nRLr`; the second by phone",
         "subscribe_profile_to_list": "email and SMS consent through list `Y6nRLr`",
+        "unsubscribe_profile": "the demo profile's email from list `Y6nRLr`; the second everywhere",
+        "remove_profile_from_list": "the demo profile off list `Y6nRLr`; the second by external id",
+        "upsert_profile": "the demo profile updated; the second created",
+        "track_event": "a `Lead Received` event on the demo profile, keyed by the lead's id",
+        "delete_profile": "a deletion request (off unless the stack allows it)",
     }
     for action in SAMPLE_LEADS:
         lines.append(f"| `{action}/` | `POST {route(action)}` | {notes[action]} |")

@@ -61,6 +61,11 @@ DEMO_ORDER = (
     "update_profile",
     "add_profile_to_list",
     "subscribe_profile_to_list",
+    "unsubscribe_profile",
+    "remove_profile_from_list",
+    "upsert_profile",
+    "track_event",
+    "delete_profile",
 )
 ROUTES = {ACTIONS[name].route: name for name in ACTIONS}
 ASYNC_SUFFIX = "/async"  # POST <route>/async queues the lead, as the deployed API does
@@ -597,6 +602,11 @@ SQS_EXPECTED = {
     "update_profile": ("success", "success"),
     "add_profile_to_list": ("success", "success"),
     "subscribe_profile_to_list": ("success", "success"),
+    "unsubscribe_profile": ("success", "success"),
+    "remove_profile_from_list": ("success", "success"),
+    "upsert_profile": ("success", "success"),
+    "track_event": ("success", "success"),
+    "delete_profile": ("success", "success"),
 }
 
 

@@ -519,6 +519,16 @@ class TestSubscribe:
         assert outcome(fields) == ("success", None)
         assert self.consent(klaviyo_emulator, seeded["sarah"])[1] == "SUBSCRIBED"
 
+    def test_a_lead_with_only_a_klaviyo_id_subscribes_the_profile_s_email(
+        self, run, seeded, klaviyo_emulator
+    ):
+        fields = run(
+            "subscribe_profile_to_list",
+            {"klaviyo.id": seeded["sarah"], "klaviyo.list_id": seeded["list"]},
+        )
+        assert outcome(fields) == ("success", None)
+        assert self.consent(klaviyo_emulator, seeded["sarah"]) == ("SUBSCRIBED", "NEVER_SUBSCRIBED")
+
     def test_channel_without_its_identifier(self, run, seeded):
         fields = run(
             "subscribe_profile_to_list", {"email": "a@example.com", "klaviyo.channels": "sms"}

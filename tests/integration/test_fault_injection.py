@@ -7,6 +7,7 @@ retry could help, and the HTTP status a webhook sender gets.
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import pytest
 
@@ -18,11 +19,14 @@ SEEDED_EMAIL = "seeded@example.com"
 
 
 @pytest.fixture
-def world(klaviyo_emulator):
+def world(klaviyo_emulator, runtime):
+    runtime.settings = replace(runtime.settings, profile_deletion_enabled=True)
     emu = klaviyo_emulator
     list_id = emu.create_list("Newsletter", opt_in="single")  # success says nothing more
     segment_id = emu.create_segment("VIP customers")
-    emu.add_to_segment(segment_id, emu.create_profile(email=SEEDED_EMAIL, first_name="Seed"))
+    seeded = emu.create_profile(email=SEEDED_EMAIL, first_name="Seed")
+    emu.add_to_segment(segment_id, seeded)
+    emu.add_to_list(list_id, seeded)
     return {"list": list_id, "segment": segment_id}
 
 
@@ -34,6 +38,11 @@ def lead_for(action: str, world: dict, timeout: float | None = None) -> dict:
         "update_profile": {"email": SEEDED_EMAIL, "title": "Director"},
         "add_profile_to_list": {"email": SEEDED_EMAIL, "klaviyo.list_id": world["list"]},
         "subscribe_profile_to_list": {"email": SEEDED_EMAIL, "klaviyo.list_id": world["list"]},
+        "unsubscribe_profile": {"email": SEEDED_EMAIL},
+        "remove_profile_from_list": {"email": SEEDED_EMAIL, "klaviyo.list_id": world["list"]},
+        "upsert_profile": {"email": SEEDED_EMAIL, "title": "Director"},
+        "track_event": {"email": SEEDED_EMAIL, "id": "lead-1"},
+        "delete_profile": {"email": SEEDED_EMAIL},
     }[action]
     if timeout is not None:
         lead["timeout_seconds"] = timeout
@@ -49,6 +58,10 @@ def post(action: str, lead: dict) -> tuple[int, dict, dict]:
 
 ALL = sorted(ACTIONS)
 OK = ("success", None, False, 200)
+# What a success says, for the actions whose success has something to tell.
+SUCCESS_REASONS = {
+    "delete_profile": "Deletion requested: Klaviyo deletes the profile and its data asynchronously"
+}
 
 # fault -> (outcome, reason, retryable, HTTP status)
 FAULTS = {
@@ -107,6 +120,8 @@ def recorded(runtime, monkeypatch):
 @pytest.mark.parametrize("action", ALL)
 def test_fault(action, fault_name, world, recorded, klaviyo_emulator):
     fault, (outcome, reason, can_retry, status) = FAULTS[fault_name]
+    if outcome == "success":
+        reason = SUCCESS_REASONS.get(action)
     klaviyo_emulator.faults.add(Fault(**{**fault.__dict__, "hits": 0}))
     got_status, body, headers = post(action, lead_for(action, world))
     assert (body["outcome"], body["reason"], got_status) == (outcome, reason, status)

@@ -245,7 +245,11 @@ def demo_runtime(klaviyo_emulator, monkeypatch: pytest.MonkeyPatch) -> Iterator[
     """The handlers' runtime against the emulator with the demo data; no AWS."""
     monkeypatch.setenv("POWERTOOLS_METRICS_DISABLED", "true")
     seed_demo_data(klaviyo_emulator)
-    settings = Settings(base_url=klaviyo_emulator.base_url, api_key_secret_id="unused")
+    settings = Settings(
+        base_url=klaviyo_emulator.base_url,
+        api_key_secret_id="unused",
+        profile_deletion_enabled=True,  # as the local stack has it against the emulator
+    )
     client = KlaviyoClient(
         settings.base_url, settings.api_revision, lambda force: API_KEY, sleep=lambda s: None
     )

@@ -140,7 +140,7 @@ def test_body_that_is_not_a_lead_is_400(served: Served) -> None:
 
 
 def test_unknown_routes_are_404_json(served: Served) -> None:
-    status, _, body = request(served, "POST", "/delete-profile", b"{}")
+    status, _, body = request(served, "POST", "/erase-everything", b"{}")
     assert status == 404
     assert "POST /create-profile" in body["routes"]
     status, _, body = request(served, "GET", "/", content_type=None)

@@ -15,6 +15,7 @@ from typing import Any
 from . import fields as fieldmap
 from . import lookup, outcomes
 from .context import Context
+from .events import track_event
 from .klaviyo import Response
 from .lead import Lead
 from .outcomes import (
@@ -35,7 +36,7 @@ from .profiles import (
     search_profiles,
     segment,
 )
-from .subscribe import subscribe_profile_to_list
+from .subscribe import subscribe_profile_to_list, unsubscribe_profile
 
 # Klaviyo's created time vs ours: allowed clock difference when judging a retried create.
 CLOCK_SKEW_SECONDS = 30.0
@@ -136,11 +137,7 @@ def _post_profile(ctx: Context, attributes: dict[str, Any]) -> Response:
             idempotent=False,
         )
     except Result as problem:
-        phone_only = set(attributes) & {"email", "phone_number", "external_id"} == {"phone_number"}
-        if phone_only and problem.reason == outcomes.NO_IDENTIFIER.text:
-            # A phone alone is an identifier only in accounts with SMS set up.
-            raise outcomes.PHONE_ONLY_REFUSED(errors=problem.errors, klaviyo_status=400) from None
-        raise
+        raise _phone_only_refused(attributes, problem) from None
 
 
 def _created_since(ctx: Context, attributes: dict[str, Any], since: float) -> dict[str, Any] | None:
@@ -297,6 +294,127 @@ def add_profile_to_list(ctx: Context, lead: Lead) -> Result:
     return success(list_name=group.name)
 
 
+def remove_profile_from_list(ctx: Context, lead: Lead) -> Result:
+    """Remove a profile from a list. Its consent stays as it was: this is not an unsubscribe."""
+    list_id = lead.list_id()
+    if list_id is None:
+        raise outcomes.LIST_ID_MISSING()
+    group = klaviyo_list(ctx, list_id)
+    ctx.client.check_pace("remove_profiles_from_list", ctx.budget)
+    profile = find_profile(ctx, lead)
+    if profile is None:
+        raise outcomes.NO_PROFILE()
+    membership = lookup.list_members(ctx, list_id, [profile])
+    if profile["id"] in membership.problems:
+        raise membership.problems[profile["id"]]
+    if profile["id"] not in membership.members:
+        return outcomes.NOT_IN_LIST(list_name=group.name)
+    response = ctx.call(
+        "DELETE",
+        f"/api/lists/{list_id}/relationships/profiles",
+        body={"data": [{"type": "profile", "id": profile["id"]}]},
+        expect=(204,),
+        handled=(400, 404),
+    )
+    if response.status == 404:
+        raise unknown_target("list", 404, response.errors)
+    if response.status == 400:
+        if any((e.pointer or "").startswith("/data/") for e in response.errors):
+            raise outcomes.NO_PROFILE(errors=response.errors)
+        raise from_klaviyo_answer(400, response.errors)
+    return success(list_name=group.name)
+
+
+# -- Upsert Profile ------------------------------------------------------------------------
+
+
+def upsert_profile(ctx: Context, lead: Lead) -> Result:
+    """Create the profile, or update the one Klaviyo matches, in one call."""
+    attributes = new_profile(ctx, lead)
+    try:
+        response = ctx.call(
+            "POST",
+            "/api/profile-import",
+            query=WITH_SUBSCRIPTIONS,
+            body={"data": {"type": "profile", "attributes": attributes}},
+            expect=(200, 201),
+            handled=(409,),
+        )
+    except Result as problem:
+        raise _phone_only_refused(attributes, problem) from None
+    if response.status == 409:
+        existing_id = _duplicate_profile_id(response.errors)
+        raise outcomes.IDENTITIES_SPLIT(
+            errors=response.errors,
+            duplicate_profile_id=existing_id,
+            profile={"type": "profile", "id": existing_id} if existing_id else None,
+        )
+    return success(resource(response), created=response.status == 201)
+
+
+def _phone_only_refused(attributes: dict[str, Any], problem: Result) -> Result:
+    """A phone alone is an identifier only in accounts with SMS set up: say so."""
+    phone_only = set(attributes) & {"email", "phone_number", "external_id"} == {"phone_number"}
+    if phone_only and problem.reason == outcomes.NO_IDENTIFIER.text:
+        return outcomes.PHONE_ONLY_REFUSED(errors=problem.errors, klaviyo_status=400)
+    return problem
+
+
+# -- Delete Profile ------------------------------------------------------------------------
+
+# What a data-privacy deletion job takes: one of these, and only one.
+_DELETABLE_BY = {"email": "email", "phone_number": "phone_number", "klaviyo_id": "id"}
+
+
+def delete_profile(ctx: Context, lead: Lead) -> Result:
+    """Request the deletion of a profile and its data (Klaviyo does it asynchronously)."""
+    if not ctx.settings.profile_deletion_enabled:
+        raise outcomes.DELETION_OFF()
+    identifier, value = deletion_identifier(ctx, lead)
+    profile: dict[str, Any] = {"type": "profile", "attributes": {}}
+    if identifier == "klaviyo_id":
+        profile["id"] = value
+    else:
+        profile["attributes"][identifier] = value
+    ctx.call(
+        "POST",
+        "/api/data-privacy-deletion-jobs",
+        body={
+            "data": {
+                "type": "data-privacy-deletion-job",
+                "attributes": {"profile": {"data": profile}},
+            }
+        },
+        expect=(202,),
+    )
+    return outcomes.DELETION_REQUESTED()
+
+
+def deletion_identifier(ctx: Context, lead: Lead) -> tuple[str, str]:
+    """The one identifier to delete by: the configured one, else the only one the lead has."""
+    if "klaviyo.identifier" in lead:
+        identifier, value = require_search_value(ctx, lead)
+        if identifier not in _DELETABLE_BY:
+            raise outcomes.NOT_DELETABLE_BY(identifier="external id")
+        return identifier, value
+    present = [
+        name
+        for name, key in (
+            ("klaviyo_id", "klaviyo.id"),
+            ("email", "email"),
+            ("phone_number", "phone_1"),
+        )
+        if key in lead
+    ]
+    if len(present) > 1:
+        raise outcomes.ONE_IDENTIFIER_ONLY()
+    if not present:
+        if lead.external_id():
+            raise outcomes.NOT_DELETABLE_BY(identifier="external id")
+        raise outcomes.NO_IDENTIFIER()
+    return require_search_value(ctx, lead)
+
+
 # -- The table of actions --------------------------------------------------------------------
 
 
@@ -341,6 +459,38 @@ ACTIONS: dict[str, Action] = {
             subscribe_profile_to_list,
             returns_profile=False,
             appends=("list_name", "opt_in_process"),
+        ),
+        Action(
+            "unsubscribe_profile",
+            "Unsubscribe Profile",
+            "/unsubscribe-profile",
+            unsubscribe_profile,
+            returns_profile=False,
+            appends=("list_name",),
+        ),
+        Action(
+            "remove_profile_from_list",
+            "Remove Profile from List",
+            "/remove-profile-from-list",
+            remove_profile_from_list,
+            returns_profile=False,
+            appends=("list_name",),
+        ),
+        Action(
+            "upsert_profile",
+            "Upsert Profile",
+            "/upsert-profile",
+            upsert_profile,
+            returns_profile=True,
+            appends=("duplicate_profile_id", "created"),
+        ),
+        Action("track_event", "Track Event", "/track-event", track_event, returns_profile=False),
+        Action(
+            "delete_profile",
+            "Delete Profile",
+            "/delete-profile",
+            delete_profile,
+            returns_profile=False,
         ),
     )
 }

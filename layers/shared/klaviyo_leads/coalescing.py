@@ -17,7 +17,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
-from . import imports, lookup, outcomes, subscribe
+from . import events, imports, lookup, outcomes, subscribe
 from .actions import (
     ACTIONS,
     CLOCK_SKEW_SECONDS,
@@ -47,6 +47,10 @@ _COALESCED = {
     "get_segment_profiles",
     "update_profile",
     "create_profile",
+    "unsubscribe_profile",
+    "remove_profile_from_list",
+    "upsert_profile",
+    "track_event",
 }
 _LIST_ITEM_POINTER = re.compile(r"^/data/(\d+)(?:/|$)")
 
@@ -73,6 +77,7 @@ class Batch:
     leads: dict[int, Lead]
     results: Results
     deliveries: list[Delivery]
+    origins: list[str | None]  # what each lead arrived as (its SQS message id)
     imported_at: str | None = None  # when Klaviyo took the last import job
 
     def fail(self, index: int, problem: Result) -> None:
@@ -82,7 +87,10 @@ class Batch:
         """Give a lead the one-lead path (a small batch, or what the bulk call cannot take)."""
         delivery = self.deliveries[index]
         ctx = replace(
-            self.ctx, redelivered=delivery.redelivered, first_seen_at=delivery.first_seen_at
+            self.ctx,
+            redelivered=delivery.redelivered,
+            first_seen_at=delivery.first_seen_at,
+            origin_id=self.origins[index],
         )
         self.results[index] = run_action(ACTIONS[action], ctx, self.leads[index])
 
@@ -111,7 +119,11 @@ def coalesce(
     if leads:
         seconds = effective_budget_seconds(min(timeouts), remaining_seconds)
         ctx = runtime.context(runtime.budget(seconds))
-        _BULK[action.name](Batch(ctx, leads, results, deliveries or [Delivery()] * len(payloads)))
+        deliveries = deliveries or [Delivery()] * len(payloads)
+        origins: list[str | None] = (
+            [*correlation_ids] if correlation_ids else [None] * len(payloads)
+        )
+        _BULK[action.name](Batch(ctx, leads, results, deliveries, origins))
 
     elapsed = (runtime.clock() - started) / max(1, len(payloads))
     out = []
@@ -218,6 +230,7 @@ class _Member:
     value: str
     sort: str
     profile_id: str | None = None
+    profile: dict[str, Any] | None = None
 
     @classmethod
     def of(cls, ctx: Context, index: int, lead: Lead) -> _Member:
@@ -236,6 +249,15 @@ def _by_search(members: list[_Member]) -> dict[tuple[str, str], list[_Member]]:
 
 
 def _add_all(batch: Batch) -> None:
+    _list_all(batch, "POST")
+
+
+def _remove_all(batch: Batch) -> None:
+    _list_all(batch, "DELETE")
+
+
+def _list_all(batch: Batch, method: str) -> None:
+    """Add (POST) or remove (DELETE) list members: profiles found in bulk, 1,000 a call."""
     ctx, leads, results = batch.ctx, batch.leads, batch.results
     by_list: dict[str, list[_Member]] = defaultdict(list)
     for index, lead in leads.items():
@@ -260,8 +282,20 @@ def _add_all(batch: Batch) -> None:
         # not documented (a 400, a 404 like an unknown list, or a 204 that adds nothing).
         _resolve_ids(ctx, members, results)
         found = [m for m in members if m.profile_id is not None]
+        if method == "DELETE":
+            try:
+                membership = lookup.list_members(ctx, list_id, [m.profile or {} for m in found])
+            except Result as problem:
+                _settle(results, [m.index for m in found], problem)
+                continue
+            for member in found:
+                if member.profile_id in membership.problems:
+                    results[member.index] = membership.problems[member.profile_id]
+                elif member.profile_id not in membership.members:
+                    results[member.index] = outcomes.NOT_IN_LIST(list_name=name)
+            found = [m for m in found if results[m.index] is None]
         for chunk in _chunks(_by_profile(found), MAX_IDS_PER_LIST_CALL):
-            _send_list_add(ctx, list_id, name, chunk, results)
+            _send_list_change(ctx, method, list_id, name, chunk, results)
 
 
 def _by_profile(members: list[_Member]) -> list[tuple[list[int], str]]:
@@ -284,11 +318,12 @@ def _resolve_ids(ctx: Context, members: list[_Member], results: Results) -> None
             elif profile is None:
                 results[member.index] = outcomes.NO_PROFILE()
             else:
-                member.profile_id = profile["id"]
+                member.profile_id, member.profile = profile["id"], profile
 
 
-def _send_list_add(
+def _send_list_change(
     ctx: Context,
+    method: str,
     list_id: str,
     name: str | None,
     chunk: list[tuple[list[int], str]],
@@ -297,7 +332,7 @@ def _send_list_add(
     indexes = [index for served, _ in chunk for index in served]
     try:
         response = ctx.call(
-            "POST",
+            method,
             f"/api/lists/{list_id}/relationships/profiles",
             body={"data": [{"type": "profile", "id": profile_id} for _, profile_id in chunk]},
             expect=(204,),
@@ -314,7 +349,7 @@ def _send_list_add(
         return
 
     def resend(ctx: Context, rest: list[Any], results: Results) -> None:
-        _send_list_add(ctx, list_id, name, rest, results)
+        _send_list_change(ctx, method, list_id, name, rest, results)
 
     # Klaviyo names unknown profile ids by their place in the call: no profile for those leads.
     _split_rejected(
@@ -654,10 +689,7 @@ def _identities(attributes: dict[str, Any]) -> list[tuple[str, str]]:
 
 
 def _made_by_the_job(batch: Batch, profile: dict[str, Any]) -> Result:
-    job_started = _timestamp(batch.imported_at)
-    created = _timestamp((profile.get("attributes") or {}).get("created"))
-    # Profiles carry whole seconds, jobs finer: "before the job" is before its second.
-    if job_started is not None and created is not None and created < math.floor(job_started):
+    if _predates_the_job(batch, profile):
         return duplicate(outcomes.DUPLICATE_PROFILE, profile["id"])
     return success(profile)
 
@@ -669,6 +701,109 @@ def _timestamp(value: Any) -> float | None:
         return None
 
 
+# -- Unsubscribe Profile -------------------------------------------------------------------
+
+
+def _unsubscribe_all(batch: Batch) -> None:
+    """Membership checked in bulk where a list is given, then jobs of up to 100 profiles."""
+    ctx, results = batch.ctx, batch.results
+    groups: dict[str | None, list[tuple[int, Subscription]]] = defaultdict(list)
+    list_problems: dict[str, Result | None] = {}
+    for index, lead in batch.leads.items():
+        try:
+            _check_list_once(ctx, lead.list_id(), list_problems)
+            unsubscription = subscribe.prepare_unsubscribe(ctx, lead)
+        except Result as problem:
+            results[index] = problem
+            continue
+        groups[unsubscription.list_id].append((index, unsubscription))
+    later: list[int] = []
+    for items in groups.values():
+        try:
+            members = subscribe.only_list_members(ctx, items, results)
+        except Result as problem:
+            _settle(results, [index for index, _ in items], problem)
+            continue
+        # A second lead for one profile goes after the job, as one lead after another would:
+        # an unsubscribe from a list also takes the profile off it.
+        seen: set[str] = set()
+        first: list[tuple[int, Subscription]] = []
+        for index, item in members:
+            identity = item.profile_id or (item.email or item.phone_number or "").lower()
+            if identity in seen:
+                later.append(index)
+                results[index] = None
+            else:
+                seen.add(identity)
+                first.append((index, item))
+        subscribe.send_jobs(ctx, first, results)
+    for index in later:
+        batch.one_by_one("unsubscribe_profile", index)
+
+
+# -- Upsert Profile ------------------------------------------------------------------------
+
+
+def _upsert_all(batch: Batch) -> None:
+    """One import job creates or updates them all; created when the job made the profile."""
+    wanted: dict[int, dict[str, Any]] = {}
+    for index, lead in batch.leads.items():
+        try:
+            wanted[index] = new_profile(batch.ctx, lead)
+        except Result as problem:
+            batch.fail(index, problem)
+    if len(wanted) < BULK_IMPORT_MIN_LEADS:
+        for index in wanted:
+            batch.one_by_one("upsert_profile", index)
+        return
+    claimed: set[tuple[str, str]] = set()
+    items: list[dict[str, Any]] = []
+    served: list[int] = []
+    later: list[int] = []  # a second lead for a profile of the job: after it, one by one
+    for index, attributes in wanted.items():
+        identities = set(_identities(attributes)) | {
+            (name, lookup.key(name, attributes[name]))
+            for name in ("email", "phone_number", "external_id")
+            if attributes.get(name)
+        }
+        if identities & claimed or not imports.fits({"attributes": attributes}):
+            later.append(index)
+            continue
+        claimed |= identities
+        items.append({"type": "profile", "attributes": attributes})
+        served.append(index)
+    batch.imported_at = None
+    _import(batch, items, served, lambda index, profile: _upserted(batch, profile))
+    for index in later:
+        batch.one_by_one("upsert_profile", index)
+
+
+def _upserted(batch: Batch, profile: dict[str, Any]) -> Result:
+    return success(profile, created=not _predates_the_job(batch, profile))
+
+
+def _predates_the_job(batch: Batch, profile: dict[str, Any]) -> bool:
+    job_started = _timestamp(batch.imported_at)
+    created = _timestamp((profile.get("attributes") or {}).get("created"))
+    # Profiles carry whole seconds, jobs finer: "before the job" is before its second.
+    return job_started is not None and created is not None and created < math.floor(job_started)
+
+
+# -- Track Event ---------------------------------------------------------------------------
+
+
+def _track_all(batch: Batch) -> None:
+    """Bulk event jobs of up to 1,000 events; a retried lead keeps its message id as key."""
+    items: list[tuple[int, events.Event]] = []
+    for index, lead in batch.leads.items():
+        ctx = replace(batch.ctx, origin_id=batch.origins[index])
+        try:
+            items.append((index, events.prepare(ctx, lead)))
+        except Result as problem:
+            batch.fail(index, problem)
+    events.send_jobs(batch.ctx, items, batch.results)
+
+
 _BULK: dict[str, Callable[[Batch], None]] = {
     "subscribe_profile_to_list": _subscribe_all,
     "add_profile_to_list": _add_all,
@@ -676,4 +811,8 @@ _BULK: dict[str, Callable[[Batch], None]] = {
     "get_segment_profiles": _segment_all,
     "update_profile": _update_all,
     "create_profile": _create_all,
+    "unsubscribe_profile": _unsubscribe_all,
+    "remove_profile_from_list": _remove_all,
+    "upsert_profile": _upsert_all,
+    "track_event": _track_all,
 }

@@ -42,6 +42,8 @@ class Settings:
     # The bundle's share of each Klaviyo endpoint's limit; the rest stays with the account's
     # other integrations even when they are quiet.
     klaviyo_max_share: float = 1.0
+    # Delete Profile requests a data-privacy deletion only when the stack allows it.
+    profile_deletion_enabled: bool = False
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -62,4 +64,5 @@ class Settings:
             results_table_name=text("RESULTS_TABLE_NAME"),
             coalesce_batches=_flag(env.get("COALESCE_BATCHES"), default=True),
             klaviyo_max_share=_share(env.get("KLAVIYO_MAX_SHARE")),
+            profile_deletion_enabled=_flag(env.get("PROFILE_DELETION_ENABLED"), default=False),
         )

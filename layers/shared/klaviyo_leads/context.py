@@ -46,6 +46,9 @@ class Context:
     # first submitted at ``first_seen_at`` (wall-clock seconds), when known.
     redelivered: bool = False
     first_seen_at: float | None = None
+    # What the lead arrived as (an SQS message id, an EventBridge event id): the same on a
+    # retry, so a retried event is not recorded twice.
+    origin_id: str | None = None
 
     def call(self, method: str, path: str, **kwargs: Any) -> Response:
         return self.client.call(method, path, self.budget, **kwargs)

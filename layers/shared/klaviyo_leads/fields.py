@@ -55,7 +55,11 @@ class Variable:
 
 
 VARIABLES: tuple[Variable, ...] = (
-    Variable("klaviyo.list_id", "Klaviyo List Id", "list for Add and Subscribe"),
+    Variable(
+        "klaviyo.list_id",
+        "Klaviyo List Id",
+        "list for Add, Remove, Subscribe and Unsubscribe (optional for the last two)",
+    ),
     Variable("klaviyo.segment_id", "Klaviyo Segment Id", "segment for Get Segment Profiles"),
     Variable("klaviyo.id", "Klaviyo Id", "Klaviyo profile id"),
     Variable("klaviyo.external_id", "Klaviyo External Id", "external id to search by"),
@@ -67,6 +71,10 @@ VARIABLES: tuple[Variable, ...] = (
     ),
     Variable("klaviyo.custom.<name>", "Klaviyo Custom", "custom profile property <name>"),
     Variable("klaviyo.channels", "Klaviyo Channels", "consent channels: email, sms"),
+    Variable("klaviyo.metric_name", "Klaviyo Metric Name", "Track Event's metric (Lead Received)"),
+    Variable("klaviyo.event_value", "Klaviyo Event Value", "Track Event's numeric value"),
+    Variable("klaviyo.event_time", "Klaviyo Event Time", "when the event happened (ISO 8601)"),
+    Variable("klaviyo.unique_id", "Klaviyo Unique Id", "Track Event's de-duplication key"),
     Variable("klaviyo.custom_source", "Klaviyo Custom Source", "consent source"),
     Variable("timeout_seconds", "Timeout Seconds", "time budget for this lead (default 360)"),
 )

@@ -167,7 +167,12 @@ def _match_errors(
 def outcome(imported: Imported, position: int) -> Result | dict[str, Any]:
     """An item's profile, or the result that says why the job did not take it."""
     if position in imported.errors:
-        return outcomes.from_klaviyo_answer(400, imported.errors[position])
+        errors = imported.errors[position]
+        if any(e.code == "duplicate_profile" for e in errors):
+            # The import matched one profile by one identifier while another holds the
+            # other; unlike a 409, its error does not say which profile that is.
+            return outcomes.IDENTITIES_SPLIT(errors=errors)
+        return outcomes.from_klaviyo_answer(400, errors)
     if position in imported.profiles:
         return imported.profiles[position]
     return outcomes.IMPORT_LOST()

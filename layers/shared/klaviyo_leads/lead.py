@@ -14,6 +14,7 @@ import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -55,6 +56,7 @@ CONFIGURATION_KEYS = frozenset(
         "klaviyo.profile_handling",
         "klaviyo.channels",
         "klaviyo.custom_source",
+        "klaviyo.metric_name",
         "timeout_seconds",
     }
 )
@@ -70,6 +72,8 @@ PROFILE_HANDLING_SORT = {
     "newest update date": "-updated",
 }
 DEFAULT_PROFILE_HANDLING = "newest update date"
+DEFAULT_METRIC = "Lead Received"
+MAX_METRIC_NAME = 128  # Klaviyo's limit for a metric name
 CHANNELS = ("email", "sms")
 
 
@@ -305,6 +309,48 @@ class Lead:
         if not math.isfinite(seconds) or seconds <= 0:
             raise outcomes.INVALID_TIMEOUT()
         return seconds
+
+    # Track Event -------------------------------------------------------------------------
+
+    def metric_name(self) -> str:
+        name = self.text("klaviyo.metric_name", "Klaviyo Metric Name") or DEFAULT_METRIC
+        if len(name) > MAX_METRIC_NAME:
+            raise outcomes.METRIC_NAME_TOO_LONG(limit=MAX_METRIC_NAME)
+        return name
+
+    def event_value(self) -> float | None:
+        value = self.values.get("klaviyo.event_value")
+        if value is None:
+            return None
+        try:
+            number = float(value) if not isinstance(value, bool) else math.nan
+        except (TypeError, ValueError):
+            number = math.nan
+        if not math.isfinite(number):
+            raise outcomes.NOT_A_NUMBER(field="Klaviyo Event Value")
+        return number
+
+    def event_time(self) -> datetime | None:
+        text = self.text("klaviyo.event_time", "Klaviyo Event Time")
+        if text is None:
+            return None
+        try:
+            moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+        except ValueError:
+            raise outcomes.NOT_A_TIME(field="Klaviyo Event Time") from None
+        return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+    def unique_id(self) -> str | None:
+        """``klaviyo.unique_id``, else the lead's own id: a retried lead is one event."""
+        return self.text("klaviyo.unique_id", "Klaviyo Unique Id") or self.text("id", "Id")
+
+    def event_properties(self) -> dict[str, Any]:
+        """The lead as it came, less the settings that steer the action."""
+        return {
+            key: value
+            for key, value in self.values.items()
+            if not key.startswith("klaviyo.") and key != "timeout_seconds"
+        }
 
     # Profile attributes ------------------------------------------------------------------
 

@@ -19,6 +19,7 @@ from .outcomes import Outcome, Result, unknown_target
 from .profiles import SEARCH_FIELDS, WITH_SUBSCRIPTIONS, resources, url_chunks
 
 PATH = "/api/profiles"
+IDENTITY_FIELDS = "email,phone_number,external_id"
 
 
 def key(identifier: str, value: str) -> str:
@@ -55,7 +56,8 @@ def search_query(identifier: str, sort: str, full: bool) -> Callable[[list[str]]
 
     def query(values: list[str]) -> dict[str, str]:
         quoted = ",".join(filter_value(v) for v in values)
-        extra = WITH_SUBSCRIPTIONS if full else {"fields[profile]": field_name}
+        # Without consent, the identifiers are enough (a list membership is asked by them).
+        extra = WITH_SUBSCRIPTIONS if full else {"fields[profile]": IDENTITY_FIELDS}
         return {
             "filter": f"any({field_name},[{quoted}])",
             "sort": sort,
@@ -130,4 +132,74 @@ def segment_members(
     members: list[dict[str, Any]] = []
     for chunk in url_chunks(ctx, path, values, query):
         members += all_pages(ctx, path, query(chunk), within="segment")
+    return members
+
+
+@dataclass
+class Membership:
+    """Which profiles are on a list; why it could not be told for some."""
+
+    members: set[str] = field(default_factory=set)
+    problems: dict[str, Result] = field(default_factory=dict)
+
+
+def list_members(ctx: Context, list_id: str, profiles: list[dict[str, Any]]) -> Membership:
+    """Which of ``profiles`` are members of the list.
+
+    The list's member endpoint filters by email or phone (list form), up to 100 at a time;
+    a profile with neither is read with its lists (a slower limit, and rare).
+    """
+    membership = Membership()
+    by_identifier: dict[str, dict[str, str]] = {"email": {}, "phone_number": {}}
+    alone: list[str] = []
+    for profile in profiles:
+        attributes = profile.get("attributes") or {}
+        name = "email" if attributes.get("email") else "phone_number"
+        value = attributes.get(name)
+        if isinstance(value, str) and value:
+            by_identifier[name][key(name, value)] = profile["id"]
+        else:
+            alone.append(profile["id"])
+    for name, ids in by_identifier.items():
+        if ids:
+            found = list_members_by(ctx, list_id, name, list(ids))
+            membership.members |= {ids[value] for value in found if value in ids}
+    for profile_id in alone:
+        try:
+            response = ctx.call(
+                "GET",
+                f"/api/profiles/{profile_id}",
+                query={"include": "lists", "fields[list]": "name"},
+            )
+        except Result as problem:
+            membership.problems[profile_id] = problem
+            continue
+        data = response.data if isinstance(response.data, dict) else {}
+        lists = ((data.get("relationships") or {}).get("lists") or {}).get("data") or []
+        if any(isinstance(item, dict) and item.get("id") == list_id for item in lists):
+            membership.members.add(profile_id)
+    return membership
+
+
+def list_members_by(
+    ctx: Context, list_id: str, field_name: str, values: list[str]
+) -> dict[str, str]:
+    """The emails (or phone numbers, as lookup keys) of list members, and their profile ids."""
+    path = f"/api/lists/{list_id}/profiles"
+
+    def query(chunk: list[str]) -> dict[str, str]:
+        quoted = ",".join(filter_value(v) for v in chunk)
+        return {
+            "filter": f"any({field_name},[{quoted}])",
+            "fields[profile]": field_name,
+            "page[size]": "100",
+        }
+
+    members: dict[str, str] = {}
+    unique = list(dict.fromkeys(key(field_name, v) for v in values))
+    for chunk in url_chunks(ctx, path, unique, query):
+        for profile in all_pages(ctx, path, query(chunk), within="list"):
+            value = (profile.get("attributes") or {}).get(field_name)
+            if isinstance(value, str):
+                members[key(field_name, value)] = profile["id"]
     return members

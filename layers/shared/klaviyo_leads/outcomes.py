@@ -119,6 +119,7 @@ class Result(Exception):
     duplicate_profile_id: str | None = None
     klaviyo_status: int | None = None
     message_id: str | None = None  # the queue message a lead was put on for a later try
+    created: bool | None = None  # Upsert Profile: whether the profile was new
     # A request that is not safe to repeat may have taken effect before it failed.
     effect_unknown: bool = False
 
@@ -193,6 +194,11 @@ SMS_NOT_APPLIED_PENDING = _success(
     f"SMS not applied: {_SMS_REFUSED}"
 )
 
+NOT_IN_LIST = _success("The profile was not in the list")
+DELETION_REQUESTED = _success(
+    "Deletion requested: Klaviyo deletes the profile and its data asynchronously"
+)
+
 # -- the lead's own data or Klaviyo about it: failure, 422 --------------------------------
 INVALID_EMAIL = _failure("Invalid email address")
 INVALID_PHONE = _failure("Invalid phone number")
@@ -203,6 +209,8 @@ NOT_FINITE = _failure("{field} must be a finite number")
 TOO_LONG = _failure("{field} is longer than {limit} characters")
 OUT_OF_RANGE = _failure("{field} must be a number between -{limit} and {limit}")
 NOT_A_URL = _failure("{field} must be an http or https URL")
+NOT_A_NUMBER = _failure("{field} must be a number")
+NOT_A_TIME = _failure("{field} must be a date and time (ISO 8601)")
 NO_IDENTIFIER = _failure("The lead has no usable identifier")
 NO_SEARCH_VALUE = _failure("The lead has no {identifier} to search by")
 NO_PROFILE = _failure("No profile found")
@@ -210,8 +218,26 @@ NOT_IN_SEGMENT = _failure("The profile is not in the segment")
 DUPLICATE_PROFILE = _failure("A profile with this email or phone number already exists")
 DUPLICATE_EXTERNAL_ID = _failure("A profile with this external id already exists")
 IDENTIFIER_TAKEN = _failure("The lead's {identifiers} belongs to another profile")
+IDENTITIES_SPLIT = _failure("The lead's email and phone number belong to different profiles")
+NOT_A_LIST_MEMBER = _failure(
+    "The profile is not in the list: not unsubscribed (Klaviyo would unsubscribe it from all)"
+)
+ONE_IDENTIFIER_ONLY = _failure(
+    "Delete Profile takes exactly one identifier (email, phone number or Klaviyo Id)"
+)
+NOT_DELETABLE_BY = _failure(
+    "Klaviyo deletes by email, phone number or Klaviyo Id, not {identifier}"
+)
+EVENT_TOO_MANY_PROPERTIES = _failure("The event has more than {limit} properties")
+EVENT_TOO_DEEP = _failure("The event's properties are nested more than {limit} levels")
+EVENT_ARRAY_TOO_LONG = _failure("An event property holds more than {limit} items")
+EVENT_STRING_TOO_LONG = _failure("An event property is longer than {limit} KB")
+EVENT_TIME_OUT_OF_RANGE = _failure(
+    "Klaviyo Event Time must be after {earliest} and at most a year from now"
+)
 NOTHING_TO_UPDATE = _failure("The lead has no profile fields to update")
 NOTHING_TO_SUBSCRIBE = _failure("The lead has no email address or phone number to subscribe")
+NOTHING_TO_UNSUBSCRIBE = _failure("The lead has no email address or phone number to unsubscribe")
 CHANNEL_NEEDS = _failure("The {channel} channel needs {needs}")
 SMS_REFUSED = _failure(_SMS_REFUSED)
 PHONE_ONLY_REFUSED = _failure(
@@ -229,6 +255,13 @@ NOT_ONE_OF = _error(Kind.CONFIGURATION, "{field} must be one of: {choices}")
 INVALID_CHANNELS = _error(Kind.CONFIGURATION, "Klaviyo Channels must be email, sms or both")
 INVALID_TIMEOUT = _error(Kind.CONFIGURATION, "Timeout Seconds must be a positive number")
 INVALID_TARGET_ID = _error(Kind.CONFIGURATION, "Klaviyo {target} Id is not a valid id")
+METRIC_NAME_TOO_LONG = _error(
+    Kind.CONFIGURATION, "Klaviyo Metric Name is longer than {limit} characters"
+)
+DELETION_OFF = _error(
+    Kind.CONFIGURATION,
+    "Profile deletion is switched off for this stack (parameter EnableProfileDeletion)",
+)
 BODY_EMPTY = _error(Kind.BAD_REQUEST, "The request body is empty")
 BODY_NOT_BASE64 = _error(Kind.BAD_REQUEST, "The request body is not valid base64")
 BODY_TOO_LARGE = _error(Kind.BAD_REQUEST, "The request body is larger than {limit} KB")

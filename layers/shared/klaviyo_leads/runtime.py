@@ -142,6 +142,7 @@ class Runtime:
         via_api_gateway: bool = False,
         redelivered: bool = False,
         first_seen_at: float | None = None,
+        origin_id: str | None = None,
     ) -> Processed:
         """Run one lead through an action; never raises."""
         started = self.clock()
@@ -152,6 +153,7 @@ class Runtime:
             )
             ctx = self.context(self.budget(seconds))
             ctx.redelivered, ctx.first_seen_at = redelivered, first_seen_at
+            ctx.origin_id = origin_id
             result = run_action(action, ctx, lead)
         except Result as stopped:
             result = stopped

@@ -329,6 +329,7 @@ def _process(
         remaining_seconds=remaining_seconds(ctx),
         redelivered=delivery.redelivered,
         first_seen_at=delivery.first_seen_at,
+        origin_id=record.message_id,
     )
 
 

@@ -1,4 +1,4 @@
-"""Subscribing profiles: consent jobs of up to 1,000 profiles, and a result for each profile.
+"""Subscribing and unsubscribing profiles: consent jobs, and a result for each profile.
 
 One lead or a thousand go through the same ``send_jobs``: Klaviyo refuses a job as a whole
 when one of its profiles is wrong, so the job is split until the wrong one stands alone.
@@ -14,14 +14,37 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
-from . import outcomes
+from . import lookup, outcomes
 from .context import Context
 from .lead import Lead
 from .outcomes import KlaviyoError, Result, from_klaviyo_answer, unknown_target
 from .profiles import Group, find_profile, klaviyo_list
 
-MAX_PROFILES_PER_JOB = 1000
-CONSENT = {"marketing": {"consent": "SUBSCRIBED"}}
+SUBSCRIBED, UNSUBSCRIBED = "SUBSCRIBED", "UNSUBSCRIBED"
+
+
+@dataclass(frozen=True)
+class Jobs:
+    """A kind of consent job: where it goes, what it is called, how many profiles it takes."""
+
+    path: str
+    type: str
+    max_profiles: int
+    consent: str
+
+
+SUBSCRIBE = Jobs(
+    "/api/profile-subscription-bulk-create-jobs",
+    "profile-subscription-bulk-create-job",
+    1000,
+    SUBSCRIBED,
+)
+UNSUBSCRIBE = Jobs(
+    "/api/profile-subscription-bulk-delete-jobs",
+    "profile-subscription-bulk-delete-job",
+    100,
+    UNSUBSCRIBED,
+)
 # channel -> (the profile attribute it needs, how a reason calls it)
 CHANNEL_NEEDS = {"email": ("email", "an email address"), "sms": ("phone_number", "a phone number")}
 DOUBLE_OPT_IN = "double_opt_in"
@@ -42,19 +65,21 @@ class Subscription:
     group: Group | None
     custom_source: str | None
     sms_refused: bool = False
+    jobs: Jobs = SUBSCRIBE
 
     @property
     def list_id(self) -> str | None:
         return self.group.id if self.group else None
 
     def payload(self) -> dict[str, Any]:
-        attributes: dict[str, Any] = {"subscriptions": {c: CONSENT for c in self.channels}}
+        consent = {"marketing": {"consent": self.jobs.consent}}
+        attributes: dict[str, Any] = {"subscriptions": {c: consent for c in self.channels}}
         if self.email:
             attributes["email"] = self.email
         if "sms" in self.channels:
             attributes["phone_number"] = self.phone_number
         item: dict[str, Any] = {"type": "profile", "attributes": attributes}
-        if self.profile_id:
+        if self.profile_id and self.jobs is SUBSCRIBE:  # an unsubscribe names no profile id
             item["id"] = self.profile_id
         return item
 
@@ -65,6 +90,8 @@ class Subscription:
 
     def accepted(self) -> Result:
         """The result once Klaviyo accepted the job, saying what happens next."""
+        if self.jobs is UNSUBSCRIBE:
+            return outcomes.success(list_name=self.group.name if self.group else None)
         # Double opt-in holds email and SMS marketing alike until the person confirms.
         pending = self.opt_in_process == DOUBLE_OPT_IN
         reason: outcomes.Reason | None = None
@@ -102,7 +129,8 @@ def prepare(ctx: Context, lead: Lead) -> Subscription:
     wanted = lead.channels() or _default_channels("email" in lead, "phone_1" in lead)
     known = {channel: readers[channel]() for channel in wanted}
     profile_id = None
-    if not all(known.values()) and ("klaviyo.id" in lead or lead.external_id()):
+    lacking = not wanted or not all(known.values())
+    if lacking and ("klaviyo.id" in lead or lead.external_id()):
         profile = find_profile(ctx, lead)
         if profile is None:
             raise outcomes.NO_PROFILE()
@@ -134,18 +162,14 @@ def _usable_email(lead: Lead) -> str | None:
 
 
 def job(subscriptions: list[Subscription]) -> dict[str, Any]:
-    """One bulk-subscribe job for profiles that share a list and custom source."""
+    """One consent job for profiles that share a list (and, to subscribe, a custom source)."""
     first = subscriptions[0]
-    attributes: dict[str, Any] = {
-        "profiles": {"data": [s.payload() for s in subscriptions]},
-        "historical_import": False,
-    }
-    if first.custom_source:
-        attributes["custom_source"] = first.custom_source
-    body: dict[str, Any] = {
-        "type": "profile-subscription-bulk-create-job",
-        "attributes": attributes,
-    }
+    attributes: dict[str, Any] = {"profiles": {"data": [s.payload() for s in subscriptions]}}
+    if first.jobs is SUBSCRIBE:
+        attributes["historical_import"] = False
+        if first.custom_source:
+            attributes["custom_source"] = first.custom_source
+    body: dict[str, Any] = {"type": first.jobs.type, "attributes": attributes}
     if first.list_id:
         body["relationships"] = {"list": {"data": {"type": "list", "id": first.list_id}}}
     return {"data": body}
@@ -155,16 +179,17 @@ Item = tuple[int, Subscription]
 
 
 def send_jobs(ctx: Context, items: list[Item], results: Results) -> None:
-    """Subscribe every item (same list and source), up to 1,000 to a job; one result each."""
-    for start in range(0, len(items), MAX_PROFILES_PER_JOB):
-        _send(ctx, items[start : start + MAX_PROFILES_PER_JOB], results)
+    """Send every item (one kind, list and source) in as few jobs as allowed; one result each."""
+    size = items[0][1].jobs.max_profiles if items else 1
+    for start in range(0, len(items), size):
+        _send(ctx, items[start : start + size], results)
 
 
 def _send(ctx: Context, chunk: list[Item], results: Results) -> None:
     try:
         response = ctx.call(
             "POST",
-            "/api/profile-subscription-bulk-create-jobs",
+            chunk[0][1].jobs.path,
             body=job([s for _, s in chunk]),
             expect=(202,),
             handled=(400,),
@@ -240,5 +265,95 @@ def subscribe_profile_to_list(ctx: Context, lead: Lead) -> Result:
     """Subscribe a profile to email and/or SMS marketing, optionally through a list."""
     results: Results = [None]
     send_jobs(ctx, [(0, prepare(ctx, lead))], results)
+    assert results[0] is not None
+    return results[0]
+
+
+# -- Unsubscribe Profile -------------------------------------------------------------------
+
+
+def prepare_unsubscribe(ctx: Context, lead: Lead) -> Subscription:
+    """Channels to unsubscribe: those asked for, else every one the lead names (no default
+    that could surprise); only what they use is checked."""
+    list_id = lead.list_id()
+    group = klaviyo_list(ctx, list_id) if list_id is not None else None
+    region = ctx.settings.default_phone_region
+    readers: dict[str, Callable[[], str | None]] = {
+        "email": lead.email,
+        "sms": lambda: lead.phone(region),
+    }
+    wanted = lead.channels() or _named_channels("email" in lead, "phone_1" in lead)
+    known = {channel: readers[channel]() for channel in wanted}
+    lacking = not wanted or not all(known.values())
+    if lacking and ("klaviyo.id" in lead or lead.external_id()):
+        profile = find_profile(ctx, lead)
+        if profile is None:
+            raise outcomes.NO_PROFILE()
+        stored = profile.get("attributes") or {}
+        wanted = wanted or _named_channels(
+            bool(stored.get("email")), bool(stored.get("phone_number"))
+        )
+        known = {c: known.get(c) or stored.get(CHANNEL_NEEDS[c][0]) for c in wanted}
+    if not wanted:
+        raise outcomes.NOTHING_TO_UNSUBSCRIBE()
+    for channel in wanted:
+        if not known[channel]:
+            raise outcomes.CHANNEL_NEEDS(channel=channel, needs=CHANNEL_NEEDS[channel][1])
+    return Subscription(
+        wanted, known.get("email"), known.get("sms"), None, group, None, jobs=UNSUBSCRIBE
+    )
+
+
+def _named_channels(has_email: bool, has_phone: bool) -> tuple[str, ...]:
+    return tuple(c for c, named in (("email", has_email), ("sms", has_phone)) if named)
+
+
+def only_list_members(ctx: Context, items: list[Item], results: Results) -> list[Item]:
+    """Items whose profile is on their list, each with its profile's id. Klaviyo unsubscribes
+    a profile that is not on the list from everything, so those fail instead of being sent."""
+    by_list: dict[str, list[Item]] = {}
+    for item in items:
+        if item[1].list_id:
+            by_list.setdefault(item[1].list_id, []).append(item)
+    keep = [item for item in items if not item[1].list_id]
+    for list_id, on_list in by_list.items():
+        members = {
+            name: lookup.list_members_by(ctx, list_id, name, [v for v, _ in asked])
+            for name, asked in _asked_by(on_list).items()
+            if asked
+        }
+        for index, subscription in on_list:
+            name, value = _identity(subscription)
+            profile_id = members.get(name, {}).get(lookup.key(name, value)) if value else None
+            if profile_id:
+                keep.append((index, replace(subscription, profile_id=profile_id)))
+            else:
+                results[index] = outcomes.NOT_A_LIST_MEMBER(
+                    list_name=subscription.group.name if subscription.group else None
+                )
+    return keep
+
+
+def _identity(subscription: Subscription) -> tuple[str, str | None]:
+    if subscription.email:
+        return "email", subscription.email
+    return "phone_number", subscription.phone_number
+
+
+def _asked_by(items: list[Item]) -> dict[str, list[tuple[str, int]]]:
+    asked: dict[str, list[tuple[str, int]]] = {"email": [], "phone_number": []}
+    for index, subscription in items:
+        name, value = _identity(subscription)
+        if value:
+            asked[name].append((value, index))
+    return asked
+
+
+def unsubscribe_profile(ctx: Context, lead: Lead) -> Result:
+    """Revoke email and/or SMS marketing consent, for one list or the whole account."""
+    results: Results = [None]
+    items = only_list_members(ctx, [(0, prepare_unsubscribe(ctx, lead))], results)
+    if items:
+        send_jobs(ctx, items, results)
     assert results[0] is not None
     return results[0]

@@ -180,7 +180,8 @@ def handle_leads(
             runtime.record(action, result, 0.0)
             done = Processed(result, result_fields(action, result))
         else:
-            done = runtime.process(action, lead, remaining_seconds=left)
+            origin = f"{correlation_id}/{index}" if several is not None else correlation_id
+            done = runtime.process(action, lead, remaining_seconds=left, origin_id=origin or None)
         if done.result.retryable and runtime.queue is not None:
             try:
                 done = _queue_for_retry(runtime, action, lead, first_seen)
