@@ -623,3 +623,12 @@ class TestCreateOnRedelivery:
         )
         fields = self.process(runtime, {"email": "old@example.com"}, time.time() - 60)
         assert fields["outcome"] == "failure"
+
+
+def test_unreadable_201_on_create_finds_the_profile_it_made(run, klaviyo_emulator):
+    klaviyo_emulator.faults.add(
+        Fault(operation_id="create_profile", after=True, status=201, body=b"")
+    )
+    fields = run("create_profile", {"email": "made@example.com"})
+    assert fields["outcome"] == "success"
+    assert [p["id"] for p in klaviyo_emulator.profiles()] == [fields["id"]]

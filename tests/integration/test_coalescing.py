@@ -315,3 +315,20 @@ def test_a_coalesced_batch_publishes_ten_results_per_call(runtime, klaviyo_emula
     assert sorted(f["itemIdentifier"] for f in response["batchItemFailures"]) == [
         f"m{i:02}" for i in range(10, 20)
     ]
+
+
+def test_one_unsearchable_external_id_fails_alone_in_a_bulk_add(runtime, klaviyo_emulator):
+    list_id = klaviyo_emulator.create_list("Newsletter")
+    ids = [klaviyo_emulator.create_profile(external_id=f"x{i}") for i in range(3)]
+    leads = [{"reference": f"x{i}", "klaviyo.list_id": list_id} for i in range(3)]
+    leads.insert(1, {"reference": "a'b\"c", "klaviyo.list_id": list_id})
+    results = coalesce(runtime, ACTIONS["add_profile_to_list"], leads, remaining_seconds=300)
+    assert [p.fields["outcome"] for p in results] == ["success", "failure", "success", "success"]
+    assert klaviyo_emulator.list_members(list_id) == set(ids)
+
+
+def test_an_unknown_list_is_looked_up_once_per_batch(runtime, klaviyo_emulator):
+    leads = [{"email": f"l{i}@example.com", "klaviyo.list_id": "Nope12"} for i in range(50)]
+    results = coalesce(runtime, ACTIONS["subscribe_profile_to_list"], leads, remaining_seconds=300)
+    assert {p.fields["outcome"] for p in results} == {"error"}
+    assert klaviyo_emulator.calls("get_list") == 1

@@ -649,3 +649,32 @@ class TestEventBridgeAndDirect:
     def test_direct_non_object_is_an_error_result(self, aws, event):
         result = call("get_profiles", event)
         assert (result["outcome"], result["reason"]) == ("error", "A lead must be a JSON object")
+
+
+def test_several_leads_are_not_started_with_too_little_time(runtime, klaviyo_emulator):
+    event = {"leads": [{"email": f"t{i}@example.com"} for i in range(3)]}
+    handler = load_handler("create_profile")
+    answer = handler(event, LambdaContext.for_action("create_profile", timeout_seconds=5))
+    assert {r["reason"] for r in answer["results"]} == {
+        "Not started: too little time left in the invocation"
+    }
+    assert klaviyo_emulator.calls() == 0
+
+
+class RefusingEvents:
+    def put_events(self, Entries):
+        return {"FailedEntryCount": len(Entries), "Entries": [{"ErrorCode": "X"}] * len(Entries)}
+
+
+def test_unpublished_eventbridge_results_are_counted_and_logged(runtime, monkeypatch):
+    from klaviyo_leads import triggers
+    from klaviyo_leads.publishing import ResultPublisher
+
+    counted, logged = [], []
+    monkeypatch.setattr(triggers, "count", lambda name, value=1: counted.append((name, value)))
+    monkeypatch.setattr(triggers.logger, "error", lambda message, **kw: logged.append(message))
+    runtime.publisher = ResultPublisher("bus", client_factory=RefusingEvents)
+    event = eventbridge_event("get_profiles lead", {"email": "a@example.com"}, source="crm")
+    load_handler("get_profiles")(event, LambdaContext.for_action("get_profiles"))
+    assert ("ResultsNotPublished", 1) in counted
+    assert logged == ["Results could not be published"]

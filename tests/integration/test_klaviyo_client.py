@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import socket
+
 import pytest
 
 from devtools.klaviyo_emulator import Fault
@@ -237,3 +239,24 @@ def test_list_add_pace_is_checked_before_the_profile_search(run, klaviyo_emulato
     )
     assert fields["outcome"] == "error" and run.last.retryable
     assert klaviyo_emulator.calls("get_profiles") == 0
+
+
+def test_pacing_reads_klaviyos_rate_limit_headers_whatever_their_case(runtime, klaviyo_emulator):
+    klaviyo_emulator.set_rate_limits(True, overrides={"get_profiles": (50, 2)})
+    runtime.client.call("GET", "/api/profiles", Budget(30))
+    # One call of two is left this minute: the next waits its share instead of a 429.
+    assert runtime.client.pacer.wait_for("get_profiles") > 20.0
+    assert [r.status for r in klaviyo_emulator.requests] == [200]
+
+
+def test_connection_refused_is_a_network_error_not_a_timeout():
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]  # closed again when the block ends: nothing listens
+    client = KlaviyoClient(
+        f"http://127.0.0.1:{port}", "2026-07-15", lambda f: "pk", sleep=lambda s: None
+    )
+    with pytest.raises(Result) as caught:
+        client.call("GET", "/api/profiles", Budget(30))
+    assert caught.value.reason == "Could not reach Klaviyo (connection failed)"
+    assert caught.value.kind is Kind.TRANSIENT
