@@ -131,8 +131,10 @@ class Sandbox:
         seed: int | None = 7,
         openapi_path: Path | None = None,
         metrics: bool = False,
+        latency: str | None = None,
     ) -> None:
         self.real_api_key = real_api_key
+        self.latency = latency  # the emulator's latency model ("realistic": Klaviyo-like)
         self.openapi_path = openapi_path  # the emulator checks traffic against this document
         self.log_level = log_level
         self.metrics = metrics  # print the functions' metric documents (EMF) on stdout
@@ -172,6 +174,7 @@ class Sandbox:
                 rate_limits=False,
                 seed=self.seed,
                 openapi_path=self.openapi_path,
+                latency=self.latency,
             ).start()
             self.seeded = seed_demo_data(self.emulator)
             api_key, base_url = DEFAULT_API_KEY, self.emulator.base_url
@@ -755,7 +758,11 @@ def run_demo(verbose: bool = False) -> int:
     print("Starting the Klaviyo emulator and moto ...", flush=True)
     spec = default_spec_path()
     spec = spec if spec.is_file() else None
-    with Sandbox(log_level="INFO" if verbose else "WARNING", openapi_path=spec) as sandbox:
+    # Klaviyo's answers take as long as the emulator's realistic model says (its figures are
+    # assumptions, see devtools/klaviyo_emulator/latency.py).
+    with Sandbox(
+        log_level="INFO" if verbose else "WARNING", openapi_path=spec, latency="realistic"
+    ) as sandbox:
         stack = sandbox.stack()
         print(f"  Klaviyo emulator  {sandbox.klaviyo_url}  (list Y6nRLr, segment VIPseg)")
         print(
@@ -1139,7 +1146,9 @@ def run_serve(port: int, host: str = "127.0.0.1", verbose: bool = False) -> int:
 
 def _serve(server: LocalApi, real_key: str | None, verbose: bool) -> int:
     log_level = "INFO" if verbose else "WARNING"
-    with Sandbox(real_api_key=real_key, log_level=log_level, metrics=verbose) as sandbox:
+    with Sandbox(
+        real_api_key=real_key, log_level=log_level, metrics=verbose, latency="realistic"
+    ) as sandbox:
         poller = QueuePoller(sandbox, lambda text: print(text, file=sys.stderr, flush=True))
         server.attach(sandbox, poller)
         host, port = server.server_address[:2]
