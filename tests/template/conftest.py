@@ -23,6 +23,7 @@ OPTIONS = {
     "TimeoutSeconds": "60",
     "QueueVisibilityTimeoutSeconds": "360",
     "AlarmEmail": "alarms@example.com",
+    "KlaviyoRateLimitShare": "40",
 }
 
 

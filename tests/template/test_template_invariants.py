@@ -35,6 +35,7 @@ GATEWAY_LIMIT_MS = 29_000  # REST API integration timeout
 STAR_RESOURCE_ALLOWED_ACTIONS = {"xray:PutTraceSegments", "xray:PutTelemetryRecords"}
 # Each one is explained where it is ignored, in stack/stack.yaml.
 JUSTIFIED_LINT_IGNORES = {"WS1000", "WS1002", "ES6000", "ES7000"}
+RESULTS_ROUTE = "/results/{message_id}"
 
 API_KEY_AUTH = {"UseIamAuth": False}
 IAM_AUTH = {"UseIamAuth": True}
@@ -55,11 +56,28 @@ def api(translated: dict[str, Any]) -> dict[str, Any]:
 # --- The API ------------------------------------------------------------------------------------
 
 
-def test_the_routes_are_the_actions_sync_and_async_posts(translated: dict[str, Any]) -> None:
+def test_the_routes_are_the_actions_sync_and_async_posts_and_results(
+    translated: dict[str, Any],
+) -> None:
     paths = api(translated)["paths"]
-    assert set(paths) == {a.route for a in ACTIONS} | {a.async_route for a in ACTIONS}
-    for route, item in paths.items():
-        assert set(item) == {"post"}, route
+    actions = {a.route for a in ACTIONS} | {a.async_route for a in ACTIONS}
+    assert set(paths) == actions | {RESULTS_ROUTE}
+    for route in actions:
+        assert set(paths[route]) == {"post"}, route
+    assert set(paths[RESULTS_ROUTE]) == {"get"}
+
+
+def test_the_results_route_runs_get_result(translated: dict[str, Any]) -> None:
+    get = api(translated)["paths"][RESULTS_ROUTE]["get"]
+    (parameter,) = get["parameters"]
+    assert (parameter["name"], parameter["in"], parameter["required"]) == (
+        "message_id",
+        "path",
+        True,
+    )
+    integration = get["x-amazon-apigateway-integration"]
+    assert (integration["type"], integration["httpMethod"]) == ("aws_proxy", "POST")
+    assert "${GetResultFunction.Arn}" in integration["uri"]["Fn::Sub"]
 
 
 def test_every_route_needs_an_api_key_or_a_signature(translated: dict[str, Any]) -> None:
@@ -69,9 +87,10 @@ def test_every_route_needs_an_api_key_or_a_signature(translated: dict[str, Any])
     assert schemes["api_key"] == {"type": "apiKey", "name": "x-api-key", "in": "header"}
     assert schemes["sigv4"]["x-amazon-apigateway-authtype"] == "awsSigv4"
     for route, item in body["paths"].items():
-        security = item["post"]["security"]
-        assert resolve_conditionals(security, API_KEY_AUTH) == [{"api_key": []}], route
-        assert resolve_conditionals(security, IAM_AUTH) == [{"sigv4": []}], route
+        for method, operation in item.items():
+            security = operation["security"]
+            assert resolve_conditionals(security, API_KEY_AUTH) == [{"api_key": []}], route
+            assert resolve_conditionals(security, IAM_AUTH) == [{"sigv4": []}], (route, method)
     plan = translated["Resources"]["ApiUsagePlan"]
     key = translated["Resources"]["ApiUsagePlanKey"]["Properties"]
     assert plan["Condition"] == "UseApiKeyAuth"
@@ -209,6 +228,8 @@ def test_alarms_watch_every_dead_letter_queue_and_function(translated: dict[str,
             assert watched[("ApproximateNumberOfMessagesVisible", queue)] == "QueueName"
         assert watched[("Errors", action.function)] == "FunctionName"
         assert watched[("Throttles", action.function)] == "FunctionName"
+    assert watched[("Errors", "GetResultFunction")] == "FunctionName"
+    assert watched[("Throttles", "GetResultFunction")] == "FunctionName"
     subscription = translated["Resources"]["AlarmEmailSubscription"]
     assert subscription["Condition"] == "HasAlarmEmail"
     assert subscription["Properties"]["TopicArn"] == ref("AlarmTopic")
@@ -220,6 +241,19 @@ def test_idempotency_records_expire_where_powertools_writes_the_expiry(
     """moto's table ignores TimeToLiveSpecification; Powertools writes `expiration`."""
     table = translated["Resources"]["IdempotencyTable"]["Properties"]
     assert table["TimeToLiveSpecification"] == {"AttributeName": "expiration", "Enabled": True}
+
+
+def test_results_expire_where_the_layer_writes_the_expiry_and_are_encrypted(
+    translated: dict[str, Any],
+) -> None:
+    """moto's table ignores both; klaviyo_leads.results writes `expires_at`, 24 hours on."""
+    from klaviyo_leads.results import RESULT_TTL_SECONDS
+
+    table = translated["Resources"]["ResultsTable"]["Properties"]
+    assert table["TimeToLiveSpecification"] == {"AttributeName": "expires_at", "Enabled": True}
+    assert table["SSESpecification"] == {"SSEEnabled": True}
+    assert table["BillingMode"] == "PAY_PER_REQUEST"
+    assert RESULT_TTL_SECONDS == 24 * 3600  # what docs/deploying.md and the contract promise
 
 
 # --- The functions ------------------------------------------------------------------------------
@@ -238,6 +272,8 @@ def test_each_function_has_the_shared_layer_and_the_extension_only_when_set(
         assert properties["Architectures"] == [ref("Architecture")], action.name
         tracing = resolve_conditionals(properties["TracingConfig"], {"TracingEnabled": True})
         assert tracing == {"Mode": "Active"}, action.name
+    # get_result reads no secret: the shared layer only, whatever SecretsExtensionLayerArn says.
+    assert translated["Resources"]["GetResultFunction"]["Properties"]["Layers"] == [ref(layer_id)]
 
 
 def test_no_statement_grants_everything(translated: dict[str, Any]) -> None:
