@@ -14,6 +14,8 @@ KMS_KEY_ARN = f"arn:aws:kms:{REGION}:123456789012:key/1234abcd-12ab-34cd-56ef-12
 EXTENSION_LAYER_ARN = (
     f"arn:aws:lambda:{REGION}:177933569100:layer:AWS-Parameters-and-Secrets-Lambda-Extension:12"
 )
+# One action with its own queue concurrency and reserved concurrency: (maximum, reserved).
+OWN_CONCURRENCY = {"create_profile": (7, 12)}
 # Every optional feature switched the other way, and shorter timeouts.
 OPTIONS = {
     "KlaviyoApiKeySecretKmsKeyArn": KMS_KEY_ARN,
@@ -24,6 +26,8 @@ OPTIONS = {
     "QueueVisibilityTimeoutSeconds": "360",
     "AlarmEmail": "alarms@example.com",
     "KlaviyoRateLimitShare": "40",
+    "CreateProfileMaximumConcurrency": str(OWN_CONCURRENCY["create_profile"][0]),
+    "CreateProfileReservedConcurrency": str(OWN_CONCURRENCY["create_profile"][1]),
 }
 
 

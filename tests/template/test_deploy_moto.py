@@ -20,7 +20,7 @@ import pytest
 
 from devtools.aws import ACCOUNT_ID, MOTO_CANNOT_BUILD, MOTO_SKIPS, LocalStack, client
 from tests.template.cfn_template import ACTIONS, ROOT, Action, as_list, created, statements
-from tests.template.conftest import KMS_KEY_ARN, OPTIONS
+from tests.template.conftest import KMS_KEY_ARN, OPTIONS, OWN_CONCURRENCY
 
 # moto warns about every resource type it skips; MOTO_SKIPS lists them on purpose.
 pytestmark = pytest.mark.filterwarnings("ignore:Tried to parse:UserWarning")
@@ -339,6 +339,28 @@ def test_parameters_reach_the_functions_and_queues(options_stack: LocalStack) ->
     assert options_stack.environment["PARAMETERS_SECRETS_EXTENSION_HTTP_PORT"] == "2773"
     share = int(OPTIONS["KlaviyoRateLimitShare"])
     assert Settings.from_env(options_stack.environment).klaviyo_max_share == share / 100
+
+
+def test_an_actions_own_concurrency_overrides_the_default_and_reserves(
+    options_stack: LocalStack,
+) -> None:
+    """Only the action given its own values gets them; the others keep the default and
+    reserve nothing."""
+    lambda_ = client("lambda")
+    for action in ACTIONS:
+        function_name = options_stack.actions[action.name].function_name
+        (mapping,) = lambda_.list_event_source_mappings(FunctionName=function_name)[
+            "EventSourceMappings"
+        ]
+        reserved = lambda_.get_function_concurrency(FunctionName=function_name)
+        own = OWN_CONCURRENCY.get(action.name)
+        if own is None:
+            assert mapping["ScalingConfig"] == {"MaximumConcurrency": 2}, action.name
+            assert "ReservedConcurrentExecutions" not in reserved, action.name
+        else:
+            maximum, reserved_executions = own
+            assert mapping["ScalingConfig"] == {"MaximumConcurrency": maximum}, action.name
+            assert reserved["ReservedConcurrentExecutions"] == reserved_executions, action.name
 
 
 def test_each_function_logs_to_its_own_group_with_retention(
