@@ -16,7 +16,8 @@ EXTENSION_LAYER_ARN = (
 )
 # One action with its own queue concurrency and reserved concurrency: (maximum, reserved).
 OWN_CONCURRENCY = {"create_profile": (7, 12)}
-# Every optional feature switched the other way, and shorter timeouts.
+# Every optional feature switched the other way, and shorter timeouts. (Not the results webhook:
+# moto cannot build EventBridge connections; test_template_invariants.py checks it.)
 OPTIONS = {
     "KlaviyoApiKeySecretKmsKeyArn": KMS_KEY_ARN,
     "SecretsExtensionLayerArn": EXTENSION_LAYER_ARN,

@@ -67,6 +67,7 @@ def test_moto_builds_all_but_the_known_types(stack: LocalStack, translated: dict
     resources = translated["Resources"].values()
     kept = created(translated, {}).values()
     off = len(resources) - len(kept)
+    assert off > 0  # the results webhook is off by default
     assert len(skipped) == sum(1 for r in kept if r["Type"] in MOTO_SKIPS) + off
     built = {r["ResourceType"] for r in listed if r["ResourceType"]}
     assert {r["Type"] for r in resources} >= MOTO_SKIPS | MOTO_CANNOT_BUILD
@@ -403,3 +404,4 @@ def test_outputs_name_the_created_resources(stack: LocalStack) -> None:
     assert stack.outputs["IdempotencyTableName"] == stack.physical_ids["IdempotencyTable"]
     assert stack.outputs["ResultsTableName"] == stack.physical_ids["ResultsTable"]
     assert stack.outputs["ResultsEventBusName"] == stack.event_bus_name
+    assert "ResultsWebhookDeadLetterQueueUrl" not in stack.outputs  # no webhook by default

@@ -15,10 +15,13 @@ from typing import Any
 
 import pytest
 
+from devtools.aws import RESULTS_SOURCE
 from tests.template.cfn_template import (
     ACTIONS,
     TEMPLATE,
     as_list,
+    condition_values,
+    created,
     parameter_values,
     resolve_conditionals,
     resources_of_type,
@@ -34,8 +37,12 @@ GATEWAY_LIMIT_MS = 29_000  # REST API integration timeout
 # Resource '*' is allowed only for actions that have no resource to scope to.
 STAR_RESOURCE_ALLOWED_ACTIONS = {"xray:PutTraceSegments", "xray:PutTelemetryRecords"}
 # Each one is explained where it is ignored, in stack/stack.yaml.
-JUSTIFIED_LINT_IGNORES = {"WS1000", "WS1002", "ES6000", "ES7000"}
+JUSTIFIED_LINT_IGNORES = {"WS1000", "WS1002", "ES6000", "ES7000", "W1031"}
 RESULTS_ROUTE = "/results/{message_id}"
+WEBHOOK = {
+    "ResultsWebhookUrl": "https://hooks.example.com/klaviyo-results",
+    "ResultsWebhookApiKeyValue": "s3cret",
+}
 
 API_KEY_AUTH = {"UseIamAuth": False}
 IAM_AUTH = {"UseIamAuth": True}
@@ -230,6 +237,7 @@ def test_alarms_watch_every_dead_letter_queue_and_function(translated: dict[str,
         assert watched[("Throttles", action.function)] == "FunctionName"
     assert watched[("Errors", "GetResultFunction")] == "FunctionName"
     assert watched[("Throttles", "GetResultFunction")] == "FunctionName"
+    assert watched[("ApproximateNumberOfMessagesVisible", "ResultsWebhookDeadLetterQueue")]
     subscription = translated["Resources"]["AlarmEmailSubscription"]
     assert subscription["Condition"] == "HasAlarmEmail"
     assert subscription["Properties"]["TopicArn"] == ref("AlarmTopic")
@@ -254,6 +262,78 @@ def test_results_expire_where_the_layer_writes_the_expiry_and_are_encrypted(
     assert table["SSESpecification"] == {"SSEEnabled": True}
     assert table["BillingMode"] == "PAY_PER_REQUEST"
     assert RESULT_TTL_SECONDS == 24 * 3600  # what docs/deploying.md and the contract promise
+
+
+# --- The results webhook ------------------------------------------------------------------------
+
+WEBHOOK_RESOURCES = {
+    "ResultsWebhookConnection",
+    "ResultsWebhookDestination",
+    "ResultsWebhookRule",
+    "ResultsWebhookRole",
+    "ResultsWebhookDeadLetterQueue",
+    "ResultsWebhookDeadLetterQueuePolicy",
+    "ResultsWebhookDeadLetterQueueAlarm",
+}
+
+
+def test_the_webhook_exists_only_with_a_url(translated: dict[str, Any]) -> None:
+    assert not WEBHOOK_RESOURCES & set(created(translated, {}))
+    assert set(created(translated, WEBHOOK)) - set(created(translated, {})) == WEBHOOK_RESOURCES
+    output = translated["Outputs"]["ResultsWebhookDeadLetterQueueUrl"]
+    assert output["Condition"] == "HasResultsWebhook"
+    assert not condition_values(translated, {})["HasResultsWebhook"]
+
+
+def test_a_webhook_url_needs_a_key(translated: dict[str, Any]) -> None:
+    """CloudFormation refuses the parameters before creating anything (a Rules assertion)."""
+    (rule,) = translated["Rules"].values()
+    assert rule["RuleCondition"] == {"Fn::Not": [{"Fn::Equals": [ref("ResultsWebhookUrl"), ""]}]}
+    (assertion,) = rule["Assertions"]
+    key_given = {"Fn::Not": [{"Fn::Equals": [ref("ResultsWebhookApiKeyValue"), ""]}]}
+    assert assertion["Assert"] == key_given
+    assert translated["Parameters"]["ResultsWebhookApiKeyValue"]["NoEcho"] is True
+
+
+def test_every_result_goes_to_the_webhook_with_retries_and_dead_letters(
+    translated: dict[str, Any],
+) -> None:
+    resources = translated["Resources"]
+    rule = resources["ResultsWebhookRule"]["Properties"]
+    assert rule["EventBusName"] == ref("ResultsEventBus")
+    assert rule["EventPattern"] == {"source": [RESULTS_SOURCE]}
+    (target,) = rule["Targets"]
+    assert target["Arn"] == get_att("ResultsWebhookDestination")
+    assert target["RoleArn"] == get_att("ResultsWebhookRole")
+    # Retried for as long as the results table keeps the result, then dead-lettered.
+    assert target["RetryPolicy"] == {"MaximumRetryAttempts": 185, "MaximumEventAgeInSeconds": 86400}
+    assert target["DeadLetterConfig"] == {"Arn": get_att("ResultsWebhookDeadLetterQueue")}
+    policy = resources["ResultsWebhookDeadLetterQueuePolicy"]["Properties"]
+    (statement,) = statements(policy["PolicyDocument"])
+    assert statement["Principal"] == {"Service": "events.amazonaws.com"}
+    assert statement["Condition"] == {"ArnEquals": {"aws:SourceArn": get_att("ResultsWebhookRule")}}
+    destination = resources["ResultsWebhookDestination"]["Properties"]
+    assert destination["ConnectionArn"] == get_att("ResultsWebhookConnection")
+    assert destination["InvocationEndpoint"] == ref("ResultsWebhookUrl")
+    assert destination["HttpMethod"] == "POST"
+
+
+def test_the_webhooks_key_is_kept_by_its_connection_in_a_header(translated: dict[str, Any]) -> None:
+    connection = translated["Resources"]["ResultsWebhookConnection"]["Properties"]
+    assert connection["AuthorizationType"] == "API_KEY"
+    key = connection["AuthParameters"]["ApiKeyAuthParameters"]
+    assert key["ApiKeyName"] == ref("ResultsWebhookApiKeyHeader")
+    assert key["ApiKeyValue"] == {"Fn::Sub": "${ResultsWebhookApiKeyValue}"}
+
+
+def test_the_webhook_role_may_only_invoke_its_destination(translated: dict[str, Any]) -> None:
+    role = translated["Resources"]["ResultsWebhookRole"]["Properties"]
+    (trust,) = statements(role["AssumeRolePolicyDocument"])
+    assert trust["Principal"] == {"Service": "events.amazonaws.com"}
+    (policy,) = role["Policies"]
+    (statement,) = statements(policy["PolicyDocument"])
+    assert statement["Action"] == "events:InvokeApiDestination"
+    assert statement["Resource"] == get_att("ResultsWebhookDestination")
 
 
 # --- The functions ------------------------------------------------------------------------------
