@@ -46,9 +46,10 @@ ARTIFACT_BUCKET = "klaviyo-lead-actions-artifacts"  # where `sam package` would 
 
 # moto's AWS::ApiGateway::RestApi ignores Body (the OpenAPI definition that holds every route),
 # so the API it creates has no methods and it refuses the Deployment; what hangs on the stage
-# goes with it. deploy_local_stack leaves these out, and the outputs that name them
-# (ApiUrl names the stage); tests/template/test_template_invariants.py checks them on the
-# translated template.
+# goes with it. The dashboard's alarm widget names the alarms, which moto does not create
+# (MOTO_SKIPS), so it refuses the dashboard too. deploy_local_stack leaves these out, and the
+# outputs that name them; tests/template/test_template_invariants.py and test_dashboard.py check
+# them on the translated template.
 MOTO_CANNOT_BUILD = frozenset(
     {
         "AWS::ApiGateway::Deployment",
@@ -56,9 +57,10 @@ MOTO_CANNOT_BUILD = frozenset(
         "AWS::ApiGateway::UsagePlan",
         "AWS::ApiGateway::UsagePlanKey",
         "AWS::WAFv2::WebACLAssociation",
+        "AWS::CloudWatch::Dashboard",
     }
 )
-MOTO_CANNOT_OUTPUT = frozenset({"ApiUrl"})
+MOTO_CANNOT_OUTPUT = frozenset({"ApiUrl", "DashboardUrl"})
 # Types moto's CloudFormation accepts but does not create (it records them without a type).
 MOTO_SKIPS = frozenset(
     {

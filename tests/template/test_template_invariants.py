@@ -39,6 +39,7 @@ STAR_RESOURCE_ALLOWED_ACTIONS = {"xray:PutTraceSegments", "xray:PutTelemetryReco
 # Each one is explained where it is ignored, in stack/stack.yaml.
 JUSTIFIED_LINT_IGNORES = {"WS1000", "WS1002", "ES6000", "ES7000", "W1031"}
 RESULTS_ROUTE = "/results/{message_id}"
+SERVICE = "klaviyo-lead-actions"  # the functions' metrics' service dimension (test_dashboard.py)
 WEBHOOK = {
     "ResultsWebhookUrl": "https://hooks.example.com/klaviyo-results",
     "ResultsWebhookApiKeyValue": "s3cret",
@@ -217,7 +218,10 @@ def test_results_never_trigger_actions(translated: dict[str, Any]) -> None:
             assert not detail_type.endswith(" result"), rule_id
 
 
-def test_alarms_watch_every_dead_letter_queue_and_function(translated: dict[str, Any]) -> None:
+def test_alarms_watch_every_dead_letter_queue_function_and_lost_lead(
+    translated: dict[str, Any],
+) -> None:
+    """AWS metrics by the resource they watch; the functions' own metrics by action."""
     watched = {}
     for alarm_id, alarm in resources_of_type(translated, "AWS::CloudWatch::Alarm").items():
         properties = alarm["Properties"]
@@ -227,14 +231,25 @@ def test_alarms_watch_every_dead_letter_queue_and_function(translated: dict[str,
             0,
         ), alarm_id
         assert properties["TreatMissingData"] == "notBreaching", alarm_id
-        ((dimension, value),) = [(d["Name"], d["Value"]) for d in properties["Dimensions"]]
-        target = value["Fn::GetAtt"][0] if "Fn::GetAtt" in value else value["Ref"]
-        watched[(properties["MetricName"], target)] = dimension
+        dimensions = {d["Name"]: d["Value"] for d in properties["Dimensions"]}
+        if properties["Namespace"].startswith("AWS/"):
+            ((dimension, value),) = dimensions.items()
+            target = value["Fn::GetAtt"][0] if "Fn::GetAtt" in value else value["Ref"]
+            watched[(properties["MetricName"], target)] = dimension
+        else:
+            # Named as the layer writes them: test_dashboard.py checks name and dimensions.
+            assert properties["Namespace"] == "KlaviyoLeadActions", alarm_id
+            assert set(dimensions) == {"action", "service"}, alarm_id
+            assert dimensions["service"] == SERVICE, alarm_id
+            assert properties["Statistic"] == "Sum", alarm_id
+            watched[(properties["MetricName"], dimensions["action"])] = "action"
     for action in ACTIONS:
         for queue in (action.dead_letter_queue, action.event_dead_letter_queue):
             assert watched[("ApproximateNumberOfMessagesVisible", queue)] == "QueueName"
         assert watched[("Errors", action.function)] == "FunctionName"
         assert watched[("Throttles", action.function)] == "FunctionName"
+        assert watched[("LeadsNotQueued", action.name)] == "action"
+        assert watched[("ResultsNotPublished", action.name)] == "action"
     assert watched[("Errors", "GetResultFunction")] == "FunctionName"
     assert watched[("Throttles", "GetResultFunction")] == "FunctionName"
     assert watched[("ApproximateNumberOfMessagesVisible", "ResultsWebhookDeadLetterQueue")]
