@@ -4,9 +4,10 @@
 Klaviyo key in a Secrets Manager secret, turns template.yaml into plain CloudFormation with SAM's
 own translator, as ``sam deploy`` has CloudFormation do, puts the code where the translated
 template says ``sam package`` put it, and has moto's CloudFormation create the stack. It returns
-what the stack's outputs and resources name: the queues of each action, the bus, the table, and
-the functions' environment as the template sets it. The local runner, the soak, the benchmark's
-cold start and the tests all use it, so there is one description of the stack: the template.
+what the stack's outputs and resources name: the queues of each action, the bus, the tables, the
+get_result function, and the functions' environment as the template sets it. The local runner,
+the soak, the benchmark's cold start and the tests all use it, so there is one description of
+the stack: the template.
 
 ``MotoServer`` runs moto on 127.0.0.1 for what needs a real network boundary (the runner, the
 soak, child processes); without an endpoint URL everything goes to moto in this process
@@ -45,8 +46,10 @@ ARTIFACT_BUCKET = "klaviyo-lead-actions-artifacts"  # where `sam package` would 
 
 # moto's AWS::ApiGateway::RestApi ignores Body (the OpenAPI definition that holds every route),
 # so the API it creates has no methods and it refuses the Deployment; what hangs on the stage
-# goes with it. deploy_local_stack leaves these out (and the ApiUrl output, which names the
-# stage); tests/template/test_template_invariants.py checks them on the translated template.
+# goes with it. The dashboard's alarm widget names the alarms, which moto does not create
+# (MOTO_SKIPS), so it refuses the dashboard too. deploy_local_stack leaves these out, and the
+# outputs that name them; tests/template/test_template_invariants.py and test_dashboard.py check
+# them on the translated template.
 MOTO_CANNOT_BUILD = frozenset(
     {
         "AWS::ApiGateway::Deployment",
@@ -54,8 +57,10 @@ MOTO_CANNOT_BUILD = frozenset(
         "AWS::ApiGateway::UsagePlan",
         "AWS::ApiGateway::UsagePlanKey",
         "AWS::WAFv2::WebACLAssociation",
+        "AWS::CloudWatch::Dashboard",
     }
 )
+MOTO_CANNOT_OUTPUT = frozenset({"ApiUrl", "DashboardUrl"})
 # Types moto's CloudFormation accepts but does not create (it records them without a type).
 MOTO_SKIPS = frozenset(
     {
@@ -198,7 +203,7 @@ def translated_template(path: Path = TEMPLATE) -> dict[str, Any]:
 def buildable_by_moto(template: dict[str, Any]) -> dict[str, Any]:
     """The translated template without what moto cannot build (MOTO_CANNOT_BUILD)."""
     kept = {k: v for k, v in template["Resources"].items() if v["Type"] not in MOTO_CANNOT_BUILD}
-    outputs = {k: v for k, v in template.get("Outputs", {}).items() if k != "ApiUrl"}
+    outputs = {k: v for k, v in template.get("Outputs", {}).items() if k not in MOTO_CANNOT_OUTPUT}
     return {**template, "Resources": kept, "Outputs": outputs}
 
 
@@ -220,6 +225,12 @@ class ActionResources:
     queue: Queue
     dead_letter_queue: Queue  # the queue's: leads that failed MaxReceiveCount times
     event_dead_letter_queue: Queue  # EventBridge events and async invocations that failed
+    environment: dict[str, str]  # its function's own variables (OWN_VARIABLES), as deployed
+
+
+# The variables whose value differs from one action's function to the next; every other
+# variable is the same in all of them (LocalStack.environment).
+OWN_VARIABLES = ("ACTION_QUEUE_URL",)
 
 
 @dataclass(frozen=True)
@@ -232,9 +243,11 @@ class LocalStack:
     secret_arn: str
     event_bus_name: str
     event_bus_arn: str
-    table_name: str
+    table_name: str  # the idempotency table
+    results_table_name: str  # queued leads' results, for GET /results/{message_id}
+    get_result_function_name: str  # the function behind GET /results/{message_id}
     actions: dict[str, ActionResources]  # by action name
-    environment: dict[str, str]  # every function's environment variables, as deployed
+    environment: dict[str, str]  # what every action's function has, as deployed
     physical_ids: dict[str, str]  # by logical id
     outputs: dict[str, str]
 
@@ -316,23 +329,30 @@ def _read_stack(
         ]
         return Queue(arn.rsplit(":", 1)[-1], url, arn)
 
+    def variables(function_name: str) -> dict[str, str]:
+        configuration = lambda_.get_function_configuration(FunctionName=function_name)
+        # moto keeps a Number parameter's value as a number; Lambda's are strings.
+        return {k: str(v) for k, v in configuration["Environment"]["Variables"].items()}
+
     actions: dict[str, ActionResources] = {}
-    environments: dict[str, dict[str, str]] = {}
+    shared: list[dict[str, str]] = []
     for action in load_actions():
         function_name = physical_ids[f"{action.prefix}Function"]
+        deployed = variables(function_name)
+        shared.append({k: v for k, v in deployed.items() if k not in OWN_VARIABLES})
         actions[action.name] = ActionResources(
             function_name=function_name,
             queue=queue(f"{action.prefix}QueueUrl"),
             dead_letter_queue=queue(f"{action.prefix}DeadLetterQueueUrl"),
             event_dead_letter_queue=queue(f"{action.prefix}EventDeadLetterQueueUrl"),
+            environment={k: v for k, v in deployed.items() if k in OWN_VARIABLES},
         )
-        configuration = lambda_.get_function_configuration(FunctionName=function_name)
-        variables = configuration["Environment"]["Variables"]
-        # moto keeps a Number parameter's value as a number; Lambda's are strings.
-        environments[action.name] = {k: str(v) for k, v in variables.items()}
-    environment = next(iter(environments.values()))
-    if any(env != environment for env in environments.values()):
-        raise RuntimeError("the functions' environments differ; one process cannot run them all")
+    environment = shared[0]
+    if any(env != environment for env in shared):
+        raise RuntimeError(
+            "the functions' environments differ beyond OWN_VARIABLES; one process cannot run "
+            "them all"
+        )
     bus_name = outputs["ResultsEventBusName"]
     bus_arn = client("events", endpoint_url, region).describe_event_bus(Name=bus_name)["Arn"]
     return LocalStack(
@@ -343,6 +363,8 @@ def _read_stack(
         event_bus_name=bus_name,
         event_bus_arn=bus_arn,
         table_name=outputs["IdempotencyTableName"],
+        results_table_name=outputs["ResultsTableName"],
+        get_result_function_name=physical_ids["GetResultFunction"],
         actions=actions,
         environment=dict(environment),
         physical_ids=physical_ids,
@@ -427,11 +449,16 @@ def add_results_queue(stack: LocalStack) -> Queue:
     return Queue(name, url, arn)
 
 
-def lambda_environment(stack: LocalStack) -> dict[str, str]:
+def lambda_environment(stack: LocalStack, action: str | None = None) -> dict[str, str]:
     """What a function of the stack sees: the environment the template gives it, the dummy
-    credentials, the region, and moto's endpoint when moto is a server."""
+    credentials, the region, and moto's endpoint when moto is a server.
+
+    Without ``action``, what every action's function has (one process may run them all, as
+    the runner does); with it, also that action's own variables (its queue's URL)."""
+    own = stack.actions[action].environment if action is not None else {}
     env = {
         **stack.environment,
+        **own,
         **DUMMY_CREDENTIALS,
         "AWS_DEFAULT_REGION": stack.region,
         "AWS_REGION": stack.region,
@@ -471,11 +498,13 @@ CONFLICTING_ENV = (
     "PARAMETERS_SECRETS_EXTENSION_HTTP_PORT",
     "KLAVIYO_BASE_URL",
     "KLAVIYO_API_REVISION",
+    "ACTION_QUEUE_URL",  # one action's own (OWN_VARIABLES): lambda_environment(stack, action)
 )
 
 __all__ = [
     "ACCOUNT_ID",
     "CONFLICTING_ENV",
+    "OWN_VARIABLES",
     "ActionResources",
     "LocalStack",
     "MotoServer",

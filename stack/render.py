@@ -11,15 +11,22 @@
   ``Fn::ForEach``. ``${Action}`` is the logical-id prefix (``CreateProfile``), ``${name}`` the
   action (``create_profile``), ``${route}`` its route (``create-profile``). A run of such keys
   is written action by action, so each action's resources stay together.
+- List items that mention them likewise stand for one item per action (a dashboard's widgets,
+  an alarm list), a run of them written action by action. A placeholder in a list that a
+  mapping item holds repeats that list's items, not the mapping; a list item that is itself a
+  list (a metric row) repeats whole.
 
-``!Include openapi.yaml`` puts that file (rendered the same way) where it stands. In a flow
-collection (``[...]``, ``{...}``) quote a value with a placeholder: ``"${Action}Queue"``.
-Everything else is copied as it is; short-form intrinsics (``!Ref``, ``!Sub`` ...) stay short.
+``!Include openapi.yaml`` puts that file (rendered the same way) where it stands.
+``!SubJson <YAML>`` writes the YAML as the JSON text of a ``!Sub`` (a dashboard's body, which
+CloudFormation takes as a string), one list item per line. In a flow collection (``[...]``,
+``{...}``) quote a value with a placeholder: ``"${Action}Queue"``. Everything else is copied
+as it is; short-form intrinsics (``!Ref``, ``!Sub`` ...) stay short.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import re
 import sys
 from dataclasses import dataclass
@@ -109,8 +116,14 @@ class _Dumper(yaml.SafeDumper):
         return style
 
 
+class Literal(str):
+    """Text written as a YAML literal block (``|-``), line by line as it is."""
+
+
 def _represent_tagged(dumper: yaml.SafeDumper, data: Tagged) -> yaml.Node:
     tag = f"!{data.tag}"
+    if isinstance(data.value, Literal):
+        return dumper.represent_scalar(tag, str(data.value), style="|")
     if isinstance(data.value, list):
         # [a, b] when short and flat, as the source writes !If and !Equals; else a block.
         flat = all(not isinstance(v, (list, dict, Tagged)) or _is_scalar(v) for v in data.value)
@@ -188,14 +201,54 @@ class _Renderer:
     def render(self, value: Any, where: str) -> Any:
         if isinstance(value, Tagged) and value.tag == "Include":
             return self.render(load(self.source_dir / value.value), f"{where}/{value.value}")
+        if isinstance(value, Tagged) and value.tag == "SubJson":
+            return Tagged("Sub", Literal(_json_lines(self.render(value.value, where))))
         if isinstance(value, dict):
             return self._render_mapping(value, where)
         if isinstance(value, list):
-            return [self.render(item, f"{where}[{i}]") for i, item in enumerate(value)]
+            return self._render_list(value, where)
         stray = _placeholders(value) & self.names
         if stray:
             raise ValueError(f"{where}: ${{{sorted(stray)[0]}}} outside a per-action key")
         return value
+
+    def _render_list(self, items: list[Any], where: str) -> list[Any]:
+        rendered: list[Any] = []
+        index = 0
+        while index < len(items):
+            if not self.per_action_item(items[index]):
+                rendered.append(self.render(items[index], f"{where}[{index}]"))
+                index += 1
+                continue
+            start = index
+            while index < len(items) and self.per_action_item(items[index]):
+                index += 1
+            for action in self.actions:
+                for offset, item in enumerate(items[start:index]):
+                    value = _substitute(item, action.values())
+                    rendered.append(self.render(value, f"{where}[{start + offset}]"))
+        return rendered
+
+    def per_action_item(self, item: Any) -> bool:
+        """An item repeats when a placeholder is its own: not in a list that a mapping item
+        holds (whose items repeat themselves) nor under a per-action key (which repeats
+        itself). A list in a list (a dashboard's metric row) repeats as a whole."""
+        if isinstance(item, list):
+            return bool(_placeholders(item) & self.names)
+        return bool(self._own_placeholders(item) & self.names)
+
+    def _own_placeholders(self, value: Any) -> set[str]:
+        if isinstance(value, str):
+            return _placeholders(value)
+        if isinstance(value, Tagged):
+            return self._own_placeholders(value.value)
+        if isinstance(value, dict):
+            found: set[str] = set()
+            for key, item in value.items():
+                if not self.per_action(key):
+                    found |= _placeholders(key) | self._own_placeholders(item)
+            return found
+        return set()  # a list's items decide for themselves
 
     def _render_mapping(self, mapping: dict[Any, Any], where: str) -> dict[Any, Any]:
         rendered: dict[Any, Any] = {}
@@ -221,6 +274,32 @@ class _Renderer:
                         _substitute(run_value, values), f"{where}/{new_key}"
                     )
         return rendered
+
+
+def _json_lines(value: Any) -> str:
+    """JSON of ``value``; the items of its lists one to a line, so a diff shows which changed."""
+    if isinstance(value, dict) and any(isinstance(v, list) for v in value.values()):
+        parts = [f"{json.dumps(k)}: {_json_lines(v)}" for k, v in value.items()]
+        return "{" + ", ".join(parts) + "}"
+    if isinstance(value, list) and value:
+        return "[\n" + ",\n".join(_json_compact(v) for v in value) + "\n]"
+    return _json_compact(value)
+
+
+def _json_compact(value: Any) -> str:
+    if _has_tagged(value):
+        raise ValueError("!SubJson holds plain data; write ${...} instead of intrinsics")
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+
+
+def _has_tagged(value: Any) -> bool:
+    if isinstance(value, Tagged):
+        return True
+    if isinstance(value, list):
+        return any(map(_has_tagged, value))
+    if isinstance(value, dict):
+        return any(map(_has_tagged, value.values()))
+    return False
 
 
 def render(source: Path = SOURCE) -> dict[str, Any]:

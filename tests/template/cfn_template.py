@@ -78,14 +78,50 @@ def samconfig_environments() -> list[str]:
 def parameter_values(template: dict[str, Any], environment: str) -> dict[str, str]:
     """The stack parameters a samconfig.toml environment deploys with (defaults filled in)."""
     deploy = samconfig()[environment].get("deploy", {}).get("parameters", {})
-    values = {
-        name: str(spec["Default"])
-        for name, spec in template["Parameters"].items()
-        if "Default" in spec
-    }
+    values = default_values(template)
     overrides = shlex.split(deploy.get("parameter_overrides", ""))
     values.update(item.split("=", 1) for item in overrides)
     return values
+
+
+def default_values(template: dict[str, Any]) -> dict[str, str]:
+    return {n: str(p["Default"]) for n, p in template["Parameters"].items() if "Default" in p}
+
+
+def condition_values(template: dict[str, Any], parameters: dict[str, str]) -> dict[str, bool]:
+    """Every condition of the template, for these parameter values (defaults filled in)."""
+    values = {**default_values(template), **parameters}
+    conditions = template.get("Conditions", {})
+
+    def evaluate(expression: Any) -> Any:
+        if not isinstance(expression, dict):
+            return str(expression)
+        ((function, argument),) = expression.items()
+        if function == "Ref":
+            return values[argument]
+        if function == "Condition":
+            return evaluate(conditions[argument])
+        if function == "Fn::Equals":
+            return evaluate(argument[0]) == evaluate(argument[1])
+        if function == "Fn::Not":
+            return not evaluate(argument[0])
+        if function == "Fn::And":
+            return all(evaluate(a) for a in argument)
+        if function == "Fn::Or":
+            return any(evaluate(a) for a in argument)
+        raise ValueError(f"cannot evaluate {function}")
+
+    return {name: bool(evaluate(expression)) for name, expression in conditions.items()}
+
+
+def created(template: dict[str, Any], parameters: dict[str, str]) -> dict[str, dict[str, Any]]:
+    """The resources CloudFormation creates for these parameter values."""
+    conditions = condition_values(template, parameters)
+    return {
+        logical_id: resource
+        for logical_id, resource in template["Resources"].items()
+        if conditions.get(resource.get("Condition", ""), True)
+    }
 
 
 def resources_of_type(template: dict[str, Any], type_name: str) -> dict[str, dict[str, Any]]:

@@ -14,7 +14,10 @@ KMS_KEY_ARN = f"arn:aws:kms:{REGION}:123456789012:key/1234abcd-12ab-34cd-56ef-12
 EXTENSION_LAYER_ARN = (
     f"arn:aws:lambda:{REGION}:177933569100:layer:AWS-Parameters-and-Secrets-Lambda-Extension:12"
 )
-# Every optional feature switched the other way, and shorter timeouts.
+# One action with its own queue concurrency and reserved concurrency: (maximum, reserved).
+OWN_CONCURRENCY = {"create_profile": (7, 12)}
+# Every optional feature switched the other way, and shorter timeouts. (Not the results webhook:
+# moto cannot build EventBridge connections; test_template_invariants.py checks it.)
 OPTIONS = {
     "KlaviyoApiKeySecretKmsKeyArn": KMS_KEY_ARN,
     "SecretsExtensionLayerArn": EXTENSION_LAYER_ARN,
@@ -23,6 +26,9 @@ OPTIONS = {
     "TimeoutSeconds": "60",
     "QueueVisibilityTimeoutSeconds": "360",
     "AlarmEmail": "alarms@example.com",
+    "KlaviyoRateLimitShare": "40",
+    "CreateProfileMaximumConcurrency": str(OWN_CONCURRENCY["create_profile"][0]),
+    "CreateProfileReservedConcurrency": str(OWN_CONCURRENCY["create_profile"][1]),
 }
 
 

@@ -19,8 +19,8 @@ from typing import Any
 import pytest
 
 from devtools.aws import ACCOUNT_ID, MOTO_CANNOT_BUILD, MOTO_SKIPS, LocalStack, client
-from tests.template.cfn_template import ACTIONS, ROOT, Action, as_list, statements
-from tests.template.conftest import KMS_KEY_ARN
+from tests.template.cfn_template import ACTIONS, ROOT, Action, as_list, created, statements
+from tests.template.conftest import KMS_KEY_ARN, OPTIONS, OWN_CONCURRENCY
 
 # moto warns about every resource type it skips; MOTO_SKIPS lists them on purpose.
 pytestmark = pytest.mark.filterwarnings("ignore:Tried to parse:UserWarning")
@@ -61,14 +61,17 @@ def function_arn(stack: LocalStack, action: Action) -> str:
 def test_moto_builds_all_but_the_known_types(stack: LocalStack, translated: dict[str, Any]) -> None:
     pages = client("cloudformation").get_paginator("list_stack_resources")
     listed = [r for p in pages.paginate(StackName=stack.name) for r in p["StackResourceSummaries"]]
-    # moto records a resource it skips with neither type nor logical id: count them.
+    # moto records a resource it skips, or whose condition is false, with neither type nor
+    # logical id: count them.
     skipped = [r for r in listed if not r["ResourceType"]]
     resources = translated["Resources"].values()
-    assert len(skipped) == sum(1 for r in resources if r["Type"] in MOTO_SKIPS)
-    created = {r["ResourceType"] for r in listed if r["ResourceType"]}
-    expected = {r["Type"] for r in resources}
-    assert expected >= MOTO_SKIPS | MOTO_CANNOT_BUILD
-    assert created == expected - MOTO_SKIPS - MOTO_CANNOT_BUILD
+    kept = created(translated, {}).values()
+    off = len(resources) - len(kept)
+    assert off > 0  # the results webhook is off by default
+    assert len(skipped) == sum(1 for r in kept if r["Type"] in MOTO_SKIPS) + off
+    built = {r["ResourceType"] for r in listed if r["ResourceType"]}
+    assert {r["Type"] for r in resources} >= MOTO_SKIPS | MOTO_CANNOT_BUILD
+    assert built == {r["Type"] for r in kept} - MOTO_SKIPS - MOTO_CANNOT_BUILD
 
 
 # --- Queues -------------------------------------------------------------------------------------
@@ -160,21 +163,29 @@ def test_each_actions_lead_events_invoke_its_function_with_a_dead_letter_queue(
 # --- Permissions --------------------------------------------------------------------------------
 
 
+def table_arn(name: str) -> str:
+    return client("dynamodb").describe_table(TableName=name)["Table"]["TableArn"]  # type: ignore[no-any-return]
+
+
+def log_group_arn(stack: LocalStack, function_name: str) -> str:
+    return f"arn:aws:logs:{stack.region}:{ACCOUNT_ID}:log-group:/aws/lambda/{function_name}:*"
+
+
 def test_each_function_role_reaches_only_its_own_resources(stack: LocalStack) -> None:
-    dynamodb, events, iam = client("dynamodb"), client("events"), client("iam")
-    table_arn = dynamodb.describe_table(TableName=stack.table_name)["Table"]["TableArn"]
+    events, iam = client("events"), client("iam")
     bus_arn = events.describe_event_bus(Name=stack.event_bus_name)["Arn"]
     for action in ACTIONS:
         resources = stack.actions[action.name]
-        log_group = f"arn:aws:logs:{stack.region}:{ACCOUNT_ID}:log-group:/aws/lambda/"
         granted = {s["Sid"]: s for s in role_statements(stack, action.role)}
         assert {sid: s["Resource"] for sid, s in granted.items()} == {
-            "WriteOwnLogs": f"{log_group}{resources.function_name}:*",
+            "WriteOwnLogs": log_group_arn(stack, resources.function_name),
             "ConsumeOwnQueue": resources.queue.arn,
+            "RetryOnOwnQueue": resources.queue.arn,
             "DeadLetterFailedEvents": resources.event_dead_letter_queue.arn,
             "ReadKlaviyoKey": stack.secret_arn,
             "PublishResults": bus_arn,
-            "IdempotencyRecords": table_arn,
+            "IdempotencyRecords": table_arn(stack.table_name),
+            "KeepResults": table_arn(stack.results_table_name),
         }, action.name
         assert granted["ReadKlaviyoKey"]["Action"] == "secretsmanager:GetSecretValue"
         assert sorted(as_list(granted["ConsumeOwnQueue"]["Action"])) == [
@@ -182,8 +193,32 @@ def test_each_function_role_reaches_only_its_own_resources(stack: LocalStack) ->
             "sqs:GetQueueAttributes",
             "sqs:ReceiveMessage",
         ]
+        # Handed-back records' visibility (the batch call is authorised by this action) and
+        # retryable leads put on the queue; nothing else on it, nothing on any other queue.
+        assert sorted(as_list(granted["RetryOnOwnQueue"]["Action"])) == [
+            "sqs:ChangeMessageVisibility",
+            "sqs:SendMessage",
+        ]
+        # Results are written (one item, or a coalesced batch), never read back or deleted.
+        assert sorted(as_list(granted["KeepResults"]["Action"])) == [
+            "dynamodb:BatchWriteItem",
+            "dynamodb:PutItem",
+        ]
         attached = iam.list_attached_role_policies(RoleName=stack.physical_ids[action.role])
         assert attached["AttachedPolicies"] == [], action.name
+
+
+def test_get_result_may_only_read_the_results_table(stack: LocalStack) -> None:
+    granted = {s["Sid"]: s for s in role_statements(stack, "GetResultFunctionRole")}
+    assert {sid: (s["Action"], s["Resource"]) for sid, s in granted.items()} == {
+        "WriteOwnLogs": (
+            ["logs:CreateLogStream", "logs:PutLogEvents"],
+            log_group_arn(stack, stack.get_result_function_name),
+        ),
+        "ReadResults": ("dynamodb:GetItem", table_arn(stack.results_table_name)),
+    }
+    role_name = stack.physical_ids["GetResultFunctionRole"]
+    assert client("iam").list_attached_role_policies(RoleName=role_name)["AttachedPolicies"] == []
 
 
 def test_key_decryption_and_tracing_are_granted_only_when_switched_on(
@@ -197,6 +232,8 @@ def test_key_decryption_and_tracing_are_granted_only_when_switched_on(
         assert via == f"secretsmanager.{options_stack.region}.amazonaws.com"
         # X-Ray has no resources to scope to.
         assert granted["WriteTraces"]["Resource"] == "*"
+    traced = {s["Sid"] for s in role_statements(options_stack, "GetResultFunctionRole")}
+    assert traced == {"WriteOwnLogs", "ReadResults", "WriteTraces"}
 
 
 def test_each_intake_role_sends_only_to_its_queue(stack: LocalStack) -> None:
@@ -213,6 +250,12 @@ def test_each_intake_role_sends_only_to_its_queue(stack: LocalStack) -> None:
 def test_each_function_is_invoked_only_by_its_route_and_its_rule(stack: LocalStack) -> None:
     lambda_, events = client("lambda"), client("events")
     api_id = stack.physical_ids["Api"]
+    execute_api = f"arn:aws:execute-api:{stack.region}:{ACCOUNT_ID}:{api_id}/*"
+    policy = json.loads(lambda_.get_policy(FunctionName=stack.get_result_function_name)["Policy"])
+    assert [
+        (s["Principal"]["Service"], s["Condition"]["ArnLike"]["AWS:SourceArn"])
+        for s in policy["Statement"]
+    ] == [("apigateway.amazonaws.com", f"{execute_api}/GET/results/*")]
     for action in ACTIONS:
         function_name = stack.actions[action.name].function_name
         policy = json.loads(lambda_.get_policy(FunctionName=function_name)["Policy"])
@@ -223,9 +266,7 @@ def test_each_function_is_invoked_only_by_its_route_and_its_rule(stack: LocalSta
         rule_name = stack.physical_ids[action.rule].split("|")[-1]
         rule = events.describe_rule(Name=rule_name, EventBusName=stack.event_bus_name)
         assert sources == {
-            "apigateway.amazonaws.com": (
-                f"arn:aws:execute-api:{stack.region}:{ACCOUNT_ID}:{api_id}/*/POST{action.route}"
-            ),
+            "apigateway.amazonaws.com": f"{execute_api}/POST{action.route}",
             "events.amazonaws.com": rule["Arn"],
         }, action.name
 
@@ -252,21 +293,43 @@ def test_each_function_runs_its_action_with_its_own_role(
 def test_functions_are_configured_with_the_stacks_resources(
     stack: LocalStack, sam_template: dict[str, Any]
 ) -> None:
-    """The contract's configuration variables, pointing at this stack (the same in every
-    function: deploy_local_stack refuses a stack whose functions differ)."""
+    """The contract's configuration variables, pointing at this stack: the same in every
+    action's function but its own queue (deploy_local_stack refuses a stack whose functions
+    differ otherwise)."""
+    from klaviyo_leads.config import Settings
+
     env = stack.environment
     assert env["KLAVIYO_API_KEY_SECRET_ID"] == stack.secret_arn
     assert env["RESULTS_EVENT_BUS_NAME"] == stack.event_bus_name == stack.name
     assert env["IDEMPOTENCY_TABLE_NAME"] == stack.table_name
+    assert env["RESULTS_TABLE_NAME"] == stack.results_table_name
     parameters = sam_template["Parameters"]
     assert env["KLAVIYO_BASE_URL"] == parameters["KlaviyoBaseUrl"]["Default"]
     assert env["KLAVIYO_API_REVISION"] == parameters["KlaviyoApiRevision"]["Default"]
     assert env["DEFAULT_PHONE_REGION"] == parameters["DefaultPhoneRegion"]["Default"]
     assert env["POWERTOOLS_TRACE_DISABLED"] == "true"
     assert "PARAMETERS_SECRETS_EXTENSION_HTTP_PORT" not in env
+    assert Settings.from_env(env).klaviyo_max_share == 1.0  # all of what the account leaves
+    for action in ACTIONS:
+        resources = stack.actions[action.name]
+        assert resources.environment == {"ACTION_QUEUE_URL": resources.queue.url}, action.name
+        assert "ACTION_QUEUE_URL" not in env
+
+
+def test_get_result_is_configured_with_the_results_table_only(stack: LocalStack) -> None:
+    function = client("lambda").get_function_configuration(
+        FunctionName=stack.get_result_function_name
+    )
+    env = function["Environment"]["Variables"]
+    assert env["RESULTS_TABLE_NAME"] == stack.results_table_name
+    assert not {k for k in env if k.startswith(("KLAVIYO_", "ACTION_", "IDEMPOTENCY_"))}
+    assert "RESULTS_EVENT_BUS_NAME" not in env
+    assert (function["Handler"], function["Timeout"]) == ("app.lambda_handler", 10)
 
 
 def test_parameters_reach_the_functions_and_queues(options_stack: LocalStack) -> None:
+    from klaviyo_leads.config import Settings
+
     lambda_ = client("lambda")
     for action in ACTIONS:
         resources = options_stack.actions[action.name]
@@ -275,6 +338,30 @@ def test_parameters_reach_the_functions_and_queues(options_stack: LocalStack) ->
         assert queue_attributes(resources.queue.url)["VisibilityTimeout"] == "360", action.name
     assert options_stack.environment["POWERTOOLS_TRACE_DISABLED"] == "false"
     assert options_stack.environment["PARAMETERS_SECRETS_EXTENSION_HTTP_PORT"] == "2773"
+    share = int(OPTIONS["KlaviyoRateLimitShare"])
+    assert Settings.from_env(options_stack.environment).klaviyo_max_share == share / 100
+
+
+def test_an_actions_own_concurrency_overrides_the_default_and_reserves(
+    options_stack: LocalStack,
+) -> None:
+    """Only the action given its own values gets them; the others keep the default and
+    reserve nothing."""
+    lambda_ = client("lambda")
+    for action in ACTIONS:
+        function_name = options_stack.actions[action.name].function_name
+        (mapping,) = lambda_.list_event_source_mappings(FunctionName=function_name)[
+            "EventSourceMappings"
+        ]
+        reserved = lambda_.get_function_concurrency(FunctionName=function_name)
+        own = OWN_CONCURRENCY.get(action.name)
+        if own is None:
+            assert mapping["ScalingConfig"] == {"MaximumConcurrency": 2}, action.name
+            assert "ReservedConcurrentExecutions" not in reserved, action.name
+        else:
+            maximum, reserved_executions = own
+            assert mapping["ScalingConfig"] == {"MaximumConcurrency": maximum}, action.name
+            assert reserved["ReservedConcurrentExecutions"] == reserved_executions, action.name
 
 
 def test_each_function_logs_to_its_own_group_with_retention(
@@ -286,8 +373,9 @@ def test_each_function_logs_to_its_own_group_with_retention(
         for g in client("logs").describe_log_groups()["logGroups"]
     }
     retention = default(sam_template, "LogRetentionInDays")
-    for action in ACTIONS:
-        name = f"/aws/lambda/{stack.actions[action.name].function_name}"
+    functions = [stack.actions[a.name].function_name for a in ACTIONS]
+    for function_name in (*functions, stack.get_result_function_name):
+        name = f"/aws/lambda/{function_name}"
         assert groups.get(name) == retention, name
     assert groups.get(f"/aws/apigateway/{stack.name}/access") == retention
 
@@ -301,9 +389,19 @@ def test_idempotency_table_has_the_key_powertools_uses(stack: LocalStack) -> Non
     assert table["AttributeDefinitions"] == [{"AttributeName": "id", "AttributeType": "S"}]
 
 
+def test_results_table_is_keyed_by_the_message_id(stack: LocalStack) -> None:
+    """GET /results/{message_id} looks results up by the id the async route answered with."""
+    table = client("dynamodb").describe_table(TableName=stack.results_table_name)["Table"]
+    assert table["KeySchema"] == [{"AttributeName": "message_id", "KeyType": "HASH"}]
+    assert table["AttributeDefinitions"] == [{"AttributeName": "message_id", "AttributeType": "S"}]
+    assert table["BillingModeSummary"]["BillingMode"] == "PAY_PER_REQUEST"
+
+
 def test_outputs_name_the_created_resources(stack: LocalStack) -> None:
     for action in ACTIONS:
         for queue in (action.queue, action.dead_letter_queue, action.event_dead_letter_queue):
             assert stack.outputs[f"{queue}Url"] == stack.physical_ids[queue]
     assert stack.outputs["IdempotencyTableName"] == stack.physical_ids["IdempotencyTable"]
+    assert stack.outputs["ResultsTableName"] == stack.physical_ids["ResultsTable"]
     assert stack.outputs["ResultsEventBusName"] == stack.event_bus_name
+    assert "ResultsWebhookDeadLetterQueueUrl" not in stack.outputs  # no webhook by default

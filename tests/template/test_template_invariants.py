@@ -15,10 +15,13 @@ from typing import Any
 
 import pytest
 
+from devtools.aws import RESULTS_SOURCE
 from tests.template.cfn_template import (
     ACTIONS,
     TEMPLATE,
     as_list,
+    condition_values,
+    created,
     parameter_values,
     resolve_conditionals,
     resources_of_type,
@@ -34,7 +37,13 @@ GATEWAY_LIMIT_MS = 29_000  # REST API integration timeout
 # Resource '*' is allowed only for actions that have no resource to scope to.
 STAR_RESOURCE_ALLOWED_ACTIONS = {"xray:PutTraceSegments", "xray:PutTelemetryRecords"}
 # Each one is explained where it is ignored, in stack/stack.yaml.
-JUSTIFIED_LINT_IGNORES = {"WS1000", "WS1002", "ES6000", "ES7000"}
+JUSTIFIED_LINT_IGNORES = {"WS1000", "WS1002", "ES6000", "ES7000", "W1031"}
+RESULTS_ROUTE = "/results/{message_id}"
+SERVICE = "klaviyo-lead-actions"  # the functions' metrics' service dimension (test_dashboard.py)
+WEBHOOK = {
+    "ResultsWebhookUrl": "https://hooks.example.com/klaviyo-results",
+    "ResultsWebhookApiKeyValue": "s3cret",
+}
 
 API_KEY_AUTH = {"UseIamAuth": False}
 IAM_AUTH = {"UseIamAuth": True}
@@ -55,11 +64,28 @@ def api(translated: dict[str, Any]) -> dict[str, Any]:
 # --- The API ------------------------------------------------------------------------------------
 
 
-def test_the_routes_are_the_actions_sync_and_async_posts(translated: dict[str, Any]) -> None:
+def test_the_routes_are_the_actions_sync_and_async_posts_and_results(
+    translated: dict[str, Any],
+) -> None:
     paths = api(translated)["paths"]
-    assert set(paths) == {a.route for a in ACTIONS} | {a.async_route for a in ACTIONS}
-    for route, item in paths.items():
-        assert set(item) == {"post"}, route
+    actions = {a.route for a in ACTIONS} | {a.async_route for a in ACTIONS}
+    assert set(paths) == actions | {RESULTS_ROUTE}
+    for route in actions:
+        assert set(paths[route]) == {"post"}, route
+    assert set(paths[RESULTS_ROUTE]) == {"get"}
+
+
+def test_the_results_route_runs_get_result(translated: dict[str, Any]) -> None:
+    get = api(translated)["paths"][RESULTS_ROUTE]["get"]
+    (parameter,) = get["parameters"]
+    assert (parameter["name"], parameter["in"], parameter["required"]) == (
+        "message_id",
+        "path",
+        True,
+    )
+    integration = get["x-amazon-apigateway-integration"]
+    assert (integration["type"], integration["httpMethod"]) == ("aws_proxy", "POST")
+    assert "${GetResultFunction.Arn}" in integration["uri"]["Fn::Sub"]
 
 
 def test_every_route_needs_an_api_key_or_a_signature(translated: dict[str, Any]) -> None:
@@ -69,9 +95,10 @@ def test_every_route_needs_an_api_key_or_a_signature(translated: dict[str, Any])
     assert schemes["api_key"] == {"type": "apiKey", "name": "x-api-key", "in": "header"}
     assert schemes["sigv4"]["x-amazon-apigateway-authtype"] == "awsSigv4"
     for route, item in body["paths"].items():
-        security = item["post"]["security"]
-        assert resolve_conditionals(security, API_KEY_AUTH) == [{"api_key": []}], route
-        assert resolve_conditionals(security, IAM_AUTH) == [{"sigv4": []}], route
+        for method, operation in item.items():
+            security = operation["security"]
+            assert resolve_conditionals(security, API_KEY_AUTH) == [{"api_key": []}], route
+            assert resolve_conditionals(security, IAM_AUTH) == [{"sigv4": []}], (route, method)
     plan = translated["Resources"]["ApiUsagePlan"]
     key = translated["Resources"]["ApiUsagePlanKey"]["Properties"]
     assert plan["Condition"] == "UseApiKeyAuth"
@@ -191,7 +218,10 @@ def test_results_never_trigger_actions(translated: dict[str, Any]) -> None:
             assert not detail_type.endswith(" result"), rule_id
 
 
-def test_alarms_watch_every_dead_letter_queue_and_function(translated: dict[str, Any]) -> None:
+def test_alarms_watch_every_dead_letter_queue_function_and_lost_lead(
+    translated: dict[str, Any],
+) -> None:
+    """AWS metrics by the resource they watch; the functions' own metrics by action."""
     watched = {}
     for alarm_id, alarm in resources_of_type(translated, "AWS::CloudWatch::Alarm").items():
         properties = alarm["Properties"]
@@ -201,14 +231,28 @@ def test_alarms_watch_every_dead_letter_queue_and_function(translated: dict[str,
             0,
         ), alarm_id
         assert properties["TreatMissingData"] == "notBreaching", alarm_id
-        ((dimension, value),) = [(d["Name"], d["Value"]) for d in properties["Dimensions"]]
-        target = value["Fn::GetAtt"][0] if "Fn::GetAtt" in value else value["Ref"]
-        watched[(properties["MetricName"], target)] = dimension
+        dimensions = {d["Name"]: d["Value"] for d in properties["Dimensions"]}
+        if properties["Namespace"].startswith("AWS/"):
+            ((dimension, value),) = dimensions.items()
+            target = value["Fn::GetAtt"][0] if "Fn::GetAtt" in value else value["Ref"]
+            watched[(properties["MetricName"], target)] = dimension
+        else:
+            # Named as the layer writes them: test_dashboard.py checks name and dimensions.
+            assert properties["Namespace"] == "KlaviyoLeadActions", alarm_id
+            assert set(dimensions) == {"action", "service"}, alarm_id
+            assert dimensions["service"] == SERVICE, alarm_id
+            assert properties["Statistic"] == "Sum", alarm_id
+            watched[(properties["MetricName"], dimensions["action"])] = "action"
     for action in ACTIONS:
         for queue in (action.dead_letter_queue, action.event_dead_letter_queue):
             assert watched[("ApproximateNumberOfMessagesVisible", queue)] == "QueueName"
         assert watched[("Errors", action.function)] == "FunctionName"
         assert watched[("Throttles", action.function)] == "FunctionName"
+        assert watched[("LeadsNotQueued", action.name)] == "action"
+        assert watched[("ResultsNotPublished", action.name)] == "action"
+    assert watched[("Errors", "GetResultFunction")] == "FunctionName"
+    assert watched[("Throttles", "GetResultFunction")] == "FunctionName"
+    assert watched[("ApproximateNumberOfMessagesVisible", "ResultsWebhookDeadLetterQueue")]
     subscription = translated["Resources"]["AlarmEmailSubscription"]
     assert subscription["Condition"] == "HasAlarmEmail"
     assert subscription["Properties"]["TopicArn"] == ref("AlarmTopic")
@@ -220,6 +264,91 @@ def test_idempotency_records_expire_where_powertools_writes_the_expiry(
     """moto's table ignores TimeToLiveSpecification; Powertools writes `expiration`."""
     table = translated["Resources"]["IdempotencyTable"]["Properties"]
     assert table["TimeToLiveSpecification"] == {"AttributeName": "expiration", "Enabled": True}
+
+
+def test_results_expire_where_the_layer_writes_the_expiry_and_are_encrypted(
+    translated: dict[str, Any],
+) -> None:
+    """moto's table ignores both; klaviyo_leads.results writes `expires_at`, 24 hours on."""
+    from klaviyo_leads.results import RESULT_TTL_SECONDS
+
+    table = translated["Resources"]["ResultsTable"]["Properties"]
+    assert table["TimeToLiveSpecification"] == {"AttributeName": "expires_at", "Enabled": True}
+    assert table["SSESpecification"] == {"SSEEnabled": True}
+    assert table["BillingMode"] == "PAY_PER_REQUEST"
+    assert RESULT_TTL_SECONDS == 24 * 3600  # what docs/deploying.md and the contract promise
+
+
+# --- The results webhook ------------------------------------------------------------------------
+
+WEBHOOK_RESOURCES = {
+    "ResultsWebhookConnection",
+    "ResultsWebhookDestination",
+    "ResultsWebhookRule",
+    "ResultsWebhookRole",
+    "ResultsWebhookDeadLetterQueue",
+    "ResultsWebhookDeadLetterQueuePolicy",
+    "ResultsWebhookDeadLetterQueueAlarm",
+}
+
+
+def test_the_webhook_exists_only_with_a_url(translated: dict[str, Any]) -> None:
+    assert not WEBHOOK_RESOURCES & set(created(translated, {}))
+    assert set(created(translated, WEBHOOK)) - set(created(translated, {})) == WEBHOOK_RESOURCES
+    output = translated["Outputs"]["ResultsWebhookDeadLetterQueueUrl"]
+    assert output["Condition"] == "HasResultsWebhook"
+    assert not condition_values(translated, {})["HasResultsWebhook"]
+
+
+def test_a_webhook_url_needs_a_key(translated: dict[str, Any]) -> None:
+    """CloudFormation refuses the parameters before creating anything (a Rules assertion)."""
+    (rule,) = translated["Rules"].values()
+    assert rule["RuleCondition"] == {"Fn::Not": [{"Fn::Equals": [ref("ResultsWebhookUrl"), ""]}]}
+    (assertion,) = rule["Assertions"]
+    key_given = {"Fn::Not": [{"Fn::Equals": [ref("ResultsWebhookApiKeyValue"), ""]}]}
+    assert assertion["Assert"] == key_given
+    assert translated["Parameters"]["ResultsWebhookApiKeyValue"]["NoEcho"] is True
+
+
+def test_every_result_goes_to_the_webhook_with_retries_and_dead_letters(
+    translated: dict[str, Any],
+) -> None:
+    resources = translated["Resources"]
+    rule = resources["ResultsWebhookRule"]["Properties"]
+    assert rule["EventBusName"] == ref("ResultsEventBus")
+    assert rule["EventPattern"] == {"source": [RESULTS_SOURCE]}
+    (target,) = rule["Targets"]
+    assert target["Arn"] == get_att("ResultsWebhookDestination")
+    assert target["RoleArn"] == get_att("ResultsWebhookRole")
+    # Retried for as long as the results table keeps the result, then dead-lettered.
+    assert target["RetryPolicy"] == {"MaximumRetryAttempts": 185, "MaximumEventAgeInSeconds": 86400}
+    assert target["DeadLetterConfig"] == {"Arn": get_att("ResultsWebhookDeadLetterQueue")}
+    policy = resources["ResultsWebhookDeadLetterQueuePolicy"]["Properties"]
+    (statement,) = statements(policy["PolicyDocument"])
+    assert statement["Principal"] == {"Service": "events.amazonaws.com"}
+    assert statement["Condition"] == {"ArnEquals": {"aws:SourceArn": get_att("ResultsWebhookRule")}}
+    destination = resources["ResultsWebhookDestination"]["Properties"]
+    assert destination["ConnectionArn"] == get_att("ResultsWebhookConnection")
+    assert destination["InvocationEndpoint"] == ref("ResultsWebhookUrl")
+    assert destination["HttpMethod"] == "POST"
+
+
+def test_the_webhooks_key_is_kept_by_its_connection_in_a_header(translated: dict[str, Any]) -> None:
+    connection = translated["Resources"]["ResultsWebhookConnection"]["Properties"]
+    assert connection["AuthorizationType"] == "API_KEY"
+    key = connection["AuthParameters"]["ApiKeyAuthParameters"]
+    assert key["ApiKeyName"] == ref("ResultsWebhookApiKeyHeader")
+    assert key["ApiKeyValue"] == {"Fn::Sub": "${ResultsWebhookApiKeyValue}"}
+
+
+def test_the_webhook_role_may_only_invoke_its_destination(translated: dict[str, Any]) -> None:
+    role = translated["Resources"]["ResultsWebhookRole"]["Properties"]
+    (trust,) = statements(role["AssumeRolePolicyDocument"])
+    assert trust["Principal"] == {"Service": "events.amazonaws.com"}
+    (policy,) = role["Policies"]
+    (statement,) = statements(policy["PolicyDocument"])
+    assert statement["Action"] == "events:InvokeApiDestination"
+    assert statement["Resource"] == get_att("ResultsWebhookDestination")
 
 
 # --- The functions ------------------------------------------------------------------------------
@@ -238,6 +367,8 @@ def test_each_function_has_the_shared_layer_and_the_extension_only_when_set(
         assert properties["Architectures"] == [ref("Architecture")], action.name
         tracing = resolve_conditionals(properties["TracingConfig"], {"TracingEnabled": True})
         assert tracing == {"Mode": "Active"}, action.name
+    # get_result reads no secret: the shared layer only, whatever SecretsExtensionLayerArn says.
+    assert translated["Resources"]["GetResultFunction"]["Properties"]["Layers"] == [ref(layer_id)]
 
 
 def test_no_statement_grants_everything(translated: dict[str, Any]) -> None:
