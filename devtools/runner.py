@@ -42,7 +42,7 @@ from devtools import api_gateway, aws
 from devtools import events as samples
 from devtools import lambda_events as le
 
-# One process runs all six functions here, each with its own "action" metric dimension;
+# One process runs every function here, each with its own "action" metric dimension;
 # in Lambda a container runs one. Powertools warns on every switch.
 warnings.filterwarnings("ignore", message="Dimension 'action' has already been added")
 warnings.filterwarnings("ignore", message="No application metrics to publish")

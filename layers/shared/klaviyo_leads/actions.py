@@ -1,4 +1,4 @@
-"""The six actions of the product sheet, each a small function of (context, lead).
+"""The actions, each a small function of (context, lead): the product sheet's six and five more.
 
 An action returns a ``Result`` on success and raises one when it stops early; ``run_action``
 turns both into the lead's result.
