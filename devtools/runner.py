@@ -148,7 +148,8 @@ class Sandbox:
         self.published: list[dict[str, Any]] = []  # result events read from the results queue
         self._saved_env: dict[str, str | None] = {}
         self._sqs: Any = None
-        self._invoke_lock = threading.Lock()  # one invocation at a time, as in one container
+        self._invoke_lock = threading.Lock()  # one invocation at a time
+        self._runtimes: dict[str, Any] = {}  # per function, as each has its own containers
         self._queue_lock = threading.Lock()
         self._async_routes: dict[str, api_gateway.Integration] = {}
         self._retry_settings: dict[str, tuple[int, int | None]] = {}
@@ -239,6 +240,7 @@ class Sandbox:
         from klaviyo_leads.runtime import logger
 
         entrypoint.reset_runtime()
+        self._runtimes.clear()
         parameters.clear_caches()
         base.DEFAULT_PROVIDERS.clear()
         logger.setLevel(os.environ.get("POWERTOOLS_LOG_LEVEL") or self.log_level)
@@ -267,7 +269,34 @@ class Sandbox:
         )
         handler = le.load_handler(action)
         with self._invoke_lock:
+            from klaviyo_leads import entrypoint
+
+            entrypoint.reset_runtime(self._runtime_for(action))
             return handler(event, context)
+
+    def _runtime_for(self, action: str) -> Any:
+        """The function's container state, built with its own variables (its queue's URL), so
+        that it hands records back and queues retryable leads as the deployed function does."""
+        from klaviyo_leads.runtime import Runtime
+
+        runtime = self._runtimes.get(action)
+        if runtime is None:
+            own = {
+                name: value
+                for name, value in aws.lambda_environment(self.stack(), action).items()
+                if name not in self.environment
+            }
+            saved = {name: os.environ.get(name) for name in own}
+            os.environ.update(own)
+            try:
+                runtime = self._runtimes[action] = Runtime.from_env()
+            finally:
+                for name, value in saved.items():
+                    if value is None:
+                        os.environ.pop(name, None)
+                    else:
+                        os.environ[name] = value
+        return runtime
 
     def call_api(
         self,

@@ -116,3 +116,22 @@ def test_invoke_api_event_answers_like_api_gateway() -> None:
     assert answer["statusCode"] == 200
     body = json.loads(answer["body"])
     assert (body["outcome"], body["list_name"]) == ("success", "VIP customers")
+
+
+@pytest.mark.slow
+def test_each_function_has_its_own_queue_as_deployed() -> None:
+    """A retryable direct lead goes onto its own action's queue, as in AWS (ACTION_QUEUE_URL)."""
+    from devtools.klaviyo_emulator import Fault
+
+    with runner.Sandbox() as sandbox:
+        sandbox.emulator.faults.add(Fault(status=503, times=None, path=r"^/api/profiles"))
+        answer = sandbox.invoke("get_profiles", {"email": "queued@example.com"})
+        sandbox.emulator.faults.clear()
+
+        assert (answer["outcome"], answer["reason"]) == ("error", "Queued for retry")
+        assert answer["message_id"]
+        assert sandbox.queue_depth("get_profiles") == (1, 0)
+        assert sandbox.queue_depth("create_profile") == (0, 0)
+        (message,) = sandbox.receive("get_profiles")
+        assert message["MessageId"] == answer["message_id"]
+        assert json.loads(message["Body"]) == {"email": "queued@example.com"}
