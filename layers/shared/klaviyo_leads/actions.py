@@ -31,6 +31,7 @@ from .profiles import (
     find_profile,
     get_profile,
     klaviyo_list,
+    profile_reference,
     require_search_value,
     resource,
     search_profiles,
@@ -278,10 +279,16 @@ def add_profile_to_list(ctx: Context, lead: Lead) -> Result:
     profile = find_profile(ctx, lead)
     if profile is None:
         raise outcomes.NO_PROFILE()
+    _change_membership(ctx, "POST", list_id, profile["id"])
+    return success(list_name=group.name)
+
+
+def _change_membership(ctx: Context, method: str, list_id: str, profile_id: str) -> None:
+    """Add (POST) or remove (DELETE) one profile; a 400 that points at it: no such profile."""
     response = ctx.call(
-        "POST",
+        method,
         f"/api/lists/{list_id}/relationships/profiles",
-        body={"data": [{"type": "profile", "id": profile["id"]}]},
+        body={"data": [{"type": "profile", "id": profile_id}]},
         expect=(204,),
         handled=(400, 404),
     )
@@ -291,7 +298,6 @@ def add_profile_to_list(ctx: Context, lead: Lead) -> Result:
         if any((e.pointer or "").startswith("/data/") for e in response.errors):
             raise outcomes.NO_PROFILE(errors=response.errors)
         raise from_klaviyo_answer(400, response.errors)
-    return success(list_name=group.name)
 
 
 def remove_profile_from_list(ctx: Context, lead: Lead) -> Result:
@@ -309,19 +315,7 @@ def remove_profile_from_list(ctx: Context, lead: Lead) -> Result:
         raise membership.problems[profile["id"]]
     if profile["id"] not in membership.members:
         return outcomes.NOT_IN_LIST(list_name=group.name)
-    response = ctx.call(
-        "DELETE",
-        f"/api/lists/{list_id}/relationships/profiles",
-        body={"data": [{"type": "profile", "id": profile["id"]}]},
-        expect=(204,),
-        handled=(400, 404),
-    )
-    if response.status == 404:
-        raise unknown_target("list", 404, response.errors)
-    if response.status == 400:
-        if any((e.pointer or "").startswith("/data/") for e in response.errors):
-            raise outcomes.NO_PROFILE(errors=response.errors)
-        raise from_klaviyo_answer(400, response.errors)
+    _change_membership(ctx, "DELETE", list_id, profile["id"])
     return success(list_name=group.name)
 
 
@@ -371,11 +365,7 @@ def delete_profile(ctx: Context, lead: Lead) -> Result:
     if not ctx.settings.profile_deletion_enabled:
         raise outcomes.DELETION_OFF()
     identifier, value = deletion_identifier(ctx, lead)
-    profile: dict[str, Any] = {"type": "profile", "attributes": {}}
-    if identifier == "klaviyo_id":
-        profile["id"] = value
-    else:
-        profile["attributes"][identifier] = value
+    profile = profile_reference(identifier, value)
     ctx.call(
         "POST",
         "/api/data-privacy-deletion-jobs",

@@ -19,7 +19,7 @@ from . import outcomes
 from .context import Context
 from .lead import Lead
 from .outcomes import KlaviyoError, Result, from_klaviyo_answer, success
-from .profiles import require_search_value
+from .profiles import profile_reference, require_search_value
 
 # Klaviyo's ingestion limits (developers.klaviyo.com, rate limits and error handling guide:
 # "Ingestion limits"); the stricter where the OpenAPI document says otherwise (400 properties).
@@ -74,11 +74,7 @@ class Event:
 def prepare(ctx: Context, lead: Lead) -> Event:
     metric = lead.metric_name()
     identifier, value = require_search_value(ctx, lead)
-    profile: dict[str, Any] = {"type": "profile", "attributes": {}}
-    if identifier == "klaviyo_id":
-        profile["id"] = value
-    else:
-        profile["attributes"][identifier] = value
+    profile = profile_reference(identifier, value)
     properties = lead.event_properties()
     _check_limits(properties)
     time = lead.event_time()

@@ -95,6 +95,13 @@ def require_search_value(ctx: Context, lead: Lead) -> tuple[str, str]:
     return identifier, value
 
 
+def profile_reference(identifier: str, value: str) -> dict[str, Any]:
+    """The profile resource a job or event names: its id, or the one identifier it has."""
+    if identifier == "klaviyo_id":
+        return {"type": "profile", "id": value, "attributes": {}}
+    return {"type": "profile", "attributes": {identifier: value}}
+
+
 def find_profile(ctx: Context, lead: Lead) -> dict[str, Any] | None:
     """The profile the lead identifies, chosen by profile handling when several match."""
     identifier, value = require_search_value(ctx, lead)
