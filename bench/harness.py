@@ -32,21 +32,19 @@ from devtools.lambda_events import (
 
 ensure_layer_on_path()
 
+from bench.mixes import Account, seed_account  # noqa: E402
+from bench.mixes import lead as mixed_lead  # noqa: E402
 from devtools.klaviyo_emulator import DEFAULT_API_KEY, KlaviyoEmulator  # noqa: E402
 from devtools.klaviyo_emulator.operations import OPERATIONS_BY_ID  # noqa: E402
 from klaviyo_leads import entrypoint  # noqa: E402
 from klaviyo_leads import runtime as runtime_module  # noqa: E402
+from klaviyo_leads.actions import ACTIONS as ACTION_TABLE  # noqa: E402
 from klaviyo_leads.budget import MIN_SECONDS_PER_LEAD  # noqa: E402
 from klaviyo_leads.config import Settings  # noqa: E402
 from klaviyo_leads.context import NameCache  # noqa: E402
 from klaviyo_leads.klaviyo import KlaviyoClient, Pacer  # noqa: E402
 from klaviyo_leads.runtime import Runtime  # noqa: E402
 from klaviyo_leads.secrets import ApiKeyProvider  # noqa: E402
-
-from klaviyo_leads.actions import ACTIONS as ACTION_TABLE  # noqa: E402
-
-from bench.mixes import Account, seed_account  # noqa: E402
-from bench.mixes import lead as mixed_lead  # noqa: E402
 
 SUBSCRIBE = "subscribe_profile_to_list"
 ADD = "add_profile_to_list"
@@ -154,6 +152,7 @@ def build_runtime(
     pacer: Pacer | None = None,
     pool: Any = None,
     api_key: str = DEFAULT_API_KEY,
+    observer: Callable[[str, int | None], None] | None = None,
 ) -> BenchRuntime:
     """A runtime as ``Runtime.from_env`` builds it, on the given clock, with a fixed key.
 
@@ -166,9 +165,7 @@ def build_runtime(
         profile_deletion_enabled=True,
     )
     # What Runtime.from_env gives the client: the KlaviyoCalls / KlaviyoThrottled counter.
-    observer = getattr(runtime_module, "count_klaviyo_call", None) or getattr(
-        runtime_module, "_count_call", None
-    )
+    observer = observer or runtime_module.count_klaviyo_call
     client = KlaviyoClient(
         settings.base_url,
         settings.api_revision,

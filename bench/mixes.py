@@ -116,10 +116,7 @@ def lead(action: str, index: int, account: Account) -> dict[str, Any]:
     slot = index % 100
     person = index % account.size if account.size else 0
     bad = _invalid(slot)
-    if bad is not None:
-        body = bad
-    else:
-        body = _MIXES[action](index, slot, person, account)
+    body = bad if bad is not None else _MIXES[action](index, slot, person, account)
     return {**body, **_settings(action, account)}
 
 
@@ -167,7 +164,12 @@ def _segment(index: int, slot: int, person: int, account: Account) -> dict[str, 
 def _update(index: int, slot: int, person: int, account: Account) -> dict[str, Any]:
     email = existing_email(person)
     if slot < 86:
-        return {"email": email, "first_name": "Changed", "title": f"Title {index}", "city": "Austin"}
+        return {
+            "email": email,
+            "first_name": "Changed",
+            "title": f"Title {index}",
+            "city": "Austin",
+        }
     if slot < 88:
         return {"email": email, "phone_1": new_phone(index)}
     if slot < 93:
