@@ -528,6 +528,9 @@ def main(argv: list[str] | None = None) -> int:
 
     def emit(lines: list[str]) -> None:
         print("\n".join(lines), flush=True)
+        if args.json:  # after every part, so a long run that stops keeps what it measured
+            args.json.parent.mkdir(parents=True, exist_ok=True)
+            args.json.write_text(json.dumps(figures, indent=2, default=str) + "\n")
 
     emit(
         [
