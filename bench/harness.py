@@ -32,10 +32,13 @@ from devtools.lambda_events import (
 
 ensure_layer_on_path()
 
+from bench.mixes import Account, seed_account  # noqa: E402
+from bench.mixes import lead as mixed_lead  # noqa: E402
 from devtools.klaviyo_emulator import DEFAULT_API_KEY, KlaviyoEmulator  # noqa: E402
 from devtools.klaviyo_emulator.operations import OPERATIONS_BY_ID  # noqa: E402
 from klaviyo_leads import entrypoint  # noqa: E402
 from klaviyo_leads import runtime as runtime_module  # noqa: E402
+from klaviyo_leads.actions import ACTIONS as ACTION_TABLE  # noqa: E402
 from klaviyo_leads.budget import MIN_SECONDS_PER_LEAD  # noqa: E402
 from klaviyo_leads.config import Settings  # noqa: E402
 from klaviyo_leads.context import NameCache  # noqa: E402
@@ -45,13 +48,20 @@ from klaviyo_leads.secrets import ApiKeyProvider  # noqa: E402
 
 SUBSCRIBE = "subscribe_profile_to_list"
 ADD = "add_profile_to_list"
-ACTIONS = (SUBSCRIBE, ADD)
-TITLES = {SUBSCRIBE: "Subscribe Profile to List", ADD: "Add Profile to List"}
+# Every action of the bundle, in the order of its table.
+ACTIONS = tuple(ACTION_TABLE)
+TITLES = {name: action.seed_name for name, action in ACTION_TABLE.items()}
 MODES = ("per_lead", "coalesced")
-LIST_NAME = "Bench newsletter"
 MAX_RECEIVE_COUNT = 5  # template.yaml's MaxReceiveCount default
 # The handler starts no record with less than this left in the invocation.
 MIN_SECONDS_LEFT = MIN_SECONDS_PER_LEAD
+# How long Klaviyo takes with a bulk profile import job: not documented, so an assumption. A
+# job waits this long queued, then processes this many profiles a second (a job of 1,000
+# takes 20 s in all, one of 10,000 110 s).
+IMPORT_DELAY_SECONDS = 10.0
+IMPORT_RATE_PER_SECOND = 100.0
+# The emulator's seed: ids and latency draws repeat from run to run.
+SEED = 20260715
 
 Clock = Callable[[], float]
 Sleep = Callable[[float], None]
@@ -59,26 +69,6 @@ Sleep = Callable[[float], None]
 
 def steady_limit(operation_id: str) -> int:
     return OPERATIONS_BY_ID[operation_id].steady
-
-
-def lead(index: int, list_id: str) -> dict[str, Any]:
-    """A lead as a lead platform sends it: identifiers, a few profile fields, the list."""
-    return {
-        "email": email(index),
-        "first_name": "Bench",
-        "last_name": f"Lead {index}",
-        "company.name": "Example Co",
-        "klaviyo.list_id": list_id,
-    }
-
-
-def email(index: int) -> str:
-    return f"lead{index:07d}@bench.example.com"
-
-
-def seed_profiles(emulator: KlaviyoEmulator, count: int) -> None:
-    for index in range(count):
-        emulator.create_profile(email=email(index), first_name="Bench", last_name=f"Lead {index}")
 
 
 class ResultLog:
@@ -158,23 +148,32 @@ def build_runtime(
     coalesce: bool,
     clock: Clock,
     sleep: Sleep,
-    results: ResultLog,
+    results: ResultLog | None,
+    pacer: Pacer | None = None,
+    pool: Any = None,
+    api_key: str = DEFAULT_API_KEY,
+    observer: Callable[[str, int | None], None] | None = None,
 ) -> BenchRuntime:
-    """A runtime as ``Runtime.from_env`` builds it, on the given clock, with a fixed key."""
+    """A runtime as ``Runtime.from_env`` builds it, on the given clock, with a fixed key.
+
+    Delete Profile is switched on (``profile_deletion_enabled``), as a stack that allows it.
+    """
     settings = Settings(
-        api_key_secret_id="klaviyo/api-key", base_url=base_url, coalesce_batches=coalesce
+        api_key_secret_id="klaviyo/api-key",
+        base_url=base_url,
+        coalesce_batches=coalesce,
+        profile_deletion_enabled=True,
     )
     # What Runtime.from_env gives the client: the KlaviyoCalls / KlaviyoThrottled counter.
-    observer = getattr(runtime_module, "count_klaviyo_call", None) or getattr(
-        runtime_module, "_count_call", None
-    )
+    observer = observer or runtime_module.count_klaviyo_call
     client = KlaviyoClient(
         settings.base_url,
         settings.api_revision,
-        ApiKeyProvider(settings.api_key_secret_id, fetch=lambda secret_id, force: DEFAULT_API_KEY),
+        ApiKeyProvider(settings.api_key_secret_id, fetch=lambda secret_id, force: api_key),
         sleep=sleep,
-        pacer=Pacer(clock=clock),
+        pacer=pacer or Pacer(clock=clock),
         observer=observer,
+        pool=pool,
     )
     return BenchRuntime(
         settings=settings,
@@ -192,7 +191,7 @@ class Bench:
     action: str
     mode: str
     emulator: KlaviyoEmulator
-    list_id: str
+    account: Account
     clock: Clock
     sleep: Sleep
     results: ResultLog = field(default_factory=ResultLog)
@@ -225,7 +224,8 @@ class Bench:
     def message(self, index: int) -> dict[str, Any]:
         import json
 
-        return sqs_message(json.dumps(lead(index, self.list_id)), message_id=f"msg-{index:07d}")
+        body = mixed_lead(self.action, index, self.account)
+        return sqs_message(json.dumps(body), message_id=f"msg-{index:07d}")
 
     def context(self, timeout_seconds: float = FUNCTION_TIMEOUT_SECONDS) -> LambdaContext:
         return LambdaContext(
@@ -279,10 +279,30 @@ def drain(bench: Bench, messages: list[dict[str, Any]], batch_size: int) -> Drai
     return stats
 
 
-def new_emulator(clock: Clock | None = None) -> tuple[KlaviyoEmulator, str]:
-    """An emulator with Klaviyo's per-endpoint rate limits on, and the benchmark's list."""
-    emulator = KlaviyoEmulator(rate_limits=True, clock=clock or time.monotonic).start()
-    return emulator, emulator.create_list(LIST_NAME)
+def new_emulator(
+    profiles: int,
+    clock: Clock | None = None,
+    sleep: Sleep | None = None,
+    *,
+    latency: str | None = "realistic",
+) -> tuple[KlaviyoEmulator, Account]:
+    """One Klaviyo account as the benchmark meets it, seeded with ``profiles`` people.
+
+    Klaviyo's per-endpoint rate limits on, answers delayed by the emulator's realistic latency
+    model (waited on ``sleep``: a virtual clock's costs no real time), bulk import jobs timed
+    by ``IMPORT_DELAY_SECONDS`` and ``IMPORT_RATE_PER_SECOND``.
+    """
+    emulator = KlaviyoEmulator(
+        rate_limits=True,
+        clock=clock or time.time,
+        sleep=sleep or time.sleep,
+        latency=latency,
+        import_delay=IMPORT_DELAY_SECONDS,
+        import_rate=IMPORT_RATE_PER_SECOND,
+        seed=SEED,
+    )
+    account = seed_account(emulator, profiles)
+    return emulator.start(), account
 
 
 def call_counts(emulator: KlaviyoEmulator) -> dict[str, dict[str, int]]:

@@ -42,7 +42,8 @@ def main() -> int:
     if len(sys.argv) > 2:
         with open(sys.argv[2], encoding="utf-8") as source:
             event = json.load(source)
-        response = handler(event, Context("klaviyo-lead-actions-subscribe-profile-to-list"))
+        action = os.path.basename(handler_dir)
+        response = handler(event, Context(f"klaviyo-lead-actions-{action.replace('_', '-')}"))
         report["after_batch_mb"] = peak_mb()
         report["after_batch_hwm_mb"] = hwm_mb()
         report["records"] = len(event["Records"])

@@ -1,13 +1,18 @@
 """``python -m bench.run``: the whole benchmark in one command, figures on stdout.
 
-1. Throughput: Subscribe Profile to List and Add Profile to List, N leads each, per lead
-   and coalesced, through the SQS handler against the Klaviyo emulator with Klaviyo's
-   per-endpoint rate limits, on a virtual clock.
-2. Real-time check: each action and mode kept busy for S seconds on the real clock, and the
-   same loop on the virtual clock.
-3. Steady run: per-lead leads arriving at 90 % of the steady limit; 429s must be 0.
-4. Cold start: fresh interpreters to the first answer, ours vs a common baseline.
-5. Peak memory of one coalesced Subscribe batch.
+1. Throughput: every action, one lead at a time (``COALESCE_BATCHES=false``) and coalesced,
+   N leads of its mix through the SQS handler against the emulator with Klaviyo's limits,
+   latency model and import-job timing, on a virtual clock: calls per 1,000 leads, leads per
+   minute, the time to drain 100,000 queued leads.
+2. Batch size: the coalesced runs again with events of 100, for the fixed and per-lead cost
+   of an event, and from them the batch size the 50x target needs.
+3. Real-time check: the same leads on the real and on the virtual clock.
+4. Steady run: per-lead leads arriving at 90 % of the steady limit; 429s must be 0.
+5. Overhead: our time per lead on the webhook path, Klaviyo's time taken out.
+6. Cold start: fresh interpreters to the first answer, ours vs a common baseline.
+7. Peak memory of one 10,000-record coalesced batch (Create, Subscribe).
+8. Fleet: 4 and 8 container processes and another integration on one account, real clock,
+   with the bundle's pacer and with an old-style one.
 
 The baseline handler of the cold start needs ``bench/requirements.txt``; ``--install``
 installs it into this interpreter's environment with pip.
@@ -32,32 +37,58 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 REQUIREMENTS = ROOT / "bench" / "requirements.txt"
+# The real-time check: (action, mode, leads, records per event), each a few tens of seconds.
+CROSSCHECKS = (
+    ("add_profile_to_list", "per_lead", 60, 100),
+    ("subscribe_profile_to_list", "per_lead", 60, 100),
+    ("update_profile", "coalesced", 200, 200),
+)
+SWEEP_BATCH = 100
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m bench.run",
-        description="Coalesced vs per-lead throughput under Klaviyo's limits, cold start, memory.",
+        description="Per-lead vs coalesced under Klaviyo's limits, overhead, cold start, memory,"
+        " fleet-wide pacing.",
     )
-    parser.add_argument("--leads", type=int, default=10_000, help="leads per action and mode")
+    parser.add_argument("--leads", type=int, default=1000, help="leads per action and mode")
+    parser.add_argument("--actions", default="", help="comma-separated actions (default: all)")
     parser.add_argument(
-        "--batch-size", type=int, default=1000, help="SQS records per event (default 1000)"
+        "--batch-size", type=int, default=1000, help="SQS records per coalesced event"
     )
     parser.add_argument(
-        "--real-seconds",
-        type=float,
-        default=60.0,
-        help="seconds of the real-time check per action and mode (0 skips it)",
+        "--per-lead-batch-size", type=int, default=100, help="SQS records per per-lead event"
     )
+    parser.add_argument("--skip-sweep", action="store_true", help="skip the batch-size part")
+    parser.add_argument("--skip-crosscheck", action="store_true", help="skip the real-time check")
     parser.add_argument(
         "--steady-minutes",
         type=float,
-        default=5.0,
+        default=3.0,
         help="virtual minutes of the 90 %% steady run (0 skips it)",
+    )
+    parser.add_argument(
+        "--overhead-requests",
+        type=int,
+        default=300,
+        help="API requests per action for the overhead part (0 skips it)",
     )
     parser.add_argument("--cold-runs", type=int, default=9, help="fresh interpreters per variant")
     parser.add_argument("--skip-cold", action="store_true", help="skip the cold-start part")
-    parser.add_argument("--skip-memory", action="store_true", help="skip the memory part")
+    parser.add_argument(
+        "--memory-records", type=int, default=10_000, help="records of the memory batch (0 skips)"
+    )
+    parser.add_argument(
+        "--fleet-seconds",
+        type=float,
+        default=240.0,
+        help="real seconds per fleet scenario (0 skips the fleet part)",
+    )
+    parser.add_argument("--fleet-containers", default="4,8", help="comma-separated fleet sizes")
+    parser.add_argument(
+        "--skip-fleet-baseline", action="store_true", help="no old-style pacer scenarios"
+    )
     parser.add_argument(
         "--install",
         action="store_true",
@@ -145,179 +176,257 @@ def _row(label: str, *cells: str, width: int = 38) -> str:
     return f"  {label:<{width}}" + "".join(f"{c:>16}" for c in cells)
 
 
-def throughput_section(figures: dict[str, Any], leads: int, batch: int) -> list[str]:
-    from bench.harness import ACTIONS, TITLES
+def _duration(hours: float) -> str:
+    if hours >= 48:
+        return f"{hours / 24:,.1f} d"
+    if hours >= 1:
+        return f"{hours:,.1f} h"
+    return f"{hours * 60:,.0f} min"
+
+
+def throughput_section(runs: dict[str, Any], leads: int, batch: int, per_batch: int) -> list[str]:
+    from bench.harness import IMPORT_DELAY_SECONDS, IMPORT_RATE_PER_SECOND, TITLES
+    from bench.throughput import DEFAULT_CONCURRENCY
 
     out = [
-        "THROUGHPUT (virtual clock)",
-        f"  {leads:,} leads per action and mode through the SQS handler, events of {batch:,}"
-        " records, Lambda timeout 360 s;",
-        "  emulator with Klaviyo's per-endpoint limits (bulk subscribe 75/s + 750/min, add to"
-        " list 10/s + 150/min,",
-        "  profiles 75/s + 750/min). Waits cost no real time; work does. Records the handler"
-        " hands back are delivered again.",
+        "THROUGHPUT (Klaviyo's limits and the emulator's realistic latency model; virtual clock)",
+        f"  {leads:,} leads of each action's mix through the SQS handler: per lead in events of"
+        f" {per_batch:,}, coalesced in events of {batch:,}.",
+        f"  Import jobs wait {IMPORT_DELAY_SECONDS:g} s queued, then run at"
+        f" {IMPORT_RATE_PER_SECOND:g} profiles/s (an assumption).",
         "",
+        _row("", "calls/1000", "calls/1000", "fewer calls", "leads/min", "leads/min", width=26)
+        + f"{'100k drain':>13}{'100k drain':>13}",
+        _row("", "per lead", "coalesced", "", "per lead", "coalesced", width=26)
+        + f"{'per lead':>13}{'coalesced':>13}",
     ]
-    for action in ACTIONS:
-        per, co = figures[action]["per_lead"], figures[action]["coalesced"]
-        out.append(_row(TITLES[action], "per lead", "coalesced", "co / per lead"))
+    for action, modes in runs.items():
+        per, co = modes["per_lead"], modes["coalesced"]
+        drains = [_duration(r["drain"]["default_concurrency"]["hours"]) for r in (per, co)]
         out.append(
             _row(
-                "Klaviyo calls per 1000 leads",
+                TITLES[action],
                 _n(per["calls_per_1000_leads"], 1),
                 _n(co["calls_per_1000_leads"], 1),
-                _ratio(co["calls"], per["calls"]),
+                _ratio(per["calls"], co["calls"]),
+                _n(per["leads_per_minute"]),
+                _n(co["leads_per_minute"]),
+                width=26,
             )
+            + f"{drains[0]:>13}{drains[1]:>13}"
         )
+    out += [
+        "",
+        "  leads/min: what one container moved (N / minutes of the run, Klaviyo's latency and",
+        "  pacing included). 100k drain: 100,000 / min(account bound, "
+        f"{DEFAULT_CONCURRENCY} containers x leads/min),",
+        f"  {DEFAULT_CONCURRENCY} = the template's MaximumConcurrency; the account bound is"
+        " min over operations of",
+        "  steady limit / calls per lead (the binding one is named below).",
+        "",
+        "  Per action: calls per 1000 leads by operation (429s), the binding operation, and the",
+        "  drain with as many containers as it takes (rate limits alone).",
+    ]
+    for action, modes in runs.items():
+        per, co = modes["per_lead"], modes["coalesced"]
+        out.append(f"  {TITLES[action]}")
         ops = sorted(set(per["endpoints"]) | set(co["endpoints"]))
         for op in ops:
             cells = []
             for run in (per, co):
                 entry = run["endpoints"].get(op)
-                if not entry:
-                    cells.append("0")
-                    continue
-                cell = _n(entry["calls_per_1000_leads"], 1)
-                if entry["throttled"]:
-                    cell += f" ({_n(1000.0 * entry['throttled'] / run['leads'], 1)})"
+                cell = _n(entry["calls_per_1000_leads"], 1) if entry else "0"
+                if entry and entry["throttled"]:
+                    cell += f" ({entry['throttled']})"
                 cells.append(cell)
-            out.append(_row(f"  {op}", *cells))
-        out.append(_row("429 responses", _n(per["throttled"]), _n(co["throttled"])))
-        out.append(
-            _row(
-                "leads/min measured (N / virtual min)",
-                _n(per["leads_per_minute"]),
-                _n(co["leads_per_minute"]),
-                _ratio(co["leads_per_minute"], per["leads_per_minute"]),
-            )
-        )
-        out.append(
-            _row(
-                "leads/min sustained (computed)",
-                _n(per["sustained"]["leads_per_minute"]),
-                _n(co["sustained"]["leads_per_minute"]),
-                _ratio(co["sustained"]["leads_per_minute"], per["sustained"]["leads_per_minute"]),
-            )
-        )
-        out.append(
-            f"    limited by: {per['sustained']['limited_by']} (per lead),"
-            f" {co['sustained']['limited_by']} (coalesced)"
-        )
-        out.append(
-            _row(
-                "virtual min / wall s",
-                *(
-                    f"{r['virtual_seconds'] / 60:,.1f} / {r['wall_seconds']:,.1f}"
-                    for r in (per, co)
-                ),
-            )
-        )
-        out.append(
-            _row(
-                "CPU ms per lead (our code)",
-                _n(per["cpu_ms_per_lead"], 3),
-                _n(co["cpu_ms_per_lead"], 3),
-                _ratio(co["cpu_ms_per_lead"], per["cpu_ms_per_lead"]),
-            )
-        )
-        out.append(_row("invocations", _n(per["invocations"]), _n(co["invocations"])))
-        out.append(
-            _row("records handed back, redelivered", _n(per["handed_back"]), _n(co["handed_back"]))
-        )
+            out.append(_row(f"  {op}", *cells, width=44))
         for run in (per, co):
-            for reason, count in run["handed_back_after_starting"].items():
-                out.append(
-                    f"    {run['mode'].replace('_', ' ')}: {count:,} of them started, then given"
-                    f" back with '{reason}'"
-                )
-        out.append(
-            _row(
-                "outcomes",
-                *("all success" if r["all_succeeded"] else "NOT ALL SUCCESS" for r in (per, co)),
-            )
-        )
-        for run in (per, co):
-            bad = {k: v for k, v in run["outcomes"].items() if k != "success"}
-            if bad or run["dead_lettered"]:
-                out.append(f"    {run['mode']}: {bad} dead-lettered: {run['dead_lettered']}")
-        if action == "subscribe_profile_to_list":
-            jobs = co["endpoints"].get("bulk_subscribe_profiles", {}).get("calls", 0)
-            per_call = leads / jobs if jobs else 0
+            bound = run["drain"]["unbounded"]
+            label = run["mode"].replace("_", " ")
+            clock = "" if run.get("clock") != "real" else " [real clock]"
             out.append(
-                _row(
-                    "leads per subscribe call (coalesced)",
-                    "",
-                    _n(per_call),
-                    "target >= 500",
-                )
+                f"    {label}{clock}: bound {bound['leads_per_minute']:,.0f} leads/min by"
+                f" {run['sustained']['limited_by']}; 100k in {_duration(bound['hours'])} with"
+                f" {bound['containers_to_reach_bound']} container(s); {run['invocations']}"
+                f" invocations, {run['virtual_seconds'] / 60:,.1f} min,"
+                f" {run['handed_back']} handed back, CPU {run['cpu_ms_per_lead']:.2f} ms/lead"
             )
-        out.append("")
+        same = per["outcomes"] == co["outcomes"]
+        out.append(
+            "    outcomes "
+            + ("the same in both modes: " if same else "DIFFER between modes: ")
+            + ", ".join(f"{k} {v}" for k, v in sorted(co["outcomes"].items()))
+        )
+        if not same:
+            out.append(f"      per lead: {per['outcomes']}")
+    out.append("")
+    return out
+
+
+def sweep_section(sweep: dict[str, Any]) -> list[str]:
+    from bench.harness import TITLES
+
+    out = [
+        "BATCH SIZE (coalesced calls per event = fixed + per lead x records; from events of"
+        f" {SWEEP_BATCH} and of the main run)",
+        _row("", "fixed/event", "per lead", "50x from", "s per event", "batch", "window", width=26),
+    ]
+    for action, entry in sweep.items():
+        needed = entry["min_batch_for_50x"]
+        out.append(
+            _row(
+                TITLES[action],
+                _n(entry["fixed_calls"], 1),
+                _n(entry["calls_per_lead"], 4),
+                "never" if needed is None else _n(needed),
+                _n(entry["seconds_per_event"], 1),
+                _n(entry["recommended_batch"]),
+                f"{entry['recommended_window']:g} s",
+                width=26,
+            )
+        )
     out += [
-        "  measured: N leads / virtual minutes of this run. A run shorter than one 60 s window",
-        "  never meets a steady limit, so its rate is set by CPU (ours and the emulator's,",
-        "  which share one process) and can exceed the sustained figure.",
-        "  sustained: min over endpoints of steady limit / accepted calls per lead, what a",
-        "  long-running queue can move.",
-        "  Per-endpoint rows: calls per 1000 leads (429s among them per 1000 leads).",
-        "  CPU: time.thread_time() of the thread calling the handler (handler, Powertools,",
-        "  urllib3); the emulator serves from its own threads, so its CPU is excluded.",
+        "  50x from: records per event for 50x fewer calls than per lead. s per event: one",
+        "  event of the main run (Klaviyo's latency, import jobs), against the 360 s timeout.",
+        "  window: MaximumBatchingWindowInSeconds; below (50x from / window) leads a second an",
+        "  event is smaller than that and saves less (see docs/performance.md).",
         "",
     ]
     return out
 
 
-def window_section(real: list[dict[str, Any]], virtual: dict[str, Any], seconds: float):
+def crosscheck_section(checks: list[dict[str, Any]]) -> list[str]:
     from bench.harness import TITLES
 
     out = [
-        f"REAL-TIME CHECK ({seconds:g} s per action and mode: the same loop on the real clock"
-        " and on the virtual clock)",
-        _row("", "real clock", "virtual clock", "N-lead run", width=34) + f"{'429s real/virt':>16}",
+        "REAL-TIME CHECK (the same leads on the real clock and on the virtual one)",
+        _row("", "real s", "virtual s", "virtual/real", "calls r/v", width=42),
     ]
-    for entry in real:
-        twin = entry["virtual"]
-        label = f"{TITLES[entry['action']]}, {entry['mode'].replace('_', ' ')}"
+    for c in checks:
         out.append(
             _row(
-                label,
-                _n(entry["leads_per_minute"]),
-                _n(twin["leads_per_minute"]),
-                _n(virtual[entry["action"]][entry["mode"]]["leads_per_minute"]),
-                f"{entry['throttled']}/{twin['throttled']}",
-                width=34,
+                f"{TITLES[c['action']]}, {c['mode'].replace('_', ' ')}, {c['leads']} leads",
+                _n(c["real_seconds"], 1),
+                _n(c["virtual_seconds"], 1),
+                f"{c['ratio']:.3f}",
+                f"{c['real_calls']}/{c['virtual_calls']}",
+                width=42,
             )
         )
-    out += [
-        "  leads/min answered successfully; the virtual clock ran the same loop for the same",
-        f"  {seconds:g} virtual seconds; N-lead run: the virtual figure of the throughput part.",
-        "  Subscribe leads are new people, Add leads cycle over the seeded profiles.",
-        "",
-    ]
+        if c["real_outcomes"] != c["virtual_outcomes"]:
+            out.append(f"    outcomes differ: {c['real_outcomes']} / {c['virtual_outcomes']}")
+    out.append("")
     return out
 
 
 def steady_section(runs: list[dict[str, Any]]) -> list[str]:
     from bench.harness import TITLES
 
-    out = ["STEADY RUN AT 90 % OF THE STEADY LIMIT (per lead, virtual clock)"]
+    out = ["STEADY RUN AT 90 % OF THE STEADY LIMIT (per lead, virtual clock, no latency)"]
     for run in runs:
-        window = run["batch_window_seconds"]
-        how = (
-            "each lead invoked on arrival"
-            if not window
-            else f"leads delivered together every {window:g} s, the template's batching window"
-        )
         out.append(
             f"  {TITLES[run['action']]}: {run['arrival_per_minute']:,.0f} leads/min arriving"
-            f" for {run['virtual_minutes']:.1f} virtual min ({how})"
-        )
-        outcome = "all success" if run["all_succeeded"] else f"outcomes {run['outcomes']}"
-        out.append(
-            f"    {run['leads']:,} leads, {outcome}, {run['leads_per_minute']:,.1f} leads/min,"
-            f" max lag {run['max_lag_seconds']:.1f} s, 429s: {run['throttled']}"
-            + ("" if not window else "  (informational)")
+            f" for {run['virtual_minutes']:.1f} virtual min, each lead invoked on arrival:"
+            f" {run['leads_per_minute']:,.1f} leads/min, max lag {run['max_lag_seconds']:.1f} s,"
+            f" 429s: {run['throttled']}"
         )
     out.append("")
+    return out
+
+
+def overhead_section(overhead: dict[str, Any]) -> list[str]:
+    from bench.harness import TITLES
+
+    out = [
+        "OVERHEAD ON THE WEBHOOK PATH (API Gateway event -> handler -> answer, Klaviyo's time"
+        " taken out)",
+        _row("", "p50 ms", "p99 ms", "max ms", "HTTP ms", width=30),
+    ]
+    for action, entry in overhead["actions"].items():
+        out.append(
+            _row(
+                TITLES[action],
+                _n(entry["p50_ms"], 2),
+                _n(entry["p99_ms"], 2),
+                _n(entry["max_ms"], 2),
+                _n(entry["http_mean_ms"], 2),
+                width=30,
+            )
+        )
+    out += [
+        f"  {overhead['requests_per_action']} requests per action after a warm-up; worst p99"
+        f" {overhead['worst_p99_ms']:.2f} ms (target <= 5 ms).",
+        "  handler wall time less time inside urllib3 (HTTP ms: mean per request, the emulator",
+        "  in its own process answering at once).",
+        "",
+    ]
+    return out
+
+
+def memory_section(memory: list[dict[str, Any]]) -> list[str]:
+    from bench.harness import TITLES
+
+    out = [
+        "PEAK MEMORY (fresh interpreter, one coalesced SQS event; emulator in its own process)",
+        _row("", "records", "event MB", "import MB", "peak MB", "batch adds", width=30),
+    ]
+    for m in memory:
+        out.append(
+            _row(
+                TITLES[m["action"]],
+                _n(m["records"]),
+                _n(m["event_mb"], 1),
+                _n(m["import_only_mb"], 1),
+                _n(m["batch_mb"], 1),
+                _n(m["batch_cost_mb"], 1),
+                width=30,
+            )
+        )
+        out.append(f"    outcomes {m['outcomes']}, {m['handed_back']} handed back")
+    out += [
+        "  peak: ru_maxrss (VmHWM agrees); target under 256 MB (the function's memory).",
+        "",
+    ]
+    return out
+
+
+def fleet_section(scenarios: list[dict[str, Any]]) -> list[str]:
+    out = [
+        "FLEET (container processes + another integration at 40 % on one emulator process;"
+        " add_profiles_to_list 10/s 150/min; real clock)",
+        _row(
+            "",
+            "429/1000",
+            "other refused",
+            "share of left",
+            "leads/min",
+            "handed back",
+            ">1 hand-back",
+            width=22,
+        ),
+    ]
+    for s in scenarios:
+        out.append(
+            _row(
+                f"{s['containers']} containers, {s['pacer']}",
+                _n(s["fleet_429_per_1000_calls"], 1),
+                f"{100 * s['other_refused_fraction']:.1f} %",
+                f"{100 * s['fleet_share_of_what_is_left']:.1f} %",
+                _n(s["leads_per_minute"], 1),
+                _n(s["leads_handed_back"]),
+                _n(s["leads_handed_back_more_than_once"]),
+                width=22,
+            )
+        )
+    out += [
+        "  targets: fleet 429s <= 5 per 1000 calls; other integration refused <= 1 %; fleet"
+        " uses >= 85 % of what it leaves",
+        "  (accepted add calls / (150 x minutes - the other's accepted calls)); no lead handed"
+        " back more than once.",
+        "  even: the bundle's Pacer. burst: old style, the burst limit until RateLimit-Remaining"
+        " is 0, then the reset.",
+        "",
+    ]
     return out
 
 
@@ -356,32 +465,36 @@ def cold_section(cold: dict[str, Any]) -> list[str]:
     return out
 
 
-def memory_section(memory: dict[str, Any]) -> list[str]:
-    out = [
-        f"PEAK MEMORY (fresh interpreter, one coalesced Subscribe event of"
-        f" {memory['batch_size']:,} records; emulator in its own process)",
-        _row("", "ru_maxrss MB", "VmHWM MB", width=30),
-        _row(
-            "handler imported only",
-            _n(memory["import_only_mb"], 1),
-            _n(memory["import_only_hwm_mb"], 1),
-            width=30,
-        ),
-        _row(
-            "after the batch",
-            _n(memory["batch_mb"], 1),
-            _n(memory["batch_hwm_mb"], 1),
-            width=30,
-        ),
-        f"  the batch adds {memory['batch_cost_mb']:.1f} MB; total {memory['batch_mb']:.1f} MB"
-        f" (target under 128 MB); {memory['handed_back']} of {memory['records']:,} records"
-        " handed back.",
-        "",
-    ]
-    return out
-
-
 # -- the run -------------------------------------------------------------------------------
+
+
+def sweep_figures(
+    runs: dict[str, Any], small: dict[str, Any], batch: int
+) -> dict[str, dict[str, Any]]:
+    """Fixed and per-lead calls of a coalesced event, from two event sizes; what they imply."""
+    out = {}
+    for action, run in small.items():
+        big = runs[action]["coalesced"]
+        per_lead = runs[action]["per_lead"]["calls"] / runs[action]["per_lead"]["leads"]
+        c_small = run["calls"] / run["invocations"]
+        c_big = big["calls"] / big["invocations"]
+        size_small = run["leads"] / run["invocations"]
+        size_big = big["leads"] / big["invocations"]
+        slope = max(0.0, (c_big - c_small) / (size_big - size_small))
+        fixed = max(0.0, c_small - slope * size_small)
+        room = per_lead / 50.0 - slope
+        needed = math.ceil(fixed / room) if room > 0 else None
+        seconds = big["virtual_seconds_per_invocation"]
+        out[action] = {
+            "fixed_calls": fixed,
+            "calls_per_lead": slope,
+            "per_lead_calls_per_lead": per_lead,
+            "min_batch_for_50x": needed,
+            "seconds_per_event": seconds,
+            "recommended_batch": batch,
+            "recommended_window": 20.0,
+        }
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -395,64 +508,99 @@ def main(argv: list[str] | None = None) -> int:
     from bench import throughput
     from bench.harness import ACTIONS, MODES
 
+    actions = [a for a in args.actions.split(",") if a] or list(ACTIONS)
+    unknown = set(actions) - set(ACTIONS)
+    if unknown:
+        print(f"unknown actions: {sorted(unknown)}", file=sys.stderr)
+        return 2
     began = time.perf_counter()
     timings: dict[str, float] = {}
     figures: dict[str, Any] = {
         "leads": args.leads,
         "batch_size": args.batch_size,
+        "per_lead_batch_size": args.per_lead_batch_size,
         "python": platform.python_version(),
         "cpus": os.cpu_count(),
+        "commit": _commit(),
+        "date": time.strftime("%Y-%m-%d"),
         "throughput": {},
     }
 
     def emit(lines: list[str]) -> None:
         print("\n".join(lines), flush=True)
+        if args.json:  # after every part, so a long run that stops keeps what it measured
+            args.json.parent.mkdir(parents=True, exist_ok=True)
+            args.json.write_text(json.dumps(figures, indent=2, default=str) + "\n")
 
     emit(
         [
-            f"Klaviyo lead actions: benchmark (Python {figures['python']}, {figures['cpus']} CPUs)",
+            f"Klaviyo lead actions: benchmark (Python {figures['python']}, {figures['cpus']} CPUs,"
+            f" commit {figures['commit']}, {figures['date']})",
             "",
         ]
     )
 
     started = time.perf_counter()
-    for action in ACTIONS:
+    for action in actions:
         figures["throughput"][action] = {}
         for mode in MODES:
+            size = args.batch_size if mode == "coalesced" else args.per_lead_batch_size
             _progress(f"throughput: {action}, {mode}, {args.leads:,} leads")
             figures["throughput"][action][mode] = throughput.virtual_run(
-                action, mode, args.leads, args.batch_size
+                action, mode, args.leads, size
             )
     timings["throughput"] = time.perf_counter() - started
-    emit(throughput_section(figures["throughput"], args.leads, args.batch_size))
+    emit(
+        throughput_section(
+            figures["throughput"], args.leads, args.batch_size, args.per_lead_batch_size
+        )
+    )
 
-    if args.real_seconds > 0:
+    if not args.skip_sweep:
         started = time.perf_counter()
-        windows = []
-        for action in ACTIONS:
-            for mode in MODES:
-                _progress(f"real-time check: {action}, {mode}, {args.real_seconds:g} s")
-                real = throughput.window_run(
-                    action, mode, args.real_seconds, args.batch_size, args.leads, virtual=False
-                )
-                real["virtual"] = throughput.window_run(
-                    action, mode, args.real_seconds, args.batch_size, args.leads, virtual=True
-                )
-                windows.append(real)
-        figures["real_time_check"] = windows
+        small = {}
+        for action in actions:
+            if action == "delete_profile" or args.batch_size <= SWEEP_BATCH:
+                continue  # no bulk endpoint: coalesced is one lead at a time
+            _progress(f"batch size: {action}, events of {SWEEP_BATCH}")
+            small[action] = throughput.virtual_run(
+                action, "coalesced", 3 * SWEEP_BATCH, SWEEP_BATCH
+            )
+        figures["sweep_runs"] = small
+        figures["sweep"] = sweep_figures(figures["throughput"], small, args.batch_size)
+        timings["sweep"] = time.perf_counter() - started
+        emit(sweep_section(figures["sweep"]))
+
+    if not args.skip_crosscheck:
+        started = time.perf_counter()
+        checks = []
+        for action, mode, leads, size in CROSSCHECKS:
+            if action in actions:
+                _progress(f"real-time check: {action}, {mode}, {leads} leads")
+                checks.append(throughput.crosscheck(action, mode, leads, size))
+        figures["real_time_check"] = checks
         timings["real_time_check"] = time.perf_counter() - started
-        emit(window_section(windows, figures["throughput"], args.real_seconds))
+        emit(crosscheck_section(checks))
 
     if args.steady_minutes > 0:
         started = time.perf_counter()
         steady = []
-        for action in reversed(ACTIONS):
-            for window in (0.0, 5.0):
-                _progress(f"steady run: {action}, window {window:g} s")
-                steady.append(throughput.steady_run(action, 0.9, args.steady_minutes, window))
+        for action in ("add_profile_to_list", "subscribe_profile_to_list"):
+            if action in actions:
+                _progress(f"steady run: {action}")
+                steady.append(throughput.steady_run(action, 0.9, args.steady_minutes))
         figures["steady"] = steady
         timings["steady"] = time.perf_counter() - started
         emit(steady_section(steady))
+
+    if args.overhead_requests > 0:
+        from bench import overhead
+
+        started = time.perf_counter()
+        _progress(f"overhead: {args.overhead_requests} API requests per action")
+        figures["overhead"] = overhead.measure(args.overhead_requests, actions)
+        timings["overhead"] = time.perf_counter() - started
+        emit(overhead_section(figures["overhead"]))
 
     if not args.skip_cold:
         from bench import coldstart
@@ -463,14 +611,30 @@ def main(argv: list[str] | None = None) -> int:
         timings["cold_start"] = time.perf_counter() - started
         emit(cold_section(figures["cold_start"]))
 
-    if not args.skip_memory:
+    if args.memory_records > 0:
         from bench import memory
 
         started = time.perf_counter()
-        _progress("memory")
-        figures["memory"] = memory.measure(1000)
+        figures["memory"] = []
+        for action in ("create_profile", "subscribe_profile_to_list"):
+            _progress(f"memory: {action}, {args.memory_records:,} records")
+            figures["memory"].append(memory.measure(action, args.memory_records))
         timings["memory"] = time.perf_counter() - started
         emit(memory_section(figures["memory"]))
+
+    if args.fleet_seconds > 0:
+        from bench import fleet
+
+        started = time.perf_counter()
+        scenarios = []
+        pacers = ["even"] if args.skip_fleet_baseline else ["even", "burst"]
+        for pacer in pacers:
+            for size in [int(n) for n in args.fleet_containers.split(",") if n]:
+                _progress(f"fleet: {size} containers, {pacer} pacer, {args.fleet_seconds:g} s")
+                scenarios.append(fleet.scenario(size, args.fleet_seconds, pacer))
+        figures["fleet"] = scenarios
+        timings["fleet"] = time.perf_counter() - started
+        emit(fleet_section(scenarios))
 
     timings["total"] = time.perf_counter() - began
     figures["timings_seconds"] = timings
@@ -484,6 +648,27 @@ def main(argv: list[str] | None = None) -> int:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(figures, indent=2, default=str) + "\n")
     return 0
+
+
+def _commit() -> str:
+    try:
+        done = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return done.stdout.strip() + ("+changes" if dirty else "")
 
 
 if __name__ == "__main__":

@@ -1,13 +1,11 @@
-"""Leads per minute under Klaviyo's rate limits: per lead vs coalesced, on a virtual clock.
+"""Klaviyo calls and leads per minute, one lead at a time vs coalesced, at Klaviyo's limits.
 
-Three measurements:
-
-- ``virtual_run``: N leads through the SQS handler in batches, every wait on a virtual
-  clock, so an hour of rate-limit waiting takes seconds. Calls per endpoint, 429s, the
-  leads per minute reached (N / virtual minutes) and the sustained figure computed from
-  calls per lead and each endpoint's steady limit.
-- ``window_run``: the handler kept busy for a fixed number of seconds, once on the real
-  clock and once on a virtual one, to show the virtual clock tells the truth.
+- ``virtual_run``: N leads of an action's mix through the SQS handler in events, every wait
+  (rate limits, Klaviyo's latency, import jobs) on a virtual clock, so an hour of waiting
+  takes seconds. Calls per operation, 429s, outcomes, the leads per minute one container
+  reached, and what a queue can sustain (``drain``).
+- ``crosscheck``: the same N leads once on the real clock and once on a virtual one: the
+  virtual clock must tell the time the real one does.
 - ``steady_run``: leads arriving at a fixed rate (90 % of the steady limit) for some virtual
   minutes, one lead per invocation, counting 429s.
 """
@@ -18,19 +16,27 @@ import math
 import time
 from typing import Any
 
-from bench.emulator_index import indexed_email_search
 from bench.harness import (
     ADD,
-    MIN_SECONDS_LEFT,
     Bench,
     call_counts,
-    drain,
     new_emulator,
-    seed_profiles,
     steady_limit,
 )
+from bench.harness import drain as deliver
 from bench.virtual_clock import VirtualClock
-from devtools.lambda_events import sqs_message
+
+# The template's MaximumConcurrency default: invocations one queue may drive at once.
+DEFAULT_CONCURRENCY = 2
+DRAIN_LEADS = 100_000
+# Runs on the real clock, not a virtual one. The emulator stamps a profile's ``created`` with
+# the real time (``state.py``'s ``utcnow()``) but an import job's ``created_at`` with its
+# injected clock; on a virtual clock, which runs ahead, every profile a job creates looks
+# older than the job, and bulk Create reports each new lead as a duplicate (and bulk Upsert
+# each new profile as updated). These runs take well under a minute of real time.
+REAL_CLOCK_RUNS = {("create_profile", "coalesced"), ("upsert_profile", "coalesced")}
+# Existing profiles in the account: enough that leads rarely meet the same person twice.
+MAX_ACCOUNT_PROFILES = 2_000
 
 
 def _calls_summary(counts: dict[str, dict[str, int]], leads: int) -> dict[str, Any]:
@@ -66,29 +72,67 @@ def sustained_leads_per_minute(endpoints: dict[str, Any], leads: int) -> dict[st
     return {"leads_per_minute": bounds[limiting], "limited_by": limiting, "bounds": bounds}
 
 
-def virtual_run(action: str, mode: str, leads: int, batch_size: int) -> dict[str, Any]:
-    """``leads`` leads in events of ``batch_size`` until each is done, on a virtual clock."""
-    clock = VirtualClock()
-    emulator, list_id = new_emulator(clock.now)
+def drain(run: dict[str, Any], concurrency: int | None) -> dict[str, Any]:
+    """Time to drain ``DRAIN_LEADS`` queued leads with ``concurrency`` invocations at once.
+
+    Rate = min(the account's bound: steady limit / calls per lead on the binding endpoint,
+    ``concurrency`` x what one container moved in this run). None: as many containers as
+    it takes, so the rate limit alone decides.
+    """
+    bound = run["sustained"]["leads_per_minute"]
+    one = run["leads_per_minute"]
+    rate = bound if concurrency is None else min(bound, concurrency * one)
+    by = run["sustained"]["limited_by"] if rate == bound else "latency"
+    return {
+        "concurrency": concurrency,
+        "leads_per_minute": rate,
+        "limited_by": by,
+        "hours": DRAIN_LEADS / rate / 60.0,
+        "containers_to_reach_bound": math.ceil(bound / one) if one else None,
+    }
+
+
+def _run(
+    action: str,
+    mode: str,
+    leads: int,
+    batch_size: int,
+    clock: Any,
+    sleep: Any,
+) -> tuple[Bench, Any, dict[str, dict[str, int]], float, float, int]:
+    emulator, account = new_emulator(min(leads, MAX_ACCOUNT_PROFILES), clock, sleep)
     try:
-        with indexed_email_search():
-            if action == ADD:
-                seed_profiles(emulator, leads)
-            bench = Bench(action, mode, emulator, list_id, clock.now, clock.sleep)
-            messages = [bench.message(i) for i in range(leads)]
-            with bench.active() as sink:
-                wall_started = time.perf_counter()
-                started = clock.now()
-                stats = drain(bench, messages, batch_size)
-                virtual_seconds = clock.now() - started
-                wall_seconds = time.perf_counter() - wall_started
-            counts = call_counts(emulator)
+        bench = Bench(action, mode, emulator, account, clock, sleep)
+        messages = [bench.message(i) for i in range(leads)]
+        with bench.active() as sink:
+            wall_started = time.perf_counter()
+            started = clock()
+            stats = deliver(bench, messages, batch_size)
+            elapsed = clock() - started
+            wall = time.perf_counter() - wall_started
+        counts = call_counts(emulator)
     finally:
         emulator.stop()
+    return bench, stats, counts, elapsed, wall, sink.chars
+
+
+def virtual_run(action: str, mode: str, leads: int, batch_size: int) -> dict[str, Any]:
+    """``leads`` leads in events of ``batch_size`` until each is done, on a virtual clock
+    (the real one for ``REAL_CLOCK_RUNS``)."""
+    real = (action, mode) in REAL_CLOCK_RUNS
+    clock = VirtualClock()
+    bench, stats, counts, virtual_seconds, wall, log_chars = _run(
+        action,
+        mode,
+        leads,
+        batch_size,
+        time.time if real else clock.now,
+        time.sleep if real else clock.sleep,
+    )
     outcomes = bench.results.outcomes()
     calls = _calls_summary(counts, leads)
     sustained = sustained_leads_per_minute(calls["endpoints"], leads)
-    return {
+    run = {
         "action": action,
         "mode": mode,
         "leads": leads,
@@ -98,70 +142,49 @@ def virtual_run(action: str, mode: str, leads: int, batch_size: int) -> dict[str
         "handed_back_after_starting": dict(bench.runtime.retryable),
         "dead_lettered": stats.dead_lettered,
         "outcomes": dict(outcomes),
-        "all_succeeded": outcomes.get("success", 0) == leads,
+        "successes": outcomes.get("success", 0),
         **calls,
+        "clock": "real" if real else "virtual",
         "virtual_seconds": virtual_seconds,
+        "virtual_seconds_per_invocation": virtual_seconds / max(1, stats.invocations),
         "virtual_seconds_slept": clock.slept,
-        "wall_seconds": wall_seconds,
+        "wall_seconds": wall,
         "leads_per_minute": leads / (virtual_seconds / 60.0),
         "sustained": sustained,
         "cpu_seconds": stats.cpu_seconds,
         "cpu_ms_per_lead": 1000.0 * stats.cpu_seconds / leads,
-        "log_bytes_per_lead": sink.chars / leads,
+        "log_bytes_per_lead": log_chars / leads,
     }
+    run["drain"] = {
+        "default_concurrency": drain(run, DEFAULT_CONCURRENCY),
+        "unbounded": drain(run, None),
+    }
+    return run
 
 
-def window_run(
-    action: str, mode: str, seconds: float, batch_size: int, pool: int, *, virtual: bool
-) -> dict[str, Any]:
-    """Leads answered per minute when the handler runs for ``seconds``, real or virtual.
-
-    The same loop on both clocks: full SQS events back to back until the time is up. Each
-    invocation's context says the time left until the end (plus the handler's minimum per
-    record), so the handler itself stops starting records at the deadline and hands the
-    rest back, as it would in Lambda. Add to List leads cycle over ``pool`` seeded
-    profiles; Subscribe leads are new people (re-subscribing is slow in the emulator).
-    """
-    vc = VirtualClock() if virtual else None
-    clock = vc.now if vc else time.monotonic
-    sleep = vc.sleep if vc else time.sleep
-    emulator, list_id = new_emulator(clock)
-    try:
-        with indexed_email_search():
-            if action == ADD:
-                seed_profiles(emulator, pool)
-            bench = Bench(action, mode, emulator, list_id, clock, sleep)
-            sent = 0
-            with bench.active():
-                started = clock()
-                deadline = started + seconds
-                while clock() < deadline:
-                    messages = [
-                        _renamed(bench.message((n % pool) if action == ADD else n), n)
-                        for n in range(sent, sent + batch_size)
-                    ]
-                    sent += batch_size
-                    bench.invoke(messages, bench.context(deadline - clock() + MIN_SECONDS_LEFT))
-                elapsed = clock() - started
-            counts = call_counts(emulator)
-    finally:
-        emulator.stop()
-    done = bench.results.successes()
+def crosscheck(action: str, mode: str, leads: int, batch_size: int) -> dict[str, Any]:
+    """The same leads on the real clock, then on a virtual one: elapsed seconds of each."""
+    real_bench, _, real_counts, real_seconds, _, _ = _run(
+        action, mode, leads, batch_size, time.time, time.sleep
+    )
+    clock = VirtualClock()
+    virtual_bench, _, virtual_counts, virtual_seconds, wall, _ = _run(
+        action, mode, leads, batch_size, clock.now, clock.sleep
+    )
     return {
         "action": action,
         "mode": mode,
-        "clock": "virtual" if virtual else "real",
-        "seconds": elapsed,
-        "leads_succeeded": done,
-        "outcomes": dict(bench.results.outcomes()),
-        "throttled": sum(c["throttled"] for c in counts.values()),
-        "leads_per_minute": done / (elapsed / 60.0),
+        "leads": leads,
+        "batch_size": batch_size,
+        "real_seconds": real_seconds,
+        "virtual_seconds": virtual_seconds,
+        "virtual_wall_seconds": wall,
+        "ratio": virtual_seconds / real_seconds,
+        "real_calls": sum(c["calls"] for c in real_counts.values()),
+        "virtual_calls": sum(c["calls"] for c in virtual_counts.values()),
+        "real_outcomes": dict(real_bench.results.outcomes()),
+        "virtual_outcomes": dict(virtual_bench.results.outcomes()),
     }
-
-
-def _renamed(message: dict[str, Any], number: int) -> dict[str, Any]:
-    """The same lead as a new message (a lead platform sending the same person again)."""
-    return sqs_message(message["Body"], message_id=f"msg-{number:08d}")
 
 
 def steady_run(action: str, fraction: float, minutes: float, batch_window: float = 0.0):
@@ -169,36 +192,36 @@ def steady_run(action: str, fraction: float, minutes: float, batch_window: float
 
     With ``batch_window`` 0 each lead is its own invocation as soon as it arrives; otherwise
     the leads that arrived within each window are delivered together (SQS batching window),
-    and the per-lead handler sends them back to back.
+    and the per-lead handler sends them back to back. Klaviyo answers at once here (no
+    latency model): the run is about the pacer meeting the limit, not about latency.
     """
     limiting = "add_profiles_to_list" if action == ADD else "bulk_subscribe_profiles"
     rate = fraction * steady_limit(limiting)
     leads = math.ceil(rate * minutes) + 1  # the last one arrives after ``minutes``
     interval = 60.0 / rate
     clock = VirtualClock()
-    emulator, list_id = new_emulator(clock.now)
+    emulator, account = new_emulator(
+        min(leads, MAX_ACCOUNT_PROFILES), clock.now, clock.sleep, latency=None
+    )
     lags = []
     try:
-        with indexed_email_search():
-            if action == ADD:
-                seed_profiles(emulator, leads)
-            bench = Bench(action, "per_lead", emulator, list_id, clock.now, clock.sleep)
-            with bench.active():
-                started = clock.now()
-                index = 0
-                while index < leads:
-                    arrival = started + index * interval
-                    clock.wait_until(arrival + batch_window)
-                    batch = []
-                    while index < leads and started + index * interval <= clock.now():
-                        batch.append(bench.message(index))
-                        index += 1
-                    handed_back, _ = bench.invoke(batch, bench.context())
-                    if handed_back:
-                        raise RuntimeError("the steady run handed records back")
-                    lags.append(clock.now() - arrival)
-                elapsed = clock.now() - started
-            counts = call_counts(emulator)
+        bench = Bench(action, "per_lead", emulator, account, clock.now, clock.sleep)
+        with bench.active():
+            started = clock.now()
+            index = 0
+            while index < leads:
+                arrival = started + index * interval
+                clock.wait_until(arrival + batch_window)
+                batch = []
+                while index < leads and started + index * interval <= clock.now():
+                    batch.append(bench.message(index))
+                    index += 1
+                handed_back, _ = bench.invoke(batch, bench.context())
+                if handed_back:
+                    raise RuntimeError("the steady run handed records back")
+                lags.append(clock.now() - arrival)
+            elapsed = clock.now() - started
+        counts = call_counts(emulator)
     finally:
         emulator.stop()
     outcomes = bench.results.outcomes()
@@ -213,7 +236,6 @@ def steady_run(action: str, fraction: float, minutes: float, batch_window: float
         "virtual_minutes": elapsed / 60.0,
         "leads_per_minute": leads / (elapsed / 60.0),
         "outcomes": dict(outcomes),
-        "all_succeeded": outcomes.get("success", 0) == leads,
         "throttled": sum(c["throttled"] for c in counts.values()),
         "throttled_by_endpoint": {op: c["throttled"] for op, c in counts.items()},
         "max_lag_seconds": max(lags) if lags else 0.0,

@@ -1,7 +1,8 @@
 """A clock whose sleeps cost no real time, so hours of rate-limit waits run in seconds.
 
-``now()`` is the real monotonic clock plus every sleep taken so far; ``sleep(s)`` only adds
-``s``. Work done between sleeps (our code, the emulator, the HTTP round trips) still takes
+``now()`` is the real clock plus every sleep taken so far (read as wall-clock seconds, so the
+emulator's timestamps look like today's, but moving as the monotonic clock does); ``sleep(s)``
+only adds ``s``. Work done between sleeps (our code, the emulator, the HTTP round trips) still takes
 real time and shows on this clock; only the waiting is skipped. The emulator's rate-limit
 windows, the client's pacer and retries, the runtime's budgets and the Lambda context all
 read the same clock, so each sees the time the others think has passed.
@@ -16,11 +17,12 @@ import time
 class VirtualClock:
     def __init__(self) -> None:
         self._lock = threading.Lock()
+        self._origin = time.time() - time.monotonic()
         self._slept = 0.0
         self.sleeps = 0
 
     def now(self) -> float:
-        return time.monotonic() + self._slept
+        return time.monotonic() + self._origin + self._slept
 
     def sleep(self, seconds: float) -> None:
         if seconds <= 0:
