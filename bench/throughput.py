@@ -29,12 +29,6 @@ from bench.virtual_clock import VirtualClock
 # The template's MaximumConcurrency default: invocations one queue may drive at once.
 DEFAULT_CONCURRENCY = 2
 DRAIN_LEADS = 100_000
-# Runs on the real clock, not a virtual one. The emulator stamps a profile's ``created`` with
-# the real time (``state.py``'s ``utcnow()``) but an import job's ``created_at`` with its
-# injected clock; on a virtual clock, which runs ahead, every profile a job creates looks
-# older than the job, and bulk Create reports each new lead as a duplicate (and bulk Upsert
-# each new profile as updated). These runs take well under a minute of real time.
-REAL_CLOCK_RUNS = {("create_profile", "coalesced"), ("upsert_profile", "coalesced")}
 # Existing profiles in the account: enough that leads rarely meet the same person twice.
 MAX_ACCOUNT_PROFILES = 2_000
 
@@ -117,17 +111,15 @@ def _run(
 
 
 def virtual_run(action: str, mode: str, leads: int, batch_size: int) -> dict[str, Any]:
-    """``leads`` leads in events of ``batch_size`` until each is done, on a virtual clock
-    (the real one for ``REAL_CLOCK_RUNS``)."""
-    real = (action, mode) in REAL_CLOCK_RUNS
+    """``leads`` leads in events of ``batch_size`` until each is done, on a virtual clock."""
     clock = VirtualClock()
     bench, stats, counts, virtual_seconds, wall, log_chars = _run(
         action,
         mode,
         leads,
         batch_size,
-        time.time if real else clock.now,
-        time.sleep if real else clock.sleep,
+        clock.now,
+        clock.sleep,
     )
     outcomes = bench.results.outcomes()
     calls = _calls_summary(counts, leads)
@@ -144,7 +136,7 @@ def virtual_run(action: str, mode: str, leads: int, batch_size: int) -> dict[str
         "outcomes": dict(outcomes),
         "successes": outcomes.get("success", 0),
         **calls,
-        "clock": "real" if real else "virtual",
+        "clock": "virtual",
         "virtual_seconds": virtual_seconds,
         "virtual_seconds_per_invocation": virtual_seconds / max(1, stats.invocations),
         "virtual_seconds_slept": clock.slept,

@@ -37,7 +37,6 @@ from .model import (
     Profile,
     Segment,
     parse_timestamp,
-    utcnow,
 )
 from .resources import profile_resource
 from .search_index import SearchIndex
@@ -281,7 +280,7 @@ class Store:
             if segment is None:
                 return
             if member and profile_id in self.profiles:
-                segment.members.setdefault(profile_id, joined_at or utcnow())
+                segment.members.setdefault(profile_id, joined_at or self.now())
             elif not member:
                 segment.members.pop(profile_id, None)
 
@@ -342,7 +341,7 @@ class Store:
     # ---- profile writes ------------------------------------------------------------------
 
     def _new_profile(self, created: datetime | None, updated: datetime | None) -> Profile:
-        now = utcnow()
+        now = self.now()
         created = created or now
         return Profile(id=self._ulids.new(), created=created, updated=updated or created)
 
@@ -419,7 +418,7 @@ class Store:
         profile.attributes = candidate.attributes
         profile.location = candidate.location
         profile.properties = candidate.properties
-        profile.updated = max(utcnow(), profile.updated)
+        profile.updated = max(self.now(), profile.updated)
         self._index(profile, before)
         self._changed(profile)
 
@@ -541,7 +540,7 @@ class Store:
             list_id = list_id or self._fresh_short_id()
             if list_id in self.lists:
                 raise ValueError(f"list {list_id} already exists")
-            now = utcnow()
+            now = self.now()
             self.lists[list_id] = KlaviyoList(list_id, name, opt_in, now, now)
             return list_id
 
@@ -553,7 +552,7 @@ class Store:
             segment_id = segment_id or self._fresh_short_id()
             if segment_id in self.segments:
                 raise ValueError(f"segment {segment_id} already exists")
-            now = utcnow()
+            now = self.now()
             self.segments[segment_id] = Segment(segment_id, name, now, now, predicate=predicate)
             if predicate is not None:
                 for profile in self.profiles.values():
@@ -586,7 +585,7 @@ class Store:
     def add_list_members(self, list_id: str, profile_ids: list[str]) -> None:
         with self.lock:
             klaviyo_list = self.klaviyo_list(list_id)
-            now = utcnow()
+            now = self.now()
             for profile_id in profile_ids:
                 klaviyo_list.members.setdefault(profile_id, now)
 
@@ -610,7 +609,7 @@ class Store:
         with self.lock:
             profile = self.profile(profile_id)
             marketing = profile.subscriptions["email"]["marketing"]
-            now = utcnow().isoformat()
+            now = self.now().isoformat()
             if list_id is not None:
                 entry = {"list_id": list_id, "reason": reason, "timestamp": now}
                 marketing["list_suppressions"].append(entry)
@@ -620,7 +619,7 @@ class Store:
                     marketing["consent"] = UNSUBSCRIBED
                     marketing["last_updated"] = now
             marketing["can_receive_email_marketing"] = _can_receive_email(marketing)
-            profile.updated = max(utcnow(), profile.updated)
+            profile.updated = max(self.now(), profile.updated)
             self._changed(profile, seeded=True)
 
     def apply_subscribe_job(self, job: SubscribeJob) -> None:
@@ -648,7 +647,7 @@ class Store:
                     self._grant(profile, job, consent, double_optin=False)
                     joined = True
                 if joined and klaviyo_list is not None:
-                    klaviyo_list.members.setdefault(profile.id, utcnow())
+                    klaviyo_list.members.setdefault(profile.id, self.now())
                 self._changed(profile)
 
     def confirm_double_opt_in(
@@ -672,7 +671,7 @@ class Store:
             for item in confirmed:
                 self._grant(profile, item.job, item.consent, double_optin=True)
             if list_id and list_id in self.lists:
-                self.lists[list_id].members.setdefault(profile_id, utcnow())
+                self.lists[list_id].members.setdefault(profile_id, self.now())
             self._changed(profile)
 
     def apply_unsubscribe_job(self, job: UnsubscribeJob) -> None:
@@ -706,12 +705,13 @@ class Store:
                         del self._pending[key]
                 if klaviyo_list is not None:
                     klaviyo_list.members.pop(profile.id, None)
-                profile.updated = max(utcnow(), profile.updated)
+                profile.updated = max(self.now(), profile.updated)
                 self._changed(profile)
 
-    @staticmethod
-    def _revoke(profile: Profile, channel: str, message_type: str, list_id: str | None) -> None:
-        stamp = utcnow().isoformat()
+    def _revoke(
+        self, profile: Profile, channel: str, message_type: str, list_id: str | None
+    ) -> None:
+        stamp = self.now().isoformat()
         subs = profile.subscriptions
         if (channel, message_type) == ("email", "marketing"):
             marketing = subs["email"]["marketing"]
@@ -857,7 +857,7 @@ class Store:
     def _grant(
         self, profile: Profile, job: SubscribeJob, consent: ChannelConsent, *, double_optin: bool
     ) -> None:
-        now = utcnow()
+        now = self.now()
         stamp = (consent.consented_at or now).isoformat()
         subs = profile.subscriptions
         method_detail = str(job.job_number)

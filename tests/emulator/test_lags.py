@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import datetime
 
 import pytest
 from emulator_http import Api
@@ -156,3 +157,13 @@ def test_lags_are_zero_by_default(api: Api, emu: KlaviyoEmulator) -> None:
 def test_malformed_segment_definition_is_refused(emu: KlaviyoEmulator) -> None:
     with pytest.raises(ValueError):
         emu.create_segment("Bad", definition=[{"field": "email", "operator": "matches"}])
+
+
+def test_timestamps_follow_the_emulator_clock(lagging: KlaviyoEmulator, clock: FakeClock) -> None:
+    """Profiles, list joins and consents are stamped with the clock jobs use, so a test or a
+    benchmark on a clock of its own sees one consistent timeline."""
+    clock.advance(3 * 86_400)  # three days ahead of the real time
+    api = Api(lagging.base_url)
+    created = api.create_profile(email="later@example.com").json()["data"]
+    stamped = datetime.fromisoformat(created["attributes"]["created"].replace("Z", "+00:00"))
+    assert abs(stamped.timestamp() - clock()) < 1

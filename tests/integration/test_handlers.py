@@ -527,7 +527,9 @@ class TestIdempotencyKey:
     def test_a_retryable_answer_is_not_kept(self, aws, klaviyo_emulator):
         klaviyo_emulator.faults.add(Fault(status=503, times=None))
         lead = {"email": "later@example.com", "timeout_seconds": 1}
-        assert self.post_with_key("k-2", lead)["statusCode"] == 502
+        # Klaviyo down: 502 once the retries are spent, or 504 if a loaded machine spends the
+        # second first. Either is retryable, and so not kept.
+        assert self.post_with_key("k-2", lead)["statusCode"] in (502, 504)
         klaviyo_emulator.faults.clear()
         assert self.post_with_key("k-2", lead)["json"]["outcome"] == "success"
 

@@ -118,20 +118,38 @@ def test_invoke_api_event_answers_like_api_gateway() -> None:
     assert (body["outcome"], body["list_name"]) == ("success", "VIP customers")
 
 
+# Run in a process of its own: the handler tests' in-process moto (mock_aws) would otherwise
+# answer the sandbox's AWS calls instead of moto's server.
+OWN_QUEUE_SCRIPT = """
+import json
+from devtools import runner
+from devtools.klaviyo_emulator import Fault
+
+with runner.Sandbox() as sandbox:
+    sandbox.emulator.faults.add(Fault(status=503, times=None, path=r"^/api/profiles"))
+    answer = sandbox.invoke("get_profiles", {"email": "queued@example.com"})
+    sandbox.emulator.faults.clear()
+    depths = {a: sandbox.queue_depth(a) for a in ("get_profiles", "create_profile")}
+    messages = sandbox.receive("get_profiles")
+print(json.dumps({"answer": answer, "depths": depths, "messages": messages}))
+"""
+
+
 @pytest.mark.slow
 def test_each_function_has_its_own_queue_as_deployed() -> None:
     """A retryable direct lead goes onto its own action's queue, as in AWS (ACTION_QUEUE_URL)."""
-    from devtools.klaviyo_emulator import Fault
-
-    with runner.Sandbox() as sandbox:
-        sandbox.emulator.faults.add(Fault(status=503, times=None, path=r"^/api/profiles"))
-        answer = sandbox.invoke("get_profiles", {"email": "queued@example.com"})
-        sandbox.emulator.faults.clear()
-
-        assert (answer["outcome"], answer["reason"]) == ("error", "Queued for retry")
-        assert answer["message_id"]
-        assert sandbox.queue_depth("get_profiles") == (1, 0)
-        assert sandbox.queue_depth("create_profile") == (0, 0)
-        (message,) = sandbox.receive("get_profiles")
-        assert message["MessageId"] == answer["message_id"]
-        assert json.loads(message["Body"]) == {"email": "queued@example.com"}
+    done = subprocess.run(
+        [sys.executable, "-c", OWN_QUEUE_SCRIPT],
+        cwd=le.ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    seen = json.loads(done.stdout.strip().splitlines()[-1])
+    answer = seen["answer"]
+    assert (answer["outcome"], answer["reason"]) == ("error", "Queued for retry")
+    assert seen["depths"] == {"get_profiles": [1, 0], "create_profile": [0, 0]}
+    (message,) = seen["messages"]
+    assert message["MessageId"] == answer["message_id"]
+    assert json.loads(message["Body"]) == {"email": "queued@example.com"}
