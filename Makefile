@@ -14,7 +14,7 @@
 #   make events     regenerate events/
 #   make spec-rules regenerate the emulator's rules table from Klaviyo's OpenAPI document
 #   make soak       5,000 leads through moto's SQS with random Klaviyo faults (SOAK_ARGS=...)
-#   make bench      per-lead vs coalesced for every action, overhead, memory, fleet pacing (~40 min)
+#   make bench      per-lead vs coalesced for every action, overhead, memory, fleet pacing (~20 min)
 #   make conformance  the emulator vs a real Klaviyo test account (KLAVIYO_API_KEY=...)
 #
 # Sections below: settings, development environment, quality, AWS SAM, project commands.
