@@ -332,3 +332,69 @@ def test_an_unknown_list_is_looked_up_once_per_batch(runtime, klaviyo_emulator):
     results = coalesce(runtime, ACTIONS["subscribe_profile_to_list"], leads, remaining_seconds=300)
     assert {p.fields["outcome"] for p in results} == {"error"}
     assert klaviyo_emulator.calls("get_list") == 1
+
+
+class TestImportWhenTheAnswerIsLost:
+    """A bulk import Klaviyo took but whose answer was lost is found, not sent again: sent
+    twice it would make a second profile for every lead known only by its reference, and
+    report what the first job made as duplicates."""
+
+    LEADS = [{"reference": f"ref-{i}"} for i in range(12)] + [
+        {"email": f"lead-{i}@example.com"} for i in range(12)
+    ]
+
+    @pytest.mark.parametrize(
+        "fault",
+        [
+            Fault(operation_id="bulk_import_profiles", drop=True, after=True),
+            Fault(operation_id="bulk_import_profiles", status=500, after=True),
+        ],
+        ids=["dropped after", "500 after"],
+    )
+    @pytest.mark.parametrize("action", ["create_profile", "upsert_profile"])
+    def test_the_job_klaviyo_took_is_followed(self, runtime, klaviyo_emulator, fault, action):
+        klaviyo_emulator.faults.add(fault)
+        results = coalesce(runtime, ACTIONS[action], self.LEADS, remaining_seconds=300)
+        assert outcomes(results) == [("success", None)] * len(self.LEADS)
+        assert len(klaviyo_emulator.profiles()) == len(self.LEADS)
+        assert klaviyo_emulator.calls("bulk_import_profiles") == 1
+        if action == "upsert_profile":
+            assert all(r.fields["created"] is True for r in results)
+
+    def test_a_job_klaviyo_never_took_comes_back_and_is_made_once(self, runtime, klaviyo_emulator):
+        import time
+
+        from klaviyo_leads.coalescing import Delivery
+
+        first_seen = time.time()
+        klaviyo_emulator.faults.add(Fault(operation_id="bulk_import_profiles", drop=True))
+        create = ACTIONS["create_profile"]
+        first = coalesce(runtime, create, self.LEADS, remaining_seconds=300)
+        assert {(p.result.outcome.value, p.result.retryable) for p in first} == {("error", True)}
+        assert klaviyo_emulator.profiles() == []
+
+        again = [Delivery(redelivered=True, first_seen_at=first_seen)] * len(self.LEADS)
+        second = coalesce(runtime, create, self.LEADS, remaining_seconds=300, deliveries=again)
+        assert outcomes(second) == [("success", None)] * len(self.LEADS)
+        assert len(klaviyo_emulator.profiles()) == len(self.LEADS)
+
+    def test_two_jobs_of_the_same_size_are_not_guessed_between(self, runtime, klaviyo_emulator):
+        from klaviyo_leads.budget import Budget
+
+        other = [
+            {"type": "profile", "attributes": {"email": f"other-{i}@example.com"}}
+            for i in range(len(self.LEADS))
+        ]
+        body = {
+            "data": {"type": "profile-bulk-import-job", "attributes": {"profiles": {"data": other}}}
+        }
+        # Another container's job of the same size, at the same moment.
+        runtime.client.call(
+            "POST", "/api/profile-bulk-import-jobs", Budget(30), body=body, expect=(202,)
+        )
+        klaviyo_emulator.faults.add(
+            Fault(operation_id="bulk_import_profiles", drop=True, after=True)
+        )
+        results = coalesce(runtime, ACTIONS["create_profile"], self.LEADS, remaining_seconds=300)
+        assert {(p.result.outcome.value, p.result.retryable) for p in results} == {("error", True)}
+        assert klaviyo_emulator.calls("bulk_import_profiles") == 2  # the other's and ours, once

@@ -533,6 +533,43 @@ class TestIdempotencyKey:
         klaviyo_emulator.faults.clear()
         assert self.post_with_key("k-2", lead)["json"]["outcome"] == "success"
 
+    def test_a_repeat_after_a_lost_create_finds_its_own_profile(self, aws, klaviyo_emulator):
+        """The create reached Klaviyo but its answer was lost, and the search that would
+        confirm it is throttled past the request's time: retryable, not kept. The repeat
+        knows an attempt ran and when, so the 409 it meets is its own profile."""
+        klaviyo_emulator.faults.add(Fault(operation_id="create_profile", drop=True, after=True))
+        klaviyo_emulator.faults.add(Fault(operation_id="get_profiles", status=429, retry_after=40))
+        lead = {"email": "webhook@example.com"}
+        first = self.post_with_key("k-lost", lead)
+        assert first["statusCode"] in (502, 503, 504)
+        again = self.post_with_key("k-lost", lead)
+        assert (again["statusCode"], again["json"]["outcome"]) == (200, "success")
+        (profile,) = klaviyo_emulator.profiles()
+        assert again["json"]["id"] == profile["id"]
+
+    def test_without_the_first_attempt_the_repeat_would_be_a_duplicate(self, aws, klaviyo_emulator):
+        # The same request with a fresh key has no earlier attempt: a real duplicate.
+        klaviyo_emulator.faults.add(Fault(operation_id="create_profile", drop=True, after=True))
+        klaviyo_emulator.faults.add(Fault(operation_id="get_profiles", status=429, retry_after=40))
+        lead = {"email": "webhook2@example.com"}
+        self.post_with_key("k-a", lead)
+        other = self.post_with_key("k-b", lead)
+        assert (other["statusCode"], other["json"]["outcome"]) == (422, "failure")
+
+    def test_a_keyed_track_event_repeat_is_one_event(self, aws, klaviyo_emulator):
+        lead = {"email": "event@example.com", "klaviyo.metric_name": "Lead Received"}
+        headers = {"Content-Type": "application/json", "Idempotency-Key": "k-event"}
+        # Klaviyo records the event, then answers 503, as long as the first request retries.
+        klaviyo_emulator.faults.add(
+            Fault(operation_id="create_event", status=503, after=True, times=None)
+        )
+        first = post("track_event", lead, headers=headers)
+        assert first["statusCode"] == 502
+        klaviyo_emulator.faults.clear()
+        again = post("track_event", lead, headers=headers)
+        assert again["statusCode"] == 200
+        assert len(klaviyo_emulator.events()) == 1
+
     def test_the_key_with_another_request_is_refused(self, aws, klaviyo_emulator):
         self.post_with_key("k-3", {"email": "one@example.com"})
         other = self.post_with_key("k-3", {"email": "two@example.com"})

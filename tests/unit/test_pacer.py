@@ -5,6 +5,7 @@ from __future__ import annotations
 import heapq
 import math
 import random
+import re
 from dataclasses import dataclass, field
 
 import pytest
@@ -74,6 +75,19 @@ def test_a_429_blocks_until_retry_after():
     assert pacer.wait_for("add_profiles_to_list") == pytest.approx(3.0)
     clock.now += 3
     assert pacer.wait_for("add_profiles_to_list") == 0.0
+
+
+def test_a_429_of_the_burst_window_does_not_hold_the_minute():
+    """A 429 with Retry-After: 1 (the burst second) after a window with plenty left: the
+    endpoint is free again a second later, not when the steady window ends."""
+    clock = Clock()
+    pacer = Pacer(clock=clock)
+    pacer.observe("get_profiles", 200, headers(700, 50, limit=750))
+    pacer.sent("get_profiles")
+    pacer.observe("get_profiles", 429, {"Retry-After": "1"})
+    assert pacer.wait_for("get_profiles") == pytest.approx(1.0)
+    clock.now += 1
+    assert pacer.wait_for("get_profiles") < 1.0
 
 
 def test_a_share_cap_leaves_the_rest_to_other_integrations():
@@ -213,3 +227,22 @@ def test_each_klaviyo_operation_is_paced_on_its_own(method, path, operation):
     from klaviyo_leads.klaviyo import operation_of
 
     assert operation_of(method, path) == operation
+
+
+def test_the_client_names_and_spaces_operations_as_the_document_does():
+    """Each route the client paces is the document's operation (method and path), and its
+    burst spacing is the document's burst limit. The emulator's committed rules table is
+    read from the document and kept fresh by its own test."""
+    import json
+    from pathlib import Path
+
+    from klaviyo_leads.klaviyo import BURST_PER_SECOND, DEFAULT_BURST_PER_SECOND, OPERATIONS
+
+    rules_file = Path(__file__).resolve().parents[2] / "devtools/klaviyo_emulator/spec_rules.json"
+    rules = json.loads(rules_file.read_text("utf-8"))
+    for method, pattern, name in OPERATIONS:
+        assert name in rules, f"{name} is not an operation the emulator serves from the document"
+        documented = re.sub(r"\{[^}]+\}", "x", rules[name]["path"])
+        assert rules[name]["method"] == method and re.fullmatch(pattern, documented), name
+        spacing = BURST_PER_SECOND.get(name, DEFAULT_BURST_PER_SECOND)
+        assert spacing == rules[name]["limits"]["burst"], name

@@ -16,7 +16,7 @@ from . import fields as fieldmap
 from . import lookup, outcomes
 from .context import Context
 from .events import track_event
-from .klaviyo import Response
+from .klaviyo import CLOCK_SKEW_SECONDS, Response
 from .lead import Lead
 from .outcomes import (
     KlaviyoError,
@@ -39,8 +39,6 @@ from .profiles import (
 )
 from .subscribe import subscribe_profile_to_list, unsubscribe_profile
 
-# Klaviyo's created time vs ours: allowed clock difference when judging a retried create.
-CLOCK_SKEW_SECONDS = 30.0
 # How long Klaviyo's profile search may lag behind a create. Not documented: an assumption,
 # generous for an index that is near real time. Until then a search that finds nothing
 # cannot prove that a create whose answer was lost did not happen.

@@ -20,7 +20,6 @@ from typing import Any
 from . import events, imports, lookup, outcomes, subscribe
 from .actions import (
     ACTIONS,
-    CLOCK_SKEW_SECONDS,
     Action,
     changes,
     created_after,
@@ -32,6 +31,7 @@ from .actions import (
 )
 from .budget import effective_budget_seconds
 from .context import Context
+from .klaviyo import CLOCK_SKEW_SECONDS
 from .lead import Lead, ensure_object
 from .outcomes import KlaviyoError, Outcome, Result, from_klaviyo_answer, success, unknown_target
 from .profiles import Group, klaviyo_list, require_search_value, segment
@@ -526,7 +526,7 @@ def _update_all(batch: Batch) -> None:
         items.append(item)
         served.append(index)
         in_the_job.add(profile["id"])
-    _import(batch, items, served, lambda index, profile: success(profile))
+    _import(batch, items, served, lambda index, profile: success(profile), repeatable=True)
     for index, profile in later:
         try:
             batch.results[index] = patch(ctx, profile, wanted[index])
@@ -572,11 +572,14 @@ def _import(
     items: list[dict[str, Any]],
     served: list[int],
     accepted: Callable[[int, dict[str, Any]], Result],
+    *,
+    repeatable: bool,
 ) -> None:
-    """Send ``items`` in import jobs; ``served[i]`` is the lead item ``i`` stands for."""
+    """Send ``items`` in import jobs; ``served[i]`` is the lead item ``i`` stands for.
+    Jobs that may create profiles are not ``repeatable`` (see ``imports.run``)."""
     for job in imports.batches(items):
         try:
-            imported = imports.run(batch.ctx, [items[i] for i in job])
+            imported = imports.run(batch.ctx, [items[i] for i in job], repeatable=repeatable)
         except Result as problem:
             for i in job:
                 batch.fail(served[i], problem)
@@ -637,7 +640,13 @@ def _create_all(batch: Batch) -> None:
         items.append({"type": "profile", "attributes": attributes})
         served.append(index)
     batch.imported_at = None
-    _import(batch, items, served, lambda index, profile: _made_by_the_job(batch, profile))
+    _import(
+        batch,
+        items,
+        served,
+        lambda index, profile: _made_by_the_job(batch, profile),
+        repeatable=False,
+    )
     for index, first in waiting.items():
         made = batch.results[first]
         if made is not None and made.outcome is Outcome.SUCCESS and made.profile:
@@ -773,7 +782,9 @@ def _upsert_all(batch: Batch) -> None:
         items.append({"type": "profile", "attributes": attributes})
         served.append(index)
     batch.imported_at = None
-    _import(batch, items, served, lambda index, profile: _upserted(batch, profile))
+    _import(
+        batch, items, served, lambda index, profile: _upserted(batch, profile), repeatable=False
+    )
     for index in later:
         batch.one_by_one("upsert_profile", index)
 

@@ -2,8 +2,9 @@
 
 The event's properties are the lead's own fields (its settings aside). Klaviyo's ingestion
 limits are checked before any call, so an event Klaviyo would refuse fails clearly, alone.
-``unique_id`` (the variable, else the lead's ``id``, else the message or event it came in)
-makes a retried lead one event: Klaviyo records the first of an event's repeats.
+``unique_id`` (the variable, else the lead's ``id``, else what it came in: the SQS message,
+the EventBridge event, the webhook's Idempotency-Key or request) makes a retried lead one
+event: Klaviyo records the first of an event's repeats.
 """
 
 from __future__ import annotations

@@ -12,6 +12,8 @@ layer directly, with the same keys, through ``claim``/``complete``/``release`` b
 
 from __future__ import annotations
 
+import hashlib
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -126,7 +128,10 @@ class Requests:
 
     The first answer, status included, is kept 24 hours on the idempotency table (Powertools'
     ``idempotent_function``): a repeat gets it without calling Klaviyo, and a repeat while
-    the first is still running is told so. A retryable answer is not kept.
+    the first is still running is told so. A retryable answer is not kept, so the repeat
+    really runs; but when the first attempt ran is kept (an item of its own), so that the
+    repeat knows it may find what that attempt did (a profile whose create answer was lost)
+    and does not call it a duplicate.
     """
 
     def __init__(self, table_name: str, action: str, boto3_client: Any = None) -> None:
@@ -148,9 +153,10 @@ class Requests:
         self,
         key: str,
         request: dict[str, Any],
-        respond: Callable[[], tuple[dict[str, Any], bool]],
+        respond: Callable[[float | None], tuple[dict[str, Any], bool]],
     ) -> dict[str, Any]:
-        """The answer to keep under ``key``; ``respond()`` gives (answer, worth keeping)."""
+        """The answer to keep under ``key``. ``respond(first_attempt_at)`` gives (answer, worth
+        keeping); ``first_attempt_at`` is when an earlier, unkept attempt ran, or None."""
         from aws_lambda_powertools.utilities.idempotency import idempotent_function
         from aws_lambda_powertools.utilities.idempotency.exceptions import (
             IdempotencyAlreadyInProgressError,
@@ -158,8 +164,12 @@ class Requests:
         )
 
         def run(data: dict[str, Any]) -> dict[str, Any]:
-            answer, keep = respond()
+            earlier = self.first_attempt(key)
+            started = time.time()
+            answer, keep = respond(earlier)
             if not keep:
+                if earlier is None:
+                    self._remember_attempt(key, started)
                 raise _NotKept(answer)
             return answer
 
@@ -178,3 +188,42 @@ class Requests:
         except IdempotencyValidationError as exc:
             raise KeyReused(key) from exc
         return answer
+
+    # -- when an unkept attempt ran ----------------------------------------------------------
+
+    def _attempt_item_key(self, key: str) -> dict[str, Any]:
+        digest = hashlib.sha256(key.encode("utf-8")).hexdigest()
+        return {self._store.key_attr: {"S": f"{self.key_prefix}.first-attempt#{digest}"}}
+
+    def first_attempt(self, key: str) -> float | None:
+        item = self._store.client.get_item(
+            TableName=self._store.table_name,
+            Key=self._attempt_item_key(key),
+            ConsistentRead=True,
+        ).get("Item")
+        try:
+            return float(item["first_attempt_at"]["N"]) if item else None
+        except (KeyError, TypeError, ValueError):
+            return None
+
+    def _remember_attempt(self, key: str, at: float) -> None:
+        """Best effort: without it a repeat may report its own earlier create as a duplicate."""
+        try:
+            self._store.client.put_item(
+                TableName=self._store.table_name,
+                Item={
+                    **self._attempt_item_key(key),
+                    "first_attempt_at": {"N": repr(at)},
+                    self._store.expiry_attr: {"N": str(int(at + REQUEST_TTL_SECONDS))},
+                },
+                ConditionExpression="attribute_not_exists(#id)",
+                ExpressionAttributeNames={"#id": self._store.key_attr},
+            )
+        except Exception as exc:  # the answer still goes out
+            if type(exc).__name__ != "ConditionalCheckFailedException":
+                from .runtime import logger
+
+                logger.warning(
+                    "The first attempt of a keyed request could not be remembered",
+                    extra={"error_type": type(exc).__name__},
+                )

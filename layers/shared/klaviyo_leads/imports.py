@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from . import outcomes
 from .context import Context
+from .klaviyo import CLOCK_SKEW_SECONDS
 from .lookup import all_pages, key
 from .outcomes import KlaviyoError, Result
 
@@ -64,27 +67,42 @@ def batches(items: list[dict[str, Any]]) -> list[list[int]]:
     return jobs
 
 
-def run(ctx: Context, items: list[dict[str, Any]]) -> Imported:
+def run(ctx: Context, items: list[dict[str, Any]], *, repeatable: bool = True) -> Imported:
     """Import ``items`` (profile resources, by id or by identifiers) in one job.
 
     Raises a retryable result when Klaviyo has not finished the job within the budget: the
-    queue brings the leads back, and an import is safe to repeat.
+    queue brings the leads back. A job that creates profiles is not ``repeatable``: sent
+    twice it would make a second profile for a lead known by its external id, and report
+    what the first job made as a duplicate. When its answer is lost, the job Klaviyo took
+    is looked for instead of sending it again; if it cannot be told, the leads come back
+    with a retryable result that says so (effect unknown), and their redelivery looks
+    for the profiles before it creates any.
     """
-    response = ctx.call(
-        "POST",
-        JOBS,
-        body={
-            "data": {
-                "type": "profile-bulk-import-job",
-                "attributes": {"profiles": {"data": items}},
-            }
-        },
-        expect=(202,),
-    )
-    job = response.data if isinstance(response.data, dict) else {}
+    sent_at = time.time()
+    try:
+        response = ctx.call(
+            "POST",
+            JOBS,
+            body={
+                "data": {
+                    "type": "profile-bulk-import-job",
+                    "attributes": {"profiles": {"data": items}},
+                }
+            },
+            expect=(202,),
+            idempotent=repeatable,
+        )
+        job = response.data if isinstance(response.data, dict) else {}
+    except Result as problem:
+        if not problem.effect_unknown:
+            raise
+        found = _job_sent_since(ctx, sent_at, len(items))
+        if found is None:
+            raise
+        job = found
     job_id = job.get("id")
     if not isinstance(job_id, str):
-        raise outcomes.unreadable_response(response.status)
+        raise outcomes.unreadable_response(202)
     attributes = _wait_until_processed(ctx, job_id, job.get("attributes") or {})
     imported = Imported(created_at=attributes.get("created_at"))
     query = {"additional-fields[profile]": "subscriptions", "page[size]": "100"}
@@ -94,6 +112,33 @@ def run(ctx: Context, items: list[dict[str, Any]]) -> Imported:
         errors = all_pages(ctx, f"{JOBS}/{job_id}/import-errors", {"page[size]": "100"})
         _match_errors(items, errors, imported)
     return imported
+
+
+def _job_sent_since(ctx: Context, sent_at: float, count: int) -> dict[str, Any] | None:
+    """The one job of ``count`` profiles Klaviyo took since ``sent_at``, if it can be told."""
+    try:
+        response = ctx.call("GET", JOBS, query={"sort": "-created_at", "page[size]": "20"})
+    except Result:
+        return None
+    jobs = response.data if isinstance(response.data, list) else []
+    since = sent_at - CLOCK_SKEW_SECONDS
+    candidates = [
+        job
+        for job in jobs
+        if isinstance(job, dict)
+        and (job.get("attributes") or {}).get("total_count") == count
+        and (created := _seconds((job.get("attributes") or {}).get("created_at"))) is not None
+        and created >= since
+    ]
+    # Two such jobs (another container's, of the same size, at the same moment): not ours to pick.
+    return candidates[0] if len(candidates) == 1 else None
+
+
+def _seconds(value: Any) -> float | None:
+    try:
+        return datetime.fromisoformat(str(value)).timestamp()
+    except ValueError:
+        return None
 
 
 def _wait_until_processed(ctx: Context, job_id: str, attributes: dict[str, Any]) -> dict[str, Any]:

@@ -36,6 +36,9 @@ CONNECT_TIMEOUT_SECONDS = 5.0
 USER_AGENT = "klaviyo-lead-actions/0.1"
 # Time a call needs at the least; a retry that leaves less than this is not worth starting.
 MINIMUM_CALL_SECONDS = 0.25
+# Klaviyo's timestamps vs our clock: allowed difference when judging whether something
+# Klaviyo made (a profile, an import job) came from an attempt of ours.
+CLOCK_SKEW_SECONDS = 30.0
 
 
 @dataclass
@@ -70,17 +73,16 @@ class Backoff:
 
 # Klaviyo counts its limits per endpoint (operation). The client paces each operation on its
 # own, named as Klaviyo's OpenAPI document names it; the route table below finds it.
-_IMPORT_JOB = "bulk_import_profiles_job"
 OPERATIONS: tuple[tuple[str, str, str], ...] = (
     ("GET", r"/api/profiles", "get_profiles"),
     ("POST", r"/api/profiles", "create_profile"),
     ("GET", r"/api/profiles/[^/]+", "get_profile"),
     ("PATCH", r"/api/profiles/[^/]+", "update_profile"),
-    ("GET", r"/api/profiles/[^/]+/relationships/lists", "get_list_ids_for_profile"),
     ("POST", r"/api/profile-import", "create_or_update_profile"),
     ("POST", r"/api/profile-subscription-bulk-create-jobs", "bulk_subscribe_profiles"),
     ("POST", r"/api/profile-subscription-bulk-delete-jobs", "bulk_unsubscribe_profiles"),
     ("POST", r"/api/profile-bulk-import-jobs", "bulk_import_profiles"),
+    ("GET", r"/api/profile-bulk-import-jobs", "get_bulk_import_profiles_jobs"),
     ("GET", r"/api/profile-bulk-import-jobs/[^/]+", "get_bulk_import_profiles_job"),
     (
         "GET",
@@ -111,11 +113,11 @@ BURST_PER_SECOND = {
     "add_profiles_to_list": 10,
     "remove_profiles_from_list": 10,
     "bulk_import_profiles": 10,
+    "get_bulk_import_profiles_jobs": 10,
     "get_bulk_import_profiles_job": 10,
     "get_profiles_for_bulk_import_profiles_job": 10,
     "get_errors_for_bulk_import_profiles_job": 10,
     "bulk_create_events": 10,
-    "get_list_ids_for_profile": 3,
     "request_profile_deletion": 3,
     "create_event": 350,
 }
@@ -250,9 +252,10 @@ class Pacer:
         with self._lock:
             window = self._window(bucket)
             if status == 429:
+                # Retry-After says how long, whichever window ran out: a spent burst second
+                # is not a spent minute. (A 429 carries no RateLimit-* headers to learn from.)
                 wait = retry_after_seconds(headers.get("retry-after")) or 1.0
                 window.blocked_until = max(window.blocked_until, now + wait)
-                window.remaining, window.own_since = 0.0, 0
                 return
             remaining = _number(headers.get("ratelimit-remaining"))
             reset = _number(headers.get("ratelimit-reset"))

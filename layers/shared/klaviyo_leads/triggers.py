@@ -83,8 +83,7 @@ IN_PROGRESS_RETRY_SECONDS = 5.0
 def handle_api(
     runtime: Runtime, action: Action, event: Mapping[str, Any], ctx: LambdaContext
 ) -> dict:
-    request = event.get("requestContext") or {}
-    logger.set_correlation_id(str(request.get("requestId") or "") or None)
+    logger.set_correlation_id(_request_id(event))
     headers = {str(k).lower(): v for k, v in (event.get("headers") or {}).items()}
     key = headers.get("idempotency-key")
     if key is None or not runtime.settings.idempotency_table_name:
@@ -110,7 +109,11 @@ def _answer_once(
         request = {"body": event.get("body"), "content_type": headers.get("content-type")}
         try:
             return requests.answer(
-                key, request, lambda: _answer_api(runtime, action, event, headers, ctx)
+                key,
+                request,
+                lambda earlier: _answer_api(
+                    runtime, action, event, headers, ctx, first_attempt_at=earlier, key=key
+                ),
             )
         except InProgressElsewhere:
             result = outcomes.STILL_RUNNING(retry_after=IN_PROGRESS_RETRY_SECONDS)
@@ -126,8 +129,16 @@ def _answer_api(
     event: Mapping[str, Any],
     headers: Mapping[str, Any],
     ctx: LambdaContext,
+    *,
+    first_attempt_at: float | None = None,
+    key: str | None = None,
 ) -> tuple[dict[str, Any], bool]:
-    """The API answer for one request, and whether a repeat may be given it (not retryable)."""
+    """The API answer for one request, and whether a repeat may be given it (not retryable).
+
+    A repeat of a keyed request whose earlier answer was not kept runs as a redelivery from
+    that first attempt: what the attempt made is its own, not a duplicate. The key is the
+    lead's origin, so a repeated Track Event is one event.
+    """
     try:
         lead = parse_body(
             event.get("body"), headers.get("content-type"), bool(event.get("isBase64Encoded"))
@@ -136,10 +147,20 @@ def _answer_api(
         runtime.record(action, result, 0.0)
         return api_response(result, result_fields(action, result)), True
     processed = runtime.process(
-        action, lead, remaining_seconds=remaining_seconds(ctx), via_api_gateway=True
+        action,
+        lead,
+        remaining_seconds=remaining_seconds(ctx),
+        via_api_gateway=True,
+        redelivered=first_attempt_at is not None,
+        first_seen_at=first_attempt_at,
+        origin_id=f"idempotency-key:{key}" if key else _request_id(event),
     )
     answer = api_response(processed.result, processed.fields)
     return answer, not processed.result.retryable
+
+
+def _request_id(event: Mapping[str, Any]) -> str | None:
+    return str((event.get("requestContext") or {}).get("requestId") or "") or None
 
 
 def api_response(result: Result, fields: dict[str, Any]) -> dict[str, Any]:
