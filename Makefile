@@ -13,7 +13,7 @@
 #   make invoke     one event file through its function (ACTION=..., EVENT=...)
 #   make events     regenerate events/
 #   make spec-rules regenerate the emulator's rules table from Klaviyo's OpenAPI document
-#   make soak       5,000 leads through moto's SQS with random Klaviyo faults (SOAK_ARGS=...)
+#   make soak       10,000 leads, 4 consumer processes, Klaviyo faults, duplicates (~16 min)
 #   make bench      per-lead vs coalesced for every action, overhead, memory, fleet pacing (~20 min)
 #   make conformance  the emulator vs a real Klaviyo test account (KLAVIYO_API_KEY=...)
 #

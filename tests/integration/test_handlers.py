@@ -35,6 +35,7 @@ from devtools.lambda_events import (
     sqs_message,
 )
 from klaviyo_leads import entrypoint
+from klaviyo_leads.claims import ExternalIdClaims
 from tests.conftest import API_KEY, reset_powertools_parameters
 
 
@@ -125,6 +126,40 @@ class TestApiGateway:
         again = post("create_profile", {"email": "nia@example.com"})
         assert again["statusCode"] == 422
         assert again["json"]["id"] == first["json"]["id"]
+
+    def test_a_repeat_by_external_id_alone_is_a_duplicate_while_search_lags(
+        self, aws, klaviyo_emulator
+    ):
+        """Without a key, a retry of a lead known only by its reference can come before
+        Klaviyo's search has the first profile: the fleet-wide claim answers with its id."""
+        klaviyo_emulator.configure(search_lag=30.0)
+        lead = {"reference": "crm-lagging", "first_name": "Ada"}
+        first = post("create_profile", lead)
+        again = post("create_profile", lead)
+        assert (first["statusCode"], first["json"]["outcome"]) == (200, "success")
+        assert again["statusCode"] == 422
+        assert again["json"]["reason"] == "A profile with this external id already exists"
+        assert again["json"]["id"] == first["json"]["id"]
+        made = [
+            p
+            for p in klaviyo_emulator.profiles()
+            if p["attributes"].get("external_id") == "crm-lagging"
+        ]
+        assert len(made) == 1
+
+    def test_a_repeat_while_the_first_still_creates_comes_back_shortly(
+        self, aws, local_stack, klaviyo_emulator
+    ):
+        claims = ExternalIdClaims(local_stack.table_name)
+        assert claims.claim("crm-busy", "another-request", 60) is None
+        busy = post("create_profile", {"reference": "crm-busy"})
+        assert busy["statusCode"] == 503 and int(busy["headers"]["Retry-After"]) >= 1
+        assert busy["json"]["reason"] == (
+            "Another request is creating a profile with this external id; not sent"
+        )
+        assert klaviyo_emulator.calls() == 0
+        claims.release("crm-busy", "another-request")
+        assert post("create_profile", {"reference": "crm-busy"})["statusCode"] == 200
 
     def test_http_api_v2_and_form_and_base64(self, aws):
         route = "/create-profile"

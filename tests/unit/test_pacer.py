@@ -10,7 +10,9 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from klaviyo_leads.klaviyo import Pacer
+from klaviyo_leads.budget import Budget
+from klaviyo_leads.klaviyo import KlaviyoClient, Pacer
+from klaviyo_leads.outcomes import Kind, Result
 
 
 class Clock:
@@ -75,6 +77,36 @@ def test_a_429_blocks_until_retry_after():
     assert pacer.wait_for("add_profiles_to_list") == pytest.approx(3.0)
     clock.now += 3
     assert pacer.wait_for("add_profiles_to_list") == 0.0
+
+
+@pytest.mark.parametrize(
+    ("observed", "reason"),
+    [
+        (
+            (429, {"Retry-After": "30"}),
+            r"Klaviyo asked to wait 30 s before the next call; not sent",
+        ),
+        (
+            (200, headers(0, 40, limit=150)),
+            r"Klaviyo's rate limit leaves no room for \d+ s; not sent",
+        ),
+    ],
+    ids=["retry-after", "window-spent"],
+)
+def test_a_lead_held_back_says_whether_klaviyo_or_our_share_holds_it(observed, reason):
+    """Klaviyo's Retry-After and the pacer's own share of a spent window are different
+    stories for an operator; both are retryable, with the wait as Retry-After."""
+    clock = Clock()
+    pacer = Pacer(clock=clock, rng=random.Random(1))
+    pacer.observe("add_profiles_to_list", *observed)
+    client = KlaviyoClient("http://127.0.0.1:9", "2026-07-15", lambda _refresh: "pk", pacer=pacer)
+    with pytest.raises(Result) as held:
+        client.check_pace("add_profiles_to_list", Budget(5.0, clock=clock))
+    result = held.value
+    assert re.fullmatch(reason, result.reason or "")
+    assert result.kind is Kind.THROTTLED and result.retryable
+    assert result.retry_after == pytest.approx(pacer.wait_for("add_profiles_to_list"))
+    assert pacer.told_to_wait("add_profiles_to_list") is (observed[0] == 429)
 
 
 def test_a_429_of_the_burst_window_does_not_hold_the_minute():

@@ -7,10 +7,13 @@ turns both into the lead's result.
 from __future__ import annotations
 
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
+
+from aws_lambda_powertools import Logger
 
 from . import fields as fieldmap
 from . import lookup, outcomes
@@ -20,6 +23,7 @@ from .klaviyo import CLOCK_SKEW_SECONDS, Response
 from .lead import Lead
 from .outcomes import (
     KlaviyoError,
+    Outcome,
     Result,
     errors_field,
     from_klaviyo_answer,
@@ -39,6 +43,8 @@ from .profiles import (
 )
 from .subscribe import subscribe_profile_to_list, unsubscribe_profile
 
+logger = Logger(service="klaviyo-lead-actions")
+
 # How long Klaviyo's profile search may lag behind a create. Not documented: an assumption,
 # generous for an index that is near real time. Until then a search that finds nothing
 # cannot prove that a create whose answer was lost did not happen.
@@ -48,9 +54,57 @@ SEARCH_SETTLE_SECONDS = 10.0
 # -- Create Profile ------------------------------------------------------------------------
 
 
+# How soon a create that found another request creating the same external id tries again.
+CLAIM_RETRY_SECONDS = 2.0
+
+
 def create_profile(ctx: Context, lead: Lead) -> Result:
     """Create a new profile in your Klaviyo account."""
     attributes = new_profile(ctx, lead)
+    if ctx.claims is None or klaviyo_refuses_duplicates(attributes):
+        return _create_profile(ctx, attributes)
+    return _create_claimed(ctx, attributes)
+
+
+def _create_claimed(ctx: Context, attributes: dict[str, Any]) -> Result:
+    """A create by external id alone, under the fleet-wide claim of that id (``claims``)."""
+    assert ctx.claims is not None
+    external_id = str(attributes["external_id"])
+    owner = ctx.origin_id or str(uuid.uuid4())
+    try:
+        standing = ctx.claims.claim(
+            external_id, owner, ctx.budget.remaining() + SEARCH_SETTLE_SECONDS
+        )
+    except Exception:  # the table is out of reach: the search below is the guard left
+        logger.warning("Could not claim an external id before creating its profile")
+        return _create_profile(ctx, attributes)
+    if standing is not None:
+        if standing.profile_id:
+            return duplicate(outcomes.DUPLICATE_EXTERNAL_ID, standing.profile_id)
+        raise outcomes.CREATE_IN_PROGRESS(retry_after=CLAIM_RETRY_SECONDS)
+    try:
+        result = _create_profile(ctx, attributes)
+    except Result as problem:
+        if not problem.effect_unknown and not problem.retryable:
+            _settle_claim(ctx, external_id, owner, None)
+        raise  # a retryable one may have created it: the claim stands until it expires
+    created = result.outcome is Outcome.SUCCESS and (result.profile or {}).get("id")
+    _settle_claim(ctx, external_id, owner, str(created) if created else None)
+    return result
+
+
+def _settle_claim(ctx: Context, external_id: str, owner: str, profile_id: str | None) -> None:
+    assert ctx.claims is not None
+    try:
+        if profile_id:
+            ctx.claims.created(external_id, owner, profile_id, SEARCH_SETTLE_SECONDS)
+        else:
+            ctx.claims.release(external_id, owner)
+    except Exception:  # it expires by itself
+        logger.warning("Could not settle an external id's claim")
+
+
+def _create_profile(ctx: Context, attributes: dict[str, Any]) -> Result:
     # Since when a profile for this lead could be one we made: this attempt, or the lead's
     # first delivery when this is a redelivery.
     since = min(time.time(), ctx.first_seen_at or time.time())

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .budget import Budget
+from .claims import ExternalIdClaims
 from .config import Settings
 from .klaviyo import KlaviyoClient, Response
 
@@ -49,6 +50,8 @@ class Context:
     # What the lead arrived as (an SQS message id, an EventBridge event id): the same on a
     # retry, so a retried event is not recorded twice.
     origin_id: str | None = None
+    # Creates by external id alone, claimed across the fleet (None: no table to claim in).
+    claims: ExternalIdClaims | None = None
 
     def call(self, method: str, path: str, **kwargs: Any) -> Response:
         return self.client.call(method, path, self.budget, **kwargs)

@@ -222,6 +222,11 @@ class Pacer:
                 wait = max(wait, window.last_sent + 1.0 / pace - now)
             return max(0.0, wait)
 
+    def told_to_wait(self, bucket: str) -> bool:
+        """Whether ``bucket`` is held by a 429's ``Retry-After`` (else by our share of it)."""
+        with self._lock:
+            return self._window(bucket).blocked_until > self._clock()
+
     def _pace(self, window: _Window, now: float) -> float | None:
         """Calls per second this container may spend now; None before anything is known."""
         if window.remaining is None:
@@ -483,7 +488,8 @@ class KlaviyoClient:
         """
         wait = self.pacer.wait_for(bucket)
         if wait > 0 and wait + MINIMUM_CALL_SECONDS > budget.remaining():
-            raise outcomes.PACED(seconds=math.ceil(wait), retry_after=wait)
+            held = outcomes.PACED if self.pacer.told_to_wait(bucket) else outcomes.NO_ROOM
+            raise held(seconds=math.ceil(wait), retry_after=wait)
         return wait
 
     def _wait_for_pacer(self, bucket: str, budget: Budget) -> None:

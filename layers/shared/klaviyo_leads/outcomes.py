@@ -298,6 +298,7 @@ SECRET_DENIED = _error(Kind.UPSTREAM, "The Klaviyo API key secret could not be r
 # -- worth trying again: error, retryable ---------------------------------------------------
 THROTTLED = _error(Kind.THROTTLED, "Klaviyo returned HTTP 429 (rate limited)")
 PACED = _error(Kind.THROTTLED, "Klaviyo asked to wait {seconds} s before the next call; not sent")
+NO_ROOM = _error(Kind.THROTTLED, "Klaviyo's rate limit leaves no room for {seconds} s; not sent")
 TIMEOUT = _error(Kind.TIMEOUT, "Klaviyo did not respond within {seconds} seconds")
 NOT_STARTED = _error(Kind.TIMEOUT, "Not started: too little time left in the invocation")
 KLAVIYO_FAILED = _error(Kind.TRANSIENT, "Klaviyo returned HTTP {status}")
@@ -309,6 +310,9 @@ UNREACHABLE = _error(Kind.TRANSIENT, "Could not reach Klaviyo (connection failed
 CREATE_UNCONFIRMED = _error(
     Kind.TRANSIENT,
     "Klaviyo's answer to the create was lost and its search cannot confirm it yet; not sent again",
+)
+CREATE_IN_PROGRESS = _error(
+    Kind.THROTTLED, "Another request is creating a profile with this external id; not sent"
 )
 SECRET_UNAVAILABLE = _error(Kind.TRANSIENT, "The Klaviyo API key secret could not be read")
 IMPORT_UNFINISHED = _error(

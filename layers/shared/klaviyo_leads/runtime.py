@@ -17,6 +17,7 @@ from aws_lambda_powertools.metrics import MetricUnit
 from . import outcomes
 from .actions import Action, result_fields, run_action
 from .budget import Budget, effective_budget_seconds
+from .claims import ExternalIdClaims
 from .config import Settings
 from .context import Context, NameCache
 from .idempotency import Idempotency, Requests
@@ -84,6 +85,7 @@ class Runtime:
     publisher: ResultPublisher | None = None
     queue: ActionQueue | None = None
     results: ResultStore | None = None
+    claims: ExternalIdClaims | None = None
     idempotency_by_action: dict[str, Idempotency] = field(default_factory=dict)
     requests_by_action: dict[str, Requests] = field(default_factory=dict)
     clock: Callable[[], float] = time.monotonic
@@ -106,7 +108,11 @@ class Runtime:
         )
         queue = ActionQueue(settings.action_queue_url) if settings.action_queue_url else None
         results = ResultStore(settings.results_table_name) if settings.results_table_name else None
-        return cls(settings, client, publisher=publisher, queue=queue, results=results)
+        table = settings.idempotency_table_name
+        claims = ExternalIdClaims(table) if table else None
+        return cls(
+            settings, client, publisher=publisher, queue=queue, results=results, claims=claims
+        )
 
     def idempotency(self, action: Action) -> Idempotency | None:
         if not self.settings.idempotency_table_name:
@@ -131,7 +137,7 @@ class Runtime:
         return Budget(seconds, clock=self.clock)
 
     def context(self, budget: Budget) -> Context:
-        return Context(self.client, budget, self.settings, self.names)
+        return Context(self.client, budget, self.settings, self.names, claims=self.claims)
 
     def process(
         self,
