@@ -18,6 +18,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from .results import dynamodb_client
+
 PREFIX = "create-external-id#"
 
 
@@ -37,7 +39,7 @@ class ExternalIdClaims:
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.table_name = table_name
-        self._client_factory = client_factory or _dynamodb_client
+        self._client_factory = client_factory or dynamodb_client
         self._client: Any = None
         self._clock = clock
 
@@ -101,9 +103,3 @@ class ExternalIdClaims:
             ExpressionAttributeNames={"#owner": "owner"},
             ExpressionAttributeValues={":owner": {"S": owner}},
         )
-
-
-def _dynamodb_client() -> Any:
-    import boto3  # imported on first use: keeps boto3 off the webhook's cold start
-
-    return boto3.client("dynamodb")

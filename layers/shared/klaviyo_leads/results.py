@@ -28,7 +28,7 @@ class ResultStore:
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.table_name = table_name
-        self._client_factory = client_factory or _dynamodb_client
+        self._client_factory = client_factory or dynamodb_client
         self._client: Any = None
         self._clock = clock
 
@@ -83,7 +83,7 @@ class ResultStore:
         }
 
 
-def _dynamodb_client() -> Any:
+def dynamodb_client() -> Any:
     import boto3  # on first use only, as everywhere in the layer
 
     return boto3.client("dynamodb")
