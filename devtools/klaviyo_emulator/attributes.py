@@ -11,7 +11,9 @@ from .model import LOCATION_FIELDS, STRING_ATTRIBUTES
 
 PHONE_RE = re.compile(r"^\+[1-9]\d{6,14}$")
 # Deliberately plain: dot-atom local part and a dotted host name. Klaviyo's real check is
-# unpublished; this one rejects what a form-fill bug typically produces (spaces, no host).
+# unpublished; this one rejects what a form-fill bug typically produces (spaces, no host), and
+# what Klaviyo is seen to refuse: a leading, trailing or doubled dot in the local part
+# (``john..doe@example.com``, rudderlabs/rudder-server PR #7107) and control characters.
 EMAIL_RE = re.compile(
     r"^[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*"
     r"@(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,63}$"
@@ -21,12 +23,16 @@ ATTRIBUTES_POINTER = "/data/attributes"
 
 
 def check_email(value: Any, pointer: str) -> None:
-    if not isinstance(value, str) or len(value) > MAX_EMAIL_LENGTH or not EMAIL_RE.match(value):
+    if (
+        not isinstance(value, str)
+        or len(value) > MAX_EMAIL_LENGTH
+        or not EMAIL_RE.fullmatch(value)  # fullmatch: "$" alone lets a final newline through
+    ):
         raise invalid(errors.INVALID_EMAIL, pointer=pointer)
 
 
 def check_phone(value: Any, pointer: str) -> None:
-    if not isinstance(value, str) or not PHONE_RE.match(value):
+    if not isinstance(value, str) or not PHONE_RE.fullmatch(value):
         raise invalid(errors.INVALID_PHONE, pointer=pointer)
 
 
@@ -60,7 +66,7 @@ def clean_attributes(
     Only keys that were sent are returned, so callers can tell "omitted" from "null".
     ``extra`` names further accepted string keys (``_kx`` on profile-import).
     ``check_formats=False`` leaves the email and phone formats to the caller (a bulk import
-    reports them per profile instead of refusing the request).
+    checks every profile first, then refuses the request naming each one that fails).
     """
     if raw is None:
         return {}

@@ -6,12 +6,19 @@ per-profile is 100KB"), each an upsert object like Create or Update Profile's
 (``ProfileUpsertQueryResourceObject``), optionally added to ``relationships.lists``.
 
 What is wrong with the request as a whole (its shape, a type, an unknown attribute, an
-unknown list, an oversized profile) is a 400 and no job. What is wrong with one profile is an
-``import-error`` of the job while the others go through: an invalid email or phone number
-(the checks Create Profile makes), no identifier, an unknown ``id``, or an identifier that
-belongs to another profile. The job answers 202 ``queued``; it starts ``import_delay`` seconds
-later (``processing``), takes ``1 / import_rate`` seconds per profile when ``import_rate`` is
-set, and is ``complete`` when every profile is done. Its profiles and errors show as they are
+unknown list, an oversized profile) is a 400 and no job. Synchronous validation is all or
+nothing too: one profile with an invalid email or phone number (the checks Create Profile
+makes), or one that could be created and has no identifier, refuses the whole request with
+a 400 and nothing is imported; the errors name every such profile (``source.pointer``
+``/data/attributes/profiles/data/<i>/...``). Klaviyo does this (rudderlabs/rudder-server PR
+#7107, found in production: one malformed email refused the batch; the fix strips the named
+profiles and sends the rest again). Only what is decided while the job runs is an
+``import-error`` of the job while the others go through: an unknown ``id``, an identifier
+that belongs to another profile, or an email and a phone number held by two profiles.
+
+The job answers 202 ``queued``; it starts ``import_delay`` seconds later (``processing``),
+takes ``1 / import_rate`` seconds per profile when ``import_rate`` is set, and is
+``complete`` when every profile is done. Its profiles and errors show as they are
 processed.
 
 "The Bulk Import Profiles API does not support setting fields to null to clear them. Only
@@ -27,8 +34,8 @@ from collections.abc import Iterable
 from typing import Any
 
 from . import filters, query
-from .attributes import clean_attributes, clean_patch_meta
-from .errors import ApiError, invalid, not_found
+from .attributes import check_email, check_phone, clean_attributes, clean_patch_meta
+from .errors import ApiError, ApiErrors, invalid, not_found
 from .handlers import Context, Reply, profile_options, single, url_for
 from .model import ImportFailure, ImportItem, ImportJob, iso
 from .resources import identifier, list_resource, profile_resource, relationship, sparse
@@ -70,7 +77,33 @@ def parse_job(ctx: Context) -> tuple[list[ImportItem], list[str]]:
     if most is not None and len(raw) > most:
         raise invalid(f"A job can contain at most {most} profiles.", pointer=IMPORT_PROFILES)
     items = [_parse_profile(item, i, ctx.rules.item_body_limit) for i, item in enumerate(raw)]
-    return items, _parse_lists(data.get("relationships"), ctx.store)
+    list_ids = _parse_lists(data.get("relationships"), ctx.store)
+    refused = [error for item in items for error in _refusals(item, ctx.store)]
+    if refused:
+        # All or nothing: one profile that fails validation refuses the whole request.
+        raise ApiErrors(refused)
+    return items, list_ids
+
+
+def _refusals(item: ImportItem, store: Store) -> list[ApiError]:
+    """What synchronous validation refuses in one profile: its email, its phone number, and,
+    for a profile that may be created, having no identifier."""
+    at = f"{IMPORT_PROFILES}/{item.index}/attributes"
+    found: list[ApiError] = []
+    for name, check in (("email", check_email), ("phone_number", check_phone)):
+        value = item.attributes.get(name)
+        if value is None:
+            continue
+        try:
+            check(value, f"{at}/{name}")
+        except ApiError as exc:
+            found.append(exc)
+    if item.profile_id is None and not found:
+        try:
+            store.check_create_identifiers(item.attributes, pointer=at)
+        except ApiError as exc:
+            found.append(exc)
+    return found
 
 
 def _parse_profile(raw: Any, index: int, size_limit: int | None) -> ImportItem:

@@ -85,6 +85,31 @@ class ApiError(Exception):
         }
 
 
+class ApiErrors(ApiError):
+    """One answer with several errors: a bulk request refused for more than one of its items.
+
+    Status, code and headers are the first error's; the body lists every one, in order.
+    """
+
+    def __init__(self, errors: list[ApiError]) -> None:
+        first = errors[0]
+        super().__init__(
+            first.status,
+            first.code,
+            first.title,
+            first.detail,
+            pointer=first.pointer,
+            parameter=first.parameter,
+            meta=first.meta,
+            links=first.links,
+            headers=first.headers,
+        )
+        self.errors = list(errors)
+
+    def body(self) -> dict[str, Any]:
+        return {"errors": [entry for error in self.errors for entry in error.body()["errors"]]}
+
+
 def invalid(detail: str, *, pointer: str | None = None, parameter: str | None = None) -> ApiError:
     return ApiError(400, "invalid", "Invalid input.", detail, pointer=pointer, parameter=parameter)
 

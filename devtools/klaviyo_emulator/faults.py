@@ -26,6 +26,10 @@ class Fault:
     but correct response when only ``latency`` is set). With ``after``, the request is
     processed first and the fault then hits its answer: a create that happened but whose
     answer was lost.
+
+    ``headers`` are set on whatever answer follows (the fault's own or the normal one),
+    replacing the emulator's own values: a ``Retry-After`` or ``RateLimit-*`` no
+    well-behaved server sends (``inf``, a far date, a reset given as a Unix time).
     """
 
     method: str | None = None
@@ -41,6 +45,7 @@ class Fault:
     times: int | None = 1
     probability: float | None = None
     after: bool = False
+    headers: dict[str, str] | None = None
     hits: int = field(default=0, compare=False)
 
     @property

@@ -151,6 +151,9 @@ class KlaviyoApp:
         except _DropConnection:
             self._finish(request, body, op_id, fault, started, None, epoch)
             raise
+        if fault is not None and fault.headers:
+            for name, value in fault.headers.items():
+                response.headers[name] = value
         latency = self.store.config.latency
         if latency is not None:
             self.sleep(latency.delay(op_id))

@@ -20,7 +20,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from . import errors
-from .attributes import check_formats_of, check_identifiers, clean_attributes
+from .attributes import check_identifiers, clean_attributes
 from .config import OPT_IN_CHOICES, Config
 from .errors import ApiError, invalid, not_found
 from .filters import Condition
@@ -168,7 +168,7 @@ class Store:
 
     def now(self) -> datetime:
         """The emulator clock's time (job timestamps, event times, their limits)."""
-        return datetime.fromtimestamp(self.timeline.clock(), UTC)
+        return datetime.fromtimestamp(self.timeline.now(), UTC)
 
     def new_ulid(self) -> str:
         return self._ulids.new()
@@ -262,7 +262,7 @@ class Store:
             self._forget_search(profile.id)
             self._search[profile.id] = [(-math.inf, snapshot)]
         else:
-            now = self.timeline.clock()
+            now = self.timeline.now()
             self._search.setdefault(profile.id, []).append((now + lag, snapshot))
         self._search_index.add(snapshot)
         ruled = [s for s in self.segments.values() if s.predicate is not None]
@@ -368,7 +368,7 @@ class Store:
             self._changed(profile, seeded=True)
             return profile
 
-    def _check_create_identifiers(
+    def check_create_identifiers(
         self, attributes: dict[str, Any], pointer: str = "/data/attributes"
     ) -> None:
         check_identifiers(attributes, pointer)
@@ -380,7 +380,7 @@ class Store:
             raise invalid(errors.NO_IDENTIFIER, pointer=pointer)
 
     def create_profile(self, attributes: dict[str, Any]) -> Profile:
-        self._check_create_identifiers(attributes)
+        self.check_create_identifiers(attributes)
         with self.lock:
             existing = self._conflict(attributes, None)
             if existing is not None:
@@ -433,12 +433,13 @@ class Store:
     def bulk_import_profile(self, item: ImportItem, *, match_external_id: bool) -> Profile:
         """One profile of a bulk import job: by ``id``; else the profile holding the email,
         else the phone number (else the external_id with ``match_external_id``); else a new
-        profile. Raises ApiError, pointing into the job's body, for an import error."""
+        profile. Raises ApiError, pointing into the job's body, for an import error: what is
+        decided while the job runs (an unknown id, an identifier another profile holds).
+        Formats and identifiers were checked when the job was submitted (``bulk_import``)."""
         where = f"{IMPORT_PROFILES}/{item.index}"
         attributes_at = f"{where}/attributes"
         attributes = item.attributes
         with self.lock:
-            check_formats_of(attributes, attributes_at)
             target: Profile | None = None
             if item.profile_id is not None:
                 target = self.profiles.get(item.profile_id)
@@ -451,7 +452,6 @@ class Store:
                         pointer=f"{where}/id",
                     )
             else:
-                self._check_create_identifiers(attributes, pointer=attributes_at)
                 by_email = self.find_by_email(attributes.get("email"))
                 by_phone = self.find_by_phone(attributes.get("phone_number"))
                 if by_email and by_phone and by_email != by_phone:
@@ -479,7 +479,7 @@ class Store:
         with self.lock:
             target: str | None
             if not profile_id:
-                self._check_create_identifiers(attributes)
+                self.check_create_identifiers(attributes)
             if profile_id:
                 target = self.profile(profile_id).id
             else:

@@ -28,6 +28,12 @@ class Timeline:
         self._lock = threading.RLock()
         self._entries: list[_Entry] = []
         self._order = itertools.count()
+        self._running_due: float | None = None
+
+    def now(self) -> float:
+        """The time an effect happens at: while a due effect runs, when it was due (Klaviyo
+        does the work then, not when someone next looks), else the clock's."""
+        return self.clock() if self._running_due is None else self._running_due
 
     def after(self, delay: float, effect: Callable[[], None]) -> None:
         """Run ``effect`` ``delay`` seconds from now (at once when ``delay`` is 0)."""
@@ -35,14 +41,19 @@ class Timeline:
             effect()
             return
         with self._lock:
-            heapq.heappush(self._entries, _Entry(self.clock() + delay, next(self._order), effect))
+            heapq.heappush(self._entries, _Entry(self.now() + delay, next(self._order), effect))
 
     def settle(self) -> None:
         """Run every effect that is due, oldest first."""
         now = self.clock()
         with self._lock:
             while self._entries and self._entries[0].due <= now:
-                heapq.heappop(self._entries).effect()
+                entry = heapq.heappop(self._entries)
+                self._running_due = entry.due
+                try:
+                    entry.effect()
+                finally:
+                    self._running_due = None
 
     def clear(self) -> None:
         with self._lock:

@@ -110,7 +110,57 @@ def test_null_values_clear_nothing(api: Api, emu: KlaviyoEmulator) -> None:
     assert attributes["properties"] == {"tier": "gold", "plan": "pro"}
 
 
-def test_a_bad_profile_is_an_import_error_and_the_others_go_through(
+@pytest.mark.usefixtures("bad_requests_ok")
+def test_one_profile_failing_validation_refuses_the_whole_job(
+    api: Api, emu: KlaviyoEmulator
+) -> None:
+    """All or nothing (rudderlabs/rudder-server PR #7107): one malformed email makes the
+    request a 400 and nothing is imported; the errors name every refused profile."""
+    emu.configure(sms_enabled=False)
+    good = [profile(email=f"good{i}@example.com") for i in range(60)]
+    refused = {
+        3: profile(email="john..doe@example.com"),
+        10: profile(email=".lead@example.com"),
+        17: profile(email="lead.@example.com"),
+        24: profile(email="be\x07ll@example.com"),
+        31: profile(email="line@example.com\n"),
+        38: profile(email="ok@example.com", phone_number="555-0100"),
+        45: profile(first_name="Nobody"),
+        52: profile(phone_number="+15005550006"),  # a phone alone is no identifier without SMS
+    }
+    sent = list(good)
+    for position, item in sorted(refused.items()):
+        sent.insert(position, item)
+    assert [sent[i] for i in refused] == list(refused.values())
+    sent.append(profile("01ZZZZZZZZZZZZZZZZZZZZZZZZ", first_name="By id"))  # no identifier needed
+    reply = api.post(IMPORT_JOBS, import_job(*sent))
+    assert reply.status == 400
+    where = "/data/attributes/profiles/data"
+    email = "Invalid email address"
+    phone = "Invalid phone number format (Example of a valid format: +12345678901)"
+    found = [(e["code"], e["source"]["pointer"], e["detail"]) for e in reply.json()["errors"]]
+    assert found == [
+        ("invalid", f"{where}/3/attributes/email", email),
+        ("invalid", f"{where}/10/attributes/email", email),
+        ("invalid", f"{where}/17/attributes/email", email),
+        ("invalid", f"{where}/24/attributes/email", email),
+        ("invalid", f"{where}/31/attributes/email", email),
+        ("invalid", f"{where}/38/attributes/phone_number", phone),
+        ("invalid", f"{where}/45/attributes", "One or more identifiers is required"),
+        ("invalid", f"{where}/52/attributes", "One or more identifiers is required"),
+    ]
+    assert api.get(IMPORT_JOBS).json()["data"] == []
+    assert emu.profiles() == []
+
+    # Without the refused profiles the same request goes through, every profile imported.
+    rest = [item for i, item in enumerate(sent[:-1]) if i not in refused]
+    job_id = _submit(api, import_job(*rest))
+    job = api.get(f"{IMPORT_JOBS}/{job_id}").json()["data"]["attributes"]
+    assert (job["total_count"], job["completed_count"], job["failed_count"]) == (60, 60, 0)
+    assert len(emu.profiles()) == 60
+
+
+def test_what_the_job_decides_is_an_import_error_and_the_others_go_through(
     api: Api, emu: KlaviyoEmulator
 ) -> None:
     owner = emu.create_profile(email="owner@example.com")
@@ -118,16 +168,13 @@ def test_a_bad_profile_is_an_import_error_and_the_others_go_through(
     phone_owner = emu.create_profile(phone_number="+15005550007")
     sent = [
         profile(email="good@example.com"),
-        profile(email="not-an-email"),
-        profile(phone_number="555-0100"),
         profile("01ZZZZZZZZZZZZZZZZZZZZZZZZ", first_name="Ghost"),
-        profile(first_name="Nobody"),
         profile(other, email="owner@example.com"),
         profile(email="other@example.com", phone_number="+15005550007"),
     ]
     job_id = _submit(api, import_job(*sent))
     job = api.get(f"{IMPORT_JOBS}/{job_id}").json()["data"]["attributes"]
-    assert (job["total_count"], job["completed_count"], job["failed_count"]) == (7, 1, 6)
+    assert (job["total_count"], job["completed_count"], job["failed_count"]) == (4, 1, 3)
     errors = api.get(f"{IMPORT_JOBS}/{job_id}/import-errors").json()["data"]
     assert all(e["type"] == "import-error" for e in errors)
     found = [
@@ -136,26 +183,19 @@ def test_a_bad_profile_is_an_import_error_and_the_others_go_through(
     ]
     where = "/data/attributes/profiles/data"
     assert found == [
-        ("invalid", f"{where}/1/attributes/email", "Invalid email address"),
-        (
-            "invalid",
-            f"{where}/2/attributes/phone_number",
-            "Invalid phone number format (Example of a valid format: +12345678901)",
-        ),
         (
             "not_found",
-            f"{where}/3/id",
+            f"{where}/1/id",
             "A profile with id 01ZZZZZZZZZZZZZZZZZZZZZZZZ does not exist.",
         ),
-        ("invalid", f"{where}/4/attributes", "One or more identifiers is required"),
         (
             "duplicate_profile",
-            f"{where}/5/attributes/email",
+            f"{where}/2/attributes/email",
             "A profile already exists with one of these identifiers.",
         ),
         (
             "duplicate_profile",
-            f"{where}/6/attributes/phone_number",
+            f"{where}/3/attributes/phone_number",
             "A profile already exists with one of these identifiers.",
         ),
     ]
@@ -185,7 +225,7 @@ def test_external_id_does_not_match_unless_configured(api: Api, emu: KlaviyoEmul
 
 def test_profiles_and_errors_page_with_full_next_links(api: Api, emu: KlaviyoEmulator) -> None:
     good = [profile(email=f"p{i}@example.com") for i in range(130)]
-    bad = [profile(email=f"bad{i}") for i in range(25)]
+    bad = [profile(f"01NOSUCHPROFILE{i:011d}", first_name="Ghost") for i in range(25)]
     job_id = _submit(api, import_job(*good, *bad))
     first = api.get(f"{IMPORT_JOBS}/{job_id}/profiles").json()
     assert len(first["data"]) == 20  # the spec's default page size
@@ -228,7 +268,12 @@ def test_imported_profiles_join_the_jobs_lists_without_consent(
 ) -> None:
     list_id = emu.create_list("Imported", list_id="IMPRTD")
     job_id = _submit(
-        api, import_job(profile(email="in@example.com"), profile(email="x"), list_ids=(list_id,))
+        api,
+        import_job(
+            profile(email="in@example.com"),
+            profile("01ZZZZZZZZZZZZZZZZZZZZZZZZ", first_name="Ghost"),
+            list_ids=(list_id,),
+        ),
     )
     (member,) = emu.import_job(job_id)["profile_ids"]
     assert emu.list_members(list_id) == {member}

@@ -227,7 +227,11 @@ def _drive_everything(emu: KlaviyoEmulator) -> None:
                             },
                             "meta": {"patch_properties": {"append": {"tags": "a"}}},
                         },
-                        {"type": "profile", "attributes": {"email": "not-an-email"}},
+                        {
+                            "type": "profile",
+                            "id": "01ZZZZZZZZZZZZZZZZZZZZZZZZ",
+                            "attributes": {"first_name": "Ghost"},
+                        },
                         {"type": "profile", "id": pid, "attributes": {"title": "CEO"}},
                     ]
                 }
@@ -235,6 +239,21 @@ def _drive_everything(emu: KlaviyoEmulator) -> None:
             "relationships": {"lists": {"data": [{"type": "list", "id": list_id}]}},
         }
     }
+    refused = {
+        "data": {
+            "type": "profile-bulk-import-job",
+            "attributes": {
+                "profiles": {
+                    "data": [
+                        {"type": "profile", "attributes": {"email": "john..doe@example.com"}},
+                        {"type": "profile", "attributes": {"email": "ok@example.com"}},
+                        {"type": "profile", "attributes": {"email": ".lead@example.com"}},
+                    ]
+                }
+            },
+        }
+    }
+    assert api.post("/api/profile-bulk-import-jobs", refused).status == 400
     submitted = api.post("/api/profile-bulk-import-jobs", import_job)
     assert submitted.status == 202
     job_id = submitted.json()["data"]["id"]

@@ -143,14 +143,15 @@ def test_control_api_shows_events_and_import_jobs(api: Api, emu: KlaviyoEmulator
         "GET", "/_emulator/events?metric=Other", key=None, revision=None, content_type=None
     )
     assert [e["metric"] for e in reply.json()] == ["Other"]
-    job_id = api.post(IMPORT_JOBS, import_job(profile(email="x"))).json()["data"]["id"]
+    unknown = profile("01ZZZZZZZZZZZZZZZZZZZZZZZZ", first_name="Ghost")
+    job_id = api.post(IMPORT_JOBS, import_job(unknown)).json()["data"]["id"]
     status, jobs = _control(api, "GET", "import-jobs")
     assert status == 200
     assert [j["id"] for j in jobs] == [job_id]
     status, job = _control(api, "GET", f"import-jobs/{job_id}")
     assert status == 200
     assert job["attributes"]["failed_count"] == 1
-    assert job["errors"][0]["pointer"] == "/data/attributes/profiles/data/0/attributes/email"
+    assert job["errors"][0]["pointer"] == "/data/attributes/profiles/data/0/id"
     assert _control(api, "GET", "import-jobs/nope")[0] == 404
     state = _control(api, "GET", "state")[1]
     assert len(state["events"]) == 2 and len(state["import_jobs"]) == 1

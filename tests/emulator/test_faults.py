@@ -146,3 +146,17 @@ def test_fault_requests_are_recorded(api: Api, emu: KlaviyoEmulator) -> None:
 def test_invalid_fault_path_is_rejected_at_registration(emu: KlaviyoEmulator) -> None:
     with pytest.raises(Exception, match=r"unterminated|missing"):
         emu.faults.add(Fault(path="(unclosed"))
+
+
+def test_fault_headers_replace_the_answers_own(api: Api, emu: KlaviyoEmulator) -> None:
+    """Values no well-behaved server sends, verbatim: on the fault's own answer, and on the
+    normal answer when the fault replaces nothing (its ``RateLimit-*`` headers included)."""
+    emu.faults.add(Fault(status=429, headers={"Retry-After": "inf"}))
+    throttled = api.get("/api/profiles")
+    assert (throttled.status, throttled.headers["retry-after"]) == (429, "inf")
+    emu.faults.add(Fault(headers={"RateLimit-Reset": "1700000030"}))
+    normal = api.get("/api/profiles")
+    assert (normal.status, normal.headers["ratelimit-reset"]) == (200, "1700000030")
+    assert normal.headers["ratelimit-remaining"].isdigit()
+    posted = Fault.from_json({"status": 503, "headers": {"Retry-After": "-5"}})
+    assert Fault.from_json(posted.to_json()) == posted
