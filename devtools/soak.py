@@ -5,7 +5,8 @@
 The stack is deployed in moto's server (template.yaml as it is, with its own queue, dead-letter
 queue, idempotency table and results bus; the queue's visibility timeout 120 s and
 ``MaxReceiveCount`` 5). Klaviyo is the emulator: rate limits per account, its realistic
-latency, import jobs that take seconds, a search that lags a second behind a create.
+latency, import jobs that take seconds, a search that lags ``--search-lag`` (5 s) behind a
+create.
 
 - Create Profile leads stream onto the action's queue (most new; some invalid, some repeats
   of an earlier lead, some known only by an external id). ``--consumers`` OS processes
@@ -19,18 +20,24 @@ latency, import jobs that take seconds, a search that lags a second behind a cre
   them.
 - A webhook caller (``devtools.soak_roles webhook``) posts more leads to the sync route, with
   and without an ``Idempotency-Key``, loses some first answers and retries.
+- The vendor sends some leads twice, as two messages: ``--double-send-share`` of the queued
+  leads again 0 to 3.5 s later, ``--span-share`` once queued and once by webhook 0.5 s apart
+  (``devtools.soak_roles twins`` posts those).
 
 The books at the end, each of which must be 0 (the exit status says whether they are): leads
-lost (neither a result nor a dead letter), duplicate profiles, own creates reported as
-duplicates, records that came back later than they were asked to (``Retry-After`` plus jitter,
-or the back-off), leads dead-lettered, webhook leads without a final answer, and repeats with a
-key that were not answered with the first answer.
+lost (neither a result nor a dead letter), duplicate profiles, records that came back later
+than they were asked to (``Retry-After`` plus jitter, or the back-off), leads dead-lettered,
+webhook leads without a final answer, repeats with a key that were not answered with the first
+answer; and, per person the generator made (all of its leads, queued and by webhook), counted
+per path: own creates reported as duplicates, repeats reported as created, second profiles and
+duplicates naming another profile.
 """
 
 from __future__ import annotations
 
 import argparse
 import bisect
+import heapq
 import json
 import logging
 import os
@@ -56,6 +63,7 @@ from devtools.aws import (
 )
 from devtools.klaviyo_emulator import Fault, KlaviyoEmulator
 from devtools.lambda_events import ROOT, ensure_layer_on_path
+from devtools.soak_roles import SPAN_ATTRIBUTE
 
 ensure_layer_on_path()
 from klaviyo_leads.klaviyo import MAX_WAKE_SPREAD, STEADY_WINDOW_SECONDS  # noqa: E402
@@ -76,7 +84,9 @@ RECEIVE_SLACK_SECONDS = 5.0
 # the function's doing.
 IMPORT_DELAY_SECONDS = 2.0
 IMPORT_RATE_PER_SECOND = 100.0
-SEARCH_LAG_SECONDS = 1.0
+SEARCH_LAG_SECONDS = 5.0  # lagging, within the 10 s the stack assumes (KlaviyoSearchSettleSeconds)
+# How much later the vendor sends a lead again, as another message (a double send).
+DOUBLE_SEND_DELAYS = (0.0, 0.5, 1.0, 2.0, 3.5)
 
 
 @dataclass
@@ -91,6 +101,8 @@ class Books:
     throttled: int = 0
     longest_retry_after: int = 0
     crashed: int = 0  # consumer processes that died
+    double_sent: int = 0  # second messages of leads the vendor sent twice on the queue
+    twins: list[dict[str, Any]] = field(default_factory=list)  # webhook twins of queued leads
 
 
 def make_leads(
@@ -162,20 +174,109 @@ class Throttle:
             self.over = True
 
 
-def send(
-    sqs: Any, url: str, leads: list[dict[str, Any]], start: int, count: int, books: Books
-) -> int:
-    """Send up to ``count`` leads from ``start``; the index of the next one to send."""
-    end = min(len(leads), start + count)
-    for first in range(start, end, 10):
-        chunk = leads[first : min(end, first + 10)]
-        entries = [{"Id": str(i), "MessageBody": json.dumps(lead)} for i, lead in enumerate(chunk)]
-        answer = sqs.send_message_batch(QueueUrl=url, Entries=entries)
-        for item in answer["Successful"]:
-            books.sent[item["MessageId"]] = chunk[int(item["Id"])]
-        if answer.get("Failed"):
-            raise RuntimeError("moto refused a send")
-    return end
+@dataclass
+class DoubleSends:
+    """Leads the vendor sends twice, as two messages with their own ids (not a redelivery).
+
+    ``again``: queued lead -> seconds after it that the same lead is queued again;
+    ``spans``: queued lead -> its webhook twin (``key``: the twin's ``Idempotency-Key`` or
+    None; ``webhook_first``), posted ``SPAN_GAP_SECONDS`` before or after the consumer runs
+    the queued one."""
+
+    again: dict[int, float] = field(default_factory=dict)
+    spans: dict[int, dict[str, Any]] = field(default_factory=dict)
+
+
+def plan_double_sends(
+    leads: list[dict[str, Any]], rng: random.Random, share: float, span_share: float
+) -> DoubleSends:
+    """``share`` of the leads sent again on the queue, ``span_share`` also by webhook; half of
+    them leads known only by an external id (Klaviyo does not keep those unique), half email
+    leads."""
+    valid = [i for i, lead in enumerate(leads) if person(lead)]
+    external = [i for i in valid if (person(leads[i]) or "").startswith("external_id:")]
+    emails = [i for i in valid if not (person(leads[i]) or "").startswith("external_id:")]
+    again, spans = round(share * len(leads)), round(span_share * len(leads))
+    chosen = rng.sample(external, min(len(external), (again + spans) // 2))
+    chosen += rng.sample(emails, min(len(emails), again + spans - len(chosen)))
+    rng.shuffle(chosen)
+    return DoubleSends(
+        again={i: rng.choice(DOUBLE_SEND_DELAYS) for i in chosen[spans:]},
+        spans={
+            i: {
+                "key": f"soak-span-key-{i}" if rng.random() < 0.5 else None,
+                "webhook_first": rng.random() < 0.5,
+            }
+            for i in chosen[:spans]
+        },
+    )
+
+
+class Sender:
+    """Puts the leads on the queue in order, as many as asked; a lead the vendor sends twice
+    goes again when its delay is up (at once: right behind the first)."""
+
+    def __init__(
+        self, sqs: Any, url: str, leads: list[dict[str, Any]], plan: DoubleSends, books: Books
+    ) -> None:
+        self.sqs, self.url, self.leads, self.plan, self.books = sqs, url, leads, plan, books
+        self.next = 0
+        self.due: list[tuple[float, int]] = []  # (when, lead index) of second messages
+
+    @property
+    def done(self) -> bool:
+        return self.next >= len(self.leads) and not self.due
+
+    def seconds_to_next_due(self) -> float | None:
+        return self.due[0][0] - time.monotonic() if self.due else None
+
+    def top_up(self, count: int) -> int:
+        """Send up to ``count`` more leads (and the second messages that are due)."""
+        end = min(len(self.leads), self.next + count)
+        batch: list[int] = []
+        now = time.monotonic()
+        for index in range(self.next, end):
+            batch.append(index)
+            delay = self.plan.again.get(index)
+            if delay == 0:
+                batch.append(-index - 1)  # a second message, right behind the first
+            elif delay is not None:
+                heapq.heappush(self.due, (now + delay, index))
+        self.next = end
+        return self._send(batch) + self.flush()
+
+    def flush(self) -> int:
+        """Send the second messages whose delay is up."""
+        batch: list[int] = []
+        while self.due and self.due[0][0] <= time.monotonic():
+            batch.append(-heapq.heappop(self.due)[1] - 1)
+        return self._send(batch)
+
+    def _send(self, batch: list[int]) -> int:
+        """Send leads by index; a negative one, ``-index - 1``, is a lead's second message."""
+        for first in range(0, len(batch), 10):
+            chunk = batch[first : first + 10]
+            entries = []
+            for position, code in enumerate(chunk):
+                index = code if code >= 0 else -code - 1
+                entry: dict[str, Any] = {
+                    "Id": str(position),
+                    "MessageBody": json.dumps(self.leads[index]),
+                }
+                twin = self.plan.spans.get(index)
+                if twin is not None and code >= 0:
+                    entry["MessageAttributes"] = {
+                        SPAN_ATTRIBUTE: {"DataType": "String", "StringValue": json.dumps(twin)}
+                    }
+                entries.append(entry)
+            answer = self.sqs.send_message_batch(QueueUrl=self.url, Entries=entries)
+            for item in answer["Successful"]:
+                code = chunk[int(item["Id"])]
+                self.books.sent[item["MessageId"]] = self.leads[code if code >= 0 else -code - 1]
+                self.books.double_sent += code < 0
+            if answer.get("Failed"):
+                raise RuntimeError("moto refused a send")
+        return len(batch)
 
 
 def drain(queue_url: str, sqs: Any) -> list[dict[str, Any]]:
@@ -230,7 +331,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         latency="realistic",
         import_delay=IMPORT_DELAY_SECONDS,
         import_rate=IMPORT_RATE_PER_SECOND,
-        search_lag=SEARCH_LAG_SECONDS,
+        search_lag=args.search_lag,
     )
     with emulator, MotoServer() as moto, tempfile.TemporaryDirectory(prefix="soak-") as tmp:
         stack = deploy_local_stack(
@@ -246,10 +347,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         sqs = client("sqs", moto.endpoint_url)
         queue = stack.actions[ACTION].queue
         env = {k: v for k, v in os.environ.items() if k not in CONFLICTING_ENV}
+        spans_dir = Path(tmp) / "spans"
+        spans_dir.mkdir()
         common = {
             "env": lambda_environment(stack, ACTION),
             "endpoint_url": moto.endpoint_url,
             "stop_file": str(Path(tmp) / "stop"),
+            "spans_dir": str(spans_dir),
         }
         leads = make_leads(args.leads, rng, timeout=args.lead_timeout)
         hooks = [
@@ -258,6 +362,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 make_leads(args.webhook_leads, rng, prefix="hook", timeout=args.lead_timeout)
             )
         ]
+        # Its own generator: the leads above stay what they are for a seed.
+        plan = plan_double_sends(
+            leads, random.Random(args.seed * 1000 + 1), args.double_send_share, args.span_share
+        )
+        sender = Sender(sqs, queue.url, leads, plan, books)
         children = [
             spawn(
                 "consumer",
@@ -288,34 +397,49 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             },
             env,
         )
+        twins = spawn(
+            "twins",
+            {
+                **common,
+                "lose_share": args.lose_share,
+                "seed": args.seed,
+                "out": str(Path(tmp) / "twins.json"),
+            },
+            env,
+        )
         print(
             f"{len(leads)} leads on the queue for {args.consumers} consumers, {len(hooks)} by "
-            f"webhook; Klaviyo faults on ~{args.fault_rate:.0%} of calls",
+            f"webhook; {len(plan.again)} queued twice, {len(plan.spans)} also by webhook; "
+            f"Klaviyo faults on ~{args.fault_rate:.0%} of calls, search lags "
+            f"{args.search_lag:g} s",
             flush=True,
         )
         inject_faults(emulator, args.fault_rate)
         throttle = Throttle(emulator, args)
         deadline = started + args.max_minutes * 60
-        next_lead, last_report = 0, time.monotonic()
+        last_report = time.monotonic()
         while time.monotonic() < deadline:
-            throttle.tick(next_lead, len(leads))
+            throttle.tick(sender.next, len(leads))
             depth = queue_depth(sqs, queue.url)
-            if next_lead < len(leads) and depth < args.ahead:
-                next_lead = send(sqs, queue.url, leads, next_lead, args.ahead - depth, books)
+            was_done = sender.done  # nothing sent since the depth was read
+            if sender.next < len(leads) and depth < args.ahead:
+                sender.top_up(args.ahead - depth)
+            sender.flush()
             collect_results(sqs, results_queue.url, books)
             if time.monotonic() - last_report > 30:
                 last_report = time.monotonic()
                 print(
-                    f"  {time.monotonic() - started:4.0f} s: {next_lead} sent, "
+                    f"  {time.monotonic() - started:4.0f} s: {sender.next} sent, "
                     f"{len(books.results)} finished, {depth} queued",
                     flush=True,
                 )
-            done = next_lead >= len(leads) and depth == 0 and webhook.poll() is not None
+            done = was_done and depth == 0 and webhook.poll() is not None
             if done and throttle.over:
                 break
-            time.sleep(0.5)
+            due = sender.seconds_to_next_due()
+            time.sleep(0.5 if due is None else min(0.5, max(0.05, due)))
         Path(common["stop_file"]).touch()
-        for child in [*children, webhook]:
+        for child in [*children, webhook, twins]:
             try:
                 child.wait(timeout=600)
             except subprocess.TimeoutExpired:
@@ -333,6 +457,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 books.crashed += 1
         webhook_out = Path(tmp) / "webhook.json"
         books.webhook = json.loads(webhook_out.read_text())["calls"] if webhook_out.exists() else []
+        twins_out = Path(tmp) / "twins.json"
+        books.twins = json.loads(twins_out.read_text())["calls"] if twins_out.exists() else []
+        books.crashed += not twins_out.exists()
         requests = emulator.requests
         books.klaviyo_calls = len(requests)
         books.faults = sum(1 for r in requests if r.fault is not None)
@@ -351,6 +478,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                         "dead_lettered": sorted(books.dead_lettered),
                         "consumers": books.consumers,
                         "webhook": books.webhook,
+                        "twins": books.twins,
                         "profiles": profiles,
                         "klaviyo": [
                             {
@@ -368,7 +496,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     }
                 )
             )
-    return figures(books, remaining, profiles, leads, hooks, time.monotonic() - started, args)
+    return figures(books, remaining, profiles, time.monotonic() - started, args)
 
 
 # -- the books ------------------------------------------------------------------------------
@@ -477,9 +605,209 @@ def _polled_between(polls: list[list[float]], start: float, end: float) -> bool:
     return False
 
 
+# -- people: one profile and one "created" for each -----------------------------------------
+
+QUEUE, KEYED, UNKEYED, ACROSS = "queue", "webhook keyed", "webhook unkeyed", "across paths"
+PATHS = (QUEUE, KEYED, UNKEYED, ACROSS)
+PERSON_TARGETS = (
+    "own_creates_reported_as_duplicates",
+    "repeats_reported_as_created",
+    "second_profiles",
+    "duplicates_naming_another_profile",
+)
+PERSON_ROWS = (
+    "people",
+    "leads",
+    "success_expected",
+    "success",
+    "repeats_expected",
+    "repeats",
+    "other_answers",
+    *PERSON_TARGETS,
+)
+
+
+def person(lead: dict[str, Any]) -> str | None:
+    """Who a lead is about, as the generator made it: its email, else its phone, else its
+    external id (a lead known only by one); None for a lead no profile may come of (the
+    generator's invalid emails have no "@")."""
+    email = lead.get("email")
+    if email:
+        return f"email:{email.strip().lower()}" if "@" in email else None
+    phone = lead.get("phone_number") or lead.get("phone")
+    if phone:
+        return "phone:" + re.sub(r"\D", "", str(phone))
+    external_id = lead.get("external_id") or lead.get("reference")
+    return f"external_id:{external_id}" if external_id else None
+
+
+def profile_person(profile: dict[str, Any]) -> str | None:
+    """Who a Klaviyo profile is, in the terms of :func:`person`."""
+    attributes = profile["attributes"]
+    if attributes.get("email"):
+        return f"email:{attributes['email'].strip().lower()}"
+    if attributes.get("phone_number"):
+        return "phone:" + re.sub(r"\D", "", attributes["phone_number"])
+    if attributes.get("external_id"):
+        return f"external_id:{attributes['external_id']}"
+    return None
+
+
+def webhook_sends(call: dict[str, Any]) -> list[dict[str, Any]]:
+    """The sends of one webhook lead, each with the answer it stands by.
+
+    With a key, the lead is one send whatever the caller did (every attempt repeats the
+    first), answered by its last answer. Without one, an attempt whose answer the caller
+    lost is a send of its own (the caller sent the lead again, and the bundle cannot tell the
+    new request from a new lead); the attempts after it, retried on a 409 or 5xx the caller
+    saw, are one more send, answered by the last of them."""
+    path = KEYED if call["key"] else UNKEYED
+    answers = call["answers"]
+    if call["key"]:
+        return [{"path": path, "lead": call["lead"], "answer": answers[-1]}] if answers else []
+    sends = [{"path": path, "lead": call["lead"], "answer": a} for a in answers if a.get("lost")]
+    seen = [a for a in answers if not a.get("lost")]
+    if seen:
+        sends.append({"path": path, "lead": call["lead"], "answer": seen[-1]})
+    return sends
+
+
+def lead_sends(books: Books) -> list[dict[str, Any]]:
+    """Every send of a lead, queued or by webhook, with the answer the bundle gave it: a
+    queued message is one send (its redeliveries too), answered by its first published
+    result (None when there is none: lost)."""
+    sends = [
+        {"path": QUEUE, "lead": lead, "answer": (books.results.get(message_id) or [None])[0]}
+        for message_id, lead in books.sent.items()
+    ]
+    for call in [*books.webhook, *books.twins]:
+        sends += webhook_sends(call)
+    return sends
+
+
+def answered(answer: dict[str, Any] | None) -> str:
+    """``created`` (success), ``duplicate`` (failure, "already exists"), or ``other``."""
+    if answer is None:
+        return "other"
+    if answer.get("outcome") == "success":
+        return "created"
+    if answer.get("outcome") == "failure" and "already exists" in (answer.get("reason") or ""):
+        return "duplicate"
+    return "other"
+
+
+def named_profile(answer: dict[str, Any] | None) -> str | None:
+    """The profile an answer names: a duplicate's ``duplicate_profile_id``, else its ``id``."""
+    if answer is None:
+        return None
+    return answer.get("duplicate_profile_id") or answer.get("id")
+
+
+def person_books(sends: list[dict[str, Any]], profiles: list[dict[str, Any]]) -> dict[str, Any]:
+    """Every person's leads (all of them, on every path) against the profiles Klaviyo has.
+
+    For each person the bundle should make one profile and report one send created, with the
+    profile's id, and every other send "already exists", naming that profile. Counted per
+    person, on the person's path (``ACROSS`` when its sends came by several):
+
+    - own creates reported as duplicates: a person with a profile, but no send reported
+      created with a profile of theirs;
+    - repeats reported as created: sends reported created beyond the first;
+    - second profiles: profiles beyond the first;
+    - duplicates naming another profile: sends reported "already exists" whose id is none of
+      the person's profiles (or missing).
+
+    Which send is first is not decided here: under concurrency either may rightly win.
+    ``success_expected`` is one per person, ``repeats_expected`` the rest of its sends."""
+    people: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    invalid: list[dict[str, Any]] = []
+    for send in sends:
+        who = person(send["lead"])
+        if who is None:
+            invalid.append(send)
+        else:
+            people[who].append(send)
+    made: dict[str | None, list[str]] = defaultdict(list)
+    for profile in profiles:
+        made[profile_person(profile)].append(profile["id"])
+    rows = {column: dict.fromkeys(PERSON_ROWS, 0) for column in (*PATHS, "all")}
+    examples: list[dict[str, Any]] = []
+    for who, group in people.items():
+        paths = {s["path"] for s in group}
+        column = paths.pop() if len(paths) == 1 else ACROSS
+        ids = made.get(who, [])
+        kinds = [answered(s["answer"]) for s in group]
+        created = [s["answer"] for s, kind in zip(group, kinds, strict=True) if kind == "created"]
+        counts = {
+            "people": 1,
+            "leads": len(group),
+            "success_expected": 1,
+            "success": len(created),
+            "repeats_expected": len(group) - 1,
+            "repeats": kinds.count("duplicate"),
+            "other_answers": kinds.count("other"),
+            "own_creates_reported_as_duplicates": int(
+                bool(ids) and not any(named_profile(a) in ids for a in created)
+            ),
+            "repeats_reported_as_created": max(0, len(created) - 1),
+            "second_profiles": max(0, len(ids) - 1),
+            "duplicates_naming_another_profile": sum(
+                1
+                for s, kind in zip(group, kinds, strict=True)
+                if kind == "duplicate" and named_profile(s["answer"]) not in ids
+            ),
+        }
+        for row in (rows[column], rows["all"]):
+            for name, value in counts.items():
+                row[name] += value
+        if any(counts[t] for t in PERSON_TARGETS) and len(examples) < 5:
+            examples.append(
+                {
+                    "person": who,
+                    "profiles": ids,
+                    "sends": [
+                        {
+                            "path": s["path"],
+                            **{
+                                k: (s["answer"] or {}).get(k)
+                                for k in ("outcome", "reason", "id", "duplicate_profile_id")
+                            },
+                        }
+                        for s in group
+                    ],
+                    **{t: counts[t] for t in PERSON_TARGETS if counts[t]},
+                }
+            )
+    return {
+        "paths": rows,
+        "profiles_for_no_lead": sum(len(v) for k, v in made.items() if k not in people),
+        "invalid_leads": len(invalid),
+        "invalid_leads_answered_failure": sum(
+            1 for s in invalid if (s["answer"] or {}).get("outcome") == "failure"
+        ),
+        "person_examples": examples,
+    }
+
+
+def span_gaps(books: Books) -> list[float]:
+    """For each queued lead with a webhook twin: seconds from the batch's invocation to the
+    twin's post (negative when the post went first)."""
+    invoked = {
+        span["message_id"]: span["invoked_at"]
+        for consumer in books.consumers
+        for span in consumer.get("spans", [])
+    }
+    return [
+        round(call["started_at"] - invoked[call["twin_of"]], 2)
+        for call in books.twins
+        if call["twin_of"] in invoked
+    ]
+
+
 def webhook_books(books: Books) -> dict[str, Any]:
     unanswered, keyed_repeats, keyed_repeat_differs, unkeyed_already_exists = 0, 0, 0, 0
-    for call in books.webhook:
+    calls = [*books.webhook, *books.twins]  # the caller's leads and the queued leads' twins
+    for call in calls:
         answers = [a for a in call["answers"] if not a.get("lost")]
         final = call["answers"][-1]
         if final["status"] in (409, 500, 502, 503, 504):
@@ -494,8 +822,8 @@ def webhook_books(books: Books) -> dict[str, Any]:
         elif repeated and "already exists" in (answers[-1].get("reason") or ""):
             unkeyed_already_exists += 1
     return {
-        "webhook_leads": len(books.webhook),
-        "webhook_calls": sum(len(c["answers"]) for c in books.webhook),
+        "webhook_leads": len(calls),
+        "webhook_calls": sum(len(c["answers"]) for c in calls),
         "webhook_without_final_answer": unanswered,
         "keyed_repeats": keyed_repeats,
         "keyed_repeats_not_answered_with_the_first_answer": keyed_repeat_differs,
@@ -507,24 +835,14 @@ def figures(
     books: Books,
     remaining: int,
     profiles: list[dict[str, Any]],
-    leads: list[dict[str, Any]],
-    hooks: list[dict[str, Any]],
     seconds: float,
     args: argparse.Namespace,
 ) -> dict[str, Any]:
     lost = set(books.sent) - set(books.results) - books.dead_lettered
     outcomes = Counter(r[0]["outcome"] for r in books.results.values())
     changed = sum(1 for r in books.results.values() if len({x["outcome"] for x in r}) > 1)
-    emails = Counter(x["lead"].get("email") for x in hooks) + Counter(
-        lead.get("email") for lead in books.sent.values()
-    )
-    false_duplicates = sum(
-        1
-        for message_id, results in books.results.items()
-        if "already exists" in (results[0].get("reason") or "")
-        and emails[books.sent[message_id].get("email")] == 1
-        and books.sent[message_id].get("email")
-    )
+    people = person_books(lead_sends(books), profiles)
+    gaps = span_gaps(books)
     reasons = Counter(
         f"{r[0]['outcome']}: {r[0]['reason']}"
         for r in books.results.values()
@@ -552,13 +870,24 @@ def figures(
         "reasons": dict(reasons.most_common()),
         "published_more_than_once": sum(1 for r in books.results.values() if len(r) > 1),
         "profiles": len(profiles),
+        "search_lag_seconds": args.search_lag,
+        "queued_twice": books.double_sent,
+        "queued_and_by_webhook": len(books.twins),
+        "webhook_twin_after_its_queued_lead_seconds": (
+            f"{min(gaps):+.2f} to {max(gaps):+.2f}" if gaps else "-"
+        ),
+        "invalid_leads": people["invalid_leads"],
+        "invalid_leads_answered_failure": people["invalid_leads_answered_failure"],
+        "paths": people["paths"],
+        "person_examples": people["person_examples"],
         **late,
         **hooked,
         "targets": {
             "lost": len(lost),
             "consumers_crashed": books.crashed,
             "duplicate_profiles": duplicate_profiles(profiles),
-            "own_creates_reported_as_duplicates": false_duplicates,
+            **{target: people["paths"]["all"][target] for target in PERSON_TARGETS},
+            "profiles_for_no_lead": people["profiles_for_no_lead"],
             "outcome_changed_on_redelivery": changed,
             "dead_lettered": len(books.dead_lettered),
             "still_queued": remaining,
@@ -581,7 +910,16 @@ def report(result: dict[str, Any]) -> bool:
         f"{result['klaviyo_faults']} faulted ({result['fault_share']:.1%}), "
         f"{result['klaviyo_429s']} answered 429"
     )
-    skip = {"targets", "outcomes", "reasons", "seconds", "late_examples", "hand_back_reasons"}
+    skip = {
+        "targets",
+        "outcomes",
+        "reasons",
+        "seconds",
+        "late_examples",
+        "hand_back_reasons",
+        "paths",
+        "person_examples",
+    }
     rows = [(k, v) for k, v in result.items() if k not in skip]
     rows += [(f"outcome {k}", v) for k, v in result["outcomes"].items()]
     width = max(len(k) for k, _ in rows)
@@ -593,14 +931,46 @@ def report(result: dict[str, Any]) -> bool:
     print("\n  why records were handed back:")
     for reason, count in result["hand_back_reasons"].items():
         print(f"    {count:>5}  {reason}")
+    print_paths(result["paths"])
     print("\n  targets (each must be 0):")
     for key, value in result["targets"].items():
         print(f"    {key.replace('_', ' '):<{width}}  {value}")
     for example in result["late_examples"]:
         print("\n  a record that came back late:\n    " + "\n    ".join(example))
+    for example in result["person_examples"]:
+        print("\n  a person whose books are not right:\n    " + json.dumps(example))
     ok = not any(result["targets"].values())
     print("\nOK: every target met." if ok else "\nFAILED: see the targets above.")
     return ok
+
+
+def print_paths(paths: dict[str, dict[str, int]]) -> None:
+    """The people books per path, the generator's expected counts next to the measured."""
+    columns = [*PATHS, "all"]
+    labels = {
+        "people": "people",
+        "leads": "leads (sends)",
+        "success": "success: expected / measured",
+        "repeats": "repeats: expected / measured",
+        "other_answers": "other answers",
+        **{t: t.replace("_", " ") for t in PERSON_TARGETS},
+    }
+
+    def cell(column: str, row: str) -> str:
+        values = paths[column]
+        if row in ("success", "repeats"):
+            return f"{values[row + '_expected']:,} / {values[row]:,}"
+        return f"{values[row]:,}"
+
+    width = max(len(label) for label in labels.values())
+    sizes = [max(len(c), *(len(cell(c, r)) for r in labels)) for c in columns]
+    print("\n  people (a person's leads on every path; 'across paths': a person on several):")
+    print(
+        "    " + " " * width + "".join(f"  {c:>{n}}" for c, n in zip(columns, sizes, strict=True))
+    )
+    for row, label in labels.items():
+        cells = "".join(f"  {cell(c, row):>{n}}" for c, n in zip(columns, sizes, strict=True))
+        print(f"    {label:<{width}}{cells}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -618,6 +988,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--redeliver-share", type=float, default=0.01)
     parser.add_argument("--concurrent-share", type=float, default=0.01)
     parser.add_argument("--lose-share", type=float, default=0.3, help="webhook answers lost")
+    parser.add_argument(
+        "--search-lag",
+        type=float,
+        default=SEARCH_LAG_SECONDS,
+        help="seconds before a written profile shows in Klaviyo's search",
+    )
+    parser.add_argument(
+        "--double-send-share",
+        type=float,
+        default=0.02,
+        help="queued leads the vendor queues again, 0 to 3.5 s later, as another message",
+    )
+    parser.add_argument(
+        "--span-share",
+        type=float,
+        default=0.005,
+        help="queued leads the vendor also posts by webhook, 0.5 s apart",
+    )
     parser.add_argument("--batch-size", type=int, default=100)
     parser.add_argument("--ahead", type=int, default=400, help="leads queued ahead")
     parser.add_argument("--seed", type=int, default=7)

@@ -1,6 +1,7 @@
-"""The soak's child processes: queue consumers (Lambda containers) and a webhook caller.
+"""The soak's child processes: queue consumers (Lambda containers), a webhook caller, and the
+webhook twins of queued leads the vendor sends twice.
 
-    python -m devtools.soak_roles consumer|webhook '<json config>'
+    python -m devtools.soak_roles consumer|webhook|twins '<json config>'
 
 Each runs in its own OS process, as a Lambda container would, with the function's real
 handler, client and pacer, against the parent's moto server and Klaviyo emulator. What it saw
@@ -16,6 +17,11 @@ is written as JSON to ``config["out"]`` for the parent's books.
   ``Idempotency-Key``. A share of first answers is "lost" (the caller saw a 502 from the
   gateway) and sent again, half of the time while the first is still running; every 5xx or
   409 is retried after its ``Retry-After``.
+- ``twins`` is the vendor's other sender for leads it sends twice, once queued and once by
+  webhook: when a consumer is about to run a queued lead that has a webhook twin (the message
+  carries ``SPAN_ATTRIBUTE``), it asks for the twin's post ``SPAN_GAP_SECONDS`` before or
+  after it runs the batch, and this process posts it then (once per message, whichever
+  consumer gets it).
 """
 
 from __future__ import annotations
@@ -42,6 +48,11 @@ ROUTE = "/create-profile"
 POLL_SECONDS = 0.2
 WEBHOOK_ATTEMPTS = 10
 RETRYABLE_STATUSES = frozenset({409, 500, 502, 503, 504})
+# A queued lead the vendor also posts by webhook carries this message attribute: the twin's
+# Idempotency-Key (or none) and whether the post goes first.
+SPAN_ATTRIBUTE = "SoakWebhookTwin"
+SPAN_GAP_SECONDS = 0.5  # between the webhook post and the queued lead's invocation
+TWIN_POLL_SECONDS = 0.02
 
 
 def _environment(config: dict[str, Any]) -> None:
@@ -119,6 +130,7 @@ def consumer(config: dict[str, Any]) -> None:
     deleted_late: list[str] = []
     redelivered_early: list[str] = []
     short_polls: list[list[float]] = []  # receives that found no more visible messages
+    spans: list[dict[str, Any]] = []  # queued leads whose webhook twin this consumer asked for
     invocations = 0
     while not stop.exists():
         began = time.time()
@@ -135,6 +147,7 @@ def consumer(config: dict[str, Any]) -> None:
             twin = rng.choice(messages)  # another consumer may get it while this one works
             if _make_visible(sqs, url, twin, 0):
                 redelivered_early.append(twin["MessageId"])
+        spans += _ask_for_twins(Path(config["spans_dir"]), messages)
         invocations += 1
         response = handler(sqs_event(messages, arn), LambdaContext.for_action(ACTION))
         failed = {f["itemIdentifier"] for f in response["batchItemFailures"]}
@@ -154,9 +167,50 @@ def consumer(config: dict[str, Any]) -> None:
                 "hand_backs": tap.log,
                 "redelivered_after_done": deleted_late,
                 "redelivered_while_running": redelivered_early,
+                "spans": spans,
             }
         )
     )
+
+
+def _ask_for_twins(spans_dir: Path, messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Ask the twins process for the webhook posts of the batch's leads that have one, each
+    ``SPAN_GAP_SECONDS`` before or after the batch runs; return when it may run (after the
+    gap when a post goes first). A message delivered again asks for nothing: the vendor sent
+    its twin once."""
+    asked: list[dict[str, Any]] = []
+    for m in messages:
+        attribute = (m.get("MessageAttributes") or {}).get(SPAN_ATTRIBUTE)
+        if attribute is None:
+            continue
+        try:  # the first consumer to get the message posts its twin, once
+            os.close(os.open(spans_dir / f"{m['MessageId']}.claim", os.O_CREAT | os.O_EXCL))
+        except FileExistsError:
+            continue
+        twin = json.loads(attribute["StringValue"])
+        now = time.time()
+        request = {
+            "message_id": m["MessageId"],
+            "lead": json.loads(m["Body"]),
+            "key": twin["key"],
+            "webhook_first": twin["webhook_first"],
+            "at": now if twin["webhook_first"] else now + SPAN_GAP_SECONDS,
+        }
+        pending = spans_dir / f"{m['MessageId']}.tmp"
+        pending.write_text(json.dumps(request))
+        pending.replace(spans_dir / f"{m['MessageId']}.json")
+        asked.append(request)
+    if any(r["webhook_first"] for r in asked):
+        time.sleep(SPAN_GAP_SECONDS)
+    invoked_at = time.time()
+    return [
+        {
+            "message_id": r["message_id"],
+            "webhook_first": r["webhook_first"],
+            "invoked_at": invoked_at,
+        }
+        for r in asked
+    ]
 
 
 def _make_visible(sqs: Any, url: str, message: dict[str, Any], seconds: int) -> bool:
@@ -235,7 +289,9 @@ def _one_webhook_lead(
             "outcome": answer.get("outcome"),
             "reason": answer.get("reason"),
             "id": answer.get("id"),
+            "duplicate_profile_id": answer.get("duplicate_profile_id"),
             "retry_after": (response.get("headers") or {}).get("Retry-After"),
+            "answered_at": time.time(),
         }
 
     answers: list[dict[str, Any]] = []
@@ -264,9 +320,53 @@ def _one_webhook_lead(
     return {"lead": item["lead"], "key": item["key"], "answers": answers}
 
 
+# -- the vendor's webhook twins of queued leads ------------------------------------------
+
+
+def twins(config: dict[str, Any]) -> None:
+    """Post each requested twin at its time, until the stop file is there and every request
+    has been answered."""
+    _environment(config)
+    handler = load_handler(ACTION)
+    spans_dir, stop = Path(config["spans_dir"]), Path(config["stop_file"])
+    calls: list[dict[str, Any]] = []
+    running: list[threading.Thread] = []
+    taken: set[str] = set()
+
+    def post(request: dict[str, Any]) -> None:
+        time.sleep(max(0.0, request["at"] - time.time()))
+        started = time.time()
+        # Each twin its own generator: answers are lost as the webhook caller loses them.
+        rng = random.Random(f"{config['seed']}-{request['message_id']}")
+        call = _one_webhook_lead(handler, request, rng, config["lose_share"])
+        calls.append(
+            {
+                **call,
+                "twin_of": request["message_id"],
+                "webhook_first": request["webhook_first"],
+                "started_at": started,
+            }
+        )
+
+    while True:
+        stopping = stop.exists()  # looked at before the last scan: no request is left behind
+        for path in sorted(spans_dir.glob("*.json")):
+            if path.name not in taken:
+                taken.add(path.name)
+                thread = threading.Thread(target=post, args=(json.loads(path.read_text()),))
+                thread.start()
+                running.append(thread)
+        if stopping:
+            break
+        time.sleep(TWIN_POLL_SECONDS)
+    for thread in running:
+        thread.join()
+    Path(config["out"]).write_text(json.dumps({"calls": calls}))
+
+
 def main(argv: list[str]) -> int:
     role, config = argv[0], json.loads(argv[1])
-    {"consumer": consumer, "webhook": webhook}[role](config)
+    {"consumer": consumer, "webhook": webhook, "twins": twins}[role](config)
     return 0
 
 
