@@ -35,7 +35,7 @@ from devtools.lambda_events import (
     sqs_message,
 )
 from klaviyo_leads import entrypoint
-from klaviyo_leads.claims import ExternalIdClaims
+from klaviyo_leads.claims import CreateLedger
 from tests.conftest import API_KEY, reset_powertools_parameters
 
 
@@ -150,15 +150,16 @@ class TestApiGateway:
     def test_a_repeat_while_the_first_still_creates_comes_back_shortly(
         self, aws, local_stack, klaviyo_emulator
     ):
-        claims = ExternalIdClaims(local_stack.table_name)
-        assert claims.claim("crm-busy", "another-request", 60) is None
+        ledger = CreateLedger(local_stack.table_name)
+        other = ledger.take("external_id:crm-busy", "another-request", 60)
+        assert other.mine
         busy = post("create_profile", {"reference": "crm-busy"})
         assert busy["statusCode"] == 503 and int(busy["headers"]["Retry-After"]) >= 1
         assert busy["json"]["reason"] == (
-            "Another request is creating a profile with this external id; not sent"
+            "Another request is creating a profile for this email, phone or external id; not sent"
         )
         assert klaviyo_emulator.calls() == 0
-        claims.release("crm-busy", "another-request")
+        ledger.release(other)
         assert post("create_profile", {"reference": "crm-busy"})["statusCode"] == 200
 
     def test_http_api_v2_and_form_and_base64(self, aws):
@@ -578,18 +579,24 @@ class TestIdempotencyKey:
         first = self.post_with_key("k-lost", lead)
         assert first["statusCode"] in (502, 503, 504)
         again = self.post_with_key("k-lost", lead)
-        assert (again["statusCode"], again["json"]["outcome"]) == (200, "success")
+        assert (again["statusCode"], again["json"]["outcome"]) == (200, "success"), again
         (profile,) = klaviyo_emulator.profiles()
         assert again["json"]["id"] == profile["id"]
 
-    def test_without_the_first_attempt_the_repeat_would_be_a_duplicate(self, aws, klaviyo_emulator):
-        # The same request with a fresh key has no earlier attempt: a real duplicate.
+    def test_without_the_first_attempt_the_repeat_is_not_its_own(self, aws, klaviyo_emulator):
+        # The same request with a fresh key is another send: while the first's create is
+        # unconfirmed it is told to come back; once it is, it is the duplicate (the sweep,
+        # tests/integration/test_schedule_sweep.py, plays that on its virtual clock).
         klaviyo_emulator.faults.add(Fault(operation_id="create_profile", drop=True, after=True))
         klaviyo_emulator.faults.add(Fault(operation_id="get_profiles", status=429, retry_after=40))
         lead = {"email": "webhook2@example.com"}
         self.post_with_key("k-a", lead)
         other = self.post_with_key("k-b", lead)
-        assert (other["statusCode"], other["json"]["outcome"]) == (422, "failure")
+        assert (other["statusCode"], other["json"]["outcome"]) == (503, "error")
+        assert other["json"]["reason"] == (
+            "Another request is creating a profile for this email, phone or external id; not sent"
+        )
+        assert len(klaviyo_emulator.profiles()) == 1
 
     def test_a_keyed_track_event_repeat_is_one_event(self, aws, klaviyo_emulator):
         lead = {"email": "event@example.com", "klaviyo.metric_name": "Lead Received"}

@@ -141,6 +141,33 @@ class TestLead:
         assert (problem.outcome, problem.reason) == (Outcome.FAILURE, "Invalid email address")
         assert email not in problem.reason
 
+    @pytest.mark.parametrize(
+        "email",
+        [
+            "john..doe@example.com",  # a doubled dot: one refuses a whole bulk import
+            ".john@example.com",
+            "john.@example.com",
+            "john...@example.com",
+            "jo\x00hn@example.com",
+            "jo\x07hn@example.com",
+            "jo\x1bhn@example.com",
+            "jo\x7fhn@example.com",
+            "jo\x9bhn@example.com",
+            "john@exam\x00ple.com",
+        ],
+        ids=repr,
+    )
+    def test_what_klaviyo_refuses_in_an_email_is_refused_here(self, email):
+        problem = problem_of(Lead.from_object({"email": email}).email)
+        assert (problem.outcome, problem.reason) == (Outcome.FAILURE, "Invalid email address")
+
+    @pytest.mark.parametrize(
+        "email",
+        ["john.doe@example.com", "j.o.h.n@example.com", "o'brien+tag@example.co.uk", "_@a.io"],
+    )
+    def test_dots_between_characters_are_fine(self, email):
+        assert Lead.from_object({"email": email}).email() == email
+
     def test_valid_email_with_plus(self):
         assert Lead.from_object({"email": " Sarah+x@Example.com "}).email() == "Sarah+x@Example.com"
 

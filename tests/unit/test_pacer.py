@@ -278,3 +278,178 @@ def test_the_client_names_and_spaces_operations_as_the_document_does():
         assert rules[name]["method"] == method and re.fullmatch(pattern, documented), name
         spacing = BURST_PER_SECOND.get(name, DEFAULT_BURST_PER_SECOND)
         assert spacing == rules[name]["limits"]["burst"], name
+
+
+# -- headers are numbers to trust or ignore -------------------------------------------------
+
+FAR_DATE = "Fri, 31 Dec 9999 23:59:59 GMT"
+NO_WAIT = ["inf", "1e400", "-inf", "nan", "-5", "Fri, 31 Dec 99999 23:59:59 GMT"]
+
+
+def stored(pacer: Pacer, bucket: str) -> dict[str, float]:
+    """The numbers the pacer keeps for ``bucket``."""
+    window = vars(pacer._windows[bucket])
+    return {name: value for name, value in window.items() if isinstance(value, float)}
+
+
+@pytest.mark.parametrize("header", NO_WAIT)
+def test_a_retry_after_that_is_no_wait_is_ignored(header):
+    """Infinity cannot be rounded to whole seconds (OverflowError), and a negative wait is
+    no wait: both read as if Klaviyo had not said, as does a year no datetime holds."""
+    from klaviyo_leads.klaviyo import retry_after_seconds
+
+    assert retry_after_seconds(header) is None
+
+
+@pytest.mark.parametrize(("header", "seconds"), [("86400", 3600.0), (FAR_DATE, 3600.0)])
+def test_a_retry_after_is_believed_for_an_hour_at_most(header, seconds):
+    from klaviyo_leads.klaviyo import MAX_RETRY_AFTER_SECONDS, retry_after_seconds
+
+    assert retry_after_seconds(header) == seconds == MAX_RETRY_AFTER_SECONDS
+
+
+@pytest.mark.parametrize("header", NO_WAIT)
+def test_a_429_whose_retry_after_is_no_wait_holds_the_endpoint_a_second(header):
+    """As a 429 without Retry-After: one second, then the endpoint is free. Infinity held
+    it for good, and every later lead of the container was an internal error."""
+    clock = Clock()
+    pacer = Pacer(clock=clock)
+    pacer.observe("add_profiles_to_list", 429, {"Retry-After": header})
+    assert pacer.wait_for("add_profiles_to_list") == pytest.approx(1.0)
+    client = KlaviyoClient("http://127.0.0.1:9", "2026-07-15", lambda _refresh: "pk", pacer=pacer)
+    with pytest.raises(Result) as held:
+        client.check_pace("add_profiles_to_list", Budget(0.5, clock=clock))
+    assert held.value.reason == "Klaviyo asked to wait 1 s before the next call; not sent"
+    clock.now += 1
+    assert pacer.wait_for("add_profiles_to_list") == 0.0
+    assert all(math.isfinite(value) for value in stored(pacer, "add_profiles_to_list").values())
+
+
+def test_a_429_until_the_year_9999_holds_the_endpoint_an_hour():
+    clock = Clock()
+    pacer = Pacer(clock=clock)
+    pacer.observe("add_profiles_to_list", 429, {"Retry-After": FAR_DATE})
+    client = KlaviyoClient("http://127.0.0.1:9", "2026-07-15", lambda _refresh: "pk", pacer=pacer)
+    with pytest.raises(Result) as held:
+        client.check_pace("add_profiles_to_list", Budget(5.0, clock=clock))
+    assert held.value.reason == "Klaviyo asked to wait 3600 s before the next call; not sent"
+    assert held.value.retry_after == 3600.0
+    clock.now += 3600
+    assert pacer.wait_for("add_profiles_to_list") == 0.0
+
+
+@pytest.mark.parametrize(
+    ("reset", "seconds"),
+    [
+        ("1700000030", 30.0),  # a Unix time half a minute away
+        ("4102444800", 60.0),  # the year 2100: no later than the window's end
+        ("1600000000", 0.0),  # a moment gone: the window has ended
+        ("600", 60.0),  # seconds, but more than a steady window lasts
+        ("-5", 0.0),
+    ],
+)
+def test_a_ratelimit_reset_is_read_within_its_window(reset, seconds):
+    """A reset sent as a Unix time (1.7e9 s) paced the endpoint at a call per month."""
+    from klaviyo_leads.klaviyo import reset_seconds
+
+    assert reset_seconds(reset, now=lambda: 1_700_000_000.0) == seconds
+    clock = Clock()
+    pacer = Pacer(clock=clock, wall_clock=lambda: 1_700_000_000.0)
+    pacer.sent("get_profiles")
+    pacer.observe("get_profiles", 200, {**headers(749, 60), "RateLimit-Reset": reset})
+    as_seconds = Pacer(clock=clock)
+    as_seconds.sent("get_profiles")
+    as_seconds.observe("get_profiles", 200, {**headers(749, 60), "RateLimit-Reset": str(seconds)})
+    assert pacer.wait_for("get_profiles") == as_seconds.wait_for("get_profiles") <= 60.0
+
+
+@pytest.mark.parametrize("value", ["inf", "1e400", "nan", "-inf", "1e12", "-3"])
+@pytest.mark.parametrize("name", ["RateLimit-Remaining", "RateLimit-Limit"])
+def test_a_ratelimit_count_that_is_no_count_is_ignored(name, value):
+    """Ignored, as if not sent: the next honest answer paces as it would have. (A
+    ``RateLimit-Remaining: inf`` made the rest of the account's pace infinite, then NaN:
+    the endpoint was never free again.)"""
+    clock = Clock()
+    odd, plain = (Pacer(clock=clock, rng=random.Random(1)) for _ in range(2))
+    without = {k: v for k, v in headers(749, 60).items() if k != name}
+    for pacer, first in ((odd, {**without, name: value}), (plain, without)):
+        pacer.sent("get_profiles")
+        pacer.observe("get_profiles", 200, first)
+    clock.now += 1.0
+    for pacer in (odd, plain):
+        pacer.sent("get_profiles")
+        pacer.observe("get_profiles", 200, headers(700, 59))
+        assert all(math.isfinite(number) for number in stored(pacer, "get_profiles").values())
+    assert odd.wait_for("get_profiles") == pytest.approx(plain.wait_for("get_profiles"))
+
+
+def test_a_pace_of_next_to_nothing_waits_no_longer_than_the_window():
+    """One call left in a minute, at 90 %, spaced 67 s: past the window's end, when the
+    next window's pace would be read afresh."""
+    clock = Clock()
+    pacer = Pacer(clock=clock)
+    pacer.sent("get_profiles")
+    pacer.observe("get_profiles", 200, {"RateLimit-Remaining": "1", "RateLimit-Reset": "60"})
+    assert pacer.wait_for("get_profiles") == pytest.approx(60.0)
+
+
+def test_no_header_makes_the_pacer_raise_or_hold_an_endpoint_past_an_hour():
+    """Odd values in every header, in any order: every wait is a finite number of seconds
+    within an hour, and asking for one raises nothing but the throttled result."""
+    rng = random.Random(18)
+    odd = ["inf", "-inf", "nan", "1e400", "-5", "0", "1e12", "1700000030", "0.0000001"]
+    odd += [FAR_DATE, "Fri, 31 Dec 99999 23:59:59 GMT", "soon", "", "1, 2", "750", "30", "1"]
+    clock = Clock()
+    pacer = Pacer(clock=clock, rng=rng, wall_clock=lambda: 1_700_000_000.0)
+    client = KlaviyoClient("http://127.0.0.1:9", "2026-07-15", lambda _refresh: "pk", pacer=pacer)
+    names = ["Retry-After", "RateLimit-Limit", "RateLimit-Remaining", "RateLimit-Reset"]
+    for _ in range(2000):
+        bucket = rng.choice(["get_profiles", "add_profiles_to_list"])
+        sent = {name: rng.choice(odd) for name in names if rng.random() < 0.8}
+        pacer.sent(bucket)
+        pacer.observe(bucket, rng.choice([200, 202, 429]), sent)
+        clock.now += rng.choice([0.0, 0.01, 1.0, 30.0])
+        wait = pacer.wait_for(bucket)
+        assert 0.0 <= wait <= 3600.0, sent
+        try:
+            client.check_pace(bucket, Budget(rng.choice([0.5, 30.0, 4000.0]), clock=clock))
+        except Result as held:
+            assert held.kind is Kind.THROTTLED and held.retry_after is not None
+            assert math.isfinite(held.retry_after)
+        assert all(math.isfinite(value) for value in stored(pacer, bucket).values()), sent
+
+
+@pytest.mark.parametrize("retry_in", [math.inf, -math.inf, math.nan], ids=str)
+def test_a_wait_for_ever_brings_a_record_back_after_the_back_off(retry_in):
+    from klaviyo_leads.queueing import visibility
+
+    assert 24 <= visibility(1, retry_in, random.Random(1)) <= 37  # 30 s +- 20 %
+
+
+@pytest.mark.parametrize("retry_after", [math.inf, math.nan, None])
+def test_a_webhook_told_to_come_back_hears_a_whole_number_of_seconds(retry_after):
+    from klaviyo_leads import outcomes
+    from klaviyo_leads.triggers import api_response
+
+    response = api_response(outcomes.THROTTLED(retry_after=retry_after), {})
+    assert response["headers"]["Retry-After"] == "1"
+
+
+def test_setting_when_records_come_back_never_fails_the_batch():
+    """The batch's results are settled by then: an error there must not fail all of it."""
+    from types import SimpleNamespace
+
+    from devtools.lambda_events import queue_arn, sqs_event, sqs_message
+    from klaviyo_leads.sqs import _delay_handed_back
+
+    def unreachable(due):
+        raise RuntimeError("SQS is down")
+
+    delayed = []
+    records = sqs_event([sqs_message("{}", message_id="m-1")], queue_arn("q"))["Records"]
+    failed = {"batchItemFailures": [{"itemIdentifier": "m-1"}]}
+    for delay, retry_in in ((unreachable, 1.0), (lambda due: delayed.extend(due) or [], math.inf)):
+        runtime = SimpleNamespace(queue=SimpleNamespace(delay=delay))
+        _delay_handed_back(runtime, records, failed, {"m-1": retry_in})  # type: ignore[arg-type]
+    (due,) = delayed
+    assert 24 <= due.seconds <= 37  # a wait for ever: the first back-off

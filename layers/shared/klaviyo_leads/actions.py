@@ -6,11 +6,8 @@ turns both into the lead's result.
 
 from __future__ import annotations
 
-import time
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
 from aws_lambda_powertools import Logger
@@ -18,12 +15,15 @@ from aws_lambda_powertools import Logger
 from . import fields as fieldmap
 from . import lookup, outcomes
 from .context import Context
+from .creates import (
+    create_profile,
+    duplicate_profile_id,
+    new_profile,
+    phone_only_refused,
+)
 from .events import track_event
-from .klaviyo import CLOCK_SKEW_SECONDS, Response
 from .lead import Lead
 from .outcomes import (
-    KlaviyoError,
-    Outcome,
     Result,
     errors_field,
     from_klaviyo_answer,
@@ -33,7 +33,6 @@ from .outcomes import (
 from .profiles import (
     WITH_SUBSCRIPTIONS,
     find_profile,
-    get_profile,
     klaviyo_list,
     profile_reference,
     require_search_value,
@@ -44,182 +43,6 @@ from .profiles import (
 from .subscribe import subscribe_profile_to_list, unsubscribe_profile
 
 logger = Logger(service="klaviyo-lead-actions")
-
-# How long Klaviyo's profile search may lag behind a create. Not documented: an assumption,
-# generous for an index that is near real time. Until then a search that finds nothing
-# cannot prove that a create whose answer was lost did not happen.
-SEARCH_SETTLE_SECONDS = 10.0
-
-
-# -- Create Profile ------------------------------------------------------------------------
-
-
-# How soon a create that found another request creating the same external id tries again.
-CLAIM_RETRY_SECONDS = 2.0
-
-
-def create_profile(ctx: Context, lead: Lead) -> Result:
-    """Create a new profile in your Klaviyo account."""
-    attributes = new_profile(ctx, lead)
-    if ctx.claims is None or klaviyo_refuses_duplicates(attributes):
-        return _create_profile(ctx, attributes)
-    return _create_claimed(ctx, attributes)
-
-
-def _create_claimed(ctx: Context, attributes: dict[str, Any]) -> Result:
-    """A create by external id alone, under the fleet-wide claim of that id (``claims``)."""
-    assert ctx.claims is not None
-    external_id = str(attributes["external_id"])
-    owner = ctx.origin_id or str(uuid.uuid4())
-    try:
-        standing = ctx.claims.claim(
-            external_id, owner, ctx.budget.remaining() + SEARCH_SETTLE_SECONDS
-        )
-    except Exception:  # the table is out of reach: the search below is the guard left
-        logger.warning("Could not claim an external id before creating its profile")
-        return _create_profile(ctx, attributes)
-    if standing is not None:
-        if standing.profile_id:
-            return duplicate(outcomes.DUPLICATE_EXTERNAL_ID, standing.profile_id)
-        raise outcomes.CREATE_IN_PROGRESS(retry_after=CLAIM_RETRY_SECONDS)
-    try:
-        result = _create_profile(ctx, attributes)
-    except Result as problem:
-        if not problem.effect_unknown and not problem.retryable:
-            _settle_claim(ctx, external_id, owner, None)
-        raise  # a retryable one may have created it: the claim stands until it expires
-    created = result.outcome is Outcome.SUCCESS and (result.profile or {}).get("id")
-    _settle_claim(ctx, external_id, owner, str(created) if created else None)
-    return result
-
-
-def _settle_claim(ctx: Context, external_id: str, owner: str, profile_id: str | None) -> None:
-    assert ctx.claims is not None
-    try:
-        if profile_id:
-            ctx.claims.created(external_id, owner, profile_id, SEARCH_SETTLE_SECONDS)
-        else:
-            ctx.claims.release(external_id, owner)
-    except Exception:  # it expires by itself
-        logger.warning("Could not settle an external id's claim")
-
-
-def _create_profile(ctx: Context, attributes: dict[str, Any]) -> Result:
-    # Since when a profile for this lead could be one we made: this attempt, or the lead's
-    # first delivery when this is a redelivery.
-    since = min(time.time(), ctx.first_seen_at or time.time())
-    maybe_ours = ctx.redelivered
-    if not klaviyo_refuses_duplicates(attributes):
-        # Klaviyo would make a second profile for an external id: look for it first.
-        existing = _created_since(ctx, attributes, 0.0)
-        if existing is not None:
-            if maybe_ours and created_after(existing, since - CLOCK_SKEW_SECONDS):
-                return success(existing)
-            return duplicate(outcomes.DUPLICATE_EXTERNAL_ID, existing["id"])
-    try:
-        sent_at = time.time()
-        response = _post_profile(ctx, attributes)
-    except Result as problem:
-        if not problem.effect_unknown:
-            raise
-        # The create may have reached Klaviyo before its answer was lost. Look before
-        # sending it again.
-        ours = _created_since(ctx, attributes, since)
-        if ours is None and not klaviyo_refuses_duplicates(attributes):
-            # Nothing would stop a second profile: the search must have caught up first.
-            ours = _created_since_once_settled(ctx, attributes, since, sent_at)
-        if ours is not None:
-            return success(ours)
-        maybe_ours = True
-        response = _post_profile(ctx, attributes)
-    if response.status == 201:
-        return success(resource(response))
-    existing_id = _duplicate_profile_id(response.errors)
-    if maybe_ours and existing_id:
-        existing = get_profile(ctx, existing_id)
-        if existing and created_after(existing, since - CLOCK_SKEW_SECONDS):
-            return success(existing)
-    return duplicate(outcomes.DUPLICATE_PROFILE, existing_id, response.errors)
-
-
-def duplicate(
-    reason: outcomes.Reason, existing_id: str | None, errors: list[KlaviyoError] | None = None
-) -> Result:
-    """Create's failure for a profile that exists: its id in ``id`` and in the duplicate field."""
-    return reason(
-        profile={"type": "profile", "id": existing_id} if existing_id else None,
-        errors=errors or [],
-        duplicate_profile_id=existing_id,
-    )
-
-
-def new_profile(ctx: Context, lead: Lead) -> dict[str, Any]:
-    """The attributes of the profile to create; at least one identifier."""
-    attributes = lead.profile_attributes(ctx.settings.default_phone_region)
-    if not any(attributes.get(k) for k in ("email", "phone_number", "external_id")):
-        raise outcomes.NO_IDENTIFIER()
-    return attributes
-
-
-def klaviyo_refuses_duplicates(attributes: dict[str, Any]) -> bool:
-    """Klaviyo answers 409 for an email or phone it knows; an external id can repeat."""
-    return bool(attributes.get("email") or attributes.get("phone_number"))
-
-
-def _created_since_once_settled(
-    ctx: Context, attributes: dict[str, Any], since: float, sent_at: float
-) -> dict[str, Any] | None:
-    """Wait until the search can be trusted, then look again; too long a wait goes back."""
-    wait = sent_at + SEARCH_SETTLE_SECONDS - time.time()
-    if wait > 0:
-        if wait + 1.0 > ctx.budget.remaining():
-            raise outcomes.CREATE_UNCONFIRMED()
-        ctx.client.sleep(wait)
-    return _created_since(ctx, attributes, since)
-
-
-def _post_profile(ctx: Context, attributes: dict[str, Any]) -> Response:
-    try:
-        return ctx.call(
-            "POST",
-            "/api/profiles",
-            query=WITH_SUBSCRIPTIONS,
-            body={"data": {"type": "profile", "attributes": attributes}},
-            expect=(201,),
-            handled=(409,),
-            idempotent=False,
-        )
-    except Result as problem:
-        raise _phone_only_refused(attributes, problem) from None
-
-
-def _created_since(ctx: Context, attributes: dict[str, Any], since: float) -> dict[str, Any] | None:
-    """The profile an earlier attempt made, if Klaviyo has it: same identifier, born since."""
-    for identifier in ("email", "phone_number", "external_id"):
-        value = attributes.get(identifier)
-        if value:
-            newest = search_profiles(ctx, identifier, value, "-created", limit=1)
-            if newest and created_after(newest[0], since - CLOCK_SKEW_SECONDS):
-                return newest[0]
-            return None
-    return None
-
-
-def _duplicate_profile_id(errors: list[KlaviyoError]) -> str | None:
-    for error in errors:
-        value = error.meta.get("duplicate_profile_id")
-        if isinstance(value, str) and value:
-            return value
-    return None
-
-
-def created_after(profile: dict[str, Any], timestamp: float) -> bool:
-    created = fieldmap.read_path(profile, "attributes.created")
-    try:
-        return datetime.fromisoformat(str(created)).timestamp() >= timestamp
-    except ValueError:
-        return False
-
 
 # -- Get Profiles --------------------------------------------------------------------------
 
@@ -297,7 +120,7 @@ def patch(ctx: Context, profile: dict[str, Any], attributes: dict[str, Any]) -> 
         identifiers=" or ".join(changed) or "email or phone number",
         profile=profile,
         errors=response.errors,
-        duplicate_profile_id=_duplicate_profile_id(response.errors),
+        duplicate_profile_id=duplicate_profile_id(response.errors),
     )
 
 
@@ -387,23 +210,15 @@ def upsert_profile(ctx: Context, lead: Lead) -> Result:
             handled=(409,),
         )
     except Result as problem:
-        raise _phone_only_refused(attributes, problem) from None
+        raise phone_only_refused(attributes, problem) from None
     if response.status == 409:
-        existing_id = _duplicate_profile_id(response.errors)
+        existing_id = duplicate_profile_id(response.errors)
         raise outcomes.IDENTITIES_SPLIT(
             errors=response.errors,
             duplicate_profile_id=existing_id,
             profile={"type": "profile", "id": existing_id} if existing_id else None,
         )
     return success(resource(response), created=response.status == 201)
-
-
-def _phone_only_refused(attributes: dict[str, Any], problem: Result) -> Result:
-    """A phone alone is an identifier only in accounts with SMS set up: say so."""
-    phone_only = set(attributes) & {"email", "phone_number", "external_id"} == {"phone_number"}
-    if phone_only and problem.reason == outcomes.NO_IDENTIFIER.text:
-        return outcomes.PHONE_ONLY_REFUSED(errors=problem.errors, klaviyo_status=400)
-    return problem
 
 
 # -- Delete Profile ------------------------------------------------------------------------

@@ -26,6 +26,15 @@ def _share(value: str | None) -> float:
     return share if 0.0 < share <= 1.0 else 1.0
 
 
+def _seconds(value: str | None, default: float) -> float:
+    """A positive, finite number of seconds (at most an hour); the default otherwise."""
+    try:
+        seconds = float(value or default)
+    except ValueError:
+        return default
+    return seconds if 0.0 < seconds <= 3600.0 else default
+
+
 @dataclass(frozen=True)
 class Settings:
     """Everything the environment decides (contract section 9)."""
@@ -44,6 +53,10 @@ class Settings:
     klaviyo_max_share: float = 1.0
     # Delete Profile requests a data-privacy deletion only when the stack allows it.
     profile_deletion_enabled: bool = False
+    # How long Klaviyo's profile search may lag behind a write. Not documented: an assumption
+    # (the conformance run measures it). Until then a search that finds nothing cannot prove
+    # that a create whose answer was lost did not happen.
+    search_settle_seconds: float = 10.0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -65,4 +78,5 @@ class Settings:
             coalesce_batches=_flag(env.get("COALESCE_BATCHES"), default=True),
             klaviyo_max_share=_share(env.get("KLAVIYO_MAX_SHARE")),
             profile_deletion_enabled=_flag(env.get("PROFILE_DELETION_ENABLED"), default=False),
+            search_settle_seconds=_seconds(env.get("KLAVIYO_SEARCH_SETTLE_SECONDS"), 10.0),
         )

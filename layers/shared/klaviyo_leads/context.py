@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .budget import Budget
-from .claims import ExternalIdClaims
+from .claims import CreateLedger
 from .config import Settings
 from .klaviyo import KlaviyoClient, Response
 
@@ -47,11 +47,14 @@ class Context:
     # first submitted at ``first_seen_at`` (wall-clock seconds), when known.
     redelivered: bool = False
     first_seen_at: float | None = None
+    delivery: int = 1  # which delivery of a queued lead this is (SQS's receive count)
     # What the lead arrived as (an SQS message id, an EventBridge event id): the same on a
     # retry, so a retried event is not recorded twice.
     origin_id: str | None = None
-    # Creates by external id alone, claimed across the fleet (None: no table to claim in).
-    claims: ExternalIdClaims | None = None
+    # The record of every create, shared by the fleet (None: no table to keep it in).
+    ledger: CreateLedger | None = None
+    # Wall-clock seconds, as Klaviyo's timestamps and the records read them.
+    wall: Callable[[], float] = time.time
 
     def call(self, method: str, path: str, **kwargs: Any) -> Response:
         return self.client.call(method, path, self.budget, **kwargs)

@@ -12,8 +12,6 @@ layer directly, with the same keys, through ``claim``/``complete``/``release`` b
 
 from __future__ import annotations
 
-import hashlib
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -115,6 +113,10 @@ class KeyReused(Exception):
     """The Idempotency-Key came with a different request before."""
 
 
+class RecordsUnavailable(Exception):
+    """The idempotency table could not be reached before the request ran: nothing was done."""
+
+
 class _NotKept(Exception):
     """An answer not to keep (a retryable error): the repeat should really try again."""
 
@@ -129,9 +131,8 @@ class Requests:
     The first answer, status included, is kept 24 hours on the idempotency table (Powertools'
     ``idempotent_function``): a repeat gets it without calling Klaviyo, and a repeat while
     the first is still running is told so. A retryable answer is not kept, so the repeat
-    really runs; but when the first attempt ran is kept (an item of its own), so that the
-    repeat knows it may find what that attempt did (a profile whose create answer was lost)
-    and does not call it a duplicate.
+    really runs; the key is the lead's origin, so what the first attempt did is the repeat's
+    own (a create's record, ``claims``; an event's unique id).
     """
 
     def __init__(self, table_name: str, action: str, boto3_client: Any = None) -> None:
@@ -153,23 +154,22 @@ class Requests:
         self,
         key: str,
         request: dict[str, Any],
-        respond: Callable[[float | None], tuple[dict[str, Any], bool]],
+        respond: Callable[[], tuple[dict[str, Any], bool]],
     ) -> dict[str, Any]:
-        """The answer to keep under ``key``. ``respond(first_attempt_at)`` gives (answer, worth
-        keeping); ``first_attempt_at`` is when an earlier, unkept attempt ran, or None."""
+        """The answer to keep under ``key``: ``respond()`` gives (answer, worth keeping)."""
         from aws_lambda_powertools.utilities.idempotency import idempotent_function
         from aws_lambda_powertools.utilities.idempotency.exceptions import (
             IdempotencyAlreadyInProgressError,
+            IdempotencyPersistenceLayerError,
             IdempotencyValidationError,
         )
 
+        produced: list[dict[str, Any]] = []
+
         def run(data: dict[str, Any]) -> dict[str, Any]:
-            earlier = self.first_attempt(key)
-            started = time.time()
-            answer, keep = respond(earlier)
+            answer, keep = respond()
+            produced.append(answer)
             if not keep:
-                if earlier is None:
-                    self._remember_attempt(key, started)
                 raise _NotKept(answer)
             return answer
 
@@ -187,43 +187,24 @@ class Requests:
             raise InProgressElsewhere(key) from exc
         except IdempotencyValidationError as exc:
             raise KeyReused(key) from exc
+        except IdempotencyPersistenceLayerError as exc:
+            if not produced:
+                raise RecordsUnavailable(key) from exc
+            # The request ran but its answer could not be kept: give it, and let a repeat
+            # run again rather than wait on a record that says "in progress".
+            self._forget(key, request)
+            return produced[-1]
         return answer
 
-    # -- when an unkept attempt ran ----------------------------------------------------------
-
-    def _attempt_item_key(self, key: str) -> dict[str, Any]:
-        digest = hashlib.sha256(key.encode("utf-8")).hexdigest()
-        return {self._store.key_attr: {"S": f"{self.key_prefix}.first-attempt#{digest}"}}
-
-    def first_attempt(self, key: str) -> float | None:
-        item = self._store.client.get_item(
-            TableName=self._store.table_name,
-            Key=self._attempt_item_key(key),
-            ConsistentRead=True,
-        ).get("Item")
+    def _forget(self, key: str, request: dict[str, Any]) -> None:
         try:
-            return float(item["first_attempt_at"]["N"]) if item else None
-        except (KeyError, TypeError, ValueError):
-            return None
-
-    def _remember_attempt(self, key: str, at: float) -> None:
-        """Best effort: without it a repeat may report its own earlier create as a duplicate."""
-        try:
-            self._store.client.put_item(
-                TableName=self._store.table_name,
-                Item={
-                    **self._attempt_item_key(key),
-                    "first_attempt_at": {"N": repr(at)},
-                    self._store.expiry_attr: {"N": str(int(at + REQUEST_TTL_SECONDS))},
-                },
-                ConditionExpression="attribute_not_exists(#id)",
-                ExpressionAttributeNames={"#id": self._store.key_attr},
+            self._store.delete_record(
+                data={"key": key, "request": request}, exception=RuntimeError("not kept")
             )
-        except Exception as exc:  # the answer still goes out
-            if type(exc).__name__ != "ConditionalCheckFailedException":
-                from .runtime import logger
+        except Exception as exc:  # the record expires with the invocation's time
+            from .runtime import logger
 
-                logger.warning(
-                    "The first attempt of a keyed request could not be remembered",
-                    extra={"error_type": type(exc).__name__},
-                )
+            logger.warning(
+                "A keyed request's record could not be removed",
+                extra={"error_type": type(exc).__name__},
+            )

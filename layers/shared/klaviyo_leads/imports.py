@@ -3,7 +3,7 @@
 A job is submitted, polled until Klaviyo has processed it (within the lead's budget), and
 read back: the profiles it touched, and the import errors of the profiles it refused. Each
 submitted item gets its own outcome, matched back by profile id or by the identifier it
-was sent with.
+was sent with. A job refused because of some of its profiles is sent again without them.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -29,6 +30,8 @@ JOBS = "/api/profile-bulk-import-jobs"
 # Polls back off from 1 s to at most 15 s: a job of thousands takes seconds to minutes.
 FIRST_POLL_SECONDS = 1.0
 LONGEST_POLL_SECONDS = 15.0
+# Requests for one job in all: a 400 naming some profiles sends the rest again without them.
+MAX_IMPORT_ROUNDS = 3
 _ITEM_POINTER = re.compile(r"^/data/attributes/profiles/data/(\d+)(?:/|$)")
 # Identifiers that find a created profile again, in the order Klaviyo matches them.
 IDENTIFIERS = ("email", "phone_number", "external_id")
@@ -36,10 +39,13 @@ IDENTIFIERS = ("email", "phone_number", "external_id")
 
 @dataclass
 class Imported:
-    """Per submitted item: the profile as the job left it, or the errors that refused it."""
+    """Per submitted item: the profile as the job left it, the errors that refused it, or
+    the result of a round that did not import it (an item whose own errors are known keeps
+    them when a later round fails for the rest)."""
 
     profiles: dict[int, dict[str, Any]] = field(default_factory=dict)
     errors: dict[int, list[KlaviyoError]] = field(default_factory=dict)
+    problems: dict[int, Result] = field(default_factory=dict)
     created_at: str | None = None
 
 
@@ -67,17 +73,63 @@ def batches(items: list[dict[str, Any]]) -> list[list[int]]:
     return jobs
 
 
-def run(ctx: Context, items: list[dict[str, Any]], *, repeatable: bool = True) -> Imported:
+def run(
+    ctx: Context,
+    items: list[dict[str, Any]],
+    *,
+    repeatable: bool = True,
+    taken: Callable[[str], Any] | None = None,
+) -> Imported:
     """Import ``items`` (profile resources, by id or by identifiers) in one job.
 
     Raises a retryable result when Klaviyo has not finished the job within the budget: the
     queue brings the leads back. A job that creates profiles is not ``repeatable``: sent
     twice it would make a second profile for a lead known by its external id, and report
-    what the first job made as a duplicate. When its answer is lost, the job Klaviyo took
-    is looked for instead of sending it again; if it cannot be told, the leads come back
-    with a retryable result that says so (effect unknown), and their redelivery looks
-    for the profiles before it creates any.
+    what the first job made as a duplicate. When its answer is lost or unreadable, the job
+    Klaviyo took is looked for instead of sending it again; if it cannot be told, the leads
+    come back with a retryable result that says so (effect unknown), and their redelivery
+    looks for the profiles before it creates any.
+
+    Klaviyo validates a job all or nothing: one profile that fails validation (a malformed
+    email) makes the request a 400 and nothing is imported. When the 400's errors point at
+    profiles, those items get their own errors and the rest is sent again without them, for
+    at most ``MAX_IMPORT_ROUNDS`` requests (a 400 is a definite "nothing imported", so
+    sending again is safe). A 400 about the request as a whole fails every item alike.
     """
+    refused: dict[int, list[KlaviyoError]] = {}
+    left = list(range(len(items)))  # the positions of ``items`` the next round sends
+    try:
+        for _ in range(MAX_IMPORT_ROUNDS):
+            sent = [items[position] for position in left]
+            job, named = _submit(ctx, sent, repeatable=repeatable)
+            if job is not None:
+                if taken is not None:
+                    taken(job["id"])  # recorded before the polls: a redelivery reads this job
+                imported = _read_job(ctx, job, sent)
+                return Imported(
+                    profiles={left[i]: profile for i, profile in imported.profiles.items()},
+                    errors={**refused, **{left[i]: e for i, e in imported.errors.items()}},
+                    created_at=imported.created_at,
+                )
+            refused.update({left[i]: errors for i, errors in named.items()})
+            left = [position for i, position in enumerate(left) if i not in named]
+            if not left:
+                return Imported(errors=refused)
+    except Result as problem:
+        if not refused:
+            raise
+        # The items refused earlier keep their own reasons; the rest share this round's.
+        return Imported(errors=refused, problems=dict.fromkeys(left, problem))
+    # Every round named other profiles: the rest was never imported, and comes back.
+    again = outcomes.IMPORT_REFUSED_FOR_OTHERS(klaviyo_status=400)
+    return Imported(errors=refused, problems=dict.fromkeys(left, again))
+
+
+def _submit(
+    ctx: Context, items: list[dict[str, Any]], *, repeatable: bool
+) -> tuple[dict[str, Any] | None, dict[int, list[KlaviyoError]]]:
+    """Send one job: the job Klaviyo took, or no job and the errors of the items a 400
+    named. Raises what fails every item alike."""
     sent_at = time.time()
     try:
         response = ctx.call(
@@ -90,19 +142,46 @@ def run(ctx: Context, items: list[dict[str, Any]], *, repeatable: bool = True) -
                 }
             },
             expect=(202,),
+            handled=(400,),
             idempotent=repeatable,
         )
-        job = response.data if isinstance(response.data, dict) else {}
     except Result as problem:
         if not problem.effect_unknown:
             raise
         found = _job_sent_since(ctx, sent_at, len(items))
         if found is None:
             raise
+        return found, {}
+    if response.status == 400:
+        named = _named_items(response.errors, len(items))
+        if not named:
+            raise outcomes.from_klaviyo_answer(400, response.errors)
+        return None, named
+    job = response.data if isinstance(response.data, dict) else {}
+    if not isinstance(job.get("id"), str):
+        # A 202 is a job Klaviyo took and runs: not a final error, and not to be sent again.
+        found = _job_sent_since(ctx, sent_at, len(items))
+        if found is None:
+            raise outcomes.IMPORT_UNCONFIRMED(klaviyo_status=202, effect_unknown=True)
         job = found
-    job_id = job.get("id")
-    if not isinstance(job_id, str):
-        raise outcomes.unreadable_response(202)
+    return job, {}
+
+
+def _named_items(errors: list[KlaviyoError], count: int) -> dict[int, list[KlaviyoError]]:
+    """The errors of a refused job by the item each points at; empty when one of them is
+    about the request as a whole (or points at no item that was sent)."""
+    named: dict[int, list[KlaviyoError]] = {}
+    for error in errors:
+        found = _ITEM_POINTER.match(error.pointer or "")
+        if found is None or int(found.group(1)) >= count:
+            return {}
+        named.setdefault(int(found.group(1)), []).append(error)
+    return named
+
+
+def _read_job(ctx: Context, job: dict[str, Any], items: list[dict[str, Any]]) -> Imported:
+    """Wait for the job Klaviyo took, then read what it did with each item."""
+    job_id = job["id"]
     attributes = _wait_until_processed(ctx, job_id, job.get("attributes") or {})
     imported = Imported(created_at=attributes.get("created_at"))
     query = {"additional-fields[profile]": "subscriptions", "page[size]": "100"}
@@ -126,6 +205,7 @@ def _job_sent_since(ctx: Context, sent_at: float, count: int) -> dict[str, Any] 
         job
         for job in jobs
         if isinstance(job, dict)
+        and isinstance(job.get("id"), str)
         and (job.get("attributes") or {}).get("total_count") == count
         and (created := _seconds((job.get("attributes") or {}).get("created_at"))) is not None
         and created >= since
@@ -211,6 +291,8 @@ def _match_errors(
 
 def outcome(imported: Imported, position: int) -> Result | dict[str, Any]:
     """An item's profile, or the result that says why the job did not take it."""
+    if position in imported.problems:
+        return imported.problems[position]
     if position in imported.errors:
         errors = imported.errors[position]
         if any(e.code == "duplicate_profile" for e in errors):
@@ -221,3 +303,50 @@ def outcome(imported: Imported, position: int) -> Result | dict[str, Any]:
     if position in imported.profiles:
         return imported.profiles[position]
     return outcomes.IMPORT_LOST()
+
+
+# -- a job sent by an earlier attempt --------------------------------------------------------
+
+
+@dataclass
+class Job:
+    """A job read back after the fact (a redelivery finding what its earlier attempt sent)."""
+
+    touched: list[dict[str, Any]]
+    errors: list[dict[str, Any]]
+
+    def outcome_for(self, attributes: dict[str, Any]) -> Result | dict[str, Any] | None:
+        """The profile the job left for a lead with these attributes, the result that says
+        why the job refused it, or None when the job did not carry it."""
+        item = {"type": "profile", "attributes": attributes}
+        imported = Imported()
+        _match_profiles([item], self.touched, imported)
+        _match_errors([item], self.errors, imported)
+        if 0 in imported.errors or 0 in imported.profiles:
+            return outcome(imported, 0)
+        return None
+
+
+def read_earlier_job(ctx: Context, job_id: str) -> Job:
+    """An earlier attempt's job: waited for within the budget (``IMPORT_UNFINISHED`` when it
+    is not done), then its profiles and its import errors."""
+    response = ctx.call("GET", f"{JOBS}/{job_id}")
+    data = response.data if isinstance(response.data, dict) else {}
+    attributes = _wait_until_processed(ctx, job_id, data.get("attributes") or {})
+    query = {"additional-fields[profile]": "subscriptions", "page[size]": "100"}
+    touched = all_pages(ctx, f"{JOBS}/{job_id}/profiles", query)
+    errors = (
+        all_pages(ctx, f"{JOBS}/{job_id}/import-errors", {"page[size]": "100"})
+        if attributes.get("failed_count")
+        else []
+    )
+    return Job(touched, errors)
+
+
+def finished(ctx: Context, job_id: str) -> bool:
+    """Whether Klaviyo is done with a job (complete or cancelled; one it does not know)."""
+    response = ctx.call("GET", f"{JOBS}/{job_id}", handled=(404,))
+    if response.status == 404:
+        return True
+    data = response.data if isinstance(response.data, dict) else {}
+    return (data.get("attributes") or {}).get("status") in ("complete", "cancelled")

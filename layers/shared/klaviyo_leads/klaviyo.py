@@ -147,6 +147,13 @@ MIN_WINDOW_LEFT = 0.5
 STEADY_WINDOW_SECONDS = 60.0
 # A container with nothing left in a window comes back within this much of the next one.
 MAX_WAKE_SPREAD = 10.0
+# Headers are numbers to trust or ignore, never to be held by. The longest Retry-After
+# believed: one that asks for more (a date in 9999) holds an endpoint for an hour at most.
+MAX_RETRY_AFTER_SECONDS = 3600.0
+# A RateLimit-Limit or -Remaining above this counts no calls Klaviyo grants: ignored.
+MAX_RATE_LIMIT_COUNT = 1e9
+# A RateLimit-Reset above this is a moment (Unix time, from 2001 on), not seconds.
+RESET_AS_UNIX_TIME_FROM = 1e9
 
 
 @dataclass
@@ -188,8 +195,10 @@ class Pacer:
         max_share: float = 1.0,
         headroom: float = HEADROOM,
         rng: random.Random | None = None,
+        wall_clock: Callable[[], float] = time.time,
     ) -> None:
         self._clock = clock
+        self._wall_clock = wall_clock  # for a header that names a moment (a date, a Unix time)
         self._rng = rng or random.Random()
         self._lock = threading.Lock()
         self._burst = BURST_PER_SECOND if burst_per_second is None else burst_per_second
@@ -219,8 +228,11 @@ class Pacer:
                     window.wake_at = window.ends_at + self._rng.uniform(0.0, spread)
                 wait = max(wait, window.wake_at - now)
             elif pace is not None and window.last_sent is not None:
-                wait = max(wait, window.last_sent + 1.0 / pace - now)
-            return max(0.0, wait)
+                # A pace of next to nothing spaces calls no wider than a window: by then
+                # the next one has begun and its pace is read afresh.
+                spacing = min(1.0 / pace, STEADY_WINDOW_SECONDS)
+                wait = max(wait, window.last_sent + spacing - now)
+            return _bounded(wait)
 
     def told_to_wait(self, bucket: str) -> bool:
         """Whether ``bucket`` is held by a 429's ``Retry-After`` (else by our share of it)."""
@@ -259,11 +271,11 @@ class Pacer:
             if status == 429:
                 # Retry-After says how long, whichever window ran out: a spent burst second
                 # is not a spent minute. (A 429 carries no RateLimit-* headers to learn from.)
-                wait = retry_after_seconds(headers.get("retry-after")) or 1.0
+                wait = retry_after_seconds(headers.get("retry-after"), self._wall_clock) or 1.0
                 window.blocked_until = max(window.blocked_until, now + wait)
                 return
-            remaining = _number(headers.get("ratelimit-remaining"))
-            reset = _number(headers.get("ratelimit-reset"))
+            remaining = _count(headers.get("ratelimit-remaining"))
+            reset = reset_seconds(headers.get("ratelimit-reset"), self._wall_clock)
             if remaining is None or reset is None:
                 return
             same_window = (
@@ -271,7 +283,7 @@ class Pacer:
                 and now < window.ends_at + 1.0
                 and remaining <= window.remaining
             )
-            limit = _number(headers.get("ratelimit-limit")) or window.limit
+            limit = _count(headers.get("ratelimit-limit")) or window.limit
             sample: tuple[float, float] | None = None  # (others' calls, over seconds)
             if same_window and window.remaining is not None and now > window.seen_at:
                 spent = window.remaining - remaining - window.own_since
@@ -293,28 +305,72 @@ class Pacer:
 
 
 def _number(value: str | None) -> float | None:
-    """A non-negative number header (the first of a comma-separated list), or None."""
+    """A finite number header (the first of a comma-separated list), or None.
+
+    ``inf``, ``nan`` and ``1e400`` (which reads as infinity) are no number of seconds or
+    calls: a wait for ever cannot be rounded, and would hold an endpoint for good.
+    """
     if value is None:
         return None
     try:
         number = float(value.split(",")[0].strip())
     except ValueError:
         return None
-    return max(0.0, number) if number == number else None
+    return number if math.isfinite(number) else None
+
+
+def _count(value: str | None) -> float | None:
+    """``RateLimit-Limit`` or ``-Remaining``; None for what counts no calls (negative, or
+    beyond any limit Klaviyo sets)."""
+    number = _number(value)
+    return number if number is not None and 0 <= number <= MAX_RATE_LIMIT_COUNT else None
+
+
+def _bounded(seconds: float) -> float:
+    """A wait within [0, MAX_RETRY_AFTER_SECONDS] (NaN: no wait), safe to round and sleep."""
+    return min(MAX_RETRY_AFTER_SECONDS, seconds) if seconds > 0 else 0.0
+
+
+def reset_seconds(value: str | None, now: Callable[[], float] = time.time) -> float | None:
+    """``RateLimit-Reset`` as seconds from now, within the steady window it counts down.
+
+    Klaviyo sends seconds; a value only a Unix time can be is read as that moment, so a
+    server that sends one does not hold the endpoint for decades.
+    """
+    seconds = _number(value)
+    if seconds is None:
+        return None
+    if seconds > RESET_AS_UNIX_TIME_FROM:
+        seconds -= now()
+    return min(STEADY_WINDOW_SECONDS, max(0.0, seconds))
 
 
 def retry_after_seconds(value: str | None, now: Callable[[], float] = time.time) -> float | None:
-    """``Retry-After`` as seconds from now: delay-seconds, or an HTTP date (RFC 9110)."""
+    """``Retry-After`` as seconds from now: delay-seconds, or an HTTP date (RFC 9110).
+
+    None for what is no wait (negative, non-finite, a date no datetime holds): the caller
+    waits as if nothing was said. At most ``MAX_RETRY_AFTER_SECONDS``.
+    """
+    if value is None:
+        return None
     seconds = _number(value)
-    if seconds is not None or value is None:
-        return seconds
+    if seconds is None:
+        seconds = _seconds_until(value, now)
+    if seconds is None or seconds < 0:
+        return None
+    return min(MAX_RETRY_AFTER_SECONDS, seconds)
+
+
+def _seconds_until(http_date: str, now: Callable[[], float]) -> float | None:
+    """Seconds until an HTTP date (0 once it has passed), or None when it is no date."""
     try:
-        moment = parsedate_to_datetime(value.strip())
-    except (TypeError, ValueError, IndexError):
+        moment = parsedate_to_datetime(http_date.strip())
+        if moment.tzinfo is None:  # an HTTP date is GMT even when it does not say so
+            return None
+        seconds = moment.timestamp() - now()
+    except (TypeError, ValueError, IndexError, OverflowError):
         return None
-    if moment.tzinfo is None:  # an HTTP date is GMT even when it does not say so
-        return None
-    return max(0.0, moment.timestamp() - now())
+    return max(0.0, seconds) if math.isfinite(seconds) else None
 
 
 ApiKeySource = Callable[[bool], str]
@@ -486,7 +542,7 @@ class KlaviyoClient:
         Actions that end in a scarce endpoint (a list add) ask first, so a lead that could
         not be added anyway does not spend a profile search on the way.
         """
-        wait = self.pacer.wait_for(bucket)
+        wait = _bounded(self.pacer.wait_for(bucket))
         if wait > 0 and wait + MINIMUM_CALL_SECONDS > budget.remaining():
             held = outcomes.PACED if self.pacer.told_to_wait(bucket) else outcomes.NO_ROOM
             raise held(seconds=math.ceil(wait), retry_after=wait)

@@ -30,7 +30,11 @@ _SCALAR_KEYS = frozenset(
 )
 _CUSTOM_OBJECT_KEY = fieldmap.CUSTOM_PREFIX.rstrip(".")
 _DOMAIN_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?"
-_EMAIL = re.compile(rf"^[^@\s\"<>(),;:\\\[\]]+@{_DOMAIN_LABEL}(?:\.{_DOMAIN_LABEL})+$")
+# Besides spaces and specials, Klaviyo refuses a leading, trailing or doubled dot in the local
+# part (``john..doe@``) and control characters. One such profile refuses a whole bulk import
+# (imports.py strips what still gets through), so they are stopped here.
+_LOCAL_WORD = r"[^@\s\"<>(),;:\\\[\].\x00-\x1f\x7f-\x9f]+"
+_EMAIL = re.compile(rf"{_LOCAL_WORD}(?:\.{_LOCAL_WORD})*@{_DOMAIN_LABEL}(?:\.{_DOMAIN_LABEL})+")
 
 IDENTIFIERS = ("email", "phone_number", "klaviyo_id", "external_id")
 # Squashed (see ``_squash``) spellings of each identifier: "PhoneNumber", "E-Mail", "ExternalId".
@@ -208,7 +212,7 @@ class Lead:
         email = self.text("email", "Email")
         if email is None:
             return None
-        if len(email) > 100 or not _EMAIL.match(email):
+        if len(email) > 100 or not _EMAIL.fullmatch(email):
             raise outcomes.INVALID_EMAIL()
         return email
 

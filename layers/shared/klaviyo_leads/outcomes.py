@@ -312,7 +312,18 @@ CREATE_UNCONFIRMED = _error(
     "Klaviyo's answer to the create was lost and its search cannot confirm it yet; not sent again",
 )
 CREATE_IN_PROGRESS = _error(
-    Kind.THROTTLED, "Another request is creating a profile with this external id; not sent"
+    Kind.THROTTLED,
+    "Another request is creating a profile for this email, phone or external id; not sent",
+)
+CREATE_UNSETTLED = _error(
+    Kind.THROTTLED,
+    "An earlier attempt's create cannot be confirmed until Klaviyo's search catches up "
+    "(about {seconds} s); not sent again",
+)
+RECORD_UNAVAILABLE = _error(
+    Kind.THROTTLED,
+    "The bundle's delivery records (DynamoDB) could not be reached; not sent, "
+    "try again in {seconds} s",
 )
 SECRET_UNAVAILABLE = _error(Kind.TRANSIENT, "The Klaviyo API key secret could not be read")
 IMPORT_UNFINISHED = _error(
@@ -320,6 +331,14 @@ IMPORT_UNFINISHED = _error(
 )
 IMPORT_CANCELLED = _error(Kind.TRANSIENT, "Klaviyo cancelled the bulk import")
 IMPORT_LOST = _error(Kind.TRANSIENT, "Klaviyo's bulk import did not report this profile")
+IMPORT_UNCONFIRMED = _error(
+    Kind.TRANSIENT,
+    "Klaviyo took the bulk import but its answer could not be read; the lead comes back",
+)
+IMPORT_REFUSED_FOR_OTHERS = _error(
+    Kind.TRANSIENT,
+    "Klaviyo kept refusing the bulk import over other leads' data; the lead comes back",
+)
 INTERNAL = _error(Kind.TRANSIENT, "Internal error while processing the lead")
 QUEUED_FOR_RETRY = Reason(Outcome.ERROR, Kind.QUEUED, "Queued for retry")
 

@@ -23,6 +23,7 @@ BACKOFF_SECONDS = (30, 120, 600, 1800)
 JITTER = 0.2
 MAX_VISIBILITY_SECONDS = 12 * 3600  # SQS's limit
 FIRST_SEEN = "first_seen_at"  # message attribute: when the bundle first saw the lead
+ORIGIN = "origin_id"  # message attribute: what the lead first arrived as (its create's owner)
 
 
 @dataclass(frozen=True)
@@ -41,6 +42,8 @@ def visibility(receive_count: int, retry_in: float | None, rng: random.Random | 
     of a throttled batch do not all come back in the same second; None: the back-off.
     """
     rng = rng or random.Random()
+    if retry_in is not None and not math.isfinite(retry_in):
+        retry_in = None  # a wait for ever (or NaN) cannot be rounded: the back-off instead
     if retry_in is not None:
         seconds = retry_in + rng.uniform(0.0, max(1.0, JITTER * retry_in))
     else:
@@ -86,14 +89,16 @@ class ActionQueue:
             refused += [chunk[int(f["Id"])].message_id for f in answer.get("Failed", [])]
         return refused
 
-    def send(self, lead: Any, first_seen_at: float) -> str:
-        """Put a lead on the queue for a later try; its first-seen time goes with it."""
+    def send(self, lead: Any, first_seen_at: float, origin_id: str | None = None) -> str:
+        """Put a lead on the queue for a later try; when it was first seen and what it first
+        arrived as go with it, so the retry knows what its first try did."""
+        attributes = {FIRST_SEEN: {"DataType": "Number", "StringValue": f"{first_seen_at:.3f}"}}
+        if origin_id:
+            attributes[ORIGIN] = {"DataType": "String", "StringValue": origin_id}
         answer = self.client.send_message(
             QueueUrl=self.url,
             MessageBody=json.dumps(lead, separators=(",", ":"), default=str),
-            MessageAttributes={
-                FIRST_SEEN: {"DataType": "Number", "StringValue": f"{first_seen_at:.3f}"}
-            },
+            MessageAttributes=attributes,
         )
         return str(answer["MessageId"])
 

@@ -17,7 +17,7 @@ from aws_lambda_powertools.metrics import MetricUnit
 from . import outcomes
 from .actions import Action, result_fields, run_action
 from .budget import Budget, effective_budget_seconds
-from .claims import ExternalIdClaims
+from .claims import CreateLedger
 from .config import Settings
 from .context import Context, NameCache
 from .idempotency import Idempotency, Requests
@@ -85,10 +85,11 @@ class Runtime:
     publisher: ResultPublisher | None = None
     queue: ActionQueue | None = None
     results: ResultStore | None = None
-    claims: ExternalIdClaims | None = None
+    ledger: CreateLedger | None = None
     idempotency_by_action: dict[str, Idempotency] = field(default_factory=dict)
     requests_by_action: dict[str, Requests] = field(default_factory=dict)
     clock: Callable[[], float] = time.monotonic
+    wall: Callable[[], float] = time.time
 
     @classmethod
     def from_env(cls) -> Runtime:
@@ -109,9 +110,9 @@ class Runtime:
         queue = ActionQueue(settings.action_queue_url) if settings.action_queue_url else None
         results = ResultStore(settings.results_table_name) if settings.results_table_name else None
         table = settings.idempotency_table_name
-        claims = ExternalIdClaims(table) if table else None
+        ledger = CreateLedger(table) if table else None
         return cls(
-            settings, client, publisher=publisher, queue=queue, results=results, claims=claims
+            settings, client, publisher=publisher, queue=queue, results=results, ledger=ledger
         )
 
     def idempotency(self, action: Action) -> Idempotency | None:
@@ -137,7 +138,9 @@ class Runtime:
         return Budget(seconds, clock=self.clock)
 
     def context(self, budget: Budget) -> Context:
-        return Context(self.client, budget, self.settings, self.names, claims=self.claims)
+        return Context(
+            self.client, budget, self.settings, self.names, ledger=self.ledger, wall=self.wall
+        )
 
     def process(
         self,
@@ -149,6 +152,7 @@ class Runtime:
         redelivered: bool = False,
         first_seen_at: float | None = None,
         origin_id: str | None = None,
+        delivery: int = 1,
     ) -> Processed:
         """Run one lead through an action; never raises."""
         started = self.clock()
@@ -159,7 +163,7 @@ class Runtime:
             )
             ctx = self.context(self.budget(seconds))
             ctx.redelivered, ctx.first_seen_at = redelivered, first_seen_at
-            ctx.origin_id = origin_id
+            ctx.origin_id, ctx.delivery = origin_id, delivery
             result = run_action(action, ctx, lead)
         except Result as stopped:
             result = stopped

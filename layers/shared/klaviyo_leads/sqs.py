@@ -30,7 +30,7 @@ from .idempotency import InProgressElsewhere
 from .lead import parse_body
 from .outcomes import Kind, Result
 from .publishing import Publication
-from .queueing import FIRST_SEEN, Due, visibility
+from .queueing import FIRST_SEEN, ORIGIN, Due, visibility
 from .runtime import Processed, Runtime, internal_error, logger, processed
 
 # What storing and publishing one result costs after a bulk call (a DynamoDB write and a
@@ -126,23 +126,33 @@ def _delay_handed_back(
     handed_back: dict[str, float | None],
 ) -> None:
     """Make each handed-back record visible again when it is due, not after the queue's
-    full visibility timeout. Where SQS refuses, the queue's timeout still brings it back."""
+    full visibility timeout. Where SQS refuses, the queue's timeout still brings it back.
+
+    Never raises: the batch's results are settled by now, and an exception here would
+    fail the whole batch, done records and all.
+    """
     if runtime.queue is None:
         return
-    failed = {item["itemIdentifier"] for item in response.get("batchItemFailures", [])}
-    due = [
-        Due(
-            record.message_id,
-            record.receipt_handle,
-            visibility(
-                int(record.attributes.approximate_receive_count or 1),
-                handed_back.get(record.message_id),
-            ),
+    try:
+        failed = {item["itemIdentifier"] for item in response.get("batchItemFailures", [])}
+        due = [
+            Due(
+                record.message_id,
+                record.receipt_handle,
+                visibility(
+                    int(record.attributes.approximate_receive_count or 1),
+                    handed_back.get(record.message_id),
+                ),
+            )
+            for record in map(SQSRecord, raw_records)
+            if record.message_id in failed
+        ]
+        refused = runtime.queue.delay(due) if due else []
+    except Exception as exc:
+        logger.warning(
+            "Could not set when records come back", extra={"error_type": type(exc).__name__}
         )
-        for record in map(SQSRecord, raw_records)
-        if record.message_id in failed
-    ]
-    refused = runtime.queue.delay(due) if due else []
+        return
     if refused:
         logger.warning("Could not set when records come back", extra={"count": len(refused)})
 
@@ -247,7 +257,7 @@ def _claim_and_coalesce(
             action,
             [c.lead for c in readable.values()],
             left,
-            list(readable),
+            [origin_of(records[message_id]) for message_id in readable],
             [_delivery(records[message_id]) for message_id in readable],
         )
     except Exception as exc:
@@ -298,10 +308,11 @@ def _delivery(record: SQSRecord) -> Delivery:
     queued_for_retry = _first_seen(record)
     if queued_for_retry is not None:
         seen.append(queued_for_retry)
+    count = int(attributes.approximate_receive_count or 1)
     return Delivery(
-        redelivered=int(attributes.approximate_receive_count or 1) > 1
-        or queued_for_retry is not None,
+        redelivered=count > 1 or queued_for_retry is not None,
         first_seen_at=min(seen) if seen else None,
+        count=count,
     )
 
 
@@ -329,8 +340,18 @@ def _process(
         remaining_seconds=remaining_seconds(ctx),
         redelivered=delivery.redelivered,
         first_seen_at=delivery.first_seen_at,
-        origin_id=record.message_id,
+        origin_id=origin_of(record),
+        delivery=delivery.count,
     )
+
+
+def origin_of(record: SQSRecord) -> str:
+    """What the record's lead first arrived as: its message, or the event whose retry put it
+    on the queue (the owner of what that event's first try created)."""
+    attributes = record.message_attributes
+    attribute = attributes[ORIGIN] if ORIGIN in attributes else None  # noqa: SIM401
+    origin = attribute.string_value if attribute is not None else None
+    return origin or record.message_id
 
 
 def _lead_of(record: SQSRecord) -> Any:

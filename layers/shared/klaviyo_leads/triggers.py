@@ -16,8 +16,9 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from . import outcomes
 from .actions import Action, result_fields
-from .budget import MIN_SECONDS_PER_LEAD, remaining_seconds
-from .idempotency import MAX_KEY_LENGTH, InProgressElsewhere, KeyReused
+from .budget import API_GATEWAY_LIMIT_SECONDS, MIN_SECONDS_PER_LEAD, remaining_seconds
+from .creates import RECORD_RETRY_SECONDS
+from .idempotency import MAX_KEY_LENGTH, InProgressElsewhere, KeyReused, RecordsUnavailable
 from .lead import leads_in, parse_body
 from .outcomes import Kind, Result
 from .publishing import Publication
@@ -102,7 +103,9 @@ def _answer_once(
     """A repeat within 24 h gets the first answer (contract section 6, Retries by callers)."""
     requests = runtime.requests(action)
     assert requests is not None
-    requests.config.register_lambda_context(ctx)  # a request in progress ends with its invocation
+    # A request in progress ends with its invocation, and no API request outlives API
+    # Gateway's limit: a repeat after a crashed attempt runs again once that has passed.
+    requests.config.register_lambda_context(_ApiDeadline(ctx))  # type: ignore[arg-type]
     if not key or len(key) > MAX_KEY_LENGTH:
         result = outcomes.BAD_IDEMPOTENCY_KEY(limit=MAX_KEY_LENGTH)
     else:
@@ -111,16 +114,33 @@ def _answer_once(
             return requests.answer(
                 key,
                 request,
-                lambda earlier: _answer_api(
-                    runtime, action, event, headers, ctx, first_attempt_at=earlier, key=key
-                ),
+                lambda: _answer_api(runtime, action, event, headers, ctx, key=key),
             )
         except InProgressElsewhere:
             result = outcomes.STILL_RUNNING(retry_after=IN_PROGRESS_RETRY_SECONDS)
         except KeyReused:
             result = outcomes.IDEMPOTENCY_KEY_REUSED()
+        except RecordsUnavailable:
+            result = outcomes.RECORD_UNAVAILABLE(
+                seconds=int(RECORD_RETRY_SECONDS), retry_after=RECORD_RETRY_SECONDS
+            )
     runtime.record(action, result, 0.0)
     return api_response(result, result_fields(action, result))
+
+
+class _ApiDeadline:
+    """The invocation's context, its time left no longer than API Gateway waits for it."""
+
+    def __init__(self, context: Any) -> None:
+        self._context = context
+
+    def get_remaining_time_in_millis(self) -> int:
+        limit = int(API_GATEWAY_LIMIT_SECONDS * 1000)
+        remaining = getattr(self._context, "get_remaining_time_in_millis", None)
+        return min(limit, int(remaining())) if callable(remaining) else limit
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._context, name)
 
 
 def _answer_api(
@@ -130,14 +150,13 @@ def _answer_api(
     headers: Mapping[str, Any],
     ctx: LambdaContext,
     *,
-    first_attempt_at: float | None = None,
     key: str | None = None,
 ) -> tuple[dict[str, Any], bool]:
     """The API answer for one request, and whether a repeat may be given it (not retryable).
 
-    A repeat of a keyed request whose earlier answer was not kept runs as a redelivery from
-    that first attempt: what the attempt made is its own, not a duplicate. The key is the
-    lead's origin, so a repeated Track Event is one event.
+    The key is the lead's origin: a repeat of a keyed request whose earlier answer was not
+    kept finds what the first attempt made as its own (a create's record), and a repeated
+    Track Event is one event.
     """
     try:
         lead = parse_body(
@@ -151,8 +170,6 @@ def _answer_api(
         lead,
         remaining_seconds=remaining_seconds(ctx),
         via_api_gateway=True,
-        redelivered=first_attempt_at is not None,
-        first_seen_at=first_attempt_at,
         origin_id=f"idempotency-key:{key}" if key else _request_id(event),
     )
     answer = api_response(processed.result, processed.fields)
@@ -166,7 +183,10 @@ def _request_id(event: Mapping[str, Any]) -> str | None:
 def api_response(result: Result, fields: dict[str, Any]) -> dict[str, Any]:
     headers = {"Content-Type": "application/json"}
     if result.kind in (Kind.THROTTLED, Kind.CONFLICT):
-        headers["Retry-After"] = str(max(1, math.ceil(result.retry_after or 1)))
+        wait = result.retry_after
+        # A wait that is no finite number cannot be rounded: one second, as for none.
+        seconds = math.ceil(wait) if wait is not None and math.isfinite(wait) else 1
+        headers["Retry-After"] = str(max(1, seconds))
     return {
         "statusCode": result.http_status,
         "headers": headers,
@@ -194,6 +214,9 @@ def handle_leads(
     for index, lead in enumerate(leads):
         logger.set_correlation_id(f"{correlation_id}/{index}" if several else correlation_id)
         first_seen = time.time()
+        # What the lead arrived as: the same when Lambda retries the event (an EventBridge
+        # event's id, a direct invocation's request id), so the retry finds its own creates.
+        origin = f"{correlation_id}/{index}" if several is not None else correlation_id
         left = remaining_seconds(ctx)
         if several is not None and left is not None and left < MIN_SECONDS_PER_LEAD:
             # Better a retryable result than a Lambda timeout that loses every result.
@@ -201,11 +224,10 @@ def handle_leads(
             runtime.record(action, result, 0.0)
             done = Processed(result, result_fields(action, result))
         else:
-            origin = f"{correlation_id}/{index}" if several is not None else correlation_id
             done = runtime.process(action, lead, remaining_seconds=left, origin_id=origin or None)
         if done.result.retryable and runtime.queue is not None:
             try:
-                done = _queue_for_retry(runtime, action, lead, first_seen)
+                done = _queue_for_retry(runtime, action, lead, first_seen, origin or None)
             except Exception as exc:
                 if several is None:
                     raise  # the invocation fails: Lambda retries it, then its dead-letter queue
@@ -231,10 +253,12 @@ def handle_leads(
     return processed[0].fields
 
 
-def _queue_for_retry(runtime: Runtime, action: Action, lead: Any, first_seen: float) -> Processed:
+def _queue_for_retry(
+    runtime: Runtime, action: Action, lead: Any, first_seen: float, origin: str | None
+) -> Processed:
     """A retryable lead with no queue behind it goes onto the action's queue, not a log."""
     assert runtime.queue is not None
-    message_id = runtime.queue.send(lead, first_seen)
+    message_id = runtime.queue.send(lead, first_seen, origin)
     result = outcomes.QUEUED_FOR_RETRY(message_id=message_id)
     return Processed(result, result_fields(action, result))
 
