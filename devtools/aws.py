@@ -353,7 +353,7 @@ def _read_stack(
             "the functions' environments differ beyond OWN_VARIABLES; one process cannot run "
             "them all"
         )
-    bus_name = outputs["ResultsEventBusName"]
+    bus_name = outputs["LeadsAndResultsEventBusName"]
     bus_arn = client("events", endpoint_url, region).describe_event_bus(Name=bus_name)["Arn"]
     return LocalStack(
         name=name,

@@ -69,6 +69,18 @@ DEMO_ORDER = (
 )
 ROUTES = {ACTIONS[name].route: name for name in ACTIONS}
 ASYNC_SUFFIX = "/async"  # POST <route>/async queues the lead, as the deployed API does
+RESULTS_ROUTE_PREFIX = "/results/"  # GET /results/<message_id>: a queued lead's result, as deployed
+# Local only (the deployed API has no such route): the last 100 result events published on the bus.
+LOCAL_RESULTS_ROUTE = "/_local/results"
+# Local only: POST /_local/invoke/<action> runs an event file's event in the served stack.
+LOCAL_INVOKE_PREFIX = "/_local/invoke/"
+# Where a running `make serve` says where it listens, so that `make invoke` uses its state.
+SERVE_STATE_ENV = "LOCAL_SERVE_STATE_FILE"
+DEFAULT_SERVE_STATE = le.ROOT / ".tools" / "serve.json"
+
+
+def serve_state_path() -> Path:
+    return Path(os.environ.get(SERVE_STATE_ENV) or DEFAULT_SERVE_STATE)
 
 
 def seed_demo_data(emulator: Any) -> dict[str, Any]:
@@ -325,6 +337,29 @@ class Sandbox:
             response = self.invoke(action, event)
         except Exception as exc:  # Lambda error: API Gateway answers 502 with its own body
             print(f"{action}: the handler raised {type(exc).__name__}: {exc}", file=sys.stderr)
+            return ApiAnswer(
+                502,
+                {"Content-Type": "application/json"},
+                b'{"message": "Internal server error"}',
+                event,
+            )
+        return _api_answer(response, event)
+
+    def get_result(self, message_id: str) -> ApiAnswer:
+        """GET /results/{message_id} through the proxy integration to the get_result function."""
+        from urllib.parse import unquote
+
+        message_id = unquote(message_id)
+        event = le.api_gateway_event("GET", f"/results/{message_id}", {}, None)
+        event["resource"] = "/results/{message_id}"
+        event["pathParameters"] = {"message_id": message_id}
+        context = le.LambdaContext.for_action("get_result")
+        handler = le.load_handler("get_result")
+        try:
+            with self._invoke_lock:
+                response = handler(event, context)
+        except Exception as exc:  # Lambda error: API Gateway answers 502 with its own body
+            print(f"get_result: the handler raised {type(exc).__name__}: {exc}", file=sys.stderr)
             return ApiAnswer(
                 502,
                 {"Content-Type": "application/json"},
@@ -811,7 +846,10 @@ def run_demo(verbose: bool = False) -> int:
         print(table(DEMO_COLUMNS, [r.cells() for r in rows]))
         print()
         print("  (sqs rows show the result each record published on the event bus, read back")
-        print("   from the results queue; a handed-back record publishes nothing)")
+        print("   from the results queue. A record is 'handed back' when the function reports it")
+        print("   in batchItemFailures: SQS delivers it again after the visibility timeout, so it")
+        print("   publishes nothing yet. The demo covers the webhook (API Gateway) and queue (SQS)")
+        print("   paths; EventBridge and direct invocation are covered by the tests, not here.)")
         print()
         dead = sum(sandbox.queue_depth(a, dead_letter=True)[0] for a in ACTIONS)
         left = sum(sum(sandbox.queue_depth(a)) for a in ACTIONS)
@@ -833,7 +871,10 @@ def run_demo(verbose: bool = False) -> int:
             )
             problems += [f"contract: {v}" for v in violations]
         else:
-            print("  --  Klaviyo's OpenAPI document not found: traffic not checked against it")
+            print(
+                f"  --  Klaviyo's OpenAPI document not found at {default_spec_path()}: the"
+                " emulator's requests and answers were not checked against it (the demo still ran)"
+            )
         for text, good in checks:
             print(f"  {'ok' if good else 'FAILED'}  {text}")
         for problem in problems:
@@ -846,7 +887,17 @@ def run_demo(verbose: bool = False) -> int:
             f"{len(rows) - len(failed)}/{len(rows)} cases as expected in {elapsed:.1f} s: "
             + ("demo passed" if good else "DEMO FAILED")
         )
+        print()
+        print(NEXT_STEPS)
         return 0 if good else 1
+
+
+NEXT_STEPS = """Next: `make serve` keeps the same stack running on http://127.0.0.1:8080, then try
+  curl -s -X POST http://127.0.0.1:8080/create-profile -d 'email=ada@example.com'
+  curl -s -X POST http://127.0.0.1:8080/subscribe-profile-to-list/async \\
+       -d 'email=ada@example.com&klaviyo.list_id=Y6nRLr'     # 202 with a message_id
+  curl -s http://127.0.0.1:8080/results/<message_id>         # its result, once the queue ran it
+(README.md "Try it"; make invoke ACTION=... EVENT=... runs one event file.)"""
 
 
 # -- serve ---------------------------------------------------------------------------------
@@ -1036,7 +1087,7 @@ class ApiRequestHandler(BaseHTTPRequestHandler):
                 "message": f"No route for {self.command} {urlsplit(self.path).path}",
                 "routes": [f"POST {r}" for r in ROUTES]
                 + [f"POST {r}{ASYNC_SUFFIX}" for r in ROUTES]
-                + ["GET /results"],
+                + [f"GET {RESULTS_ROUTE_PREFIX}<message_id>", f"GET {LOCAL_RESULTS_ROUTE}"],
             },
         )
 
@@ -1053,6 +1104,10 @@ class ApiRequestHandler(BaseHTTPRequestHandler):
         action, queued = self._route()
         body = self._body()
         if body is None:
+            return
+        path = urlsplit(self.path).path
+        if path.startswith(LOCAL_INVOKE_PREFIX) and path[len(LOCAL_INVOKE_PREFIX) :] in ACTIONS:
+            self._invoke(path[len(LOCAL_INVOKE_PREFIX) :], body)
             return
         if action is None:
             self._not_found()
@@ -1071,6 +1126,24 @@ class ApiRequestHandler(BaseHTTPRequestHandler):
         )
         self._send(answer.status, answer.body, answer.headers)
 
+    def _invoke(self, action: str, body: bytes) -> None:
+        """`make invoke` against this server's stack and emulator (local only)."""
+        sandbox = self.server.sandbox
+        try:
+            event = json.loads(body)
+        except ValueError as exc:
+            self._json(400, {"message": f"The event is not JSON: {exc}"})
+            return
+        sandbox.collect_results()
+        seen = len(sandbox.published)
+        try:
+            response = sandbox.invoke(action, event)
+        except Exception as exc:
+            self._json(200, {"error": f"{type(exc).__name__}: {exc}"})
+            return
+        sandbox.collect_results()
+        self._json(200, {"response": response, "published": sandbox.published[seen:]})
+
     def _queue(self, action: str, body: bytes, query: str) -> None:
         """The deployed async route: its mapping template, SendMessage, then its answer."""
         try:
@@ -1087,9 +1160,13 @@ class ApiRequestHandler(BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:
         path = urlsplit(self.path).path.rstrip("/")
-        if path == "/results":
+        if path == LOCAL_RESULTS_ROUTE:
             self.server.sandbox.collect_results()
             self._json(200, {"results": self.server.sandbox.published[-100:]})
+            return
+        if path.startswith(RESULTS_ROUTE_PREFIX) and "/" not in path[len(RESULTS_ROUTE_PREFIX) :]:
+            answer = self.server.sandbox.get_result(path[len(RESULTS_ROUTE_PREFIX) :])
+            self._send(answer.status, answer.body, answer.headers)
             return
         action, _ = self._route()
         if action is not None:
@@ -1128,7 +1205,8 @@ def curl_examples(base: str) -> str:
         f"       -d '{found}'",
         f"  curl -s -X POST {base}/subscribe-profile-to-list{ASYNC_SUFFIX} \\",
         f"       -d 'email=queued.lead@example.com&klaviyo.list_id={samples.DEMO_LIST_ID}'",
-        f"  curl -s {base}/results        # results published by queued work",
+        f"  curl -s {base}/results/<message_id>   # a queued lead's result (the 202's message_id)",
+        f"  curl -s {base}{LOCAL_RESULTS_ROUTE}   # local only: the last results published",
         "",
         "Routes: " + ", ".join(f"POST {r}" for r in ROUTES),
         f"        and POST <route>{ASYNC_SUFFIX} (202, then the queue runs the lead)",
@@ -1190,6 +1268,7 @@ def _serve(server: LocalApi, real_key: str | None, verbose: bool) -> int:
         print()
         print(curl_examples(base))
         print()
+        state = _write_serve_state(base)
         print(f"Listening on {base}  (Ctrl-C to stop)", flush=True)
         poller.start()
         try:
@@ -1198,14 +1277,93 @@ def _serve(server: LocalApi, real_key: str | None, verbose: bool) -> int:
             pass
         finally:
             poller.stop()
+            _remove_serve_state(state)
     return 0
+
+
+def _write_serve_state(base: str) -> Path | None:
+    """Say where this server listens, for `make invoke` (None when it cannot be written)."""
+    path = serve_state_path()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({"base_url": base, "pid": os.getpid()}), "utf-8")
+    except OSError:
+        return None
+    return path
+
+
+def _remove_serve_state(path: Path | None) -> None:
+    """Remove the state file if it is still this process's (another serve may have replaced it)."""
+    if path is None:
+        return
+    try:
+        if json.loads(path.read_text("utf-8")).get("pid") == os.getpid():
+            path.unlink()
+    except (OSError, ValueError, AttributeError):
+        pass
+
+
+def running_serve() -> str | None:
+    """The base URL of a running `make serve`, from its state file, if it answers."""
+    import urllib.request
+
+    try:
+        base = str(json.loads(serve_state_path().read_text("utf-8"))["base_url"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    try:
+        with urllib.request.urlopen(f"{base}{LOCAL_RESULTS_ROUTE}", timeout=2):
+            return base
+    except OSError:
+        return None
 
 
 # -- invoke --------------------------------------------------------------------------------
 
 
+def _print_published(published: list[dict[str, Any]]) -> None:
+    if published:
+        print(f"\nPublished {len(published)} result event(s):", file=sys.stderr)
+        for item in published:
+            print(json.dumps(item.get("detail", {}).get("result")), file=sys.stderr)
+
+
+def _invoke_on_serve(base: str, action: str, event: Any) -> int:
+    import urllib.request
+
+    print(f"(against the running make serve at {base}: its emulator and stack)", file=sys.stderr)
+    request = urllib.request.Request(
+        f"{base}{LOCAL_INVOKE_PREFIX}{action}",
+        data=json.dumps(event).encode(),
+        headers={"Content-Type": "application/json"},
+        method="POST",
+    )
+    with urllib.request.urlopen(request, timeout=le.FUNCTION_TIMEOUT_SECONDS + 30) as answer:
+        done = json.loads(answer.read())
+    if "error" in done:
+        print(f"invoke: the handler raised {done['error']}", file=sys.stderr)
+        return 1
+    print(json.dumps(done["response"], indent=2))
+    _print_published(done.get("published") or [])
+    return 0
+
+
 def run_invoke(action: str, event_path: Path, timeout_seconds: float | None) -> int:
-    event = json.loads(event_path.read_text("utf-8"))
+    try:
+        event = json.loads(event_path.read_text("utf-8"))
+    except FileNotFoundError:
+        print(
+            f"invoke: no event file {event_path} (the samples are in events/<action>/, "
+            "e.g. make invoke ACTION=create_profile EVENT=events/create_profile/sqs.json)",
+            file=sys.stderr,
+        )
+        return 2
+    except (OSError, ValueError) as exc:
+        print(f"invoke: cannot read {event_path} as JSON: {exc}", file=sys.stderr)
+        return 2
+    base = running_serve() if timeout_seconds is None else None
+    if base is not None:
+        return _invoke_on_serve(base, action, event)
     with Sandbox() as sandbox:
         response = sandbox.invoke(action, event, timeout_seconds)
         print(json.dumps(response, indent=2))

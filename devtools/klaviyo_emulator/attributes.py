@@ -19,6 +19,10 @@ EMAIL_RE = re.compile(
     r"@(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,63}$"
 )
 MAX_EMAIL_LENGTH = 100
+# Klaviyo documents no nesting limit for profile properties; the emulator applies the one it
+# documents for event properties (10 levels, the properties object being level 0), so a deep
+# value is a 400 here, never a crash (the bundle refuses the same before sending).
+PROPERTIES_NESTING_LIMIT = 10
 ATTRIBUTES_POINTER = "/data/attributes"
 
 
@@ -101,7 +105,29 @@ def clean_attributes(
     properties = raw.get("properties")
     if properties is not None and not isinstance(properties, dict):
         raise _not_object(f"{pointer}/properties", "properties")
+    if properties is not None:
+        check_nesting(properties, f"{pointer}/properties")
     return dict(raw)
+
+
+def check_nesting(properties: Any, pointer: str) -> None:
+    """Properties nested at most ``PROPERTIES_NESTING_LIMIT`` levels. Iterative: a value
+    nested thousands of levels deep is refused, not a RecursionError."""
+    stack: list[tuple[Any, str, int]] = [(properties, pointer, 0)]
+    while stack:
+        value, where, depth = stack.pop()
+        if depth > PROPERTIES_NESTING_LIMIT:
+            raise invalid(
+                f"Profile properties cannot be nested more than {PROPERTIES_NESTING_LIMIT} levels.",
+                pointer=where,
+            )
+        if isinstance(value, dict):
+            stack.extend(
+                (item, f"{where}/{str(key).replace('~', '~0').replace('/', '~1')}", depth + 1)
+                for key, item in value.items()
+            )
+        elif isinstance(value, list):
+            stack.extend((item, f"{where}/{i}", depth + 1) for i, item in enumerate(value))
 
 
 def check_formats_of(attributes: dict[str, Any], pointer: str = ATTRIBUTES_POINTER) -> None:
@@ -135,6 +161,8 @@ def clean_patch_meta(raw: Any, pointer: str = "/data/meta") -> dict[str, Any]:
                 raise invalid(f"'{key}' is not a valid patch operation.", pointer=f"{where}/{key}")
             if key in ("append", "unappend") and value is not None and not isinstance(value, dict):
                 raise _not_object(f"{where}/{key}", key)
+            if key in ("append", "unappend") and value is not None:
+                check_nesting(value, f"{where}/{key}")
             if key == "unset" and not (
                 value is None
                 or isinstance(value, str)

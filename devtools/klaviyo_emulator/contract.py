@@ -213,7 +213,7 @@ class ContractValidator:
             return [f"request body: Content-Type '{media}' not among {sorted(content)}"]
         try:
             document = json.loads(exchange.body)
-        except ValueError as exc:
+        except (ValueError, RecursionError) as exc:
             return [f"request body: not JSON ({exc})"]
         key = f"request:{operation.get('operationId')}:{media}"
         return [
@@ -240,7 +240,7 @@ class ContractValidator:
             return [f"response {status}: Content-Type '{media}' not among {sorted(content)}"]
         try:
             document = json.loads(exchange.response_body)
-        except ValueError as exc:
+        except (ValueError, RecursionError) as exc:
             return [f"response {status}: body is not JSON ({exc})"]
         key = f"response:{operation.get('operationId')}:{declared}:{media}"
         schema = content[media].get("schema", {})

@@ -394,7 +394,7 @@ def _parse_body(request: Request, body: bytes, op: Operation) -> Any:
         )
     try:
         return json.loads(body)
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:  # RecursionError: too deep
         raise ApiError(
             400, "parse_error", "Malformed request.", f"JSON parse error - {exc}"
         ) from exc

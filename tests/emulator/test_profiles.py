@@ -619,3 +619,33 @@ def test_recorded_requests(api: Api, emu: KlaviyoEmulator) -> None:
     assert second.json()["data"]["attributes"]["email"] == "rec@example.com"
     assert second.response_json()["data"]["type"] == "profile"
     assert (emu.calls(), emu.calls("create_profile"), emu.calls("get_profile")) == (2, 1, 0)
+
+
+# ---- nesting ----------------------------------------------------------------------------
+
+
+def _deep_profile_body(levels: int) -> bytes:
+    """A create body whose property ``deep`` holds ``levels`` nested objects, written by hand
+    (``json.dumps`` itself gives up near 1000 levels)."""
+    value = '{"k": ' * levels + '"leaf"' + "}" * levels
+    return (
+        '{"data": {"type": "profile", "attributes": {"email": "deep@example.com", '
+        f'"properties": {{"deep": {value}}}}}}}}}'
+    ).encode()
+
+
+@pytest.mark.parametrize(
+    "levels",
+    # Past Python's recursion limit the contract checker cannot read the body either.
+    [10, 950, pytest.param(5000, marks=pytest.mark.klaviyo_contract_violations_allowed)],
+)
+def test_deeply_nested_properties_are_a_400_not_a_crash(api: Api, levels: int) -> None:
+    reply = api.post("/api/profiles", _deep_profile_body(levels))
+    assert reply.status == 400
+    assert reply.error["code"] in ("invalid", "parse_error")
+
+
+def test_properties_nested_up_to_the_limit_are_kept(api: Api) -> None:
+    reply = api.post("/api/profiles", _deep_profile_body(9))
+    assert reply.status == 201
+    assert reply.json()["data"]["attributes"]["properties"]["deep"]["k"]["k"]

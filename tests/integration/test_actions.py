@@ -340,6 +340,7 @@ class TestAddProfileToList:
             "reason": None,
             "list_name": LIST_NAME,
             "message_id": None,
+            "ignored_fields": [],
             "errors": {"id": [], "code": [], "title": [], "detail": []},
         }
         assert seeded["sarah"] in klaviyo_emulator.list_members(seeded["list"])
@@ -632,3 +633,111 @@ def test_unreadable_201_on_create_finds_the_profile_it_made(run, klaviyo_emulato
     fields = run("create_profile", {"email": "made@example.com"})
     assert fields["outcome"] == "success"
     assert [p["id"] for p in klaviyo_emulator.profiles()] == [fields["id"]]
+
+
+# -- What the bundle reads, and what it refuses before calling Klaviyo ---------------------
+
+
+class TestNothingSilentlyDropped:
+    def test_unknown_keys_are_named_and_display_name_custom_properties_are_stored(
+        self, run, klaviyo_emulator
+    ):
+        fields = run(
+            "create_profile",
+            {
+                "email": "ada@example.com",
+                "frist_name": "Ada",
+                "Klaviyo Custom Favorite Color": "blue",
+                "klaviyo": {"lsit_id": "Y6nRLr"},
+            },
+        )
+        assert outcome(fields) == ("success", None)
+        assert fields["ignored_fields"] == ["frist_name", "klaviyo.lsit_id"]
+        stored = klaviyo_emulator.profile(fields["id"])["attributes"]
+        assert stored["properties"] == {"favorite_color": "blue"}
+        assert stored["first_name"] is None
+
+    def test_a_lead_read_in_full_ignores_nothing(self, run, seeded):
+        fields = run("get_profiles", {"email": "sarah.mason@example.com", "id": "lead-1"})
+        assert fields["ignored_fields"] == []
+
+    def test_track_event_sends_the_leads_own_keys_and_names_unknown_variables(
+        self, run, klaviyo_emulator
+    ):
+        fields = run(
+            "track_event", {"email": "ev@example.com", "plan": "pro", "klaviyo.metrc": "x"}
+        )
+        assert fields["outcome"] == "success"
+        assert fields["ignored_fields"] == ["klaviyo.metrc"]
+
+
+class TestLocalPhones:
+    @pytest.mark.parametrize("country", ["GB", "United Kingdom"])
+    def test_a_local_number_is_read_in_the_leads_country(self, run, klaviyo_emulator, country):
+        fields = run(
+            "create_profile",
+            {"email": "uk@example.com", "phone_1": "020 7946 0958", "country": country},
+        )
+        assert outcome(fields) == ("success", None)
+        assert klaviyo_emulator.profile(fields["id"])["attributes"]["phone_number"] == (
+            "+442079460958"
+        )
+
+    def test_the_reason_names_the_region_tried(self, run, klaviyo_emulator):
+        fields = run("create_profile", {"email": "us@example.com", "phone_1": "020 7946 0958"})
+        assert outcome(fields) == ("failure", "Invalid phone number (read as a US number)")
+        assert klaviyo_emulator.calls() == 0
+
+
+class TestRefusedLocally:
+    @pytest.mark.parametrize(
+        ("lead", "reason"),
+        [
+            ({"latitude": float("nan")}, "Latitude must be a finite number"),
+            (
+                {"klaviyo.custom.score": float("inf")},
+                "A custom property must be a finite number",
+            ),
+            (
+                {"klaviyo.custom.note": "x" * 100_001},
+                "A custom property value is longer than 100000 characters",
+            ),
+            (
+                {"klaviyo": {"custom": {"n" * 256: "v"}}},
+                "A custom property name is longer than 255 characters",
+            ),
+        ],
+    )
+    def test_refused_before_klaviyo_is_called(self, run, klaviyo_emulator, lead, reason):
+        fields = run("create_profile", {"email": "lim@example.com"} | lead)
+        assert outcome(fields) == ("failure", reason)
+        assert klaviyo_emulator.calls() == 0
+        json.dumps(fields, allow_nan=False)  # the result is valid JSON
+
+    def test_deep_custom_properties_are_refused(self, run, klaviyo_emulator):
+        value: object = "leaf"
+        for _ in range(950):
+            value = {"k": value}
+        fields = run("update_profile", {"email": "x@example.com", "klaviyo.custom": {"d": value}})
+        assert outcome(fields) == ("failure", "A custom property is nested more than 10 levels")
+        assert klaviyo_emulator.calls() == 0
+
+    def test_a_long_custom_source_is_a_configuration_error(self, run, seeded, klaviyo_emulator):
+        fields = run(
+            "subscribe_profile_to_list",
+            {
+                "email": "s@example.com",
+                "klaviyo.list_id": seeded["list"],
+                "klaviyo.custom_source": "s" * 256,
+            },
+        )
+        assert outcome(fields) == ("error", "Klaviyo Custom Source is longer than 255 characters")
+        assert run.last.kind is Kind.CONFIGURATION
+
+    def test_ids_in_paths_are_ascii(self, run, seeded, klaviyo_emulator):
+        fields = run(
+            "get_segment_profiles",
+            {"email": "sarah.mason@example.com", "klaviyo.segment_id": "\uff39\uff16\uff4e\uff32"},
+        )
+        assert outcome(fields) == ("error", "Klaviyo Segment Id is not a valid id")
+        assert klaviyo_emulator.calls() == 0

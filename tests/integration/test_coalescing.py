@@ -24,6 +24,22 @@ def newsletter(klaviyo_emulator):
 
 
 class TestSubscribe:
+    def test_each_lead_of_a_shared_job_names_its_own_ignored_keys(
+        self, runtime, klaviyo_emulator, newsletter
+    ):
+        leads = [
+            {"email": "a@example.com", "klaviyo.list_id": newsletter, "emial": "x"},
+            {"email": "b@example.com", "klaviyo.list_id": newsletter},
+            {"email": "c@example.com", "klaviyo.list_id": newsletter, "Klaviyo Custom A.B": "y"},
+        ]
+        results = coalesce(runtime, SUBSCRIBE, leads, remaining_seconds=300)
+        assert outcomes(results) == [("success", None)] * 3
+        assert [r.fields["ignored_fields"] for r in results] == [
+            ["emial"],
+            [],
+            ["Klaviyo Custom A.B"],
+        ]
+
     def test_one_job_per_target_and_every_lead_subscribed(
         self, runtime, klaviyo_emulator, newsletter
     ):

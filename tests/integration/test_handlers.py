@@ -102,6 +102,10 @@ def newsletter(klaviyo_emulator):
     return klaviyo_emulator.create_list("Newsletter")
 
 
+def _no_constant(name: str) -> None:
+    raise AssertionError(f"{name} is not JSON")
+
+
 def call(action: str, event: Any, timeout: float = 360.0) -> Any:
     return load_handler(action)(event, LambdaContext.for_action(action, timeout_seconds=timeout))
 
@@ -201,6 +205,15 @@ class TestApiGateway:
         assert response["statusCode"] == 400
         assert (response["json"]["outcome"], response["json"]["reason"]) == ("error", reason)
 
+    def test_nan_and_infinity_are_refused_and_never_answered(self, aws, klaviyo_emulator):
+        raw = '{"email": "nan@example.com", "klaviyo": {"custom": {"score": [1, Infinity]}}}'
+        response = post("create_profile", None, raw=raw)
+        assert response["statusCode"] == 422
+        body = json.loads(response["body"], parse_constant=_no_constant)  # strict JSON
+        assert body["outcome"] == "failure"
+        assert body["reason"] == "A custom property must be a finite number"
+        assert klaviyo_emulator.calls() == 0
+
     def test_statuses_for_each_kind_of_error(self, aws, klaviyo_emulator, newsletter):
         missing = post("add_profile_to_list", {"email": "a@example.com"})
         assert (missing["statusCode"], missing["json"]["reason"]) == (
@@ -208,7 +221,7 @@ class TestApiGateway:
             "Klaviyo List Id is missing",
         )
         unknown = post("add_profile_to_list", {"email": "a@example.com", "klaviyo.list_id": "N0pe"})
-        assert unknown["statusCode"] == 502
+        assert unknown["statusCode"] == 400  # the sender must fix it: not a 5xx to retry
 
         klaviyo_emulator.faults.add(Fault(status=429, retry_after=120, times=None))
         throttled = post("get_profiles", {"email": "a@example.com"})
@@ -283,6 +296,16 @@ def sqs(action: str, *bodies: str, ids: list[str] | None = None, timeout: float 
 
 
 class TestSqs:
+    def test_a_nan_lead_fails_and_its_published_event_is_valid_json(self, aws, klaviyo_emulator):
+        response = sqs(
+            "create_profile", '{"email": "q@example.com", "latitude": NaN}', ids=["m-nan"]
+        )
+        assert response == {"batchItemFailures": []}
+        (event,) = aws.published()
+        assert event["detail"]["result"]["reason"] == "Latitude must be a finite number"
+        assert event["detail"]["lead"] == {"email": "q@example.com", "latitude": None}
+        assert klaviyo_emulator.calls() == 0
+
     def test_only_retryable_records_go_back_and_results_are_published(self, aws, klaviyo_emulator):
         klaviyo_emulator.create_profile(email="taken@example.com")
         klaviyo_emulator.faults.add(

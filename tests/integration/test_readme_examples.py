@@ -125,11 +125,30 @@ def served(readme_examples: list[Example]) -> Iterator[Served]:
     running.process.wait(timeout=20)
 
 
-def _run(command: str) -> subprocess.CompletedProcess[str]:
+# ``name=$(command)``: the line sets a shell variable that later lines read, as in a terminal.
+ASSIGNMENT = re.compile(r"^([A-Za-z_]\w*)=\$\((.*)\)$")
+
+
+def _run(command: str, variables: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if k != "KLAVIYO_API_KEY"}
+    env.update(variables or {})
     return subprocess.run(
         ["sh", "-c", command], cwd=le.ROOT, env=env, capture_output=True, text=True, timeout=120
     )
+
+
+def test_the_examples_poll_a_queued_result_by_its_message_id(
+    readme_examples: list[Example],
+) -> None:
+    """The README waits for the queued lead as a user would, on the deployed route."""
+    commands = [e.command for e in readme_examples]
+    queued = [c for c in commands if ASSIGNMENT.match(c) and "/async" in c]
+    assert queued, "the README keeps the async answer's message_id"
+    name = ASSIGNMENT.match(queued[0]).group(1)  # type: ignore[union-attr]
+    assert any(c.startswith("until ") and f"/results/${name}" in c for c in commands), (
+        "the README polls GET /results/<message_id> until the result is there"
+    )
+    assert not any(re.search(r"/results(\s|$|')", c) for c in commands)
 
 
 @pytest.mark.slow
@@ -137,11 +156,19 @@ def test_the_readme_examples_run_as_written(readme_examples: list[Example], serv
     others = [e for e in readme_examples if not e.command.startswith("make serve")]
     assert any("/async" in e.command for e in others), "the examples show the async route"
     assert any(e.command.startswith("make invoke") for e in others)
+    variables: dict[str, str] = {}
     for example in others:
         command = example.command.replace(DOCUMENTED_BASE, served.base_url)
+        assignment = ASSIGNMENT.match(command)
+        if assignment:
+            done = _run(assignment.group(2), variables)
+            assert done.returncode == 0, f"{example.command}\n{done.stdout}{done.stderr}"
+            variables[assignment.group(1)] = done.stdout.strip()
+            assert variables[assignment.group(1)], f"{example.command} printed nothing"
+            continue
         deadline = time.monotonic() + EVENTUALLY_SECONDS
         while True:
-            done = _run(command)
+            done = _run(f"timeout {EVENTUALLY_SECONDS} sh -c {shlex.quote(command)}", variables)
             assert done.returncode == 0, f"{example.command}\n{done.stdout}{done.stderr}"
             answer = printed_json(done.stdout) if example.answer is not None else None
             if example.answer is None or contains(answer, example.answer):

@@ -76,7 +76,11 @@ def test_demo_runs_every_case_as_expected() -> None:
     assert f"{2 * len(DEMO_ORDER) + 1} results published on the bus" in out
     assert "0 messages left on the action queues, 0 in dead-letter queues" in out
 
-    assert "@" not in out, "the demo output shows no email addresses"
+    # It ends with what to try next; its words are explained where they appear.
+    results, _, next_steps = out.partition("\nNext: ")
+    assert "make serve" in next_steps and "curl -s" in next_steps and "/results/" in next_steps
+    assert "batchItemFailures" in results and "EventBridge" in results
+    assert "@" not in results, "the demo's results show no email addresses"
     assert '"_aws"' not in out, "no metric (EMF) lines on stdout"
 
 
@@ -153,3 +157,18 @@ def test_each_function_has_its_own_queue_as_deployed() -> None:
     (message,) = seen["messages"]
     assert message["MessageId"] == answer["message_id"]
     assert json.loads(message["Body"]) == {"email": "queued@example.com"}
+
+
+def test_the_docs_say_what_the_demo_covers_and_what_its_words_mean() -> None:
+    text = (le.ROOT / "docs" / "development.md").read_text("utf-8")
+    (row,) = [line for line in text.splitlines() if line.startswith("| `make demo` |")]
+    for words in (
+        "webhook",
+        "SQS",
+        "EventBridge",
+        "direct",
+        "handed-back",
+        "OpenAPI document not found",
+    ):
+        assert words in row, f"docs/development.md's make demo row should mention {words!r}"
+    assert "make serve" in runner.NEXT_STEPS and "/results/<message_id>" in runner.NEXT_STEPS

@@ -83,10 +83,52 @@ def _stop(served: Served) -> int:
 
 
 @pytest.fixture(scope="module")
-def served() -> Iterator[Served]:
-    running = _start({"KLAVIYO_API_KEY": None})
+def serve_state(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """Where this module's server says where it listens (not the one a developer's serve uses)."""
+    return str(tmp_path_factory.mktemp("serve") / "serve.json")
+
+
+@pytest.fixture(scope="module")
+def served(serve_state: str) -> Iterator[Served]:
+    running = _start({"KLAVIYO_API_KEY": None, "LOCAL_SERVE_STATE_FILE": serve_state})
     yield running
     assert _stop(running) == 0, "".join(running.stderr)
+    assert not os.path.exists(serve_state), "serve removes its state file when it stops"
+
+
+def _invoke(serve_state: str, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if k != "KLAVIYO_API_KEY"}
+    env["LOCAL_SERVE_STATE_FILE"] = serve_state
+    return subprocess.run(
+        [sys.executable, "-m", "devtools.runner", "invoke", *args],
+        cwd=le.ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_invoke_runs_against_the_running_serve_in_seconds(served: Served, serve_state: str) -> None:
+    started = time.monotonic()
+    done = _invoke(serve_state, "create_profile", "events/create_profile/sqs.json")
+    elapsed = time.monotonic() - started
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert f"against the running make serve at {served.base_url}" in done.stderr
+    assert json.loads(done.stdout) == {"batchItemFailures": []}
+    assert elapsed < 5, f"make invoke took {elapsed:.1f} s against a running serve"
+    # The same emulator: the profile the event file created is there for the served API.
+    lead = json.dumps({"email": "marcus.lee@example.com"}).encode()
+    status, _, body = request(served, "POST", "/create-profile", lead)
+    assert (status, body["outcome"]) == (422, "failure"), body
+
+
+def test_invoke_without_its_event_file_says_so_in_one_line(serve_state: str) -> None:
+    done = _invoke(serve_state, "create_profile", "events/create_profile/no-such.json")
+    assert done.returncode == 2
+    assert "Traceback" not in done.stderr
+    assert done.stderr.strip().count("\n") == 0, done.stderr
+    assert "no event file events/create_profile/no-such.json" in done.stderr
 
 
 def request(
@@ -153,12 +195,34 @@ def published(served: Served, message_id: str) -> dict[str, Any]:
     """The result event queued work published for this message (waits for the poller)."""
     deadline = time.monotonic() + 15
     while time.monotonic() < deadline:
-        _, _, results = request(served, "GET", "/results", content_type=None)
+        _, _, results = request(served, "GET", "/_local/results", content_type=None)
         mine = [r for r in results["results"] if r["detail"].get("message_id") == message_id]
         if mine:
             return mine[0]  # type: ignore[no-any-return]
         time.sleep(0.2)
     raise AssertionError(f"no result published for message {message_id}")
+
+
+def test_get_results_message_id_answers_a_queued_lead_as_deployed(served: Served) -> None:
+    lead = json.dumps({"email": "polled.lead@example.com", "klaviyo": {"list_id": "Y6nRLr"}})
+    status, _, body = request(served, "POST", "/subscribe-profile-to-list/async", lead.encode())
+    assert status == 202, body
+    message_id = body["message_id"]
+    deadline = time.monotonic() + 15
+    while True:
+        status, _, answer = request(served, "GET", f"/results/{message_id}", content_type=None)
+        if status != 404 or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert status == 200, answer
+    assert answer["message_id"] == message_id
+    assert answer["action"] == "subscribe_profile_to_list"
+    assert answer["result"]["outcome"] == "success"
+    status, _, _ = request(served, "GET", "/results/no-such-message", content_type=None)
+    assert status == 404
+    # The local listing is named as local: the deployed API has no GET /results.
+    status, _, body = request(served, "GET", "/results", content_type=None)
+    assert status == 404 and "GET /_local/results" in body["routes"]
 
 
 def test_async_route_answers_202_then_publishes_the_result(served: Served) -> None:

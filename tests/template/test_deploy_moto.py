@@ -403,5 +403,6 @@ def test_outputs_name_the_created_resources(stack: LocalStack) -> None:
             assert stack.outputs[f"{queue}Url"] == stack.physical_ids[queue]
     assert stack.outputs["IdempotencyTableName"] == stack.physical_ids["IdempotencyTable"]
     assert stack.outputs["ResultsTableName"] == stack.physical_ids["ResultsTable"]
-    assert stack.outputs["ResultsEventBusName"] == stack.event_bus_name
+    assert stack.outputs["LeadsAndResultsEventBusName"] == stack.event_bus_name
+    assert stack.outputs["ResultsEventBusName"] == stack.event_bus_name  # its earlier name
     assert "ResultsWebhookDeadLetterQueueUrl" not in stack.outputs  # no webhook by default

@@ -2,6 +2,7 @@
 
 import base64
 import json
+import math
 
 import pytest
 
@@ -174,6 +175,8 @@ class TestLead:
     def test_phone_normalised_and_invalid(self):
         assert Lead.from_object({"phone_1": "(512) 555-0100"}).phone("US") == "+15125550100"
         problem = problem_of(Lead.from_object({"phone_1": "555-01**"}).phone, "US")
+        assert problem.reason == "Invalid phone number (read as a US number)"
+        problem = problem_of(Lead.from_object({"phone_1": "+1 000 000 0000"}).phone, "US")
         assert problem.reason == "Invalid phone number"
 
     @pytest.mark.parametrize(
@@ -245,7 +248,7 @@ class TestLead:
 
     @pytest.mark.parametrize("value", ["soon", -1, 0, True, float("nan"), [5]])
     def test_bad_timeout_seconds(self, value):
-        problem = problem_of(Lead.from_object({"timeout_seconds": value}).timeout_seconds)
+        problem = problem_of(lambda: Lead.from_object({"timeout_seconds": value}).timeout_seconds())
         assert problem.kind is Kind.CONFIGURATION
 
     def test_external_id_prefers_the_variable_then_reference(self):
@@ -318,3 +321,129 @@ class TestOneRuleForBadValues:
     def test_configuration_is_an_error(self, lead, read):
         problem = problem_of(getattr(Lead.from_object(lead), read))
         assert (problem.outcome, problem.http_status) == (Outcome.ERROR, 400)
+
+
+def _nested(levels: int) -> dict:
+    """Custom property ``deep`` whose value holds ``levels`` nested objects."""
+    value: object = "leaf"
+    for _ in range(levels):
+        value = {"k": value}
+    return {"klaviyo": {"custom": {"deep": value}}}
+
+
+class TestIssue19Hardening:
+    """Nothing silently dropped, local phones in the lead's country, no NaN, limits."""
+
+    def test_unknown_keys_are_named(self):
+        lead = Lead.from_object(
+            {"emial": "a@b.co", "first_name": "Ann", "klaviyo": {"lsit_id": "Y6nRLr"}, "id": "7"}
+        )
+        assert lead.ignored == ("emial", "klaviyo.lsit_id")
+
+    def test_an_alias_beaten_by_the_key_as_written_is_named(self):
+        lead = Lead.from_object({"first_name": "Ann", "First Name": "Bob"})
+        assert lead.values["first_name"] == "Ann"
+        assert lead.ignored == ("First Name",)
+
+    @pytest.mark.parametrize(
+        ("key", "name"),
+        [
+            ("Klaviyo Custom Favorite Color", "favorite_color"),
+            ("klaviyo custom Plan", "plan"),
+            ("Klaviyo Custom Score 2", "score_2"),
+        ],
+    )
+    def test_display_name_of_a_custom_property(self, key, name):
+        lead = Lead.from_object({key: "blue"})
+        assert lead.custom_properties() == {name: "blue"}
+        assert lead.ignored == ()
+
+    @pytest.mark.parametrize(
+        "key", ["Klaviyo Custom Favorite.Color", "Klaviyo Custom  Double Space", "Klaviyo Custom"]
+    )
+    def test_ambiguous_display_names_are_ignored_not_guessed(self, key):
+        lead = Lead.from_object({key: "blue"})
+        assert lead.custom_properties() == {}
+        assert lead.ignored == (key,)
+
+    def test_the_dotted_custom_key_beats_its_display_name(self):
+        lead = Lead.from_object(
+            {"klaviyo.custom.favorite_color": "red", "Klaviyo Custom Favorite Color": "blue"}
+        )
+        assert lead.custom_properties() == {"favorite_color": "red"}
+        assert lead.ignored == ("Klaviyo Custom Favorite Color",)
+
+    @pytest.mark.parametrize("country", ["GB", "gb", "United Kingdom", "UK"])
+    def test_local_phone_uses_the_leads_country(self, country):
+        lead = Lead.from_object({"phone_1": "020 7946 0958", "country": country})
+        assert lead.phone("US") == "+442079460958"
+
+    def test_unknown_country_falls_back_to_the_default_region_and_says_so(self):
+        lead = Lead.from_object({"phone_1": "020 7946 0958", "country": "Atlantis"})
+        assert problem_of(lead.phone, "US").reason == "Invalid phone number (read as a US number)"
+        lead = Lead.from_object({"phone_1": "020 7946 0958", "country": "DE"})
+        assert problem_of(lead.phone, "US").reason == "Invalid phone number (read as a DE number)"
+
+    @pytest.mark.parametrize(
+        ("body", "reason", "outcome"),
+        [
+            ('{"latitude": NaN}', "Latitude must be a finite number", Outcome.FAILURE),
+            (
+                '{"klaviyo.custom.score": Infinity}',
+                "A custom property must be a finite number",
+                Outcome.FAILURE,
+            ),
+            (
+                '{"klaviyo": {"custom": {"x": {"y": [1, -Infinity]}}}}',
+                "A custom property must be a finite number",
+                Outcome.FAILURE,
+            ),
+            ('{"timeout_seconds": NaN}', "Timeout Seconds must be a finite number", Outcome.ERROR),
+            ('{"scroe": NaN}', "A lead value must be a finite number", Outcome.FAILURE),
+        ],
+    )
+    def test_nan_and_infinity_are_refused(self, body, reason, outcome):
+        problem = problem_of(Lead.from_object, parse_body(body, "application/json", False))
+        assert (problem.outcome, problem.reason) == (outcome, reason)
+
+    def test_finite_makes_any_value_valid_json(self):
+        from klaviyo_leads.lead import finite
+
+        value = {"a": [math.nan, 1.5, {"b": math.inf}], "c": "x"}
+        assert (
+            json.dumps(finite(value), allow_nan=False)
+            == '{"a": [null, 1.5, {"b": null}], "c": "x"}'
+        )
+
+    @pytest.mark.parametrize(
+        ("lead", "reason"),
+        [
+            (
+                {"klaviyo.custom.note": "x" * 100_001},
+                "A custom property value is longer than 100000 characters",
+            ),
+            (
+                {"klaviyo.custom.n" + "x" * 255: "v"},
+                "A custom property name is longer than 255 characters",
+            ),
+            (_nested(10), "A custom property is nested more than 10 levels"),
+            (
+                {"klaviyo": {"custom": {"k": {"n": {"x" * 256: 1}}}}},
+                "A custom property name is longer than 255 characters",
+            ),
+        ],
+    )
+    def test_custom_property_limits(self, lead, reason):
+        problem = problem_of(Lead.from_object(lead).custom_properties)
+        assert (problem.outcome, problem.reason) == (Outcome.FAILURE, reason)
+
+    def test_custom_properties_at_the_limits_pass(self):
+        lead = Lead.from_object({"klaviyo.custom.note": "x" * 100_000} | _nested(9))
+        assert set(lead.custom_properties()) == {"note", "deep"}
+
+    def test_custom_source_limit(self):
+        lead = Lead.from_object({"klaviyo.custom_source": "s" * 256})
+        problem = problem_of(lead.custom_source)
+        assert problem.kind is Kind.CONFIGURATION
+        assert problem.reason == "Klaviyo Custom Source is longer than 255 characters"
+        assert Lead.from_object({"klaviyo.custom_source": "s" * 255}).custom_source() == "s" * 255

@@ -108,3 +108,22 @@ def test_retry_after_as_seconds_or_an_http_date(header, seconds):
 
     now = datetime(2026, 11, 29, 14, 0, 0, tzinfo=UTC).timestamp()
     assert retry_after_seconds(header, now=lambda: now) == seconds
+
+
+def test_an_unknown_list_segment_or_profile_id_is_a_400_the_sender_must_fix():
+    """Contract section 6: a permanent error caused by the request is a 4xx, never retried."""
+    from klaviyo_leads.outcomes import unknown_target
+
+    for target in ("list", "segment", "profile"):
+        result = unknown_target(target, 404, [])
+        assert result.outcome is Outcome.ERROR
+        assert not result.retryable
+        assert result.http_status == 400
+
+
+def test_what_the_stack_must_fix_stays_502():
+    from klaviyo_leads.outcomes import DELETION_OFF, KEY_REJECTED, SCOPE_MISSING
+
+    for reason in (KEY_REJECTED, SCOPE_MISSING, DELETION_OFF):
+        assert reason.http_status == 502
+        assert not reason.retryable

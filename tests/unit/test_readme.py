@@ -118,3 +118,42 @@ def test_relative_links_lead_somewhere(document: Path):
             if anchor not in {_slug(h) for h in headings}:
                 broken.append(target)
     assert not broken, f"{document.name}: links that lead nowhere: {broken}"
+
+
+def test_the_license_is_mit_and_the_readme_says_so() -> None:
+    license_text = (ROOT / "LICENSE").read_text(encoding="utf-8")
+    assert license_text.startswith("MIT License\n")
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert "## License\n\nMIT: see [LICENSE](LICENSE)." in readme
+
+
+def test_make_conformance_is_described_by_what_it_covers_today() -> None:
+    """The scenario sends no Track Event, unsubscribe, list removal or bulk import; its
+    descriptions say so (update them when it does)."""
+    scenario = (ROOT / "devtools" / "conformance.py").read_text(encoding="utf-8")
+    makefile = (ROOT / "Makefile").read_text(encoding="utf-8")
+    development = (ROOT / "docs" / "development.md").read_text(encoding="utf-8")
+    for path in (
+        "/api/events",
+        "profile-subscription-bulk-delete-jobs",
+        "profile-bulk-import-jobs",
+    ):
+        assert path not in scenario, f"conformance now sends {path}: update what it says it covers"
+    help_text = " ".join(
+        line.removeprefix("#").strip()
+        for line in makefile.split("#   make conformance", 1)[1].split("\n#\n", 1)[0].splitlines()
+    )
+    (row,) = [line for line in development.splitlines() if line.startswith("| `make conformance`")]
+    for text in (help_text, row):
+        assert "not yet" in text and "unsubscribe" in text and "bulk import" in text, text
+
+
+def test_reason_is_documented_on_success_too() -> None:
+    """A success carries a reason when something is pending or only requested."""
+    from klaviyo_leads.outcomes import CONSENT_PENDING, DELETION_REQUESTED, Outcome
+
+    assert CONSENT_PENDING.outcome is DELETION_REQUESTED.outcome is Outcome.SUCCESS
+    reason_row = next(row for row in table("result-fields") if row[0].strip("`") == "reason")
+    assert "on a `success`" in reason_row[2]
+    assert "double opt-in" in reason_row[2] and "deletion requested" in reason_row[2]
+    assert "- **`reason`**: why, when the outcome is not `success`. On a `success`" in RESULTS_DOC

@@ -22,7 +22,7 @@ from .creates import (
     phone_only_refused,
 )
 from .events import track_event
-from .lead import Lead
+from .lead import Lead, finite
 from .outcomes import (
     Result,
     errors_field,
@@ -355,9 +355,18 @@ ACTIONS: dict[str, Action] = {
 
 def run_action(action: Action, ctx: Context, lead: Lead) -> Result:
     try:
-        return action.run(ctx, lead)
+        result = action.run(ctx, lead)
     except Result as stopped:
-        return stopped
+        result = stopped
+    result.ignored_fields = ignored_fields(action, lead)
+    return result
+
+
+def ignored_fields(action: Action, lead: Lead) -> list[str]:
+    """The lead's keys the action does not read. Track Event sends the lead's own keys as
+    event properties, so there only unknown variables (``klaviyo.*``) are lost."""
+    track = action.name == "track_event"
+    return [k for k in lead.ignored if not track or k.startswith("klaviyo.")]
 
 
 def result_fields(action: Action, result: Result) -> dict[str, Any]:
@@ -368,5 +377,6 @@ def result_fields(action: Action, result: Result) -> dict[str, Any]:
     for name in action.appends:
         fields[name] = getattr(result, name)
     fields["message_id"] = result.message_id
+    fields["ignored_fields"] = result.ignored_fields
     fields["errors"] = errors_field(result.errors)
-    return fields
+    return finite(fields)  # JSON has no NaN: a non-finite number Klaviyo echoes becomes null

@@ -19,7 +19,7 @@ from datetime import datetime
 from typing import Any
 
 from . import creates, events, imports, lookup, outcomes, subscribe
-from .actions import ACTIONS, Action, changes, patch, run_action
+from .actions import ACTIONS, Action, changes, ignored_fields, patch, run_action
 from .budget import effective_budget_seconds
 from .claims import Claim, ClaimLost, LedgerUnavailable, identity_of
 from .context import Context
@@ -134,7 +134,10 @@ def coalesce(
         if correlation_ids:
             logger.set_correlation_id(correlation_ids[index])
         runtime.record(action, final, elapsed)
-        out.append(processed(action, final))
+        done = processed(action, final)
+        if index in leads:  # a batch may share one result among leads: each names its own keys
+            done.fields["ignored_fields"] = ignored_fields(action, leads[index])
+        out.append(done)
     return out
 
 

@@ -150,6 +150,7 @@ COMMON_RESULT_FIELDS: tuple[ResultField, ...] = (
     ResultField("reason", "Reason", ""),
     ResultField("errors", "Errors Id / Code / Title / Detail", "errors[]"),
     ResultField("message_id", "Message Id", ""),  # the queue message of a lead queued for retry
+    ResultField("ignored_fields", "Ignored Fields", ""),  # the lead's keys the action did not read
 )
 
 

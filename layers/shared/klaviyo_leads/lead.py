@@ -21,9 +21,23 @@ from urllib.parse import parse_qsl
 from . import fields as fieldmap
 from . import outcomes
 from .budget import DEFAULT_TIMEOUT_SECONDS
-from .phone import InvalidPhone, to_e164
+from .phone import InvalidPhone, region_of, to_e164
 
 MAX_BODY_BYTES = 256 * 1024
+# Limits on custom properties and the consent source. Klaviyo's OpenAPI document gives none for
+# profiles; these follow its event limits (10 levels, 100 KB strings, docs/actions.md) so a lead
+# Klaviyo would refuse, or store cut, is refused here with a reason that says which limit.
+MAX_PROPERTY_NAME = 255
+MAX_PROPERTY_TEXT = 100_000
+MAX_PROPERTY_NESTING = 10
+MAX_CUSTOM_SOURCE = 255
+# Keys a lead may carry that are read although they are no profile field or variable.
+_READ_KEYS = frozenset({"id"})
+# "Klaviyo Custom Favorite Color": the lead platform's display name of a custom property. Read
+# only when the name is plain words (letters, digits, single spaces), so one spelling cannot
+# stand for two properties; it becomes ``klaviyo.custom.favorite_color`` (lower case, spaces as
+# underscores), the form the platform's own keys have.
+_CUSTOM_DISPLAY = re.compile(r"klaviyo custom ([A-Za-z0-9]+(?: [A-Za-z0-9]+)*)", re.IGNORECASE)
 
 _SCALAR_KEYS = frozenset(
     [f.key for f in fieldmap.LEAD_FIELDS] + [v.key for v in fieldmap.VARIABLES if "<" not in v.key]
@@ -149,10 +163,15 @@ def canonical_key(name: str) -> str:
     """The lead key a spelling stands for; custom property names are kept as written."""
     if name.lower().startswith(fieldmap.CUSTOM_PREFIX):
         return fieldmap.CUSTOM_PREFIX + name[len(fieldmap.CUSTOM_PREFIX) :]
+    display = _CUSTOM_DISPLAY.fullmatch(name)
+    if display:
+        return fieldmap.CUSTOM_PREFIX + display.group(1).lower().replace(" ", "_")
     return _KEYS_BY_SPELLING.get(_squash(name), name)
 
 
-def flatten(obj: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+def flatten(
+    obj: Mapping[str, Any], prefix: str = "", dropped: list[str] | None = None
+) -> dict[str, Any]:
     """``{"company": {"name": "Acme"}}`` -> ``{"company.name": "Acme"}``.
 
     Objects under a key that must hold a single value stay whole, so reading that key later
@@ -168,10 +187,43 @@ def flatten(obj: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
                 for prop, prop_value in value.items():
                     flat[f"{fieldmap.CUSTOM_PREFIX}{prop}"] = prop_value
             else:
-                flat.update(flatten(value, f"{name}."))
+                flat.update(flatten(value, f"{name}.", dropped))
         elif name not in flat or name == written:  # the key as written beats an alias
             flat[name] = value
+        elif dropped is not None:
+            dropped.append(written)  # an alias of a key the lead also has as written
     return flat
+
+
+def is_known(key: str) -> bool:
+    """Whether the bundle reads a (canonical, flat) key."""
+    prefix = fieldmap.CUSTOM_PREFIX
+    return key in _SCALAR_KEYS or key in _READ_KEYS or (key.startswith(prefix) and key != prefix)
+
+
+def non_finite(value: Any) -> bool:
+    """Whether a JSON value holds NaN or an infinity anywhere (JSON has neither)."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, float) and not math.isfinite(item):
+            return True
+        if isinstance(item, Mapping):
+            stack.extend(item.values())
+        elif isinstance(item, list | tuple):
+            stack.extend(item)
+    return False
+
+
+def finite(value: Any) -> Any:
+    """A JSON value with NaN and infinities as null, so it serialises as valid JSON."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, Mapping):
+        return {k: finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [finite(v) for v in value]
+    return value
 
 
 def _is_blank(value: Any) -> bool:
@@ -183,11 +235,22 @@ class Lead:
     """One lead, flattened. Accessors return normalised values or raise a ``Problem``."""
 
     values: Mapping[str, Any]
+    # Keys the lead carried that the bundle does not read, as written (contract: ignored, and
+    # named in the result's ``ignored_fields``).
+    ignored: tuple[str, ...] = ()
 
     @classmethod
     def from_object(cls, obj: Mapping[str, Any]) -> Lead:
-        flat = flatten(obj)
-        return cls({k: v for k, v in flat.items() if not _is_blank(v)})
+        dropped: list[str] = []
+        flat = flatten(obj, dropped=dropped)
+        for key, value in flat.items():
+            if non_finite(value):
+                config = key in CONFIGURATION_KEYS
+                raise (outcomes.VARIABLE_NOT_FINITE if config else outcomes.NOT_FINITE)(
+                    field=_label(key)
+                )
+        unknown = [k for k in flat if not is_known(k)]
+        return cls({k: v for k, v in flat.items() if not _is_blank(v)}, tuple(dropped + unknown))
 
     def __contains__(self, key: str) -> bool:
         return key in self.values
@@ -217,13 +280,18 @@ class Lead:
         return email
 
     def phone(self, region: str) -> str | None:
+        """Phone 1 in E.164; a local number is read in the lead's country, else ``region``."""
         raw = self.text("phone_1", "Phone 1")
         if raw is None:
             return None
+        country = self.values.get("country")
+        region = (region_of(country) if isinstance(country, str) else None) or region
         try:
             return to_e164(raw, region)
         except InvalidPhone as exc:
-            raise outcomes.INVALID_PHONE() from exc
+            if raw.lstrip().startswith(("+", "00")):
+                raise outcomes.INVALID_PHONE() from exc
+            raise outcomes.INVALID_PHONE_FOR_REGION(region=region) from exc
 
     def reference(self) -> str | None:
         return self._external_id("reference", "Reference")
@@ -287,7 +355,10 @@ class Lead:
         return self.text("klaviyo.segment_id", "Klaviyo Segment Id")
 
     def custom_source(self) -> str | None:
-        return self.text("klaviyo.custom_source", "Klaviyo Custom Source")
+        source = self.text("klaviyo.custom_source", "Klaviyo Custom Source")
+        if source is not None and len(source) > MAX_CUSTOM_SOURCE:
+            raise outcomes.CUSTOM_SOURCE_TOO_LONG(limit=MAX_CUSTOM_SOURCE)
+        return source
 
     def channels(self) -> tuple[str, ...] | None:
         """The consent channels asked for (commas, semicolons, spaces, a list), or None."""
@@ -372,11 +443,13 @@ class Lead:
 
     def custom_properties(self) -> dict[str, Any]:
         prefix = fieldmap.CUSTOM_PREFIX
-        return {
+        properties = {
             key[len(prefix) :]: value
             for key, value in self.values.items()
             if key.startswith(prefix) and len(key) > len(prefix)
         }
+        _check_properties(properties)
+        return properties
 
     def _field_value(self, field: fieldmap.LeadField, region: str) -> Any:
         if field.kind == "email":
@@ -395,6 +468,37 @@ class Lead:
         if field.max_length is not None and len(value) > field.max_length:
             raise outcomes.TOO_LONG(field=field.seed_name, limit=field.max_length)
         return value
+
+
+def _label(key: str) -> str:
+    """A lead key as a reason names it: its display name; other keys are not quoted (a reason
+    is the same text for the same cause, and a key the sender made up could hold anything)."""
+    for field in fieldmap.LEAD_FIELDS:
+        if field.key == key:
+            return field.seed_name
+    for variable in fieldmap.VARIABLES:
+        if variable.key == key:
+            return variable.seed_name
+    return "A custom property" if key.startswith(fieldmap.CUSTOM_PREFIX) else "A lead value"
+
+
+def _check_properties(properties: Mapping[str, Any]) -> None:
+    """Custom properties within the limits above; levels count as for events (the properties
+    object is level 0). Iterative, so a deeply nested value cannot exhaust the stack."""
+    stack: list[tuple[Any, int]] = [(properties, 0)]
+    while stack:
+        item, level = stack.pop()
+        if level > MAX_PROPERTY_NESTING:
+            raise outcomes.PROPERTY_TOO_DEEP(limit=MAX_PROPERTY_NESTING)
+        if isinstance(item, Mapping):
+            for name, child in item.items():
+                if len(str(name)) > MAX_PROPERTY_NAME:
+                    raise outcomes.PROPERTY_NAME_TOO_LONG(limit=MAX_PROPERTY_NAME)
+                stack.append((child, level + 1))
+        elif isinstance(item, list | tuple):
+            stack.extend((child, level + 1) for child in item)
+        elif isinstance(item, str) and len(item) > MAX_PROPERTY_TEXT:
+            raise outcomes.PROPERTY_TOO_LONG(limit=MAX_PROPERTY_TEXT)
 
 
 def _coordinate(field: fieldmap.LeadField, value: str) -> float:

@@ -119,6 +119,7 @@ class Result(Exception):
     duplicate_profile_id: str | None = None
     klaviyo_status: int | None = None
     message_id: str | None = None  # the queue message a lead was put on for a later try
+    ignored_fields: list[str] | None = None  # the lead's keys the action did not read
     created: bool | None = None  # Upsert Profile: whether the profile was new
     # A request that is not safe to repeat may have taken effect before it failed.
     effect_unknown: bool = False
@@ -245,6 +246,14 @@ PHONE_ONLY_REFUSED = _failure(
 )
 KLAVIYO_REJECTED = _failure("Klaviyo rejected the request (HTTP {status})")
 TOO_LARGE = _failure("The profile is too large for Klaviyo (HTTP 413)")
+INVALID_PHONE_FOR_REGION = _failure("Invalid phone number (read as a {region} number)")
+PROPERTY_NAME_TOO_LONG = _failure("A custom property name is longer than {limit} characters")
+PROPERTY_TOO_LONG = _failure("A custom property value is longer than {limit} characters")
+PROPERTY_TOO_DEEP = _failure("A custom property is nested more than {limit} levels")
+# A variable that steers the action: a configuration error (400), like VARIABLE_NOT_TEXT.
+CUSTOM_SOURCE_TOO_LONG = _error(
+    Kind.CONFIGURATION, "Klaviyo Custom Source is longer than {limit} characters"
+)
 
 # -- the request or its configuration: error, 400 -----------------------------------------
 LIST_ID_MISSING = _error(Kind.CONFIGURATION, "Klaviyo List Id is missing")
@@ -258,8 +267,8 @@ INVALID_TARGET_ID = _error(Kind.CONFIGURATION, "Klaviyo {target} Id is not a val
 METRIC_NAME_TOO_LONG = _error(
     Kind.CONFIGURATION, "Klaviyo Metric Name is longer than {limit} characters"
 )
-DELETION_OFF = _error(
-    Kind.CONFIGURATION,
+DELETION_OFF = _error(  # the stack must fix it (contract section 6): 502, not retryable
+    Kind.UPSTREAM,
     "Profile deletion is switched off for this stack (parameter EnableProfileDeletion)",
 )
 BODY_EMPTY = _error(Kind.BAD_REQUEST, "The request body is empty")
@@ -282,8 +291,10 @@ UNSUPPORTED_MEDIA = _error(
 )
 
 # -- Klaviyo or AWS said no: error, 502, not retryable --------------------------------------
+# A list, segment or profile id the request names that Klaviyo does not know: the sender must
+# change the request, so 400 (contract section 6), not a 5xx a sender would retry forever.
 UNKNOWN_TARGET = _error(
-    Kind.UPSTREAM, "Klaviyo has no {target} with this Klaviyo {Target} Id (HTTP {status})"
+    Kind.CONFIGURATION, "Klaviyo has no {target} with this Klaviyo {Target} Id (HTTP {status})"
 )
 KEY_REJECTED = _error(Kind.UPSTREAM, "Klaviyo rejected the API key")
 SCOPE_MISSING = _error(Kind.UPSTREAM, "The Klaviyo API key lacks a required scope (HTTP 403)")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -68,7 +69,7 @@ def _group(ctx: Context, kind: str, item_id: str, fields: tuple[str, ...]) -> Gr
 
 def _path_id(value: str, kind: str) -> str:
     """Ids go into URL paths: refuse anything that is not a plain Klaviyo id."""
-    if not value.replace("-", "").replace("_", "").isalnum() or len(value) > 64:
+    if not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", value):  # ASCII only: no full-width letters
         raise outcomes.INVALID_TARGET_ID(target=kind.title())
     return value
 

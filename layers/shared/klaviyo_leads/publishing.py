@@ -7,6 +7,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from .lead import finite
+
 SOURCE = "klaviyo.lead-actions"
 MAX_ENTRIES_PER_CALL = 10  # PutEvents' limit
 MAX_CALL_BYTES = 250_000  # PutEvents allows 256 KB per call; keep a margin
@@ -26,7 +28,10 @@ class Publication:
         return {
             "Source": SOURCE,
             "DetailType": f"{self.action} result",
-            "Detail": json.dumps(detail, separators=(",", ":"), default=str),
+            # The lead as received may hold NaN (refused, but still published): JSON has none.
+            "Detail": json.dumps(
+                finite(detail), separators=(",", ":"), default=str, allow_nan=False
+            ),
             "EventBusName": bus_name,
         }
 
