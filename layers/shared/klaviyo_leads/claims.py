@@ -60,10 +60,6 @@ class Claim:
     def held(self, now: float) -> bool:
         return self.hold_until > now
 
-    def abandoned(self, now: float) -> bool:
-        """Another's record whose holder is gone without saying what it made."""
-        return not self.mine and self.profile_id is None and not self.held(now)
-
 
 def identity_of(attributes: dict[str, Any]) -> str | None:
     """The person a new profile is for: the identifier Klaviyo matches first."""
@@ -108,16 +104,7 @@ class CreateLedger:
 
     def _take(self, identity: str, owner: str, hold_seconds: float, job_ref: str | None) -> Claim:
         now = self.clock()
-        item = {
-            "id": {"S": PREFIX + identity},
-            "owner": {"S": owner},
-            "started_at": {"N": repr(now)},
-            "written_at": {"N": repr(now)},
-            "hold_until": {"N": repr(now + hold_seconds)},
-            "expiration": {"N": str(int(now + RECORD_TTL_SECONDS))},
-        }
-        if job_ref:
-            item["job_ref"] = {"S": job_ref}
+        item = _fresh_item(identity, owner, now, hold_seconds, job_ref)
         try:
             # Free, or kept past its time (DynamoDB removes expired items late).
             self.client.put_item(
@@ -145,16 +132,7 @@ class CreateLedger:
         """Another's abandoned record, now ours (the search showed it made nothing); None when
         its holder came back first."""
         now = self.clock()
-        item = {
-            "id": {"S": PREFIX + abandoned.identity},
-            "owner": {"S": owner},
-            "started_at": {"N": repr(now)},
-            "written_at": {"N": repr(now)},
-            "hold_until": {"N": repr(now + hold_seconds)},
-            "expiration": {"N": str(int(now + RECORD_TTL_SECONDS))},
-        }
-        if job_ref:
-            item["job_ref"] = {"S": job_ref}
+        item = _fresh_item(abandoned.identity, owner, now, hold_seconds, job_ref)
         try:
             self.client.put_item(
                 TableName=self.table_name,
@@ -278,6 +256,23 @@ class CreateLedger:
         except Exception as exc:
             raise LedgerUnavailable(type(exc).__name__) from exc
         return sorted((item or {}).get("job_ids", {}).get("SS", []))
+
+
+def _fresh_item(
+    identity: str, owner: str, now: float, hold_seconds: float, job_ref: str | None
+) -> dict[str, Any]:
+    """A record its owner takes now, about to write (under ``job_ref``'s job, if any)."""
+    item = {
+        "id": {"S": PREFIX + identity},
+        "owner": {"S": owner},
+        "started_at": {"N": repr(now)},
+        "written_at": {"N": repr(now)},
+        "hold_until": {"N": repr(now + hold_seconds)},
+        "expiration": {"N": str(int(now + RECORD_TTL_SECONDS))},
+    }
+    if job_ref:
+        item["job_ref"] = {"S": job_ref}
+    return item
 
 
 def _claim(identity: str, item: dict[str, Any], owner: str) -> Claim:

@@ -820,7 +820,10 @@ def _ready_to_import(
             return False
         try:
             taken = ctx.ledger.take_over(
-                claim, claim_owner(batch, index, ctx), creates.hold_seconds(ctx), state.job_ref
+                claim,
+                batch.origins[index] or creates.owner_of(ctx),
+                creates.hold_seconds(ctx),
+                state.job_ref,
             )
         except LedgerUnavailable:
             taken = None
@@ -861,10 +864,6 @@ def _ready_to_import(
 
 def _lead_ctx(batch: Batch, index: int) -> Context:
     return replace(batch.ctx, delivery=batch.deliveries[index].count)
-
-
-def claim_owner(batch: Batch, index: int, ctx: Context) -> str:
-    return batch.origins[index] or creates.owner_of(ctx)
 
 
 def _import_recorded(
