@@ -70,13 +70,55 @@ class TestCreateProfile:
 
     def test_duplicate_is_failure_with_existing_id(self, run, seeded):
         fields = run("create_profile", {"email": "sarah.mason@example.com"})
+        assert outcome(fields) == ("failure", "A profile with this email already exists")
+        assert fields["id"] == seeded["sarah"]
+        assert fields["duplicate_profile_id"] == seeded["sarah"]
+        assert fields["errors"]["code"] == ["duplicate_profile"]
+
+    @pytest.mark.parametrize(
+        ("existing", "lead", "matched"),
+        [
+            ({"phone_number": "+15125550101"}, {"phone_1": "512 555 0101"}, "phone number"),
+            (
+                {"email": "both@example.com", "phone_number": "+15125550102"},
+                {"email": "Both@example.com", "phone_1": "512 555 0102"},
+                "email and phone number",
+            ),
+            (
+                {"email": "mail@example.com"},
+                {"email": "mail@example.com", "phone_1": "512 555 0103"},
+                "email",
+            ),
+            (
+                {"phone_number": "+15125550104"},
+                {"email": "other@example.com", "phone_1": "512 555 0104"},
+                "phone number",
+            ),
+        ],
+        ids=["phone only", "both match", "email of two", "phone of two"],
+    )
+    def test_a_duplicate_names_the_identifier_that_matched(
+        self, run, klaviyo_emulator, existing, lead, matched
+    ):
+        profile_id = klaviyo_emulator.create_profile(**existing)
+        fields = run("create_profile", lead)
+        assert outcome(fields) == ("failure", f"A profile with this {matched} already exists")
+        assert fields["duplicate_profile_id"] == profile_id
+
+    def test_a_duplicate_whose_profile_cannot_be_read_is_still_a_duplicate(
+        self, run, klaviyo_emulator
+    ):
+        profile_id = klaviyo_emulator.create_profile(email="gone@example.com")
+        klaviyo_emulator.faults.add(Fault(operation_id="get_profile", status=503, times=None))
+        fields = run(
+            "create_profile",
+            {"email": "gone@example.com", "phone_1": "512 555 0105", "timeout_seconds": 2},
+        )
         assert outcome(fields) == (
             "failure",
             "A profile with this email or phone number already exists",
         )
-        assert fields["id"] == seeded["sarah"]
-        assert fields["duplicate_profile_id"] == seeded["sarah"]
-        assert fields["errors"]["code"] == ["duplicate_profile"]
+        assert fields["duplicate_profile_id"] == profile_id
 
     def test_a_reference_already_in_klaviyo_is_a_duplicate_not_a_second_profile(
         self, run, klaviyo_emulator

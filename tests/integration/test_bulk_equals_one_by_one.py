@@ -217,7 +217,10 @@ MIXES: dict[str, list[Any]] = {
 
 # One difference by design: a lead created one by one meets Klaviyo's 409 and its result
 # carries that error; in bulk the duplicate is found by search first, and Klaviyo said nothing.
-FOUND_BY_SEARCH = "A profile with this email or phone number already exists"
+FOUND_BY_SEARCH = (
+    "A profile with this email already exists",
+    "A profile with this phone number already exists",
+)
 # And a second: an upsert whose email and phone belong to two profiles meets Klaviyo's 409 one
 # by one, which names the other profile; in a bulk import the error does not.
 SPLIT = "The lead's email and phone number belong to different profiles"
@@ -226,7 +229,7 @@ SPLIT = "The lead's email and phone number belong to different profiles"
 def comparable(fields: dict[str, Any]) -> dict[str, Any]:
     same = {k: (v is not None) if k in VOLATILE else v for k, v in fields.items()}
     same["errors"] = {**fields["errors"], "id": len(fields["errors"]["id"])}  # one per answer
-    if fields["reason"] == FOUND_BY_SEARCH:
+    if fields["reason"] in FOUND_BY_SEARCH:
         same["errors"] = "Klaviyo's 409, or none"
     if fields["reason"] == SPLIT:
         same.update(errors="Klaviyo's 409 or import error", id="which", duplicate_profile_id="?")

@@ -391,6 +391,34 @@ class TestSqs:
             assert event["detail"]["result"]["reason"].startswith("The request body must be")
             assert event["detail"]["lead"] == body
 
+    @pytest.mark.parametrize("coalesce", ["true", "false"])
+    @pytest.mark.parametrize(
+        ("request_", "problem"),
+        [
+            ({"body_base64": 42, "content_type": "application/json"}, "body_base64 must be text"),
+            ({"body_base64": ["e30="], "content_type": None}, "body_base64 must be text"),
+            ({"body_base64": "e30=", "content_type": 5}, "content_type must be text"),
+            ({"body_base64": "e30=", "content_type": {"a": 1}}, "content_type must be text"),
+        ],
+        ids=["number body", "list body", "number type", "object type"],
+    )
+    def test_a_poison_async_message_gets_its_result_on_the_first_delivery(
+        self, aws, klaviyo_emulator, monkeypatch, coalesce, request_, problem
+    ):
+        """Invariant: a message no delivery can read is finished on its first delivery
+        (never handed back until the dead-letter queue) with a result that says why."""
+        monkeypatch.setenv("COALESCE_BATCHES", coalesce)
+        body = json.dumps({"http_request": request_})
+        good = json.dumps({"email": "beside@example.com"})
+        response = sqs("create_profile", body, good, ids=["m-poison", "m-good"])
+        assert response == {"batchItemFailures": []}
+        published = {e["detail"]["message_id"]: e["detail"] for e in aws.published()}
+        poison = published["m-poison"]
+        assert poison["result"]["outcome"] == "error"
+        assert poison["result"]["reason"].startswith(f"The queued request is malformed: {problem}")
+        assert poison["lead"] == {"http_request": request_}
+        assert published["m-good"]["result"]["outcome"] == "success"
+
     def test_one_by_one_and_coalesced_paths_share_the_stored_results(
         self, aws, klaviyo_emulator, newsletter, monkeypatch
     ):
@@ -564,6 +592,112 @@ class TestRetryableLeadsWithoutAQueueGoOntoOne:
         klaviyo_emulator.faults.add(Fault(status=503, times=None))
         with pytest.raises(TypeError):
             call("create_profile", {"email": "later@example.com", "timeout_seconds": 1})
+
+
+class SlowQueue(RecordingQueue):
+    """The action's queue, each call to it taking ``seconds`` on the invocation's clock."""
+
+    def __init__(self, sqs_client, seconds: float) -> None:
+        super().__init__(sqs_client)
+        self.seconds = seconds
+        self.now = 0.0
+        self.calls: list[tuple[str, int]] = []
+
+    def clock(self) -> float:
+        return self.now
+
+    def send_message(self, **kwargs):
+        self.now += self.seconds
+        self.calls.append(("SendMessage", 1))
+        return self.sqs.send_message(**kwargs)
+
+    def send_message_batch(self, QueueUrl, Entries):
+        self.now += self.seconds
+        self.calls.append(("SendMessageBatch", len(Entries)))
+        return self.sqs.send_message_batch(QueueUrl=QueueUrl, Entries=Entries)
+
+
+class TestSeveralLeadsAreQueuedWithinTheDeadline:
+    """Invariant: an invocation of several leads returns before its deadline with a result
+    for every lead, and a lead whose result says "Queued for retry" is on the queue under
+    that message id (200 leads, too little time to start any: one SendMessage each, as
+    before, would run the invocation 10 s on a 9.5 s context)."""
+
+    LEADS = 200
+
+    def invoke(self, aws, own_queue, seconds_per_call: float, timeout: float = 9.5):
+        from klaviyo_leads.queueing import ActionQueue
+
+        own_queue("create_profile")
+        queue = SlowQueue(aws.sqs, seconds_per_call)
+        url = aws.stack.actions["create_profile"].queue.url
+        entrypoint.runtime().queue = ActionQueue(url, client_factory=lambda: queue)
+        context = LambdaContext(
+            function_name="create_profile", timeout_seconds=timeout, clock=queue.clock
+        )
+        event = {"leads": [{"email": f"q{i}@example.com"} for i in range(self.LEADS)]}
+        answer = load_handler("create_profile")(event, context)
+        return answer["results"], queue, context
+
+    def queued_bodies(self, aws) -> dict[str, str]:
+        url = aws.stack.actions["create_profile"].queue.url
+        bodies: dict[str, str] = {}
+        while got := aws.sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10).get("Messages"):
+            bodies.update((m["MessageId"], m["Body"]) for m in got)
+        return bodies
+
+    def test_the_rest_go_ten_to_a_call_before_the_deadline(self, aws, klaviyo_emulator, own_queue):
+        results, queue, context = self.invoke(aws, own_queue, seconds_per_call=0.05)
+        assert context.get_remaining_time_in_millis() > 0
+        assert {kind for kind, _ in queue.calls} == {"SendMessageBatch"}
+        assert len(queue.calls) == self.LEADS // 10
+        assert {r["reason"] for r in results} == {"Queued for retry"}
+        bodies = self.queued_bodies(aws)
+        for index, result in enumerate(results):
+            assert json.loads(bodies[result["message_id"]]) == {"email": f"q{index}@example.com"}
+        assert klaviyo_emulator.calls() == 0
+
+    def test_leads_that_do_not_fit_say_so_and_are_not_lost(
+        self, aws, klaviyo_emulator, own_queue, monkeypatch
+    ):
+        from klaviyo_leads import triggers
+
+        counted: list[tuple[str, int]] = []
+        monkeypatch.setattr(triggers, "count", lambda name, value=1: counted.append((name, value)))
+        results, queue, context = self.invoke(aws, own_queue, seconds_per_call=1.0)
+        # The queue stops taking time once the margin is reached: the answer is in time.
+        assert context.get_remaining_time_in_millis() >= 1000
+        queued = [r for r in results if r["reason"] == "Queued for retry"]
+        not_queued = [r for r in results if r["reason"] != "Queued for retry"]
+        assert len(queued) == 10 * len(queue.calls) and 0 < len(queued) < self.LEADS
+        assert {r["reason"] for r in not_queued} == {
+            "Not started: too little time left in the invocation"
+        }
+        assert results[: len(queued)] == queued  # in order: the first ones went
+        assert ("LeadsNotQueued", len(not_queued)) in counted
+        assert set(self.queued_bodies(aws)) == {r["message_id"] for r in queued}
+
+    def test_entries_sqs_refuses_keep_their_retryable_result(
+        self, aws, klaviyo_emulator, own_queue
+    ):
+        from klaviyo_leads.queueing import ActionQueue
+
+        class Refusing(SlowQueue):
+            def send_message_batch(self, QueueUrl, Entries):
+                answer = super().send_message_batch(QueueUrl=QueueUrl, Entries=Entries[1:])
+                failed = [{"Id": Entries[0]["Id"], "Code": "InternalError", "SenderFault": False}]
+                return {"Successful": answer["Successful"], "Failed": failed}
+
+        own_queue("create_profile")
+        queue = Refusing(aws.sqs, 0.0)
+        url = aws.stack.actions["create_profile"].queue.url
+        entrypoint.runtime().queue = ActionQueue(url, client_factory=lambda: queue)
+        event = {"leads": [{"email": f"r{i}@example.com"} for i in range(12)]}
+        context = LambdaContext(function_name="create_profile", timeout_seconds=5)
+        results = load_handler("create_profile")(event, context)["results"]
+        refused = [i for i, r in enumerate(results) if r["reason"] != "Queued for retry"]
+        assert refused == [0, 10]  # the first of each batch of ten
+        assert all(results[i]["outcome"] == "error" for i in refused)
 
 
 class TestIdempotencyKey:
@@ -755,6 +889,57 @@ class TestEventBridgeAndDirect:
         assert (result["outcome"], result["reason"]) == ("error", "A lead must be a JSON object")
 
 
+def _api_event_with(**parts: Any) -> dict[str, Any]:
+    event = api_gateway_event(
+        "POST", "/get-profiles", {"Content-Type": "application/json"}, '{"email": "a@b.co"}'
+    )
+    return {**event, **parts}
+
+
+def _sqs_event_with(**parts: Any) -> dict[str, Any]:
+    event = sqs_event([sqs_message('{"email": "a@b.co"}')], queue_arn("get_profiles-queue"))
+    record = {k: v for k, v in event["Records"][0].items() if parts.get(k, "") is not None}
+    record.update({k: v for k, v in parts.items() if v is not None})
+    return {"Records": [record]}
+
+
+@pytest.mark.parametrize(
+    ("event", "problem"),
+    [
+        (_api_event_with(headers=[["Content-Type", "application/json"]]), "headers"),
+        (_api_event_with(headers="Content-Type: application/json"), "headers"),
+        (_api_event_with(requestContext="x", httpMethod="POST"), "requestContext"),
+        (_api_event_with(body=42), "body"),
+        (_sqs_event_with(messageId=None), "Records[0].messageId"),
+        (_sqs_event_with(body=42), "Records[0].body"),
+        (_sqs_event_with(attributes="x"), "Records[0].attributes"),
+        (_sqs_event_with(attributes={"ApproximateReceiveCount": "x"}), "Records[0].attributes"),
+        (_sqs_event_with(messageAttributes={"first_seen_at": "x"}), "Records[0].messageAttr"),
+    ],
+    ids=[
+        "headers a list",
+        "headers text",
+        "requestContext text",
+        "api body a number",
+        "record without messageId",
+        "record body a number",
+        "attributes text",
+        "receive count not a number",
+        "message attribute not an object",
+    ],
+)
+def test_a_malformed_event_gets_an_error_result(aws, klaviyo_emulator, event, problem):
+    """Events no AWS service sends (a hand-made invocation): an answer, never an exception
+    (which Lambda would retry, and SQS would hand back until its dead-letter queue)."""
+    answer = call("get_profiles", event)
+    if "requestContext" in event:
+        assert answer["statusCode"] == 400
+        answer = json.loads(answer["body"])
+    assert answer["outcome"] == "error"
+    assert answer["reason"].startswith(f"The event is malformed: {problem}")
+    assert klaviyo_emulator.calls() == 0
+
+
 def test_several_leads_are_not_started_with_too_little_time(runtime, klaviyo_emulator):
     event = {"leads": [{"email": f"t{i}@example.com"} for i in range(3)]}
     handler = load_handler("create_profile")
@@ -782,3 +967,24 @@ def test_unpublished_eventbridge_results_are_counted_and_logged(runtime, monkeyp
     load_handler("get_profiles")(event, LambdaContext.for_action("get_profiles"))
     assert ("ResultsNotPublished", 1) in counted
     assert logged == ["Results could not be published"]
+
+
+def test_debug_logging_never_writes_the_key_or_the_lead(aws, klaviyo_emulator, caplog):
+    """Invariant: at any log level the AWS SDK and urllib3 write nothing below WARNING, so the
+    secret's value (in GetSecretValue's response) and lead data (in Klaviyo's URLs) stay out."""
+    import logging
+
+    from klaviyo_leads.runtime import QUIET_LIBRARIES
+
+    for name in QUIET_LIBRARIES:  # as a fresh container has them
+        logging.getLogger(name).setLevel(logging.NOTSET)
+    caplog.set_level(logging.DEBUG)  # the root logger, as LogLevel=DEBUG or a caller sets it
+    handler = entrypoint.handler_for("get_profiles")
+    entrypoint.reset_runtime()
+    reset_powertools_parameters()  # the key is read from Secrets Manager again
+    context = LambdaContext.for_action("get_profiles")
+    assert handler({"email": "debug.lead@example.com"}, context)["outcome"] == "failure"
+    chatty = [r for r in caplog.records if r.name.split(".")[0] in QUIET_LIBRARIES]
+    assert [r for r in chatty if r.levelno < logging.WARNING] == []
+    assert API_KEY not in caplog.text
+    assert "debug.lead" not in caplog.text

@@ -25,8 +25,7 @@ from .claims import Claim, ClaimLost, LedgerUnavailable, identity_of
 from .context import Context
 from .creates import (
     created_after,
-    duplicate,
-    duplicate_reason,
+    duplicate_of,
     klaviyo_refuses_duplicates,
     new_profile,
 )
@@ -635,12 +634,12 @@ def _create_all_unrecorded(batch: Batch, wanted: dict[int, dict[str, Any]]) -> N
     for index, attributes in wanted.items():
         if batch.results[index] is not None:
             continue
-        profile, reason = existing.get(index, (None, None))
-        if profile is not None and reason is not None:
+        profile = existing.get(index)
+        if profile is not None:
             if _since_first_delivery(batch, index, profile):
                 batch.results[index] = success(profile)  # its own earlier delivery made it
             else:
-                batch.fail(index, duplicate(reason, profile["id"]))
+                batch.fail(index, duplicate_of(attributes, profile))
             continue
         identities = _identities(attributes)
         first = next((claimed[i] for i in identities if i in claimed), None)
@@ -655,7 +654,7 @@ def _create_all_unrecorded(batch: Batch, wanted: dict[int, dict[str, Any]]) -> N
         batch,
         items,
         served,
-        lambda index, profile: _made_by_the_job(batch, index, profile),
+        lambda index, profile: _made_by_the_job(batch, index, wanted[index], profile),
         repeatable=False,
     )
     _after_the_job(batch, wanted, waiting)
@@ -670,7 +669,7 @@ def _after_the_job(
         made = batch.results[first]
         if made is not None and made.outcome is Outcome.SUCCESS and made.profile:
             _release(batch, index)
-            batch.fail(index, duplicate(duplicate_reason(wanted[index]), made.profile["id"]))
+            batch.fail(index, duplicate_of(wanted[index], made.profile))
         else:
             _release(batch, index)
             batch.one_by_one("create_profile", index)
@@ -714,7 +713,7 @@ def _create_all_recorded(batch: Batch, wanted: dict[int, dict[str, Any]]) -> Non
             continue
         attributes = wanted[index]
         claim = state.claims.get(index) or abandoned[index]
-        found = existing.get(index, (None, None))[0]
+        found = existing.get(index)
         if not _ready_to_import(batch, state, index, claim, attributes, found):
             continue
         identities = _identities(attributes)
@@ -755,7 +754,7 @@ def _take_claims(
         elif claim.owner in owners:
             waiting[index] = owners[claim.owner]
         elif claim.profile_id:
-            batch.fail(index, duplicate(duplicate_reason(attributes), claim.profile_id))
+            batch.fail(index, duplicate_of(attributes, claim.profile_id))
         elif (known := _others_job(batch, index, claim, attributes, state)) is not None:
             batch.fail(index, known)
         elif claim.held(now):
@@ -816,7 +815,7 @@ def _ready_to_import(
     wrote_before = claim.mine and (claim.written_at is not None or claim.job_ref is not None)
     if not claim.mine:  # abandoned by another lead: its write, if any, shows by now
         if found is not None:
-            batch.fail(index, duplicate(duplicate_reason(attributes), found["id"]))
+            batch.fail(index, duplicate_of(attributes, found))
             return False
         try:
             taken = ctx.ledger.take_over(
@@ -837,7 +836,7 @@ def _ready_to_import(
             batch.results[index] = creates.own(ctx, claim, found)  # its earlier attempt made it
         else:
             ctx.ledger.release(claim)
-            batch.fail(index, duplicate(duplicate_reason(attributes), found["id"]))
+            batch.fail(index, duplicate_of(attributes, found))
         return False
     if not wrote_before:
         return True
@@ -909,7 +908,7 @@ def _import_recorded(
                 batch.results[index] = creates.own(ctx, claim, answer)
             else:
                 ledger.release(claim)
-                batch.fail(index, duplicate(outcomes.DUPLICATE_PROFILE, answer["id"]))
+                batch.fail(index, duplicate_of(items[i]["attributes"], answer))
 
 
 def _release(batch: Batch, index: int) -> None:
@@ -922,11 +921,9 @@ def _release(batch: Batch, index: int) -> None:
         ledger.release(claim)
 
 
-def _existing(
-    batch: Batch, wanted: dict[int, dict[str, Any]]
-) -> dict[int, tuple[dict[str, Any], outcomes.Reason]]:
+def _existing(batch: Batch, wanted: dict[int, dict[str, Any]]) -> dict[int, dict[str, Any]]:
     """Profiles Klaviyo already has for the leads: by email, then phone; else external id."""
-    found: dict[int, tuple[dict[str, Any], outcomes.Reason]] = {}
+    found: dict[int, dict[str, Any]] = {}
     for identifier in ("email", "phone_number", "external_id"):
         leads = {
             index: attributes[identifier]
@@ -939,17 +936,12 @@ def _existing(
         if not leads:
             continue
         searched = lookup.search(batch.ctx, identifier, "-created", leads.values())
-        reason = (
-            outcomes.DUPLICATE_EXTERNAL_ID
-            if identifier == "external_id"
-            else outcomes.DUPLICATE_PROFILE
-        )
         for index, value in leads.items():
             value_key = lookup.key(identifier, value)
             if value_key in searched.problems:
                 batch.fail(index, searched.problems[value_key])
             elif (profile := searched.first(value_key)) is not None:
-                found[index] = (profile, reason)
+                found[index] = profile
     return found
 
 
@@ -959,9 +951,11 @@ def _identities(attributes: dict[str, Any]) -> list[tuple[str, str]]:
     return [(name, lookup.key(name, attributes[name])) for name in names if attributes.get(name)]
 
 
-def _made_by_the_job(batch: Batch, index: int, profile: dict[str, Any]) -> Result:
+def _made_by_the_job(
+    batch: Batch, index: int, attributes: dict[str, Any], profile: dict[str, Any]
+) -> Result:
     if _predates_the_job(batch, profile) and not _since_first_delivery(batch, index, profile):
-        return duplicate(outcomes.DUPLICATE_PROFILE, profile["id"])
+        return duplicate_of(attributes, profile)
     return success(profile)
 
 

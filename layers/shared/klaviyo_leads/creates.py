@@ -65,21 +65,68 @@ def klaviyo_refuses_duplicates(attributes: dict[str, Any]) -> bool:
     return bool(attributes.get("email") or attributes.get("phone_number"))
 
 
-def duplicate_reason(attributes: dict[str, Any]) -> outcomes.Reason:
-    if klaviyo_refuses_duplicates(attributes):
-        return outcomes.DUPLICATE_PROFILE
-    return outcomes.DUPLICATE_EXTERNAL_ID
-
-
 def duplicate(
-    reason: outcomes.Reason, existing_id: str | None, errors: list[KlaviyoError] | None = None
+    reason: outcomes.Reason,
+    existing_id: str | None,
+    errors: list[KlaviyoError] | None = None,
+    **values: Any,
 ) -> Result:
     """Create's failure for a profile that exists: its id in ``id`` and in the duplicate field."""
     return reason(
         profile={"type": "profile", "id": existing_id} if existing_id else None,
         errors=errors or [],
         duplicate_profile_id=existing_id,
+        **values,
     )
+
+
+def duplicate_of(
+    attributes: dict[str, Any],
+    existing: dict[str, Any] | str | None,
+    errors: list[KlaviyoError] | None = None,
+) -> Result:
+    """The lead is a duplicate of ``existing`` (the profile, or only its id): the reason says
+    which of the lead's identifiers the profile has, when that is known."""
+    if isinstance(existing, dict):
+        profile: dict[str, Any] | None = existing
+        existing_id: str | None = str(existing["id"])
+    else:
+        profile, existing_id = None, existing
+    if not klaviyo_refuses_duplicates(attributes):
+        return duplicate(outcomes.DUPLICATE_EXTERNAL_ID, existing_id, errors)
+    identifier = matched_identifier(attributes, profile)
+    return duplicate(outcomes.DUPLICATE_PROFILE, existing_id, errors, identifier=identifier)
+
+
+def matched_identifier(attributes: dict[str, Any], profile: dict[str, Any] | None) -> str:
+    """Which of the lead's email and phone number the existing profile has, in words."""
+    email = bool(attributes.get("email"))
+    phone = bool(attributes.get("phone_number"))
+    known = (profile or {}).get("attributes") or {}
+    if email and phone and known:
+        same_email = str(known.get("email") or "").lower() == str(attributes["email"]).lower()
+        same_phone = known.get("phone_number") == attributes["phone_number"]
+        if same_email or same_phone:
+            email, phone = same_email, same_phone
+        else:
+            known = {}
+    if email and phone:
+        return "email and phone number" if known else "email or phone number"
+    return "email" if email else "phone number"
+
+
+def identified_duplicate(
+    ctx: Context, attributes: dict[str, Any], existing_id: str | None, errors: list[KlaviyoError]
+) -> Result:
+    """Klaviyo's 409 names the profile, not the identifier it matched: when the lead has both,
+    one read of the profile tells (without it, the reason says "email or phone number")."""
+    profile = None
+    if existing_id and attributes.get("email") and attributes.get("phone_number"):
+        try:
+            profile = get_profile(ctx, existing_id)
+        except Result:
+            profile = None  # the duplicate stands; only which identifier stays unsaid
+    return duplicate_of(attributes, profile or existing_id, errors)
 
 
 def owner_of(ctx: Context) -> str:
@@ -107,10 +154,12 @@ def record_unavailable() -> Result:
 
 def in_progress(ctx: Context, claim: Claim, now: float, job_running: bool = False) -> Result:
     """Another lead is creating the person: come back soon, and later each time (a queued
-    lead has five deliveries to outwait a holder that went away), never after its hold
-    (unless a job of its is still running: that ends when Klaviyo is done with it)."""
+    lead has five deliveries to outwait a holder that went away), never after a hold still
+    running (unless a job of its is running: that ends when Klaviyo is done with it). Once
+    the hold has passed, the back-off alone: a holder that is still at work (it keeps its
+    record) is outwaited over the deliveries, not in five one-second hand-backs."""
     wait = min(MAX_CLAIM_RETRY_SECONDS, CLAIM_RETRY_SECONDS * CLAIM_BACKOFF ** (ctx.delivery - 1))
-    if not job_running:
+    if not job_running and claim.held(now):
         wait = min(wait, max(1.0, claim.hold_until - now))
     return outcomes.CREATE_IN_PROGRESS(retry_after=wait)
 
@@ -138,7 +187,7 @@ def _after_another(ctx: Context, claim: Claim, attributes: dict[str, Any], owner
     assert ctx.ledger is not None
     now = ctx.ledger.clock()
     if claim.profile_id:
-        raise duplicate(duplicate_reason(attributes), claim.profile_id)
+        raise duplicate_of(attributes, claim.profile_id)
     known = others_job_outcome(ctx, claim, attributes)
     if known is not None:
         raise known
@@ -147,7 +196,7 @@ def _after_another(ctx: Context, claim: Claim, attributes: dict[str, Any], owner
     _wait_until_settled(ctx, claim.written_at or claim.started_at)
     existing = newest_profile(ctx, attributes)
     if existing is not None:
-        raise duplicate(duplicate_reason(attributes), existing["id"])
+        raise duplicate_of(attributes, existing)
     taken = ctx.ledger.take_over(claim, owner, hold_seconds(ctx))
     if taken is None:
         raise in_progress(ctx, claim, now)
@@ -213,7 +262,7 @@ def _write(ctx: Context, claim: Claim, attributes: dict[str, Any], wrote_before:
         if existing and created_after(existing, claim.started_at - CLOCK_SKEW_SECONDS):
             return own(ctx, claim, existing)  # an earlier write of this lead made it
     ctx.ledger.release(claim)
-    return duplicate(outcomes.DUPLICATE_PROFILE, existing_id, response.errors)
+    return identified_duplicate(ctx, attributes, existing_id, response.errors)
 
 
 def own(ctx: Context, claim: Claim, profile: dict[str, Any]) -> Result:
@@ -272,7 +321,7 @@ def earlier_job_outcome(
             return answer
         if created_after(answer, claim.started_at - CLOCK_SKEW_SECONDS):
             return own(ctx, claim, answer)
-        return duplicate(duplicate_reason(attributes), answer["id"])
+        return duplicate_of(attributes, answer)
     return None
 
 
@@ -297,7 +346,7 @@ def others_job_outcome(
                 cache[job_id] = done
         answer = done.outcome_for(attributes)
         if isinstance(answer, dict):
-            return duplicate(duplicate_reason(attributes), answer["id"])
+            return duplicate_of(attributes, answer)
     return None
 
 
@@ -346,7 +395,7 @@ def _create_unrecorded(ctx: Context, attributes: dict[str, Any]) -> Result:
         existing = get_profile(ctx, existing_id)
         if existing and created_after(existing, since - CLOCK_SKEW_SECONDS):
             return success(existing)
-    return duplicate(outcomes.DUPLICATE_PROFILE, existing_id, response.errors)
+    return identified_duplicate(ctx, attributes, existing_id, response.errors)
 
 
 # -- Klaviyo -------------------------------------------------------------------------------

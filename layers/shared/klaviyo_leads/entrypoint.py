@@ -7,7 +7,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .actions import ACTIONS
-from .runtime import Runtime, flush_counts, logger, metrics
+from .runtime import Runtime, flush_counts, logger, metrics, quiet_libraries
 from .triggers import handle
 
 Handler = Callable[[Any, Any], Any]
@@ -31,6 +31,7 @@ def reset_runtime(replacement: Runtime | None = None) -> None:
 
 def handler_for(action_name: str) -> Handler:
     action = ACTIONS[action_name]
+    quiet_libraries()
 
     def lambda_handler(event: Any, context: Any) -> Any:
         # Powertools keeps default dimensions across invocations; set it only when it

@@ -92,15 +92,64 @@ class ActionQueue:
     def send(self, lead: Any, first_seen_at: float, origin_id: str | None = None) -> str:
         """Put a lead on the queue for a later try; when it was first seen and what it first
         arrived as go with it, so the retry knows what its first try did."""
-        attributes = {FIRST_SEEN: {"DataType": "Number", "StringValue": f"{first_seen_at:.3f}"}}
-        if origin_id:
-            attributes[ORIGIN] = {"DataType": "String", "StringValue": origin_id}
         answer = self.client.send_message(
-            QueueUrl=self.url,
-            MessageBody=json.dumps(lead, separators=(",", ":"), default=str),
-            MessageAttributes=attributes,
+            QueueUrl=self.url, **_message(Later(lead, first_seen_at, origin_id))
         )
         return str(answer["MessageId"])
+
+    def send_batch(self, later: list[Later]) -> list[str | None]:
+        """Put up to ten leads on the queue in one call: each one's message id, or None for
+        a lead SQS did not take (the call failed, or refused that entry)."""
+        if len(later) > MAX_BATCH:
+            raise ValueError(f"SendMessageBatch takes at most {MAX_BATCH} messages")
+        entries = [{"Id": str(index), **_message(item)} for index, item in enumerate(later)]
+        try:
+            answer = self.client.send_message_batch(QueueUrl=self.url, Entries=entries)
+        except Exception:
+            return [None] * len(later)
+        ids: list[str | None] = [None] * len(later)
+        for sent in answer.get("Successful", []):
+            ids[int(sent["Id"])] = str(sent["MessageId"])
+        return ids
+
+
+MAX_BATCH = 10  # SendMessageBatch's limit
+# SendMessageBatch also limits the sum of its bodies; the bodies here are kept under SQS's
+# long-standing 256 KiB (attributes count too, and are small).
+MAX_BATCH_BYTES = 240 * 1024
+
+
+def batches(later: list[Later]) -> list[list[Later]]:
+    """The leads in SendMessageBatch calls: at most ten, and their bodies within the limit."""
+    out: list[list[Later]] = []
+    size = 0
+    for item in later:
+        body = len(_message(item)["MessageBody"].encode())
+        if not out or len(out[-1]) == MAX_BATCH or size + body > MAX_BATCH_BYTES:
+            out.append([])
+            size = 0
+        out[-1].append(item)
+        size += body
+    return out
+
+
+@dataclass(frozen=True)
+class Later:
+    """A lead for a later try: when the bundle first saw it and what it first arrived as."""
+
+    lead: Any
+    first_seen_at: float
+    origin_id: str | None = None
+
+
+def _message(item: Later) -> dict[str, Any]:
+    attributes = {FIRST_SEEN: {"DataType": "Number", "StringValue": f"{item.first_seen_at:.3f}"}}
+    if item.origin_id:
+        attributes[ORIGIN] = {"DataType": "String", "StringValue": item.origin_id}
+    return {
+        "MessageBody": json.dumps(item.lead, separators=(",", ":"), default=str),
+        "MessageAttributes": attributes,
+    }
 
 
 def _sqs_client() -> Any:

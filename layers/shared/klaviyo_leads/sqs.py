@@ -363,6 +363,11 @@ def _lead_of(record: SQSRecord) -> Any:
     request = body.get(HTTP_REQUEST) if isinstance(body, dict) and len(body) == 1 else None
     if not isinstance(request, dict):
         return body
+    # The /async route writes these as text; anything else was not sent by it.
+    for name in ("body_base64", "content_type"):
+        if not isinstance(request.get(name), str | None):
+            problem = f"{name} must be text, not {type(request[name]).__name__}"
+            return Unreadable(outcomes.MESSAGE_MALFORMED(problem=problem), body)
     try:
         return parse_body(request.get("body_base64"), request.get("content_type"), True)
     except Result as problem:

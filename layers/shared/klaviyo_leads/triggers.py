@@ -22,6 +22,7 @@ from .idempotency import MAX_KEY_LENGTH, InProgressElsewhere, KeyReused, Records
 from .lead import leads_in, parse_body
 from .outcomes import Kind, Result
 from .publishing import Publication
+from .queueing import Later, batches
 from .runtime import Processed, Runtime, count, logger
 
 
@@ -53,8 +54,61 @@ def leads_received(kind: str, event: Any) -> int:
     return len(several) if several is not None else 1
 
 
+def malformed(kind: str, event: Any) -> str | None:
+    """What is wrong with an API Gateway or SQS event no AWS service sends (a hand-made
+    invocation): the parts the handlers read must have their documented types."""
+    if kind == "api":
+        for name, types, called in _API_PARTS:
+            if not isinstance(event.get(name), types):
+                return f"{name} must be {called}"
+        return None
+    if kind == "sqs":
+        for place, record in enumerate(event["Records"]):
+            for name, types, called in _SQS_PARTS:
+                if not isinstance(record.get(name), types):
+                    return f"Records[{place}].{name} must be {called}"
+            attributes = record["attributes"]
+            for name in _SQS_COUNTS:
+                if not str(attributes.get(name, "0")).isdigit():
+                    return f"Records[{place}].attributes.{name} must be a whole number"
+            values = record["messageAttributes"].values()
+            if not all(isinstance(value, Mapping) for value in values):
+                return f"Records[{place}].messageAttributes must hold objects"
+    return None
+
+
+_OBJECT = "an object"
+_TEXT = "text"
+_OPTIONAL: dict[str, tuple[type, ...]] = {_OBJECT: (Mapping, type(None)), _TEXT: (str, type(None))}
+_REQUIRED: dict[str, tuple[type, ...]] = {_OBJECT: (Mapping,), _TEXT: (str,)}
+# (part, the types it may have, what they are called)
+_API_PARTS = (
+    ("requestContext", _OPTIONAL[_OBJECT], _OBJECT),
+    ("headers", _OPTIONAL[_OBJECT], _OBJECT),
+    ("body", _OPTIONAL[_TEXT], _TEXT),
+)
+_SQS_PARTS = (
+    ("messageId", _REQUIRED[_TEXT], _TEXT),
+    ("body", _OPTIONAL[_TEXT], _TEXT),
+    ("receiptHandle", _OPTIONAL[_TEXT], _TEXT),
+    ("attributes", _REQUIRED[_OBJECT], _OBJECT),
+    ("messageAttributes", _REQUIRED[_OBJECT], _OBJECT),
+)
+_SQS_COUNTS = ("ApproximateReceiveCount", "SentTimestamp", "ApproximateFirstReceiveTimestamp")
+
+
 def handle(runtime: Runtime, action: Action, event: Any, lambda_context: LambdaContext) -> Any:
     kind = event_kind(event)
+    problem = malformed(kind, event)
+    if problem is not None:
+        # Nothing to hand back or retry: the invoker gets the result (an API-shaped answer
+        # when the event claimed to come from API Gateway).
+        result = outcomes.EVENT_MALFORMED(problem=problem)
+        count("LeadsReceived", 1)  # one answer, so one lead in: the books balance
+        runtime.record(action, result, 0.0)
+        fields = result_fields(action, result)
+        logger.warning("A malformed event", extra={"problem": problem, "event_kind": kind})
+        return api_response(result, fields) if kind == "api" else fields
     count("LeadsReceived", leads_received(kind, event))
     if kind == "api":
         return handle_api(runtime, action, event, lambda_context)
@@ -208,59 +262,102 @@ def handle_leads(
     correlation_id: str,
 ) -> Any:
     several = leads_in(payload)
-    leads = several if several is not None else [payload]
-    processed = []
-    unqueued = 0
-    for index, lead in enumerate(leads):
-        logger.set_correlation_id(f"{correlation_id}/{index}" if several else correlation_id)
-        first_seen = time.time()
+    if several is None:
+        return _handle_one(runtime, action, payload, ctx, always_publish, correlation_id)
+    processed: list[Processed] = []
+    later: dict[int, Later] = {}  # retryable leads for the queue, by their place in the event
+    for index, lead in enumerate(several):
+        logger.set_correlation_id(f"{correlation_id}/{index}")
         # What the lead arrived as: the same when Lambda retries the event (an EventBridge
         # event's id, a direct invocation's request id), so the retry finds its own creates.
-        origin = f"{correlation_id}/{index}" if several is not None else correlation_id
+        origin = f"{correlation_id}/{index}"
+        first_seen = time.time()
         left = remaining_seconds(ctx)
-        if several is not None and left is not None and left < MIN_SECONDS_PER_LEAD:
+        if left is not None and left < MIN_SECONDS_PER_LEAD:
             # Better a retryable result than a Lambda timeout that loses every result.
             result = outcomes.NOT_STARTED()
             runtime.record(action, result, 0.0)
             done = Processed(result, result_fields(action, result))
         else:
-            done = runtime.process(action, lead, remaining_seconds=left, origin_id=origin or None)
+            done = runtime.process(action, lead, remaining_seconds=left, origin_id=origin)
         if done.result.retryable and runtime.queue is not None:
-            try:
-                done = _queue_for_retry(runtime, action, lead, first_seen, origin or None)
-            except Exception as exc:
-                if several is None:
-                    raise  # the invocation fails: Lambda retries it, then its dead-letter queue
-                unqueued += 1
-                logger.error("A lead could not be queued", extra={"error_type": type(exc).__name__})
+            later[index] = Later(lead, first_seen, origin)
         processed.append(done)
-    if unqueued:
-        count("LeadsNotQueued", unqueued)
-    if runtime.publisher and (always_publish or several is not None):
-        accepted = runtime.publisher.publish(
-            [
-                Publication(action.name, lead, p.fields)
-                for lead, p in zip(leads, processed, strict=True)
-            ]
-        )
-        lost = accepted.count(False)
-        if lost:
-            # Nobody else sees these results: say so loudly (logs, metric, alarm on it).
-            count("ResultsNotPublished", lost)
-            logger.error("Results could not be published", extra={"count": lost})
-    if several is not None:
-        return {"results": [p.fields for p in processed]}
-    return processed[0].fields
+    if later:
+        queued = _queue_later(runtime, later, ctx)
+        for index, message_id in queued.items():
+            result = outcomes.QUEUED_FOR_RETRY(message_id=message_id)
+            processed[index] = Processed(result, result_fields(action, result))
+        if len(queued) < len(later):
+            # Their results say retryable: the sender (or Lambda's retry) must send them again.
+            count("LeadsNotQueued", len(later) - len(queued))
+            logger.error(
+                "Leads could not be queued",
+                extra={"count": len(later) - len(queued), "queued": len(queued)},
+            )
+    _publish(runtime, action, several, processed)
+    return {"results": [p.fields for p in processed]}
 
 
-def _queue_for_retry(
-    runtime: Runtime, action: Action, lead: Any, first_seen: float, origin: str | None
-) -> Processed:
-    """A retryable lead with no queue behind it goes onto the action's queue, not a log."""
+def _handle_one(
+    runtime: Runtime,
+    action: Action,
+    lead: Any,
+    ctx: LambdaContext,
+    always_publish: bool,
+    correlation_id: str,
+) -> dict[str, Any]:
+    logger.set_correlation_id(correlation_id)
+    first_seen = time.time()
+    done = runtime.process(
+        action, lead, remaining_seconds=remaining_seconds(ctx), origin_id=correlation_id or None
+    )
+    if done.result.retryable and runtime.queue is not None:
+        # Not caught: the invocation fails if the lead cannot be queued, and Lambda retries
+        # it, then hands it to its dead-letter queue.
+        message_id = runtime.queue.send(lead, first_seen, correlation_id or None)
+        result = outcomes.QUEUED_FOR_RETRY(message_id=message_id)
+        done = Processed(result, result_fields(action, result))
+    if always_publish:
+        _publish(runtime, action, [lead], [done])
+    return done.fields
+
+
+# Time kept back from the invocation's deadline once the leads are queued: publishing their
+# results and answering.
+QUEUE_MARGIN_SECONDS = 2.0
+
+
+def _queue_later(runtime: Runtime, later: dict[int, Later], ctx: LambdaContext) -> dict[int, str]:
+    """Put the retryable leads on the action's queue, ten to a call, while time allows: the
+    message id of each lead queued, by its place in the event."""
     assert runtime.queue is not None
-    message_id = runtime.queue.send(lead, first_seen, origin)
-    result = outcomes.QUEUED_FOR_RETRY(message_id=message_id)
-    return Processed(result, result_fields(action, result))
+    places = iter(later)  # the batches keep the leads' order
+    queued: dict[int, str] = {}
+    for batch in batches(list(later.values())):
+        left = remaining_seconds(ctx)
+        if left is not None and left < QUEUE_MARGIN_SECONDS:
+            break
+        for message_id in runtime.queue.send_batch(batch):
+            place = next(places)
+            if message_id is not None:
+                queued[place] = message_id
+    return queued
+
+
+def _publish(
+    runtime: Runtime, action: Action, leads: list[Any], processed: list[Processed]
+) -> None:
+    if not runtime.publisher:
+        return
+    accepted = runtime.publisher.publish(
+        [Publication(action.name, lead, p.fields) for lead, p in zip(leads, processed, strict=True)]
+    )
+    lost = accepted.count(False)
+    if lost:
+        # Nobody else sees these results: say so loudly (logs, metric, alarm on it).
+        count("ResultsNotPublished", lost)
+        logger.error("Results could not be published", extra={"count": lost})
 
 
 # -- SQS -----------------------------------------------------------------------------------
