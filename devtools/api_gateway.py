@@ -20,7 +20,7 @@ import base64
 import json
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl, quote_plus, unquote_plus
 
@@ -29,6 +29,19 @@ import airspeed
 # What API Gateway takes a request without a Content-Type to be.
 DEFAULT_CONTENT_TYPE = "application/json"
 UNSUPPORTED_MEDIA_TYPE = 415
+# Gateway response types of this API: the status and message API Gateway gives each.
+GATEWAY_ERRORS = {
+    "UNSUPPORTED_MEDIA_TYPE": (415, "Unsupported Media Type"),
+    "MISSING_AUTHENTICATION_TOKEN": (403, "Missing Authentication Token"),
+    "INVALID_API_KEY": (403, "Forbidden"),
+    "INVALID_SIGNATURE": (403, "Forbidden"),
+    "ACCESS_DENIED": (403, "Forbidden"),
+    "REQUEST_TOO_LARGE": (413, "Request Too Long"),
+    "THROTTLED": (429, "Too Many Requests"),
+    "QUOTA_EXCEEDED": (429, "Limit Exceeded"),
+    "INTEGRATION_TIMEOUT": (504, "Endpoint request timed out"),
+    "DEFAULT_5XX": (502, "Internal server error"),  # a Lambda error behind a proxy integration
+}
 
 
 @dataclass(frozen=True)
@@ -38,6 +51,7 @@ class Answer:
     status: int
     body: bytes
     content_type: str = "application/json"
+    headers: dict[str, str] = field(default_factory=dict)
 
     def json(self) -> Any:
         return json.loads(self.body)
@@ -77,11 +91,53 @@ class SqsRequest:
 SendToSqs = Callable[[SqsRequest], tuple[int, Mapping[str, Any]]]
 
 
+# API Gateway's own template for a type no gateway response shapes.
+_AWS_BODY = '{"message":$context.error.messageString}'
+
+
+class GatewayResponses:
+    """The API's ``x-amazon-apigateway-gateway-responses``: API Gateway's own answers.
+
+    A type named there answers with its template (and its status, else the type's own); any
+    other type with DEFAULT_4XX's or DEFAULT_5XX's, keeping its status; without either, with
+    API Gateway's default body ``{"message": ...}``.
+    """
+
+    def __init__(self, responses: Mapping[str, Any] | None = None) -> None:
+        self.responses = dict(responses or {})
+
+    @classmethod
+    def of(cls, translated: Mapping[str, Any]) -> GatewayResponses:
+        body = translated["Resources"]["Api"]["Properties"]["Body"]
+        return cls(body.get("x-amazon-apigateway-gateway-responses"))
+
+    def answer(self, response_type: str, message: str | None = None) -> Answer:
+        status, default_message = GATEWAY_ERRORS.get(response_type, (500, "Internal server error"))
+        message = default_message if message is None else message
+        fallback = "DEFAULT_4XX" if status < 500 else "DEFAULT_5XX"
+        chosen = self.responses.get(response_type) or self.responses.get(fallback) or {}
+        status = int(chosen.get("statusCode") or status)
+        templates = chosen.get("responseTemplates") or {}
+        content_type, template = next(iter(templates.items()), ("application/json", _AWS_BODY))
+        error = {"message": message, "messageString": json.dumps(message)}
+        error["responseType"] = response_type
+        rendered = render(template, body="", parameters={}, context={"error": error})
+        headers = {
+            name.removeprefix("gatewayresponse.header."): str(value).strip("'")
+            for name, value in (chosen.get("responseParameters") or {}).items()
+            if name.startswith("gatewayresponse.header.")
+        }
+        return Answer(status, rendered.encode(), content_type, headers)
+
+
 class Integration:
     """One route's ``x-amazon-apigateway-integration`` of type ``aws`` (SQS)."""
 
-    def __init__(self, integration: Mapping[str, Any]) -> None:
+    def __init__(
+        self, integration: Mapping[str, Any], gateway: GatewayResponses | None = None
+    ) -> None:
         self.integration = integration
+        self.gateway = gateway or GatewayResponses()
         self.templates = {
             media_type.lower(): template
             for media_type, template in (integration.get("requestTemplates") or {}).items()
@@ -133,7 +189,7 @@ class Integration:
     ) -> Answer:
         request = self.sqs_request(body, headers, request_id=request_id, query=query)
         if request is None:
-            return Answer(UNSUPPORTED_MEDIA_TYPE, b'{"message":"Unsupported Media Type"}')
+            return self.gateway.answer("UNSUPPORTED_MEDIA_TYPE")
         status, answer = send(request)
         return self.response(status, answer)
 
@@ -157,11 +213,12 @@ class Integration:
 def async_integrations(translated: Mapping[str, Any]) -> dict[str, Integration]:
     """Every route of the stack's REST API that has an ``aws`` integration, by path."""
     body = translated["Resources"]["Api"]["Properties"]["Body"]
+    gateway = GatewayResponses.of(translated)
     found = {}
     for path, item in body["paths"].items():
         integration = (item.get("post") or {}).get("x-amazon-apigateway-integration") or {}
         if integration.get("type") == "aws":
-            found[path] = Integration(integration)
+            found[path] = Integration(integration, gateway)
     return found
 
 

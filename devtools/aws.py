@@ -66,6 +66,7 @@ MOTO_SKIPS = frozenset(
     {
         "AWS::ApiGateway::ApiKey",
         "AWS::CloudWatch::Alarm",
+        "AWS::Events::EventBusPolicy",
         "AWS::Lambda::EventInvokeConfig",
         "AWS::SNS::Subscription",
         "AWS::SQS::QueuePolicy",

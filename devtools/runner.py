@@ -164,6 +164,7 @@ class Sandbox:
         self._runtimes: dict[str, Any] = {}  # per function, as each has its own containers
         self._queue_lock = threading.Lock()
         self._async_routes: dict[str, api_gateway.Integration] = {}
+        self.gateway = api_gateway.GatewayResponses()  # the API's own answers, as deployed
         self._retry_settings: dict[str, tuple[int, int | None]] = {}
 
     # lifecycle ---------------------------------------------------------------------------
@@ -201,7 +202,9 @@ class Sandbox:
             parameters=aws.local_parameters(klaviyo_base_url=base_url, log_level=self.log_level),
         )
         self.results_queue = aws.add_results_queue(self.local_stack)
-        self._async_routes = api_gateway.async_integrations(aws.translated_template())
+        translated = aws.translated_template()
+        self._async_routes = api_gateway.async_integrations(translated)
+        self.gateway = api_gateway.GatewayResponses.of(translated)
         # Metrics off unless asked for: CloudWatch reads the EMF lines in Lambda, here they
         # would only bury the output.
         self.environment = {
@@ -337,13 +340,14 @@ class Sandbox:
             response = self.invoke(action, event)
         except Exception as exc:  # Lambda error: API Gateway answers 502 with its own body
             print(f"{action}: the handler raised {type(exc).__name__}: {exc}", file=sys.stderr)
-            return ApiAnswer(
-                502,
-                {"Content-Type": "application/json"},
-                b'{"message": "Internal server error"}',
-                event,
-            )
+            return self.gateway_answer("DEFAULT_5XX", event)
         return _api_answer(response, event)
+
+    def gateway_answer(self, response_type: str, event: dict[str, Any]) -> ApiAnswer:
+        """API Gateway's own answer of this type, shaped by the template's gateway responses."""
+        answer = self.gateway.answer(response_type)
+        headers = {"Content-Type": answer.content_type, **answer.headers}
+        return ApiAnswer(answer.status, headers, answer.body, event)
 
     def get_result(self, message_id: str) -> ApiAnswer:
         """GET /results/{message_id} through the proxy integration to the get_result function."""
@@ -360,12 +364,7 @@ class Sandbox:
                 response = handler(event, context)
         except Exception as exc:  # Lambda error: API Gateway answers 502 with its own body
             print(f"get_result: the handler raised {type(exc).__name__}: {exc}", file=sys.stderr)
-            return ApiAnswer(
-                502,
-                {"Content-Type": "application/json"},
-                b'{"message": "Internal server error"}',
-                event,
-            )
+            return self.gateway_answer("DEFAULT_5XX", event)
         return _api_answer(response, event)
 
     def call_async_api(
@@ -1033,9 +1032,18 @@ class ApiRequestHandler(BaseHTTPRequestHandler):
         self.close_connection = True
         self._json(status, {"message": message})
 
+    def _too_large(self) -> None:
+        """API Gateway's REQUEST_TOO_LARGE gateway response; the rest is not read."""
+        self.close_connection = True
+        answer = self.server.sandbox.gateway.answer("REQUEST_TOO_LARGE")
+        self._send(answer.status, answer.body, {"Content-Type": answer.content_type})
+
     def _body(self, required: bool = True) -> bytes | None:
         """The request body (chunked or with a Content-Length); None when it could not be read,
-        and the answer saying why is sent."""
+        and the answer saying why is sent. A missing length (411) and malformed framing (400)
+        are answered by API Gateway's front end before it knows the API, with its own
+        ``{"message": ...}``: no gateway response type exists for them, so the stack cannot
+        shape them, and neither does this."""
         if "chunked" in (self.headers.get("Transfer-Encoding") or "").lower():
             return self._chunked_body()
         length = self.headers.get("Content-Length")
@@ -1053,7 +1061,7 @@ class ApiRequestHandler(BaseHTTPRequestHandler):
             return None
         size = int(length)
         if size > MAX_BODY_BYTES:
-            self._refuse(413, f"The request body is over {MAX_BODY_BYTES} bytes")
+            self._too_large()
             return None
         return self.rfile.read(size) if size else b""
 
@@ -1072,7 +1080,7 @@ class ApiRequestHandler(BaseHTTPRequestHandler):
                     pass  # trailer fields: nothing here needs them
                 return bytes(body)
             if len(body) + size > MAX_BODY_BYTES:
-                self._refuse(413, f"The request body is over {MAX_BODY_BYTES} bytes")
+                self._too_large()
                 return None
             chunk = self.rfile.read(size)
             if len(chunk) < size or self.rfile.readline(3) not in (b"\r\n", b"\n"):
@@ -1152,11 +1160,21 @@ class ApiRequestHandler(BaseHTTPRequestHandler):
             )
         except Exception as exc:
             self.log_message("SendMessage failed: %s", exc)
-            self._json(502, {"accepted": False, "message": "The lead could not be queued"})
+            self._json(
+                502,
+                {
+                    "accepted": False,
+                    "outcome": "error",
+                    "reason": "The lead could not be queued",
+                    "errors": {"id": [], "code": [], "title": [], "detail": []},
+                },
+            )
             return
         if 200 <= answer.status < 300:
             self.server.poller.wake()
-        self._send(answer.status, answer.body, {"Content-Type": answer.content_type})
+        self._send(
+            answer.status, answer.body, {"Content-Type": answer.content_type, **answer.headers}
+        )
 
     def do_GET(self) -> None:
         path = urlsplit(self.path).path.rstrip("/")

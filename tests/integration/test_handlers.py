@@ -974,7 +974,7 @@ def test_debug_logging_never_writes_the_key_or_the_lead(aws, klaviyo_emulator, c
     secret's value (in GetSecretValue's response) and lead data (in Klaviyo's URLs) stay out."""
     import logging
 
-    from klaviyo_leads.runtime import QUIET_LIBRARIES
+    from klaviyo_leads.libraries import QUIET_LIBRARIES
 
     for name in QUIET_LIBRARIES:  # as a fresh container has them
         logging.getLogger(name).setLevel(logging.NOTSET)

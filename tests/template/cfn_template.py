@@ -99,7 +99,11 @@ def condition_values(template: dict[str, Any], parameters: dict[str, str]) -> di
         ((function, argument),) = expression.items()
         if function == "Ref":
             return values[argument]
-        if function == "Condition":
+        if function == "Fn::Join":  # a CommaDelimitedList's value is the text it was given
+            delimiter, items = argument
+            parts = [evaluate(i) for i in items] if isinstance(items, list) else [evaluate(items)]
+            return delimiter.join(p.replace(",", delimiter) for p in parts)
+        if function in ("Condition", "Fn::Condition"):
             return evaluate(conditions[argument])
         if function == "Fn::Equals":
             return evaluate(argument[0]) == evaluate(argument[1])

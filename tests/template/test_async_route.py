@@ -15,7 +15,13 @@ from typing import Any
 
 import pytest
 
-from devtools.api_gateway import Integration, SqsRequest, async_integrations
+from devtools.api_gateway import (
+    GATEWAY_ERRORS,
+    GatewayResponses,
+    Integration,
+    SqsRequest,
+    async_integrations,
+)
 from klaviyo_leads.lead import parse_body
 from tests.template.cfn_template import ACTIONS
 
@@ -33,6 +39,18 @@ ACCEPTED = [
     ("text/plain", b'{"first_name": "Zo\xc3\xab"}', {"first_name": "Zoë"}),
 ]
 REFUSED = ["multipart/form-data; boundary=x", "application/xml", "text/xml", "application/soap+xml"]
+NO_ERRORS = {"id": [], "code": [], "title": [], "detail": []}
+
+
+def is_result(body: Any) -> bool:
+    """A result of an answer that is no lead's: contract section 5's three fields."""
+    return (
+        isinstance(body, dict)
+        and body.get("outcome") == "error"
+        and isinstance(body.get("reason"), str)
+        and bool(body["reason"])
+        and body.get("errors") == NO_ERRORS
+    )
 
 
 @pytest.fixture(scope="module")
@@ -82,14 +100,52 @@ def test_accepted_bodies_are_queued_wrapped_and_read_as_the_sync_route_reads_the
 
 
 @pytest.mark.parametrize("content_type", REFUSED)
-def test_multipart_and_xml_get_api_gateways_415(
+def test_multipart_and_xml_get_a_415_result(
     routes: dict[str, Integration], content_type: str
 ) -> None:
     route = routes[ACTIONS[0].async_route]
     assert queued(route, b"<lead/>", content_type) is None
 
     answer = route.call(b"<lead/>", {"Content-Type": content_type}, _never_sent, request_id="r")
+    assert (answer.status, answer.content_type) == (415, "application/json")
+    assert answer.json() == {
+        "outcome": "error",
+        "reason": "The request body must be JSON, a form or text/plain",
+        "errors": NO_ERRORS,
+    }
+
+
+def test_without_gateway_responses_api_gateway_answers_its_own_message() -> None:
+    """What the local gateway falls back to is what API Gateway does unconfigured."""
+    answer = GatewayResponses().answer("UNSUPPORTED_MEDIA_TYPE")
     assert (answer.status, answer.json()) == (415, {"message": "Unsupported Media Type"})
+
+
+def test_every_gateway_response_is_a_json_result(translated: dict[str, Any]) -> None:
+    """API Gateway's own answers (4XX and 5XX, whatever the type) are results, with the status
+    of their type; DEFAULT_4XX and DEFAULT_5XX shape every type not named."""
+    body = translated["Resources"]["Api"]["Properties"]["Body"]
+    responses = body["x-amazon-apigateway-gateway-responses"]
+    assert {"DEFAULT_4XX", "DEFAULT_5XX", "UNSUPPORTED_MEDIA_TYPE"} <= set(responses)
+    for name in ("DEFAULT_4XX", "DEFAULT_5XX"):
+        assert "statusCode" not in responses[name], f"{name} would change every status"
+    for name, response in responses.items():
+        assert list(response["responseTemplates"]) == ["application/json"], name
+    gateway = GatewayResponses.of(translated)
+    for response_type, (status, _) in GATEWAY_ERRORS.items():
+        answer = gateway.answer(response_type)
+        assert answer.status == int(responses.get(response_type, {}).get("statusCode", status))
+        assert is_result(answer.json()), (response_type, answer.body)
+    # Throttled is retryable: 503 with Retry-After, which generic senders retry (a 429 they
+    # would drop as their own fault), as the functions answer it (contract section 6).
+    for response_type in ("THROTTLED", "QUOTA_EXCEEDED"):
+        answer = gateway.answer(response_type)
+        assert answer.status == 503 and int(answer.headers["Retry-After"]) >= 1, response_type
+    # API Gateway's message is the reason where the response names none of its own, quoted
+    # for JSON ($context.error.messageString).
+    quoted = gateway.answer("INVALID_API_KEY", 'Forbidden "key"')
+    assert quoted.json()["reason"] == 'Forbidden "key"'
+    assert gateway.answer("THROTTLED").headers == {"Retry-After": "1"}
 
 
 @pytest.mark.parametrize(
@@ -115,6 +171,7 @@ def test_an_empty_body_is_refused_by_sqs_and_answered_400(routes: dict[str, Inte
 
     refused = route.response(400, {"Error": {"Code": "MissingParameter"}})
     assert refused.status == 400 and refused.json()["accepted"] is False
+    assert is_result(refused.json())
 
 
 def test_sqs_answers_become_202_with_the_message_id_or_502(routes: dict[str, Integration]) -> None:
@@ -124,6 +181,7 @@ def test_sqs_answers_become_202_with_the_message_id_or_502(routes: dict[str, Int
     assert (accepted.status, accepted.json()) == (202, {"accepted": True, "message_id": "m-1"})
     assert route.response(500, {}).status == 502
     assert route.response(403, {}).status == 502
+    assert is_result(route.response(500, {}).json())
 
 
 def _never_sent(request: SqsRequest) -> tuple[int, dict[str, Any]]:

@@ -69,3 +69,45 @@ def test_a_result_the_actions_stored_is_answered_and_an_unknown_id_is_404(
         "result": fields,
     }
     assert get("m-unknown")["status"] == 404
+
+
+@pytest.mark.parametrize(
+    "message_id",
+    ["m" * 2049, "m" * 101, "nachricht-\u00fc", "\u6d88\u606f", "m-\x00", "m-\x1b[31m", "m 1"],
+    ids=["over DynamoDB's key limit", "over 100", "non-ASCII", "CJK", "NUL", "escape", "space"],
+)
+def test_an_id_that_no_message_has_is_a_400_result_not_a_function_error(
+    deployed: LocalStack, message_id: str
+) -> None:
+    assert get(message_id) == {
+        "status": 400,
+        "message_id": None,
+        "outcome": "error",
+        "reason": "The message id must be 1 to 100 printable ASCII characters",
+        "errors": {"id": [], "code": [], "title": [], "detail": []},
+    }
+
+
+def test_not_found_is_a_result_too(deployed: LocalStack) -> None:
+    answer = get("5fea7756-0ea4-451a-a703-a558b933e274")
+    assert (answer["status"], answer["outcome"]) == (404, "error")
+    assert answer["message_id"] == "5fea7756-0ea4-451a-a703-a558b933e274"
+    assert answer["reason"].startswith("No result for this message id")
+    assert answer["errors"] == {"id": [], "code": [], "title": [], "detail": []}
+
+
+def test_debug_logging_writes_no_stored_result(
+    deployed: LocalStack, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Invariant: whatever the log level, botocore writes nothing below WARNING, so the
+    results (lead data) DynamoDB returns never reach the logs."""
+    import logging
+
+    from klaviyo_leads.libraries import QUIET_LIBRARIES
+
+    for name in QUIET_LIBRARIES:  # as a fresh container has them
+        logging.getLogger(name).setLevel(logging.NOTSET)
+    caplog.set_level(logging.DEBUG)
+    assert get("5fea7756-0ea4-451a-a703-a558b933e274")["status"] == 404
+    chatty = [r for r in caplog.records if r.name.split(".")[0] in QUIET_LIBRARIES]
+    assert [r for r in chatty if r.levelno < logging.WARNING] == []

@@ -175,10 +175,10 @@ def test_api_access_log_lines_are_json(translated: dict[str, Any]) -> None:
 def test_body_limit_never_exceeds_what_waf_can_inspect(translated: dict[str, Any]) -> None:
     """A limit above the inspected part would block every body longer than that part."""
     acl = translated["Resources"]["ApiWebAcl"]
-    assert acl["Condition"] == "LimitRequestBody"
+    assert acl["Condition"] == "UseWebAcl"
     inspection = acl["Properties"]["AssociationConfig"]["RequestBody"]["API_GATEWAY"]
     inspected_bytes = int(inspection["DefaultSizeInspectionLimit"].removeprefix("KB_")) * 1024
-    (rule,) = acl["Properties"]["Rules"]
+    (rule,) = [r for r in waf_rules(translated, {}) if r["Name"] == "BodyTooLarge"]
     statement = rule["Statement"]["SizeConstraintStatement"]
     assert statement["FieldToMatch"] == {"Body": {"OversizeHandling": "MATCH"}}
     assert (statement["ComparisonOperator"], statement["Size"]) == (
@@ -188,6 +188,112 @@ def test_body_limit_never_exceeds_what_waf_can_inspect(translated: dict[str, Any
     assert rule["Action"]["Block"]["CustomResponse"]["ResponseCode"] == 413
     limit = translated["Parameters"]["MaxRequestBodyBytes"]
     assert limit["Default"] <= limit["MaxValue"] <= inspected_bytes
+
+
+def waf_rules(translated: dict[str, Any], parameters: dict[str, str]) -> list[dict[str, Any]]:
+    """The web ACL's rules for these parameter values; [] when there is no web ACL."""
+    acl = translated["Resources"]["ApiWebAcl"]
+    conditions = condition_values(translated, parameters)
+    if not conditions[acl["Condition"]]:
+        return []
+    return resolve_conditionals(acl["Properties"]["Rules"], conditions)  # type: ignore[no-any-return]
+
+
+def test_each_source_ip_is_rate_limited_with_a_503_result(translated: dict[str, Any]) -> None:
+    acl = translated["Resources"]["ApiWebAcl"]["Properties"]
+    rules = waf_rules(translated, {})
+    assert [r["Name"] for r in rules] == ["RateLimitPerIp", "BodyTooLarge"]
+    assert [r["Priority"] for r in rules] == [0, 1]  # the rate rule counts every request
+    (rate,) = [r for r in rules if r["Name"] == "RateLimitPerIp"]
+    statement = rate["Statement"]["RateBasedStatement"]
+    assert statement == {
+        "Limit": ref("MaxRequestsPerIp"),
+        "EvaluationWindowSec": 300,  # the parameter says "per 5 minutes"
+        "AggregateKeyType": "IP",
+    }
+    response = rate["Action"]["Block"]["CustomResponse"]
+    assert response["ResponseCode"] == 503  # retryable: senders retry 5xx (contract section 6)
+    assert response["ResponseHeaders"] == [{"Name": "Retry-After", "Value": "300"}]
+    for name, body in acl["CustomResponseBodies"].items():
+        assert body["ContentType"] == "APPLICATION_JSON", name
+        result = json.loads(body["Content"])
+        assert result["outcome"] == "error" and result["reason"], name
+        assert result["errors"] == {"id": [], "code": [], "title": [], "detail": []}, name
+    assert response["CustomResponseBodyKey"] in acl["CustomResponseBodies"]
+    limit = translated["Parameters"]["MaxRequestsPerIp"]
+    assert (limit["Default"], limit["MinValue"], limit["MaxValue"]) == (2000, 0, 2_000_000_000)
+    # WAF's lowest limit is 10: 1 to 9 are refused before anything is created.
+    (assertion,) = translated["Rules"]["RequestRateLimitIsWafs"]["Assertions"]
+    refused = assertion["Assert"]["Fn::Not"][0]["Fn::Contains"]
+    assert refused == [[str(n) for n in range(1, 10)], ref("MaxRequestsPerIp")]
+
+
+def test_each_waf_rule_goes_with_its_parameter_and_the_acl_with_either(
+    translated: dict[str, Any],
+) -> None:
+    names = lambda parameters: [r["Name"] for r in waf_rules(translated, parameters)]  # noqa: E731
+    assert names({"MaxRequestsPerIp": "0"}) == ["BodyTooLarge"]
+    assert names({"MaxRequestBodyBytes": "0"}) == ["RateLimitPerIp"]
+    both_off = {"MaxRequestsPerIp": "0", "MaxRequestBodyBytes": "0"}
+    assert names(both_off) == []
+    assert set(created(translated, both_off)).isdisjoint({"ApiWebAcl", "ApiWebAclAssociation"})
+    assert translated["Resources"]["ApiWebAclAssociation"]["Condition"] == "UseWebAcl"
+
+
+# --- The event bus ------------------------------------------------------------------------------
+
+SENDERS = "arn:aws:iam::123456789012:role/lead-platform,arn:aws:iam::123456789012:role/ops-*"
+
+
+def bus_policy(translated: dict[str, Any], parameters: dict[str, str]) -> dict[str, Any]:
+    policy = translated["Resources"]["ResultsEventBusPolicy"]
+    assert "Condition" not in policy  # always there
+    conditions = condition_values(translated, parameters)
+    return resolve_conditionals(policy["Properties"], conditions)  # type: ignore[no-any-return]
+
+
+def test_only_the_account_puts_events_on_the_bus_by_default(translated: dict[str, Any]) -> None:
+    policy = bus_policy(translated, {})
+    assert policy["EventBusName"] == ref("ResultsEventBus")
+    statement = policy["Statement"]
+    assert (statement["Effect"], statement["Principal"], statement["Action"]) == (
+        "Deny",
+        "*",
+        "events:PutEvents",
+    )
+    assert statement["Resource"] == get_att("ResultsEventBus")
+    assert statement["Condition"]["StringNotEquals"] == {
+        "aws:PrincipalAccount": ref("AWS::AccountId")
+    }
+    assert "ArnNotEquals" not in statement["Condition"]
+    # What the actions' functions need: PutEvents on this bus, by their roles.
+    exempt = statement["Condition"]["ArnNotLike"]["aws:PrincipalArn"]
+    assert exempt == [get_att(a.role) for a in ACTIONS]
+    for action in ACTIONS:
+        role = translated["Resources"][action.role]["Properties"]
+        granted = [
+            s
+            for p in role["Policies"]
+            for s in statements(p["PolicyDocument"])
+            if s.get("Action") == "events:PutEvents"
+        ]
+        assert [s["Resource"] for s in granted] == [get_att("ResultsEventBus")], action.name
+
+
+def test_named_senders_are_with_the_stacks_functions_the_only_ones(
+    translated: dict[str, Any],
+) -> None:
+    parameter = translated["Parameters"]["EventBusSenderArns"]
+    assert (parameter["Type"], parameter["Default"]) == ("CommaDelimitedList", "")
+    statement = bus_policy(translated, {"EventBusSenderArns": SENDERS})["Statement"]
+    condition = statement["Condition"]
+    # Denied unless the principal is one of the functions' roles or one of the named ARNs
+    # (ArnEquals takes * wildcards as ArnLike does); the account check is then implied.
+    assert set(condition) == {"ArnNotLike", "ArnNotEquals"}
+    assert condition["ArnNotLike"]["aws:PrincipalArn"] == [get_att(a.role) for a in ACTIONS]
+    assert condition["ArnNotEquals"] == {"aws:PrincipalArn": ref("EventBusSenderArns")}
+    assert condition_values(translated, {"EventBusSenderArns": SENDERS})["HasEventBusSenders"]
+    assert not condition_values(translated, {})["HasEventBusSenders"]
 
 
 # --- Failures and alarms ------------------------------------------------------------------------
@@ -302,7 +408,7 @@ def test_the_webhook_exists_only_with_a_url(translated: dict[str, Any]) -> None:
 
 def test_a_webhook_url_needs_a_key(translated: dict[str, Any]) -> None:
     """CloudFormation refuses the parameters before creating anything (a Rules assertion)."""
-    (rule,) = translated["Rules"].values()
+    rule = translated["Rules"]["ResultsWebhookHasAKey"]
     assert rule["RuleCondition"] == {"Fn::Not": [{"Fn::Equals": [ref("ResultsWebhookUrl"), ""]}]}
     (assertion,) = rule["Assertions"]
     key_given = {"Fn::Not": [{"Fn::Equals": [ref("ResultsWebhookApiKeyValue"), ""]}]}

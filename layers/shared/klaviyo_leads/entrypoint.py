@@ -7,7 +7,8 @@ from collections.abc import Callable
 from typing import Any
 
 from .actions import ACTIONS
-from .runtime import Runtime, flush_counts, logger, metrics, quiet_libraries
+from .libraries import quiet_libraries
+from .runtime import Runtime, flush_counts, logger, metrics
 from .triggers import handle
 
 Handler = Callable[[Any, Any], Any]
