@@ -16,9 +16,9 @@
 #   make sweep      every create path x fault x delay x search lag, checked for true outcomes (~25 min)
 #   make soak       10,000 leads, 4 consumer processes, Klaviyo faults, duplicates (~16 min)
 #   make bench      per-lead vs coalesced for every action, overhead, memory, fleet pacing (~20 min)
-#   make conformance  one profile's create, get, update, list add, segment read, subscribe and
-#                     error answers, emulator vs a real Klaviyo test account (KLAVIYO_API_KEY=...);
-#                     not yet events, unsubscribe, list removal, bulk import, deletion or timing
+#   make conformance  every call (profiles, lists, events, bulk import/subscribe/unsubscribe jobs),
+#                     emulator vs a real test account (KLAVIYO_API_KEY=... CONFIRM=1), and probes of
+#                     search lag, import timing/rules, latency -> conformance.json (OUT=dir)
 #
 # Sections below: settings, development environment, quality, AWS SAM, project commands.
 
@@ -168,4 +168,4 @@ bench: venv
 
 .PHONY: conformance
 conformance: venv
-	$(VENV)/bin/python -m devtools.conformance
+	$(if $(OUT),OUT=$(OUT)) $(VENV)/bin/python -m devtools.conformance $(CONFORMANCE_ARGS)

@@ -95,6 +95,13 @@ def _parser() -> argparse.ArgumentParser:
         help="pip-install bench/requirements.txt (the baseline's packages) when missing",
     )
     parser.add_argument("--json", type=Path, default=None, help="also write every figure here")
+    parser.add_argument(
+        "--calibration",
+        type=Path,
+        default=None,
+        help="a conformance.json from `make conformance`: every emulator runs on that "
+        "account's measured lags and import timing and rules",
+    )
     return parser
 
 
@@ -502,6 +509,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.leads < 1 or args.batch_size < 1 or (not args.skip_cold and args.cold_runs < 1):
         print("--leads, --batch-size and --cold-runs must be positive", file=sys.stderr)
         return 2
+    if args.calibration is not None:
+        # Every emulator this run starts, here or in a child process, reads it.
+        from devtools.klaviyo_emulator import calibration
+
+        calibration.load(args.calibration)  # refuse a bad file before any part runs
+        os.environ[calibration.ENVIRONMENT] = str(args.calibration.resolve())
     if not args.skip_cold and not ensure_requirements(args.install):
         return 2
 

@@ -61,7 +61,7 @@ from devtools.aws import (
     lambda_environment,
     local_parameters,
 )
-from devtools.klaviyo_emulator import Fault, KlaviyoEmulator
+from devtools.klaviyo_emulator import Fault, KlaviyoEmulator, calibration
 from devtools.lambda_events import ROOT, ensure_layer_on_path
 from devtools.soak_roles import SPAN_ATTRIBUTE
 
@@ -324,14 +324,15 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     rng = random.Random(args.seed)
     started = time.monotonic()
     books = Books()
+    behaviour: dict[str, Any] = {
+        "import_delay": IMPORT_DELAY_SECONDS,
+        "import_rate": IMPORT_RATE_PER_SECOND,
+        "search_lag": args.search_lag,
+    }
+    if getattr(args, "calibration", None):  # a real account's measured behaviour
+        behaviour |= calibration.load(args.calibration)
     emulator = KlaviyoEmulator(
-        {API_KEY: None},
-        seed=args.seed,
-        rate_limits=True,
-        latency="realistic",
-        import_delay=IMPORT_DELAY_SECONDS,
-        import_rate=IMPORT_RATE_PER_SECOND,
-        search_lag=args.search_lag,
+        {API_KEY: None}, seed=args.seed, rate_limits=True, latency="realistic", **behaviour
     )
     with emulator, MotoServer() as moto, tempfile.TemporaryDirectory(prefix="soak-") as tmp:
         stack = deploy_local_stack(
@@ -1011,6 +1012,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--max-minutes", type=float, default=40.0)
     parser.add_argument("--json", type=Path, help="write the figures here")
+    parser.add_argument(
+        "--calibration",
+        type=Path,
+        help="a conformance.json from `make conformance`: run on that account's measured lags "
+        "and import timing and rules",
+    )
     parser.add_argument("--books", type=Path, help="write every lead, result and call here")
     args = parser.parse_args(argv)
     result = run(args)

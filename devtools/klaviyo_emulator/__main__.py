@@ -10,6 +10,7 @@ import threading
 from pathlib import Path
 from types import FrameType
 
+from . import calibration
 from .config import EVENT_LIMIT_CHOICES, LIST_ADD_CHOICES, OPT_IN_CHOICES, UNSUBSCRIBE_SCOPES
 from .emulator import DEFAULT_API_KEY, DEFAULT_REVISION, KlaviyoEmulator
 from .latency import PROFILES
@@ -127,6 +128,13 @@ def _parser() -> argparse.ArgumentParser:
         help="validate traffic against this OpenAPI document (default: the project's copy, "
         "when present); violations are printed",
     )
+    parser.add_argument(
+        "--calibration",
+        type=Path,
+        default=None,
+        help="a conformance.json from `make conformance`: its measured lags, import timing "
+        "and import rules replace the matching settings above",
+    )
     parser.add_argument("--verbose", action="store_true", help="log every request")
     return parser
 
@@ -162,6 +170,7 @@ def main(argv: list[str] | None = None) -> int:
         import_external_id_match=args.import_external_id_match,
         unsubscribe_scope=args.unsubscribe_scope,
         event_limits=args.event_limits,
+        **(calibration.load(args.calibration) if args.calibration else {}),
     )
     emulator.start()
     print(f"Klaviyo emulator listening on {emulator.base_url}", flush=True)

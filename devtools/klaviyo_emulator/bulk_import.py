@@ -79,7 +79,7 @@ def parse_job(ctx: Context) -> tuple[list[ImportItem], list[str]]:
     items = [_parse_profile(item, i, ctx.rules.item_body_limit) for i, item in enumerate(raw)]
     list_ids = _parse_lists(data.get("relationships"), ctx.store)
     refused = [error for item in items for error in _refusals(item, ctx.store)]
-    if refused:
+    if refused and ctx.store.config.import_all_or_nothing:
         # All or nothing: one profile that fails validation refuses the whole request.
         raise ApiErrors(refused)
     return items, list_ids
@@ -200,6 +200,8 @@ def schedule(store: Store, job: ImportJob) -> None:
 
 def _process(store: Store, job: ImportJob, item: ImportItem, match_external_id: bool) -> None:
     try:
+        for refusal in _refusals(item, store):  # only left when not all or nothing
+            raise refusal
         profile = store.bulk_import_profile(item, match_external_id=match_external_id)
     except ApiError as exc:
         job.failed_count += 1

@@ -36,7 +36,9 @@ class Config:
     ``rate_limits`` refuses over-limit requests with 429 (the windows are counted and the
     ``RateLimit-*`` headers sent either way). Delays and lags are seconds on the emulator's
     clock; 0 applies at once. ``import_rate`` is profiles per second a bulk import job
-    processes once started (0: the whole job at once).
+    processes once started (0: the whole job at once). ``import_all_or_nothing`` False makes
+    a profile that fails synchronous validation an import error of the job instead of
+    refusing the whole request (the other reading of that rule, for conformance's probes).
     """
 
     rate_limits: bool = False
@@ -56,6 +58,7 @@ class Config:
     unknown_profile_in_list_remove: str = "400"
     external_id_unique: bool = False
     import_external_id_match: bool = False
+    import_all_or_nothing: bool = True
     unsubscribe_scope: str = "list"
     event_limits: str = "docs"
     latency: LatencyModel | None = field(default=None, compare=False)

@@ -14,7 +14,7 @@ from typing import Any
 from werkzeug.serving import BaseWSGIServer, make_server
 from werkzeug.wrappers import Request, Response
 
-from . import contract, control, spec_rules
+from . import calibration, contract, control, spec_rules
 from .bulk_import import job_resource
 from .config import Config
 from .events import event_json
@@ -82,6 +82,7 @@ class KlaviyoEmulator:
     ) -> None:
         newest, _ = parse_revision(revision)
         self._seed = seed
+        behaviour = {**behaviour, **calibration.from_environment()}
         self._behaviour = behaviour
         config = Config().changed(seed, **behaviour)
         self._settings_lock = threading.Lock()

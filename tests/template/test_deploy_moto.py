@@ -107,6 +107,9 @@ def test_each_queue_redrives_to_its_own_dead_letter_queue(
         assert int(redrive["maxReceiveCount"]) == max_receives, action.name
         dead_letter_queues.add(resources.dead_letter_queue.arn)
 
+        # The stack is shared with other tests, which may have left messages on its queues.
+        sqs.purge_queue(QueueUrl=resources.queue.url)
+        sqs.purge_queue(QueueUrl=resources.dead_letter_queue.url)
         # A lead handed back on every delivery ends up in the dead-letter queue, intact.
         sqs.send_message(QueueUrl=resources.queue.url, MessageBody='{"email": "a@example.com"}')
         for _ in range(max_receives):

@@ -1,0 +1,271 @@
+"""Behaviour probes: small experiments that measure what the emulator only assumes.
+
+Each probe runs against a conformance ``Target`` (the emulator or a real account) and returns a
+``Probe``: the measured value (None when it could not run, with the reason) and, for the
+emulator, its setting. Time is the target's clock: the emulator's fake clock in the tests (the
+client's sleep moves it), real time against Klaviyo. Every profile a probe makes carries the
+run's tag in its email's local part and in the ``conformance_tag`` custom property.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from klaviyo_leads.klaviyo import Response, filter_value
+
+if TYPE_CHECKING:
+    from devtools.conformance import Target
+
+IMPORT_JOBS = "/api/profile-bulk-import-jobs"
+# When a search is tried again after a write (seconds after it): fine at first, then sparse,
+# so a lag of minutes costs few requests. A lag is reported as the first time it showed.
+SEARCH_SCHEDULE = (0, 0.5, 1, 1.5, 2, 3, 4, 5, 6, 8, 10, 12, 15, 20, 25, 30, 40, 50, 60, 90, 120)
+IMPORT_SIZES = (10, 100, 1000)
+IMPORT_WAIT_SECONDS = 900.0
+RATE_LIMIT_HEADERS = ("ratelimit-limit", "ratelimit-remaining", "ratelimit-reset", "retry-after")
+
+
+@dataclass
+class Probe:
+    key: str  # its key in conformance.json
+    value: Any
+    setting: Any = None  # the emulator's (None against Klaviyo)
+    why: str = ""  # why the value is None
+    detail: str = ""
+
+    def agrees(self) -> bool:
+        """Whether the value is what the setting predicts (a lag within the schedule's step)."""
+        if self.value is None:
+            return self.setting is None
+        if isinstance(self.value, dict) and isinstance(self.setting, dict):
+            return all(_close(self.value[k], self.setting[k]) for k in self.setting)
+        return _close(self.value, self.setting, self.key)
+
+
+# Profiles per second above which a job counts as done at once (the emulator's rate 0).
+AT_ONCE_RATE = 1000.0
+
+
+def _close(measured: Any, setting: Any, key: str = "") -> bool:
+    if key == "import_profiles_per_second" and setting == 0:
+        return bool(measured == 0 or measured >= AT_ONCE_RATE)
+    if isinstance(measured, bool) or isinstance(setting, bool):
+        return bool(measured is setting)
+    if isinstance(measured, int | float) and isinstance(setting, int | float):
+        # A lag shows at the first try after it: within one step of the schedule.
+        earlier = [t for t in SEARCH_SCHEDULE if t < measured]
+        floor = earlier[-1] if earlier else 0.0
+        return bool(floor <= setting <= measured or abs(measured - setting) < 1e-6)
+    return bool(measured == setting)
+
+
+def tagged(target: Target, n: str, **attributes: Any) -> dict[str, Any]:
+    """A profile's attributes, tagged with the run's tag."""
+    return {
+        "email": f"conformance+{target.tag}-{n}@example.com",
+        "properties": {"conformance_tag": target.tag},
+        **attributes,
+    }
+
+
+def phone_for(target: Target, n: int) -> str:
+    return f"+1202555{(int(target.tag[:6], 16) + n) % 10_000:04d}"
+
+
+def _created(target: Target, answer: Any) -> str | None:
+    if isinstance(answer, Response) and isinstance(answer.data, dict) and answer.status == 201:
+        profile_id = answer.data.get("id")
+        if isinstance(profile_id, str):
+            target.created.append(profile_id)
+            return profile_id
+    return None
+
+
+def search_lag(target: Target, clock: Callable[[], float]) -> dict[str, float | None]:
+    """Seconds from a profile's create until a search by each identifier finds it."""
+    found: dict[str, float | None] = {}
+    for n, identifier in enumerate(("email", "phone_number", "external_id")):
+        attributes = tagged(target, f"lag{n}")
+        attributes["phone_number"] = phone_for(target, n)
+        attributes["external_id"] = f"conformance-{target.tag}-lag{n}"
+        body = {"data": {"type": "profile", "attributes": attributes}}
+        written = clock()
+        if _created(target, target.send("POST", "/api/profiles", body=body)) is None:
+            found[identifier] = None
+            continue
+        found[identifier] = None
+        query = {"filter": f"equals({identifier},{filter_value(attributes[identifier])})"}
+        for at in SEARCH_SCHEDULE:
+            wait = written + at - clock()
+            if wait > 0:
+                target.client.sleep(wait)
+            answer = target.send("GET", "/api/profiles", query=query)
+            if isinstance(answer, Response) and answer.data:
+                found[identifier] = round(clock() - written, 3)
+                break
+    return found
+
+
+def import_job(target: Target, profiles: list[dict[str, Any]]) -> Any:
+    data = {"type": "profile-bulk-import-job", "attributes": {"profiles": {"data": profiles}}}
+    return target.send("POST", IMPORT_JOBS, body={"data": data})
+
+
+def wait_for_job(target: Target, job_id: str, clock: Callable[[], float]) -> dict[str, Any] | None:
+    """The job's attributes once complete (None: it did not finish in time)."""
+    started = clock()
+    pause = 0.25
+    while clock() - started < IMPORT_WAIT_SECONDS:
+        answer = target.send("GET", f"{IMPORT_JOBS}/{job_id}")
+        if isinstance(answer, Response) and isinstance(answer.data, dict):
+            attributes = answer.data.get("attributes") or {}
+            if attributes.get("status") in ("complete", "cancelled", "failed"):
+                return dict(attributes)
+        target.client.sleep(pause)
+        pause = min(pause * 2, 10.0)
+    return None
+
+
+def job_profile_ids(target: Target, job_id: str) -> list[str]:
+    answer = target.send("GET", f"{IMPORT_JOBS}/{job_id}/relationships/profiles")
+    if isinstance(answer, Response) and isinstance(answer.data, list):
+        return [item["id"] for item in answer.data if isinstance(item, dict) and "id" in item]
+    return []
+
+
+def _seconds(start: str | None, end: str | None) -> float | None:
+    from datetime import datetime
+
+    if not start or not end:
+        return None
+    return (datetime.fromisoformat(end) - datetime.fromisoformat(start)).total_seconds()
+
+
+def import_timing(
+    target: Target, clock: Callable[[], float], sizes: tuple[int, ...] = IMPORT_SIZES
+) -> tuple[float | None, float | None, str]:
+    """Queue delay (median) and profiles per second (the largest job) from the jobs' stamps.
+
+    A job done the moment it starts reads as 0 profiles per second: the emulator's "at once".
+    """
+    queues: list[float] = []
+    rate: float | None = None
+    notes = []
+    for size in sizes:
+        profiles = [
+            {"type": "profile", "attributes": tagged(target, f"imp{size}-{i}")} for i in range(size)
+        ]
+        answer = import_job(target, profiles)
+        if not (isinstance(answer, Response) and answer.status == 202):
+            notes.append(f"{size}: job refused")
+            continue
+        job_id = answer.data["id"]
+        attributes = wait_for_job(target, job_id, clock)
+        target.created += job_profile_ids(target, job_id)
+        if attributes is None:
+            notes.append(f"{size}: not complete after {IMPORT_WAIT_SECONDS:.0f} s")
+            continue
+        queue = _seconds(attributes.get("created_at"), attributes.get("started_at"))
+        run = _seconds(attributes.get("started_at"), attributes.get("completed_at"))
+        if queue is not None:
+            queues.append(queue)
+        if run is not None:
+            rate = round(size / run, 3) if run > 0 else 0.0
+        notes.append(f"{size}: queued {queue} s, ran {run} s")
+    queue_median = round(statistics.median(queues), 3) if queues else None
+    return queue_median, rate, "; ".join(notes)
+
+
+def import_all_or_nothing(target: Target, clock: Callable[[], float]) -> tuple[bool | None, str]:
+    """One doubled-dot email among valid ones: the whole job refused (True), or an import
+    error of a job that imports the rest (False)."""
+    profiles = [{"type": "profile", "attributes": tagged(target, f"val{i}")} for i in range(3)]
+    bad = tagged(target, "bad")
+    bad["email"] = f"conformance+{target.tag}..bad@example.com"
+    profiles.append({"type": "profile", "attributes": bad})
+    answer = import_job(target, profiles)
+    if isinstance(answer, Response) and answer.status == 400:
+        return True, "the job was refused whole (400)"
+    if not (isinstance(answer, Response) and answer.status == 202):
+        return None, f"unexpected answer {getattr(answer, 'status', None)}"
+    job_id = answer.data["id"]
+    attributes = wait_for_job(target, job_id, clock)
+    target.created += job_profile_ids(target, job_id)
+    if attributes is None:
+        return None, "the job did not finish"
+    failed = attributes.get("failed_count")
+    return False, f"accepted (202): {attributes.get('completed_count')} imported, {failed} failed"
+
+
+def import_matches_external_id(
+    target: Target, clock: Callable[[], float]
+) -> tuple[bool | None, str]:
+    """An import of only an external id that an existing profile holds: updated (True) or a
+    new profile (False)."""
+    external_id = f"conformance-{target.tag}-match"
+    body = {
+        "data": {"type": "profile", "attributes": tagged(target, "match", external_id=external_id)}
+    }
+    profile_id = _created(target, target.send("POST", "/api/profiles", body=body))
+    if profile_id is None:
+        return None, "could not create the profile to match"
+    attributes = {
+        "external_id": external_id,
+        "properties": {"conformance_tag": target.tag, "conformance_probe": "matched"},
+    }
+    answer = import_job(target, [{"type": "profile", "attributes": attributes}])
+    if not (isinstance(answer, Response) and answer.status == 202):
+        return None, f"the import was refused ({getattr(answer, 'status', None)})"
+    job_id = answer.data["id"]
+    if wait_for_job(target, job_id, clock) is None:
+        return None, "the job did not finish"
+    ids = job_profile_ids(target, job_id)
+    target.created += [i for i in ids if i != profile_id]
+    if profile_id in ids:
+        return True, "the import updated the existing profile"
+    return False, f"the import made {len(ids)} other profile(s)"
+
+
+def percentiles(samples: dict[str, list[float]]) -> dict[str, dict[str, float]]:
+    """Milliseconds per operation: p50, p90 and p99 of the samples (seconds)."""
+
+    def at(values: list[float], share: float) -> float:
+        ordered = sorted(values)
+        index = min(len(ordered) - 1, max(0, round(share * (len(ordered) - 1))))
+        return round(ordered[index] * 1000, 1)
+
+    return {
+        name: {"p50": at(v, 0.5), "p90": at(v, 0.9), "p99": at(v, 0.99)}
+        for name, v in sorted(samples.items())
+        if v
+    }
+
+
+def tagged_emails(tag: str, sizes: tuple[int, ...] = IMPORT_SIZES) -> list[str]:
+    """Every email address a run with this tag gives its profiles."""
+    suffixes = ["", "-scenario", "-match", *(f"-lag{n}" for n in range(3))]
+    suffixes += [f"-val{i}" for i in range(3)]
+    suffixes += [f"-imp{size}-{i}" for size in sizes for i in range(size)]
+    return [f"conformance+{tag}{suffix}@example.com" for suffix in suffixes]
+
+
+def find_tagged(target: Target, sizes: tuple[int, ...] = IMPORT_SIZES) -> list[str]:
+    """The ids of the profiles a run with ``target.tag`` made, found by their addresses (and
+    the external id of the identity probe's import): nothing else is ever matched."""
+    found: list[str] = []
+    emails = tagged_emails(target.tag, sizes)
+    filters = [
+        f"any(email,[{','.join(filter_value(e) for e in emails[i : i + 100])}])"
+        for i in range(0, len(emails), 100)
+    ]
+    filters.append(f"equals(external_id,{filter_value(f'conformance-{target.tag}-match')})")
+    for expression in filters:
+        answer = target.send(
+            "GET", "/api/profiles", query={"filter": expression, "page[size]": "100"}
+        )
+        if isinstance(answer, Response) and isinstance(answer.data, list):
+            found += [p["id"] for p in answer.data if isinstance(p, dict) and "id" in p]
+    return list(dict.fromkeys(found))
