@@ -11,6 +11,8 @@
 #   make demo       the local demo
 #   make serve      the handlers behind http://127.0.0.1:8080 (PORT=..., VERBOSE=1)
 #   make invoke     one event file through its function (ACTION=..., EVENT=...)
+#   make import     a lead file through the local stack (FILE=leads.csv ACTION=..., DRY_RUN=1,
+#                   METADATA="klaviyo.list_id=..."): report and results file beside it
 #   make events     regenerate events/
 #   make spec-rules regenerate the emulator's rules table from Klaviyo's OpenAPI document
 #   make sweep      every create path x fault x delay x search lag, checked for true outcomes (~25 min)
@@ -145,6 +147,11 @@ serve: venv
 .PHONY: invoke
 invoke: venv
 	$(VENV)/bin/python -m devtools.runner invoke $(ACTION) $(EVENT)
+
+.PHONY: import
+import: venv
+	@test -n "$(FILE)" -a -n "$(ACTION)" || { echo "usage: make import FILE=leads.csv ACTION=subscribe_profile_to_list [DRY_RUN=1] [METADATA='klaviyo.list_id=...']"; exit 2; }
+	$(VENV)/bin/python -m devtools.lead_file_import "$(FILE)" $(ACTION) $(if $(DRY_RUN),--dry-run) $(foreach m,$(METADATA),--metadata "$(m)")
 
 .PHONY: events
 events: venv

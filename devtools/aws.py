@@ -68,6 +68,7 @@ MOTO_SKIPS = frozenset(
         "AWS::CloudWatch::Alarm",
         "AWS::Events::EventBusPolicy",
         "AWS::Lambda::EventInvokeConfig",
+        "AWS::S3::BucketPolicy",
         "AWS::SNS::Subscription",
         "AWS::SQS::QueuePolicy",
         "AWS::WAFv2::WebACL",
@@ -297,6 +298,7 @@ def deploy_local_stack(
         }
     outputs = {o["OutputKey"]: o["OutputValue"] for o in description.get("Outputs", [])}
     _pause_event_source_mappings(physical_ids, translated, endpoint_url, region)
+    _complete_buckets(physical_ids, translated, endpoint_url, region)
     return _read_stack(name, endpoint_url, region, secret_arn, physical_ids, outputs)
 
 
@@ -310,6 +312,28 @@ def _pause_event_source_mappings(
     for logical_id, resource in translated["Resources"].items():
         if resource["Type"] == "AWS::Lambda::EventSourceMapping":
             lambda_.update_event_source_mapping(UUID=physical_ids[logical_id], Enabled=False)
+
+
+def _complete_buckets(
+    physical_ids: dict[str, str], translated: dict[str, Any], endpoint_url: str | None, region: str
+) -> None:
+    """moto's CloudFormation builds a bucket with its encryption only: versioning and the
+    public access block are applied here as the template states them (a new upload of the same
+    key is a new version, as deployed). test_template_invariants.py checks the rest."""
+    s3 = client("s3", endpoint_url, region)
+    for logical_id, resource in translated["Resources"].items():
+        if resource["Type"] != "AWS::S3::Bucket" or logical_id not in physical_ids:
+            continue
+        properties = resource.get("Properties", {})
+        bucket = physical_ids[logical_id]
+        versioning = properties.get("VersioningConfiguration")
+        if versioning:
+            s3.put_bucket_versioning(
+                Bucket=bucket, VersioningConfiguration={"Status": versioning["Status"]}
+            )
+        blocked = properties.get("PublicAccessBlockConfiguration")
+        if blocked:
+            s3.put_public_access_block(Bucket=bucket, PublicAccessBlockConfiguration=dict(blocked))
 
 
 def _read_stack(

@@ -848,11 +848,14 @@ def run_demo(verbose: bool = False) -> int:
         print("   from the results queue. A record is 'handed back' when the function reports it")
         print("   in batchItemFailures: SQS delivers it again after the visibility timeout, so it")
         print("   publishes nothing yet. The demo covers the webhook (API Gateway) and queue (SQS)")
-        print("   paths; EventBridge and direct invocation are covered by the tests, not here.)")
+        print("   paths, and a lead file below; EventBridge and direct invocation are covered by")
+        print("   the tests, not here.)")
         print()
+        file_ok = demo_lead_file(sandbox)
         dead = sum(sandbox.queue_depth(a, dead_letter=True)[0] for a in ACTIONS)
         left = sum(sum(sandbox.queue_depth(a)) for a in ACTIONS)
         checks = [
+            ("a lead file: every row in the results file, with the outcome expected", file_ok),
             (
                 f"{len(published)} results published on the bus (one per finished SQS record, "
                 "none for the handed-back delivery)",
@@ -891,12 +894,49 @@ def run_demo(verbose: bool = False) -> int:
         return 0 if good else 1
 
 
+DEMO_FILE = (
+    "Email,First Name,Klaviyo List Id\n"
+    "grace@example.com,Grace,Y6nRLr\n"
+    "not-an-email,Alan,Y6nRLr\n"
+    "edsger@example.com,Edsger,Y6nRLr\n"
+)
+DEMO_FILE_OUTCOMES = ["success", "failure", "success"]
+
+
+def demo_lead_file(sandbox: Sandbox) -> bool:
+    """A three-row file through the lead-files bucket, as `make import` sends it."""
+    import csv
+    import tempfile
+
+    from devtools import lead_file_import
+
+    print("A lead file through S3 (make import FILE=... ACTION=...):")
+    with tempfile.TemporaryDirectory(prefix="demo-") as tmp:
+        path = Path(tmp) / "trade-show.csv"
+        path.write_text(DEMO_FILE, encoding="utf-8")
+        code, _, results = lead_file_import.import_file(
+            sandbox, path, "subscribe_profile_to_list", out=lambda line: None
+        )
+        print(f"  {path.name}: 3 rows, queued on subscribe_profile_to_list; its results file:")
+        rows = list(csv.DictReader(results.open(encoding="utf-8"))) if results else []
+    sandbox.collect_results()  # the rows' results and the file's event, shown by the file
+    print(
+        table(
+            ["row", "First Name", "outcome", "reason"],
+            [[i, r["First Name"], r["outcome"], r["reason"]] for i, r in enumerate(rows, 1)],
+        )
+    )
+    print()
+    return code == 0 and [r["outcome"] for r in rows] == DEMO_FILE_OUTCOMES
+
+
 NEXT_STEPS = """Next: `make serve` keeps the same stack running on http://127.0.0.1:8080, then try
   curl -s -X POST http://127.0.0.1:8080/create-profile -d 'email=ada@example.com'
   curl -s -X POST http://127.0.0.1:8080/subscribe-profile-to-list/async \\
        -d 'email=ada@example.com&klaviyo.list_id=Y6nRLr'     # 202 with a message_id
   curl -s http://127.0.0.1:8080/results/<message_id>         # its result, once the queue ran it
-(README.md "Try it"; make invoke ACTION=... EVENT=... runs one event file.)"""
+(README.md "Try it"; make invoke ACTION=... EVENT=... runs one event file; make import
+FILE=leads.csv ACTION=... sends a file of leads, docs/lead-files.md.)"""
 
 
 # -- serve ---------------------------------------------------------------------------------

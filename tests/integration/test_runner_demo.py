@@ -75,6 +75,18 @@ def test_demo_runs_every_case_as_expected() -> None:
     # Two sample leads per action through its queue, and the outage's delivered-again lead.
     assert f"{2 * len(DEMO_ORDER) + 1} results published on the bus" in out
     assert "0 messages left on the action queues, 0 in dead-letter queues" in out
+    # A lead file's rows, in order, with their outcomes.
+    assert "ok  a lead file: every row in the results file" in out
+    file_rows = [
+        re.split(r"\s{2,}", line.strip())
+        for line in out.split("its results file:", 1)[1].split("\n\n", 1)[0].splitlines()
+        if line[:1].isdigit()
+    ]
+    assert [cells[:3] for cells in file_rows] == [
+        ["1", "Grace", "success"],
+        ["2", "Alan", "failure"],
+        ["3", "Edsger", "success"],
+    ]
 
     # It ends with what to try next; its words are explained where they appear.
     results, _, next_steps = out.partition("\nNext: ")

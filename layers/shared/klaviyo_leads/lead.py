@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import json
 import math
 import re
@@ -159,8 +160,24 @@ _KEYS_BY_SPELLING = {
 }
 
 
+# Spellings come again and again (a file's columns on every row, a form's fields on every
+# lead): the short ones are remembered, so a long or ever-new key costs no memory.
+_CACHED_KEY_LENGTH = 64
+
+
 def canonical_key(name: str) -> str:
     """The lead key a spelling stands for; custom property names are kept as written."""
+    if len(name) <= _CACHED_KEY_LENGTH:
+        return _canonical_key_cached(name)
+    return _canonical_key(name)
+
+
+@functools.lru_cache(maxsize=2048)
+def _canonical_key_cached(name: str) -> str:
+    return _canonical_key(name)
+
+
+def _canonical_key(name: str) -> str:
     if name.lower().startswith(fieldmap.CUSTOM_PREFIX):
         return fieldmap.CUSTOM_PREFIX + name[len(fieldmap.CUSTOM_PREFIX) :]
     display = _CUSTOM_DISPLAY.fullmatch(name)

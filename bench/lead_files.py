@@ -1,0 +1,403 @@
+"""Lead files at 100,000 rows: the splitter's and the assembler's memory and time, and the
+time from upload to results file against the account's bound for the action.
+
+    python -m bench.lead_files [--rows 100000] [--memory-sizes 25000,100000,200000] [--json f]
+
+- **Memory** (tracemalloc's peak, Python allocations) of the splitter (``take_file``: check
+  every row, report, queue every row) and of the assembler (``check_run`` + ``assemble``: look
+  every row's result up, write the results file) at each of ``--memory-sizes``. Both stream;
+  what grows with the file is the splitter's duplicate table (24 bytes a distinct row) and
+  the part buffers up to ``PART_BYTES``.
+- **Time**: S3 is a directory on disk, SQS and DynamoDB answer from memory after a modelled
+  latency (``SQS_LATENCY_SECONDS`` per SendMessageBatch, ``DYNAMODB_LATENCY_SECONDS`` per
+  BatchGetItem: assumptions, AWS publishes no figure) slept on the real clock, as the threads of
+  the splitter overlap them. The splitter's and the assembler's seconds are measured here; the
+  queue's drain at the account's bound comes from the coalesced benchmark's virtual run of the
+  action (``bench.throughput``, Klaviyo's real limits, the emulator's latency).
+- **Time to results** = the later of (splitter done, queue drained) + the assembler's worst
+  wait for its next look (``LOOK_EVERY_SECONDS``) + its time to write the file. Against the
+  bound (rows / the account's bound leads per minute) as a ratio; the target is 1.10. The
+  drain is also given for the template's default MaximumConcurrency (2 containers).
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import os
+import shutil
+import sys
+import tempfile
+import threading
+import time
+import tracemalloc
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+from devtools.lambda_events import ensure_layer_on_path
+
+ensure_layer_on_path()
+
+from klaviyo_leads import lead_files  # noqa: E402
+from klaviyo_leads.actions import ACTIONS, result_fields  # noqa: E402
+from klaviyo_leads.outcomes import Outcome, Result  # noqa: E402
+
+SQS_LATENCY_SECONDS = 0.02
+DYNAMODB_LATENCY_SECONDS = 0.01
+BENCH_ACTIONS = ("subscribe_profile_to_list", "create_profile")
+BUCKET = "lead-files"
+
+
+# -- Stand-ins ---------------------------------------------------------------------------------
+
+
+class _Body:
+    """A streamed S3 body: ``read(n)`` and ``iter_lines()`` from a file."""
+
+    def __init__(self, path: Path) -> None:
+        self._file = path.open("rb")
+
+    def read(self, amount: int | None = None) -> bytes:
+        data = self._file.read(-1 if amount is None else amount)
+        if not data:
+            self._file.close()
+        return data
+
+    def iter_lines(self) -> Iterator[bytes]:
+        with self._file:
+            for line in self._file:
+                yield line.rstrip(b"\r\n")
+
+
+class DiskS3:
+    """The S3 calls of the lead-file path, on a directory: objects never sit in memory."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self._uploads: dict[str, list[Path]] = {}
+        self._lock = threading.Lock()
+
+    def _path(self, key: str) -> Path:
+        path = self.root / key
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def head_object(self, Bucket: str, Key: str, **_: Any) -> dict[str, Any]:
+        path = self.root / Key
+        return {"ContentLength": path.stat().st_size, "ETag": f'"{path.stat().st_mtime_ns}"'}
+
+    def get_object(self, Bucket: str, Key: str, **_: Any) -> dict[str, Any]:
+        return {"Body": _Body(self.root / Key)}
+
+    def put_object(self, Bucket: str, Key: str, Body: bytes, **extra: Any) -> dict[str, Any]:
+        path = self._path(Key)
+        if extra.get("IfNoneMatch") == "*" and path.exists():
+            raise _precondition_failed()
+        path.write_bytes(Body)
+        return {}
+
+    def delete_object(self, Bucket: str, Key: str) -> dict[str, Any]:
+        (self.root / Key).unlink(missing_ok=True)
+        return {}
+
+    def create_multipart_upload(self, Bucket: str, Key: str, **_: Any) -> dict[str, Any]:
+        upload = uuid.uuid4().hex
+        self._uploads[upload] = []
+        return {"UploadId": upload}
+
+    def upload_part(self, UploadId: str, PartNumber: int, Body: bytes, **_: Any) -> dict[str, Any]:
+        part = self.root / ".parts" / f"{UploadId}.{PartNumber}"
+        part.parent.mkdir(parents=True, exist_ok=True)
+        part.write_bytes(Body)
+        self._uploads[UploadId].append(part)
+        return {"ETag": str(PartNumber)}
+
+    def complete_multipart_upload(self, Key: str, UploadId: str, **_: Any) -> dict[str, Any]:
+        with self._path(Key).open("wb") as out:
+            for part in self._uploads.pop(UploadId):
+                with part.open("rb") as source:
+                    shutil.copyfileobj(source, out)
+                part.unlink()
+        return {}
+
+    def abort_multipart_upload(self, UploadId: str, **_: Any) -> dict[str, Any]:
+        for part in self._uploads.pop(UploadId, []):
+            part.unlink(missing_ok=True)
+        return {}
+
+    def get_paginator(self, name: str) -> Any:
+        root = self.root
+
+        class Pages:
+            def paginate(self, Bucket: str, Prefix: str) -> list[dict[str, Any]]:
+                keys = sorted(
+                    str(p.relative_to(root)) for p in (root / Prefix).rglob("*") if p.is_file()
+                )
+                return [{"Contents": [{"Key": k} for k in keys]}]
+
+        return Pages()
+
+
+def _precondition_failed() -> Exception:
+    error = Exception("PreconditionFailed")
+    error.response = {"Error": {"Code": "PreconditionFailed"}}  # type: ignore[attr-defined]
+    return error
+
+
+class LatentSqs:
+    """SendMessageBatch after ``latency`` seconds; ``refuse`` decides which entries SQS fails."""
+
+    def __init__(
+        self, latency: float = SQS_LATENCY_SECONDS, refuse: Callable[[str], bool] = lambda b: False
+    ) -> None:
+        self.latency = latency
+        self.refuse = refuse
+        self.calls = 0
+        self._ids = itertools.count()
+        self._lock = threading.Lock()
+
+    def send_message_batch(self, QueueUrl: str, Entries: list[dict[str, Any]]) -> dict[str, Any]:
+        time.sleep(self.latency)
+        successful, failed = [], []
+        with self._lock:
+            self.calls += 1
+            for entry in Entries:
+                if self.refuse(entry["MessageBody"]):
+                    failed.append({"Id": entry["Id"], "Code": "InternalError"})
+                    continue
+                message_id = f"m{next(self._ids)}"
+                successful.append({"Id": entry["Id"], "MessageId": message_id})
+        return {"Successful": successful, "Failed": failed}
+
+    def receive_message(self, **_: Any) -> dict[str, Any]:
+        return {"Messages": []}
+
+
+class Results:
+    """The results table: every queued row finished with the action's success fields."""
+
+    def __init__(self, action: str, latency: float = DYNAMODB_LATENCY_SECONDS) -> None:
+        fields = result_fields(ACTIONS[action], Result(Outcome.SUCCESS))
+        self._item = json.dumps(fields)
+        self.latency = latency
+
+    def batch_get_item(self, RequestItems: dict[str, Any]) -> dict[str, Any]:
+        time.sleep(self.latency)
+        ((table, request),) = RequestItems.items()
+        items = [
+            {"message_id": key["message_id"], "result": {"S": self._item}}
+            for key in request["Keys"]
+        ]
+        return {"Responses": {table: items}}
+
+
+# -- The runs ----------------------------------------------------------------------------------
+
+
+def write_file(path: Path, rows: int) -> None:
+    """A CSV of ``rows`` leads, one in 50 with an invalid email (refused by the check)."""
+    with path.open("w", encoding="utf-8", newline="") as out:
+        out.write("Email,First Name,Last Name,Phone 1,Country\r\n")
+        for i in range(rows):
+            email = f"lead{i}@example" if i % 50 == 49 else f"lead{i}@example.com"
+            out.write(f"{email},First{i},Last{i},+1415555{i % 10_000:04d},US\r\n")
+
+
+def _measured(fn: Callable[[], Any], memory: bool) -> tuple[float, int]:
+    if memory:
+        tracemalloc.start()
+    started = time.perf_counter()
+    try:
+        fn()
+    finally:
+        seconds = time.perf_counter() - started
+        peak = tracemalloc.get_traced_memory()[1] if memory else 0
+        if memory:
+            tracemalloc.stop()
+    return seconds, peak
+
+
+def one_file(action: str, rows: int, work: Path, memory: bool) -> dict[str, Any]:
+    """Split then assemble one file; seconds and (with ``memory``) peak bytes of each."""
+    root = work / f"{action}-{rows}-{'m' if memory else 't'}"
+    root.mkdir(parents=True)
+    s3 = DiskS3(root)
+    key = f"{action}/leads.csv"
+    write_file(s3._path(key), rows)
+    sqs = LatentSqs()
+    services = lead_files.Services(
+        s3=s3,
+        sqs=sqs,
+        dynamodb=Results(action),
+        queue_urls={action: "queue"},
+        results_table="results",
+        max_file_bytes=10**10,
+    )
+    reports: list[Any] = []
+    split_s, split_peak = _measured(
+        lambda: reports.append(lead_files.take_file(services, BUCKET, key)), memory
+    )
+    (report,) = reports
+    state_key = f"{lead_files.RUNS_PREFIX}{report.run_id}/state.json"
+    progress: list[Any] = []
+    assemble_s, assemble_peak = _measured(
+        lambda: progress.append(lead_files.check_run(services, BUCKET, state_key)), memory
+    )
+    results = root / f"results/{action}/leads.results.csv"
+    size = (root / key).stat().st_size
+    figures = {
+        "rows": rows,
+        "file_bytes": size,
+        "rows_queued": report.rows_to_send,
+        "send_message_batch_calls": sqs.calls,
+        "split_seconds": split_s,
+        "assemble_seconds": assemble_s,
+        "split_peak_bytes": split_peak,
+        "assemble_peak_bytes": assemble_peak,
+        "finished": bool(progress[0].get("finished")),
+        "results_lines": sum(1 for _ in results.open("rb")) - 1 if results.exists() else 0,
+    }
+    shutil.rmtree(root)
+    return figures
+
+
+def bound_of(action: str, leads: int) -> dict[str, Any]:
+    """The coalesced benchmark's figures for the action: its account bound and drain."""
+    from bench.throughput import virtual_run
+
+    run = virtual_run(action, "coalesced", leads, 100)
+    return {
+        "leads_per_minute": run["sustained"]["leads_per_minute"],
+        "limited_by": run["sustained"]["limited_by"],
+        "default_concurrency_leads_per_minute": run["drain"]["default_concurrency"][
+            "leads_per_minute"
+        ],
+    }
+
+
+def time_to_results(timed: dict[str, Any], bound: dict[str, Any]) -> dict[str, Any]:
+    rows = timed["rows_queued"]
+    at_bound = 60.0 * rows / bound["leads_per_minute"]
+    at_default = 60.0 * rows / bound["default_concurrency_leads_per_minute"]
+    wait = lead_files.LOOK_EVERY_SECONDS + timed["assemble_seconds"]
+    total = max(timed["split_seconds"], at_bound) + wait
+    total_default = max(timed["split_seconds"], at_default) + wait
+    return {
+        "bound_seconds": at_bound,
+        "seconds": total,
+        "ratio_to_bound": total / at_bound,
+        "default_concurrency_drain_seconds": at_default,
+        "default_concurrency_seconds": total_default,
+        "default_concurrency_ratio": total_default / at_default,
+    }
+
+
+def run(
+    rows: int, sizes: list[int], bound_leads: int, actions: tuple[str, ...] = BENCH_ACTIONS
+) -> dict[str, Any]:
+    figures: dict[str, Any] = {
+        "rows": rows,
+        "memory_sizes": sizes,
+        "sqs_latency_seconds": SQS_LATENCY_SECONDS,
+        "dynamodb_latency_seconds": DYNAMODB_LATENCY_SECONDS,
+        "send_threads": lead_files.SEND_THREADS,
+        "part_bytes": lead_files.PART_BYTES,
+        "actions": {},
+    }
+    with tempfile.TemporaryDirectory(prefix="lead-files-bench-") as tmp:
+        work = Path(tmp)
+        for action in actions:
+            memory = []
+            for size in sizes:
+                print(f"  {action}: memory at {size:,} rows ...", file=sys.stderr)
+                memory.append(one_file(action, size, work, memory=True))
+            print(f"  {action}: time at {rows:,} rows ...", file=sys.stderr)
+            timed = one_file(action, rows, work, memory=False)
+            print(f"  {action}: the account's bound ({bound_leads:,} leads) ...", file=sys.stderr)
+            bound = bound_of(action, bound_leads)
+            figures["actions"][action] = {
+                "memory": memory,
+                "timed": timed,
+                "bound": bound,
+                "time_to_results": time_to_results(timed, bound),
+            }
+    return figures
+
+
+def _per_row(memory: list[dict[str, Any]], key: str) -> float:
+    """Bytes a further row adds to the peak, between the two largest sizes."""
+    small, large = memory[-2], memory[-1]
+    return (large[key] - small[key]) / (large["rows"] - small["rows"])
+
+
+def report(figures: dict[str, Any]) -> str:
+    mb = 1024 * 1024
+    lines = [
+        f"Lead files, {figures['rows']:,} rows timed, memory at "
+        f"{', '.join(f'{n:,}' for n in figures['memory_sizes'])} rows; SendMessageBatch "
+        f"{1000 * figures['sqs_latency_seconds']:.0f} ms, BatchGetItem "
+        f"{1000 * figures['dynamodb_latency_seconds']:.0f} ms (assumed), "
+        f"{figures['send_threads']} sending threads, parts of "
+        f"{figures['part_bytes'] / mb:.0f} MiB",
+    ]
+    for action, entry in figures["actions"].items():
+        memory, timed = entry["memory"], entry["timed"]
+        result = entry["time_to_results"]
+        bound = entry["bound"]
+        split = " / ".join(f"{m['split_peak_bytes'] / mb:.1f}" for m in memory)
+        assemble = " / ".join(f"{m['assemble_peak_bytes'] / mb:.1f}" for m in memory)
+        lines += [
+            f"  {action}:",
+            f"    peak MB, splitter {split}; assembler {assemble} "
+            f"(a further row adds {_per_row(memory, 'split_peak_bytes'):.0f} / "
+            f"{_per_row(memory, 'assemble_peak_bytes'):.0f} bytes)",
+            f"    splitter {timed['split_seconds']:.1f} s "
+            f"({timed['rows'] / timed['split_seconds']:,.0f} rows/s, "
+            f"{timed['send_message_batch_calls']:,} batches), assembler "
+            f"{timed['assemble_seconds']:.1f} s, {timed['results_lines']:,} result rows",
+            f"    bound {bound['leads_per_minute']:,.0f} leads/min by {bound['limited_by']}: "
+            f"{result['bound_seconds']:.0f} s for the queued rows; upload to results "
+            f"{result['seconds']:.0f} s = x{result['ratio_to_bound']:.2f} the bound "
+            f"(target x1.10)",
+            "    with the default 2 containers: drain "
+            f"{result['default_concurrency_drain_seconds']:.0f} s, upload to results "
+            f"{result['default_concurrency_seconds']:.0f} s = "
+            f"x{result['default_concurrency_ratio']:.2f}",
+        ]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.lead_files", description=__doc__)
+    parser.add_argument("--rows", type=int, default=100_000, help="rows of the timed file")
+    parser.add_argument(
+        "--memory-sizes",
+        default="25000,100000,200000",
+        help="rows of the files whose peak memory is measured, comma-separated (two or more)",
+    )
+    parser.add_argument("--bound-leads", type=int, default=1_000)
+    parser.add_argument("--actions", default=",".join(BENCH_ACTIONS), help="comma-separated")
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args(argv)
+    sizes = sorted(int(n) for n in args.memory_sizes.split(",") if n.strip())
+    if len(sizes) < 2 or sizes[0] < 1 or args.rows < 1:
+        print("--memory-sizes needs two or more positive sizes", file=sys.stderr)
+        return 2
+    actions = tuple(a for a in args.actions.split(",") if a)
+    unknown = [a for a in actions if a not in ACTIONS]
+    if unknown or not actions:
+        print(f"unknown action(s): {', '.join(unknown) or '(none given)'}", file=sys.stderr)
+        return 2
+    figures = run(args.rows, sizes, args.bound_leads, actions)
+    print(report(figures))
+    if args.json:
+        args.json.write_text(json.dumps(figures, indent=2) + "\n", encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("POWERTOOLS_METRICS_DISABLED", "true")
+    sys.exit(main())

@@ -1,0 +1,65 @@
+"""The lead-file benchmark, small: the facts its figures rest on must hold (every row
+answered in the results file, every valid row queued, the splitter's peak held by streaming)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from bench import lead_files as bench
+
+
+def test_the_benchmark_answers_every_row_and_reports_its_figures(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(bench, "SQS_LATENCY_SECONDS", 0.0)
+    out = tmp_path / "lead-files.json"
+    argv = ["--rows", "500", "--memory-sizes", "100,500", "--bound-leads", "100"]
+    assert bench.main([*argv, "--actions", "create_profile", "--json", str(out)]) == 0
+    figures = json.loads(out.read_text(encoding="utf-8"))
+    entry = figures["actions"]["create_profile"]
+    timed = entry["timed"]
+    assert timed["finished"] and timed["results_lines"] == 500
+    assert timed["rows_queued"] == 500 - 500 // 50  # one row in 50 has an invalid email
+    # Ten rows to a batch; a refused row ends the batch before it (the manifest keeps order).
+    full = -(-timed["rows_queued"] // 10)
+    assert full <= timed["send_message_batch_calls"] <= full + 500 // 50
+    assert [m["rows"] for m in entry["memory"]] == [100, 500]
+    assert all(m["split_peak_bytes"] > 0 for m in entry["memory"])
+    result = entry["time_to_results"]
+    assert result["seconds"] >= result["bound_seconds"] > 0
+    assert result["ratio_to_bound"] == pytest.approx(result["seconds"] / result["bound_seconds"])
+    assert bench.main([*argv, "--actions", "no_such_action"]) == 2
+
+
+def test_rows_sqs_will_not_take_get_an_error_in_their_place(tmp_path: Path) -> None:
+    """Invariant: with batches sent concurrently, the results file is still in the input's
+    order, and a row SQS refused (twice) is an error saying so, never a lost row."""
+    from klaviyo_leads import lead_files
+
+    s3 = bench.DiskS3(tmp_path)
+    key = "create_profile/some.csv"
+    rows = [f"lead{i}@example.com" if i % 7 else f"refuse{i}@example.com" for i in range(200)]
+    s3._path(key).write_text("email\n" + "\n".join(rows) + "\n", encoding="utf-8")
+    sqs = bench.LatentSqs(latency=0.001, refuse=lambda body: "refuse" in body)
+    services = lead_files.Services(
+        s3=s3,
+        sqs=sqs,
+        dynamodb=bench.Results("create_profile", latency=0.0),
+        queue_urls={"create_profile": "queue"},
+        results_table="results",
+    )
+    report = lead_files.take_file(services, "bucket", key)
+    state = f"{lead_files.RUNS_PREFIX}{report.run_id}/state.json"
+    progress = lead_files.check_run(services, "bucket", state)
+    assert progress["finished"] and progress["by_outcome"] == {"error": 29, "success": 171}
+    lines = (tmp_path / "results/create_profile/some.results.csv").read_text().splitlines()
+    body = [line.split(",") for line in lines[1:]]
+    assert [cells[0] for cells in body] == rows
+    for cells in body:
+        refused = cells[0].startswith("refuse")
+        assert (cells[1], cells[2] if refused else "") == (
+            ("error", lead_files.NOT_QUEUED) if refused else ("success", "")
+        )

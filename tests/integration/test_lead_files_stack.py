@@ -1,0 +1,300 @@
+"""Lead files through the local stack: the bucket in moto, the splitter on S3's "Object Created"
+event, the action's queue drained as Lambda drains it, the assembler until the results file.
+
+Invariants: every input row has exactly one row in the results file, in the input's order,
+with every input column and the appended fields; a row's result is the one the queue path
+gave its lead (or the refusal the report named, or an error saying it dead-lettered); a dry
+run sends nothing; a file that is not taken queues nothing.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from devtools import lead_file_import as imports
+from devtools.klaviyo_emulator import Fault
+from devtools.lambda_events import ROOT
+from devtools.runner import Sandbox
+from klaviyo_leads import lead_files
+
+pytestmark = pytest.mark.filterwarnings("ignore:Tried to parse:UserWarning")
+
+
+@pytest.fixture(scope="module")
+def sandbox() -> Iterator[Sandbox]:
+    with Sandbox() as box:
+        yield box
+
+
+@pytest.fixture(autouse=True)
+def _no_faults(sandbox: Sandbox) -> Iterator[None]:
+    yield
+    sandbox.emulator.faults.clear()
+
+
+def results_of(path: Path) -> list[dict[str, str]]:
+    return list(csv.DictReader(io.StringIO(path.read_bytes().decode())))
+
+
+def run(
+    sandbox: Sandbox, tmp_path: Path, name: str, data: bytes, action: str, **kwargs: Any
+) -> tuple[int, dict[str, Any], Path | None]:
+    path = tmp_path / name
+    path.write_bytes(data)
+    return imports.import_file(sandbox, path, action, out=lambda line: None, **kwargs)
+
+
+def profiles_with(sandbox: Sandbox, email: str) -> list[dict[str, Any]]:
+    return [p for p in sandbox.emulator.profiles() if p["attributes"].get("email") == email]
+
+
+def test_a_csv_becomes_created_profiles_and_a_results_file_in_the_input_order(
+    sandbox: Sandbox, tmp_path: Path
+) -> None:
+    data = (
+        "\ufeffEmail;First Name;Klaviyo Custom Favorite Color\r\n"
+        "order1@example.com;Ann;blue\r\n"
+        "not-an-email;Bob;\r\n"
+        'order3@example.com;"Cy; the third";"red\r\nand green"\r\n'
+    ).encode()
+    code, report, results = run(sandbox, tmp_path, "order.csv", data, "create_profile")
+    assert code == 0 and results is not None and results.name == "order.results.csv"
+    assert report["rows_read"] == 3 and report["rows_to_send"] == 2
+    assert report["file"]["delimiter"] == ";" and report["file"]["byte_order_mark"]
+    rows = list(csv.reader(io.StringIO(results.read_bytes().decode()), delimiter=";"))
+    header, body = rows[0], rows[1:]
+    assert header[:3] == ["Email", "First Name", "Klaviyo Custom Favorite Color"]
+    assert {"outcome", "reason", "id", "errors"} <= set(header)
+    assert [r[0] for r in body] == ["order1@example.com", "not-an-email", "order3@example.com"]
+    got = [dict(zip(header, r, strict=True)) for r in body]
+    assert [r["outcome"] for r in got] == ["success", "failure", "success"]
+    assert got[1]["reason"] == "Invalid email address" and got[1]["id"] == ""
+    assert got[1]["message_id"] == "" and got[0]["message_id"] and got[2]["message_id"]
+    assert got[2]["Klaviyo Custom Favorite Color"] == "red\r\nand green"
+    (third,) = profiles_with(sandbox, "order3@example.com")
+    assert got[2]["id"] == third["id"] and third["attributes"]["first_name"] == "Cy; the third"
+    assert third["attributes"]["properties"] == {"favorite_color": "red\r\nand green"}
+    # The progress object says the run finished, and the bus heard it.
+    s3 = imports.services_of(sandbox).s3
+    progress = json.loads(
+        s3.get_object(Bucket=imports.bucket_of(sandbox), Key="create_profile/order.progress.json")[
+            "Body"
+        ].read()
+    )
+    assert progress["finished"] and progress["done"] == 3
+    assert progress["by_outcome"] == {"failure": 1, "success": 2}
+    finished = [e for e in sandbox.collect_results() if e["detail-type"] == "lead file finished"]
+    assert [e["detail"]["key"] for e in finished] == ["create_profile/order.csv"]
+    assert finished[0]["detail"]["by_outcome"] == {"failure": 1, "success": 2}
+
+
+def test_a_dry_run_sends_nothing(sandbox: Sandbox, tmp_path: Path) -> None:
+    before = len(sandbox.emulator.profiles())
+    data = b"email\ndry1@example.com\ndry2@example.com\nbad@\n"
+    code, report, results = run(sandbox, tmp_path, "dry.csv", data, "create_profile", dry_run=True)
+    assert code == 0 and results is None and report["dry_run"]
+    assert report["rows_to_send"] == 2 and report["rows_refused"] == 1
+    assert sandbox.queue_depth("create_profile") == (0, 0)
+    assert len(sandbox.emulator.profiles()) == before
+    assert (tmp_path / "dry.report.json").is_file()
+
+
+def test_metadata_settings_and_a_column_overriding_them(sandbox: Sandbox, tmp_path: Path) -> None:
+    first = sandbox.emulator.create_list("File list A")
+    second = sandbox.emulator.create_list("File list B")
+    for email in ("meta1@example.com", "meta2@example.com"):
+        sandbox.call_api("create_profile", json.dumps({"email": email}))
+    data = f"email,Klaviyo List Id\nmeta1@example.com,\nmeta2@example.com,{second}\n".encode()
+    code, _, results = run(
+        sandbox,
+        tmp_path,
+        "meta.csv",
+        data,
+        "add_profile_to_list",
+        metadata={"klaviyo.list_id": first},
+    )
+    assert code == 0 and results is not None
+    got = results_of(results)
+    assert [r["outcome"] for r in got] == ["success", "success"], [r["reason"] for r in got]
+    assert [r["list_name"] for r in got] == ["File list A", "File list B"]
+
+
+def test_json_lines_in_json_lines_out(sandbox: Sandbox, tmp_path: Path) -> None:
+    data = b'{"email": "jsonl1@example.com", "first_name": "Jo"}\n[1, 2]\n{"email": "nope"}\n'
+    code, _, results = run(sandbox, tmp_path, "leads.jsonl", data, "create_profile")
+    assert code == 0 and results is not None and results.name == "leads.results.jsonl"
+    lines = [json.loads(line) for line in results.read_text(encoding="utf-8").splitlines()]
+    # An array is no lead: the webhook answers such a body with an error, and so does the file.
+    assert [line.get("outcome") for line in lines] == ["success", "error", "failure"]
+    assert lines[0]["email"] == "jsonl1@example.com" and lines[0]["first_name"] == "Jo"
+
+
+def test_a_file_uploaded_twice_is_a_new_run_whose_creates_are_duplicates(
+    sandbox: Sandbox, tmp_path: Path
+) -> None:
+    data = b"email\ntwice@example.com\n"
+    _, first_report, first = run(sandbox, tmp_path, "twice.csv", data, "create_profile")
+    assert first is not None and results_of(first)[0]["outcome"] == "success"
+    created = results_of(first)[0]["id"]
+    _, second_report, second = run(sandbox, tmp_path, "twice.csv", data, "create_profile")
+    assert second is not None and second_report["run_id"] != first_report["run_id"]
+    (row,) = results_of(second)
+    assert row["outcome"] == "failure" and row["duplicate_profile_id"] == created
+    assert row["reason"] == "A profile with this email already exists"
+    assert len(profiles_with(sandbox, "twice@example.com")) == 1
+
+
+def test_a_row_also_sent_by_webhook_is_one_profile_with_true_outcomes(
+    sandbox: Sandbox, tmp_path: Path
+) -> None:
+    """The webhook creates the lead while the file's row waits on the queue."""
+    path = tmp_path / "race.csv"
+    path.write_bytes(b"email\nrace@example.com\n")
+    services = imports.services_of(sandbox)
+    version = imports.upload(sandbox, path.read_bytes(), "create_profile/race.csv")
+    answer = imports.split(sandbox, services, "create_profile/race.csv", version)
+    (taken,) = answer["files"]
+    webhook = sandbox.call_api("create_profile", '{"email": "race@example.com"}')
+    assert webhook.json()["outcome"] == "success"
+    state = f".lead-files/runs/{taken['run_id']}/state.json"
+    imports.drain(sandbox, services, "create_profile", state)
+    body = services.s3.get_object(
+        Bucket=imports.bucket_of(sandbox), Key="results/create_profile/race.results.csv"
+    )["Body"].read()
+    (row,) = list(csv.DictReader(io.StringIO(body.decode())))
+    assert row["outcome"] == "failure" and row["duplicate_profile_id"] == webhook.json()["id"]
+    assert len(profiles_with(sandbox, "race@example.com")) == 1
+
+
+def test_a_row_that_dead_letters_gets_its_error(sandbox: Sandbox, tmp_path: Path) -> None:
+    sandbox.emulator.faults.add(Fault(operation_id="create_profile", status=503, times=None))
+    data = b"email\ndead@example.com\n"
+    code, _, results = run(sandbox, tmp_path, "dead.csv", data, "create_profile")
+    assert code == 0 and results is not None
+    (row,) = results_of(results)
+    assert row["outcome"] == "error"
+    assert row["reason"] == lead_files.DEAD_LETTERED and "dead-letter queue" in row["reason"]
+    assert sum(sandbox.queue_depth("create_profile", dead_letter=True)) >= 1
+
+
+@pytest.mark.parametrize(
+    ("name", "data", "says"),
+    [
+        ("empty.csv", b"", "The file is empty"),
+        ("latin.csv", b"email\n\xe9@example.com\n", "not valid UTF-8"),
+        ("wide.csv", b"email\na@example.com,extra\n", "more than the header"),
+    ],
+)
+def test_a_bad_file_gets_a_report_and_queues_nothing(
+    sandbox: Sandbox, tmp_path: Path, name: str, data: bytes, says: str
+) -> None:
+    code, report, results = run(sandbox, tmp_path, name, data, "create_profile")
+    assert code == 1 and results is None and not report["accepted"]
+    assert says in report["problem"]
+    assert sandbox.queue_depth("create_profile") == (0, 0)
+
+
+def test_a_file_over_the_stacks_limit_is_refused_whole(sandbox: Sandbox, tmp_path: Path) -> None:
+    services = imports.services_of(sandbox, max_file_bytes=10)
+    version = imports.upload(sandbox, b"email\nbig@example.com\n", "create_profile/big.csv")
+    imports.split(sandbox, services, "create_profile/big.csv", version)
+    report = json.loads(
+        services.s3.get_object(
+            Bucket=imports.bucket_of(sandbox), Key="create_profile/big.report.json"
+        )["Body"].read()
+    )
+    assert not report["accepted"] and "larger than the stack's limit" in report["problem"]
+    assert sandbox.queue_depth("create_profile") == (0, 0)
+
+
+def test_a_file_under_no_action_gets_a_report(sandbox: Sandbox) -> None:
+    services = imports.services_of(sandbox)
+    version = imports.upload(sandbox, b"email\nx@example.com\n", "subscribe/x.csv")
+    imports.split(sandbox, services, "subscribe/x.csv", version)
+    report = json.loads(
+        services.s3.get_object(Bucket=imports.bucket_of(sandbox), Key="subscribe/x.report.json")[
+            "Body"
+        ].read()
+    )
+    assert not report["accepted"] and "not under an action's prefix" in report["problem"]
+
+
+def test_the_same_notification_twice_queues_the_rows_once(sandbox: Sandbox) -> None:
+    services = imports.services_of(sandbox)
+    version = imports.upload(sandbox, b"email\nonce@example.com\n", "get_profiles/once.csv")
+    imports.split(sandbox, services, "get_profiles/once.csv", version)
+    imports.split(sandbox, services, "get_profiles/once.csv", version)
+    assert sandbox.queue_depth("get_profiles") == (1, 0)
+    sandbox.process_queue("get_profiles")
+
+
+def test_make_import_writes_the_results_beside_the_input(tmp_path: Path) -> None:
+    """The command as a user runs it: its own local stack, its last line names the results."""
+    path = tmp_path / "cli.csv"
+    path.write_bytes(b"email\ncli@example.com\n")
+
+    def command(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "devtools.lead_file_import", *args],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            cwd=ROOT,
+        )
+
+    done = command(str(path), "create_profile")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().splitlines()[-1] == f"Results: {tmp_path / 'cli.results.csv'}"
+    assert "1/1 rows" in done.stderr  # the progress bar
+    assert results_of(tmp_path / "cli.results.csv")[0]["outcome"] == "success"
+    missing = command(str(tmp_path / "missing.csv"), "create_profile")
+    assert missing.returncode == 2 and missing.stderr.strip().startswith("No such file")
+    assert command(str(path), "no_such_action").returncode == 2
+
+
+class _ReportsRefused:
+    """An S3 client that refuses to write reports (a full quota, a denied key)."""
+
+    def __init__(self, s3: Any) -> None:
+        self._s3 = s3
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._s3, name)
+
+    def put_object(self, **kwargs: Any) -> Any:
+        if kwargs["Key"].endswith(".report.json"):
+            raise RuntimeError("AccessDenied")
+        return self._s3.put_object(**kwargs)
+
+
+def test_a_file_whose_report_cannot_be_written_sends_no_row(sandbox: Sandbox) -> None:
+    services = imports.services_of(sandbox)
+    services.s3 = _ReportsRefused(services.s3)
+    version = imports.upload(sandbox, b"email\nunreported@example.com\n", "create_profile/u.csv")
+    with pytest.raises(RuntimeError, match="AccessDenied"):
+        imports.split(sandbox, services, "create_profile/u.csv", version)
+    assert sandbox.queue_depth("create_profile") == (0, 0)
+
+
+def test_a_large_object_is_written_in_parts_as_it_grows(sandbox: Sandbox) -> None:
+    """The manifest and the results file are multipart uploads past one part: same bytes."""
+    s3 = imports.services_of(sandbox).s3
+    bucket = imports.bucket_of(sandbox)
+    writer = lead_files.S3Writer(s3, bucket, "results/large.bin", "application/octet-stream")
+    line = b"x" * 1023 + b"\n"
+    chunks = lead_files.PART_BYTES // len(line) * 2 + 7
+    for _ in range(chunks):
+        writer.write(line)
+    assert len(writer._parts) == 2  # two full parts sent while writing, the rest at close
+    writer.close()
+    body = s3.get_object(Bucket=bucket, Key="results/large.bin")["Body"].read()
+    assert body == line * chunks

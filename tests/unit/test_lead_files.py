@@ -1,0 +1,227 @@
+"""Reading and checking lead files (klaviyo_leads.lead_files), without AWS."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import pytest
+
+from klaviyo_leads import lead_files
+from klaviyo_leads.actions import ACTIONS
+from klaviyo_leads.config import Settings
+from klaviyo_leads.lead_files import FileProblem, Layout, Report, read_rows, target_of
+
+SUBSCRIBE = ACTIONS["subscribe_profile_to_list"]
+CREATE = ACTIONS["create_profile"]
+
+
+def rows(data: bytes, jsonl: bool | None = None) -> tuple[list[lead_files.Row], Layout]:
+    layout = Layout()
+    return list(read_rows(io.BytesIO(data), jsonl, layout)), layout
+
+
+def checked(data: bytes, action=SUBSCRIBE, metadata=None, name="x.csv") -> dict:
+    target = target_of(f"{action.name}/{name}")
+    report = Report("bucket", target.key, None, "run", action.name, False)
+    lead_files.check_file(lambda: io.BytesIO(data), report, target, metadata or {}, Settings())
+    return report.as_json()
+
+
+def test_csv_with_bom_quotes_commas_and_newlines() -> None:
+    data = '\ufeffEmail,First Name,Note\r\n"a@example.com","Ann, Jr.","two\nlines"\r\n'
+    found, layout = rows(data.encode())
+    assert (
+        layout.bom and layout.delimiter == "," and layout.columns == ["Email", "First Name", "Note"]
+    )
+    assert [r.values for r in found] == [
+        {"Email": "a@example.com", "First Name": "Ann, Jr.", "Note": "two\nlines"}
+    ]
+
+
+@pytest.mark.parametrize("delimiter", [";", "\t"])
+def test_semicolon_and_tab_are_sniffed(delimiter: str) -> None:
+    data = f"email{delimiter}phone_1\na@example.com{delimiter}+12025550123\n".encode()
+    found, layout = rows(data)
+    assert layout.delimiter == delimiter
+    assert found[0].values == {"email": "a@example.com", "phone_1": "+12025550123"}
+
+
+def test_a_comma_inside_quotes_does_not_make_commas_the_delimiter() -> None:
+    _, layout = rows(b'"email";"note, long"\na@example.com;x\n')
+    assert layout.delimiter == ";"
+
+
+def test_json_lines_rows_and_bad_lines() -> None:
+    data = b'{"email": "a@example.com", "klaviyo": {"list_id": "Y6nRLr"}}\n\nnot json\n[1]\n'
+    found, layout = rows(data)
+    assert layout.format == "jsonl"
+    assert [r.number for r in found] == [1, 2, 3]
+    assert found[0].values == {"email": "a@example.com", "klaviyo": {"list_id": "Y6nRLr"}}
+    assert (
+        found[1].problem is not None
+        and found[1].problem.reason == "The request body is not valid JSON"
+    )
+    assert found[2].problem is not None and "JSON object" in (found[2].problem.reason or "")
+
+
+@pytest.mark.parametrize(
+    ("data", "says"),
+    [
+        (b"", "The file is empty"),
+        (b"\xef\xbb\xbf\n\n", "The file is empty"),
+        (b"email\n", "no rows"),
+        (b"jane@example.com,Jane\nbob@example.com,Bob\n", "not a header"),
+        (b"email,first_name\na@example.com,Ann,extra\n", "Row 1 has 3 fields"),
+        (b"email\n\xff\xfe@example.com\n", "not valid UTF-8"),
+        (b"email,email\na,b\n", "more than once: email"),
+    ],
+)
+def test_bad_files_say_why(data: bytes, says: str) -> None:
+    with pytest.raises(FileProblem) as problem:
+        rows(data)
+    assert says in str(problem.value)
+
+
+def test_unknown_action_prefix() -> None:
+    with pytest.raises(FileProblem, match="not under an action's prefix"):
+        target_of("subscribe/leads.csv")
+    target = target_of("dry-run/create_profile/a/b.jsonl")
+    assert target.dry_run and target.jsonl and target.action is CREATE
+    assert target.report_key == "dry-run/create_profile/a/b.report.json"
+    assert target.results_key == "results/dry-run/create_profile/a/b.results.jsonl"
+
+
+def test_own_outputs_are_not_files_of_leads() -> None:
+    assert lead_files.is_own_output("results/create_profile/x.results.csv")
+    assert lead_files.is_own_output("create_profile/x.report.json")
+    assert lead_files.is_own_output("create_profile/x.progress.json")
+    assert lead_files.is_own_output(".lead-files/runs/abc/state.json")
+    assert not lead_files.is_own_output("create_profile/x.csv")
+
+
+def test_the_report_counts_refusals_per_reason_with_their_first_rows() -> None:
+    data = (
+        b"Email,Phone 1,Klaviyo List Id,Colour\n"
+        b"a@example.com,,Y6nRLr,red\n"
+        b"not-an-email,,Y6nRLr,\n"
+        b",,Y6nRLr,\n"
+        b"b@example.com,,Y6nRLr,\n"
+        b"also bad,,Y6nRLr,\n"
+    )
+    report = checked(data)
+    assert report["accepted"] and report["rows_read"] == 5
+    assert report["rows_to_send"] == 2 and report["rows_refused"] == 3
+    by_reason = {
+        r["reason"]: (r["outcome"], r["count"], r["first_rows"]) for r in report["refused"]
+    }
+    assert by_reason["Invalid email address"] == ("failure", 2, [2, 5])
+    assert by_reason["The lead has no email address or phone number to subscribe"][1:] == (1, [3])
+    assert report["unknown_columns"] == ["Colour"]
+
+
+def test_metadata_gives_every_row_its_settings_and_a_column_overrides_them() -> None:
+    data = b"email,Klaviyo List Id\na@example.com,\nb@example.com,Abc123\n"
+    found, _ = rows(data)
+    defaults, unknown = lead_files.defaults_of({"klaviyo.list_id": "Y6nRLr", "colour": "red"})
+    assert defaults == {"klaviyo.list_id": "Y6nRLr"} and unknown == ["colour"]
+    assert lead_files.lead_of(found[0], defaults) == {
+        "klaviyo.list_id": "Y6nRLr",
+        "email": "a@example.com",
+    }
+    assert lead_files.lead_of(found[1], defaults) == {
+        "email": "b@example.com",
+        "Klaviyo List Id": "Abc123",
+    }
+
+
+def test_a_bad_setting_in_metadata_refuses_every_row_as_configuration() -> None:
+    report = checked(b"email\na@example.com\nb@example.com\n", metadata={"klaviyo.channels": "fax"})
+    assert report["rows_to_send"] == 0
+    assert report["refused"] == [
+        {
+            "outcome": "error",
+            "reason": "Klaviyo Channels must be email, sms or both",
+            "count": 2,
+            "first_rows": [1, 2],
+        }
+    ]
+
+
+def test_duplicate_rows_are_named() -> None:
+    data = b"email,first_name\na@example.com,A\nb@example.com,B\na@example.com,A\na@example.com,A\n"
+    report = checked(data, action=CREATE)
+    assert report["rows_to_send"] == 4
+    assert report["duplicate_rows"] == {
+        "count": 2,
+        "first": [{"row": 3, "same_as": 1}, {"row": 4, "same_as": 1}],
+    }
+
+
+def test_display_name_headers_are_lead_keys() -> None:
+    data = b"Email,Phone 1,First Name,Klaviyo Custom Favorite Color\na@example.com,,Ann,blue\n"
+    report = checked(data, action=CREATE)
+    assert report["unknown_columns"] == [] and report["rows_to_send"] == 1
+
+
+def test_a_file_problem_is_the_report_problem() -> None:
+    report = checked(b"email,first_name\na@example.com,Ann,extra\n")
+    assert not report["accepted"] and "more than the header" in report["problem"]
+    assert report["results"] is None
+
+
+def test_the_report_is_json() -> None:
+    json.dumps(checked(b"email\na@example.com\n"))
+
+
+def test_results_columns_avoid_input_names() -> None:
+    columns = lead_files.result_columns(CREATE, ["email", "id"])
+    names = dict(columns)
+    assert names["id"] == "result.id" and names["outcome"] == "outcome"
+    assert list(names)[:2] == ["outcome", "reason"]
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+        self.slept: list[float] = []
+
+    def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+        self.now += seconds
+
+
+def test_the_assembler_looks_again_while_a_run_is_open_within_its_minute(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Invariant: a run that finishes within the look is answered then, not a minute later,
+    and one look never outlasts LOOK_FOR_SECONDS (so two looks never overlap)."""
+    clock = _Clock()
+    services = lead_files.Services(s3=None, sqs=None, clock=lambda: clock.now, sleep=clock.sleep)
+    answers = iter([[{"finished": False}], [{"finished": False}], [{"finished": True}]])
+    monkeypatch.setattr(lead_files, "check_runs", lambda services, bucket: next(answers))
+    assert lead_files.look(services, "bucket") == [{"finished": True}]
+    assert clock.slept == [lead_files.LOOK_EVERY_SECONDS] * 2
+
+    clock.slept.clear()
+    monkeypatch.setattr(lead_files, "check_runs", lambda services, bucket: [{"finished": False}])
+    assert lead_files.look(services, "bucket") == [{"finished": False}]
+    assert sum(clock.slept) + lead_files.LOOK_EVERY_SECONDS > lead_files.LOOK_FOR_SECONDS
+    assert sum(clock.slept) <= lead_files.LOOK_FOR_SECONDS
+
+    clock.slept.clear()
+    monkeypatch.setattr(lead_files, "check_runs", lambda services, bucket: [])
+    assert lead_files.look(services, "bucket") == [] and clock.slept == []
+
+
+def test_first_rows_remembers_each_digest_s_first_row_through_growth() -> None:
+    """Invariant: the answer is a dict's (first row of each digest), however many rows."""
+    import random
+
+    rng = random.Random(5)
+    table, expected = lead_files.FirstRows(), {}
+    digests = [rng.getrandbits(64) | 1 for _ in range(3000)]
+    for row in range(1, 20_001):
+        digest = rng.choice(digests) if row % 3 else rng.getrandbits(64) | 1
+        assert table.first(digest, row) == expected.get(digest), row
+        expected.setdefault(digest, row)
