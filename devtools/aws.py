@@ -302,6 +302,32 @@ def deploy_local_stack(
     return _read_stack(name, endpoint_url, region, secret_arn, physical_ids, outputs)
 
 
+def remove_local_stack(stack: LocalStack) -> None:
+    """Delete what ``deploy_local_stack`` made: the stack, its retained bucket and the secret.
+
+    moto keeps its accounts in the process, not in a server, so a stack left behind is there
+    for the next one deployed by the same name in this process (its secret already exists).
+    """
+    endpoint_url, region = stack.endpoint_url, stack.region
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=_SKIPPED_WARNING)
+        client("cloudformation", endpoint_url, region).delete_stack(StackName=stack.name)
+    bucket = stack.physical_ids.get("LeadFilesBucket")
+    if bucket:  # DeletionPolicy: Retain keeps it in AWS; here it goes with the stack
+        s3 = client("s3", endpoint_url, region)
+        try:
+            versions = s3.get_paginator("list_object_versions").paginate(Bucket=bucket)
+            for page in versions:
+                for entry in page.get("Versions", []) + page.get("DeleteMarkers", []):
+                    s3.delete_object(Bucket=bucket, Key=entry["Key"], VersionId=entry["VersionId"])
+            s3.delete_bucket(Bucket=bucket)
+        except s3.exceptions.NoSuchBucket:
+            pass
+    client("secretsmanager", endpoint_url, region).delete_secret(
+        SecretId=stack.secret_arn, ForceDeleteWithoutRecovery=True
+    )
+
+
 def _pause_event_source_mappings(
     physical_ids: dict[str, str], translated: dict[str, Any], endpoint_url: str | None, region: str
 ) -> None:

@@ -216,6 +216,12 @@ class Sandbox:
 
     def stop(self) -> None:
         self._restore_environment()
+        if self.local_stack is not None and self.moto is not None:
+            try:
+                aws.remove_local_stack(self.local_stack)
+            except Exception as problem:  # stopping must not hide the run's own error
+                print(f"Could not remove the local stack: {problem}", file=sys.stderr)
+            self.local_stack = None
         if self.moto is not None:
             self.moto.stop()
             self.moto = None

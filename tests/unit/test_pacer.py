@@ -105,7 +105,11 @@ def test_a_lead_held_back_says_whether_klaviyo_or_our_share_holds_it(observed, r
     result = held.value
     assert re.fullmatch(reason, result.reason or "")
     assert result.kind is Kind.THROTTLED and result.retryable
-    assert result.retry_after == pytest.approx(pacer.wait_for("add_profiles_to_list"))
+    # Retry-After: when Klaviyo could take the lead (its Retry-After, or the spent window's
+    # end), not this container's place in the next window.
+    could_send_in = 30.0 if observed[0] == 429 else 40.0
+    assert result.retry_after == pytest.approx(could_send_in)
+    assert result.retry_after <= pacer.wait_for("add_profiles_to_list")
     assert pacer.told_to_wait("add_profiles_to_list") is (observed[0] == 429)
 
 
@@ -129,6 +133,69 @@ def test_a_share_cap_leaves_the_rest_to_other_integrations():
     pacer.observe("get_profiles", 200, headers(749, 60))
     # Half the limit is kept for others: 0.9 x (749/60 - 375/60) calls a second.
     assert pacer.wait_for("get_profiles") == pytest.approx(1 / (0.9 * (749 - 375) / 60), rel=0.01)
+
+
+# -- a lead the pacer holds is sent when it can be, and told the truth when it cannot --------
+
+
+def _stale(clock: Clock, remaining: int, reset: float, others: float) -> Pacer:
+    """A pacer that learnt a pace of the rest of the account above what is left: the pace
+    the others spent while a window had room to spare, carried into the next one."""
+    pacer = Pacer(clock=clock, rng=random.Random(3))
+    pacer.sent("create_profile")
+    pacer.observe("create_profile", 200, headers(remaining, reset))
+    pacer._windows["create_profile"].others_per_second = others
+    return pacer
+
+
+def test_a_stale_pace_of_the_others_does_not_sit_out_a_window_with_room():
+    """Others learnt at 20/s, 749 of 750 left for 60 s (12.5/s): no share for us by that
+    pace. Klaviyo's window has room, so the pacer calls again within seconds, and learns,
+    instead of waiting for the next window (a webhook sender was told 60-68 s)."""
+    clock = Clock()
+    pacer = _stale(clock, 749, 60, others=20.0)
+    wait = pacer.wait_for("create_profile")
+    assert 0 < wait <= 2.0
+    client = KlaviyoClient("http://127.0.0.1:9", "2026-07-15", lambda _refresh: "pk", pacer=pacer)
+    # A webhook's budget (27 s) holds it: sent, not refused.
+    assert client.check_pace("create_profile", Budget(27.0, clock=clock)) == wait
+
+
+def test_a_lead_whose_wait_fits_the_budget_is_held_and_sent():
+    """A pace of next to nothing (5 left for the last 0.4 s, the others at 9.98/s: one call
+    in 59 s) is due in the next window, at our first interval there, not 59 s from now."""
+    clock = Clock()
+    pacer = _stale(clock, 5, 1, others=9.98)
+    pacer._windows["create_profile"].ends_at = clock.now + 0.4
+    wait = pacer.wait_for("create_profile")
+    assert 0.4 <= wait <= 1.0
+    client = KlaviyoClient("http://127.0.0.1:9", "2026-07-15", lambda _refresh: "pk", pacer=pacer)
+    assert client.check_pace("create_profile", Budget(27.0, clock=clock)) == wait
+
+
+def test_a_lead_refused_is_told_when_it_could_be_sent_not_the_rest_of_the_minute():
+    """The same lead with no time to wait: Retry-After 1 (the window ends in 0.4 s), not 59."""
+    from klaviyo_leads.triggers import api_response
+
+    clock = Clock()
+    pacer = _stale(clock, 5, 1, others=9.98)
+    pacer._windows["create_profile"].ends_at = clock.now + 0.4
+    client = KlaviyoClient("http://127.0.0.1:9", "2026-07-15", lambda _refresh: "pk", pacer=pacer)
+    with pytest.raises(Result) as held:
+        client.check_pace("create_profile", Budget(0.5, clock=clock))
+    assert held.value.retry_after == pytest.approx(0.4)
+    assert api_response(held.value, {})["headers"]["Retry-After"] == "1"
+
+
+def test_a_spent_window_is_not_probed():
+    """Looking again is only for a window with room to spare: 10 of 150 left waits for the
+    next window, as before."""
+    clock = Clock()
+    pacer = Pacer(clock=clock, rng=random.Random(1))
+    pacer.sent("add_profiles_to_list")
+    pacer.observe("add_profiles_to_list", 200, headers(10, 30, limit=150))
+    pacer._windows["add_profiles_to_list"].others_per_second = 3.0
+    assert pacer.wait_for("add_profiles_to_list") >= 30.0
 
 
 # -- many containers and another integration on one account ---------------------------------

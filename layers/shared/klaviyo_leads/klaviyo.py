@@ -147,6 +147,14 @@ MIN_WINDOW_LEFT = 0.5
 STEADY_WINDOW_SECONDS = 60.0
 # A container with nothing left in a window comes back within this much of the next one.
 MAX_WAKE_SPREAD = 10.0
+# A container whose share of a window is spent, while Klaviyo's window still has room,
+# looks again (one call) this often rather than sitting the window out: what it learnt of
+# the rest of the account's pace may be stale (a pace the others spent while the window had
+# room to spare), and only an answer can correct it. At most PROBE_SHARE of the limit's pace,
+# and only while PROBE_ROOM of the limit is left.
+PROBE_SECONDS = 2.0
+PROBE_SHARE = 0.05
+PROBE_ROOM = 0.2
 # Headers are numbers to trust or ignore, never to be held by. The longest Retry-After
 # believed: one that asks for more (a date in 9999) holds an endpoint for an hour at most.
 MAX_RETRY_AFTER_SECONDS = 3600.0
@@ -183,6 +191,9 @@ class Pacer:
     spreads its calls evenly over the rest of the window at ``HEADROOM`` of what is left
     after that pace. N containers doing the same settle below the limit together. A 429
     blocks the endpoint until its ``Retry-After``; calls are also spaced by the burst limit.
+    A container left no share while Klaviyo's window has room looks again within seconds
+    (the pace it learnt may be stale), and a lead it cannot send within its budget is told
+    when it could be sent (``sendable_in``), not this container's place in a later window.
 
     ``max_share`` caps the bundle's share of each endpoint's limit: the rest is treated as
     spent by other integrations even when they are quiet.
@@ -220,19 +231,56 @@ class Pacer:
                 wait = max(wait, window.last_sent + SPACING_MARGIN / burst - now)
             pace = self._pace(window, now)
             if pace is not None and pace <= 0:
-                # Nothing left for us this window: come back in the next one, at a random
-                # point of our first interval there, so containers do not wake together.
-                fresh = self._pace(window, window.ends_at)
-                spread = min(MAX_WAKE_SPREAD, 1.0 / fresh) if fresh else MAX_WAKE_SPREAD
-                if window.wake_at <= now or window.wake_at < window.ends_at:
-                    window.wake_at = window.ends_at + self._rng.uniform(0.0, spread)
-                wait = max(wait, window.wake_at - now)
+                # Nothing left for us this window: come back in the next one (or look again
+                # sooner while Klaviyo's window has room to spare).
+                due = min(self._next_window(window, now), self._look_again_at(window, now))
+                wait = max(wait, due - now)
             elif pace is not None and window.last_sent is not None:
                 # A pace of next to nothing spaces calls no wider than a window: by then
-                # the next one has begun and its pace is read afresh.
-                spacing = min(1.0 / pace, STEADY_WINDOW_SECONDS)
-                wait = max(wait, window.last_sent + spacing - now)
+                # the next one has begun and its pace is read afresh. A call due after
+                # this window ends is due in the next one, at our first interval there.
+                due = window.last_sent + min(1.0 / pace, STEADY_WINDOW_SECONDS)
+                if window.limit and now < window.ends_at < due:
+                    due = min(due, self._next_window(window, now))
+                wait = max(wait, min(due, self._look_again_at(window, now)) - now)
             return _bounded(wait)
+
+    def _next_window(self, window: _Window, now: float) -> float:
+        """When this container calls in the next window: at a random point of its first
+        interval there, so containers do not wake together (one moment, kept)."""
+        if window.wake_at <= now or window.wake_at < window.ends_at:
+            fresh = self._pace(window, window.ends_at)
+            spread = min(MAX_WAKE_SPREAD, 1.0 / fresh) if fresh else MAX_WAKE_SPREAD
+            window.wake_at = window.ends_at + self._rng.uniform(0.0, spread)
+        return window.wake_at
+
+    def _look_again_at(self, window: _Window, now: float) -> float:
+        """When a container with no share left calls once more in this window (infinity:
+        not before the next one). Only while Klaviyo's window has room to spare: a window
+        that is spent is spent, whatever the pace."""
+        if not window.limit or window.remaining is None or window.ends_at <= now:
+            return math.inf
+        # Klaviyo's last count, less our calls since. (Not less the others' pace since: that
+        # is the estimate in doubt, and it would keep a container out for good.)
+        if window.remaining - window.own_since < PROBE_ROOM * window.limit:
+            return math.inf
+        interval = max(PROBE_SECONDS, STEADY_WINDOW_SECONDS / (PROBE_SHARE * window.limit))
+        last = window.seen_at if window.last_sent is None else window.last_sent
+        return last + interval
+
+    def sendable_in(self, bucket: str) -> float:
+        """Seconds until Klaviyo could take a call to ``bucket``: a 429's ``Retry-After``,
+        else our wait, but no later than the start of the next window when the wait runs
+        into it (the moment a lead could be sent, not this container's place in the next
+        window). What a sender told to come back later is told."""
+        with self._lock:
+            now = self._clock()
+            window = self._window(bucket)
+            blocked = window.blocked_until - now
+        wait = self.wait_for(bucket)
+        if blocked <= 0 and window.limit and now < window.ends_at < now + wait:
+            wait = window.ends_at - now
+        return _bounded(max(wait, blocked))
 
     def told_to_wait(self, bucket: str) -> bool:
         """Whether ``bucket`` is held by a 429's ``Retry-After`` (else by our share of it)."""
@@ -544,8 +592,11 @@ class KlaviyoClient:
         """
         wait = _bounded(self.pacer.wait_for(bucket))
         if wait > 0 and wait + MINIMUM_CALL_SECONDS > budget.remaining():
+            # Not sent: the lead comes back when it could be sent, not when this container
+            # would have sent it.
             held = outcomes.PACED if self.pacer.told_to_wait(bucket) else outcomes.NO_ROOM
-            raise held(seconds=math.ceil(wait), retry_after=wait)
+            sendable = self.pacer.sendable_in(bucket)
+            raise held(seconds=math.ceil(sendable), retry_after=sendable)
         return wait
 
     def _wait_for_pacer(self, bucket: str, budget: Budget) -> None:

@@ -1,0 +1,31 @@
+"""``bench/fleet_limits.py``, small: its fixed windows count as documented, and one short
+run on the virtual clock gives the figures the fleet section of docs/performance.md reads."""
+
+from __future__ import annotations
+
+from bench.fleet_limits import START, FixedWindows, Run, line, meets_targets, run
+
+
+def test_fixed_windows_count_per_window_at_their_phase():
+    limits = FixedWindows(phase=30.0, burst=2, steady=3)
+    opened = START + 30.0  # a steady window (and a burst second) starts here
+    assert limits.call(opened - 0.5, "a")[0] == 200  # the window before
+    status, headers = limits.call(opened + 0.1, "a")
+    assert status == 200
+    assert headers == {"RateLimit-Limit": "3", "RateLimit-Remaining": "2", "RateLimit-Reset": "60"}
+    assert limits.call(opened + 0.2, "a")[0] == 200
+    status, headers = limits.call(opened + 0.3, "a")  # third call of the burst second
+    assert (status, headers) == (429, {"Retry-After": "1"})
+    assert limits.call(opened + 1.0, "a")[0] == 200  # a new second; the minute's last call
+    status, headers = limits.call(opened + 20.5, "b")
+    assert (status, headers) == (429, {"Retry-After": "40"})
+    assert [(r["windows"], r["second"]) for r in limits.refusals] == [("burst", 0), ("steady", 20)]
+    assert limits.call(opened + 60.0, "b")[0] == 200  # the next window
+
+
+def test_a_short_run_against_fixed_windows():
+    figures = run(Run(containers=4, senders="wait", phase=23.4, latency=0.08, seconds=130))
+    assert figures["fleet_calls"] > 1000 and figures["other_calls"] > 600
+    assert figures["whole_windows"] == 1
+    assert meets_targets(figures), line(figures)
+    assert figures["leads_created"] > 0 and "429/1000" not in line(figures)

@@ -1,0 +1,25 @@
+"""moto keeps its accounts in the process, not in its server: a local stack must be removed
+when its sandbox stops, or the next one deployed by that name in the same test process finds
+the first one's secret already there."""
+
+from __future__ import annotations
+
+from devtools import aws
+
+
+def test_a_removed_local_stack_can_be_deployed_again_by_its_name() -> None:
+    with aws.MotoServer() as moto:
+        first = aws.deploy_local_stack("pk_first", endpoint_url=moto.endpoint_url, name="again")
+        aws.remove_local_stack(first)
+        with aws.MotoServer() as other:  # another server in this process: the same accounts
+            second = aws.deploy_local_stack(
+                "pk_second", endpoint_url=other.endpoint_url, name="again"
+            )
+            secrets = aws.client("secretsmanager", other.endpoint_url)
+            value = secrets.get_secret_value(SecretId=second.secret_arn)["SecretString"]
+            assert value == "pk_second"
+            stacks = aws.client("cloudformation", other.endpoint_url).describe_stacks()["Stacks"]
+            assert [s["StackName"] for s in stacks if s["StackStatus"] != "DELETE_COMPLETE"] == [
+                "again"
+            ]
+            aws.remove_local_stack(second)
