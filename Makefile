@@ -19,8 +19,8 @@
 #   make soak       10,000 leads, 4 consumer processes, Klaviyo faults, duplicates (~16 min)
 #   make bench      per-lead vs coalesced for every action, overhead, memory, fleet pacing (~20 min)
 #   make conformance  every call (profiles, lists, events, bulk import/subscribe/unsubscribe jobs),
-#                     emulator vs a real test account (KLAVIYO_API_KEY=... CONFIRM=1), and probes of
-#                     search lag, import timing/rules, latency -> conformance.json (OUT=dir)
+#                     emulator vs a real test account (KLAVIYO_API_KEY=... CONFIRM=1); probes of
+#                     search and segment lag, imports, latency, limit windows -> conformance.json (OUT=dir)
 #
 # Sections below: settings, development environment, quality, AWS SAM, project commands.
 

@@ -14,10 +14,12 @@ time from upload to results file against the account's bound for the action.
   the splitter overlap them. The splitter's and the assembler's seconds are measured here; the
   queue's drain at the account's bound comes from the coalesced benchmark's virtual run of the
   action (``bench.throughput``, Klaviyo's real limits, the emulator's latency).
-- **Time to results** = the later of (splitter done, queue drained) + the assembler's worst
-  wait for its next look (``LOOK_EVERY_SECONDS``) + its time to write the file. Against the
-  bound (rows / the account's bound leads per minute) as a ratio; the target is 1.10. The
-  drain is also given for the template's default MaximumConcurrency (2 containers).
+- **Time to results**: rows finish evenly until the later of (splitter done, queue drained);
+  the assembler's scheduled runs look as deployed (``look``'s cadence, ``next_look_in``) at
+  every phase of the minute against the upload, and the last look writes the file (its
+  measured time). The worst phase against the bound (rows / the account's bound leads per
+  minute) is the ratio; the target is 1.10. The drain is also given for the template's default
+  MaximumConcurrency (2 containers).
 """
 
 from __future__ import annotations
@@ -278,17 +280,61 @@ def bound_of(action: str, leads: int) -> dict[str, Any]:
     }
 
 
+def results_written_at(drained: float, rows: int, assemble_seconds: float, phase: float) -> float:
+    """When the results file is written: rows finish evenly until ``drained``; the assembler's
+    scheduled runs start every minute at ``phase`` and look as ``lead_files.look`` does (its
+    own ``next_look_in``), each look taken as instant, the last one then writing the file."""
+
+    looked: dict[str, float] = {}
+
+    def progress(t: float) -> dict[str, Any]:
+        """What ``check_run`` answers at ``t``: the pace since the look before, kept in the
+        run's state from one scheduled run to the next."""
+        done = rows if t >= drained else int(rows * t / drained)
+        pace = (done - looked["done"]) / (t - looked["at"]) if looked else None
+        looked.update(at=t, done=done)
+        return {"rows": rows, "done": done, "rows_per_second": pace}
+
+    start = phase
+    while True:
+        t = start
+        while True:
+            now = progress(t)
+            if now["done"] >= rows:
+                return t + assemble_seconds
+            wait = lead_files.next_look_in([now])
+            if t - start + wait > lead_files.LOOK_FOR_SECONDS:
+                break
+            t += wait
+        start += 60.0
+
+
+# The schedule's phase against the upload: every second of the minute.
+PHASES = tuple(float(p) for p in range(60))
+
+
 def time_to_results(timed: dict[str, Any], bound: dict[str, Any]) -> dict[str, Any]:
+    """Upload to results at the bound and at the default concurrency: the worst and the median
+    over the assembler schedule's phases."""
     rows = timed["rows_queued"]
     at_bound = 60.0 * rows / bound["leads_per_minute"]
     at_default = 60.0 * rows / bound["default_concurrency_leads_per_minute"]
-    wait = lead_files.LOOK_EVERY_SECONDS + timed["assemble_seconds"]
-    total = max(timed["split_seconds"], at_bound) + wait
-    total_default = max(timed["split_seconds"], at_default) + wait
+
+    def over_phases(drain: float) -> tuple[float, float]:
+        drained = max(timed["split_seconds"], drain)
+        times = sorted(
+            results_written_at(drained, rows, timed["assemble_seconds"], phase) for phase in PHASES
+        )
+        return times[-1], times[len(times) // 2]
+
+    total, median = over_phases(at_bound)
+    total_default, _ = over_phases(at_default)
     return {
         "bound_seconds": at_bound,
         "seconds": total,
+        "median_seconds": median,
         "ratio_to_bound": total / at_bound,
+        "median_ratio_to_bound": median / at_bound,
         "default_concurrency_drain_seconds": at_default,
         "default_concurrency_seconds": total_default,
         "default_concurrency_ratio": total_default / at_default,
@@ -360,12 +406,13 @@ def report(figures: dict[str, Any]) -> str:
             f"{timed['assemble_seconds']:.1f} s, {timed['results_lines']:,} result rows",
             f"    bound {bound['leads_per_minute']:,.0f} leads/min by {bound['limited_by']}: "
             f"{result['bound_seconds']:.0f} s for the queued rows; upload to results "
-            f"{result['seconds']:.0f} s = x{result['ratio_to_bound']:.2f} the bound "
-            f"(target x1.10)",
+            f"{result['seconds']:.0f} s = x{result['ratio_to_bound']:.3f} the bound at the "
+            f"worst phase of the assembler's schedule, x{result['median_ratio_to_bound']:.3f} "
+            "the median (target x1.10)",
             "    with the default 2 containers: drain "
             f"{result['default_concurrency_drain_seconds']:.0f} s, upload to results "
             f"{result['default_concurrency_seconds']:.0f} s = "
-            f"x{result['default_concurrency_ratio']:.2f}",
+            f"x{result['default_concurrency_ratio']:.3f}",
         ]
     return "\n".join(lines)
 

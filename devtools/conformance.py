@@ -3,14 +3,18 @@
     make conformance
     KLAVIYO_API_KEY=pk_... KLAVIYO_LIST_ID=... KLAVIYO_SEGMENT_ID=... make conformance
 
-The scenario sends the requests the bundle sends (through its own client: same headers,
-revision, filters and bodies) and prints a side-by-side table of status codes, error codes and
-response shapes, marking every difference. Run it against a test account before going live:
+The scenario runs the bundle's actions and bulk paths (its import, bulk events, any()
+searches, pagination) through its own client, and a few requests of its own (duplicates,
+invalid input, a bad key); it prints a side-by-side table of statuses (an action's outcome),
+error codes (an action's calls) and response shapes (an action's reason), marking every
+difference, and then the behaviour probes. Run it against a test account before going live:
 it shows where Klaviyo answers differently from the emulator the tests trust.
 
-Against Klaviyo it touches only the profile it creates (a unique, tagged email address) and
-requests that profile's deletion at the end (Klaviyo's data-privacy deletion job). The list
-and segment should be scratch ones: the profile joins the list and is subscribed to it.
+Against Klaviyo it touches only the profiles it creates (unique email addresses and a
+``conformance_tag`` property carrying the run's tag), and requests their deletion at the end
+(Klaviyo's data-privacy deletion job); ``--cleanup <tag>`` finishes a run that stopped before.
+The list and segment should be scratch ones, the segment defined as "member of the scratch
+list": the profiles join the list, are subscribed to it and unsubscribed from it.
 """
 
 from __future__ import annotations
@@ -32,7 +36,15 @@ from devtools.lambda_events import ensure_layer_on_path
 ensure_layer_on_path()
 
 from devtools import conformance_probes as probes  # noqa: E402
+from devtools.klaviyo_emulator import DEFAULT_API_KEY, KlaviyoEmulator  # noqa: E402
+from devtools.klaviyo_emulator.contract import default_spec_path  # noqa: E402
+from devtools.klaviyo_emulator.errors import ApiError  # noqa: E402
+from devtools.klaviyo_emulator.recording import RecordedRequest  # noqa: E402
+from devtools.klaviyo_emulator.spec_rules import WINDOW_SECONDS  # noqa: E402
+from klaviyo_leads import actions, events, imports, lookup, outcomes  # noqa: E402
 from klaviyo_leads.budget import Budget  # noqa: E402
+from klaviyo_leads.config import Settings  # noqa: E402
+from klaviyo_leads.context import Context  # noqa: E402
 from klaviyo_leads.klaviyo import (  # noqa: E402
     KlaviyoClient,
     Pacer,
@@ -40,6 +52,7 @@ from klaviyo_leads.klaviyo import (  # noqa: E402
     filter_value,
     operation_of,
 )
+from klaviyo_leads.lead import Lead  # noqa: E402
 from klaviyo_leads.outcomes import Result  # noqa: E402
 
 KLAVIYO_URL = "https://a.klaviyo.com"
@@ -49,9 +62,10 @@ PROFILE_QUERY = {"additional-fields[profile]": "subscriptions"}
 
 @dataclass(frozen=True)
 class Observation:
-    """What a target answered to one step, reduced to what should match across targets."""
+    """What a target answered to one step, reduced to what should match across targets: a
+    request's status, error codes and body shape; an action's outcome, calls and reason."""
 
-    status: int | None
+    status: int | str | None
     codes: tuple[str, ...] = ()
     shape: str = ""
 
@@ -75,6 +89,8 @@ class Target:
     # Seconds each answer took, per operation; the rate-limit headers answers carried.
     latencies: dict[str, list[float]] = field(default_factory=dict)
     limit_headers: set[str] = field(default_factory=set)
+    # Every call the client made (the operation, Klaviyo's status): what an action sent.
+    calls: list[tuple[str, int | None]] = field(default_factory=list)
     # Against a live account: at least this long between two calls of one operation, so the
     # run stays a small share of every limit (the smallest steady one, deletion's, included).
     spacing: float = 0.0
@@ -108,7 +124,9 @@ class Target:
 @dataclass(frozen=True)
 class Step:
     name: str
-    expected: int  # what the emulator (and Klaviyo, by its documentation) answers
+    # What the emulator (and Klaviyo, by its documentation) answers: a status, or the
+    # outcome of an action or of one of the bundle's bulk paths.
+    expected: int | str
     outside_the_document: bool = False  # sent wrong on purpose
 
 
@@ -138,11 +156,22 @@ def shape(response: Response) -> str:
     return "no data"
 
 
-def scenario(target: Target) -> Iterator[tuple[Step, Observation]]:
-    """The fixed scenario; each step may use what earlier steps made."""
+def scenario(target: Target, deletion: bool = False) -> Iterator[tuple[Step, Observation]]:
+    """The fixed scenario; each step may use what earlier steps made.
+
+    The bundle's own modules build the bodies: the actions' (Track Event's ``POST
+    /api/events``, the consent jobs of ``/api/profile-subscription-bulk-create-jobs`` and
+    ``/api/profile-subscription-bulk-delete-jobs``), the bulk events job's and the import's
+    (``/api/profile-bulk-import-jobs``). ``deletion`` adds the Delete Profile action (a
+    data-privacy deletion job of one of the run's profiles)."""
     email = f"conformance+{target.tag}@example.com"
     external_id = f"conformance-{target.tag}"
-    attributes = {"email": email, "external_id": external_id, "first_name": "Conformance"}
+    attributes = {
+        "email": email,
+        "external_id": external_id,
+        "first_name": "Conformance",
+        "properties": {"conformance_tag": target.tag},
+    }
     create_body = {"data": {"type": "profile", "attributes": attributes}}
 
     answer = target.send("POST", "/api/profiles", body=create_body, query=PROFILE_QUERY)
@@ -161,95 +190,61 @@ def scenario(target: Target) -> Iterator[tuple[Step, Observation]]:
         yield Step(f"get by {identifier}", 200), observe(answer)
     pid = profile_id or "01ZZZZZZZZZZZZZZZZZZZZZZZZ"
     yield Step("get by id", 200), observe(target.send("GET", f"/api/profiles/{pid}"))
-    patch = {"data": {"type": "profile", "id": pid, "attributes": {"title": "Checked"}}}
-    answer = target.send("PATCH", f"/api/profiles/{pid}", body=patch, query=PROFILE_QUERY)
-    yield Step("update", 200), observe(answer)
-    members = {"data": [{"type": "profile", "id": pid}]}
+
+    # The actions, each as its handler runs it, for the scenario's profile (by its email):
+    # they start once the search shows it (how long that takes, the search-lag probe says).
+    searched = {"filter": f"equals(email,{filter_value(email)})"}
+    probes.first_found(target, "/api/profiles", searched, target.clock(), target.clock)
+    lead = {"email": email, "klaviyo.custom.conformance_tag": target.tag}
+    on_list = {**lead, "klaviyo.list_id": target.list_id}
+    yield Step("Get Profiles", "success"), act(target, "get_profiles", lead)
+    changed = {**lead, "title": "Checked"}
+    yield Step("Update Profile", "success"), act(target, "update_profile", changed)
+    # Before the list add: a segment defined by the list would show the member only later.
+    in_segment = {**lead, "klaviyo.segment_id": target.segment_id}
+    yield Step("Get Segment Profiles", "failure"), act(target, "get_segment_profiles", in_segment)
+    yield Step("Add Profile to List", "success"), act(target, "add_profile_to_list", on_list)
     path = f"/api/lists/{target.list_id}/relationships/profiles"
-    yield Step("add to list", 204), observe(target.send("POST", path, body=members))
-    query = {"filter": f"any(profile_id,[{filter_value(pid)}])", "page[size]": "100"}
-    path = f"/api/segments/{target.segment_id}/profiles"
-    yield Step("segment check", 200), observe(target.send("GET", path, query=query))
-    job = {
-        "data": {
-            "type": "profile-subscription-bulk-create-job",
-            "attributes": {
-                "profiles": {
-                    "data": [
-                        {
-                            "type": "profile",
-                            "attributes": {
-                                "email": email,
-                                "subscriptions": {
-                                    "email": {"marketing": {"consent": "SUBSCRIBED"}}
-                                },
-                            },
-                        }
-                    ]
-                },
-                "historical_import": False,
-            },
-            "relationships": {"list": {"data": {"type": "list", "id": target.list_id}}},
-        }
-    }
-    answer = target.send("POST", "/api/profile-subscription-bulk-create-jobs", body=job)
-    yield Step("subscribe email", 202), observe(answer)
-    emails = [email] + [f"conformance+{target.tag}-absent{i}@example.com" for i in range(99)]
-    values = ",".join(filter_value(e) for e in emails)
-    query = {"filter": f"any(email,[{values}])", "page[size]": "100"}
+    answer = target.send("GET", path, query={"page[size]": "100"})
+    yield Step("list member ids", 200), observe(answer)
     yield (
-        Step("search any() of 100 emails", 200),
-        observe(target.send("GET", "/api/profiles", query=query)),
+        Step("Subscribe Profile to List", "success"),
+        act(target, "subscribe_profile_to_list", on_list),
     )
+    event = {"email": email, "conformance_tag": target.tag, "klaviyo.metric_name": "Conformance"}
+    yield Step("Track Event", "success"), act(target, "track_event", event)
+    yield Step("bulk events job", "success"), bulk_events(target, event)
+    job_ids: list[str] = []
+    yield Step("bulk import job", "success"), bulk_import(target, job_ids)
+    job_id = job_ids[0] if job_ids else "none"
+    answer = target.send("GET", imports.JOBS, query={"sort": "-created_at", "page[size]": "20"})
+    yield Step("list import jobs", 200), observe(answer)
+    yield Step("read import job", 200), observe(target.send("GET", f"{imports.JOBS}/{job_id}"))
+    yield Step("pages of the job's profiles", "success"), pages(target, job_id)
+    answer = target.send("GET", f"{imports.JOBS}/{job_id}/import-errors")
+    yield Step("read import errors", 200), observe(answer)
+    yield Step("search any() of 100 emails", "success"), search_any(target, email)
     query = {"filter": f"equals(email,{filter_value(email)})", "page[size]": "1"}
     answer = target.send("GET", "/api/profiles", query=query)
     yield Step("search one page", 200), observe(answer)
-    event = {
-        "data": {
-            "type": "event",
-            "attributes": {
-                "properties": {"conformance_tag": target.tag},
-                "metric": {"data": {"type": "metric", "attributes": {"name": "Conformance"}}},
-                "profile": {"data": {"type": "profile", "attributes": {"email": email}}},
-            },
-        }
-    }
-    yield Step("track event", 202), observe(target.send("POST", "/api/events", body=event))
-    imported = {"type": "profile", "attributes": probes.tagged(target, "scenario")}
-    answer = probes.import_job(target, [imported])
-    job_id = answer.data.get("id") if isinstance(answer, Response) and answer.data else "none"
-    yield Step("bulk import job", 202), observe(answer)
-    answer = target.send("GET", f"{probes.IMPORT_JOBS}/{job_id}")
-    yield Step("read import job", 200), observe(answer)
-    probes.wait_for_job(target, job_id, target.clock)
-    target.created += probes.job_profile_ids(target, job_id)
-    answer = target.send("GET", f"{probes.IMPORT_JOBS}/{job_id}/import-errors")
-    yield Step("read import errors", 200), observe(answer)
-    leaving = {
-        "data": {
-            "type": "profile-subscription-bulk-delete-job",
-            "attributes": {
-                "profiles": {
-                    "data": [
-                        {
-                            "type": "profile",
-                            "attributes": {
-                                "email": email,
-                                "subscriptions": {
-                                    "email": {"marketing": {"consent": "UNSUBSCRIBED"}}
-                                },
-                            },
-                        }
-                    ]
-                }
-            },
-            "relationships": {"list": {"data": {"type": "list", "id": target.list_id}}},
-        }
-    }
-    answer = target.send("POST", "/api/profile-subscription-bulk-delete-jobs", body=leaving)
-    yield Step("unsubscribe email", 202), observe(answer)
-    path = f"/api/lists/{target.list_id}/relationships/profiles"
-    yield Step("remove from list", 204), observe(target.send("DELETE", path, body=members))
+    upserted = new_lead(target, "upsert")
+    yield Step("Upsert Profile", "success"), act(target, "upsert_profile", upserted, keep=True)
+    made = new_lead(target, "create")
+    before = len(target.created)
+    yield Step("Create Profile", "success"), act(target, "create_profile", made, keep=True)
+    made_ids = target.created[before:]
+    remove = act(target, "remove_profile_from_list", on_list)
+    yield Step("Remove Profile from List", "success"), remove
+    # Back on the list: an unsubscribe job names the list, and leaves it.
+    yield Step("Add Profile to List again", "success"), act(target, "add_profile_to_list", on_list)
+    yield Step("Unsubscribe Profile", "success"), act(target, "unsubscribe_profile", on_list)
+    if deletion:
+        deleted = act(target, "delete_profile", {"email": made["email"]}, deletion=True)
+        if deleted.status == "success":
+            # Its deletion is asked for: the clean-up leaves it be (a list removal that
+            # names a profile already gone is refused whole).
+            target.created = [pid for pid in target.created if pid not in made_ids]
+        yield Step("Delete Profile", "success"), deleted
     for name, bad in (
         ("invalid email", {"email": "not-an-email"}),
         ("invalid phone", {"phone_number": "+1555"}),
@@ -269,10 +264,128 @@ def scenario(target: Target) -> Iterator[tuple[Step, Observation]]:
         target.client = honest
 
 
-def clean_up(target: Target) -> list[Observation]:
+def context(target: Target, deletion: bool = False, seconds: float = 60.0) -> Context:
+    """What a handler gives an action: the target's client, a budget, default settings (and
+    deletion allowed when asked). A fresh one per step, so no step reads another's caches."""
+    settings = Settings(profile_deletion_enabled=deletion)
+    budget = Budget(seconds, clock=target.clock)
+    return Context(client=target.client, budget=budget, settings=settings, wall=target.clock)
+
+
+def new_lead(target: Target, suffix: str) -> dict[str, Any]:
+    """A lead for a profile the scenario makes, tagged as every profile of the run is."""
+    return {
+        "email": probes.tagged(target, suffix)["email"],
+        "klaviyo.custom.conformance_tag": target.tag,
+    }
+
+
+def act(
+    target: Target,
+    action: str,
+    values: dict[str, Any],
+    *,
+    deletion: bool = False,
+    keep: bool = False,
+) -> Observation:
+    """Run one of the bundle's actions on a lead: its outcome, the calls it made and its
+    reason. ``keep``: the profile it returns is the run's, to clean up."""
+    start = len(target.calls)
+    lead = Lead.from_object(values)
+    result = actions.run_action(actions.ACTIONS[action], context(target, deletion), lead)
+    made = (result.profile or {}).get("id")
+    if keep and isinstance(made, str):
+        target.created.append(made)
+    return Observation(result.outcome.value, calls_since(target, start), result.reason or "")
+
+
+def calls_since(target: Target, start: int) -> tuple[str, ...]:
+    """Operation and status of each call from ``start`` on; a repeated poll shows once (how
+    often a job is polled depends on how soon it is done)."""
+    calls: list[str] = []
+    for operation, status in target.calls[start:]:
+        call = f"{operation} {status or 'no answer'}"
+        if not calls or calls[-1] != call:
+            calls.append(call)
+    return tuple(calls)
+
+
+def outcome_of(results: list[Result | None]) -> tuple[str, str]:
+    """One outcome for a step of several leads: theirs when they agree, and their reasons."""
+    seen = sorted({r.outcome.value if r is not None else "none" for r in results})
+    reasons = sorted({r.reason for r in results if r is not None and r.reason})
+    return ",".join(seen), "; ".join(reasons)
+
+
+def bulk_events(target: Target, values: dict[str, Any]) -> Observation:
+    """Two events of the scenario's profile in one bulk job, as the batched Track Event
+    sends them (a unique id each, so the job does not repeat an event)."""
+    start = len(target.calls)
+    ctx = context(target)
+    items = []
+    for n in range(2):
+        lead = Lead.from_object({**values, "klaviyo.unique_id": f"{target.tag}-{n}"})
+        items.append((n, events.prepare(ctx, lead)))
+    results: list[Result | None] = [None] * len(items)
+    events.send_jobs(ctx, items, results)
+    outcome, reason = outcome_of(results)
+    return Observation(outcome, calls_since(target, start), reason)
+
+
+def bulk_import(target: Target, job_ids: list[str]) -> Observation:
+    """Three tagged profiles through the bundle's import: the job, its polls, its profiles
+    (and its import errors when some failed). The job's id goes to ``job_ids``."""
+    start = len(target.calls)
+    names = [name for name in probes.SCENARIO_PROFILES if name.startswith("import")]
+    items = [{"type": "profile", "attributes": probes.tagged(target, name)} for name in names]
+    ctx = context(target, seconds=probes.IMPORT_WAIT_SECONDS)
+    try:
+        imported = imports.run(ctx, items, taken=job_ids.append)
+    except Result as stopped:
+        return Observation(stopped.outcome.value, calls_since(target, start), stopped.reason or "")
+    results: list[Result | None] = []
+    for position in range(len(items)):
+        found = imports.outcome(imported, position)
+        if isinstance(found, Result):
+            results.append(found)
+        else:
+            target.created.append(found["id"])
+            results.append(outcomes.success(found))
+    outcome, reason = outcome_of(results)
+    return Observation(outcome, calls_since(target, start), reason)
+
+
+def pages(target: Target, job_id: str) -> Observation:
+    """The import job's profiles two to a page, through the bundle's pagination (each
+    page's next link)."""
+    start = len(target.calls)
+    path = f"{imports.JOBS}/{job_id}/profiles"
+    try:
+        profiles = lookup.all_pages(context(target), path, {"page[size]": "2"})
+    except Result as stopped:
+        return Observation(stopped.outcome.value, calls_since(target, start), stopped.reason or "")
+    pages_read = len(target.calls) - start
+    shape = f"{len(profiles)} profiles in {pages_read} pages"
+    return Observation("success", calls_since(target, start), shape)
+
+
+def search_any(target: Target, email: str) -> Observation:
+    """One any() search of 100 emails (the scenario's and 99 no one has), as a batch of
+    leads looks its profiles up."""
+    start = len(target.calls)
+    emails = [email] + [f"conformance+{target.tag}-absent{i}@example.com" for i in range(99)]
+    found = lookup.search(context(target), "email", "-updated", emails)
+    if found.problems:
+        outcome, reason = outcome_of(list(found.problems.values()))
+        return Observation(outcome, calls_since(target, start), reason)
+    hits = sum(1 for matches in found.matches.values() if matches)
+    return Observation("success", calls_since(target, start), f"{hits} of {len(emails)} found")
+
+
+def clean_up(target: Target) -> dict[str, Observation]:
     """Take the run's profiles off the scratch list and ask Klaviyo to delete them
-    (asynchronous); the deletion answers, one per profile."""
-    answers = []
+    (asynchronous); the deletion answer of each profile."""
+    answers = {}
     created = list(dict.fromkeys(target.created))
     path = f"/api/lists/{target.list_id}/relationships/profiles"
     for start in range(0, len(created), 100):
@@ -287,8 +400,19 @@ def clean_up(target: Target) -> list[Observation]:
                 },
             }
         }
-        answers.append(observe(target.send("POST", "/api/data-privacy-deletion-jobs", body=body)))
+        answer = target.send("POST", "/api/data-privacy-deletion-jobs", body=body)
+        answers[profile_id] = observe(answer)
     return answers
+
+
+def report_deletions(target: Target, answers: dict[str, Observation]) -> None:
+    """Say which profiles' deletion Klaviyo did not accept, for someone to delete by hand."""
+    refused = [pid for pid, answer in answers.items() if answer.status != 202]
+    if refused:
+        print(
+            f"\nThe deletion of these profiles was not accepted (the key may lack the "
+            f"scope); delete them on {target.name} yourself: " + ", ".join(refused)
+        )
 
 
 def run(
@@ -296,13 +420,13 @@ def run(
 ) -> tuple[list[tuple[Step, Observation]], list[str], dict[str, Any] | None]:
     """The scenario's observations, the requests outside the document it did not mean, and
     (given import ``sizes``) the probes' calibration; then the clean-up. ``deletion`` adds the
-    deletion job of the scenario's first profile as a step of its own."""
+    Delete Profile action to the scenario."""
     observed: list[tuple[Step, Observation]] = []
     unmeant: list[str] = []
     measured = None
     seen = 0
     try:
-        for step, observation in scenario(target):
+        for step, observation in scenario(target, deletion):
             violations = target.violations()
             if not step.outside_the_document:
                 unmeant += violations[seen:]
@@ -312,19 +436,7 @@ def run(
             measured = run_probes(target, sizes)
             unmeant += target.violations()[seen:]
     finally:
-        answers = clean_up(target)
-        refused = [
-            pid
-            for pid, seen_ in zip(target.created, answers, strict=False)
-            if seen_.status in (401, 403)
-        ]
-        if refused:
-            print(
-                f"\nThe key may not delete profiles; delete these on {target.name} yourself: "
-                + ", ".join(refused)
-            )
-    if deletion and answers:
-        observed.append((Step("deletion job", 202), answers[0]))
+        report_deletions(target, clean_up(target))
     return observed, unmeant, measured
 
 
@@ -371,28 +483,38 @@ def run_probes(target: Target, sizes: tuple[int, ...] = probes.IMPORT_SIZES) -> 
     matches, notes["import_matches_external_id"] = probes.import_matches_external_id(
         target, target.clock
     )
-    notes["segment_lag_seconds"] = (
-        "not probed: needs a segment whose definition a new profile meets"
-    )
+    segment_lag, notes["segment_lag_seconds"] = probes.segment_lag(target, target.clock)
+    windows, notes["rate_limit_windows"] = probes.rate_limit_windows(target, target.clock)
     return {
         "search_lag_seconds": lags,
-        "segment_lag_seconds": None,
+        "segment_lag_seconds": segment_lag,
         "import_queue_seconds": queue,
         "import_profiles_per_second": rate,
         "import_all_or_nothing": all_or_nothing,
         "import_matches_external_id": matches,
         "latency_ms": probes.percentiles(target.latencies),
         "rate_limit_headers": sorted(h.lower() for h in target.limit_headers),
+        "rate_limit_windows": windows,
         "revision": target.client.revision,
         "notes": notes,
     }
 
 
-def emulator_settings(config: Any) -> dict[str, Any]:
-    """What the emulator's settings predict each probe measures."""
+def emulator_settings(emulator: KlaviyoEmulator) -> dict[str, Any]:
+    """What the emulator's settings (and the limits it reads from the OpenAPI document)
+    predict each probe measures."""
+    config = emulator.config
     lag = config.search_lag
+    windows = {
+        "steady_seconds": WINDOW_SECONDS["steady"],
+        "remaining_falls_by_one": True,
+        "reset_counts_down": True,
+        "limit": emulator.rules[probes.WINDOW_PROBE_OPERATION].limits["steady"],
+    }
     return {
         "search_lag_seconds": {"email": lag, "phone_number": lag, "external_id": lag},
+        "segment_lag_seconds": config.segment_lag,
+        "rate_limit_windows": windows,
         "import_queue_seconds": config.import_delay,
         "import_profiles_per_second": config.import_rate,
         "import_all_or_nothing": config.import_all_or_nothing,
@@ -412,22 +534,75 @@ def probe_table(measured: dict[str, Any], setting: dict[str, Any]) -> tuple[str,
     return _table(["probe", "measured", "emulator setting", "verdict"], rows), differ
 
 
+class ScratchAccount(KlaviyoEmulator):
+    """The emulator as the test account a live run is given: a scratch list, and a scratch
+    segment defined as "member of the scratch list".
+
+    The emulator's own segments follow profile data, not lists; here the list's adds and
+    removals (answered 204) move the segment, ``segment_lag`` seconds later: the emulator's
+    reading of Klaviyo computing segment membership after the fact, which the segment lag
+    probe measures on a real account.
+    """
+
+    def __init__(self, **settings: Any) -> None:
+        super().__init__(**settings)
+        self.list_id = self.create_list("Conformance")
+        self.segment_id = self.create_segment("Conformance")
+
+    def _record(self, recorded: RecordedRequest) -> None:
+        # Every answered request passes here once, after the state changed: where a list
+        # add or removal is seen whichever client sent it.
+        super()._record(recorded)
+        if recorded.status != 204 or recorded.path.rstrip("/") != (
+            f"/api/lists/{self.list_id}/relationships/profiles"
+        ):
+            return
+        body = recorded.json() or {}
+        data = body.get("data") if isinstance(body, dict) else None
+        for item in data if isinstance(data, list) else []:
+            profile_id = item.get("id") if isinstance(item, dict) else None
+            if not isinstance(profile_id, str):
+                continue
+            try:
+                if recorded.method == "POST":
+                    self.add_to_segment(self.segment_id, profile_id)
+                elif recorded.method == "DELETE":
+                    self.remove_from_segment(self.segment_id, profile_id)
+            except ApiError:
+                pass  # an unknown profile the add ignored: no member
+
+
+def observed_client(
+    base_url: str, revision: str, key: str, calls: list[tuple[str, int | None]], **options: Any
+) -> KlaviyoClient:
+    """The bundle's client, telling ``calls`` of every call it makes."""
+    return KlaviyoClient(
+        base_url,
+        revision,
+        lambda force: key,
+        observer=lambda operation, status: calls.append((operation, status)),
+        **options,
+    )
+
+
 def emulator_target(
     sleep: Callable[[float], None] = time.sleep,
     clock: Callable[[], float] = time.time,
     **behaviour: Any,
-) -> tuple[Target, Any]:
-    from devtools.klaviyo_emulator import DEFAULT_API_KEY, KlaviyoEmulator
-    from devtools.klaviyo_emulator.contract import default_spec_path
-
+) -> tuple[Target, ScratchAccount]:
     spec = default_spec_path()
-    emulator = KlaviyoEmulator(
+    emulator = ScratchAccount(
         openapi_path=spec if spec.exists() else None, clock=clock, **behaviour
-    ).start()
-    list_id = emulator.create_list("Conformance")
-    segment_id = emulator.create_segment("Conformance")
-    client = KlaviyoClient(emulator.base_url, "2026-07-15", lambda f: DEFAULT_API_KEY, sleep=sleep)
-    target = Target("emulator", client, list_id, segment_id, clock=clock)
+    )
+    emulator.start()
+    calls: list[tuple[str, int | None]] = []
+    pacer = Pacer(clock=clock, wall_clock=clock)
+    client = observed_client(
+        emulator.base_url, "2026-07-15", DEFAULT_API_KEY, calls, sleep=sleep, pacer=pacer
+    )
+    target = Target(
+        "emulator", client, emulator.list_id, emulator.segment_id, clock=clock, calls=calls
+    )
     target.violations = lambda: emulator.contract_violations
     return target, emulator
 
@@ -447,19 +622,21 @@ def klaviyo_target(
     revision = env.get("KLAVIYO_API_REVISION") or "2026-07-15"
     # The client's own pacer, held to a fifth of every limit it learns from the headers.
     pacer = Pacer(clock=clock, wall_clock=clock, max_share=0.2)
-    client = KlaviyoClient(base_url, revision, lambda f: key, sleep=sleep, pacer=pacer)
+    calls: list[tuple[str, int | None]] = []
+    client = observed_client(base_url, revision, key, calls, sleep=sleep, pacer=pacer)
     # 0.25 s apart: 4/s per operation, deletions 0.5/s (30/m), a share of every published limit.
-    return Target("klaviyo", client, list_id, segment_id, clock=clock, spacing=0.25)
+    return Target("klaviyo", client, list_id, segment_id, clock=clock, spacing=0.25, calls=calls)
 
 
 def plan(real: Target) -> str:
     return (
         f"Against {real.client.base_url} this run would create, tagged '{real.tag}' (in each "
         f"email's local part and the conformance_tag property): about "
-        f"{sum(probes.IMPORT_SIZES) + 12} profiles (one by one and in import jobs of "
-        f"{', '.join(map(str, probes.IMPORT_SIZES))}), one event, a subscribe and an "
-        f"unsubscribe job on list {real.list_id}, reads of segment {real.segment_id}; then it "
-        "removes its profiles from the list and requests their deletion. Set CONFIRM=1 to run."
+        f"{sum(probes.IMPORT_SIZES) + len(probes.tagged_emails(real.tag, ())) + 1} profiles "
+        f"(one by one and in import jobs of {', '.join(map(str, probes.IMPORT_SIZES))}), "
+        f"three events, a subscribe and an unsubscribe job on list {real.list_id}, reads of "
+        f"segment {real.segment_id} (defined as member of that list); then it removes its "
+        "profiles from the list and requests their deletion. Set CONFIRM=1 to run."
     )
 
 
@@ -479,7 +656,10 @@ def main(
         help="profiles per timed import job, comma-separated",
     )
     parser.add_argument(
-        "--deletion", action="store_true", help="show the deletion job as a step of the table"
+        "--deletion",
+        action="store_true",
+        help="run Delete Profile too, as a step of the table (every run's clean-up requests "
+        "the deletion of its profiles either way)",
     )
     parser.add_argument(
         "--cleanup",
@@ -498,7 +678,9 @@ def main(
         real.created = probes.find_tagged(real, sizes)
         print(f"{len(real.created)} profile(s) tagged {real.tag}: " + ", ".join(real.created))
         if real.created and env.get("CONFIRM") == "1":
-            clean_up(real)
+            answers = clean_up(real)
+            print(f"Removal from list {real.list_id} and deletion requested for {len(answers)}.")
+            report_deletions(real, answers)
         elif real.created:
             print("Set CONFIRM=1 to remove them from the list and request their deletion.")
         return 0
@@ -510,7 +692,7 @@ def main(
     )
     try:
         ours, violations, mine = run(target, sizes, args.deletion)
-        setting = emulator_settings(emulator.config)
+        setting = emulator_settings(emulator)
     finally:
         emulator.stop()
     theirs, measured = None, mine

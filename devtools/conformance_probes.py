@@ -9,6 +9,7 @@ run's tag in its email's local part and in the ``conformance_tag`` custom proper
 
 from __future__ import annotations
 
+import itertools
 import statistics
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -25,6 +26,8 @@ IMPORT_JOBS = "/api/profile-bulk-import-jobs"
 SEARCH_SCHEDULE = (0, 0.5, 1, 1.5, 2, 3, 4, 5, 6, 8, 10, 12, 15, 20, 25, 30, 40, 50, 60, 90, 120)
 IMPORT_SIZES = (10, 100, 1000)
 IMPORT_WAIT_SECONDS = 900.0
+# The scenario's own tagged profiles, by email suffix: its actions' creates and its import.
+SCENARIO_PROFILES = ("create", "upsert", "import0", "import1", "import2")
 RATE_LIMIT_HEADERS = ("ratelimit-limit", "ratelimit-remaining", "ratelimit-reset", "retry-after")
 
 
@@ -41,7 +44,9 @@ class Probe:
         if self.value is None:
             return self.setting is None
         if isinstance(self.value, dict) and isinstance(self.setting, dict):
-            return all(_close(self.value[k], self.setting[k]) for k in self.setting)
+            return all(
+                _close(self.value.get(k), self.setting[k], f"{self.key}.{k}") for k in self.setting
+            )
         return _close(self.value, self.setting, self.key)
 
 
@@ -49,7 +54,14 @@ class Probe:
 AT_ONCE_RATE = 1000.0
 
 
+# How far a window's measured length may be from the setting: Reset is whole seconds.
+WINDOW_TOLERANCE_SECONDS = 1.5
+
+
 def _close(measured: Any, setting: Any, key: str = "") -> bool:
+    if key.endswith("_seconds") and key.startswith("rate_limit_windows."):
+        numbers = isinstance(measured, int | float) and isinstance(setting, int | float)
+        return bool(numbers and abs(measured - setting) <= WINDOW_TOLERANCE_SECONDS)
     if key == "import_profiles_per_second" and setting == 0:
         return bool(measured == 0 or measured >= AT_ONCE_RATE)
     if isinstance(measured, bool) or isinstance(setting, bool):
@@ -96,17 +108,24 @@ def search_lag(target: Target, clock: Callable[[], float]) -> dict[str, float | 
         if _created(target, target.send("POST", "/api/profiles", body=body)) is None:
             found[identifier] = None
             continue
-        found[identifier] = None
         query = {"filter": f"equals({identifier},{filter_value(attributes[identifier])})"}
-        for at in SEARCH_SCHEDULE:
-            wait = written + at - clock()
-            if wait > 0:
-                target.client.sleep(wait)
-            answer = target.send("GET", "/api/profiles", query=query)
-            if isinstance(answer, Response) and answer.data:
-                found[identifier] = round(clock() - written, 3)
-                break
+        found[identifier] = first_found(target, "/api/profiles", query, written, clock)
     return found
+
+
+def first_found(
+    target: Target, path: str, query: dict[str, str], since: float, clock: Callable[[], float]
+) -> float | None:
+    """Seconds from ``since`` until the read finds something, tried on ``SEARCH_SCHEDULE``;
+    None when it never did."""
+    for at in SEARCH_SCHEDULE:
+        wait = since + at - clock()
+        if wait > 0:
+            target.client.sleep(wait)
+        answer = target.send("GET", path, query=query)
+        if isinstance(answer, Response) and answer.data:
+            return round(clock() - since, 3)
+    return None
 
 
 def import_job(target: Target, profiles: list[dict[str, Any]]) -> Any:
@@ -130,10 +149,20 @@ def wait_for_job(target: Target, job_id: str, clock: Callable[[], float]) -> dic
 
 
 def job_profile_ids(target: Target, job_id: str) -> list[str]:
-    answer = target.send("GET", f"{IMPORT_JOBS}/{job_id}/relationships/profiles")
-    if isinstance(answer, Response) and isinstance(answer.data, list):
-        return [item["id"] for item in answer.data if isinstance(item, dict) and "id" in item]
-    return []
+    """The ids of every profile a job touched, read as the bundle reads them (its profiles,
+    100 to a page, following each page's next link)."""
+    ids: list[str] = []
+    page: str | None = f"{IMPORT_JOBS}/{job_id}/profiles"
+    query: dict[str, str] | None = {"page[size]": "100"}
+    while page is not None:
+        answer = target.send("GET", page, query=query)
+        if not (isinstance(answer, Response) and isinstance(answer.data, list)):
+            break
+        ids += [item["id"] for item in answer.data if isinstance(item, dict) and "id" in item]
+        links = answer.body.get("links") if isinstance(answer.body, dict) else None
+        page = links.get("next") if isinstance(links, dict) else None
+        query = None  # the next link carries the whole query
+    return ids
 
 
 def _seconds(start: str | None, end: str | None) -> float | None:
@@ -229,6 +258,117 @@ def import_matches_external_id(
     return False, f"the import made {len(ids)} other profile(s)"
 
 
+def segment_lag(target: Target, clock: Callable[[], float]) -> tuple[float | None, str]:
+    """Seconds from a tagged profile's add to the scratch list until the scratch segment
+    lists it. The segment must be defined as "member of the scratch list": Klaviyo computes
+    segment membership after the fact, so the add shows there later, if at all."""
+    body = {"data": {"type": "profile", "attributes": tagged(target, "seg")}}
+    profile_id = _created(target, target.send("POST", "/api/profiles", body=body))
+    if profile_id is None:
+        return None, "could not create the profile to add"
+    members = {"data": [{"type": "profile", "id": profile_id}]}
+    path = f"/api/lists/{target.list_id}/relationships/profiles"
+    answer = target.send("POST", path, body=members)
+    if not (isinstance(answer, Response) and answer.status == 204):
+        return None, f"the list add was refused ({getattr(answer, 'status', None)})"
+    added = clock()
+    query = {"filter": f"any(profile_id,[{filter_value(profile_id)}])", "page[size]": "100"}
+    path = f"/api/segments/{target.segment_id}/profiles"
+    lag = first_found(target, path, query, added, clock)
+    if lag is not None:
+        return lag, f"in the segment {lag} s after the list add"
+    return None, (
+        f"not in the segment {SEARCH_SCHEDULE[-1]} s after the list add: is the segment "
+        "defined as member of the scratch list?"
+    )
+
+
+# The window probe spends a cheap read (750 a minute): this many calls, this many seconds
+# apart (wider than Reset's one-second steps), and one more once the window has turned over
+# (one more first when the window would end among them).
+WINDOW_PROBE_OPERATION = "get_list"
+WINDOW_PROBE_CALLS = 3
+WINDOW_PROBE_SPACING = 2.0
+
+
+def rate_limit_windows(target: Target, clock: Callable[[], float]) -> tuple[dict[str, Any], str]:
+    """Whether the ``RateLimit-*`` headers count a steady window, and its length in seconds.
+
+    A few reads of one list seconds apart: Remaining should fall by one a call and Reset
+    count down with the clock; one more read just after Reset has run out should find the
+    window full again, and its Reset then tells the window's length (to the second: Reset
+    is whole seconds). The headers describe the steady window only, so the 1 s burst
+    window cannot be seen without running into it (a 429): it stays null.
+    """
+    path = f"/api/lists/{target.list_id}"
+    seen: list[tuple[float, float, float, float]] = []  # when, limit, remaining, reset
+
+    def look() -> tuple[float, float, float, float] | None:
+        answer = target.send("GET", path)
+        if not isinstance(answer, Response):
+            return None
+        limit, remaining, reset = (
+            _number(answer.headers.get(f"ratelimit-{name}"))
+            for name in ("limit", "remaining", "reset")
+        )
+        if limit is None or remaining is None or reset is None:
+            return None
+        seen.append((clock(), limit, remaining, reset))
+        return seen[-1]
+
+    found: dict[str, Any] = {
+        "steady_seconds": None,
+        "burst_seconds": None,
+        "remaining_falls_by_one": None,
+        "reset_counts_down": None,
+        "limit": None,
+    }
+    first = look()
+    if first is None:
+        return found, "no RateLimit-Limit, -Remaining and -Reset on the list read"
+    span = (WINDOW_PROBE_CALLS - 1) * WINDOW_PROBE_SPACING + 1.0
+    if first[3] < span:
+        # The window ends before the reads would: they start in the next one.
+        target.client.sleep(first[3] + 0.5)
+        seen.clear()
+        look()
+    for _ in range(WINDOW_PROBE_CALLS - 1):
+        target.client.sleep(WINDOW_PROBE_SPACING)
+        if look() is None:
+            return found, "no RateLimit-Limit, -Remaining and -Reset on the list read"
+    if len(seen) < WINDOW_PROBE_CALLS:
+        return found, "no RateLimit-Limit, -Remaining and -Reset on the list read"
+    pairs = list(itertools.pairwise(seen))
+    last = seen[-1]
+    found["limit"] = last[1]
+    found["remaining_falls_by_one"] = all(b[2] == a[2] - 1 for a, b in pairs)
+    # Reset is whole seconds: it may fall a second more or less than the clock moved.
+    found["reset_counts_down"] = all(abs((a[3] - b[3]) - (b[0] - a[0])) <= 1.0 for a, b in pairs)
+    ends = last[0] + last[3]
+    wait = ends + 0.5 - clock()
+    if wait > 0:
+        target.client.sleep(wait)
+    after = look()
+    if after is None:
+        return found, "no RateLimit-* headers on the read after the window"
+    if after[2] <= last[2]:
+        return found, f"Remaining did not come back {after[0] - ends:.1f} s after Reset ran out"
+    # A window that opened when the last one ended (or at this read) ends Reset from now.
+    found["steady_seconds"] = round(after[0] + after[3] - ends, 1)
+    return found, (
+        f"Remaining {', '.join(str(int(s[2])) for s in seen[:-1])} of {int(last[1])}, then "
+        f"{int(after[2])} after Reset; the next window ends {after[3]:.0f} s on; "
+        "the burst window has no header"
+    )
+
+
+def _number(value: str | None) -> float | None:
+    try:
+        return float(value) if value is not None else None
+    except ValueError:
+        return None
+
+
 def percentiles(samples: dict[str, list[float]]) -> dict[str, dict[str, float]]:
     """Milliseconds per operation: p50, p90 and p99 of the samples (seconds)."""
 
@@ -246,7 +386,8 @@ def percentiles(samples: dict[str, list[float]]) -> dict[str, dict[str, float]]:
 
 def tagged_emails(tag: str, sizes: tuple[int, ...] = IMPORT_SIZES) -> list[str]:
     """Every email address a run with this tag gives its profiles."""
-    suffixes = ["", "-scenario", "-match", *(f"-lag{n}" for n in range(3))]
+    suffixes = ["", "-match", "-seg", *(f"-lag{n}" for n in range(3))]
+    suffixes += [f"-{name}" for name in SCENARIO_PROFILES]
     suffixes += [f"-val{i}" for i in range(3)]
     suffixes += [f"-imp{size}-{i}" for size in sizes for i in range(size)]
     return [f"conformance+{tag}{suffix}@example.com" for suffix in suffixes]

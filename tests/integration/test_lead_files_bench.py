@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -63,3 +64,56 @@ def test_rows_sqs_will_not_take_get_an_error_in_their_place(tmp_path: Path) -> N
         assert (cells[1], cells[2] if refused else "") == (
             ("error", lead_files.NOT_QUEUED) if refused else ("success", "")
         )
+
+
+def test_progress_gives_the_pace_since_the_look_before(tmp_path: Path) -> None:
+    """Invariant: rows_per_second is the rows finished between two looks over the wall-clock
+    time between them, whichever scheduled run made the look before (it is kept in the run's
+    state), and the first look has no pace."""
+    from klaviyo_leads import lead_files
+
+    class SomeFinished(bench.Results):
+        """The first ``finished`` rows asked about have a result; the rest not yet."""
+
+        def __init__(self) -> None:
+            super().__init__("create_profile", latency=0.0)
+            self.finished, self.seen = 0, list[str]()
+
+        def batch_get_item(self, RequestItems: dict[str, Any]) -> dict[str, Any]:
+            answer = super().batch_get_item(RequestItems)
+            ((table, items),) = answer["Responses"].items()
+            for item in items:
+                if item["message_id"] not in self.seen:
+                    self.seen.append(item["message_id"])
+            answer["Responses"][table] = [
+                i for i in items if self.seen.index(i["message_id"]) < self.finished
+            ]
+            return answer
+
+    s3 = bench.DiskS3(tmp_path)
+    key = "create_profile/paced.csv"
+    s3._path(key).write_text(
+        "email\n" + "\n".join(f"lead{i}@example.com" for i in range(100)) + "\n", encoding="utf-8"
+    )
+    table, now = SomeFinished(), [1000.0]
+    services = lead_files.Services(
+        s3=s3,
+        sqs=bench.LatentSqs(latency=0.0),
+        dynamodb=table,
+        queue_urls={"create_profile": "queue"},
+        results_table="results",
+        wall=lambda: now[0],
+    )
+    state = f"{lead_files.RUNS_PREFIX}{lead_files.take_file(services, 'bucket', key).run_id}"
+    state += "/state.json"
+    table.finished = 40
+    first = lead_files.check_run(services, "bucket", state)
+    assert (first["done"], first["rows_per_second"]) == (40, None)
+    table.finished, now[0] = 70, 1010.0
+    second = lead_files.check_run(services, "bucket", state)
+    assert (second["done"], second["rows_per_second"]) == (70, 3.0)
+    assert lead_files.next_look_in([second]) == lead_files.LOOK_EVERY_SECONDS  # 30 left: 10 s
+    table.finished, now[0] = 98, 1014.0
+    third = lead_files.check_run(services, "bucket", state)
+    assert third["rows_per_second"] == 7.0
+    assert lead_files.next_look_in([third]) == lead_files.LOOK_SOONEST_SECONDS  # 2 left

@@ -19,7 +19,6 @@ def test_a_removed_local_stack_can_be_deployed_again_by_its_name() -> None:
             value = secrets.get_secret_value(SecretId=second.secret_arn)["SecretString"]
             assert value == "pk_second"
             stacks = aws.client("cloudformation", other.endpoint_url).describe_stacks()["Stacks"]
-            assert [s["StackName"] for s in stacks if s["StackStatus"] != "DELETE_COMPLETE"] == [
-                "again"
-            ]
+            live = [s["StackName"] for s in stacks if s["StackStatus"] != "DELETE_COMPLETE"]
+            assert live.count("again") == 1  # (other tests' stacks share the process's moto)
             aws.remove_local_stack(second)

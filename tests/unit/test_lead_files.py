@@ -214,6 +214,38 @@ def test_the_assembler_looks_again_while_a_run_is_open_within_its_minute(
     assert lead_files.look(services, "bucket") == [] and clock.slept == []
 
 
+def test_the_next_look_comes_when_the_rows_would_be_done_at_their_pace() -> None:
+    """Invariant: the file follows its last row by about a second, not by up to five, and a
+    run whose rows do not move is looked at no more often than usual."""
+    still = {"rows": 10, "done": 0, "rows_per_second": 0.0}
+    assert lead_files.next_look_in([{"rows": 1000, "done": 700, "rows_per_second": 60}]) == 5
+    soon = {"rows": 1000, "done": 820, "rows_per_second": 84.0}  # the last 180 in 2.14 s
+    assert abs(lead_files.next_look_in([soon, still]) - 180 / 84) < 1e-9
+    now = {"rows": 1000, "done": 940, "rows_per_second": 108.0}  # 0.56 s: the floor
+    assert lead_files.next_look_in([still, now]) == lead_files.LOOK_SOONEST_SECONDS
+    # A run looked at for the first time has no pace yet.
+    assert lead_files.next_look_in([{"rows": 5, "done": 4, "rows_per_second": None}]) == 5
+
+
+def test_the_assembler_looks_sooner_as_a_run_nears_its_end(monkeypatch: pytest.MonkeyPatch) -> None:
+    clock = _Clock()
+    services = lead_files.Services(s3=None, sqs=None, clock=lambda: clock.now, sleep=clock.sleep)
+    looked: dict[str, float] = {}
+
+    def check_runs(services: object, bucket: str) -> list[dict[str, object]]:
+        done = min(100, int(clock.now * 9))  # 9 rows a second: the last at 11.1 s
+        pace = None
+        if looked and clock.now > looked["at"]:
+            pace = (done - looked["done"]) / (clock.now - looked["at"])
+        looked.update(at=clock.now, done=done)
+        return [{"rows": 100, "done": done, "rows_per_second": pace, "finished": done == 100}]
+
+    monkeypatch.setattr(lead_files, "check_runs", check_runs)
+    assert lead_files.look(services, "bucket")[0]["finished"]
+    assert clock.slept[0] == lead_files.LOOK_EVERY_SECONDS
+    assert clock.now < 11.1 + 1.5  # a fixed 5 s cadence would have looked at 15 s
+
+
 def test_first_rows_remembers_each_digest_s_first_row_through_growth() -> None:
     """Invariant: the answer is a dict's (first row of each digest), however many rows."""
     import random

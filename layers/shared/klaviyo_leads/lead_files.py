@@ -68,9 +68,16 @@ DEFAULT_MAX_FILE_BYTES = 50 * 1024 * 1024
 # Without a better bound, a row without a result this long after it was queued has left the
 # queue for its dead-letter queue: every delivery's back-off (42.5 min) plus five timeouts.
 DEFAULT_DEAD_LETTER_AFTER_SECONDS = 6 * 3600
-# The assembler runs every minute and, while a run is open, looks again this often within it.
+# The assembler runs every minute and, while a run is open, looks again this often within it;
+# sooner (not under LOOK_SOONEST_SECONDS) when a run's rows, at the pace they finished since
+# the last look, would all be done before then.
 LOOK_EVERY_SECONDS = 5.0
-LOOK_FOR_SECONDS = 45.0
+LOOK_SOONEST_SECONDS = 1.0
+# A look starts no later than this into its minute, so the gap before the next scheduled run
+# is two seconds at most. A look that runs past the minute (seconds at 100,000 rows) holds the
+# next run back (the function's reserved concurrency is one; Lambda retries a throttled
+# scheduled event within its minute of age): two looks never overlap.
+LOOK_FOR_SECONDS = 58.0
 
 # Reasons of a row that the action never answered; they name no lead data.
 NOT_QUEUED = "The row could not be put on the action's queue"
@@ -878,6 +885,7 @@ def _progress(state: Mapping[str, Any]) -> dict[str, Any]:
         "queued": state.get("queued", 0),
         "done": state.get("done", 0),
         "by_outcome": state.get("by_outcome", {}),
+        "rows_per_second": state.get("rows_per_second"),
         "finished": bool(state.get("finished")),
         "results": state["results"] if state.get("finished") else None,
         "updated_at": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -978,11 +986,18 @@ def check_run(services: Services, bucket: str, state_key: str) -> dict[str, Any]
                     dead[str(number)] = NO_RESULT
                     by_outcome["error"] = by_outcome.get("error", 0) + 1
     done = sum(by_outcome.values())
+    # The pace since the last look, whichever scheduled run made it: when to look next.
+    now, looked = services.wall(), state.get("looked") or {}
+    since = now - float(looked.get("at", now))
     state.update(
         done_rows=base64.b64encode(zlib.compress(bytes(bits))).decode(),
         by_outcome=by_outcome,
         dead_letters=dead,
         done=done,
+        rows_per_second=(
+            round((done - int(looked.get("done", done))) / since, 3) if since > 0 else None
+        ),
+        looked={"at": now, "done": done},
     )
     if done >= int(state["rows"]):
         assemble(services, state)
@@ -1220,7 +1235,22 @@ def look(services: Services, bucket: str) -> list[dict[str, Any]]:
     while True:
         runs = check_runs(services, bucket)
         open_runs = [run for run in runs if not run.get("finished")]
+        wait = next_look_in(open_runs)
         waited = services.clock() - started
-        if not open_runs or waited + LOOK_EVERY_SECONDS > LOOK_FOR_SECONDS:
+        if not open_runs or waited + wait > LOOK_FOR_SECONDS:
             return runs
-        services.sleep(LOOK_EVERY_SECONDS)
+        services.sleep(wait)
+
+
+def next_look_in(runs: list[dict[str, Any]]) -> float:
+    """Seconds until the next look: ``LOOK_EVERY_SECONDS``, or when the open run soonest to
+    finish would have its last row at the pace its rows finished since the look before
+    (``rows_per_second``), not sooner than ``LOOK_SOONEST_SECONDS``: the results file follows
+    its last row by about a second, not by up to five."""
+    wait = LOOK_EVERY_SECONDS
+    for run in runs:
+        pace = run.get("rows_per_second") or 0
+        if pace > 0:
+            due = (int(run.get("rows") or 0) - int(run.get("done") or 0)) / pace
+            wait = min(wait, max(LOOK_SOONEST_SECONDS, due))
+    return wait
