@@ -17,6 +17,7 @@ rule fills with every published result. ``lambda_environment`` is what a functio
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import functools
 import io
@@ -309,6 +310,15 @@ def remove_local_stack(stack: LocalStack) -> None:
     for the next one deployed by the same name in this process (its secret already exists).
     """
     endpoint_url, region = stack.endpoint_url, stack.region
+    # What add_results_queue put beside the stack: its rule on the bus, and the queue.
+    events = client("events", endpoint_url, region)
+    rule = f"{stack.name}-results-to-queue"
+    with contextlib.suppress(events.exceptions.ResourceNotFoundException):
+        events.remove_targets(Rule=rule, EventBusName=stack.event_bus_name, Ids=["results-queue"])
+        events.delete_rule(Name=rule, EventBusName=stack.event_bus_name)
+    sqs = client("sqs", endpoint_url, region)
+    with contextlib.suppress(sqs.exceptions.QueueDoesNotExist):
+        sqs.delete_queue(QueueUrl=sqs.get_queue_url(QueueName=f"{stack.name}-results")["QueueUrl"])
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=_SKIPPED_WARNING)
         client("cloudformation", endpoint_url, region).delete_stack(StackName=stack.name)

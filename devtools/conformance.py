@@ -112,7 +112,7 @@ class Target:
             # published limits; the emulator (limits counted, not enforced) is not held back.
             bucket = f"conformance {operation}" if self.spacing else f"conformance {uuid.uuid4()}"
             answer = self.client.call(
-                method, path, Budget(30), bucket=bucket, handled=EVERY_STATUS, **kwargs
+                method, path, Budget(ACTION_SECONDS), bucket=bucket, handled=EVERY_STATUS, **kwargs
             )
         except Result as problem:  # no answer at all: a connection or a timeout
             return Observation(None, (), problem.reason or "no answer")
@@ -264,7 +264,12 @@ def scenario(target: Target, deletion: bool = False) -> Iterator[tuple[Step, Obs
         target.client = honest
 
 
-def context(target: Target, deletion: bool = False, seconds: float = 60.0) -> Context:
+# An action's budget: longer than a steady window, since against a live account the pacer
+# holds each window to a fifth of its limit, and a step may wait for the next window.
+ACTION_SECONDS = 150.0
+
+
+def context(target: Target, deletion: bool = False, seconds: float = ACTION_SECONDS) -> Context:
     """What a handler gives an action: the target's client, a budget, default settings (and
     deletion allowed when asked). A fresh one per step, so no step reads another's caches."""
     settings = Settings(profile_deletion_enabled=deletion)
@@ -675,7 +680,11 @@ def main(
             print("--cleanup needs KLAVIYO_API_KEY, KLAVIYO_LIST_ID and KLAVIYO_SEGMENT_ID.")
             return 2
         real.tag = args.cleanup
-        real.created = probes.find_tagged(real, sizes)
+        try:
+            real.created = probes.find_tagged(real, sizes)
+        except probes.SearchFailed as failed:
+            print(f"Nothing cleaned up: {failed}. Run --cleanup {real.tag} again.")
+            return 1
         print(f"{len(real.created)} profile(s) tagged {real.tag}: " + ", ".join(real.created))
         if real.created and env.get("CONFIRM") == "1":
             answers = clean_up(real)

@@ -407,6 +407,14 @@ def find_tagged(target: Target, sizes: tuple[int, ...] = IMPORT_SIZES) -> list[s
         answer = target.send(
             "GET", "/api/profiles", query={"filter": expression, "page[size]": "100"}
         )
-        if isinstance(answer, Response) and isinstance(answer.data, list):
-            found += [p["id"] for p in answer.data if isinstance(p, dict) and "id" in p]
+        if not (isinstance(answer, Response) and isinstance(answer.data, list)):
+            # A search that got no answer would leave its profiles out of the clean-up.
+            status = answer.status if isinstance(answer, Response) else None
+            why = getattr(answer, "shape", "") or f"status {status}"
+            raise SearchFailed(f"a search for the run's profiles got no answer ({why})")
+        found += [p["id"] for p in answer.data if isinstance(p, dict) and "id" in p]
     return list(dict.fromkeys(found))
+
+
+class SearchFailed(Exception):
+    """The profiles of a run could not all be looked for: nothing is cleaned up."""

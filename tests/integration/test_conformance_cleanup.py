@@ -114,3 +114,25 @@ def test_every_profile_a_run_makes_carries_its_tag_and_an_address_cleanup_looks_
         and p["attributes"].get("external_id") != f"conformance-{target.tag}-match"
     ]
     assert unfound == []
+
+
+def test_cleanup_that_cannot_search_cleans_nothing(capsys):
+    """Invariant: a search that gets no answer stops the clean-up before it touches anything
+    (it would leave that search's profiles behind), and says to run it again."""
+    from devtools.klaviyo_emulator import Fault
+
+    clock = FakeClock()
+    with conformance.ScratchAccount(clock=clock) as account:
+        account.faults.add(Fault(operation_id="get_profiles", status=500))
+        env = {
+            "KLAVIYO_API_KEY": DEFAULT_API_KEY,
+            "KLAVIYO_LIST_ID": account.list_id,
+            "KLAVIYO_SEGMENT_ID": account.segment_id,
+            "KLAVIYO_BASE_URL": account.base_url,
+            "CONFIRM": "1",
+        }
+        argv = ["--cleanup", "abcdef0123"]
+        assert conformance.main(argv, env=env, clock=clock, sleep=clock.sleep) == 1
+        asked = {operation_of(r.method, r.path) for r in account.requests}
+    assert asked == {"get_profiles"}
+    assert "Run --cleanup abcdef0123 again" in capsys.readouterr().out

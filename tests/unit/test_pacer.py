@@ -135,6 +135,26 @@ def test_a_share_cap_leaves_the_rest_to_other_integrations():
     assert pacer.wait_for("get_profiles") == pytest.approx(1 / (0.9 * (749 - 375) / 60), rel=0.01)
 
 
+@pytest.mark.parametrize("share", [0.2, 0.6])
+def test_a_share_cap_holds_over_a_whole_window_while_the_others_are_idle(share):
+    """Invariant: with KlaviyoRateLimitShare below 100 the bundle spends at most that share
+    of a window's limit, even when the other integrations spend nothing all minute (kept as
+    a pace, the rest fell to us as the window ran out: 719 of 750 at a fifth)."""
+    clock = Clock()
+    pacer = Pacer(clock=clock, max_share=share, burst_per_second={}, rng=random.Random(1))
+    pacer.observe("get_profiles", 200, headers(750, 60))
+    ends, spent = clock.now + 60, 0
+    while clock.now < ends - 0.01:
+        wait = pacer.wait_for("get_profiles")
+        if wait > 0:
+            clock.now = min(ends - 0.01, clock.now + wait)
+            continue
+        pacer.sent("get_profiles")
+        spent += 1
+        pacer.observe("get_profiles", 200, headers(750 - spent, ends - clock.now))
+    assert share * 750 * 0.8 <= spent <= share * 750
+
+
 # -- a lead the pacer holds is sent when it can be, and told the truth when it cannot --------
 
 
@@ -148,12 +168,34 @@ def _stale(clock: Clock, remaining: int, reset: float, others: float) -> Pacer:
     return pacer
 
 
+def _learnt(clock: Clock, others: float, then_spent: int) -> Pacer:
+    """A pacer that learnt the others at ``others`` a second, then an answer a second later
+    in the same window: the others spent ``then_spent`` calls meanwhile, we one."""
+    pacer = Pacer(clock=clock, rng=random.Random(3))
+    pacer.observe("create_profile", 200, headers(750, 60))
+    pacer._windows["create_profile"].others_per_second = others
+    clock.now += 1.0
+    pacer.sent("create_profile")
+    pacer.observe("create_profile", 200, headers(750 - then_spent - 1, 59))
+    return pacer
+
+
+def test_a_pace_the_answers_bear_out_is_not_looked_at_again():
+    """Invariant: a container looks again only while the answers find the others slower than
+    it learnt. Here they spend 20/s as learnt: no share, and no call before the next window
+    (40 containers looking again every 2 s would spend 20 calls a second themselves)."""
+    clock = Clock()
+    pacer = _learnt(clock, others=20.0, then_spent=20)
+    assert pacer.wait_for("create_profile") >= 59 - 1e-9
+
+
 def test_a_stale_pace_of_the_others_does_not_sit_out_a_window_with_room():
     """Others learnt at 20/s, 749 of 750 left for 60 s (12.5/s): no share for us by that
     pace. Klaviyo's window has room, so the pacer calls again within seconds, and learns,
     instead of waiting for the next window (a webhook sender was told 60-68 s)."""
     clock = Clock()
-    pacer = _stale(clock, 749, 60, others=20.0)
+    pacer = _learnt(clock, others=20.0, then_spent=1)  # the others at 1/s, not 20/s
+    assert pacer._windows["create_profile"].others_per_second > 748 / 59  # still no share
     wait = pacer.wait_for("create_profile")
     assert 0 < wait <= 2.0
     client = KlaviyoClient("http://127.0.0.1:9", "2026-07-15", lambda _refresh: "pk", pacer=pacer)

@@ -151,10 +151,13 @@ MAX_WAKE_SPREAD = 10.0
 # looks again (one call) this often rather than sitting the window out: what it learnt of
 # the rest of the account's pace may be stale (a pace the others spent while the window had
 # room to spare), and only an answer can correct it. At most PROBE_SHARE of the limit's pace,
-# and only while PROBE_ROOM of the limit is left.
+# only while PROBE_ROOM of the limit is left, and only while the last answer found the others
+# spending under PROBE_DOUBT of the pace learnt: when the answers bear the pace out, every
+# container of a large fleet looking again every few seconds would spend the room itself.
 PROBE_SECONDS = 2.0
 PROBE_SHARE = 0.05
 PROBE_ROOM = 0.2
+PROBE_DOUBT = 0.8
 # Headers are numbers to trust or ignore, never to be held by. The longest Retry-After
 # believed: one that asks for more (a date in 9999) holds an endpoint for an hour at most.
 MAX_RETRY_AFTER_SECONDS = 3600.0
@@ -178,6 +181,7 @@ class _Window:
     last_sent: float | None = None
     own_in_window: int = 0  # our calls in the current window
     wake_at: float = 0.0  # when a container with nothing left in a window comes back
+    pace_in_doubt: bool = False  # the last answer found the others slower than learnt
 
 
 class Pacer:
@@ -262,7 +266,10 @@ class Pacer:
             return math.inf
         # Klaviyo's last count, less our calls since. (Not less the others' pace since: that
         # is the estimate in doubt, and it would keep a container out for good.)
-        if window.remaining - window.own_since < PROBE_ROOM * window.limit:
+        kept = (1.0 - self.max_share) * window.limit  # for the other integrations
+        if window.remaining - window.own_since - kept < PROBE_ROOM * window.limit:
+            return math.inf
+        if not window.pace_in_doubt:
             return math.inf
         interval = max(PROBE_SECONDS, STEADY_WINDOW_SECONDS / (PROBE_SHARE * window.limit))
         last = window.seen_at if window.last_sent is None else window.last_sent
@@ -298,10 +305,12 @@ class Pacer:
             # A new window has begun: the whole limit, and the rest of the account keeps
             # its pace. (Waking at full speed would fire every container at once.)
             remaining, left = window.limit, STEADY_WINDOW_SECONDS
-        others = window.others_per_second
         if window.limit:
-            others = max(others, (1.0 - self.max_share) * window.limit / STEADY_WINDOW_SECONDS)
-        available = remaining / max(MIN_WINDOW_LEFT, left) - others
+            # What is kept for the account's other integrations is a part of the window they
+            # may spend at any moment of it, idle so far or not: Klaviyo's count never goes
+            # below it by our calls. (As a pace it would fall to us as the window ran out.)
+            remaining -= (1.0 - self.max_share) * window.limit
+        available = remaining / max(MIN_WINDOW_LEFT, left) - window.others_per_second
         return max(0.0, self.headroom * available)
 
     def sent(self, bucket: str) -> None:
@@ -346,7 +355,9 @@ class Pacer:
                 calls, seconds = sample
                 known = window.remaining is not None
                 weight = 1.0 - math.exp(-seconds / OTHERS_TIME_CONSTANT) if known else 1.0
-                window.others_per_second += weight * (calls / seconds - window.others_per_second)
+                learnt = window.others_per_second
+                window.pace_in_doubt = known and calls / seconds < PROBE_DOUBT * learnt
+                window.others_per_second += weight * (calls / seconds - learnt)
             window.limit = limit
             window.remaining, window.ends_at, window.seen_at = remaining, now + reset, now
             window.own_since = 0
