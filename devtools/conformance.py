@@ -101,7 +101,7 @@ class Target:
             r"/[A-Za-z0-9]*[0-9][A-Za-z0-9]{5,}(?=/|$)", "/{id}", operation_of(method, path)
         )
         if self.spacing:
-            gap = self.spacing * (8 if operation == "request_profile_deletion" else 1)
+            gap = self.spacing
             wait = self.last_sent.get(operation, -gap) + gap - self.clock()
             if wait > 0:
                 self.client.sleep(wait)
@@ -554,6 +554,16 @@ class ScratchAccount(KlaviyoEmulator):
         self.list_id = self.create_list("Conformance")
         self.segment_id = self.create_segment("Conformance")
 
+    def live_env(self, **more: str) -> dict[str, str]:
+        """The environment of a run against this account as if it were a live one."""
+        return {
+            "KLAVIYO_API_KEY": DEFAULT_API_KEY,
+            "KLAVIYO_LIST_ID": self.list_id,
+            "KLAVIYO_SEGMENT_ID": self.segment_id,
+            "KLAVIYO_BASE_URL": self.base_url,
+            **more,
+        }
+
     def _record(self, recorded: RecordedRequest) -> None:
         # Every answered request passes here once, after the state changed: where a list
         # add or removal is seen whichever client sent it.
@@ -625,11 +635,11 @@ def klaviyo_target(
         return None
     base_url = env.get("KLAVIYO_BASE_URL", "").strip() or KLAVIYO_URL
     revision = env.get("KLAVIYO_API_REVISION") or "2026-07-15"
-    # The client's own pacer, held to a fifth of every limit it learns from the headers.
+    # The client's own pacer spends at most a fifth of each window's limit (RateLimit-Limit:
+    # deletions 12 a minute of 60), and the run's requests of one operation are 0.25 s apart.
     pacer = Pacer(clock=clock, wall_clock=clock, max_share=0.2)
     calls: list[tuple[str, int | None]] = []
     client = observed_client(base_url, revision, key, calls, sleep=sleep, pacer=pacer)
-    # 0.25 s apart: 4/s per operation, deletions 0.5/s (30/m), a share of every published limit.
     return Target("klaviyo", client, list_id, segment_id, clock=clock, spacing=0.25, calls=calls)
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from devtools import conformance
-from devtools.klaviyo_emulator import DEFAULT_API_KEY, Fault
+from devtools.klaviyo_emulator import Fault
 from klaviyo_leads.klaviyo import OPERATIONS, USER_AGENT, operation_of
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "emulator"))
@@ -118,14 +118,7 @@ def test_differences_from_a_real_account_are_marked(capsys, tmp_path):
     clock = FakeClock()  # both targets on it: the pacing and the job waits take no time
     with conformance.ScratchAccount(clock=clock) as other:
         other.faults.add(Fault(operation_id="get_profile_ids_for_list", status=404))
-        env = {
-            "KLAVIYO_API_KEY": DEFAULT_API_KEY,
-            "KLAVIYO_LIST_ID": other.list_id,
-            "KLAVIYO_SEGMENT_ID": other.segment_id,
-            "KLAVIYO_BASE_URL": other.base_url,
-            "CONFIRM": "1",
-            "OUT": str(tmp_path),
-        }
+        env = other.live_env(CONFIRM="1", OUT=str(tmp_path))
         argv = ["--import-sizes", "10", "--deletion"]
         assert conformance.main(argv, env=env, clock=clock, sleep=clock.sleep) == 1
         profiles = other.profiles()

@@ -12,7 +12,6 @@ import pytest
 
 from devtools import conformance
 from devtools import conformance_probes as probes
-from devtools.klaviyo_emulator import DEFAULT_API_KEY
 from klaviyo_leads.klaviyo import operation_of
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "emulator"))
@@ -37,12 +36,7 @@ def interrupted(target: conformance.Target, steps: int | None, deletion: bool = 
 def test_cleanup_finishes_an_interrupted_run_and_touches_nothing_else(capsys, steps):
     clock = FakeClock()
     with conformance.ScratchAccount(clock=clock) as account:
-        env = {
-            "KLAVIYO_API_KEY": DEFAULT_API_KEY,
-            "KLAVIYO_LIST_ID": account.list_id,
-            "KLAVIYO_SEGMENT_ID": account.segment_id,
-            "KLAVIYO_BASE_URL": account.base_url,
-        }
+        env = account.live_env()
         target = conformance.klaviyo_target(env, clock.sleep, clock)
         assert target is not None
         # Profiles the run did not make, on the same list: one of another run's.
@@ -124,13 +118,7 @@ def test_cleanup_that_cannot_search_cleans_nothing(capsys):
     clock = FakeClock()
     with conformance.ScratchAccount(clock=clock) as account:
         account.faults.add(Fault(operation_id="get_profiles", status=500))
-        env = {
-            "KLAVIYO_API_KEY": DEFAULT_API_KEY,
-            "KLAVIYO_LIST_ID": account.list_id,
-            "KLAVIYO_SEGMENT_ID": account.segment_id,
-            "KLAVIYO_BASE_URL": account.base_url,
-            "CONFIRM": "1",
-        }
+        env = account.live_env(CONFIRM="1")
         argv = ["--cleanup", "abcdef0123"]
         assert conformance.main(argv, env=env, clock=clock, sleep=clock.sleep) == 1
         asked = {operation_of(r.method, r.path) for r in account.requests}

@@ -75,22 +75,11 @@ def test_probes_measure_a_non_default_lag_and_import_timing(tmp_path, capsys):
 )
 def test_a_planted_difference_is_found_by_its_probe(tmp_path, capsys, switch, key):
     # The "real account" is a second emulator reading the rule the other way.
-    clock = FakeClock()
-    with conformance.ScratchAccount(clock=clock, **switch) as other:
-        env = {
-            "KLAVIYO_API_KEY": "pk_test_emulator",
-            "KLAVIYO_LIST_ID": other.list_id,
-            "KLAVIYO_SEGMENT_ID": other.segment_id,
-            "KLAVIYO_BASE_URL": other.base_url,
-            "CONFIRM": "1",
-            "OUT": str(tmp_path),
-        }
-        code = conformance.main(SIZES, env=env, clock=clock, sleep=clock.sleep)
+    code, data = planted(tmp_path, **switch)
     output = capsys.readouterr().out
     assert code == 1
     marked = [name for name, row in probe_rows(output).items() if row[-1] == "DIFFERS"]
     assert marked == [key]
-    data = json.loads((tmp_path / "conformance.json").read_text())
     assert data[key] != KlaviyoEmulator().config.to_json()[next(iter(switch))]
 
 
@@ -100,14 +89,7 @@ def planted(tmp_path: Path, fault: Fault | None = None, **settings: object) -> t
     with conformance.ScratchAccount(clock=clock, **settings) as other:
         if fault is not None:
             other.faults.add(fault)
-        env = {
-            "KLAVIYO_API_KEY": "pk_test_emulator",
-            "KLAVIYO_LIST_ID": other.list_id,
-            "KLAVIYO_SEGMENT_ID": other.segment_id,
-            "KLAVIYO_BASE_URL": other.base_url,
-            "CONFIRM": "1",
-            "OUT": str(tmp_path),
-        }
+        env = other.live_env(CONFIRM="1", OUT=str(tmp_path))
         code = conformance.main(SIZES, env=env, clock=clock, sleep=clock.sleep)
     return code, json.loads((tmp_path / "conformance.json").read_text())
 

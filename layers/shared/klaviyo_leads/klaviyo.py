@@ -266,14 +266,20 @@ class Pacer:
             return math.inf
         # Klaviyo's last count, less our calls since. (Not less the others' pace since: that
         # is the estimate in doubt, and it would keep a container out for good.)
-        kept = (1.0 - self.max_share) * window.limit  # for the other integrations
-        if window.remaining - window.own_since - kept < PROBE_ROOM * window.limit:
+        left = window.remaining - window.own_since - self._kept(window)
+        if left < PROBE_ROOM * window.limit:
             return math.inf
         if not window.pace_in_doubt:
             return math.inf
         interval = max(PROBE_SECONDS, STEADY_WINDOW_SECONDS / (PROBE_SHARE * window.limit))
         last = window.seen_at if window.last_sent is None else window.last_sent
         return last + interval
+
+    def _kept(self, window: _Window) -> float:
+        """What is kept for the account's other integrations: a part of the window they may
+        spend at any moment of it, idle so far or not, so Klaviyo's count never goes below it
+        by our calls. (Kept as a pace, it would fall to us as the window ran out.)"""
+        return (1.0 - self.max_share) * (window.limit or 0.0)
 
     def sendable_in(self, bucket: str) -> float:
         """Seconds until Klaviyo could take a call to ``bucket``: a 429's ``Retry-After``,
@@ -305,11 +311,7 @@ class Pacer:
             # A new window has begun: the whole limit, and the rest of the account keeps
             # its pace. (Waking at full speed would fire every container at once.)
             remaining, left = window.limit, STEADY_WINDOW_SECONDS
-        if window.limit:
-            # What is kept for the account's other integrations is a part of the window they
-            # may spend at any moment of it, idle so far or not: Klaviyo's count never goes
-            # below it by our calls. (As a pace it would fall to us as the window ran out.)
-            remaining -= (1.0 - self.max_share) * window.limit
+        remaining -= self._kept(window)
         available = remaining / max(MIN_WINDOW_LEFT, left) - window.others_per_second
         return max(0.0, self.headroom * available)
 
