@@ -15,7 +15,6 @@
 #                   METADATA="klaviyo.list_id=..."): report and results file beside it
 #   make events     regenerate events/
 #   make spec-rules regenerate the emulator's rules table from Klaviyo's OpenAPI document
-#   make sweep      every create path x fault x delay x search lag, checked for true outcomes (~25 min)
 #   make soak       10,000 leads, 4 consumer processes, Klaviyo faults, duplicates (~16 min)
 #   make bench      per-lead vs coalesced for every action, overhead, memory, fleet pacing (~20 min)
 #   make conformance  every call (profiles, lists, events, bulk import/subscribe/unsubscribe jobs),
@@ -160,10 +159,6 @@ events: venv
 .PHONY: spec-rules
 spec-rules: venv
 	$(VENV)/bin/python -c 'import sys; from devtools.klaviyo_emulator.spec_rules import main; sys.exit(main())'
-
-.PHONY: sweep
-sweep: venv
-	$(VENV)/bin/python -m devtools.sweep $(SWEEP_ARGS)
 
 .PHONY: soak
 soak: venv

@@ -36,6 +36,7 @@ from bench.mixes import Account, seed_account  # noqa: E402
 from bench.mixes import lead as mixed_lead  # noqa: E402
 from devtools.klaviyo_emulator import DEFAULT_API_KEY, KlaviyoEmulator  # noqa: E402
 from devtools.klaviyo_emulator.operations import OPERATIONS_BY_ID  # noqa: E402
+from devtools.memory_dynamodb import memory_ledger  # noqa: E402
 from klaviyo_leads import entrypoint  # noqa: E402
 from klaviyo_leads import runtime as runtime_module  # noqa: E402
 from klaviyo_leads.actions import ACTIONS as ACTION_TABLE  # noqa: E402
@@ -180,7 +181,10 @@ def build_runtime(
         client=client,
         names=NameCache(clock=clock),
         publisher=results,  # type: ignore[arg-type]
+        # The production create ledger, on an in-memory table and the bench's clock.
+        ledger=memory_ledger(clock),
         clock=clock,
+        wall=clock,
     )
 
 

@@ -41,6 +41,7 @@ from devtools.klaviyo_emulator.contract import default_spec_path  # noqa: E402
 from devtools.klaviyo_emulator.errors import ApiError  # noqa: E402
 from devtools.klaviyo_emulator.recording import RecordedRequest  # noqa: E402
 from devtools.klaviyo_emulator.spec_rules import WINDOW_SECONDS  # noqa: E402
+from devtools.memory_dynamodb import memory_ledger  # noqa: E402
 from klaviyo_leads import actions, events, imports, lookup, outcomes  # noqa: E402
 from klaviyo_leads.budget import Budget  # noqa: E402
 from klaviyo_leads.config import Settings  # noqa: E402
@@ -53,6 +54,7 @@ from klaviyo_leads.klaviyo import (  # noqa: E402
     operation_of,
 )
 from klaviyo_leads.lead import Lead  # noqa: E402
+from klaviyo_leads.ledger import CreateLedger  # noqa: E402
 from klaviyo_leads.outcomes import Result  # noqa: E402
 
 KLAVIYO_URL = "https://a.klaviyo.com"
@@ -95,6 +97,8 @@ class Target:
     # run stays a small share of every limit (the smallest steady one, deletion's, included).
     spacing: float = 0.0
     last_sent: dict[str, float] = field(default_factory=dict)
+    # The create ledger the actions record their creates in (the production code, in memory).
+    ledger: CreateLedger = field(default_factory=memory_ledger)
 
     def send(self, method: str, path: str, **kwargs: Any) -> Response | Observation:
         operation = re.sub(
@@ -274,7 +278,13 @@ def context(target: Target, deletion: bool = False, seconds: float = ACTION_SECO
     deletion allowed when asked). A fresh one per step, so no step reads another's caches."""
     settings = Settings(profile_deletion_enabled=deletion)
     budget = Budget(seconds, clock=target.clock)
-    return Context(client=target.client, budget=budget, settings=settings, wall=target.clock)
+    return Context(
+        client=target.client,
+        budget=budget,
+        settings=settings,
+        ledger=target.ledger,
+        wall=target.clock,
+    )
 
 
 def new_lead(target: Target, suffix: str) -> dict[str, Any]:

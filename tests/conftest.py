@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from devtools.aws import LocalStack, deploy_local_stack
+from devtools.memory_dynamodb import memory_ledger
 from klaviyo_leads import entrypoint
 from klaviyo_leads.actions import ACTIONS
 from klaviyo_leads.config import Settings
@@ -60,7 +61,9 @@ def runtime(klaviyo_emulator, sleeps: Sleeps) -> Iterator[Runtime]:
         pacer=Pacer(clock=sleeps.clock),
         observer=count_klaviyo_call,
     )
-    built = Runtime(settings=settings, client=client)
+    # The same create ledger as production, on an in-memory table, on the virtual clock.
+    wall = sleeps.clock
+    built = Runtime(settings=settings, client=client, ledger=memory_ledger(wall), wall=wall)
     entrypoint.reset_runtime(built)
     yield built
     entrypoint.reset_runtime()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 
 import pytest
 
@@ -60,9 +59,11 @@ class TestCreateProfile:
         assert stored["organization"] == "Acme"
         assert stored["location"]["city"] == "Austin"
         assert stored["location"]["timezone"] == "America/Chicago"
+        # The lead's own properties, and the mark of the request that made the profile.
+        assert stored["properties"].pop("lead_actions_created_by")
         assert stored["properties"] == {"source": "webform"}
         assert fields["reference"] == "crm-9"
-        assert fields["custom"] == {"source": "webform"}
+        assert fields["custom"] == {"source": "webform"}  # the mark is the bundle's, not shown
         assert fields["type"] == "profile"
         assert fields["self_links"].endswith(fields["id"] + "/")
         assert fields["email_marketing_consent_status"] == "NEVER_SUBSCRIBED"
@@ -636,36 +637,48 @@ class TestCreateWhenTheAnswerIsLost:
 
 
 class TestCreateOnRedelivery:
-    """A redelivered lead whose earlier delivery created the profile before failing."""
+    """A redelivered lead whose earlier delivery may have created the profile before it
+    failed: what its write made is decided by its record and its mark on the profile, never
+    by when a profile was made."""
 
-    def process(self, runtime, lead, first_seen_at):
+    def process(self, runtime, lead, origin="m-1"):
         processed = runtime.process(
-            ACTIONS["create_profile"],
-            lead,
-            remaining_seconds=None,
-            redelivered=True,
-            first_seen_at=first_seen_at,
+            ACTIONS["create_profile"], lead, remaining_seconds=None, origin_id=origin
         )
         return processed.fields
 
-    def test_external_id_only_is_looked_up_not_created_again(self, runtime, klaviyo_emulator):
-        sent = time.time() - 60
-        earlier = klaviyo_emulator.create_profile(external_id="ext-9")
-        fields = self.process(runtime, {"reference": "ext-9"}, sent)
-        assert (fields["outcome"], fields["id"]) == ("success", earlier)
-        assert klaviyo_emulator.calls("create_profile") == 0
+    def lose_the_answer_then_fail(self, klaviyo_emulator):
+        klaviyo_emulator.faults.add(Fault(operation_id="create_profile", drop=True, after=True))
+        klaviyo_emulator.faults.add(Fault(operation_id="create_profile", status=503, after=True))
 
-    def test_our_own_profile_is_not_a_duplicate(self, runtime, klaviyo_emulator):
-        earlier = klaviyo_emulator.create_profile(email="mine@example.com")
-        fields = self.process(runtime, {"email": "mine@example.com"}, time.time() - 60)
-        assert (fields["outcome"], fields["id"]) == ("success", earlier)
+    def test_the_redelivery_finds_its_own_profile_by_its_mark(self, runtime, klaviyo_emulator):
+        self.lose_the_answer_then_fail(klaviyo_emulator)
+        first = self.process(runtime, {"email": "mine@example.com"})
+        assert first["outcome"] == "error"  # unsure: the lead comes back
+        made = [p["id"] for p in klaviyo_emulator.profiles()]
+        again = self.process(runtime, {"email": "mine@example.com"})
+        assert (again["outcome"], [again["id"]]) == ("success", made)
+        other = self.process(runtime, {"email": "mine@example.com"}, origin="m-2")
+        assert (other["outcome"], other["id"]) == ("failure", made[0])
 
     def test_an_older_profile_is_still_a_duplicate(self, runtime, klaviyo_emulator):
-        klaviyo_emulator.create_profile(
-            email="old@example.com", created="2025-01-01T00:00:00+00:00"
-        )
-        fields = self.process(runtime, {"email": "old@example.com"}, time.time() - 60)
-        assert fields["outcome"] == "failure"
+        old = klaviyo_emulator.create_profile(email="old@example.com")
+        self.lose_the_answer_then_fail(klaviyo_emulator)  # the lost answer was a 409
+        assert self.process(runtime, {"email": "old@example.com"})["outcome"] == "error"
+        again = self.process(runtime, {"email": "old@example.com"})
+        assert (again["outcome"], again["id"]) == ("failure", old)
+
+    def test_external_id_only_is_looked_for_not_created_again(
+        self, runtime, klaviyo_emulator, sleeps
+    ):
+        self.lose_the_answer_then_fail(klaviyo_emulator)
+        lead = {"reference": "ext-9", "timeout_seconds": 3}
+        assert self.process(runtime, lead)["outcome"] == "error"  # cannot wait out the search
+        made = [p["id"] for p in klaviyo_emulator.profiles()]
+        sleeps(30.0)
+        again = self.process(runtime, {"reference": "ext-9"})
+        assert (again["outcome"], [again["id"]]) == ("success", made)
+        assert klaviyo_emulator.calls("create_profile") == 1
 
 
 def test_unreadable_201_on_create_finds_the_profile_it_made(run, klaviyo_emulator):
@@ -696,7 +709,7 @@ class TestNothingSilentlyDropped:
         assert outcome(fields) == ("success", None)
         assert fields["ignored_fields"] == ["frist_name", "klaviyo.lsit_id"]
         stored = klaviyo_emulator.profile(fields["id"])["attributes"]
-        assert stored["properties"] == {"favorite_color": "blue"}
+        assert stored["properties"]["favorite_color"] == "blue"
         assert stored["first_name"] is None
 
     def test_a_lead_read_in_full_ignores_nothing(self, run, seeded):

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from devtools.memory_dynamodb import memory_ledger
 from klaviyo_leads.actions import ACTIONS
 from klaviyo_leads.coalescing import coalesce, coalesces
 
@@ -259,6 +260,7 @@ def test_bulk_results_equal_one_by_one(runtime, klaviyo_emulator, action):
 
     klaviyo_emulator.reset()
     runtime.names.__init__()  # a fresh container: nothing cached from the first run
+    runtime.ledger = memory_ledger(runtime.wall)  # and a fresh table: the account is new
     seed(klaviyo_emulator)
     leads = leads_for(klaviyo_emulator, action)
     bulk = [p.fields for p in coalesce(runtime, ACTIONS[action], leads, remaining_seconds=None)]

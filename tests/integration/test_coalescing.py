@@ -8,7 +8,7 @@ import pytest
 
 from devtools.klaviyo_emulator import Fault
 from klaviyo_leads.actions import ACTIONS
-from klaviyo_leads.coalescing import coalesce
+from klaviyo_leads.coalescing import Delivery, coalesce
 
 SUBSCRIBE = ACTIONS["subscribe_profile_to_list"]
 ADD = ACTIONS["add_profile_to_list"]
@@ -351,13 +351,22 @@ def test_an_unknown_list_is_looked_up_once_per_batch(runtime, klaviyo_emulator):
 
 
 class TestImportWhenTheAnswerIsLost:
-    """A bulk import Klaviyo took but whose answer was lost is found, not sent again: sent
-    twice it would make a second profile for every lead known only by its reference, and
-    report what the first job made as duplicates."""
+    """A bulk import Klaviyo took but whose answer was lost is found, not sent again, and a
+    redelivery reads what it made instead of importing anew."""
 
-    LEADS = [{"reference": f"ref-{i}"} for i in range(12)] + [
-        {"email": f"lead-{i}@example.com"} for i in range(12)
-    ]
+    LEADS = [{"email": f"lead-{i}@example.com"} for i in range(24)]
+    MESSAGES = [f"m-{i}" for i in range(24)]
+
+    def run(self, runtime, action, leads=None, delivery=1):
+        leads = leads or self.LEADS
+        return coalesce(
+            runtime,
+            ACTIONS[action],
+            leads,
+            remaining_seconds=300,
+            correlation_ids=self.MESSAGES[: len(leads)],
+            deliveries=[Delivery(count=delivery)] * len(leads),
+        )
 
     @pytest.mark.parametrize(
         "fault",
@@ -370,7 +379,7 @@ class TestImportWhenTheAnswerIsLost:
     @pytest.mark.parametrize("action", ["create_profile", "upsert_profile"])
     def test_the_job_klaviyo_took_is_followed(self, runtime, klaviyo_emulator, fault, action):
         klaviyo_emulator.faults.add(fault)
-        results = coalesce(runtime, ACTIONS[action], self.LEADS, remaining_seconds=300)
+        results = self.run(runtime, action)
         assert outcomes(results) == [("success", None)] * len(self.LEADS)
         assert len(klaviyo_emulator.profiles()) == len(self.LEADS)
         assert klaviyo_emulator.calls("bulk_import_profiles") == 1
@@ -378,23 +387,17 @@ class TestImportWhenTheAnswerIsLost:
             assert all(r.fields["created"] is True for r in results)
 
     def test_a_job_klaviyo_never_took_comes_back_and_is_made_once(self, runtime, klaviyo_emulator):
-        import time
-
-        from klaviyo_leads.coalescing import Delivery
-
-        first_seen = time.time()
         klaviyo_emulator.faults.add(Fault(operation_id="bulk_import_profiles", drop=True))
-        create = ACTIONS["create_profile"]
-        first = coalesce(runtime, create, self.LEADS, remaining_seconds=300)
+        first = self.run(runtime, "create_profile")
         assert {(p.result.outcome.value, p.result.retryable) for p in first} == {("error", True)}
         assert klaviyo_emulator.profiles() == []
-
-        again = [Delivery(redelivered=True, first_seen_at=first_seen)] * len(self.LEADS)
-        second = coalesce(runtime, create, self.LEADS, remaining_seconds=300, deliveries=again)
+        second = self.run(runtime, "create_profile", delivery=2)
         assert outcomes(second) == [("success", None)] * len(self.LEADS)
         assert len(klaviyo_emulator.profiles()) == len(self.LEADS)
 
-    def test_two_jobs_of_the_same_size_are_not_guessed_between(self, runtime, klaviyo_emulator):
+    def test_two_jobs_of_the_same_size_are_both_read_by_the_redelivery(
+        self, runtime, klaviyo_emulator
+    ):
         from klaviyo_leads.budget import Budget
 
         other = [
@@ -411,6 +414,19 @@ class TestImportWhenTheAnswerIsLost:
         klaviyo_emulator.faults.add(
             Fault(operation_id="bulk_import_profiles", drop=True, after=True)
         )
-        results = coalesce(runtime, ACTIONS["create_profile"], self.LEADS, remaining_seconds=300)
-        assert {(p.result.outcome.value, p.result.retryable) for p in results} == {("error", True)}
+        first = self.run(runtime, "create_profile")
+        assert {(p.result.outcome.value, p.result.retryable) for p in first} == {("error", True)}
         assert klaviyo_emulator.calls("bulk_import_profiles") == 2  # the other's and ours, once
+        # Not guessed between: both were recorded, and the redelivery finds its own in them.
+        again = self.run(runtime, "create_profile", delivery=2)
+        assert outcomes(again) == [("success", None)] * len(self.LEADS)
+        assert klaviyo_emulator.calls("bulk_import_profiles") == 2
+        made = {p["id"] for p in klaviyo_emulator.profiles()}
+        assert {r.fields["id"] for r in again} <= made and len(made) == 2 * len(self.LEADS)
+
+    def test_leads_known_by_an_external_id_alone_go_one_by_one(self, runtime, klaviyo_emulator):
+        leads = [{"reference": f"ref-{i}"} for i in range(12)]
+        results = self.run(runtime, "create_profile", leads)
+        assert outcomes(results) == [("success", None)] * len(leads)
+        assert klaviyo_emulator.calls("bulk_import_profiles") == 0
+        assert klaviyo_emulator.calls("create_profile") == len(leads)

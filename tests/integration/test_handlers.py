@@ -35,7 +35,8 @@ from devtools.lambda_events import (
     sqs_message,
 )
 from klaviyo_leads import entrypoint
-from klaviyo_leads.claims import CreateLedger
+from klaviyo_leads.identity import Person
+from klaviyo_leads.ledger import CreateLedger
 from tests.conftest import API_KEY, reset_powertools_parameters
 
 
@@ -155,8 +156,9 @@ class TestApiGateway:
         self, aws, local_stack, klaviyo_emulator
     ):
         ledger = CreateLedger(local_stack.table_name)
-        other = ledger.take("external_id:crm-busy", "another-request", 60)
-        assert other.mine
+        person = Person(external_id="crm-busy")
+        other = ledger.take(person.identities(), "another-request", "its-attempt", 60).mine
+        assert other is not None
         busy = post("create_profile", {"reference": "crm-busy"})
         assert busy["statusCode"] == 503 and int(busy["headers"]["Retry-After"]) >= 1
         assert busy["json"]["reason"] == (
@@ -565,24 +567,9 @@ class TestRetryableLeadsWithoutAQueueGoOntoOne:
         assert json.loads(message["Body"]) == lead
         first_seen = float(message["MessageAttributes"]["first_seen_at"]["StringValue"])
         assert before - 1 <= first_seen <= time.time()
-        # On the queue it is judged as a lead that may have had its effect already.
-        from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
-
-        from klaviyo_leads.sqs import _delivery
-
-        record = {
-            "messageId": message["MessageId"],
-            "body": message["Body"],
-            "attributes": {
-                "ApproximateReceiveCount": "1",
-                "SentTimestamp": str(int(time.time() * 1000)),
-            },
-            "messageAttributes": {
-                "first_seen_at": {"stringValue": f"{first_seen}", "dataType": "Number"}
-            },
-        }
-        delivery = _delivery(SQSRecord(record))
-        assert delivery.redelivered and delivery.first_seen_at == pytest.approx(first_seen)
+        # What the event first arrived as goes with it: the queued retry owns its first
+        # try's create record.
+        assert message["MessageAttributes"]["origin_id"]["StringValue"]
 
     def test_a_single_lead_that_cannot_be_queued_fails_the_invocation(
         self, aws, klaviyo_emulator, own_queue
@@ -726,12 +713,20 @@ class TestIdempotencyKey:
         klaviyo_emulator.faults.clear()
         assert self.post_with_key("k-2", lead)["json"]["outcome"] == "success"
 
-    def test_a_repeat_after_a_lost_create_finds_its_own_profile(self, aws, klaviyo_emulator):
-        """The create reached Klaviyo but its answer was lost, and the search that would
-        confirm it is throttled past the request's time: retryable, not kept. The repeat
-        knows an attempt ran and when, so the 409 it meets is its own profile."""
+    def test_a_lost_create_is_decided_within_the_request(self, aws, klaviyo_emulator):
+        """The create reached Klaviyo but its answer was lost: sent again, Klaviyo's 409 names
+        the profile, whose mark says this request made it."""
         klaviyo_emulator.faults.add(Fault(operation_id="create_profile", drop=True, after=True))
-        klaviyo_emulator.faults.add(Fault(operation_id="get_profiles", status=429, retry_after=40))
+        answer = self.post_with_key("k-once", {"email": "once@example.com"})
+        assert (answer["statusCode"], answer["json"]["outcome"]) == (200, "success"), answer
+        assert [p["id"] for p in klaviyo_emulator.profiles()] == [answer["json"]["id"]]
+
+    def test_a_repeat_after_a_lost_create_finds_its_own_profile(self, aws, klaviyo_emulator):
+        """The create reached Klaviyo but its answer was lost, and so was the answer to the
+        resend: retryable, not kept. The repeat with the key finds the profile its mark says
+        it made."""
+        klaviyo_emulator.faults.add(Fault(operation_id="create_profile", drop=True, after=True))
+        klaviyo_emulator.faults.add(Fault(operation_id="create_profile", status=503, after=True))
         lead = {"email": "webhook@example.com"}
         first = self.post_with_key("k-lost", lead)
         assert first["statusCode"] in (502, 503, 504)
@@ -742,10 +737,10 @@ class TestIdempotencyKey:
 
     def test_without_the_first_attempt_the_repeat_is_not_its_own(self, aws, klaviyo_emulator):
         # The same request with a fresh key is another send: while the first's create is
-        # unconfirmed it is told to come back; once it is, it is the duplicate (the sweep,
-        # tests/integration/test_schedule_sweep.py, plays that on its virtual clock).
+        # unconfirmed it is told to come back; once it is, it is the duplicate (the fleet
+        # simulation plays that on its virtual clock).
         klaviyo_emulator.faults.add(Fault(operation_id="create_profile", drop=True, after=True))
-        klaviyo_emulator.faults.add(Fault(operation_id="get_profiles", status=429, retry_after=40))
+        klaviyo_emulator.faults.add(Fault(operation_id="create_profile", status=503, after=True))
         lead = {"email": "webhook2@example.com"}
         self.post_with_key("k-a", lead)
         other = self.post_with_key("k-b", lead)

@@ -16,7 +16,7 @@ from devtools.klaviyo_emulator import Fault
 from klaviyo_leads import imports
 from klaviyo_leads.actions import ACTIONS
 from klaviyo_leads.budget import Budget
-from klaviyo_leads.coalescing import coalesce
+from klaviyo_leads.coalescing import Delivery, coalesce
 from klaviyo_leads.context import Context
 from klaviyo_leads.outcomes import Result
 
@@ -190,7 +190,8 @@ class TestUnreadable202:
     def test_when_the_job_cannot_be_told_the_leads_come_back_effect_unknown(
         self, runtime, klaviyo_emulator
     ):
-        other = [item(f"other-{i}@example.com") for i in range(len(self.LEADS))]
+        leads = self.LEADS[12:]  # by email: those go into the job (the others one by one)
+        other = [item(f"other-{i}@example.com") for i in range(len(leads))]
         body = {
             "data": {"type": "profile-bulk-import-job", "attributes": {"profiles": {"data": other}}}
         }
@@ -199,7 +200,14 @@ class TestUnreadable202:
         klaviyo_emulator.faults.add(
             Fault(operation_id="bulk_import_profiles", status=202, body=b"{oops", after=True)
         )
-        results = coalesce(runtime, ACTIONS["create_profile"], self.LEADS, remaining_seconds=300)
+        messages = [f"m-{i}" for i in range(len(leads))]
+        results = coalesce(
+            runtime,
+            ACTIONS["create_profile"],
+            leads,
+            remaining_seconds=300,
+            correlation_ids=messages,
+        )
         for processed in results:
             problem = processed.result
             assert (problem.outcome.value, problem.retryable, problem.effect_unknown) == (
@@ -211,4 +219,15 @@ class TestUnreadable202:
                 "Klaviyo took the bulk import but its answer could not be read; the lead comes back"
             )
         assert klaviyo_emulator.calls("bulk_import_profiles") == 2  # the other's and ours, once
-        assert len(klaviyo_emulator.profiles()) == 2 * len(self.LEADS)  # ours ran all the same
+        assert len(klaviyo_emulator.profiles()) == 2 * len(leads)  # ours ran all the same
+        # The redelivery reads both jobs and finds its own profiles: created, none made again.
+        again = coalesce(
+            runtime,
+            ACTIONS["create_profile"],
+            leads,
+            remaining_seconds=300,
+            correlation_ids=messages,
+            deliveries=[Delivery(count=2)] * len(leads),
+        )
+        assert {p.result.outcome.value for p in again} == {"success"}
+        assert klaviyo_emulator.calls("bulk_import_profiles") == 2

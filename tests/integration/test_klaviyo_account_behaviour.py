@@ -13,6 +13,7 @@ import pytest
 
 from devtools.klaviyo_emulator import DEFAULT_API_KEY, Fault, KlaviyoEmulator
 from devtools.klaviyo_emulator.contract import default_spec_path
+from devtools.memory_dynamodb import memory_ledger
 from klaviyo_leads.actions import ACTIONS
 from klaviyo_leads.coalescing import coalesce
 from klaviyo_leads.config import Settings
@@ -172,7 +173,13 @@ class TestCreateWhileSearchLags:
                 sleep=clock.advance,
                 pacer=Pacer(clock=clock),
             )
-            runtime = Runtime(settings=Settings(base_url=emulator.base_url), client=client)
+            runtime = Runtime(
+                settings=Settings(base_url=emulator.base_url),
+                client=client,
+                ledger=memory_ledger(clock),
+                clock=clock,
+                wall=clock,
+            )
             emulator.faults.add(Fault(operation_id="create_profile", drop=True, after=True))
             yield emulator, runtime, clock
             assert emulator.contract_violations == []
@@ -187,18 +194,14 @@ class TestCreateWhileSearchLags:
 
     def test_without_time_to_wait_it_goes_back_and_is_found_on_redelivery(self, lagging):
         emulator, runtime, clock = lagging
-        first_seen = time.time()
         lead = {"reference": "lagged", "timeout_seconds": 5}
-        first = runtime.process(ACTIONS["create_profile"], lead, remaining_seconds=None)
+        create = ACTIONS["create_profile"]
+        first = runtime.process(create, lead, remaining_seconds=None, origin_id="m-1")
         assert first.result.retryable
-        assert first.fields["reason"].startswith("Klaviyo's answer to the create was lost")
-        clock.advance(60)  # the queue delivers it again later
-        again = runtime.process(
-            ACTIONS["create_profile"],
-            lead,
-            remaining_seconds=None,
-            redelivered=True,
-            first_seen_at=first_seen,
+        assert first.fields["reason"].startswith(
+            "An earlier attempt's create cannot be confirmed until Klaviyo's search catches up"
         )
+        clock.advance(60)  # the queue delivers it again later
+        again = runtime.process(create, lead, remaining_seconds=None, origin_id="m-1")
         assert again.fields["outcome"] == "success"
         assert [p["id"] for p in emulator.profiles()] == [again.fields["id"]]

@@ -18,6 +18,7 @@ from aws_lambda_powertools.utilities.parser.models import (
 
 from devtools import events as samples
 from devtools import lambda_events as le
+from devtools.memory_dynamodb import memory_ledger
 from devtools.runner import DEMO_ORDER, seed_demo_data
 from klaviyo_leads import entrypoint
 from klaviyo_leads.config import Settings
@@ -253,7 +254,7 @@ def demo_runtime(klaviyo_emulator, monkeypatch: pytest.MonkeyPatch) -> Iterator[
     client = KlaviyoClient(
         settings.base_url, settings.api_revision, lambda force: API_KEY, sleep=lambda s: None
     )
-    runtime = Runtime(settings=settings, client=client)
+    runtime = Runtime(settings=settings, client=client, ledger=memory_ledger())
     entrypoint.reset_runtime(runtime)
     yield runtime
     entrypoint.reset_runtime()

@@ -82,7 +82,7 @@ def test_a_csv_becomes_created_profiles_and_a_results_file_in_the_input_order(
     assert got[2]["Klaviyo Custom Favorite Color"] == "red\r\nand green"
     (third,) = profiles_with(sandbox, "order3@example.com")
     assert got[2]["id"] == third["id"] and third["attributes"]["first_name"] == "Cy; the third"
-    assert third["attributes"]["properties"] == {"favorite_color": "red\r\nand green"}
+    assert third["attributes"]["properties"]["favorite_color"] == "red\r\nand green"
     # The progress object says the run finished, and the bus heard it.
     s3 = imports.services_of(sandbox).s3
     progress = json.loads(

@@ -145,12 +145,24 @@ class TestUpsertProfile:
         assert klaviyo_emulator.profile(seeded["sarah"])["attributes"]["title"] == "CTO"
 
     def test_email_and_phone_of_two_profiles_change_nothing(self, run, seeded, klaviyo_emulator):
+        before = {p["id"]: p["attributes"] for p in klaviyo_emulator.profiles()}
         fields = run("upsert_profile", {"email": "sam@example.com", "phone_1": "512 555 0100"})
-        assert outcome(fields) == (
-            "failure",
-            "The lead's email and phone number belong to different profiles",
-        )
-        assert fields["duplicate_profile_id"] in (seeded["sarah"], seeded["sam"])
+        assert outcome(fields) == ("failure", "The lead's phone number belongs to another profile")
+        assert fields["duplicate_profile_id"] == seeded["sarah"]  # who holds the phone
+        after = {p["id"]: p["attributes"] for p in klaviyo_emulator.profiles()}
+        assert after == before
+
+    def test_a_phone_of_another_persons_profile_does_not_rename_it(
+        self, run, seeded, klaviyo_emulator
+    ):
+        """A new email with the phone of someone else's profile: Klaviyo's import would match
+        that profile by the phone and give it the new email; the upsert refuses instead."""
+        before = klaviyo_emulator.profile(seeded["sarah"])["attributes"]
+        lead = {"email": "household@example.com", "phone_1": "512 555 0100"}
+        fields = run("upsert_profile", lead)
+        assert outcome(fields) == ("failure", "The lead's phone number belongs to another profile")
+        assert fields["duplicate_profile_id"] == seeded["sarah"]
+        assert klaviyo_emulator.profile(seeded["sarah"])["attributes"] == before
 
 
 # -- Track Event ---------------------------------------------------------------------------

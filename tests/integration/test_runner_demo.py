@@ -53,7 +53,7 @@ def test_demo_runs_every_case_as_expected() -> None:
     assert _row(out, "same lead again", "create_profile", "api")[3:7] == [
         "422",
         "failure",
-        "A profile with this email or phone number already exists",
+        "A profile with this email and phone number already exists",
         profile_id,
     ]
     assert _row(out, "invalid email", "create_profile", "api (form)")[3:6] == [

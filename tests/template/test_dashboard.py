@@ -26,6 +26,7 @@ from typing import Any
 import pytest
 
 from devtools.lambda_events import LambdaContext, load_handler
+from devtools.memory_dynamodb import memory_ledger
 from tests.template.cfn_template import ACTIONS, ROOT, Action, resources_of_type
 
 LAYER = ROOT / "layers" / "shared" / "klaviyo_leads"
@@ -97,7 +98,7 @@ def emitted() -> dict[str, Any]:
         monkeypatch.delenv("POWERTOOLS_METRICS_DISABLED", raising=False)
         settings = Settings()
         client = KlaviyoClient(settings.base_url, settings.api_revision, lambda force: "pk_x")
-        entrypoint.reset_runtime(Runtime(settings, client))
+        entrypoint.reset_runtime(Runtime(settings, client, ledger=memory_ledger()))
         metrics.clear_metrics()
         printed = io.StringIO()
         try:

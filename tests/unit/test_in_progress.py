@@ -6,19 +6,14 @@ from types import SimpleNamespace
 
 import pytest
 
-from klaviyo_leads.claims import Claim
-from klaviyo_leads.creates import MAX_CLAIM_RETRY_SECONDS, in_progress
+from klaviyo_leads.identity import MAX_CLAIM_RETRY_SECONDS, in_progress
 
 NOW = 1_000.0
 
 
-def claim(hold_until: float) -> Claim:
-    return Claim("email:a@example.com", "other", False, started_at=NOW - 60, hold_until=hold_until)
-
-
 def wait(delivery: int, hold_until: float, job_running: bool = False) -> float:
     ctx = SimpleNamespace(delivery=delivery)
-    result = in_progress(ctx, claim(hold_until), NOW, job_running=job_running)  # type: ignore[arg-type]
+    result = in_progress(ctx, hold_until, NOW, job_running=job_running)  # type: ignore[arg-type]
     assert result.retry_after is not None
     return result.retry_after
 

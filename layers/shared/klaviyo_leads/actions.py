@@ -15,12 +15,7 @@ from aws_lambda_powertools import Logger
 from . import fields as fieldmap
 from . import lookup, outcomes
 from .context import Context
-from .creates import (
-    create_profile,
-    duplicate_profile_id,
-    new_profile,
-    phone_only_refused,
-)
+from .creates import create_profile
 from .events import track_event
 from .lead import Lead, finite
 from .outcomes import (
@@ -31,16 +26,16 @@ from .outcomes import (
     unknown_target,
 )
 from .profiles import (
-    WITH_SUBSCRIPTIONS,
     find_profile,
     klaviyo_list,
     profile_reference,
     require_search_value,
-    resource,
     search_profiles,
     segment,
 )
 from .subscribe import subscribe_profile_to_list, unsubscribe_profile
+from .updates import update_profile
+from .upserts import upsert_profile
 
 logger = Logger(service="klaviyo-lead-actions")
 
@@ -82,61 +77,6 @@ def get_segment_profiles(ctx: Context, lead: Lead) -> Result:
     if chosen is None:
         raise outcomes.NOT_IN_SEGMENT()
     return success(chosen, list_name=group.name)
-
-
-# -- Update Profile ------------------------------------------------------------------------
-
-
-def update_profile(ctx: Context, lead: Lead) -> Result:
-    """Update a profile in your Klaviyo account; fields the lead lacks stay as they are."""
-    attributes = changes(ctx, lead)
-    profile = find_profile(ctx, lead)
-    if profile is None:
-        raise outcomes.NO_PROFILE()
-    return patch(ctx, profile, attributes)
-
-
-def patch(ctx: Context, profile: dict[str, Any], attributes: dict[str, Any]) -> Result:
-    """PATCH the found profile; a new email or phone that another profile owns changes nothing."""
-    profile_id = profile["id"]
-    response = ctx.call(
-        "PATCH",
-        f"/api/profiles/{profile_id}",
-        query=WITH_SUBSCRIPTIONS,
-        body={"data": {"type": "profile", "id": profile_id, "attributes": attributes}},
-        handled=(404, 409),
-    )
-    if response.status == 200:
-        return success(resource(response))
-    if response.status == 404:
-        raise outcomes.NO_PROFILE(errors=response.errors)
-    current = profile.get("attributes") or {}
-    changed = [
-        label
-        for attribute, label in (("email", "email"), ("phone_number", "phone number"))
-        if attributes.get(attribute) and attributes.get(attribute) != current.get(attribute)
-    ]
-    raise outcomes.IDENTIFIER_TAKEN(
-        identifiers=" or ".join(changed) or "email or phone number",
-        profile=profile,
-        errors=response.errors,
-        duplicate_profile_id=duplicate_profile_id(response.errors),
-    )
-
-
-def changes(ctx: Context, lead: Lead) -> dict[str, Any]:
-    """The lead's attributes, less the identifier that finds the profile: it changes nothing.
-
-    A lead with nothing else is a failure before any call.
-    """
-    attributes = lead.profile_attributes(ctx.settings.default_phone_region)
-    identifier, value = require_search_value(ctx, lead)
-    attribute = {"email": "email", "phone_number": "phone_number", "external_id": "external_id"}
-    if attributes.get(attribute.get(identifier, "")) == value:
-        del attributes[attribute[identifier]]
-    if not attributes:
-        raise outcomes.NOTHING_TO_UPDATE()
-    return attributes
 
 
 # -- Add Profile to List -------------------------------------------------------------------
@@ -192,33 +132,6 @@ def remove_profile_from_list(ctx: Context, lead: Lead) -> Result:
         return outcomes.NOT_IN_LIST(list_name=group.name)
     _change_membership(ctx, "DELETE", list_id, profile["id"])
     return success(list_name=group.name)
-
-
-# -- Upsert Profile ------------------------------------------------------------------------
-
-
-def upsert_profile(ctx: Context, lead: Lead) -> Result:
-    """Create the profile, or update the one Klaviyo matches, in one call."""
-    attributes = new_profile(ctx, lead)
-    try:
-        response = ctx.call(
-            "POST",
-            "/api/profile-import",
-            query=WITH_SUBSCRIPTIONS,
-            body={"data": {"type": "profile", "attributes": attributes}},
-            expect=(200, 201),
-            handled=(409,),
-        )
-    except Result as problem:
-        raise phone_only_refused(attributes, problem) from None
-    if response.status == 409:
-        existing_id = duplicate_profile_id(response.errors)
-        raise outcomes.IDENTITIES_SPLIT(
-            errors=response.errors,
-            duplicate_profile_id=existing_id,
-            profile={"type": "profile", "id": existing_id} if existing_id else None,
-        )
-    return success(resource(response), created=response.status == 201)
 
 
 # -- Delete Profile ------------------------------------------------------------------------

@@ -9,32 +9,24 @@ leads, those get their own failure and the rest are sent again without them.
 
 from __future__ import annotations
 
-import math
 import re
-import uuid
 from collections import defaultdict
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
-from datetime import datetime
+from dataclasses import dataclass, replace
 from typing import Any
 
-from . import creates, events, imports, lookup, outcomes, subscribe
-from .actions import ACTIONS, Action, changes, ignored_fields, patch, run_action
+from . import batch_creates, events, imports, lookup, outcomes, subscribe, upserts
+from .actions import ACTIONS, Action, ignored_fields, run_action
 from .budget import effective_budget_seconds
-from .claims import Claim, ClaimLost, LedgerUnavailable, identity_of
 from .context import Context
-from .creates import (
-    created_after,
-    duplicate_of,
-    klaviyo_refuses_duplicates,
-    new_profile,
-)
-from .klaviyo import CLOCK_SKEW_SECONDS
+from .creates import new_profile
+from .identity import IDENTIFIERS, Person
 from .lead import Lead, ensure_object
 from .outcomes import KlaviyoError, Outcome, Result, from_klaviyo_answer, success, unknown_target
-from .profiles import Group, get_profile, klaviyo_list, require_search_value, segment
+from .profiles import Group, klaviyo_list, require_search_value, segment
 from .runtime import Processed, Runtime, logger, processed
 from .subscribe import Subscription
+from .updates import changes, patch
 
 MAX_IDS_PER_LIST_CALL = 1000
 
@@ -61,11 +53,9 @@ def coalesces(action: Action) -> bool:
 
 @dataclass(frozen=True)
 class Delivery:
-    """How a queued lead arrived: a redelivered one may already have had its effect."""
+    """How a queued lead arrived: which delivery of its message this is (SQS's count)."""
 
-    redelivered: bool = False
-    first_seen_at: float | None = None  # wall-clock seconds
-    count: int = 1  # SQS's receive count
+    count: int = 1
 
 
 @dataclass
@@ -77,23 +67,19 @@ class Batch:
     results: Results
     deliveries: list[Delivery]
     origins: list[str | None]  # what each lead arrived as (its SQS message id)
-    imported_at: str | None = None  # when Klaviyo took the last import job
-    claims: dict[int, Claim] = field(default_factory=dict)  # Create: each lead's own record
 
     def fail(self, index: int, problem: Result) -> None:
         self.results[index] = problem
 
+    def lead_ctx(self, index: int) -> Context:
+        """The batch's context as one of its leads sees it: its origin and delivery."""
+        return replace(
+            self.ctx, origin_id=self.origins[index], delivery=self.deliveries[index].count
+        )
+
     def one_by_one(self, action: str, index: int) -> None:
         """Give a lead the one-lead path (a small batch, or what the bulk call cannot take)."""
-        delivery = self.deliveries[index]
-        ctx = replace(
-            self.ctx,
-            redelivered=delivery.redelivered,
-            first_seen_at=delivery.first_seen_at,
-            origin_id=self.origins[index],
-            delivery=delivery.count,
-        )
-        self.results[index] = run_action(ACTIONS[action], ctx, self.leads[index])
+        self.results[index] = run_action(ACTIONS[action], self.lead_ctx(index), self.leads[index])
 
 
 def coalesce(
@@ -588,7 +574,6 @@ def _import(
             for i in job:
                 batch.fail(served[i], problem)
             continue
-        batch.imported_at = imported.created_at
         for position, i in enumerate(job):
             answer = imports.outcome(imported, position)
             if isinstance(answer, Result):
@@ -601,376 +586,19 @@ def _import(
 
 
 def _create_all(batch: Batch) -> None:
-    """Duplicates found in bulk first; the rest created by one import job.
-
-    A profile that someone else creates between the search and the job is matched by the
-    job, not created by it: its ``created`` predates the job, and the lead is reported as
-    the duplicate it is (the job has given that profile the lead's fields; see the docs).
-    """
-    ctx = batch.ctx
+    """Recorded creates, duplicates found in bulk, the rest in one import job
+    (``batch_creates``)."""
     wanted: dict[int, dict[str, Any]] = {}
     for index, lead in batch.leads.items():
         try:
-            wanted[index] = new_profile(ctx, lead)
+            wanted[index] = new_profile(batch.ctx, lead)
         except Result as problem:
             batch.fail(index, problem)
     if len(wanted) < BULK_IMPORT_MIN_LEADS:
         for index in wanted:
             batch.one_by_one("create_profile", index)
         return
-    if ctx.ledger is None:
-        _create_all_unrecorded(batch, wanted)
-    else:
-        _create_all_recorded(batch, wanted)
-
-
-def _create_all_unrecorded(batch: Batch, wanted: dict[int, dict[str, Any]]) -> None:
-    """Without the stack's table: a redelivery owns what was made since its first delivery."""
-    existing = _existing(batch, wanted)
-    claimed: dict[tuple[str, str], int] = {}
-    items: list[dict[str, Any]] = []
-    served: list[int] = []
-    waiting: dict[int, int] = {}  # a lead -> the earlier lead of the batch it collides with
-    for index, attributes in wanted.items():
-        if batch.results[index] is not None:
-            continue
-        profile = existing.get(index)
-        if profile is not None:
-            if _since_first_delivery(batch, index, profile):
-                batch.results[index] = success(profile)  # its own earlier delivery made it
-            else:
-                batch.fail(index, duplicate_of(attributes, profile))
-            continue
-        identities = _identities(attributes)
-        first = next((claimed[i] for i in identities if i in claimed), None)
-        if first is not None:
-            waiting[index] = first
-            continue
-        claimed.update(dict.fromkeys(identities, index))
-        items.append({"type": "profile", "attributes": attributes})
-        served.append(index)
-    batch.imported_at = None
-    _import(
-        batch,
-        items,
-        served,
-        lambda index, profile: _made_by_the_job(batch, index, wanted[index], profile),
-        repeatable=False,
-    )
-    _after_the_job(batch, wanted, waiting)
-
-
-def _after_the_job(
-    batch: Batch, wanted: dict[int, dict[str, Any]], waiting: dict[int, int]
-) -> None:
-    """A lead that shares an identity with an earlier lead of the batch: a duplicate of what
-    that lead made, or, when it made nothing, tried on its own."""
-    for index, first in waiting.items():
-        made = batch.results[first]
-        if made is not None and made.outcome is Outcome.SUCCESS and made.profile:
-            _release(batch, index)
-            batch.fail(index, duplicate_of(wanted[index], made.profile))
-        else:
-            _release(batch, index)
-            batch.one_by_one("create_profile", index)
-
-
-# -- Create Profile, recorded ---------------------------------------------------------------
-
-
-@dataclass
-class _Creates:
-    """A recorded bulk create's state: each lead's record, and the job reference they share."""
-
-    job_ref: str
-    claims: dict[int, Claim]  # ours, taken now or by an earlier attempt (the batch's)
-    jobs: dict[str, imports.Job] = field(default_factory=dict)  # earlier jobs read, by id
-
-
-def _create_all_recorded(batch: Batch, wanted: dict[int, dict[str, Any]]) -> None:
-    """Every lead's create is recorded (``claims``) before the job that makes it is sent.
-
-    A lead whose person another lead is creating is a duplicate of what that lead made, or
-    "in progress"; a redelivered lead finds what its earlier attempt's job did (or, when that
-    job's answer was lost, what the search shows) before anything is imported again.
-    """
-    ctx = batch.ctx
-    assert ctx.ledger is not None
-    state = _Creates(job_ref=uuid.uuid4().hex, claims=batch.claims)
-    waiting, abandoned = _take_claims(batch, wanted, state)
-    settled = _from_earlier_attempts(batch, wanted, state)
-    to_search = {
-        index: wanted[index]
-        for index in [*state.claims, *abandoned]
-        if batch.results[index] is None and index not in settled
-    }
-    existing = _existing(batch, to_search)
-    items: list[dict[str, Any]] = []
-    served: list[int] = []
-    identities_in_job: dict[tuple[str, str], int] = {}
-    for index in to_search:
-        if batch.results[index] is not None:
-            continue
-        attributes = wanted[index]
-        claim = state.claims.get(index) or abandoned[index]
-        found = existing.get(index)
-        if not _ready_to_import(batch, state, index, claim, attributes, found):
-            continue
-        identities = _identities(attributes)
-        first = next((identities_in_job[i] for i in identities if i in identities_in_job), None)
-        if first is not None:
-            waiting[index] = first
-            continue
-        identities_in_job.update(dict.fromkeys(identities, index))
-        items.append({"type": "profile", "attributes": attributes})
-        served.append(index)
-    _import_recorded(batch, state, items, served)
-    _after_the_job(batch, wanted, waiting)
-
-
-def _take_claims(
-    batch: Batch, wanted: dict[int, dict[str, Any]], state: _Creates
-) -> tuple[dict[int, int], dict[int, Claim]]:
-    """Each lead's record: ours, another lead's of this batch (wait for it), another's."""
-    ctx = batch.ctx
-    assert ctx.ledger is not None
-    hold = creates.hold_seconds(ctx)
-    now = ctx.wall()
-    owners: dict[str, int] = {}
-    waiting: dict[int, int] = {}
-    abandoned: dict[int, Claim] = {}
-    for index, attributes in wanted.items():
-        identity = identity_of(attributes)
-        assert identity is not None
-        owner = batch.origins[index] or creates.owner_of(ctx)
-        try:
-            claim = ctx.ledger.take(identity, owner, hold, job_ref=state.job_ref)
-        except LedgerUnavailable:
-            batch.fail(index, creates.record_unavailable())
-            continue
-        if claim.mine:
-            state.claims[index] = claim
-            owners[owner] = index
-        elif claim.owner in owners:
-            waiting[index] = owners[claim.owner]
-        elif claim.profile_id:
-            batch.fail(index, duplicate_of(attributes, claim.profile_id))
-        elif (known := _others_job(batch, index, claim, attributes, state)) is not None:
-            batch.fail(index, known)
-        elif claim.held(now):
-            batch.fail(index, creates.in_progress(_lead_ctx(batch, index), claim, now))
-        else:
-            abandoned[index] = claim
-    return waiting, abandoned
-
-
-def _others_job(
-    batch: Batch, index: int, claim: Claim, attributes: dict[str, Any], state: _Creates
-) -> Result | None:
-    """What another lead's job says about this person (see ``creates.others_job_outcome``)."""
-    try:
-        return creates.others_job_outcome(
-            _lead_ctx(batch, index), claim, attributes, cache=state.jobs
-        )
-    except LedgerUnavailable:
-        return creates.record_unavailable()
-    except Result as problem:
-        return problem
-
-
-def _from_earlier_attempts(
-    batch: Batch, wanted: dict[int, dict[str, Any]], state: _Creates
-) -> set[int]:
-    """Leads an earlier attempt already settled: the profile it recorded, or what its job did."""
-    settled: set[int] = set()
-    for index, claim in state.claims.items():
-        if claim.profile_id:
-            found = get_profile(batch.ctx, claim.profile_id)
-            batch.results[index] = success(found or {"type": "profile", "id": claim.profile_id})
-            settled.add(index)
-        elif claim.job_ref:
-            try:
-                answer = creates.earlier_job_outcome(
-                    batch.ctx, claim, wanted[index], cache=state.jobs
-                )
-            except Result as problem:
-                answer = problem
-            if answer is not None:
-                batch.results[index] = answer
-                settled.add(index)
-    return settled
-
-
-def _ready_to_import(
-    batch: Batch,
-    state: _Creates,
-    index: int,
-    claim: Claim,
-    attributes: dict[str, Any],
-    found: dict[str, Any] | None,
-) -> bool:
-    """Whether the lead goes into the job; if not, its result is set."""
-    ctx = batch.ctx
-    assert ctx.ledger is not None
-    wrote_before = claim.mine and (claim.written_at is not None or claim.job_ref is not None)
-    if not claim.mine:  # abandoned by another lead: its write, if any, shows by now
-        if found is not None:
-            batch.fail(index, duplicate_of(attributes, found))
-            return False
-        try:
-            taken = ctx.ledger.take_over(
-                claim,
-                batch.origins[index] or creates.owner_of(ctx),
-                creates.hold_seconds(ctx),
-                state.job_ref,
-            )
-        except LedgerUnavailable:
-            taken = None
-        if taken is None:
-            batch.fail(index, creates.in_progress(_lead_ctx(batch, index), claim, ctx.wall()))
-            return False
-        state.claims[index] = taken
-        return True
-    if found is not None:
-        if wrote_before and created_after(found, claim.started_at - CLOCK_SKEW_SECONDS):
-            batch.results[index] = creates.own(ctx, claim, found)  # its earlier attempt made it
-        else:
-            ctx.ledger.release(claim)
-            batch.fail(index, duplicate_of(attributes, found))
-        return False
-    if not wrote_before:
-        return True
-    if not klaviyo_refuses_duplicates(attributes):
-        # An import would make a second profile if the earlier one is still out of sight.
-        written = claim.written_at or claim.started_at
-        settles_in = written + creates.settle_seconds(ctx) - ctx.wall()
-        if settles_in > 0:
-            batch.fail(
-                index,
-                outcomes.CREATE_UNSETTLED(seconds=int(settles_in) + 1, retry_after=settles_in),
-            )
-            return False
-    try:
-        ctx.ledger.writing(claim, creates.hold_seconds(ctx), state.job_ref)
-    except ClaimLost:
-        batch.fail(index, creates.in_progress(_lead_ctx(batch, index), claim, ctx.wall()))
-        return False
-    except LedgerUnavailable:
-        batch.fail(index, creates.record_unavailable())
-        return False
-    return True
-
-
-def _lead_ctx(batch: Batch, index: int) -> Context:
-    return replace(batch.ctx, delivery=batch.deliveries[index].count)
-
-
-def _import_recorded(
-    batch: Batch, state: _Creates, items: list[dict[str, Any]], served: list[int]
-) -> None:
-    """The job(s); each taken job is recorded under the batch's reference as Klaviyo takes it."""
-    ctx = batch.ctx
-    assert ctx.ledger is not None
-    ledger = ctx.ledger
-    for job in imports.batches(items):
-        try:
-            imported = imports.run(
-                ctx,
-                [items[i] for i in job],
-                repeatable=False,
-                taken=lambda job_id: ledger.job_taken(state.job_ref, job_id),
-            )
-        except Result as problem:
-            for i in job:
-                index = served[i]
-                batch.fail(index, problem)
-                claim = state.claims[index]
-                if not problem.retryable and not problem.effect_unknown:
-                    ledger.release(claim)  # refused: nothing was imported
-            continue
-        batch.imported_at = imported.created_at
-        for position, i in enumerate(job):
-            index = served[i]
-            claim = state.claims[index]
-            answer = imports.outcome(imported, position)
-            if isinstance(answer, Result):
-                if not answer.retryable:
-                    ledger.release(claim)
-                batch.fail(index, answer)
-                continue
-            wrote_before = claim.written_at is not None or claim.job_ref is not None
-            made = (
-                created_after(answer, claim.started_at - CLOCK_SKEW_SECONDS)
-                if wrote_before
-                else not _predates_the_job(batch, answer)
-            )
-            if made:
-                batch.results[index] = creates.own(ctx, claim, answer)
-            else:
-                ledger.release(claim)
-                batch.fail(index, duplicate_of(items[i]["attributes"], answer))
-
-
-def _release(batch: Batch, index: int) -> None:
-    """Give up a lead's fresh record (it is a duplicate, or goes on alone)."""
-    ledger = batch.ctx.ledger
-    if ledger is None:
-        return
-    claim = batch.claims.get(index)
-    if claim is not None and claim.written_at is None and claim.job_ref is None:
-        ledger.release(claim)
-
-
-def _existing(batch: Batch, wanted: dict[int, dict[str, Any]]) -> dict[int, dict[str, Any]]:
-    """Profiles Klaviyo already has for the leads: by email, then phone; else external id."""
-    found: dict[int, dict[str, Any]] = {}
-    for identifier in ("email", "phone_number", "external_id"):
-        leads = {
-            index: attributes[identifier]
-            for index, attributes in wanted.items()
-            if attributes.get(identifier)
-            and index not in found
-            and batch.results[index] is None
-            and (identifier != "external_id" or not klaviyo_refuses_duplicates(attributes))
-        }
-        if not leads:
-            continue
-        searched = lookup.search(batch.ctx, identifier, "-created", leads.values())
-        for index, value in leads.items():
-            value_key = lookup.key(identifier, value)
-            if value_key in searched.problems:
-                batch.fail(index, searched.problems[value_key])
-            elif (profile := searched.first(value_key)) is not None:
-                found[index] = profile
-    return found
-
-
-def _identities(attributes: dict[str, Any]) -> list[tuple[str, str]]:
-    """What two new profiles of one batch may not share: email, phone, or a lone external id."""
-    names = _IDENTITY_ATTRIBUTES if klaviyo_refuses_duplicates(attributes) else ("external_id",)
-    return [(name, lookup.key(name, attributes[name])) for name in names if attributes.get(name)]
-
-
-def _made_by_the_job(
-    batch: Batch, index: int, attributes: dict[str, Any], profile: dict[str, Any]
-) -> Result:
-    if _predates_the_job(batch, profile) and not _since_first_delivery(batch, index, profile):
-        return duplicate_of(attributes, profile)
-    return success(profile)
-
-
-def _since_first_delivery(batch: Batch, index: int, profile: dict[str, Any]) -> bool:
-    """Without a record: a redelivered lead owns a profile made since its first delivery."""
-    delivery = batch.deliveries[index]
-    since = (delivery.first_seen_at or 0.0) - CLOCK_SKEW_SECONDS
-    return delivery.redelivered and created_after(profile, since)
-
-
-def _timestamp(value: Any) -> float | None:
-    try:
-        return datetime.fromisoformat(str(value)).timestamp()
-    except ValueError:
-        return None
+    batch_creates.create_all(batch, wanted)
 
 
 # -- Unsubscribe Profile -------------------------------------------------------------------
@@ -1017,50 +645,87 @@ def _unsubscribe_all(batch: Batch) -> None:
 
 
 def _upsert_all(batch: Batch) -> None:
-    """One import job creates or updates them all; created when the job made the profile."""
+    """Profiles found in bulk are updated by one import job; the rest are created as Create
+    Profile creates them (recorded, so ``created`` is a fact), then updated where that finds
+    them to exist after all (``upsert``)."""
+    ctx = batch.ctx
     wanted: dict[int, dict[str, Any]] = {}
     for index, lead in batch.leads.items():
         try:
-            wanted[index] = new_profile(batch.ctx, lead)
+            wanted[index] = new_profile(ctx, lead)
         except Result as problem:
             batch.fail(index, problem)
     if len(wanted) < BULK_IMPORT_MIN_LEADS:
         for index in wanted:
             batch.one_by_one("upsert_profile", index)
         return
-    claimed: set[tuple[str, str]] = set()
+    found = _existing_people(batch, wanted)
     items: list[dict[str, Any]] = []
     served: list[int] = []
-    later: list[int] = []  # a second lead for a profile of the job: after it, one by one
+    in_the_job: set[str] = set()
+    later: list[int] = []
+    new: dict[int, dict[str, Any]] = {}
     for index, attributes in wanted.items():
-        identities = set(_identities(attributes)) | {
-            (name, lookup.key(name, attributes[name]))
-            for name in ("email", "phone_number", "external_id")
+        if batch.results[index] is not None:
+            continue
+        profile = found.get(index)
+        if profile is None:
+            new[index] = attributes  # created as Create Profile creates, recorded
+            continue
+        person = Person.of(attributes)
+        if person.is_other_person(profile):
+            batch.fail(index, upserts.other_person(person, profile))
+            continue
+        item = {"type": "profile", "id": profile["id"], "attributes": attributes}
+        identity_change = any(
+            attributes.get(name) != (profile.get("attributes") or {}).get(name)
+            for name in _IDENTITY_ATTRIBUTES
             if attributes.get(name)
-        }
-        if identities & claimed or not imports.fits({"attributes": attributes}):
+        )
+        if identity_change or profile["id"] in in_the_job or not imports.fits(item):
             later.append(index)
             continue
-        claimed |= identities
-        items.append({"type": "profile", "attributes": attributes})
+        items.append(item)
         served.append(index)
-    batch.imported_at = None
+        in_the_job.add(profile["id"])
     _import(
-        batch, items, served, lambda index, profile: _upserted(batch, profile), repeatable=False
+        batch,
+        items,
+        served,
+        lambda index, profile: success(profile, created=False),
+        repeatable=True,
     )
+    if new:
+        batch_creates.create_all(batch, new, alone_as="upsert_profile")
+    for index in new:
+        made = batch.results[index]
+        if made is not None and made.outcome is Outcome.SUCCESS and made.created is None:
+            made.created = True  # the batch's create made it
+        elif made is not None and made.duplicate_profile_id:
+            later.append(index)  # it exists after all (made meanwhile): updated one by one
     for index in later:
         batch.one_by_one("upsert_profile", index)
 
 
-def _upserted(batch: Batch, profile: dict[str, Any]) -> Result:
-    return success(profile, created=not _predates_the_job(batch, profile))
-
-
-def _predates_the_job(batch: Batch, profile: dict[str, Any]) -> bool:
-    job_started = _timestamp(batch.imported_at)
-    created = _timestamp((profile.get("attributes") or {}).get("created"))
-    # Profiles carry whole seconds, jobs finer: "before the job" is before its second.
-    return job_started is not None and created is not None and created < math.floor(job_started)
+def _existing_people(batch: Batch, wanted: dict[int, dict[str, Any]]) -> dict[int, dict[str, Any]]:
+    """The profile Klaviyo holds for each lead: by its email, else phone, else external id."""
+    found: dict[int, dict[str, Any]] = {}
+    for name in IDENTIFIERS:
+        asked = {
+            index: attributes[name]
+            for index, attributes in wanted.items()
+            if attributes.get(name) and index not in found and batch.results[index] is None
+        }
+        if not asked:
+            continue
+        searched = lookup.search(batch.ctx, name, "-created", asked.values())
+        for index, value in asked.items():
+            value_key = lookup.key(name, value)
+            if value_key in searched.problems:
+                batch.fail(index, searched.problems[value_key])
+            elif (profile := searched.first(value_key)) is not None:
+                found[index] = profile
+    return found
 
 
 # -- Track Event ---------------------------------------------------------------------------

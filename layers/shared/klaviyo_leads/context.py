@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from .budget import Budget
-from .claims import CreateLedger
 from .config import Settings
 from .klaviyo import KlaviyoClient, Response
+from .ledger import CreateLedger
 
 
 class NameCache:
@@ -43,16 +44,16 @@ class Context:
     budget: Budget
     settings: Settings
     names: NameCache = field(default_factory=NameCache)
-    # A lead delivered before (an SQS redelivery) may already have had its effect; it was
-    # first submitted at ``first_seen_at`` (wall-clock seconds), when known.
-    redelivered: bool = False
-    first_seen_at: float | None = None
     delivery: int = 1  # which delivery of a queued lead this is (SQS's receive count)
     # What the lead arrived as (an SQS message id, an EventBridge event id): the same on a
     # retry, so a retried event is not recorded twice.
     origin_id: str | None = None
-    # The record of every create, shared by the fleet (None: no table to keep it in).
+    # The record of every create, shared by the fleet (None: no table to keep it in; a
+    # create then stops with a configuration error rather than go ahead unrecorded).
     ledger: CreateLedger | None = None
+    # This attempt at the lead (one invocation's run of it): a record another attempt of
+    # the same lead still holds is not this one's to write on.
+    attempt: str = field(default_factory=lambda: uuid.uuid4().hex)
     # Wall-clock seconds, as Klaviyo's timestamps and the records read them.
     wall: Callable[[], float] = time.time
 

@@ -30,9 +30,12 @@ def reset_runtime(replacement: Runtime | None = None) -> None:
     _runtime = replacement
 
 
-def handler_for(action_name: str) -> Handler:
+def handler_for(action_name: str, runtime_of: Callable[[], Runtime] | None = None) -> Handler:
+    """The function's handler; ``runtime_of`` gives the container's runtime (the process's
+    own, built from the environment, unless a fleet simulation runs many containers)."""
     action = ACTIONS[action_name]
     quiet_libraries()
+    current = runtime_of or runtime
 
     def lambda_handler(event: Any, context: Any) -> Any:
         # Powertools keeps default dimensions across invocations; set it only when it
@@ -40,7 +43,7 @@ def handler_for(action_name: str) -> Handler:
         if metrics.default_dimensions.get("action") != action.name:
             metrics.set_default_dimensions(action=action.name)
         try:
-            return handle(runtime(), action, event, context)
+            return handle(current(), action, event, context)
         finally:
             flush_counts()
 

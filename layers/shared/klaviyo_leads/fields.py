@@ -169,6 +169,11 @@ def read_path(resource: Any, path: str) -> Any:
     return value
 
 
+# The custom property a profile the bundle created carries (which request made it): the
+# bundle's own bookkeeping, left out of the ``custom`` field a result appends.
+BOOKKEEPING_PROPERTIES = frozenset({"lead_actions_created_by"})
+
+
 def profile_fields(resource: dict[str, Any] | None, list_name: str | None) -> dict[str, Any]:
     """The profile part of a result: every profile field, None where Klaviyo has no value."""
     fields: dict[str, Any] = {}
@@ -177,6 +182,9 @@ def profile_fields(resource: dict[str, Any] | None, list_name: str | None) -> di
             fields[field.key] = list_name
         else:
             fields[field.key] = read_path(resource, field.source) if resource else None
+    custom = fields.get("custom")
+    if isinstance(custom, dict) and BOOKKEEPING_PROPERTIES & custom.keys():
+        fields["custom"] = {k: v for k, v in custom.items() if k not in BOOKKEEPING_PROPERTIES}
     return fields
 
 

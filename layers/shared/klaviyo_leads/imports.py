@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import re
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -18,6 +17,7 @@ from typing import Any
 
 from . import outcomes
 from .context import Context
+from .identity import Person
 from .klaviyo import CLOCK_SKEW_SECONDS
 from .lookup import all_pages, key
 from .outcomes import KlaviyoError, Result
@@ -79,6 +79,7 @@ def run(
     *,
     repeatable: bool = True,
     taken: Callable[[str], Any] | None = None,
+    before_send: Callable[[], None] | None = None,
 ) -> Imported:
     """Import ``items`` (profile resources, by id or by identifiers) in one job.
 
@@ -88,7 +89,9 @@ def run(
     what the first job made as a duplicate. When its answer is lost or unreadable, the job
     Klaviyo took is looked for instead of sending it again; if it cannot be told, the leads
     come back with a retryable result that says so (effect unknown), and their redelivery
-    looks for the profiles before it creates any.
+    looks for the profiles before it creates any. ``taken`` is told every job Klaviyo may
+    have taken for these items (all the candidates when a lost answer leaves several), before
+    any poll; ``before_send`` runs right before each submission goes out.
 
     Klaviyo validates a job all or nothing: one profile that fails validation (a malformed
     email) makes the request a 400 and nothing is imported. When the 400's errors point at
@@ -101,7 +104,7 @@ def run(
     try:
         for _ in range(MAX_IMPORT_ROUNDS):
             sent = [items[position] for position in left]
-            job, named = _submit(ctx, sent, repeatable=repeatable)
+            job, named = _submit(ctx, sent, repeatable, taken, before_send)
             if job is not None:
                 if taken is not None:
                     taken(job["id"])  # recorded before the polls: a redelivery reads this job
@@ -126,11 +129,15 @@ def run(
 
 
 def _submit(
-    ctx: Context, items: list[dict[str, Any]], *, repeatable: bool
+    ctx: Context,
+    items: list[dict[str, Any]],
+    repeatable: bool,
+    taken: Callable[[str], Any] | None,
+    before_send: Callable[[], None] | None,
 ) -> tuple[dict[str, Any] | None, dict[int, list[KlaviyoError]]]:
     """Send one job: the job Klaviyo took, or no job and the errors of the items a 400
     named. Raises what fails every item alike."""
-    sent_at = time.time()
+    sent_at = ctx.wall()
     try:
         response = ctx.call(
             "POST",
@@ -144,14 +151,12 @@ def _submit(
             expect=(202,),
             handled=(400,),
             idempotent=repeatable,
+            before_send=before_send,
         )
     except Result as problem:
         if not problem.effect_unknown:
             raise
-        found = _job_sent_since(ctx, sent_at, len(items))
-        if found is None:
-            raise
-        return found, {}
+        return _job_sent_since(ctx, sent_at, len(items), taken, problem), {}
     if response.status == 400:
         named = _named_items(response.errors, len(items))
         if not named:
@@ -160,10 +165,8 @@ def _submit(
     job = response.data if isinstance(response.data, dict) else {}
     if not isinstance(job.get("id"), str):
         # A 202 is a job Klaviyo took and runs: not a final error, and not to be sent again.
-        found = _job_sent_since(ctx, sent_at, len(items))
-        if found is None:
-            raise outcomes.IMPORT_UNCONFIRMED(klaviyo_status=202, effect_unknown=True)
-        job = found
+        unconfirmed = outcomes.IMPORT_UNCONFIRMED(klaviyo_status=202, effect_unknown=True)
+        job = _job_sent_since(ctx, sent_at, len(items), taken, unconfirmed)
     return job, {}
 
 
@@ -193,14 +196,22 @@ def _read_job(ctx: Context, job: dict[str, Any], items: list[dict[str, Any]]) ->
     return imported
 
 
-def _job_sent_since(ctx: Context, sent_at: float, count: int) -> dict[str, Any] | None:
-    """The one job of ``count`` profiles Klaviyo took since ``sent_at``, if it can be told."""
+def _job_sent_since(
+    ctx: Context,
+    sent_at: float,
+    count: int,
+    taken: Callable[[str], Any] | None,
+    problem: Result,
+) -> dict[str, Any]:
+    """The job of ``count`` profiles Klaviyo took since ``sent_at``, when its answer was
+    lost. Every candidate is recorded (``taken``): a redelivery reads them all and finds the
+    one that carried its leads. Raises ``problem`` when no single job can be told."""
     try:
         response = ctx.call("GET", JOBS, query={"sort": "-created_at", "page[size]": "20"})
     except Result:
-        return None
+        raise problem from None
     jobs = response.data if isinstance(response.data, list) else []
-    since = sent_at - CLOCK_SKEW_SECONDS
+    since = sent_at - CLOCK_SKEW_SECONDS  # our clock against Klaviyo's: only a first sieve
     candidates = [
         job
         for job in jobs
@@ -210,8 +221,15 @@ def _job_sent_since(ctx: Context, sent_at: float, count: int) -> dict[str, Any] 
         and (created := _seconds((job.get("attributes") or {}).get("created_at"))) is not None
         and created >= since
     ]
-    # Two such jobs (another container's, of the same size, at the same moment): not ours to pick.
-    return candidates[0] if len(candidates) == 1 else None
+    if taken is not None:
+        for job in candidates:
+            taken(job["id"])
+    if len(candidates) != 1:
+        # None (it was not taken), or another container's of the same size at the same
+        # moment: which one is ours is read from their profiles on the redelivery.
+        problem.effect_unknown = bool(candidates) or problem.effect_unknown
+        raise problem
+    return candidates[0]
 
 
 def _seconds(value: Any) -> float | None:
@@ -324,6 +342,17 @@ class Job:
         _match_errors([item], self.errors, imported)
         if 0 in imported.errors or 0 in imported.profiles:
             return outcome(imported, 0)
+        return None
+
+    def outcome_for_person(self, person: Person) -> Result | dict[str, Any] | None:
+        """As ``outcome_for``, for the lead a person is; else the profile the job left
+        holding any of the person's identifiers (another lead's, sharing one with it)."""
+        own = self.outcome_for(dict(person.values()))
+        if own is not None:
+            return own
+        for profile in self.touched:
+            if person.shares(profile):
+                return profile
         return None
 
 

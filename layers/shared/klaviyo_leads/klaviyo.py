@@ -78,7 +78,6 @@ OPERATIONS: tuple[tuple[str, str, str], ...] = (
     ("POST", r"/api/profiles", "create_profile"),
     ("GET", r"/api/profiles/[^/]+", "get_profile"),
     ("PATCH", r"/api/profiles/[^/]+", "update_profile"),
-    ("POST", r"/api/profile-import", "create_or_update_profile"),
     ("POST", r"/api/profile-subscription-bulk-create-jobs", "bulk_subscribe_profiles"),
     ("POST", r"/api/profile-subscription-bulk-delete-jobs", "bulk_unsubscribe_profiles"),
     ("POST", r"/api/profile-bulk-import-jobs", "bulk_import_profiles"),
@@ -484,6 +483,7 @@ class KlaviyoClient:
         expect: tuple[int, ...] = (200,),
         handled: tuple[int, ...] = (),
         idempotent: bool = True,
+        before_send: Callable[[], None] | None = None,
     ) -> Response:
         """Send one request, retrying what a retry can fix while the budget allows.
 
@@ -491,6 +491,8 @@ class KlaviyoClient:
         (or no answer) is raised as a classified ``Result``. A request that is not
         ``idempotent`` is not repeated once it may have reached Klaviyo: the ``Result``
         then says ``effect_unknown`` and the caller decides (see Create Profile).
+        ``before_send`` runs right before each attempt goes out, after every wait (a create
+        renews its hold there); what it raises stops the call with nothing sent.
         """
         url = self.url(path_or_url, query)
         bucket = bucket or operation_of(method, path_or_url)
@@ -504,6 +506,8 @@ class KlaviyoClient:
             remaining = budget.remaining()
             if remaining < MINIMUM_CALL_SECONDS / 5:
                 raise outcomes.TIMEOUT(seconds=budget.describe())
+            if before_send is not None:
+                before_send()
             try:
                 raw = self._pool.request(
                     method,

@@ -41,6 +41,7 @@ from .config import Settings
 from .context import Context, NameCache
 from .klaviyo import KlaviyoClient
 from .lead import MAX_BODY_BYTES, Lead, canonical_key, ensure_object, flatten, is_known
+from .ledger import CreateLedger
 from .outcomes import Outcome, Result
 from .profiles import Group
 
@@ -353,7 +354,14 @@ def check(action: Action, lead: Any, settings: Settings) -> Result | None:
     try:
         parsed = Lead.from_object(ensure_object(lead))
         budget = Budget(parsed.timeout_seconds())
-        ctx = Context(cast(KlaviyoClient, _Offline()), budget, settings, _OfflineNames())
+        offline = _Offline()  # Klaviyo and the create ledger alike: reached means "send it"
+        ctx = Context(
+            cast(KlaviyoClient, offline),
+            budget,
+            settings,
+            _OfflineNames(),
+            ledger=cast(CreateLedger, offline),
+        )
         result = action.run(ctx, parsed)
     except _Reached:
         return None

@@ -304,6 +304,9 @@ KLAVIYO_REFUSED = _error(Kind.UPSTREAM, "Klaviyo returned HTTP {status}")
 URL_TOO_LONG = _error(Kind.UPSTREAM, "The request's URL was too long for Klaviyo (HTTP 414)")
 UNREADABLE = _error(Kind.UPSTREAM, "Klaviyo returned an unreadable response (HTTP {status})")
 SECRET_NOT_CONFIGURED = _error(Kind.UPSTREAM, "KLAVIYO_API_KEY_SECRET_ID is not set")
+LEDGER_NOT_CONFIGURED = _error(
+    Kind.UPSTREAM, "IDEMPOTENCY_TABLE_NAME is not set: creates are not made without their records"
+)
 SECRET_EMPTY = _error(Kind.UPSTREAM, "The Klaviyo API key secret is empty")
 SECRET_WITHOUT_KEY = _error(Kind.UPSTREAM, "The Klaviyo API key secret has no api_key")
 SECRET_DENIED = _error(Kind.UPSTREAM, "The Klaviyo API key secret could not be read ({code})")
@@ -320,10 +323,6 @@ UNREADABLE_RETRYABLE = _error(
 )
 CHALLENGED = _error(Kind.TRANSIENT, "Klaviyo's firewall challenged the request (HTTP 403)")
 UNREACHABLE = _error(Kind.TRANSIENT, "Could not reach Klaviyo (connection failed)")
-CREATE_UNCONFIRMED = _error(
-    Kind.TRANSIENT,
-    "Klaviyo's answer to the create was lost and its search cannot confirm it yet; not sent again",
-)
 CREATE_IN_PROGRESS = _error(
     Kind.THROTTLED,
     "Another request is creating a profile for this email, phone or external id; not sent",

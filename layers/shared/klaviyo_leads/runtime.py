@@ -5,6 +5,7 @@ Nothing here runs at import time; ``Runtime.from_env()`` builds it on the first 
 
 from __future__ import annotations
 
+import random
 import time
 from collections import defaultdict
 from collections.abc import Callable
@@ -17,12 +18,12 @@ from aws_lambda_powertools.metrics import MetricUnit
 from . import outcomes
 from .actions import Action, result_fields, run_action
 from .budget import Budget, effective_budget_seconds
-from .claims import CreateLedger
 from .config import Settings
 from .context import Context, NameCache
 from .idempotency import Idempotency, Requests
-from .klaviyo import KlaviyoClient, Pacer
+from .klaviyo import Backoff, KlaviyoClient, Pacer
 from .lead import Lead, ensure_object
+from .ledger import CreateLedger
 from .outcomes import Outcome, Result
 from .publishing import ResultPublisher
 from .queueing import ActionQueue
@@ -78,6 +79,16 @@ class Processed:
     fields: dict[str, Any]
 
 
+@dataclass(frozen=True)
+class AwsClients:
+    """Where the runtime's AWS clients come from: boto3's defaults unless given (the fleet
+    simulation and tests give in-memory ones). Each is a factory, called on first use."""
+
+    dynamodb: Callable[[], Any] | None = None
+    sqs: Callable[[], Any] | None = None
+    events: Callable[[], Any] | None = None
+
+
 @dataclass
 class Runtime:
     settings: Settings
@@ -91,29 +102,69 @@ class Runtime:
     requests_by_action: dict[str, Requests] = field(default_factory=dict)
     clock: Callable[[], float] = time.monotonic
     wall: Callable[[], float] = time.time
+    aws: AwsClients = field(default_factory=AwsClients)
 
     @classmethod
     def from_env(cls) -> Runtime:
         settings = Settings.from_env()
+        return cls.wired(settings, ApiKeyProvider(settings.api_key_secret_id))
+
+    @classmethod
+    def wired(
+        cls,
+        settings: Settings,
+        api_key: Callable[[bool], str],
+        *,
+        aws: AwsClients | None = None,
+        pool: Any = None,
+        sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.monotonic,
+        wall: Callable[[], float] = time.time,
+        rng: random.Random | None = None,
+    ) -> Runtime:
+        """A container's runtime from its settings: every part the stack configures."""
+        aws = aws or AwsClients()
         client = KlaviyoClient(
             settings.base_url,
             settings.api_revision,
-            ApiKeyProvider(settings.api_key_secret_id),
-            pacer=Pacer(max_share=settings.klaviyo_max_share),
+            api_key,
+            pool=pool,
+            backoff=Backoff(rng=rng),
+            pacer=Pacer(
+                max_share=settings.klaviyo_max_share, clock=clock, wall_clock=wall, rng=rng
+            ),
+            sleep=sleep,
             observer=count_klaviyo_call,
             waited=count_pacer_wait,
         )
         publisher = (
-            ResultPublisher(settings.results_event_bus_name)
+            ResultPublisher(settings.results_event_bus_name, client_factory=aws.events)
             if settings.results_event_bus_name
             else None
         )
-        queue = ActionQueue(settings.action_queue_url) if settings.action_queue_url else None
-        results = ResultStore(settings.results_table_name) if settings.results_table_name else None
+        queue = (
+            ActionQueue(settings.action_queue_url, client_factory=aws.sqs)
+            if settings.action_queue_url
+            else None
+        )
+        results = (
+            ResultStore(settings.results_table_name, client_factory=aws.dynamodb, clock=wall)
+            if settings.results_table_name
+            else None
+        )
         table = settings.idempotency_table_name
-        ledger = CreateLedger(table) if table else None
+        ledger = CreateLedger(table, client_factory=aws.dynamodb, clock=wall) if table else None
         return cls(
-            settings, client, publisher=publisher, queue=queue, results=results, ledger=ledger
+            settings,
+            client,
+            names=NameCache(clock=clock),
+            publisher=publisher,
+            queue=queue,
+            results=results,
+            ledger=ledger,
+            clock=clock,
+            wall=wall,
+            aws=aws,
         )
 
     def idempotency(self, action: Action) -> Idempotency | None:
@@ -121,7 +172,7 @@ class Runtime:
             return None
         if action.name not in self.idempotency_by_action:
             self.idempotency_by_action[action.name] = Idempotency(
-                self.settings.idempotency_table_name, action.name
+                self.settings.idempotency_table_name, action.name, boto3_client=self._dynamodb()
             )
         return self.idempotency_by_action[action.name]
 
@@ -131,9 +182,12 @@ class Runtime:
             return None
         if action.name not in self.requests_by_action:
             self.requests_by_action[action.name] = Requests(
-                self.settings.idempotency_table_name, action.name
+                self.settings.idempotency_table_name, action.name, boto3_client=self._dynamodb()
             )
         return self.requests_by_action[action.name]
+
+    def _dynamodb(self) -> Any:
+        return self.aws.dynamodb() if self.aws.dynamodb is not None else None
 
     def budget(self, seconds: float) -> Budget:
         return Budget(seconds, clock=self.clock)
@@ -150,8 +204,6 @@ class Runtime:
         *,
         remaining_seconds: float | None,
         via_api_gateway: bool = False,
-        redelivered: bool = False,
-        first_seen_at: float | None = None,
         origin_id: str | None = None,
         delivery: int = 1,
     ) -> Processed:
@@ -163,7 +215,6 @@ class Runtime:
                 lead.timeout_seconds(), remaining_seconds, via_api_gateway
             )
             ctx = self.context(self.budget(seconds))
-            ctx.redelivered, ctx.first_seen_at = redelivered, first_seen_at
             ctx.origin_id, ctx.delivery = origin_id, delivery
             result = run_action(action, ctx, lead)
         except Result as stopped:

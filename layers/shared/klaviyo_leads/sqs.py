@@ -30,7 +30,7 @@ from .idempotency import InProgressElsewhere
 from .lead import parse_body
 from .outcomes import Kind, Result
 from .publishing import Publication
-from .queueing import FIRST_SEEN, ORIGIN, Due, visibility
+from .queueing import ORIGIN, Due, visibility
 from .runtime import Processed, Runtime, internal_error, logger, processed
 
 # What storing and publishing one result costs after a bulk call (a DynamoDB write and a
@@ -297,33 +297,8 @@ def _store_and_publish(
 
 
 def _delivery(record: SQSRecord) -> Delivery:
-    """A redelivered message may have had its effect: judged from when it was first sent.
-
-    A lead queued for retry by an EventBridge or direct invocation carries when it was
-    first seen there: its earlier try may have had its effect too.
-    """
-    attributes = record.attributes
-    sent_ms = attributes.sent_timestamp
-    seen = [int(sent_ms) / 1000] if sent_ms else []
-    queued_for_retry = _first_seen(record)
-    if queued_for_retry is not None:
-        seen.append(queued_for_retry)
-    count = int(attributes.approximate_receive_count or 1)
-    return Delivery(
-        redelivered=count > 1 or queued_for_retry is not None,
-        first_seen_at=min(seen) if seen else None,
-        count=count,
-    )
-
-
-def _first_seen(record: SQSRecord) -> float | None:
-    attributes = record.message_attributes
-    # Indexing wraps the attribute (.string_value); Powertools' .get() returns the raw dict.
-    attribute = attributes[FIRST_SEEN] if FIRST_SEEN in attributes else None  # noqa: SIM401
-    try:
-        return float(attribute.string_value or "") if attribute is not None else None
-    except ValueError:
-        return None
+    """Which delivery of its message a record is (SQS's receive count)."""
+    return Delivery(count=int(record.attributes.approximate_receive_count or 1))
 
 
 def _process(
@@ -333,15 +308,12 @@ def _process(
         result = lead.result
         runtime.record(action, result, 0.0)
         return processed(action, result)
-    delivery = _delivery(record)
     return runtime.process(
         action,
         lead,
         remaining_seconds=remaining_seconds(ctx),
-        redelivered=delivery.redelivered,
-        first_seen_at=delivery.first_seen_at,
         origin_id=origin_of(record),
-        delivery=delivery.count,
+        delivery=_delivery(record).count,
     )
 
 

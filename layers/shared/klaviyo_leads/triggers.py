@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import math
-import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -271,7 +270,7 @@ def handle_leads(
         # What the lead arrived as: the same when Lambda retries the event (an EventBridge
         # event's id, a direct invocation's request id), so the retry finds its own creates.
         origin = f"{correlation_id}/{index}"
-        first_seen = time.time()
+        first_seen = runtime.wall()
         left = remaining_seconds(ctx)
         if left is not None and left < MIN_SECONDS_PER_LEAD:
             # Better a retryable result than a Lambda timeout that loses every result.
@@ -308,7 +307,7 @@ def _handle_one(
     correlation_id: str,
 ) -> dict[str, Any]:
     logger.set_correlation_id(correlation_id)
-    first_seen = time.time()
+    first_seen = runtime.wall()
     done = runtime.process(
         action, lead, remaining_seconds=remaining_seconds(ctx), origin_id=correlation_id or None
     )

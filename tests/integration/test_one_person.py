@@ -1,0 +1,111 @@
+"""One person, one record: a create's truth across every identifier a lead carries.
+
+Each test is a way two leads that share an identifier (a household's phone, a vendor's
+placeholder number, a CRM reference beside a web form's email) used to be told an untrue
+outcome; each fails on the create that kept its record under the lead's first identifier
+and judged "made by this lead" from creation times. Invariants: a lead is told "created"
+only for the profile its own write made; a lead any of whose identifiers belongs to another
+request's profile is "already exists", naming that identifier and profile; no lead changes
+another person's email; at most one profile per external id.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from devtools.klaviyo_emulator import Fault
+from klaviyo_leads.actions import ACTIONS
+from klaviyo_leads.coalescing import Delivery, coalesce
+
+CREATE = ACTIONS["create_profile"]
+
+
+def create(runtime, lead, origin):
+    return runtime.process(CREATE, lead, remaining_seconds=None, origin_id=origin).fields
+
+
+def profiles_with(emulator, **attributes):
+    return [
+        p
+        for p in emulator.profiles()
+        if all(p["attributes"].get(name) == value for name, value in attributes.items())
+    ]
+
+
+class TestASharedPhone:
+    @pytest.mark.parametrize(
+        "fault",
+        [
+            Fault(operation_id="create_profile", drop=True, after=True),
+            Fault(operation_id="create_profile", status=503, after=True),
+        ],
+        ids=["answer lost", "503 after the write"],
+    )
+    @pytest.mark.parametrize(
+        "second",
+        [{"email": "b@example.com", "phone_1": "+12125550100"}, {"phone_1": "+12125550100"}],
+    )
+    def test_another_persons_profile_is_never_this_leads_create(
+        self, runtime, klaviyo_emulator, fault, second
+    ):
+        first = create(runtime, {"email": "a@example.com", "phone_1": "+12125550100"}, "m-1")
+        assert first["outcome"] == "success"
+        klaviyo_emulator.faults.add(fault)
+        told = create(runtime, second, "m-2")
+        assert (told["outcome"], told["id"]) == ("failure", first["id"])
+        assert "phone number" in told["reason"] and "already exists" in told["reason"]
+        assert len(klaviyo_emulator.profiles()) == 1
+
+    def test_when_the_ledger_never_saw_the_first_the_mark_decides(self, runtime, klaviyo_emulator):
+        """A profile made outside the bundle (another integration) holds the phone: the lead's
+        write is refused (409), its answer lost; sent again, the 409 names a profile without
+        this request's mark."""
+        other = klaviyo_emulator.create_profile(email="a@example.com", phone_number="+12125550100")
+        klaviyo_emulator.faults.add(Fault(operation_id="create_profile", drop=True, after=True))
+        told = create(runtime, {"email": "b@example.com", "phone_1": "+12125550100"}, "m-2")
+        assert (told["outcome"], told["id"]) == ("failure", other)
+        assert told["reason"] == "A profile with this phone number already exists"
+
+
+def test_a_batch_lead_sharing_a_phone_is_a_duplicate_and_renames_no_one(runtime, klaviyo_emulator):
+    """Lead 1 by webhook; lead 2 with another email and the same phone in a queued batch of
+    ten while the search still lags: the import would match lead 1's profile by the phone
+    and give it lead 2's email. Lead 2 meets lead 1's record instead."""
+    klaviyo_emulator.configure(search_lag=8.0)
+    first = create(runtime, {"email": "a@example.com", "phone_1": "+12125550100"}, "webhook-1")
+    batch = [{"email": "b@example.com", "phone_1": "+12125550100"}] + [
+        {"email": f"filler-{i}@example.com"} for i in range(9)
+    ]
+    results = coalesce(
+        runtime,
+        CREATE,
+        batch,
+        remaining_seconds=300,
+        correlation_ids=[f"m-{i}" for i in range(10)],
+        deliveries=[Delivery()] * 10,
+    )
+    second = results[0].fields
+    assert (second["outcome"], second["id"]) == ("failure", first["id"])
+    assert second["reason"] == "A profile with this phone number already exists"
+    assert [r.fields["outcome"] for r in results[1:]] == ["success"] * 9
+    (profile,) = profiles_with(klaviyo_emulator, phone_number="+12125550100")
+    assert profile["attributes"]["email"] == "a@example.com"
+
+
+@pytest.mark.parametrize("lag", [0.0, 8.0])
+def test_a_reference_beside_an_email_and_alone_is_one_profile(runtime, klaviyo_emulator, lag):
+    klaviyo_emulator.configure(search_lag=lag)
+    first = create(runtime, {"email": "a@example.com", "reference": "crm-7"}, "m-1")
+    again = create(runtime, {"reference": "crm-7"}, "m-2")
+    assert first["outcome"] == "success"
+    assert (again["outcome"], again["id"]) == ("failure", first["id"])
+    assert again["reason"] == "A profile with this external id already exists"
+    assert len(profiles_with(klaviyo_emulator, external_id="crm-7")) == 1
+
+
+def test_case_variants_of_one_email_meet_on_one_record(runtime, klaviyo_emulator):
+    klaviyo_emulator.configure(search_lag=8.0)
+    first = create(runtime, {"email": "Ada@Example.com", "reference": "crm-8"}, "m-1")
+    again = create(runtime, {"email": "ada@example.com", "reference": "crm-8"}, "m-2")
+    assert (again["outcome"], again["id"]) == ("failure", first["id"])
+    assert again["reason"] == "A profile with this email already exists"
