@@ -15,6 +15,8 @@
 #                   METADATA="klaviyo.list_id=..."): report and results file beside it
 #   make events     regenerate events/
 #   make spec-rules regenerate the emulator's rules table from Klaviyo's OpenAPI document
+#   make simulate   the fleet simulation: SEEDS=10000 seeds on JOBS=2 processes, or one SEED=n
+#                   (LEADS=2,5: only those leads), shrunk and traced when it fails
 #   make soak       10,000 leads, 4 consumer processes, Klaviyo faults, duplicates (~16 min)
 #   make bench      per-lead vs coalesced for every action, overhead, memory, fleet pacing (~20 min)
 #   make conformance  every call (profiles, lists, events, bulk import/subscribe/unsubscribe jobs),
@@ -133,7 +135,7 @@ clean-build:
 
 .PHONY: test
 test: venv
-	$(VENV)/bin/python -m pytest -n 2 -q
+	PYTHONHASHSEED=0 $(VENV)/bin/python -m pytest -n 2 -q
 
 .PHONY: demo
 demo: venv
@@ -159,6 +161,10 @@ events: venv
 .PHONY: spec-rules
 spec-rules: venv
 	$(VENV)/bin/python -c 'import sys; from devtools.klaviyo_emulator.spec_rules import main; sys.exit(main())'
+
+.PHONY: simulate
+simulate: venv
+	PYTHONHASHSEED=0 $(VENV)/bin/python -m devtools.simulation $(if $(SEED),--seed $(SEED) $(if $(LEADS),--leads $(LEADS)),--seeds $(or $(SEEDS),10000) --start $(or $(START),1) --jobs $(or $(JOBS),2)) $(SIMULATE_ARGS)
 
 .PHONY: soak
 soak: venv

@@ -172,6 +172,12 @@ class KlaviyoEmulator:
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
+    @property
+    def wsgi_app(self) -> KlaviyoApp:
+        """The application the server runs: callable in this process without a socket (the
+        fleet simulation answers thousands of calls a second this way)."""
+        return self._app
+
     # ---- configuration -------------------------------------------------------------------
 
     def set_api_keys(self, api_keys: Mapping[str, Iterable[str] | None]) -> None:
@@ -214,7 +220,7 @@ class KlaviyoEmulator:
         constructor's API keys and settings, so a shared emulator leaks nothing between tests.
         """
         self._epoch += 1
-        self._store.reset()
+        self._store.reset(self._seed)  # seeded ids start their draws over, as constructed
         with self._store.lock:
             # Built afresh so a seeded latency model starts its draws over.
             self._store.config = Config().changed(self._seed, **self._behaviour)

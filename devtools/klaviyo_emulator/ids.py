@@ -6,6 +6,7 @@ import random
 import string
 import threading
 import time
+from collections.abc import Callable
 
 CROCKFORD32 = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 _SHORT_ALPHABET = string.ascii_letters + string.digits
@@ -20,17 +21,19 @@ def _encode(value: int, length: int) -> str:
 
 
 class UlidFactory:
-    """Monotonic ULIDs, so sorting profiles by id equals sorting them by creation order."""
+    """Monotonic ULIDs, so sorting profiles by id equals sorting them by creation order. Their
+    time part is the emulator's clock (a ULID encodes when it was made)."""
 
-    def __init__(self, rng: random.Random) -> None:
+    def __init__(self, rng: random.Random, clock: Callable[[], float] = time.time) -> None:
         self._rng = rng
+        self._clock = clock
         self._lock = threading.Lock()
         self._last_ms = -1
         self._last_random = 0
 
     def new(self) -> str:
         with self._lock:
-            now_ms = int(time.time() * 1000)
+            now_ms = int(self._clock() * 1000)
             if now_ms <= self._last_ms:
                 # Same (or an earlier, after a clock step) millisecond: bump the random part
                 # instead of drawing a new one, as the ULID spec's monotonic mode does.

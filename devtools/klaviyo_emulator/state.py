@@ -123,7 +123,8 @@ class Store:
     def __init__(self, *, rng: random.Random, clock: Callable[[], float], config: Config) -> None:
         self.lock = threading.RLock()
         self._rng = rng
-        self._ulids = UlidFactory(rng)
+        self._clock = clock
+        self._ulids = UlidFactory(rng, clock)
         self.config = config
         self.timeline = Timeline(clock)
         self.profiles: dict[str, Profile] = {}
@@ -141,8 +142,12 @@ class Store:
         self._event_keys: set[tuple[str, str, str]] = set()  # (metric, profile id, unique key)
         self._anonymous: dict[str, str] = {}  # anonymous_id -> profile id (never shown)
 
-    def reset(self) -> None:
+    def reset(self, seed: int | None = None) -> None:
+        """Empty, as when made; with ``seed``, ids drawn afresh from it (a replay)."""
         with self.lock:
+            if seed is not None:
+                self._rng.seed(seed)
+                self._ulids = UlidFactory(self._rng, self._clock)
             self.timeline.clear()
             self.profiles.clear()
             self.lists.clear()

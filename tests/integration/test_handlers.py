@@ -37,6 +37,7 @@ from devtools.lambda_events import (
 from klaviyo_leads import entrypoint
 from klaviyo_leads.identity import Person
 from klaviyo_leads.ledger import CreateLedger
+from klaviyo_leads.triggers import LeadNotQueued
 from tests.conftest import API_KEY, reset_powertools_parameters
 
 
@@ -577,8 +578,9 @@ class TestRetryableLeadsWithoutAQueueGoOntoOne:
         recording = own_queue("create_profile")
         recording.send_message = None  # type: ignore[assignment]  # SQS down
         klaviyo_emulator.faults.add(Fault(status=503, times=None))
-        with pytest.raises(TypeError):
+        with pytest.raises(LeadNotQueued) as failed:
             call("create_profile", {"email": "later@example.com", "timeout_seconds": 1})
+        assert isinstance(failed.value.__cause__, TypeError)  # what SQS's failure was
 
 
 class SlowQueue(RecordingQueue):

@@ -20,7 +20,7 @@ from .actions import ACTIONS, Action, ignored_fields, run_action
 from .budget import effective_budget_seconds
 from .context import Context
 from .creates import new_profile
-from .identity import IDENTIFIERS, Person
+from .identity import IDENTIFIERS, Person, made_by
 from .lead import Lead, ensure_object
 from .outcomes import KlaviyoError, Outcome, Result, from_klaviyo_answer, success, unknown_target
 from .profiles import Group, klaviyo_list, require_search_value, segment
@@ -669,8 +669,10 @@ def _upsert_all(batch: Batch) -> None:
         if batch.results[index] is not None:
             continue
         profile = found.get(index)
-        if profile is None:
-            new[index] = attributes  # created as Create Profile creates, recorded
+        if profile is None or made_by(profile, batch.origins[index] or ""):
+            # To create, as Create Profile creates (recorded); or one an earlier attempt of
+            # this lead made, which its record tells.
+            new[index] = attributes
             continue
         person = Person.of(attributes)
         if person.is_other_person(profile):

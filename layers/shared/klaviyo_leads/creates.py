@@ -102,6 +102,16 @@ class Attempt:
         self.recorded = self.ledger.created(self.record, profile["id"])
         return success(profile)
 
+    def end(self) -> None:
+        """The attempt stops without a profile of its own: nobody need wait out its hold. Its
+        record goes when it wrote nothing, and stays (unsure what it wrote) when it did."""
+        if self.recorded:
+            return
+        if self.record.wrote:
+            self.ledger.pause(self.record)
+        else:
+            self.ledger.release(self.record)
+
 
 # -- the create ------------------------------------------------------------------------------
 
@@ -116,8 +126,7 @@ def create(ctx: Context, attributes: dict[str, Any]) -> Result:
     try:
         return _as_owner(attempt)
     except Result:
-        if attempt.record.wrote and not attempt.recorded:
-            ctx.ledger.pause(attempt.record)  # unsure: nobody need wait out its hold
+        attempt.end()
         raise
 
 
@@ -143,7 +152,13 @@ def take(
     ledger = ctx.ledger
     assert ledger is not None
     try:
-        taken = ledger.take(person.identities(), owner, ctx.attempt, hold_seconds(ctx), job_ref)
+        try:
+            taken = ledger.take(person.identities(), owner, ctx.attempt, hold_seconds(ctx), job_ref)
+        except LedgerUnavailable:
+            # The transaction may have taken effect before its answer failed: whatever this
+            # attempt holds, it holds no longer (best effort, like every clean-up).
+            ledger.pause(Record(owner, ctx.attempt, person.identities(), 0.0, 0.0))
+            raise
         if taken.mine is not None:
             return taken.mine
         now = ledger.clock()
@@ -183,7 +198,7 @@ def _look_behind(
     except Result as unsettled:
         until = ctx.wall() + (unsettled.retry_after or 0.0)
         raise in_progress(ctx, until, ctx.wall()) from None
-    for name, value in {person.value_of(h.identity) for h in abandoned}:
+    for name, value in dict.fromkeys(person.value_of(h.identity) for h in abandoned):
         found = search_profiles(ctx, name, value, "-created", limit=1)
         if found:
             raise duplicate_of(person, found[0], identifier=name)
@@ -246,8 +261,8 @@ def _write(attempt: Attempt) -> Result:
             raise
         # The write may have made the profile. Find out before anything is written again.
         if not person.policed:
-            written_at = attempt.record.written_at or ctx.wall()
-            wait_until_settled(ctx, written_at, other_clock=False)
+            # The write, if it took, took before its answer went missing: before now.
+            wait_until_settled(ctx, ctx.wall(), other_clock=False)
             ours = find_marked(ctx, person, attempt.owner)
             if ours is not None:
                 return attempt.own(ours)
@@ -257,14 +272,18 @@ def _write(attempt: Attempt) -> Result:
         return attempt.own(resource(response))
     existing_id = duplicate_profile_id(response.errors)
     existing = None
-    if existing_id and (wrote_before or (person.email and person.phone_number)):
+    if existing_id and wrote_before:
+        # Whose is it? Its mark says; without reading it, nothing is known yet.
+        existing = get_profile(ctx, existing_id)
+        if existing is None:
+            raise outcomes.CREATE_UNSETTLED(seconds=1, retry_after=1.0)
+        if made_by(existing, attempt.owner):
+            return attempt.own(existing)  # an earlier write of this request made it
+    elif existing_id and person.email and person.phone_number:
         try:
             existing = get_profile(ctx, existing_id)
         except Result:
             existing = None  # the duplicate stands; only which identifier stays unsaid
-    if wrote_before and made_by(existing, attempt.owner):
-        assert existing is not None
-        return attempt.own(existing)  # an earlier write of this request made it
     # Klaviyo holds an email or phone to one profile: a profile that holds ours and is not
     # marked by us means no write of ours made one.
     ctx.ledger.release(attempt.record)  # type: ignore[union-attr]

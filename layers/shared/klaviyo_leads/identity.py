@@ -210,8 +210,8 @@ class Verdict:
 
     @property
     def settle_from(self) -> float | None:
-        """When the last of the abandoned requests wrote (None: not known to have written)."""
-        times = [h.record.written_at for h in self.abandoned if h.record and h.record.written_at]
+        """Since when the search shows what the abandoned requests wrote (None: not known)."""
+        times = [h.record.settle_from() for h in self.abandoned if h.record and h.record.wrote]
         return max(times) if times else None
 
 

@@ -92,6 +92,13 @@ class Record:
     def wrote(self) -> bool:
         return self.written_at is not None or self.job_ref is not None
 
+    def settle_from(self) -> float:
+        """Since when the search may be waited for to show what this request wrote: when its
+        attempt ended (``pause``), or, for one still running or gone without a word, the end
+        of its hold (a write still on its way arrives before that)."""
+        written = self.written_at or self.started_at
+        return written if self.hold_until == 0 else max(written, self.hold_until)
+
 
 @dataclass(frozen=True)
 class Holder:
@@ -195,30 +202,63 @@ class CreateLedger:
                 raise LedgerUnavailable("contended")
             return self._take(identities, owner, attempt, hold_seconds, None, again=False)
         if record.superseded_by is not None:
-            return Taken(None, tuple(self._holders(identities, owner)))
+            holders = self._holders(identities, owner)
+            if holders:
+                return Taken(None, tuple(holders))
+            # Whoever took it over is done with the identities (it released them): this
+            # request starts again, its old record replaced.
+            return self._restart(identities, owner, attempt, hold_seconds, record)
         if record.attempt == attempt:
             return Taken(record)
         now = self.clock()
         if record.running(now):
             return Taken(None, busy=True)
+        # What the attempt before wrote reached Klaviyo when it ended (a pause), or, gone
+        # without a word, before its hold ran out: that is when the search is waited from.
+        written = record.settle_from() if record.wrote else None
+        expression = "SET #attempt = :attempt, #hold_until = :hold"
+        values: dict[str, Any] = {
+            ":attempt": {"S": attempt},
+            ":previous": {"S": record.attempt},
+            ":hold": _number(now + hold_seconds),
+        }
+        if written is not None:
+            expression += ", #written_at = :written"
+            values[":written"] = _number(written)
         try:
             self.client.update_item(
-                TableName=self.table_name,
-                Key=_key(REQUEST_PREFIX + owner),
-                UpdateExpression="SET #attempt = :attempt, #hold_until = :hold",
-                ConditionExpression=(
-                    "#attempt = :previous AND attribute_not_exists(#superseded_by)"
-                ),
-                ExpressionAttributeNames=_names("attempt", "hold_until", "superseded_by"),
-                ExpressionAttributeValues={
-                    ":attempt": {"S": attempt},
-                    ":previous": {"S": record.attempt},
-                    ":hold": _number(now + hold_seconds),
-                },
+                **self._update(
+                    REQUEST_PREFIX + owner,
+                    expression,
+                    "#attempt = :previous AND attribute_not_exists(#superseded_by)",
+                    values,
+                )["Update"]
             )
         except self.client.exceptions.ConditionalCheckFailedException:
             return Taken(None, busy=True)  # another attempt adopted it first
-        return Taken(replace(record, attempt=attempt, hold_until=now + hold_seconds))
+        adopted = replace(record, attempt=attempt, hold_until=now + hold_seconds)
+        return Taken(replace(adopted, written_at=written) if written is not None else adopted)
+
+    def _restart(
+        self,
+        identities: tuple[str, ...],
+        owner: str,
+        attempt: str,
+        hold_seconds: float,
+        superseded: Record,
+    ) -> Taken:
+        now = self.clock()
+        fresh = Record(owner, attempt, identities, now, now + hold_seconds)
+        replacing = self._put_request(fresh, now)
+        replacing["Put"].update(
+            ConditionExpression="#superseded_by = :by",
+            ExpressionAttributeNames=_names("superseded_by"),
+            ExpressionAttributeValues={":by": {"S": superseded.superseded_by or ""}},
+        )
+        writes = [replacing, *(self._put_identity(i, owner, now) for i in identities)]
+        if self._transact(writes) is not None:
+            raise LedgerUnavailable("contended")
+        return Taken(fresh)
 
     def take_over(
         self,
@@ -347,14 +387,17 @@ class CreateLedger:
 
     def pause(self, record: Record) -> None:
         """The attempt ends without knowing what its write did: nobody need wait for it any
-        more. Best effort: without it, others wait out its hold."""
+        more, and what it wrote reached Klaviyo by now (``written_at``). Best effort: without
+        it, others wait out its hold."""
+        expression = "SET #hold_until = :zero"
+        values: dict[str, Any] = {":zero": _number(0), ":attempt": {"S": record.attempt}}
+        if record.written_at is not None:
+            expression += ", #written_at = :now"
+            values[":now"] = _number(self.clock())
         with contextlib.suppress(Exception):
             self.client.update_item(
                 **self._update(
-                    REQUEST_PREFIX + record.owner,
-                    "SET #hold_until = :zero",
-                    "#attempt = :attempt",
-                    {":zero": _number(0), ":attempt": {"S": record.attempt}},
+                    REQUEST_PREFIX + record.owner, expression, "#attempt = :attempt", values
                 )["Update"]
             )
 

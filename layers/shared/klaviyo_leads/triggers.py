@@ -251,6 +251,11 @@ def api_response(result: Result, fields: dict[str, Any]) -> dict[str, Any]:
 # -- EventBridge and direct invocation -------------------------------------------------------
 
 
+class LeadNotQueued(Exception):
+    """A retryable lead of an EventBridge or direct invocation could not be put on the
+    action's queue: the one exception a handler raises, so that Lambda retries the event."""
+
+
 def handle_leads(
     runtime: Runtime,
     action: Action,
@@ -312,9 +317,13 @@ def _handle_one(
         action, lead, remaining_seconds=remaining_seconds(ctx), origin_id=correlation_id or None
     )
     if done.result.retryable and runtime.queue is not None:
-        # Not caught: the invocation fails if the lead cannot be queued, and Lambda retries
-        # it, then hands it to its dead-letter queue.
-        message_id = runtime.queue.send(lead, first_seen, correlation_id or None)
+        try:
+            message_id = runtime.queue.send(lead, first_seen, correlation_id or None)
+        except Exception as exc:
+            # The invocation fails on purpose: Lambda retries the event (the same id, so
+            # the retry owns what this try created), then hands it to its dead-letter queue.
+            count("LeadsNotQueued")
+            raise LeadNotQueued(action.name) from exc
         result = outcomes.QUEUED_FOR_RETRY(message_id=message_id)
         done = Processed(result, result_fields(action, result))
     if always_publish:

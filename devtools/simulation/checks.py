@@ -1,0 +1,161 @@
+"""The invariants a run must hold, checked once every lead is done.
+
+1. **One profile per person**: a person's profiles are those holding their email, their
+   external id, or a phone only they have (a shared phone names no one person).
+2. **Created means made**: every answer that says a create made a profile (Create Profile's
+   success, Upsert's ``created: true``) names a profile whose creation carried the mark of
+   that very send's owner; Upsert's ``created: false`` names one that it did not make.
+3. **Duplicates are true**: every "already exists" names a profile that holds each identifier
+   the reason names, with the lead's value, and that the send did not make itself.
+4. **Nobody renames anybody**: no write changed a profile's email, phone or external id from
+   one person's to another's.
+5. **Every lead ends**: a webhook caller ends on a final answer (not a 5xx, 409 or 429), a
+   queued lead with a published result that is not retryable or in the dead-letter queue
+   after its deliveries; nothing is left in flight.
+6. **No exception leaves a handler.**
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any
+
+from klaviyo_leads.identity import LABELS, normalised, token
+
+from .answers import final
+from .fleet import Send
+from .world import Person, Scenario
+
+IDENTITY = ("email", "phone_number", "external_id")
+
+
+@dataclass
+class Klaviyo:
+    """What the emulator saw, for the checks: who made each profile, every identifier change."""
+
+    made_by: dict[str, str | None] = field(default_factory=dict)  # profile -> mark at creation
+    renames: list[tuple[str, str, str, str]] = field(default_factory=list)  # id, field, old, new
+
+
+def check(
+    scenario: Scenario,
+    sends: list[Send],
+    profiles: list[dict[str, Any]],
+    klaviyo: Klaviyo,
+    escaped: list[str],
+    in_flight: list[str],
+) -> list[str]:
+    violations: list[str] = []
+    by_id = {p["id"]: p for p in profiles}
+    violations += _one_profile_per_person(scenario, profiles)
+    for send in sends:
+        violations += _answers_are_true(send, by_id, klaviyo)
+    violations += _nobody_renamed(scenario, klaviyo)
+    violations += _every_lead_ends(sends)
+    violations += [f"an exception left a handler: {text}" for text in escaped]
+    violations += [f"still in flight at the end: {text}" for text in in_flight]
+    return violations
+
+
+def _owners(person: Person, people: list[Person]) -> dict[str, str]:
+    """The identifiers that name this person alone."""
+    shared_phones = {p.phone for p in people if p is not person and p.phone}
+    found = {}
+    if person.email:
+        found["email"] = normalised("email", person.email)
+    if person.reference:
+        found["external_id"] = person.reference
+    if person.phone and person.phone not in shared_phones:
+        found["phone_number"] = person.phone
+    return found
+
+
+def _holds(profile: dict[str, Any], name: str, value: str) -> bool:
+    held = (profile.get("attributes") or {}).get(name)
+    return isinstance(held, str) and normalised(name, held) == normalised(name, value)
+
+
+def _one_profile_per_person(scenario: Scenario, profiles: list[dict[str, Any]]) -> list[str]:
+    found = []
+    for person in scenario.people:
+        own = _owners(person, scenario.people)
+        if not own:
+            continue
+        theirs = [p["id"] for p in profiles if any(_holds(p, n, v) for n, v in own.items())]
+        if len(theirs) > 1:
+            found.append(f"{person.name} has {len(theirs)} profiles: {theirs}")
+    return found
+
+
+def _answers_are_true(send: Send, by_id: dict[str, Any], klaviyo: Klaviyo) -> list[str]:
+    found = []
+    mine = token(send.owner)
+    who = f"lead {send.lead.number} ({send.lead.path}, {send.owner[:12]})"
+    for answer in send.answers:
+        outcome, reason, named = answer.get("outcome"), answer.get("reason") or "", answer.get("id")
+        claims_made = (outcome == "success" and send.lead.action == "create_profile") or (
+            answer.get("created") is True
+        )
+        if claims_made:
+            if named not in klaviyo.made_by:
+                found.append(f"{who}: told created {named}, which no write made")
+            elif klaviyo.made_by[named] != mine:
+                found.append(f"{who}: told created {named}, made by another request")
+        if answer.get("created") is False and named and klaviyo.made_by.get(named) == mine:
+            found.append(f"{who}: told {named} existed, but its own write made it")
+        if outcome == "failure" and "already exists" in reason:
+            profile = by_id.get(named or "")
+            if profile is None:
+                found.append(f"{who}: duplicate of {named}, which does not exist")
+                continue
+            if klaviyo.made_by.get(named) == mine:
+                found.append(f"{who}: told a duplicate of {named}, its own create")
+            for name in _named(reason):
+                value = _value(send.lead.fields, name)
+                if value is None or not _holds(profile, name, value):
+                    found.append(f"{who}: duplicate of {named} by {name}, which it does not hold")
+    return found
+
+
+def _named(reason: str) -> list[str]:
+    """The identifiers an "already exists" reason names ("email or phone number": either)."""
+    if " or " in reason:
+        return []
+    return [name for name, label in LABELS.items() if f" {label}" in reason]
+
+
+def _value(fields: dict[str, Any], name: str) -> str | None:
+    key = {"email": "email", "phone_number": "phone_1", "external_id": "reference"}[name]
+    value = fields.get(key)
+    return str(value) if value else None
+
+
+def _nobody_renamed(scenario: Scenario, klaviyo: Klaviyo) -> list[str]:
+    owner_of: dict[tuple[str, str], set[str]] = defaultdict(set)
+    for person in scenario.people:
+        for name, value in person.identifiers().items():
+            owner_of[(name, value)].add(person.name)
+    found = []
+    for profile_id, name, old, new in klaviyo.renames:
+        before = owner_of.get((name, normalised(name, old)), set())
+        after = owner_of.get((name, normalised(name, new)), set())
+        if before and after and not before & after:
+            found.append(
+                f"profile {profile_id}: {name} changed from {sorted(before)}'s to {sorted(after)}'s"
+            )
+    return found
+
+
+def _every_lead_ends(sends: list[Send]) -> list[str]:
+    found = []
+    for send in sends:
+        who = f"lead {send.lead.number} ({send.lead.path}, {send.owner[:12]})"
+        if send.dead_lettered or send.superseded:
+            continue
+        if not send.answers:
+            found.append(f"{who}: no final result")
+        elif not final(send.answers[-1]):
+            last = send.answers[-1]
+            found.append(f"{who}: ended on {last.get('_status')} {last.get('reason')}")
+    return found

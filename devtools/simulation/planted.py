@@ -1,0 +1,83 @@
+"""Defects planted in the code under test, one at a time, to show the simulation finds them.
+
+Each is a context manager that patches the layer for one run. They are the mistakes the
+identity rule and its ledger exist to prevent; a seed budget that lets one of them through
+proves nothing about the code without it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator
+from dataclasses import replace
+from typing import Any
+
+
+@contextlib.contextmanager
+def _patched(owner: Any, name: str, value: Any) -> Iterator[None]:
+    before = getattr(owner, name)
+    setattr(owner, name, value)
+    try:
+        yield
+    finally:
+        setattr(owner, name, before)
+
+
+@contextlib.contextmanager
+def first_identifier_only() -> Iterator[None]:
+    """The create's record kept under the lead's first identifier only (email, else phone,
+    else external id): two leads that share a later one never meet."""
+    from klaviyo_leads.identity import Person
+
+    original = Person.identities
+
+    def first(self: Person) -> tuple[str, ...]:
+        return original(self)[:1]
+
+    with _patched(Person, "identities", first):
+        yield
+
+
+@contextlib.contextmanager
+def any_409_is_own() -> Iterator[None]:
+    """A 409 after a lost answer always taken as the request's own profile."""
+    from klaviyo_leads import creates
+
+    with _patched(creates, "made_by", lambda profile, owner: profile is not None):
+        yield
+
+
+@contextlib.contextmanager
+def hold_never_renewed() -> Iterator[None]:
+    """Holds taken once and never renewed (nor the write recorded) before a write: a request
+    that waited on 429s or a slow job writes on a hold that ran out."""
+    from klaviyo_leads.ledger import CreateLedger
+
+    def renew(self: CreateLedger, record: Any, hold_seconds: float, **_: Any) -> Any:
+        return replace(record)
+
+    with _patched(CreateLedger, "renew", renew):
+        yield
+
+
+@contextlib.contextmanager
+def earlier_job_skipped() -> Iterator[None]:
+    """A redelivered batch that does not read the import job its earlier attempt sent."""
+    from klaviyo_leads import batch_creates, creates
+
+    def skipped(*args: Any, **kwargs: Any) -> None:
+        return None
+
+    with (
+        _patched(creates, "earlier_job_outcome", skipped),
+        _patched(batch_creates, "earlier_job_outcome", skipped),
+    ):
+        yield
+
+
+DEFECTS: dict[str, Callable[[], contextlib.AbstractContextManager[None]]] = {
+    "first identifier only": first_identifier_only,
+    "any 409 is its own": any_409_is_own,
+    "hold never renewed": hold_never_renewed,
+    "earlier job skipped": earlier_job_skipped,
+}

@@ -1,0 +1,170 @@
+"""A deterministic scheduler: many tasks, one virtual clock, one task running at a time.
+
+Every actor of the simulated fleet (a container's invocation, a webhook sender, an SQS poller)
+is a task on its own thread, but only one ever runs: a task runs until it reaches a
+scheduling point (every call to Klaviyo or AWS, every sleep), and the scheduler, drawing from
+one seeded generator, picks which ready task goes next. When none is ready the clock jumps to
+the next wake-up. Nothing waits in real time, and a seed replays exactly.
+
+A task can be killed: at its next scheduling point it raises ``Killed`` (a ``BaseException``,
+so no ``except Exception`` in the code under test stops it), and every scheduling point it
+reaches afterwards (a ``finally`` that would write) raises again: a killed process does
+nothing more.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import random
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+
+class Killed(BaseException):
+    """The task's process ends here: nothing after this runs, nothing is cleaned up."""
+
+
+class Stalled(Exception):
+    """The simulation ran past its step or time limit (a livelock, or a task that never ends)."""
+
+
+@dataclass(eq=False)
+class Task:
+    name: str
+    run: Callable[[], Any]
+    context: Any = None  # what the task runs in (its container): read by the task's clocks
+    killed: bool = False
+    done: bool = False
+    error: BaseException | None = None
+    go: threading.Event = field(default_factory=threading.Event)
+    thread: threading.Thread | None = None
+
+
+class Scheduler:
+    def __init__(self, rng: random.Random, start: float, max_steps: int = 200_000) -> None:
+        self.rng = rng
+        self.now = start
+        self.start = start
+        self.max_steps = max_steps
+        self.steps = 0
+        self._ready: list[Task] = []
+        self._sleeping: list[tuple[float, int, Task]] = []
+        self._order = itertools.count()
+        self._back = threading.Event()
+        self._current: Task | None = None
+        self._local = threading.local()
+        self.tasks: list[Task] = []
+        self.trace: list[str] = []
+        self.tracing = False
+        self.on_point: Callable[[Task, str], None] | None = None
+
+    # -- tasks -------------------------------------------------------------------------------
+
+    def spawn(
+        self, name: str, run: Callable[[], Any], at: float | None = None, context: Any = None
+    ) -> Task:
+        task = Task(name, run, context)
+        self.tasks.append(task)
+        heapq.heappush(self._sleeping, (max(at or self.now, self.now), next(self._order), task))
+        return task
+
+    @property
+    def current(self) -> Task | None:
+        return getattr(self._local, "task", None)
+
+    def kill(self, task: Task) -> None:
+        task.killed = True
+
+    # -- what tasks call -------------------------------------------------------------------
+
+    def point(self, label: str) -> None:
+        """A scheduling point: another ready task may run before this one goes on."""
+        task = self.current
+        if task is None:
+            return  # called outside the simulation (setting up): nothing to schedule
+        if task.killed:
+            raise Killed(label)
+        if self.on_point is not None:
+            self.on_point(task, label)  # may kill the task here
+            if task.killed:
+                raise Killed(label)
+        if self.tracing:
+            self.trace.append(f"{self.now - self.start:9.3f}  {task.name}: {label}")
+        self._ready.append(task)
+        self._switch_out(task)
+
+    def sleep(self, seconds: float) -> None:
+        task = self.current
+        if task is None:
+            self.now += max(0.0, seconds)
+            return
+        if task.killed:
+            raise Killed("sleep")
+        heapq.heappush(self._sleeping, (self.now + max(0.0, seconds), next(self._order), task))
+        self._switch_out(task)
+
+    def _switch_out(self, task: Task) -> None:
+        self._back.set()
+        task.go.wait()
+        task.go.clear()
+        if task.killed:
+            raise Killed("resumed")
+
+    # -- running ---------------------------------------------------------------------------------
+
+    def run(self, until: float | None = None) -> None:
+        """Run until every task is done (or ``until`` seconds have passed on the clock)."""
+        while True:
+            if not self._ready:
+                if not self._sleeping:
+                    return
+                wake = self._sleeping[0][0]
+                if until is not None and wake > self.start + until:
+                    raise Stalled(f"tasks still waiting after {until:g} s")
+                self.now = max(self.now, wake)
+                while self._sleeping and self._sleeping[0][0] <= self.now:
+                    self._ready.append(heapq.heappop(self._sleeping)[2])
+                continue
+            self.steps += 1
+            if self.steps > self.max_steps:
+                raise Stalled(f"more than {self.max_steps} steps")
+            index = self.rng.randrange(len(self._ready)) if len(self._ready) > 1 else 0
+            task = self._ready.pop(index)
+            self._resume(task)
+
+    def _resume(self, task: Task) -> None:
+        self._back.clear()
+        if task.thread is None:
+            task.thread = threading.Thread(target=self._body, args=(task,), daemon=True)
+            task.thread.start()
+        else:
+            task.go.set()
+        self._back.wait()
+
+    def _body(self, task: Task) -> None:
+        self._local.task = task
+        try:
+            if task.killed:
+                raise Killed("before it started")
+            task.run()
+        except Killed:
+            pass
+        except BaseException as exc:  # reported by the simulation's checks
+            task.error = exc
+        finally:
+            task.done = True
+            self._back.set()
+
+    def close(self) -> None:
+        """Let every task still parked at a point end (killed), so no thread is left behind."""
+        for _, _, task in self._sleeping:
+            self._ready.append(task)
+        self._sleeping.clear()
+        while self._ready:
+            task = self._ready.pop()
+            task.killed = True
+            if task.thread is not None and not task.done:
+                self._resume(task)
