@@ -222,6 +222,20 @@ class MemoryDynamoDB:
         return {"UnprocessedItems": {}}
 
     @_validated
+    def batch_get_item(self, *, RequestItems: dict[str, dict[str, Any]], **_: Any) -> dict:
+        self._before("BatchGetItem", locals())
+        with self._lock:
+            found: dict[str, list[Item]] = {}
+            for name, request in RequestItems.items():
+                table = self._table(name, "BatchGetItem")
+                found[name] = [
+                    copy.deepcopy(item)
+                    for key in request["Keys"]
+                    if (item := table["items"].get(self._key(name, key))) is not None
+                ]
+        return {"Responses": found, "UnprocessedKeys": {}}
+
+    @_validated
     def transact_write_items(self, *, TransactItems: list[dict[str, Any]], **_: Any) -> dict:
         self._before("TransactWriteItems", locals())
         with self._lock:

@@ -151,6 +151,7 @@ class Fleet:
         self.clock_spread = clock_spread
         self.per_function = containers
         self.ids = ids
+        self.functions = functions
         self.queues: dict[str, Queue] = {
             f: aws.queue(f"{f}-queue", visibility, MAX_RECEIVES) for f in functions
         }

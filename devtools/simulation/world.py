@@ -17,7 +17,30 @@ from typing import Any
 
 from klaviyo_leads.identity import normalised
 
-ACTIONS = ("create_profile", "upsert_profile")
+# The actions a seed may use, and how often: every create path, and those that change a
+# profile, a list membership or consent, or record an event beside them.
+ACTION_WEIGHTS = {
+    "create_profile": 8,
+    "upsert_profile": 3,
+    "update_profile": 2,
+    "get_profiles": 1,
+    "subscribe_profile_to_list": 2,
+    "unsubscribe_profile": 1,
+    "add_profile_to_list": 1,
+    "remove_profile_from_list": 1,
+    "track_event": 2,
+}
+ACTIONS = tuple(ACTION_WEIGHTS)
+LIST_ID = "SimLst"  # a single opt-in list every seed's account has
+# What each action's lead carries beside the person's identifiers.
+_SETTINGS: dict[str, dict[str, Any]] = {
+    "update_profile": {"title": "Updated"},
+    "subscribe_profile_to_list": {"klaviyo.list_id": LIST_ID},
+    "unsubscribe_profile": {"klaviyo.list_id": LIST_ID},
+    "add_profile_to_list": {"klaviyo.list_id": LIST_ID},
+    "remove_profile_from_list": {"klaviyo.list_id": LIST_ID},
+    "track_event": {"klaviyo.metric_name": "Lead Received"},
+}
 # The ways a lead comes in, and how often a seed uses each.
 PATHS = {
     "webhook_keyed": 3,
@@ -61,6 +84,7 @@ class Lead:
 class Behaviour:
     search_lag: float
     import_delay: float
+    apply_delay: float  # before a subscribe or unsubscribe job, or an event, takes effect
     klaviyo_faults: float  # the chance each Klaviyo call fails
     aws_faults: float  # the chance each DynamoDB, SQS or EventBridge call fails
     kill: float  # the chance a container dies at any point of an invocation
@@ -116,6 +140,7 @@ def scenario(seed: int) -> Scenario:
     behaviour = Behaviour(
         search_lag=rng.choice([0.0, rng.uniform(0.0, 10.0), 10.0]),
         import_delay=rng.choice([0.0, 1.0, rng.uniform(0.0, 8.0)]),
+        apply_delay=rng.choice([0.0, 2.0, rng.uniform(0.0, 120.0)]),
         klaviyo_faults=rng.choice([0.0, 0.05, 0.15, 0.3]),
         aws_faults=rng.choice([0.0, 0.0, 0.02, 0.08]),
         kill=rng.choice([0.0, 0.0, 0.005, 0.02]),
@@ -149,15 +174,15 @@ def scenario(seed: int) -> Scenario:
         else:
             world.person(phone=f"+1415555{rng.randrange(10000):04d}")
     people = world.people
-    existing = [p for p in people if rng.random() < 0.15]
+    existing = [p for p in people if rng.random() < 0.2]
     leads: list[Lead] = []
     paths = list(PATHS)
     weights = list(PATHS.values())
-    for _ in range(rng.randint(3, 8)):
+    for _ in range(rng.randint(4, 9)):
         person = rng.choice(people)
         path = rng.choices(paths, weights)[0]
         at = rng.uniform(0.0, 20.0)
-        action = rng.choices(ACTIONS, [4, 1])[0]
+        action = rng.choices(ACTIONS, list(ACTION_WEIGHTS.values()))[0]
         if path == "queue_batch":
             # A burst: this lead and new people's leads, enough for one coalesced batch.
             for _ in range(rng.randint(9, 11)):
@@ -166,7 +191,7 @@ def scenario(seed: int) -> Scenario:
             leads.append(_lead(rng, len(leads) + 1, person, action, "queue", at))
             continue
         leads.append(_lead(rng, len(leads) + 1, person, action, path, at))
-        if rng.random() < 0.25:  # the vendor sends it again, maybe by another way
+        if rng.random() < 0.35:  # the vendor sends it again, maybe by another way
             again = rng.choices(paths[:-1], weights[:-1])[0]
             again = "queue" if again == "queue_batch" else again
             later = at + rng.choice([0.0, 0.5, 2.0, 8.0, 30.0])
@@ -194,4 +219,7 @@ def _lead(
         fields["phone_1"] = person.phone
     if "reference" in carried:
         fields["reference"] = person.reference
+    fields.update(_SETTINGS.get(action, {}))
+    if action == "track_event" and rng.random() < 0.5:
+        fields["klaviyo.unique_id"] = f"event-{person.name}-{number}"
     return Lead(number, person, action, path, fields, at)

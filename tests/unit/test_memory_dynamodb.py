@@ -345,6 +345,14 @@ SCENARIOS: dict[str, list[tuple[str, dict[str, Any]]]] = {
         ),
         ("get_item", {"TableName": TABLE, "Key": {"id": S("m1")}}),
         ("get_item", {"TableName": TABLE, "Key": {"id": S("m2")}}),
+        (
+            "batch_get_item",
+            {
+                "RequestItems": {
+                    TABLE: {"Keys": [{"id": S("m1")}, {"id": S("m2")}], "ConsistentRead": True}
+                }
+            },
+        ),
     ],
 }
 

@@ -72,6 +72,7 @@ def create_all(
             batch.fail(index, outcomes.LEDGER_NOT_CONFIGURED())
         return
     leads, waiting, alone = _take_records(batch, wanted)
+    _send_touched_alone(batch, leads, alone)
     jobs: dict[str, imports.Job] = {}
     for index, lead in list(leads.items()):
         answer = _from_earlier_attempts(lead, jobs)
@@ -117,6 +118,25 @@ def _take_records(
         owners[owner] = index
         leads[index] = _Lead(Attempt(ctx, person, marked(attributes, owner), owner, record), index)
     return leads, waiting, alone
+
+
+def _send_touched_alone(batch: Batch, leads: dict[int, _Lead], alone: list[int]) -> None:
+    """Leads whose person a subscribe job or an event may be making a profile for: an import
+    would take that profile for the lead's own. They go one by one, where Klaviyo's 409 and the
+    request's mark tell (their records, taken by this attempt, go with them)."""
+    ledger = batch.ctx.ledger
+    assert ledger is not None
+    identities = {i for lead in leads.values() for i in lead.attempt.person.identities()}
+    if not identities:
+        return
+    try:
+        touched = ledger.touched(identities)
+    except LedgerUnavailable:
+        touched = identities  # not known: the safe way for all
+    for index, lead in list(leads.items()):
+        if touched & set(lead.attempt.person.identities()):
+            alone.append(index)
+            del leads[index]
 
 
 def _from_earlier_attempts(lead: _Lead, jobs: dict[str, imports.Job]) -> Result | None:

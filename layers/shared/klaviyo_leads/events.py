@@ -18,6 +18,7 @@ from typing import Any
 
 from . import outcomes
 from .context import Context
+from .identity import touch
 from .lead import Lead
 from .outcomes import KlaviyoError, Result, from_klaviyo_answer, success
 from .profiles import profile_reference, require_search_value
@@ -63,6 +64,13 @@ class Event:
         if self.unique_id is not None:
             attributes["unique_id"] = self.unique_id
         return attributes
+
+    def identifier(self) -> tuple[str, str | None]:
+        """The identifier by which Klaviyo may make the event's profile (none for an id)."""
+        if "id" in self.profile:
+            return "id", None
+        name, value = next(iter(self.profile["attributes"].items()))
+        return name, value
 
     def identity(self) -> tuple[str, str]:
         """How Klaviyo tells the event's profile: its id, else its first identifier."""
@@ -110,6 +118,7 @@ def _walk(value: Any, depth: int) -> Iterator[tuple[Any, int]]:
 def track_event(ctx: Context, lead: Lead) -> Result:
     """Record a metric event on the lead's profile (Klaviyo creates the profile if needed)."""
     event = prepare(ctx, lead)
+    touch(ctx, [event.identifier()])
     response = ctx.call(
         "POST",
         "/api/events",
@@ -151,6 +160,7 @@ def send_jobs(ctx: Context, items: list[Item], results: Results) -> None:
             continue
         seen.add(repeat_key)
         unique.append((index, event))
+    touch(ctx, [event.identifier() for _, event in unique])
     for chunk in _chunks(unique):
         _send(ctx, chunk, results)
     if later:

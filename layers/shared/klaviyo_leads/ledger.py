@@ -35,6 +35,7 @@ from .results import dynamodb_client
 PREFIX = "create#"
 REQUEST_PREFIX = "create-request#"
 JOB_PREFIX = "create-job#"
+TOUCH_PREFIX = "create-touch#"
 # As long as a message can be redelivered or a keyed request repeated (the idempotency
 # table's horizons), so a late retry still finds its own record.
 RECORD_TTL_SECONDS = 24 * 3600
@@ -301,7 +302,10 @@ class CreateLedger:
             else:
                 writes.append(self._put_identity(identity, owner, now, replacing=holder.owner))
         cutoff = now - CLOCK_TOLERANCE_SECONDS
-        for holder in {h.owner: h for h in by_identity.values() if h.record}.values():
+        # A holder already taken over (on some of its identities, by someone else) is done:
+        # its remaining identities are free for the asking, without superseding it again.
+        live = [h for h in by_identity.values() if h.record and not h.record.superseded_by]
+        for holder in {h.owner: h for h in live}.values():
             assert holder.record is not None
             writes.append(
                 self._update(
@@ -448,6 +452,57 @@ class CreateLedger:
             if other and other != owner:
                 holders.append(Holder(identity, other, self.record_of(other)))
         return holders
+
+    # -- writes that may create a profile on the side ----------------------------------------
+
+    def touch(self, identities: Iterable[str], seconds: float) -> bool:
+        """A subscribe job, an unsubscribe job or an event may make a profile for these
+        identities within ``seconds`` (Klaviyo applies them later): a batch's import must not
+        take such a profile for its own. Best effort: False when it could not be kept."""
+        until = self.clock() + seconds
+        items = [
+            {
+                "PutRequest": {
+                    "Item": {
+                        "id": {"S": TOUCH_PREFIX + identity},
+                        "until": _number(until),
+                        "expiration": {"N": str(int(until + RECORD_TTL_SECONDS))},
+                    }
+                }
+            }
+            for identity in dict.fromkeys(identities)
+        ]
+        kept = True
+        for start in range(0, len(items), 25):  # BatchWriteItem's limit
+            try:
+                answer = self.client.batch_write_item(
+                    RequestItems={self.table_name: items[start : start + 25]}
+                )
+                kept = kept and not answer.get("UnprocessedItems")
+            except Exception:
+                kept = False
+        return kept
+
+    def touched(self, identities: Iterable[str]) -> set[str]:
+        """Which of the identities such a write may still be making a profile for. Raises
+        ``LedgerUnavailable``."""
+        wanted = list(dict.fromkeys(identities))
+        now = self.clock()
+        found: set[str] = set()
+        for start in range(0, len(wanted), 100):  # BatchGetItem's limit
+            keys = [_key(TOUCH_PREFIX + i) for i in wanted[start : start + 100]]
+            try:
+                answer = self.client.batch_get_item(
+                    RequestItems={self.table_name: {"Keys": keys, "ConsistentRead": True}}
+                )
+            except Exception as exc:
+                raise LedgerUnavailable(type(exc).__name__) from exc
+            if answer.get("UnprocessedKeys"):
+                raise LedgerUnavailable("unprocessed")
+            for item in answer.get("Responses", {}).get(self.table_name, []):
+                if _n(item, "until", 0.0) + CLOCK_TOLERANCE_SECONDS > now:
+                    found.add(item["id"]["S"].removeprefix(TOUCH_PREFIX))
+        return found
 
     # -- import jobs -------------------------------------------------------------------------
 

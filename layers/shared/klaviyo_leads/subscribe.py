@@ -16,6 +16,7 @@ from typing import Any
 
 from . import lookup, outcomes
 from .context import Context
+from .identity import touch
 from .lead import Lead
 from .outcomes import KlaviyoError, Result, from_klaviyo_answer, unknown_target
 from .profiles import Group, find_profile, klaviyo_list
@@ -179,10 +180,17 @@ Item = tuple[int, Subscription]
 
 
 def send_jobs(ctx: Context, items: list[Item], results: Results) -> None:
-    """Send every item (one kind, list and source) in as few jobs as allowed; one result each."""
+    """Send every item (one kind, list and source) in as few jobs as allowed; one result each.
+    A job makes the profiles it does not find: the identifiers are marked as touched first."""
     size = items[0][1].jobs.max_profiles if items else 1
     for start in range(0, len(items), size):
-        _send(ctx, items[start : start + size], results)
+        chunk = items[start : start + size]
+        touch(ctx, [pair for _, s in chunk for pair in (("email", s.email), _phone_of(s))])
+        _send(ctx, chunk, results)
+
+
+def _phone_of(subscription: Subscription) -> tuple[str, str | None]:
+    return ("phone_number", subscription.phone_number if "sms" in subscription.channels else None)
 
 
 def _send(ctx: Context, chunk: list[Item], results: Results) -> None:
