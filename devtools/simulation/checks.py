@@ -14,10 +14,16 @@
    queued lead with a published result that is not retryable or in the dead-letter queue
    after its deliveries; nothing is left in flight.
 6. **No exception leaves a handler.**
+7. **An event once per unique id**: every event Klaviyo recorded carries a unique id that a
+   Track Event send owns (its own, or the lead's ``klaviyo.unique_id``); a send told success
+   has its event.
+8. **List and consent answers are true**: a lead told it was added to (removed from) the
+   list, subscribed or unsubscribed, has an accepted request of that kind for its profile.
 """
 
 from __future__ import annotations
 
+import json
 from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
@@ -63,6 +69,8 @@ def check(
     for send in sends:
         violations += _answers_are_true(send, by_id, klaviyo)
     violations += _nobody_renamed(scenario, klaviyo)
+    violations += _events_once(sends, klaviyo)
+    violations += _list_and_consent_answers_true(sends, by_id, klaviyo)
     violations += _every_lead_ends(sends)
     violations += [f"an exception left a handler: {text}" for text in escaped]
     violations += [f"still in flight at the end: {text}" for text in in_flight]
@@ -184,3 +192,77 @@ def _every_lead_ends(sends: list[Send]) -> list[str]:
             last = send.answers[-1]
             found.append(f"{who}: ended on {last.get('_status')} {last.get('reason')}")
     return found
+
+
+def _events_once(sends: list[Send], klaviyo: Klaviyo) -> list[str]:
+    keys: dict[str, Send] = {}
+    for send in sends:
+        if send.lead.action == "track_event":
+            keys[str(send.lead.fields.get("klaviyo.unique_id") or send.owner)] = send
+    found = []
+    recorded = {str(event.get("unique_id")) for event in klaviyo.events}
+    for event in klaviyo.events:
+        if str(event.get("unique_id")) not in keys:
+            found.append(f"an event with a unique id no send owns: {event.get('unique_id')}")
+    for key, send in keys.items():
+        told = any(a.get("outcome") == "success" for a in send.answers)
+        if told and key not in recorded:
+            found.append(f"lead {send.lead.number} ({send.lead.path}): told tracked, no event")
+    return found
+
+
+NOT_IN_LIST = "The profile was not in the list"
+_KINDS = {
+    "add_profile_to_list": "add_profiles_to_list",
+    "remove_profile_from_list": "remove_profiles_from_list",
+    "subscribe_profile_to_list": "bulk_subscribe_profiles",
+    "unsubscribe_profile": "bulk_unsubscribe_profiles",
+}
+
+
+def _list_and_consent_answers_true(
+    sends: list[Send], by_id: dict[str, Any], klaviyo: Klaviyo
+) -> list[str]:
+    """A success names a request Klaviyo took for one of the lead's identifiers' profiles."""
+    carried: dict[str, list[dict[str, Any]]] = defaultdict(list)  # operation -> its profiles
+    for operation, status, body in klaviyo.requests:
+        if operation not in _KINDS.values() or status not in (202, 204):
+            continue
+        try:
+            data = json.loads(body)["data"]
+        except (ValueError, KeyError, TypeError):
+            continue
+        if isinstance(data, list):  # a list's relationships: profile ids
+            carried[operation] += [by_id.get(item.get("id"), {}) for item in data]
+        else:
+            for item in data["attributes"]["profiles"]["data"]:
+                attributes = item.get("attributes") or {}
+                carried[operation].append(
+                    by_id.get(item.get("id") or "")
+                    or _profile_holding(by_id, attributes)
+                    or {"attributes": attributes}
+                )
+    found = []
+    for send in sends:
+        operation = _KINDS.get(send.lead.action)
+        told = [a for a in send.answers if a.get("outcome") == "success"]
+        if operation is None or not told or all(a.get("reason") == NOT_IN_LIST for a in told):
+            continue  # (a profile not in the list is removed from it without a request)
+        values = [(n, v) for n in IDENTITY if (v := _value(send.lead.fields, n))]
+        if not any(_holds(p, n, v) for p in carried[operation] for n, v in values):
+            found.append(
+                f"lead {send.lead.number} ({send.lead.path}): told {send.lead.action} "
+                "succeeded, but Klaviyo took no such request for its profile"
+            )
+    return found
+
+
+def _profile_holding(by_id: dict[str, Any], attributes: dict[str, Any]) -> dict[str, Any] | None:
+    """The profile a job's item names by its email or phone number (as Klaviyo resolves it)."""
+    for name in ("email", "phone_number"):
+        value = attributes.get(name)
+        if isinstance(value, str) and value:
+            for profile in by_id.values():
+                if _holds(profile, name, value):
+                    return profile
+    return None
