@@ -114,96 +114,52 @@ class MemoryDynamoDB:
             return {"Item": copy.deepcopy(found)} if found is not None else {}
 
     @_validated
-    def put_item(
-        self,
-        *,
-        TableName: str,
-        Item: Item,
-        ConditionExpression: str | None = None,
-        ExpressionAttributeNames: dict[str, str] | None = None,
-        ExpressionAttributeValues: Item | None = None,
-        ReturnValuesOnConditionCheckFailure: str | None = None,
-        **_: Any,
-    ) -> dict:
-        self._before("PutItem", locals())
+    def put_item(self, **params: Any) -> dict:
         with self._lock:
-            table = self._table(TableName, "PutItem")
-            key = self._key(TableName, Item)
-            old = table["items"].get(key)
-            self._check(
-                ConditionExpression,
-                old,
-                ExpressionAttributeNames,
-                ExpressionAttributeValues,
-                ReturnValuesOnConditionCheckFailure,
-                "PutItem",
-            )
-            table["items"][key] = copy.deepcopy(Item)
+            table, key, _ = self._checked("PutItem", params, params["Item"])
+            table["items"][key] = copy.deepcopy(params["Item"])
         return {}
 
     @_validated
-    def update_item(
-        self,
-        *,
-        TableName: str,
-        Key: Item,
-        UpdateExpression: str,
-        ConditionExpression: str | None = None,
-        ExpressionAttributeNames: dict[str, str] | None = None,
-        ExpressionAttributeValues: Item | None = None,
-        ReturnValuesOnConditionCheckFailure: str | None = None,
-        ReturnValues: str | None = None,
-        **_: Any,
-    ) -> dict:
-        self._before("UpdateItem", locals())
+    def update_item(self, **params: Any) -> dict:
         with self._lock:
-            table = self._table(TableName, "UpdateItem")
-            key = self._key(TableName, Key)
-            old = table["items"].get(key)
-            self._check(
-                ConditionExpression,
-                old,
-                ExpressionAttributeNames,
-                ExpressionAttributeValues,
-                ReturnValuesOnConditionCheckFailure,
-                "UpdateItem",
-            )
-            new = copy.deepcopy(old) if old is not None else copy.deepcopy(Key)
+            table, key, old = self._checked("UpdateItem", params, params["Key"])
+            new = copy.deepcopy(old) if old is not None else copy.deepcopy(params["Key"])
             _apply_update(
-                new, UpdateExpression, ExpressionAttributeNames, ExpressionAttributeValues
+                new,
+                params["UpdateExpression"],
+                params.get("ExpressionAttributeNames"),
+                params.get("ExpressionAttributeValues"),
             )
             table["items"][key] = new
-        if ReturnValues == "ALL_NEW":
+        if params.get("ReturnValues") == "ALL_NEW":
             return {"Attributes": copy.deepcopy(new)}
         return {}
 
     @_validated
-    def delete_item(
-        self,
-        *,
-        TableName: str,
-        Key: Item,
-        ConditionExpression: str | None = None,
-        ExpressionAttributeNames: dict[str, str] | None = None,
-        ExpressionAttributeValues: Item | None = None,
-        ReturnValuesOnConditionCheckFailure: str | None = None,
-        **_: Any,
-    ) -> dict:
-        self._before("DeleteItem", locals())
+    def delete_item(self, **params: Any) -> dict:
         with self._lock:
-            table = self._table(TableName, "DeleteItem")
-            key = self._key(TableName, Key)
-            old = table["items"].get(key)
-            self._check(
-                ConditionExpression,
-                old,
-                ExpressionAttributeNames,
-                ExpressionAttributeValues,
-                ReturnValuesOnConditionCheckFailure,
-                "DeleteItem",
-            )
+            table, key, _ = self._checked("DeleteItem", params, params["Key"])
             table["items"].pop(key, None)
         return {}
+
+    def _checked(
+        self, operation: str, params: dict[str, Any], keyed: Item
+    ) -> tuple[dict[str, Any], tuple[Any, ...], Item | None]:
+        """The call's table, key and current item, once its condition holds (else raised)."""
+        self._before(operation, params)
+        table = self._table(params["TableName"], operation)
+        key = self._key(params["TableName"], keyed)
+        old = table["items"].get(key)
+        self._check(
+            params.get("ConditionExpression"),
+            old,
+            params.get("ExpressionAttributeNames"),
+            params.get("ExpressionAttributeValues"),
+            params.get("ReturnValuesOnConditionCheckFailure"),
+            operation,
+        )
+        return table, key, old
 
     # -- several items -----------------------------------------------------------------------
 

@@ -8,8 +8,7 @@ idempotency layer makes, plus the corners of the expression grammar they rely on
 
 from __future__ import annotations
 
-import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -18,23 +17,6 @@ from botocore.exceptions import ClientError
 from devtools.memory_dynamodb import MemoryDynamoDB
 
 TABLE = "records"
-
-
-@pytest.fixture(scope="module")
-def moto_client() -> Iterator[Any]:
-    from moto import mock_aws
-
-    saved = {k: os.environ.get(k) for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")}
-    os.environ.update(AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing")
-    with mock_aws():
-        import boto3
-
-        yield boto3.client("dynamodb", region_name="us-east-1")
-    for name, value in saved.items():
-        if value is None:
-            os.environ.pop(name, None)
-        else:
-            os.environ[name] = value
 
 
 def _fresh_table(client: Any, name: str) -> None:
@@ -358,13 +340,13 @@ SCENARIOS: dict[str, list[tuple[str, dict[str, Any]]]] = {
 
 
 @pytest.mark.parametrize("scenario", sorted(SCENARIOS))
-def test_memory_answers_as_moto(scenario: str, moto_client: Any) -> None:
+def test_memory_answers_as_moto(scenario: str, moto_dynamodb: Any) -> None:
     table = f"t-{scenario}"
-    _fresh_table(moto_client, table)
+    _fresh_table(moto_dynamodb, table)
     memory = MemoryDynamoDB()
     _fresh_table(memory, table)
     calls = SCENARIOS[scenario]
-    expected = _transcript(moto_client, table, calls)
+    expected = _transcript(moto_dynamodb, table, calls)
     assert _transcript(memory, table, calls) == expected
     # Not a trivially equal pair: each scenario has refusals and items to compare.
     assert any(entry[0] == "error" for entry in expected) or scenario == "batch_writes"

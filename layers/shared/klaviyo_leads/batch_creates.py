@@ -37,7 +37,7 @@ from .creates import (
     record_unavailable,
     take,
 )
-from .identity import IDENTIFIERS, Person, duplicate_of, in_progress, made_by, marked
+from .identity import Person, duplicate_of, in_progress, made_by, marked
 from .ledger import ClaimLost, LedgerUnavailable
 from .outcomes import Outcome, Result, success
 from .profiles import get_profile
@@ -157,22 +157,10 @@ def _from_earlier_attempts(lead: _Lead, jobs: dict[str, imports.Job]) -> Result 
 def _drop_existing(batch: Batch, leads: dict[int, _Lead]) -> None:
     """Leads whose email, phone number or external id Klaviyo already holds: the duplicates
     they are (or, for a lead whose earlier attempt's job may have made it, its own)."""
-    found: dict[int, tuple[str, dict[str, Any]]] = {}
-    for name in IDENTIFIERS:
-        asked = {
-            index: value
-            for index, lead in leads.items()
-            if index not in found and (value := getattr(lead.attempt.person, name))
-        }
-        if not asked:
-            continue
-        searched = lookup.search(batch.ctx, name, "-created", asked.values())
-        for index, value in asked.items():
-            value_key = lookup.key(name, value)
-            if value_key in searched.problems:
-                _give_up(batch, leads.pop(index), searched.problems[value_key])
-            elif (profile := searched.first(value_key)) is not None:
-                found[index] = (name, profile)
+    wanted = {index: dict(lead.attempt.person.values()) for index, lead in leads.items()}
+    found, problems = lookup.people(batch.ctx, wanted)
+    for index, problem in problems.items():
+        _give_up(batch, leads.pop(index), problem)
     for index, (name, profile) in found.items():
         lead = leads.pop(index)
         if lead.attempt.record.wrote and made_by(profile, lead.attempt.owner):

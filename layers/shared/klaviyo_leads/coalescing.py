@@ -711,23 +711,15 @@ def _upsert_all(batch: Batch) -> None:
 
 def _existing_people(batch: Batch, wanted: dict[int, dict[str, Any]]) -> dict[int, dict[str, Any]]:
     """The profile Klaviyo holds for each lead: by its email, else phone, else external id."""
-    found: dict[int, dict[str, Any]] = {}
-    for name in IDENTIFIERS:
-        asked = {
-            index: attributes[name]
-            for index, attributes in wanted.items()
-            if attributes.get(name) and index not in found and batch.results[index] is None
-        }
-        if not asked:
-            continue
-        searched = lookup.search(batch.ctx, name, "-created", asked.values())
-        for index, value in asked.items():
-            value_key = lookup.key(name, value)
-            if value_key in searched.problems:
-                batch.fail(index, searched.problems[value_key])
-            elif (profile := searched.first(value_key)) is not None:
-                found[index] = profile
-    return found
+    asked = {
+        index: {name: attributes[name] for name in IDENTIFIERS if attributes.get(name)}
+        for index, attributes in wanted.items()
+        if batch.results[index] is None
+    }
+    found, problems = lookup.people(batch.ctx, asked)
+    for index, problem in problems.items():
+        batch.fail(index, problem)
+    return {index: profile for index, (_, profile) in found.items()}
 
 
 # -- Track Event ---------------------------------------------------------------------------

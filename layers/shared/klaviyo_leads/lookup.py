@@ -51,6 +51,32 @@ def search(
     return found
 
 
+def people(
+    ctx: Context, wanted: dict[int, dict[str, str]]
+) -> tuple[dict[int, tuple[str, dict[str, Any]]], dict[int, Result]]:
+    """The profile Klaviyo holds for each lead (its identifiers by name): by its email, else
+    its phone number, else its external id, each kind in as few searches as allowed. Also the
+    leads whose search Klaviyo refused, with why."""
+    found: dict[int, tuple[str, dict[str, Any]]] = {}
+    problems: dict[int, Result] = {}
+    for name in ("email", "phone_number", "external_id"):
+        asked = {
+            index: values[name]
+            for index, values in wanted.items()
+            if values.get(name) and index not in found and index not in problems
+        }
+        if not asked:
+            continue
+        searched = search(ctx, name, "-created", asked.values())
+        for index, value in asked.items():
+            value_key = key(name, value)
+            if value_key in searched.problems:
+                problems[index] = searched.problems[value_key]
+            elif (profile := searched.first(value_key)) is not None:
+                found[index] = (name, profile)
+    return found, problems
+
+
 def search_query(identifier: str, sort: str, full: bool) -> Callable[[list[str]], dict[str, str]]:
     field_name = SEARCH_FIELDS[identifier][0]
 
