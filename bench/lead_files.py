@@ -14,6 +14,9 @@ time from upload to results file against the account's bound for the action.
   the splitter overlap them. The splitter's and the assembler's seconds are measured here; the
   queue's drain at the account's bound comes from the coalesced benchmark's virtual run of the
   action (``bench.throughput``, Klaviyo's real limits, the emulator's latency).
+- **Header check**: the time to read and check a header of repeated names (``c0, ..., c0``)
+  at widths up to the column cap, as a ratio to the narrowest (linear: the width's ratio), and
+  the time to refuse one far past the cap (40,000 columns) as a ratio to the cap's.
 - **Time to results**: rows finish evenly until the later of (splitter done, queue drained);
   the assembler's scheduled runs look as deployed (``look``'s cadence, ``next_look_in``) at
   every phase of the minute against the upload, and the last look writes the file (its
@@ -25,6 +28,8 @@ time from upload to results file against the account's bound for the action.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import itertools
 import json
 import os
@@ -266,6 +271,38 @@ def one_file(action: str, rows: int, work: Path, memory: bool) -> dict[str, Any]
     return figures
 
 
+HEADER_WIDTHS = (250, 500, 1000)
+PAST_THE_CAP = 40_000
+
+
+def header_seconds(width: int, repeats: int = 5) -> float:
+    """The least of ``repeats`` times to read a header of ``width`` names, the first repeated
+    at the end, as far as the file is refused."""
+    header = ",".join(["email", *(f"c{i}" for i in range(width - 2)), "c0"])
+    data = f"{header}\na@example.com\n".encode()
+    best = float("inf")
+    for _ in range(repeats):
+        started = time.perf_counter()
+        with contextlib.suppress(lead_files.FileProblem):
+            list(lead_files.read_rows(io.BytesIO(data), False, lead_files.Layout()))
+        best = min(best, time.perf_counter() - started)
+    return best
+
+
+def header_checks() -> dict[str, Any]:
+    """Header widths up to the cap and one far past it: seconds, and ratios to a baseline."""
+    widths = [*HEADER_WIDTHS, PAST_THE_CAP]
+    seconds = {width: header_seconds(width) for width in widths}
+    base = seconds[HEADER_WIDTHS[0]]
+    return {
+        "widths": widths,
+        "seconds": [seconds[w] for w in widths],
+        "ratio_to_narrowest": [seconds[w] / base for w in HEADER_WIDTHS],
+        "width_ratio": [w / HEADER_WIDTHS[0] for w in HEADER_WIDTHS],
+        "past_the_cap_ratio_to_cap": seconds[PAST_THE_CAP] / seconds[HEADER_WIDTHS[-1]],
+    }
+
+
 def bound_of(action: str, leads: int) -> dict[str, Any]:
     """The coalesced benchmark's figures for the action: its account bound and drain."""
     from bench.throughput import virtual_run
@@ -352,6 +389,7 @@ def run(
         "send_threads": lead_files.SEND_THREADS,
         "part_bytes": lead_files.PART_BYTES,
         "actions": {},
+        "header": header_checks(),
     }
     with tempfile.TemporaryDirectory(prefix="lead-files-bench-") as tmp:
         work = Path(tmp)
@@ -389,6 +427,20 @@ def report(figures: dict[str, Any]) -> str:
         f"{figures['send_threads']} sending threads, parts of "
         f"{figures['part_bytes'] / mb:.0f} MiB",
     ]
+    header = figures["header"]
+    lines.append(
+        "  header of repeated names, "
+        + ", ".join(
+            f"{w:,} columns {s * 1000:.2f} ms"
+            for w, s in zip(header["widths"], header["seconds"], strict=True)
+        )
+        + "; x"
+        + " / x".join(f"{r:.1f}" for r in header["ratio_to_narrowest"])
+        + " the narrowest for widths x"
+        + " / x".join(f"{r:.0f}" for r in header["width_ratio"])
+        + f"; {header['widths'][-1]:,} columns refused in x"
+        f"{header['past_the_cap_ratio_to_cap']:.1f} the cap's time"
+    )
     for action, entry in figures["actions"].items():
         memory, timed = entry["memory"], entry["timed"]
         result = entry["time_to_results"]

@@ -94,6 +94,19 @@ def test_the_splitter_knows_every_action_queue_and_may_only_send_to_them(
     assert not any(a.endswith("*") or a.startswith(("dynamodb:", "s3:Delete")) for a in actions)
 
 
+def test_the_splitter_has_a_reserved_concurrency_set_by_a_parameter(
+    sam_template: dict[str, Any], translated: dict[str, Any]
+) -> None:
+    """Invariant: however many files are uploaded at once, the splitter never takes more than
+    its share of the account's concurrency from the action functions."""
+    function = properties(translated, "LeadFileSplitterFunction")
+    assert function["ReservedConcurrentExecutions"] == {
+        "Ref": "LeadFileSplitterReservedConcurrency"
+    }
+    parameter = sam_template["Parameters"]["LeadFileSplitterReservedConcurrency"]
+    assert parameter["MinValue"] >= 1 and parameter["Default"] >= 1
+
+
 def test_the_assembler_reads_results_and_only_looks_at_dead_letters(
     translated: dict[str, Any],
 ) -> None:

@@ -83,6 +83,18 @@ def test_bad_files_say_why(data: bytes, says: str) -> None:
     assert says in str(problem.value)
 
 
+def test_a_header_past_the_column_cap_is_refused_before_any_other_check() -> None:
+    """A wide header with a repeated name (once quadratic to check) is refused for its width."""
+    columns = lead_files.MAX_COLUMNS + 2
+    header = ",".join(["email", *(f"c{i}" for i in range(columns - 2)), "c0"])
+    with pytest.raises(FileProblem) as problem:
+        rows(f"{header}\na@example.com\n".encode())
+    assert f"{columns:,} columns, more than the {lead_files.MAX_COLUMNS:,}" in str(problem.value)
+    at_cap = ",".join(["email", *(f"c{i}" for i in range(lead_files.MAX_COLUMNS - 2)), "c0"])
+    with pytest.raises(FileProblem, match="more than once: c0"):
+        rows(f"{at_cap}\na@example.com\n".encode())
+
+
 def test_unknown_action_prefix() -> None:
     with pytest.raises(FileProblem, match="not under an action's prefix"):
         target_of("subscribe/leads.csv")

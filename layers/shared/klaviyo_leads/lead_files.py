@@ -63,7 +63,9 @@ MAX_BATCH_BYTES = 240 * 1024  # SendMessageBatch's 256 KiB for all bodies, with 
 MAX_KEYS_PER_GET = 100  # BatchGetItem's limit
 FIRST_ROWS = 10  # rows named per reason and for duplicates in the report
 PART_BYTES = 5 * 1024 * 1024  # multipart upload parts: S3's minimum, so the least memory
-MAX_JSONL_COLUMNS = 1000
+# Columns a file may have (a CSV's header; a JSON Lines file's distinct keys, as reported):
+# a wider header is refused before anything else is done with it.
+MAX_COLUMNS = 1000
 DEFAULT_MAX_FILE_BYTES = 50 * 1024 * 1024
 # Without a better bound, a row without a result this long after it was queued has left the
 # queue for its dead-letter queue: every delivery's back-off (42.5 min) plus five timeouts.
@@ -225,6 +227,11 @@ def _csv_rows(stream: IO[bytes], layout: Layout) -> Iterator[Row]:
         layout.delimiter = _sniff_delimiter(first)
         reader = csv.reader(itertools.chain([first], text), delimiter=layout.delimiter)
         header = [name.strip() for name in next(reader)]
+        if len(header) > MAX_COLUMNS:
+            raise FileProblem(
+                f"The header has {len(header):,} columns, more than the {MAX_COLUMNS:,} a file "
+                "may have"
+            )
         _check_header(header)
         layout.columns = header
         for fields in reader:
@@ -248,11 +255,12 @@ def _csv_rows(stream: IO[bytes], layout: Layout) -> Iterator[Row]:
 
 
 def _check_header(header: list[str]) -> None:
-    named = [name for name in header if name]
-    if len(set(named)) != len(named):
-        twice = sorted({name for name in named if named.count(name) > 1})
+    """Every check counts each name once: linear in the header's width."""
+    counts = collections.Counter(name for name in header if name)
+    twice = sorted(name for name, count in counts.items() if count > 1)
+    if twice:
         raise FileProblem(f"The header names a column more than once: {', '.join(twice)}")
-    if not any(is_known(canonical_key(name)) for name in named):
+    if not any(is_known(canonical_key(name)) for name in counts):
         raise FileProblem(
             "The first row is not a header of lead keys: none of its columns is one "
             "(email, phone_1, Email, Phone 1, klaviyo.list_id, ...)"
@@ -280,7 +288,7 @@ def _jsonl_rows(stream: IO[bytes], layout: Layout) -> Iterator[Row]:
             yield Row(number, None, value, outcomes.BODY_NOT_OBJECT())
             continue
         for key in value:
-            if key not in seen and len(seen) < MAX_JSONL_COLUMNS:
+            if key not in seen and len(seen) < MAX_COLUMNS:
                 seen[key] = None
                 layout.columns.append(key)
         yield Row(number, value, value)
