@@ -270,7 +270,7 @@ def test_only_the_account_puts_events_on_the_bus_by_default(translated: dict[str
     assert "ArnNotEquals" not in statement["Condition"]
     # What the actions' functions need: PutEvents on this bus, by their roles.
     exempt = statement["Condition"]["ArnNotLike"]["aws:PrincipalArn"]
-    assert exempt == [get_att(a.role) for a in ACTIONS]
+    assert exempt[: len(ACTIONS)] == [get_att(a.role) for a in ACTIONS]
     for action in ACTIONS:
         role = translated["Resources"][action.role]["Properties"]
         granted = [
@@ -280,6 +280,35 @@ def test_only_the_account_puts_events_on_the_bus_by_default(translated: dict[str
             if s.get("Action") == "events:PutEvents"
         ]
         assert [s["Resource"] for s in granted] == [get_att("ResultsEventBus")], action.name
+
+
+def publishing_roles(translated: dict[str, Any]) -> list[str]:
+    """Every role of the stack allowed to put events on its bus."""
+    found = []
+    for logical_id, resource in resources_of_type(translated, "AWS::IAM::Role").items():
+        for policy in resource["Properties"].get("Policies", []):
+            for statement in statements(policy["PolicyDocument"]):
+                if "Fn::If" in statement:
+                    statement = statement["Fn::If"][1]
+                granted = as_list(statement.get("Action"))
+                if "events:PutEvents" in granted and get_att("ResultsEventBus") in as_list(
+                    statement.get("Resource")
+                ):
+                    found.append(logical_id)
+    return sorted(set(found))
+
+
+@pytest.mark.parametrize("senders", ["", SENDERS])
+def test_every_function_that_publishes_may_put_events_on_the_bus(
+    translated: dict[str, Any], senders: str
+) -> None:
+    """Invariant: the bus's policy exempts every role the stack grants PutEvents on the bus
+    (the lead-file assembler's "lead file finished" included), with or without named senders."""
+    roles = publishing_roles(translated)
+    assert "LeadFileAssemblerFunctionRole" in roles and all(a.role in roles for a in ACTIONS)
+    statement = bus_policy(translated, {"EventBusSenderArns": senders})["Statement"]
+    exempt = statement["Condition"]["ArnNotLike"]["aws:PrincipalArn"]
+    assert sorted(exempt, key=str) == sorted((get_att(role) for role in roles), key=str)
 
 
 def test_named_senders_are_with_the_stacks_functions_the_only_ones(
@@ -292,7 +321,10 @@ def test_named_senders_are_with_the_stacks_functions_the_only_ones(
     # Denied unless the principal is one of the functions' roles or one of the named ARNs
     # (ArnEquals takes * wildcards as ArnLike does); the account check is then implied.
     assert set(condition) == {"ArnNotLike", "ArnNotEquals"}
-    assert condition["ArnNotLike"]["aws:PrincipalArn"] == [get_att(a.role) for a in ACTIONS]
+    assert condition["ArnNotLike"]["aws:PrincipalArn"] == [
+        *(get_att(a.role) for a in ACTIONS),
+        get_att("LeadFileAssemblerFunctionRole"),
+    ]
     assert condition["ArnNotEquals"] == {"aws:PrincipalArn": ref("EventBusSenderArns")}
     assert condition_values(translated, {"EventBusSenderArns": SENDERS})["HasEventBusSenders"]
     assert not condition_values(translated, {})["HasEventBusSenders"]
