@@ -88,6 +88,8 @@ class DiskS3:
         self._lock = threading.Lock()
 
     def _path(self, key: str) -> Path:
+        if len(key.encode()) > 1024:
+            raise _refused("KeyTooLongError")  # as S3 answers
         path = self.root / key
         path.parent.mkdir(parents=True, exist_ok=True)
         return path
@@ -104,6 +106,12 @@ class DiskS3:
         if extra.get("IfNoneMatch") == "*" and path.exists():
             raise _precondition_failed()
         path.write_bytes(Body)
+        return {}
+
+    def copy_object(
+        self, Bucket: str, Key: str, CopySource: dict[str, str], **_: Any
+    ) -> dict[str, Any]:
+        shutil.copyfile(self.root / CopySource["Key"], self._path(Key))
         return {}
 
     def delete_object(self, Bucket: str, Key: str) -> dict[str, Any]:
@@ -149,8 +157,13 @@ class DiskS3:
 
 
 def _precondition_failed() -> Exception:
-    error = Exception("PreconditionFailed")
-    error.response = {"Error": {"Code": "PreconditionFailed"}}  # type: ignore[attr-defined]
+    return _refused("PreconditionFailed")
+
+
+def _refused(code: str) -> Exception:
+    """An error as botocore raises it for an AWS answer (``response`` with its code)."""
+    error = Exception(code)
+    error.response = {"Error": {"Code": code}}  # type: ignore[attr-defined]
     return error
 
 
@@ -253,7 +266,7 @@ def one_file(action: str, rows: int, work: Path, memory: bool) -> dict[str, Any]
     assemble_s, assemble_peak = _measured(
         lambda: progress.append(lead_files.check_run(services, BUCKET, state_key)), memory
     )
-    results = root / f"results/{action}/leads.results.csv"
+    results = root / f"results/{action}/leads.csv.results.csv"
     size = (root / key).stat().st_size
     figures = {
         "rows": rows,

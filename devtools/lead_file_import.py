@@ -7,7 +7,7 @@ The file goes into the stack's bucket in moto under ``<action>/`` (``dry-run/<ac
 splitter runs on the "Object Created" event S3 would send, the action's queue is drained the
 way Lambda's event source mapping drains it, and the assembler looks at the run until every
 row has its result. The report and the results file are written beside the input
-(``leads.report.json``, ``leads.results.csv``); the last line names the results file. Exit
+(``leads.csv.report.json``, ``leads.csv.results.csv``); the last line names the results file. Exit
 0 when every row got a result, whatever the outcomes; 1 when the file was not taken (its
 report says why); 2 for a missing file or an unknown action.
 """
@@ -152,7 +152,7 @@ def import_file(
     bucket = bucket_of(sandbox)
     target = lead_files.target_of(key)
     report = json.loads(s3.get_object(Bucket=bucket, Key=target.report_key)["Body"].read())
-    report_path = path.with_name(f"{path.stem}.report.json")
+    report_path = path.with_name(f"{path.name}.report.json")
     report_path.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
     out(
         f"{report['rows_read']} rows read, {report['rows_to_send']} to send, "
@@ -176,7 +176,7 @@ def import_file(
         progress("\n")
     results = s3.get_object(Bucket=bucket, Key=target.results_key)["Body"].read()
     suffix = ".results.jsonl" if target.jsonl else ".results.csv"
-    results_path = path.with_name(f"{path.stem}{suffix}")
+    results_path = path.with_name(f"{path.name}{suffix}")
     results_path.write_bytes(results)
     out(f"Results: {results_path}")
     return 0, report, results_path

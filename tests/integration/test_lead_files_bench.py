@@ -56,7 +56,7 @@ def test_rows_sqs_will_not_take_get_an_error_in_their_place(tmp_path: Path) -> N
     state = f"{lead_files.RUNS_PREFIX}{report.run_id}/state.json"
     progress = lead_files.check_run(services, "bucket", state)
     assert progress["finished"] and progress["by_outcome"] == {"error": 29, "success": 171}
-    lines = (tmp_path / "results/create_profile/some.results.csv").read_text().splitlines()
+    lines = (tmp_path / "results/create_profile/some.csv.results.csv").read_text().splitlines()
     body = [line.split(",") for line in lines[1:]]
     assert [cells[0] for cells in body] == rows
     for cells in body:

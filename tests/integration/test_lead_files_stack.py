@@ -67,7 +67,7 @@ def test_a_csv_becomes_created_profiles_and_a_results_file_in_the_input_order(
         'order3@example.com;"Cy; the third";"red\r\nand green"\r\n'
     ).encode()
     code, report, results = run(sandbox, tmp_path, "order.csv", data, "create_profile")
-    assert code == 0 and results is not None and results.name == "order.results.csv"
+    assert code == 0 and results is not None and results.name == "order.csv.results.csv"
     assert report["rows_read"] == 3 and report["rows_to_send"] == 2
     assert report["file"]["delimiter"] == ";" and report["file"]["byte_order_mark"]
     rows = list(csv.reader(io.StringIO(results.read_bytes().decode()), delimiter=";"))
@@ -86,9 +86,9 @@ def test_a_csv_becomes_created_profiles_and_a_results_file_in_the_input_order(
     # The progress object says the run finished, and the bus heard it.
     s3 = imports.services_of(sandbox).s3
     progress = json.loads(
-        s3.get_object(Bucket=imports.bucket_of(sandbox), Key="create_profile/order.progress.json")[
-            "Body"
-        ].read()
+        s3.get_object(
+            Bucket=imports.bucket_of(sandbox), Key="create_profile/order.csv.progress.json"
+        )["Body"].read()
     )
     assert progress["finished"] and progress["done"] == 3
     assert progress["by_outcome"] == {"failure": 1, "success": 2}
@@ -105,7 +105,7 @@ def test_a_dry_run_sends_nothing(sandbox: Sandbox, tmp_path: Path) -> None:
     assert report["rows_to_send"] == 2 and report["rows_refused"] == 1
     assert sandbox.queue_depth("create_profile") == (0, 0)
     assert len(sandbox.emulator.profiles()) == before
-    assert (tmp_path / "dry.report.json").is_file()
+    assert (tmp_path / "dry.csv.report.json").is_file()
 
 
 def test_metadata_settings_and_a_column_overriding_them(sandbox: Sandbox, tmp_path: Path) -> None:
@@ -131,7 +131,7 @@ def test_metadata_settings_and_a_column_overriding_them(sandbox: Sandbox, tmp_pa
 def test_json_lines_in_json_lines_out(sandbox: Sandbox, tmp_path: Path) -> None:
     data = b'{"email": "jsonl1@example.com", "first_name": "Jo"}\n[1, 2]\n{"email": "nope"}\n'
     code, _, results = run(sandbox, tmp_path, "leads.jsonl", data, "create_profile")
-    assert code == 0 and results is not None and results.name == "leads.results.jsonl"
+    assert code == 0 and results is not None and results.name == "leads.jsonl.results.jsonl"
     lines = [json.loads(line) for line in results.read_text(encoding="utf-8").splitlines()]
     # An array is no lead: the webhook answers such a body with an error, and so does the file.
     assert [line.get("outcome") for line in lines] == ["success", "error", "failure"]
@@ -168,7 +168,7 @@ def test_a_row_also_sent_by_webhook_is_one_profile_with_true_outcomes(
     state = f".lead-files/runs/{taken['run_id']}/state.json"
     imports.drain(sandbox, services, "create_profile", state)
     body = services.s3.get_object(
-        Bucket=imports.bucket_of(sandbox), Key="results/create_profile/race.results.csv"
+        Bucket=imports.bucket_of(sandbox), Key="results/create_profile/race.csv.results.csv"
     )["Body"].read()
     (row,) = list(csv.DictReader(io.StringIO(body.decode())))
     assert row["outcome"] == "failure" and row["duplicate_profile_id"] == webhook.json()["id"]
@@ -209,7 +209,7 @@ def test_a_file_over_the_stacks_limit_is_refused_whole(sandbox: Sandbox, tmp_pat
     imports.split(sandbox, services, "create_profile/big.csv", version)
     report = json.loads(
         services.s3.get_object(
-            Bucket=imports.bucket_of(sandbox), Key="create_profile/big.report.json"
+            Bucket=imports.bucket_of(sandbox), Key="create_profile/big.csv.report.json"
         )["Body"].read()
     )
     assert not report["accepted"] and "larger than the stack's limit" in report["problem"]
@@ -221,9 +221,9 @@ def test_a_file_under_no_action_gets_a_report(sandbox: Sandbox) -> None:
     version = imports.upload(sandbox, b"email\nx@example.com\n", "subscribe/x.csv")
     imports.split(sandbox, services, "subscribe/x.csv", version)
     report = json.loads(
-        services.s3.get_object(Bucket=imports.bucket_of(sandbox), Key="subscribe/x.report.json")[
-            "Body"
-        ].read()
+        services.s3.get_object(
+            Bucket=imports.bucket_of(sandbox), Key="subscribe/x.csv.report.json"
+        )["Body"].read()
     )
     assert not report["accepted"] and "not under an action's prefix" in report["problem"]
 
@@ -253,9 +253,9 @@ def test_make_import_writes_the_results_beside_the_input(tmp_path: Path) -> None
 
     done = command(str(path), "create_profile")
     assert done.returncode == 0, done.stderr
-    assert done.stdout.strip().splitlines()[-1] == f"Results: {tmp_path / 'cli.results.csv'}"
+    assert done.stdout.strip().splitlines()[-1] == f"Results: {tmp_path / 'cli.csv.results.csv'}"
     assert "1/1 rows" in done.stderr  # the progress bar
-    assert results_of(tmp_path / "cli.results.csv")[0]["outcome"] == "success"
+    assert results_of(tmp_path / "cli.csv.results.csv")[0]["outcome"] == "success"
     missing = command(str(tmp_path / "missing.csv"), "create_profile")
     assert missing.returncode == 2 and missing.stderr.strip().startswith("No such file")
     assert command(str(path), "no_such_action").returncode == 2

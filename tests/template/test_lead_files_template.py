@@ -107,6 +107,15 @@ def test_the_splitter_has_a_reserved_concurrency_set_by_a_parameter(
     assert parameter["MinValue"] >= 1 and parameter["Default"] >= 1
 
 
+def test_a_run_the_assembler_fails_sets_off_an_alarm(translated: dict[str, Any]) -> None:
+    from klaviyo_leads.lead_files import RUNS_FAILED_METRIC
+
+    alarm = properties(translated, "LeadFileRunsFailedAlarm")
+    assert (alarm["Namespace"], alarm["MetricName"]) == ("KlaviyoLeadActions", RUNS_FAILED_METRIC)
+    assert alarm["Dimensions"] == [{"Name": "service", "Value": "klaviyo-lead-actions"}]
+    assert alarm["Threshold"] == 0 and alarm["AlarmActions"] == [{"Ref": "AlarmTopic"}]
+
+
 def test_the_assembler_reads_results_and_only_looks_at_dead_letters(
     translated: dict[str, Any],
 ) -> None:

@@ -100,8 +100,31 @@ def test_unknown_action_prefix() -> None:
         target_of("subscribe/leads.csv")
     target = target_of("dry-run/create_profile/a/b.jsonl")
     assert target.dry_run and target.jsonl and target.action is CREATE
-    assert target.report_key == "dry-run/create_profile/a/b.report.json"
-    assert target.results_key == "results/dry-run/create_profile/a/b.results.jsonl"
+    assert target.report_key == "dry-run/create_profile/a/b.jsonl.report.json"
+    assert target.results_key == "results/dry-run/create_profile/a/b.jsonl.results.jsonl"
+
+
+def test_two_files_differing_in_their_extension_never_share_outputs() -> None:
+    csv_file, text_file = target_of("create_profile/coll.csv"), target_of("create_profile/coll.txt")
+    for name in ("report_key", "progress_key", "results_key"):
+        assert getattr(csv_file, name) != getattr(text_file, name), name
+    assert csv_file.results_key == "results/create_profile/coll.csv.results.csv"
+
+
+def test_outputs_of_a_long_key_fit_s3s_limit_and_stay_apart() -> None:
+    """Invariant: every output key is at most 1,024 bytes, and two keys never share one."""
+    longest = "create_profile/" + "é" * 400 + "x" * 200  # 1,015 bytes: a key S3 takes
+    other = longest[:-1] + "y"
+    assert len(longest.encode()) <= lead_files.MAX_KEY_BYTES
+    one, two = target_of(longest), target_of(other)
+    for name in ("report_key", "progress_key", "results_key"):
+        key = getattr(one, name)
+        assert len(key.encode()) <= lead_files.MAX_KEY_BYTES and key != getattr(two, name)
+        assert not lead_files.is_own_output(longest) and lead_files.is_own_output(key)
+    assert one.results_key.startswith("results/create_profile/éé")
+    assert one.results_key.endswith(".results.csv") and "~" in one.results_key
+    short = target_of("create_profile/short.csv")
+    assert short.report_key == "create_profile/short.csv.report.json"  # not shortened
 
 
 def test_own_outputs_are_not_files_of_leads() -> None:

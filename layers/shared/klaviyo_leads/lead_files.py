@@ -3,14 +3,14 @@
 An object under ``<action>/`` in the lead-files bucket is a file of leads for that action;
 under ``dry-run/<action>/`` it is only checked. The splitter reads the file twice, streaming:
 first every row is checked as the webhook would check it (the same parsing, and the action run
-up to its first Klaviyo call) and ``<stem>.report.json`` is written; only then are the rows put
+up to its first Klaviyo call) and ``<key>.report.json`` is written; only then are the rows put
 on the action's queue, ten to a ``SendMessageBatch``, each message naming its file run and row.
 Which message each row got goes, line by line, into a manifest in the bucket.
 
 The assembler (on a schedule) reads each open run's manifest, looks the rows' results up in the
 results table (by message id, where the queue path keeps them 24 h), updates
-``<stem>.progress.json`` and, once every row has a final result, streams
-``results/<stem>.results.csv`` (or ``.jsonl``) in the input's order and publishes a
+``<key>.progress.json`` and, once every row has a final result, streams
+``results/<key>.results.csv`` (or ``.jsonl``) in the input's order and publishes a
 ``lead file finished`` event. A row still without a result when it must have left the queue
 (dead-lettered) gets an error saying so.
 """
@@ -43,12 +43,17 @@ from .klaviyo import KlaviyoClient
 from .lead import MAX_BODY_BYTES, Lead, canonical_key, ensure_object, flatten, is_known
 from .outcomes import Outcome, Result
 from .profiles import Group
+from .runtime import count, flush_counts, logger, metrics
 
 DRY_RUN_PREFIX = "dry-run/"
 RESULTS_PREFIX = "results/"
 STATE_PREFIX = ".lead-files/"
 RUNS_PREFIX = STATE_PREFIX + "runs/"
+# Where a run's state goes when the run has failed, or a state there is none of ours.
+SET_ASIDE_PREFIX = STATE_PREFIX + "failed/"
 OWN_SUFFIXES = (".report.json", ".progress.json")
+MAX_KEY_BYTES = 1024  # S3's limit on an object's key
+KEY_HASH_CHARS = 16  # hex digits of a shortened key's SHA-256
 # Message attributes of a queued row: which file run, which row.
 RUN_ATTRIBUTE = "lead_file_run"
 ROW_ATTRIBUTE = "lead_file_row"
@@ -80,6 +85,11 @@ LOOK_SOONEST_SECONDS = 1.0
 # next run back (the function's reserved concurrency is one; Lambda retries a throttled
 # scheduled event within its minute of age): two looks never overlap.
 LOOK_FOR_SECONDS = 58.0
+# A run whose look fails (an AWS call refused, its state unreadable) is looked at again, on its
+# own, for this long; then it is failed: its progress says why, and LeadFileRunsFailed alarms.
+# The other runs go on either way.
+FAILING_FOR_SECONDS = 15 * 60
+RUNS_FAILED_METRIC = "LeadFileRunsFailed"  # the stack's LeadFileRunsFailedAlarm watches it
 
 # Reasons of a row that the action never answered; they name no lead data.
 NOT_QUEUED = "The row could not be put on the action's queue"
@@ -92,6 +102,10 @@ class FileProblem(Exception):
     """The file cannot be taken: nothing of it is sent. The text names no lead data."""
 
 
+class RunProblem(Exception):
+    """A run cannot go on as it is; the text names no lead data."""
+
+
 @dataclass(frozen=True)
 class Target:
     """What an object's key says: the action, a dry run, and where its outputs go."""
@@ -99,20 +113,19 @@ class Target:
     key: str
     action: Action
     dry_run: bool
-    stem: str
     jsonl: bool
 
     @property
     def report_key(self) -> str:
-        return f"{self.stem}.report.json"
+        return output_key(self.key, ".report.json")
 
     @property
     def progress_key(self) -> str:
-        return f"{self.stem}.progress.json"
+        return output_key(self.key, ".progress.json")
 
     @property
     def results_key(self) -> str:
-        return f"{RESULTS_PREFIX}{self.stem}.results.{'jsonl' if self.jsonl else 'csv'}"
+        return output_key(self.key, f".results.{'jsonl' if self.jsonl else 'csv'}", RESULTS_PREFIX)
 
 
 def is_own_output(key: str) -> bool:
@@ -120,10 +133,17 @@ def is_own_output(key: str) -> bool:
     return key.startswith((RESULTS_PREFIX, STATE_PREFIX)) or key.endswith(OWN_SUFFIXES)
 
 
-def stem_of(key: str) -> str:
-    head, _, name = key.rpartition("/")
-    base = name.rsplit(".", 1)[0] if "." in name.lstrip(".") else name
-    return f"{head}/{base}" if head else base
+def output_key(key: str, suffix: str, prefix: str = "") -> str:
+    """``prefix + key + suffix``: an output named after the whole key, so two files never
+    share one (``coll.csv``, ``coll.txt``), within S3's 1,024 bytes. A key too long for that
+    keeps its first bytes and ends in ``~`` and 16 hex digits of its SHA-256."""
+    name = f"{prefix}{key}{suffix}"
+    if len(name.encode()) <= MAX_KEY_BYTES:
+        return name
+    digest = hashlib.sha256(key.encode()).hexdigest()[:KEY_HASH_CHARS]
+    room = MAX_KEY_BYTES - len(f"{prefix}~{digest}{suffix}".encode())
+    head = key.encode()[:room].decode("utf-8", "ignore")  # never half a character
+    return f"{prefix}{head}~{digest}{suffix}"
 
 
 def is_jsonl_name(key: str) -> bool:
@@ -142,7 +162,7 @@ def target_of(key: str) -> Target:
             "The file is not under an action's prefix: put it under <action>/ "
             f"(or dry-run/<action>/), where <action> is one of {known}"
         )
-    return Target(key, action, dry_run, stem_of(key), is_jsonl_name(key))
+    return Target(key, action, dry_run, is_jsonl_name(key))
 
 
 # -- Reading rows ------------------------------------------------------------------------------
@@ -427,7 +447,7 @@ class FirstRows:
 
 @dataclass
 class Report:
-    """What checking the whole file found; written as ``<stem>.report.json``."""
+    """What checking the whole file found; written as ``<key>.report.json``."""
 
     bucket: str
     key: str
@@ -694,7 +714,7 @@ def take_file(services: Services, bucket: str, key: str, version_id: str | None 
         target = target_of(key)
     except FileProblem as problem:
         report.problem = str(problem)
-        put_json(s3, bucket, f"{stem_of(key)}.report.json", report.as_json())
+        put_json(s3, bucket, output_key(key, ".report.json"), report.as_json())
         return report
     report.action = target.action.name
     report.results_key, report.progress_key = target.results_key, target.progress_key
@@ -896,6 +916,8 @@ def _progress(state: Mapping[str, Any]) -> dict[str, Any]:
         "rows_per_second": state.get("rows_per_second"),
         "finished": bool(state.get("finished")),
         "results": state["results"] if state.get("finished") else None,
+        "failed": bool(state.get("failed")),
+        "problem": state.get("problem"),
         "updated_at": datetime.now(UTC).isoformat(timespec="seconds"),
     }
 
@@ -912,12 +934,121 @@ def open_runs(services: Services, bucket: str) -> list[str]:
 
 
 def check_runs(services: Services, bucket: str) -> list[dict[str, Any]]:
-    """Look at every open run once; the progress of each (finished ones included)."""
-    return [check_run(services, bucket, key) for key in open_runs(services, bucket)]
+    """Look at every open run once, each on its own: the progress of each (finished and
+    failed ones included). A run whose look fails does not stop the others."""
+    found = []
+    for key in open_runs(services, bucket):
+        try:
+            found.append(check_run(services, bucket, key))
+        except Exception as exc:
+            found.append(_look_failed(services, bucket, key, exc))
+    return found
 
 
 def _read_json(s3: Any, bucket: str, key: str) -> Any:
     return json.loads(s3.get_object(Bucket=bucket, Key=key)["Body"].read())
+
+
+_STATE_FIELDS = ("run_id", "bucket", "key", "action", "format", "columns", "rows", "results")
+
+
+def read_state(s3: Any, bucket: str, state_key: str) -> dict[str, Any]:
+    """A run's state, or ``RunProblem`` when it is none the splitter wrote for this bucket:
+    the keys it names are the run's own (its file, its outputs), never others."""
+    try:
+        state = _read_json(s3, bucket, state_key)
+    except ValueError as exc:
+        raise RunProblem("The run's state is not JSON") from exc
+    run_id = state_key.removeprefix(RUNS_PREFIX).partition("/")[0]
+    if not isinstance(state, dict) or any(name not in state for name in _STATE_FIELDS):
+        raise RunProblem("The run's state is not one the splitter wrote")
+    if state["run_id"] != run_id or state["bucket"] != bucket or state["action"] not in ACTIONS:
+        raise RunProblem("The run's state names another run, bucket or action")
+    if not all(_is_own(state, name, check) for name, check in _OWN_KEYS.items()):
+        raise RunProblem("The run's state names keys that are not a run's outputs")
+    if not str(state.get("manifest", "")).startswith(f"{RUNS_PREFIX}{run_id}/"):
+        raise RunProblem("The run's state names a manifest that is not the run's own")
+    return cast(dict[str, Any], state)
+
+
+# What each output a state names must look like: the assembler writes nothing else.
+_OWN_KEYS: dict[str, Callable[[str], bool]] = {
+    "results": lambda k: k.startswith(RESULTS_PREFIX) and k.endswith((".csv", ".jsonl")),
+    "progress": lambda k: k.endswith(".progress.json") and not k.startswith(STATE_PREFIX),
+    "report": lambda k: k.endswith(".report.json") and not k.startswith(STATE_PREFIX),
+}
+
+
+def _is_own(state: Mapping[str, Any], name: str, check: Callable[[str], bool]) -> bool:
+    value = state.get(name)
+    return isinstance(value, str) and check(value)
+
+
+def _reason(exc: Exception) -> str:
+    """What stopped a look, naming no lead data: the AWS call and its error code, or ours."""
+    if isinstance(exc, RunProblem | FileProblem):
+        return str(exc)
+    response = getattr(exc, "response", None)
+    code = response.get("Error", {}).get("Code") if isinstance(response, dict) else None
+    if code:
+        return f"{getattr(exc, 'operation_name', None) or 'An AWS call'} was refused: {code}"
+    return f"An unexpected error ({type(exc).__name__})"
+
+
+def _look_failed(services: Services, bucket: str, state_key: str, exc: Exception) -> dict[str, Any]:
+    """Note why the run's look failed in its state and progress; past FAILING_FOR_SECONDS,
+    or when the state is none of a run's, the run is failed and its state set aside."""
+    s3, reason = services.s3, _reason(exc)
+    logger.error(
+        "A lead file run could not be looked at",
+        extra={"state": state_key, "reason": reason, "error_type": type(exc).__name__},
+    )
+    count("LeadFileLooksFailed")
+    try:
+        state = read_state(s3, bucket, state_key)
+    except Exception as unreadable:
+        count(RUNS_FAILED_METRIC)
+        problem = _reason(unreadable)
+        _set_aside(s3, bucket, state_key)
+        return {"state": state_key, "failed": True, "problem": problem, "finished": False}
+    now = services.wall()
+    since = float(state.get("failing_since") or now)
+    state.update(problem=reason, failing_since=since)
+    if now - since >= FAILING_FOR_SECONDS:
+        state["failed"] = True
+        count(RUNS_FAILED_METRIC)
+    try:
+        put_json(s3, bucket, state["progress"], _progress(state))
+        if state.get("failed"):
+            _set_aside(s3, bucket, state_key, state)
+        else:
+            put_json(s3, bucket, state_key, state)
+    except Exception as unwritten:  # the next look tries again
+        logger.error(
+            "A lead file run's failure could not be written",
+            extra={"state": state_key, "reason": _reason(unwritten)},
+        )
+    return _progress(state)
+
+
+def _set_aside(
+    s3: Any, bucket: str, state_key: str, state: Mapping[str, Any] | None = None
+) -> None:
+    """Out of the open runs: kept under ``.lead-files/failed/`` for whoever looks into it."""
+    aside = SET_ASIDE_PREFIX + state_key.removeprefix(RUNS_PREFIX)
+    try:
+        if state is not None:
+            put_json(s3, bucket, aside, state)
+        else:
+            s3.copy_object(
+                Bucket=bucket, Key=aside, CopySource={"Bucket": bucket, "Key": state_key}
+            )
+        s3.delete_object(Bucket=bucket, Key=state_key)
+    except Exception as exc:  # looked at again next time, and failed again
+        logger.error(
+            "A lead file run's state could not be set aside",
+            extra={"state": state_key, "reason": _reason(exc)},
+        )
 
 
 def _bitmap(state: Mapping[str, Any]) -> bytearray:
@@ -945,9 +1076,28 @@ def _manifest(services: Services, state: Mapping[str, Any]) -> Iterator[dict[str
 def check_run(services: Services, bucket: str, state_key: str) -> dict[str, Any]:
     """Count the run's finished rows; assemble the results file once every row has one."""
     s3 = services.s3
-    state = _read_json(s3, bucket, state_key)
+    state = read_state(s3, bucket, state_key)
     if state.get("sending"):
         return _progress(state)
+    if not state.get("finished"):
+        _count_finished(services, state)
+        state.update(problem=None, failing_since=None)
+        if int(state["done"]) < int(state["rows"]):
+            put_json(s3, bucket, state_key, state)
+            put_json(s3, bucket, state["progress"], _progress(state))
+            return _progress(state)
+        assemble(services, state)
+        state["finished"] = True
+        # Kept until the event is out: a refused event is sent again, the file not written again.
+        put_json(s3, bucket, state_key, state)
+        put_json(s3, bucket, state["progress"], _progress(state))
+    _announce(services, state)
+    s3.delete_object(Bucket=bucket, Key=state_key)
+    return _progress(state)
+
+
+def _count_finished(services: Services, state: dict[str, Any]) -> None:
+    """The rows that have their final result now, counted into the state once each."""
     bits = _bitmap(state)
     by_outcome: dict[str, int] = dict(state.get("by_outcome") or {})
     dead: dict[str, str] = dict(state.get("dead_letters") or {})
@@ -1007,16 +1157,6 @@ def check_run(services: Services, bucket: str, state_key: str) -> dict[str, Any]
         ),
         looked={"at": now, "done": done},
     )
-    if done >= int(state["rows"]):
-        assemble(services, state)
-        state["finished"] = True
-        put_json(s3, bucket, state["progress"], _progress(state))
-        _announce(services, state)
-        s3.delete_object(Bucket=bucket, Key=state_key)
-        return _progress(state)
-    put_json(s3, bucket, state_key, state)
-    put_json(s3, bucket, state["progress"], _progress(state))
-    return _progress(state)
 
 
 def _looked_up(
@@ -1175,7 +1315,7 @@ def _announce(services: Services, state: Mapping[str, Any]) -> None:
         "results": state["results"],
         "report": state["report"],
     }
-    services.events.put_events(
+    answer = services.events.put_events(
         Entries=[
             {
                 "Source": SOURCE,
@@ -1185,6 +1325,9 @@ def _announce(services: Services, state: Mapping[str, Any]) -> None:
             }
         ]
     )
+    if answer.get("FailedEntryCount"):
+        code = (answer.get("Entries") or [{}])[0].get("ErrorCode")
+        raise RunProblem(f"The bus did not take the 'lead file finished' event ({code})")
 
 
 # -- Handlers ----------------------------------------------------------------------------------
@@ -1217,6 +1360,19 @@ def objects_of(event: Mapping[str, Any]) -> list[tuple[str, str, str | None]]:
     return found
 
 
+def _observed(handler: Callable[[dict[str, Any], Any], dict[str, Any]]) -> Any:
+    """The function's metrics (LeadFileRunsFailed and the like), written as the actions' are."""
+
+    def observed(event: dict[str, Any], context: Any) -> dict[str, Any]:
+        try:
+            return handler(event, context)
+        finally:
+            flush_counts()
+
+    return metrics.log_metrics(observed)
+
+
+@_observed
 def split_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     """A new object in the bucket: check it, report, queue its rows."""
     taken = []
@@ -1228,6 +1384,7 @@ def split_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     return {"files": taken}
 
 
+@_observed
 def assemble_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     """On the schedule: progress of every open run, and the results of finished ones."""
     import os
@@ -1242,7 +1399,7 @@ def look(services: Services, bucket: str) -> list[dict[str, Any]]:
     started = services.clock()
     while True:
         runs = check_runs(services, bucket)
-        open_runs = [run for run in runs if not run.get("finished")]
+        open_runs = [run for run in runs if not run.get("finished") and not run.get("failed")]
         wait = next_look_in(open_runs)
         waited = services.clock() - started
         if not open_runs or waited + wait > LOOK_FOR_SECONDS:

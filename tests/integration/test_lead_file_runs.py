@@ -1,0 +1,139 @@
+"""Lead-file runs on the benchmark's stand-ins (S3 on disk, SQS and DynamoDB in memory): what
+the splitter and the assembler do when something goes wrong part-way.
+
+Invariants: each run is looked at on its own (one that cannot finish is failed with its reason
+and the others finish); every output key fits S3's limit.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bench import lead_files as bench
+from klaviyo_leads import lead_files, runtime
+
+BUCKET = "bucket"
+
+
+class Bus:
+    """PutEvents: refuses the events of files whose key has ``refuse`` in it."""
+
+    def __init__(self, refuse: str = "\0") -> None:
+        self.refuse = refuse
+        self.events: list[dict[str, Any]] = []
+
+    def put_events(self, Entries: list[dict[str, Any]]) -> dict[str, Any]:
+        detail = json.loads(Entries[0]["Detail"])
+        if self.refuse in detail["key"]:
+            return {"FailedEntryCount": 1, "Entries": [{"ErrorCode": "AccessDeniedException"}]}
+        self.events.append(detail)
+        return {"FailedEntryCount": 0, "Entries": [{"EventId": "e"}]}
+
+
+class Wall:
+    def __init__(self) -> None:
+        self.now = 1_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def services_on(root: Path, bus: Bus | None = None, wall: Wall | None = None) -> Any:
+    return lead_files.Services(
+        s3=bench.DiskS3(root),
+        sqs=bench.LatentSqs(latency=0.0),
+        dynamodb=bench.Results("create_profile", latency=0.0),
+        events=bus or Bus(),
+        bus_name="bus",
+        queue_urls={"create_profile": "queue"},
+        results_table="results",
+        wall=wall or Wall(),
+    )
+
+
+def take(services: Any, key: str, rows: int = 3) -> str:
+    """Upload a file of ``rows`` leads and split it; its state key."""
+    body = "email\n" + "".join(f"lead{i}@example.com\n" for i in range(rows))
+    services.s3._path(key).write_text(body, encoding="utf-8")
+    report = lead_files.take_file(services, BUCKET, key)
+    assert report.accepted, report.problem
+    return f"{lead_files.RUNS_PREFIX}{report.run_id}/state.json"
+
+
+def read(services: Any, key: str) -> Any:
+    return json.loads((services.s3.root / key).read_text(encoding="utf-8"))
+
+
+def test_a_run_that_cannot_finish_stops_no_other_and_is_failed_with_its_reason(
+    tmp_path: Path,
+) -> None:
+    wall, bus = Wall(), Bus(refuse="refused")
+    services = services_on(tmp_path, bus, wall)
+    first = take(services, "create_profile/first.csv")
+    refused = take(services, "create_profile/refused.csv")
+    # Strays among the runs: not JSON, and JSON naming keys that are no run's outputs.
+    (tmp_path / ".lead-files/runs/garbage").mkdir(parents=True)
+    (tmp_path / ".lead-files/runs/garbage/state.json").write_text("{not json")
+    stray = read(services, refused) | {"run_id": "stray", "results": "create_profile/x.csv"}
+    (tmp_path / ".lead-files/runs/stray").mkdir(parents=True)
+    (tmp_path / ".lead-files/runs/stray/state.json").write_text(json.dumps(stray))
+    last = take(services, "create_profile/last.csv")
+    runtime._counts.clear()
+
+    progress = {p.get("key") or p["state"]: p for p in lead_files.check_runs(services, BUCKET)}
+    for key in ("create_profile/first.csv", "create_profile/last.csv"):
+        assert progress[key]["finished"] and not progress[key]["failed"], progress[key]
+        assert (tmp_path / f"results/{key}.results.csv").is_file()
+    assert sorted(e["key"] for e in bus.events) == [
+        "create_profile/first.csv",
+        "create_profile/last.csv",
+    ]
+    assert not (tmp_path / first).exists() and not (tmp_path / last).exists()
+    # The strays are set aside at once: they can never finish.
+    for name in ("garbage", "stray"):
+        assert not (tmp_path / f".lead-files/runs/{name}/state.json").exists()
+        assert (tmp_path / f".lead-files/failed/{name}/state.json").is_file()
+        assert progress[f".lead-files/runs/{name}/state.json"]["failed"]
+    # The refused event: its results are written once; the event is tried again at each look.
+    now = progress["create_profile/refused.csv"]
+    assert now["finished"] and not now["failed"]
+    assert now["problem"] == (
+        "The bus did not take the 'lead file finished' event (AccessDeniedException)"
+    )
+    assert read(services, "create_profile/refused.csv.progress.json")["problem"] == now["problem"]
+    assert runtime._counts["LeadFileRunsFailed"] == 2
+
+    wall.now += lead_files.FAILING_FOR_SECONDS + 1
+    (again,) = lead_files.check_runs(services, BUCKET)
+    assert again["failed"] and again["problem"] == now["problem"]
+    assert read(services, "create_profile/refused.csv.progress.json")["failed"]
+    assert not (tmp_path / refused).exists()
+    assert (tmp_path / refused.replace("/runs/", "/failed/")).is_file()
+    assert runtime._counts["LeadFileRunsFailed"] == 3
+    assert lead_files.check_runs(services, BUCKET) == []
+
+
+def test_a_key_near_s3s_limit_gets_its_results(tmp_path: Path) -> None:
+    services = services_on(tmp_path)
+    # A key S3 takes (1,020 bytes), in folders: each part within the disk's file-name limit.
+    key = "create_profile/" + "folder/" * 140
+    key += "x" * (1020 - len(key) - len("leads.csv")) + "leads.csv"
+    assert len(key.encode()) == 1020
+    take(services, key, rows=2)
+    (progress,) = lead_files.check_runs(services, BUCKET)
+    assert progress["finished"] and not progress["failed"]
+    results = progress["results"]
+    assert len(results.encode()) <= 1024 and results.endswith(".results.csv")
+    assert (tmp_path / results).read_text().count("success") == 2
+    report = read(services, lead_files.target_of(key).report_key)
+    assert report["results"] == results
+
+
+@pytest.fixture(autouse=True)
+def _no_counts() -> Any:
+    yield
+    runtime._counts.clear()
