@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import hashlib
 import io
 import itertools
 import json
@@ -96,17 +97,30 @@ class DiskS3:
 
     def head_object(self, Bucket: str, Key: str, **_: Any) -> dict[str, Any]:
         path = self.root / Key
+        if not path.is_file():
+            raise _refused("404")
         return {"ContentLength": path.stat().st_size, "ETag": f'"{path.stat().st_mtime_ns}"'}
 
     def get_object(self, Bucket: str, Key: str, **_: Any) -> dict[str, Any]:
-        return {"Body": _Body(self.root / Key)}
+        path = self.root / Key
+        if not path.is_file():
+            raise _refused("NoSuchKey")
+        return {"Body": _Body(path), "ETag": self._etag(path)}
+
+    @staticmethod
+    def _etag(path: Path) -> str:
+        return f'"{hashlib.md5(path.read_bytes()).hexdigest()}"'
 
     def put_object(self, Bucket: str, Key: str, Body: bytes, **extra: Any) -> dict[str, Any]:
+        """With S3's conditional writes: ``IfNoneMatch="*"`` and ``IfMatch=<ETag>``."""
         path = self._path(Key)
-        if extra.get("IfNoneMatch") == "*" and path.exists():
-            raise _precondition_failed()
-        path.write_bytes(Body)
-        return {}
+        with self._lock:
+            if extra.get("IfNoneMatch") == "*" and path.exists():
+                raise _precondition_failed()
+            if "IfMatch" in extra and (not path.exists() or self._etag(path) != extra["IfMatch"]):
+                raise _precondition_failed()
+            path.write_bytes(Body)
+            return {"ETag": self._etag(path)}
 
     def copy_object(
         self, Bucket: str, Key: str, CopySource: dict[str, str], **_: Any

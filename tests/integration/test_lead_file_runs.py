@@ -137,3 +137,84 @@ def test_a_key_near_s3s_limit_gets_its_results(tmp_path: Path) -> None:
 def _no_counts() -> Any:
     yield
     runtime._counts.clear()
+
+
+class Killed(BaseException):
+    """The splitter's process ends here (a timeout, out of memory): no handler runs."""
+
+
+class DiesAt(bench.LatentSqs):
+    """SendMessageBatch that takes batches until its ``dies_at``-th call, which kills."""
+
+    def __init__(self, dies_at: int | None) -> None:
+        super().__init__(latency=0.0)
+        self.dies_at = dies_at
+        self.rows: list[str] = []
+
+    def send_message_batch(self, QueueUrl: str, Entries: list[dict[str, Any]]) -> dict[str, Any]:
+        if self.dies_at is not None and self.calls + 1 >= self.dies_at:
+            raise Killed
+        self.rows += [e["MessageAttributes"]["lead_file_row"]["StringValue"] for e in Entries]
+        return super().send_message_batch(QueueUrl, Entries)
+
+
+def test_a_splitter_that_died_while_sending_is_resumed_by_the_retried_notification(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Invariant: the run finishes with every row answered once; only the rows after the last
+    checkpoint are queued again (and those are one row each, by their row key)."""
+    monkeypatch.setattr(lead_files, "CHECKPOINT_SECONDS", 0.0)  # a checkpoint every batch
+    wall = Wall()
+    services = services_on(tmp_path, wall=wall)
+    services.sqs = DiesAt(dies_at=4)
+    key = "create_profile/resumed.csv"
+    services.s3._path(key).write_text(
+        "email\n" + "".join(f"lead{i}@example.com\n" for i in range(45)), encoding="utf-8"
+    )
+    with pytest.raises(Killed):
+        lead_files.take_file(services, BUCKET, key)
+    first = services.sqs.rows
+    (run,) = (tmp_path / ".lead-files/runs").iterdir()
+    state = read(services, f".lead-files/runs/{run.name}/state.json")
+    assert state["sending"] and 0 < state["sent_through"] < 45
+    (progress,) = lead_files.check_runs(services, BUCKET)
+    assert not progress["finished"]
+
+    # A notification while the splitter still checkpoints leaves the run to it.
+    def checkpointing(seconds: float) -> None:
+        wall.now += seconds
+        alive = state | {"heartbeat_at": wall.now}
+        lead_files.put_json(services.s3, BUCKET, f".lead-files/runs/{run.name}/state.json", alive)
+
+    services.sleep = checkpointing
+    services.sqs = DiesAt(dies_at=None)
+    assert lead_files.take_file(services, BUCKET, key).again
+    assert services.sqs.rows == []
+
+    # Lambda's retry, once the splitter is gone, sends the rest.
+    wall.now += lead_files.SENDER_STALE_SECONDS + 1
+    assert not lead_files.take_file(services, BUCKET, key).again
+    again = services.sqs.rows
+    assert sorted(set(first + again), key=int) == [str(n) for n in range(1, 46)]
+    assert min(int(r) for r in again) == state["sent_through"] + 1
+    (progress,) = lead_files.check_runs(services, BUCKET)
+    assert progress["finished"] and progress["by_outcome"] == {"success": 45}
+    lines = (tmp_path / f"results/{key}.results.csv").read_text().splitlines()
+    assert [line.split(",")[0] for line in lines[1:]] == [f"lead{i}@example.com" for i in range(45)]
+    # A notification after the run finished queues nothing.
+    assert lead_files.take_file(services, BUCKET, key).again and services.sqs.rows == again
+
+
+def test_a_run_whose_splitter_is_gone_for_good_is_failed(tmp_path: Path) -> None:
+    wall = Wall()
+    services = services_on(tmp_path, wall=wall)
+    services.sqs = DiesAt(dies_at=1)
+    services.s3._path("create_profile/gone.csv").write_text("email\na@example.com\n")
+    with pytest.raises(Killed):
+        lead_files.take_file(services, BUCKET, "create_profile/gone.csv")
+    wall.now += lead_files.SENDER_GONE_SECONDS + lead_files.FAILING_FOR_SECONDS + 1
+    lead_files.check_runs(services, BUCKET)
+    wall.now += lead_files.FAILING_FOR_SECONDS + 1
+    (progress,) = lead_files.check_runs(services, BUCKET)
+    assert progress["failed"] and "The splitter stopped after row 0" in progress["problem"]
+    assert lead_files.check_runs(services, BUCKET) == []

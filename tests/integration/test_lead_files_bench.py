@@ -51,6 +51,7 @@ def test_rows_sqs_will_not_take_get_an_error_in_their_place(tmp_path: Path) -> N
         dynamodb=bench.Results("create_profile", latency=0.0),
         queue_urls={"create_profile": "queue"},
         results_table="results",
+        sleep=lambda seconds: None,  # the back-off before a refused row is sent again
     )
     report = lead_files.take_file(services, "bucket", key)
     state = f"{lead_files.RUNS_PREFIX}{report.run_id}/state.json"

@@ -14,6 +14,7 @@ import io
 import json
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -298,3 +299,96 @@ def test_a_large_object_is_written_in_parts_as_it_grows(sandbox: Sandbox) -> Non
     writer.close()
     body = s3.get_object(Bucket=bucket, Key="results/large.bin")["Body"].read()
     assert body == line * chunks
+
+
+class _SqsWrapper:
+    """The splitter's SQS client, around moto's: its SendMessageBatch can be made to fail."""
+
+    def __init__(self, sqs: Any) -> None:
+        self._sqs = sqs
+        self.calls = 0
+        self.entries = 0
+        self.lock = threading.Lock()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._sqs, name)
+
+    def forward(self, **kwargs: Any) -> Any:
+        with self.lock:
+            self.entries += len(kwargs["Entries"])
+        return self._sqs.send_message_batch(**kwargs)
+
+
+class _AnswerLost(_SqsWrapper):
+    """SQS takes the first batch, but its answer never comes back (a read timeout)."""
+
+    def send_message_batch(self, **kwargs: Any) -> Any:
+        from botocore.exceptions import ReadTimeoutError
+
+        with self.lock:  # batches are sent from several threads
+            self.calls += 1
+            first = self.calls == 1
+        answer = self.forward(**kwargs)
+        if first:
+            raise ReadTimeoutError(endpoint_url="https://sqs.example")
+        return answer
+
+
+class _SentTwice(_SqsWrapper):
+    """Every batch reaches the queue twice (an SDK's retry after a lost answer)."""
+
+    def send_message_batch(self, **kwargs: Any) -> Any:
+        self.forward(**kwargs)
+        return self.forward(**kwargs)
+
+
+def _send_file(
+    sandbox: Sandbox, sqs: type[_SqsWrapper], name: str, rows: int
+) -> tuple[_SqsWrapper, list[dict[str, str]], list[str]]:
+    services = imports.services_of(sandbox)
+    services.sqs = wrapper = sqs(services.sqs)
+    emails = [f"{name}{i}@example.com" for i in range(rows)]
+    key = f"create_profile/{name}.csv"
+    version = imports.upload(sandbox, ("email\n" + "\n".join(emails) + "\n").encode(), key)
+    (taken,) = imports.split(sandbox, services, key, version)["files"]
+    state = f".lead-files/runs/{taken['run_id']}/state.json"
+    imports.drain(sandbox, services, "create_profile", state)
+    body = services.s3.get_object(
+        Bucket=imports.bucket_of(sandbox), Key=f"results/{key}.results.csv"
+    )["Body"].read()
+    return wrapper, list(csv.DictReader(io.StringIO(body.decode()))), emails
+
+
+def test_rows_sqs_took_without_answering_are_not_queued_again_and_get_their_results(
+    sandbox: Sandbox,
+) -> None:
+    sqs, rows, emails = _send_file(sandbox, _AnswerLost, "lostanswer", 12)
+    assert sqs.entries == 12  # each row once: the batch without an answer was not sent again
+    assert [r["email"] for r in rows] == emails
+    assert [r["outcome"] for r in rows] == ["success"] * 12, [r["reason"] for r in rows]
+    for email in emails:
+        assert len(profiles_with(sandbox, email)) == 1
+
+
+def test_a_row_queued_twice_is_processed_and_answered_once(sandbox: Sandbox) -> None:
+    sqs, rows, emails = _send_file(sandbox, _SentTwice, "queuedtwice", 3)
+    assert sqs.entries == 6
+    assert [r["outcome"] for r in rows] == ["success"] * 3, [r["reason"] for r in rows]
+    for row, email in zip(rows, emails, strict=True):
+        (profile,) = profiles_with(sandbox, email)
+        assert row["id"] == profile["id"]
+    # Each of the row's two messages has the row's one result (the second, replayed, once
+    # the first has it: handed back meanwhile).
+    for _ in range(5):
+        sandbox.redeliver_now(sandbox.process_queue("create_profile"))
+    assert sandbox.queue_depth("create_profile") == (0, 0)
+    results = [e for e in sandbox.collect_results() if e["detail-type"] == "create_profile result"]
+    by_email: dict[str, list[dict[str, Any]]] = {}
+    for event in results:
+        by_email.setdefault(event["detail"]["lead"].get("email"), []).append(event["detail"])
+    for email in emails:
+        answers = by_email[email]
+        assert len({a["message_id"] for a in answers}) == 2
+        assert {(a["result"]["outcome"], a["result"]["id"]) for a in answers} == {
+            ("success", profiles_with(sandbox, email)[0]["id"])
+        }

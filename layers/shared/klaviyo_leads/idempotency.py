@@ -15,11 +15,19 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from .queueing import LEAD_FILE_ROW, LEAD_FILE_RUN
+
 # SQS redelivers for at most maxReceiveCount x visibility timeout (5 x 2160 s by default).
 DEFAULT_TTL_SECONDS = 6 * 3600
 KEY_PREFIX = "klaviyo-lead-actions"
 
 RecordHandler = Callable[..., dict[str, Any]]
+
+# A message's key: its id; for a lead file's row, the row (``queueing.lead_file_row_key``), so
+# the row is processed once however many messages carry it (a batch sent again by the splitter).
+_RUN = f"messageAttributes.{LEAD_FILE_RUN}.stringValue"
+_ROW = f"messageAttributes.{LEAD_FILE_ROW}.stringValue"
+MESSAGE_KEY_JMESPATH = f"{_RUN} && {_ROW} && join(':', ['lead-file', {_RUN}, {_ROW}]) || messageId"
 
 
 class InProgressElsewhere(Exception):
@@ -27,7 +35,8 @@ class InProgressElsewhere(Exception):
 
 
 class Idempotency:
-    """One action's idempotency records, keyed by SQS message id."""
+    """One action's idempotency records, keyed by SQS message id (a lead file's row by its
+    row: ``MESSAGE_KEY_JMESPATH``)."""
 
     def __init__(
         self,
@@ -42,7 +51,7 @@ class Idempotency:
         )
 
         self.config = IdempotencyConfig(
-            event_key_jmespath="messageId", expires_after_seconds=ttl_seconds
+            event_key_jmespath=MESSAGE_KEY_JMESPATH, expires_after_seconds=ttl_seconds
         )
         self.key_prefix = f"{KEY_PREFIX}.{action}"
         self._store = DynamoDBPersistenceLayer(table_name=table_name, boto3_client=boto3_client)

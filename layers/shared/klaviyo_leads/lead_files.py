@@ -43,6 +43,7 @@ from .klaviyo import KlaviyoClient
 from .lead import MAX_BODY_BYTES, Lead, canonical_key, ensure_object, flatten, is_known
 from .outcomes import Outcome, Result
 from .profiles import Group
+from .queueing import LEAD_FILE_ROW, LEAD_FILE_RUN, ORIGIN, lead_file_row_key
 from .runtime import count, flush_counts, logger, metrics
 
 DRY_RUN_PREFIX = "dry-run/"
@@ -51,16 +52,25 @@ STATE_PREFIX = ".lead-files/"
 RUNS_PREFIX = STATE_PREFIX + "runs/"
 # Where a run's state goes when the run has failed, or a state there is none of ours.
 SET_ASIDE_PREFIX = STATE_PREFIX + "failed/"
+FINISHED_PREFIX = STATE_PREFIX + "finished/"  # a marker per finished run: it is not sent again
 OWN_SUFFIXES = (".report.json", ".progress.json")
 MAX_KEY_BYTES = 1024  # S3's limit on an object's key
 KEY_HASH_CHARS = 16  # hex digits of a shortened key's SHA-256
 # Message attributes of a queued row: which file run, which row.
-RUN_ATTRIBUTE = "lead_file_run"
-ROW_ATTRIBUTE = "lead_file_row"
+RUN_ATTRIBUTE = LEAD_FILE_RUN
+ROW_ATTRIBUTE = LEAD_FILE_ROW
 SOURCE = "klaviyo.lead-actions"
 FINISHED_DETAIL_TYPE = "lead file finished"
 
 MAX_BATCH = 10  # SendMessageBatch's limit
+SEND_TRIES = 3  # calls of a batch SQS refused or never received
+SEND_BACK_OFF_SECONDS = 0.5  # before the second call, twice that before the third
+# A sending splitter checkpoints (a manifest segment, then its state) this often; a run whose
+# state is older than SENDER_STALE_SECONDS has lost its splitter: the next notification of the
+# upload (Lambda's retry) resumes it. Past SENDER_GONE_SECONDS, none will: the run is failed.
+CHECKPOINT_SECONDS = 20.0
+SENDER_STALE_SECONDS = 60.0
+SENDER_GONE_SECONDS = 3600.0
 SEND_THREADS = 16  # SendMessageBatch calls at once: a call takes tens of milliseconds
 IN_FLIGHT_ENTRIES = 4 * SEND_THREADS  # batches (and refused rows) held before writing
 LOOKUP_THREADS = 8  # BatchGetItem calls at once
@@ -471,6 +481,8 @@ class Report:
     # Which rows the check refused (a bit per row): sending reads the file again and checks
     # only those again, for their result, instead of every row.
     refused_rows: bytearray = field(default_factory=bytearray)
+    # The upload was taken already (a repeated notification): nothing was done this time.
+    again: bool = False
 
     @property
     def accepted(self) -> bool:
@@ -666,9 +678,13 @@ class Services:
                 if env.get(f"{prefix}{camel(name)}")
             }
 
+        from botocore.config import Config
+
         return cls(
             s3=boto3.client("s3"),
-            sqs=boto3.client("sqs"),
+            # No retry by the SDK: one after a call that timed out could queue rows twice.
+            # ``_send_batch`` retries what surely queued nothing.
+            sqs=boto3.client("sqs", config=Config(retries={"total_max_attempts": 1})),
             dynamodb=boto3.client("dynamodb"),
             events=boto3.client("events"),
             settings=Settings.from_env(env),
@@ -698,7 +714,12 @@ def run_id_of(
 
 
 def take_file(services: Services, bucket: str, key: str, version_id: str | None = None) -> Report:
-    """Check an uploaded file, write its report, and (unless a dry run) queue its rows."""
+    """Check an uploaded file, write its report, and (unless a dry run) queue its rows.
+
+    S3 telling the splitter again of an upload (or Lambda retrying it) queues nothing twice:
+    a run being sent by a live splitter, or sent already, is left alone; a run whose splitter
+    stopped part-way is resumed from its last checkpoint.
+    """
     s3 = services.s3
     head_args: dict[str, Any] = {"Bucket": bucket, "Key": key}
     if version_id:
@@ -718,6 +739,12 @@ def take_file(services: Services, bucket: str, key: str, version_id: str | None 
         return report
     report.action = target.action.name
     report.results_key, report.progress_key = target.results_key, target.progress_key
+    taken = None if target.dry_run else _taken(services, bucket, run_id)
+    if taken is not None:
+        taken = _sender_gone(services, bucket, run_id, taken)
+        if taken is None:
+            report.again = True
+            return report
 
     def open_stream() -> IO[bytes]:
         return cast(
@@ -738,7 +765,7 @@ def take_file(services: Services, bucket: str, key: str, version_id: str | None 
     put_json(s3, bucket, target.report_key, report.as_json())
     if target.dry_run or not report.accepted:
         return report
-    send_rows(services, report, target, open_stream)
+    send_rows(services, report, target, open_stream, taken)
     return report
 
 
@@ -746,77 +773,204 @@ def _version(version_id: str | None) -> dict[str, str]:
     return {"VersionId": version_id} if version_id else {}
 
 
-def send_rows(
-    services: Services, report: Report, target: Target, open_stream: Callable[[], IO[bytes]]
-) -> None:
-    """Queue the checked file's rows; the manifest records each row's message (or result)."""
-    s3, bucket = services.s3, report.bucket
-    manifest_key = f"{RUNS_PREFIX}{report.run_id}/manifest.jsonl"
-    state_key = f"{RUNS_PREFIX}{report.run_id}/state.json"
-    state: dict[str, Any] = {
-        "run_id": report.run_id,
-        "bucket": bucket,
-        "key": report.key,
-        "version_id": report.version_id,
-        "action": target.action.name,
-        "format": report.layout.format,
-        "delimiter": report.layout.delimiter,
-        "columns": report.layout.columns,
-        "report": target.report_key,
-        "progress": target.progress_key,
-        "results": target.results_key,
-        "manifest": manifest_key,
-        "rows": report.rows_read,
-        "started_at": services.wall(),
-        "queued": 0,
-        "sending": True,
-    }
+def state_key_of(run_id: str) -> str:
+    return f"{RUNS_PREFIX}{run_id}/state.json"
+
+
+def _finished_key(run_id: str) -> str:
+    return f"{FINISHED_PREFIX}{run_id}.json"
+
+
+@dataclass
+class _Taken:
+    """A run begun before: its state and the state's ETag, or no state (the run is over)."""
+
+    state: dict[str, Any] | None
+    etag: str | None = None
+
+
+def _taken(services: Services, bucket: str, run_id: str) -> _Taken | None:
+    """The run as an earlier notification left it; None when it never began."""
+    s3 = services.s3
     try:
-        put_json(s3, bucket, state_key, state, IfNoneMatch="*")
-    except Exception as exc:  # the same upload taken already (a repeated notification)
-        if _precondition_failed(exc):
-            return
-        raise
-    writer = S3Writer(s3, bucket, manifest_key, "application/x-ndjson")
+        answer = s3.get_object(Bucket=bucket, Key=state_key_of(run_id))
+        return _Taken(json.loads(answer["Body"].read()), answer.get("ETag"))
+    except Exception as exc:
+        if not _missing(exc):
+            raise
+    for over in (_finished_key(run_id), SET_ASIDE_PREFIX + f"{run_id}/state.json"):
+        try:
+            s3.head_object(Bucket=bucket, Key=over)
+            return _Taken(None)
+        except Exception as exc:
+            if not _missing(exc):
+                raise
+    return None
+
+
+def _sender_gone(services: Services, bucket: str, run_id: str, taken: _Taken) -> _Taken | None:
+    """The run when its splitter stopped while sending (no checkpoint for
+    ``SENDER_STALE_SECONDS``), for this one to finish; None when the run is sent, or being
+    sent by a splitter that is still checkpointing (waited for once, to tell)."""
+    state = taken.state
+    if state is None or not state.get("sending"):
+        return None
+    age = services.wall() - float(state.get("heartbeat_at") or state["started_at"])
+    if age <= SENDER_STALE_SECONDS:
+        services.sleep(SENDER_STALE_SECONDS - age + 1)
+        again = _taken(services, bucket, run_id)
+        if again is None or again.state is None or again.etag != taken.etag:
+            return None
+    return taken
+
+
+def send_rows(
+    services: Services,
+    report: Report,
+    target: Target,
+    open_stream: Callable[[], IO[bytes]],
+    resumed: _Taken | None = None,
+) -> None:
+    """Queue the checked file's rows; the manifest records each row's message (or result).
+
+    The manifest is written in segments: every ``CHECKPOINT_SECONDS`` the rows queued so far
+    are written, then the state (``sent_through`` the last of them), which is also the
+    sender's heartbeat. A splitter resuming a run queues the rows after ``sent_through``;
+    rows it queues again were queued under another message, and are still one row
+    (``queueing.lead_file_row_key``). Every state write is conditional on the one before:
+    a splitter whose run was taken over stops.
+    """
+    s3, bucket = services.s3, report.bucket
+    state_key = state_key_of(report.run_id)
+    if resumed is not None and resumed.state is not None:
+        state, etag = resumed.state, resumed.etag
+        logger.warning(
+            "Resuming a lead file run whose splitter stopped",
+            extra={"run_id": report.run_id, "sent_through": state.get("sent_through")},
+        )
+    else:
+        state = {
+            "run_id": report.run_id,
+            "bucket": bucket,
+            "key": report.key,
+            "version_id": report.version_id,
+            "action": target.action.name,
+            "format": report.layout.format,
+            "delimiter": report.layout.delimiter,
+            "columns": report.layout.columns,
+            "report": target.report_key,
+            "progress": target.progress_key,
+            "results": target.results_key,
+            "manifest": f"{RUNS_PREFIX}{report.run_id}/manifest/",
+            "segments": 0,
+            "sent_through": 0,
+            "row_keys": True,
+            "rows": report.rows_read,
+            "started_at": services.wall(),
+            "queued": 0,
+            "by_outcome": {},
+            "sending": True,
+        }
+        etag = None
+    counts = {"queued": int(state.get("queued") or 0)}
+    refused: dict[str, int] = dict(state.get("by_outcome") or {})
+    sent_through = int(state.get("sent_through") or 0)
+    segment = bytearray()  # the manifest's lines since the last checkpoint
+    last_row = {"number": sent_through}
+
+    def save(**changes: Any) -> None:
+        """The state, on condition that it is still this splitter's (else ``_TakenOver``)."""
+        nonlocal etag
+        state.update(
+            changes,
+            queued=counts["queued"],
+            by_outcome=refused,
+            sent_through=last_row["number"],
+            heartbeat_at=services.wall(),
+        )
+        condition = {"IfMatch": etag} if etag else {"IfNoneMatch": "*"}
+        try:
+            etag = put_json(s3, bucket, state_key, state, **condition).get("ETag")
+        except Exception as exc:
+            if _precondition_failed(exc):
+                raise _TakenOver from exc
+            raise
+
+    try:
+        save()
+    except _TakenOver:
+        return  # another notification's splitter has it
     queue_url = services.queue_urls[target.action.name]
     pending: list[tuple[int, dict[str, Any], str]] = []
-    counts = {"queued": 0}
-    refused: dict[str, int] = {}
     # Batches in flight, oldest first: the manifest is written in the file's order, and at
     # most a few batches' rows are held at once (SQS's latency, not the file, sets the pace).
-    in_flight: collections.deque[Future[list[tuple[bytes, bool | None]]]] = collections.deque()
+    in_flight: collections.deque[Future[list[tuple[int, bytes, bool | None]]]] = collections.deque()
 
-    def lines_of(batch: list[tuple[int, dict[str, Any], str]]) -> list[tuple[bytes, bool | None]]:
+    def lines_of(
+        batch: list[tuple[int, dict[str, Any], str]],
+    ) -> list[tuple[int, bytes, bool | None]]:
         """The batch's manifest lines, each with whether SQS took the row."""
-        ids = _send_batch(services.sqs, queue_url, report.run_id, batch)
-        lines: list[tuple[bytes, bool | None]] = []
+        ids, in_doubt = _send_batch(services, queue_url, report.run_id, batch)
+        lines: list[tuple[int, bytes, bool | None]] = []
         for (number, _, _), message_id in zip(batch, ids, strict=True):
-            if message_id is None:
-                fields = _unanswered(target.action, NOT_QUEUED)
-                lines.append((_line({"r": number, "x": fields}), False))
+            if message_id is not None:
+                lines.append((number, _line({"r": number, "m": message_id}), True))
+            elif in_doubt:
+                # SQS did not answer: it may have the row. Not sent again; its result is
+                # looked up by row like any other, and it has none if SQS had not taken it.
+                lines.append((number, _line({"r": number, "q": 1}), True))
             else:
-                lines.append((_line({"r": number, "m": message_id}), True))
+                fields = _unanswered(target.action, NOT_QUEUED)
+                lines.append((number, _line({"r": number, "x": fields}), False))
         return lines
 
     def written(limit: int) -> None:
         while len(in_flight) > limit:
-            for line, taken in in_flight.popleft().result():
+            for number, line, taken in in_flight.popleft().result():
                 if taken:
                     counts["queued"] += 1
                 elif taken is False:
                     refused["error"] = refused.get("error", 0) + 1
-                writer.write(line)
+                segment.extend(line)
+                last_row["number"] = number
 
-    def done_now(line: bytes) -> Future[list[tuple[bytes, bool | None]]]:
+    def done_now(number: int, line: bytes) -> Future[list[tuple[int, bytes, bool | None]]]:
         """A refused row's line (counted already), in its place among the batches."""
-        future: Future[list[tuple[bytes, bool | None]]] = Future()
-        future.set_result([(line, None)])
+        future: Future[list[tuple[int, bytes, bool | None]]] = Future()
+        future.set_result([(number, line, None)])
         return future
+
+    checkpointed = {"at": services.wall()}
+
+    def checkpoint(final: bool = False) -> None:
+        """The rows queued so far into a manifest segment, then the state."""
+        written(0)
+        if segment:
+            s3.put_object(
+                Bucket=bucket,
+                Key=f"{state['manifest']}{int(state['segments']):06d}.jsonl",
+                Body=bytes(segment),
+                ContentType="application/x-ndjson",
+            )
+            state["segments"] = int(state["segments"]) + 1
+            segment.clear()
+        if final:
+            save(sending=False, queued_at=services.wall(), done=sum(refused.values()))
+        else:
+            save()
+        checkpointed["at"] = services.wall()
+
+    def due() -> bool:
+        return (
+            services.wall() - checkpointed["at"] >= CHECKPOINT_SECONDS or len(segment) >= PART_BYTES
+        )
 
     pool = ThreadPoolExecutor(max_workers=SEND_THREADS, thread_name_prefix="lead-file-send")
     try:
         size = 0
         for row in read_rows(open_stream(), True if target.jsonl else None, Layout()):
+            if row.number <= sent_through:
+                continue  # in the manifest already: sent by the splitter before this one
             if report.was_refused(row.number):
                 result, lead = _checked(target.action, row, report.defaults, services.settings)
             else:
@@ -826,9 +980,8 @@ def send_rows(
                     in_flight.append(pool.submit(lines_of, pending))
                     pending, size = [], 0
                 refused[result.outcome.value] = refused.get(result.outcome.value, 0) + 1
-                in_flight.append(
-                    done_now(_line({"r": row.number, "x": fields_of(target.action, result)}))
-                )
+                line = _line({"r": row.number, "x": fields_of(target.action, result)})
+                in_flight.append(done_now(row.number, line))
                 written(IN_FLIGHT_ENTRIES)
                 continue
             body = json.dumps(lead, separators=(",", ":"), default=str)
@@ -836,38 +989,40 @@ def send_rows(
                 in_flight.append(pool.submit(lines_of, pending))
                 pending, size = [], 0
                 written(IN_FLIGHT_ENTRIES)
+                if due():
+                    checkpoint()
             pending.append((row.number, lead, body))
             size += len(body)
         if pending:
             in_flight.append(pool.submit(lines_of, pending))
-        written(0)
-        writer.close()
+        checkpoint(final=True)
+    except _TakenOver:
+        logger.warning("A lead file run was taken over", extra={"run_id": report.run_id})
+        return
     except BaseException:
         for future in in_flight:
             future.cancel()
-        writer.abort()
         raise
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
-    queued = counts["queued"]
-    state.update(
-        queued=queued,
-        queued_at=services.wall(),
-        sending=False,
-        by_outcome=refused,
-        done=sum(refused.values()),
-    )
-    put_json(s3, bucket, state_key, state)
     put_json(s3, bucket, target.progress_key, _progress(state))
 
 
+class _TakenOver(Exception):
+    """Another splitter wrote the run's state since this one did: it sends the rest."""
+
+
 def _send_batch(
-    sqs: Any, queue_url: str, run_id: str, rows: list[tuple[int, dict[str, Any], str]]
-) -> list[str | None]:
-    """Each row's message id, None where SQS would not take it (after one more try)."""
+    services: Services, queue_url: str, run_id: str, rows: list[tuple[int, dict[str, Any], str]]
+) -> tuple[list[str | None], bool]:
+    """Each row's message id, None where SQS did not take it; and whether SQS left the rest
+    in doubt (a call without an answer: sent again, it could queue them twice, so it is not).
+    A call SQS answered with an error, or that never reached it, is made again."""
     ids: list[str | None] = [None] * len(rows)
     todo = list(range(len(rows)))
-    for _ in range(2):
+    for attempt in range(SEND_TRIES):
+        if attempt:
+            services.sleep(SEND_BACK_OFF_SECONDS * attempt)
         entries = [
             {
                 "Id": str(index),
@@ -875,20 +1030,66 @@ def _send_batch(
                 "MessageAttributes": {
                     RUN_ATTRIBUTE: {"DataType": "String", "StringValue": run_id},
                     ROW_ATTRIBUTE: {"DataType": "Number", "StringValue": str(rows[index][0])},
+                    ORIGIN: {
+                        "DataType": "String",
+                        "StringValue": lead_file_row_key(run_id, rows[index][0]),
+                    },
                 },
             }
             for index in todo
         ]
         try:
-            answer = sqs.send_message_batch(QueueUrl=queue_url, Entries=entries)
-        except Exception:
+            answer = services.sqs.send_message_batch(QueueUrl=queue_url, Entries=entries)
+        except Exception as exc:
+            answered = _not_taken(exc)
+            logger.warning(
+                "SendMessageBatch failed for lead file rows",
+                extra={
+                    "run_id": run_id,
+                    "rows": len(todo),
+                    "reason": _reason(exc),
+                    "sent_again": answered and attempt + 1 < SEND_TRIES,
+                },
+            )
+            if not answered:
+                return ids, True
             continue
         for sent in answer.get("Successful", []):
             ids[int(sent["Id"])] = str(sent["MessageId"])
-        todo = [index for index in todo if ids[index] is None]
+        failed = answer.get("Failed", [])
+        if failed:
+            logger.warning(
+                "SQS refused lead file rows",
+                extra={
+                    "run_id": run_id,
+                    "rows": len(failed),
+                    "codes": sorted({str(f.get("Code")) for f in failed}),
+                },
+            )
+        # An entry refused for what it is (SenderFault) is refused again: not sent again.
+        todo = [
+            int(f["Id"]) for f in failed if not f.get("SenderFault") and ids[int(f["Id"])] is None
+        ]
         if not todo:
             break
-    return ids
+    return ids, False
+
+
+def _not_taken(exc: Exception) -> bool:
+    """Whether a failed call surely queued nothing: SQS answered with an error, or the call
+    never reached it. A call that timed out waiting for the answer may have."""
+    if isinstance(getattr(exc, "response", None), dict):
+        return True
+    try:
+        from botocore.exceptions import ConnectTimeoutError, EndpointConnectionError
+    except ImportError:  # pragma: no cover - botocore is in every Lambda runtime
+        return False
+    return isinstance(exc, ConnectTimeoutError | EndpointConnectionError)
+
+
+def _missing(exc: Exception) -> bool:
+    code = getattr(exc, "response", {}).get("Error", {}).get("Code")
+    return code in {"NoSuchKey", "404", "NotFound"}
 
 
 def _line(value: Any) -> bytes:
@@ -1067,10 +1268,31 @@ def _set(bits: bytearray, row: int) -> None:
 
 
 def _manifest(services: Services, state: Mapping[str, Any]) -> Iterator[dict[str, Any]]:
-    body = services.s3.get_object(Bucket=state["bucket"], Key=state["manifest"])["Body"]
-    for line in body.iter_lines():
-        if line.strip():
-            yield json.loads(line)
+    """The manifest's entries in the file's order, one per row."""
+    manifest = state["manifest"]
+    if "segments" in state:
+        keys = [f"{manifest}{index:06d}.jsonl" for index in range(int(state["segments"]))]
+    else:  # a run sent before manifests were written in segments
+        keys = [manifest]
+    last = 0
+    for key in keys:
+        body = services.s3.get_object(Bucket=state["bucket"], Key=key)["Body"]
+        for line in body.iter_lines():
+            if line.strip():
+                entry = json.loads(line)
+                if int(entry["r"]) > last:
+                    last = int(entry["r"])
+                    yield entry
+
+
+def _lookup_key(state: Mapping[str, Any], entry: Mapping[str, Any]) -> str | None:
+    """Where a queued row's result is kept: by row (whichever message carried it), or, for a
+    run sent before results were kept by row, by its message; None for a refused row."""
+    if "x" in entry:
+        return None
+    if state.get("row_keys"):
+        return lead_file_row_key(state["run_id"], entry["r"])
+    return str(entry["m"])
 
 
 def check_run(services: Services, bucket: str, state_key: str) -> dict[str, Any]:
@@ -1078,6 +1300,12 @@ def check_run(services: Services, bucket: str, state_key: str) -> dict[str, Any]
     s3 = services.s3
     state = read_state(s3, bucket, state_key)
     if state.get("sending"):
+        heartbeat = float(state.get("heartbeat_at") or state["started_at"])
+        if services.wall() - heartbeat > SENDER_GONE_SECONDS:
+            raise RunProblem(
+                f"The splitter stopped after row {int(state.get('sent_through') or 0):,} and "
+                "was not run again: upload the file again"
+            )
         return _progress(state)
     if not state.get("finished"):
         _count_finished(services, state)
@@ -1092,6 +1320,9 @@ def check_run(services: Services, bucket: str, state_key: str) -> dict[str, Any]
         put_json(s3, bucket, state_key, state)
         put_json(s3, bucket, state["progress"], _progress(state))
     _announce(services, state)
+    # What tells a late notification of the upload that its run is over (kept as the bucket's
+    # files are: LeadFileRetentionDays).
+    put_json(s3, bucket, _finished_key(state["run_id"]), _progress(state))
     s3.delete_object(Bucket=bucket, Key=state_key)
     return _progress(state)
 
@@ -1108,38 +1339,39 @@ def _count_finished(services: Services, state: dict[str, Any]) -> None:
         """The manifest's rows without a result yet, a lookup's worth at a time."""
         pending: list[tuple[int, str]] = []
         for entry in _manifest(services, state):
-            number = int(entry["r"])
-            if "x" in entry:
+            number, key = int(entry["r"]), _lookup_key(state, entry)
+            if key is None:
                 if first_look:
                     _set(bits, number)
                 continue
             if _is_set(bits, number) or str(number) in dead:
                 continue
-            pending.append((number, entry["m"]))
+            pending.append((number, key))
             if len(pending) == MAX_KEYS_PER_GET:
                 yield pending
                 pending = []
         if pending:
             yield pending
 
-    left: list[tuple[int, str]] = []
-    for chunk, found in _looked_up(services, unfinished(), lambda c: [m for _, m in c]):
-        for number, message_id in chunk:
-            fields = found.get(message_id)
+    left: list[int] = []
+    for chunk, found in _looked_up(services, unfinished(), lambda c: [k for _, k in c]):
+        for number, key in chunk:
+            fields = found.get(key)
             if fields is None:
-                left.append((number, message_id))
+                left.append(number)
                 continue
+            if _is_set(bits, number):
+                continue  # counted once, however many times the manifest names it
             _set(bits, number)
             outcome = str(fields.get("outcome"))
             by_outcome[outcome] = by_outcome.get(outcome, 0) + 1
     if left:
-        waiting = {m: n for n, m in left}
-        for number in _dead_lettered(services, state, waiting):
+        for number in _dead_lettered(services, state, set(left)):
             dead[str(number)] = DEAD_LETTERED
             by_outcome["error"] = by_outcome.get("error", 0) + 1
         queued_at = float(state.get("queued_at") or state["started_at"])
         if services.wall() - queued_at > services.dead_letter_after_seconds:
-            for number, _ in left:
+            for number in left:
                 if str(number) not in dead:
                     dead[str(number)] = NO_RESULT
                     by_outcome["error"] = by_outcome.get("error", 0) + 1
@@ -1205,9 +1437,7 @@ def _results_of(services: Services, message_ids: list[str]) -> dict[str, dict[st
     return found
 
 
-def _dead_lettered(
-    services: Services, state: Mapping[str, Any], waiting: Mapping[str, int]
-) -> list[int]:
+def _dead_lettered(services: Services, state: Mapping[str, Any], waiting: set[int]) -> list[int]:
     """Rows of this run found in the action's dead-letter queue (looked at, left there)."""
     url = services.dead_letter_queue_urls.get(state["action"])
     if not url:
@@ -1228,9 +1458,12 @@ def _dead_lettered(
         if not messages:
             break
         for message in messages:
-            run = message.get("MessageAttributes", {}).get(RUN_ATTRIBUTE, {})
-            if run.get("StringValue") == state["run_id"] and message["MessageId"] in waiting:
-                found.append(waiting[message["MessageId"]])
+            attributes = message.get("MessageAttributes", {})
+            run = attributes.get(RUN_ATTRIBUTE, {}).get("StringValue")
+            row = attributes.get(ROW_ATTRIBUTE, {}).get("StringValue")
+            if run == state["run_id"] and str(row).isdigit() and int(row) in waiting:
+                waiting.discard(int(row))
+                found.append(int(row))
     return found
 
 
@@ -1249,10 +1482,6 @@ def result_columns(action: Action, columns: list[str]) -> list[tuple[str, str]]:
     names = list(_unanswered(action, NO_RESULT))
     taken = set(columns)
     return [(name, f"result.{name}" if name in taken else name) for name in names]
-
-
-def _queued_ids(chunk: list[tuple[Row, dict[str, Any]]]) -> list[str]:
-    return [entry["m"] for _, entry in chunk if "m" in entry]
 
 
 def assemble(services: Services, state: Mapping[str, Any]) -> None:
@@ -1274,12 +1503,17 @@ def assemble(services: Services, state: Mapping[str, Any]) -> None:
         manifest = _manifest(services, state)
         pairs = zip(rows, manifest, strict=True)
         chunks = iter(lambda: list(itertools.islice(pairs, MAX_KEYS_PER_GET)), [])
-        for chunk, found in _looked_up(services, chunks, _queued_ids):
+
+        def keys(chunk: list[tuple[Row, dict[str, Any]]]) -> list[str]:
+            return [k for _, entry in chunk if (k := _lookup_key(state, entry)) is not None]
+
+        for chunk, found in _looked_up(services, chunks, keys):
             for row, entry in chunk:
-                if "x" in entry:
+                key = _lookup_key(state, entry)
+                if key is None:
                     fields = entry["x"]
-                elif entry["m"] in found:
-                    fields = found[entry["m"]]
+                elif key in found:
+                    fields = found[key]
                 else:
                     fields = _unanswered(action, dead.get(str(entry["r"]), RESULT_EXPIRED))
                 if "m" in entry and not fields.get("message_id"):
@@ -1380,7 +1614,14 @@ def split_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
         if is_own_output(key) or key.endswith("/"):
             continue
         report = take_file(services(), bucket, key, version_id)
-        taken.append({"key": key, "run_id": report.run_id, "accepted": report.accepted})
+        taken.append(
+            {
+                "key": key,
+                "run_id": report.run_id,
+                "accepted": report.accepted,
+                "taken_before": report.again,
+            }
+        )
     return {"files": taken}
 
 
