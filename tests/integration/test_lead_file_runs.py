@@ -218,3 +218,19 @@ def test_a_run_whose_splitter_is_gone_for_good_is_failed(tmp_path: Path) -> None
     (progress,) = lead_files.check_runs(services, BUCKET)
     assert progress["failed"] and "The splitter stopped after row 0" in progress["problem"]
     assert lead_files.check_runs(services, BUCKET) == []
+
+
+def test_a_row_the_manifest_names_twice_is_counted_and_answered_once(tmp_path: Path) -> None:
+    """A splitter that stopped between writing a manifest segment and its state leaves rows
+    that the next one writes again."""
+    services = services_on(tmp_path)
+    state_key = take(services, "create_profile/twice.csv", rows=4)
+    state = read(services, state_key)
+    segment = tmp_path / f"{state['manifest']}000000.jsonl"
+    lines = segment.read_text().splitlines()
+    segment.write_text("\n".join([*lines[:3], *lines[1:]]) + "\n")
+    (progress,) = lead_files.check_runs(services, BUCKET)
+    assert progress["finished"] and progress["done"] == 4
+    assert progress["by_outcome"] == {"success": 4}
+    results = (tmp_path / "results/create_profile/twice.csv.results.csv").read_text()
+    assert results.count("success") == 4
