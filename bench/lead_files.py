@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import hashlib
 import io
 import itertools
 import json
@@ -99,7 +98,7 @@ class DiskS3:
         path = self.root / Key
         if not path.is_file():
             raise _refused("404")
-        return {"ContentLength": path.stat().st_size, "ETag": f'"{path.stat().st_mtime_ns}"'}
+        return {"ContentLength": path.stat().st_size, "ETag": self._etag(path)}
 
     def get_object(self, Bucket: str, Key: str, **_: Any) -> dict[str, Any]:
         path = self.root / Key
@@ -109,7 +108,9 @@ class DiskS3:
 
     @staticmethod
     def _etag(path: Path) -> str:
-        return f'"{hashlib.md5(path.read_bytes()).hexdigest()}"'
+        """New with every write (the object is never read for it: it may be large)."""
+        stat = path.stat()
+        return f'"{stat.st_mtime_ns:x}-{stat.st_size:x}"'
 
     def put_object(self, Bucket: str, Key: str, Body: bytes, **extra: Any) -> dict[str, Any]:
         """With S3's conditional writes: ``IfNoneMatch="*"`` and ``IfMatch=<ETag>``."""
@@ -298,6 +299,40 @@ def one_file(action: str, rows: int, work: Path, memory: bool) -> dict[str, Any]
     return figures
 
 
+LINE_SIZES = (64 * 1024, 1024 * 1024, 8 * 1024 * 1024, 47 * 1024 * 1024)
+
+
+def line_memory(work: Path, sizes: tuple[int, ...] = LINE_SIZES) -> dict[str, Any]:
+    """The splitter's peak on a JSON Lines file of a short lead, one line of each size (a
+    custom property that long), and a short lead again, as a ratio to the peak with a line of
+    ``MAX_ROW_BYTES``: flat past it, as a longer line is refused without being held."""
+    peaks = []
+    for size in sizes:
+        root = work / f"line-{size}"
+        s3 = DiskS3(root)
+        key = "create_profile/long-line.jsonl"
+        with s3._path(key).open("wb") as out:
+            out.write(b'{"email": "first@example.com"}\n{"email": "long@example.com", "note": "')
+            for _ in range(size // (1024 * 1024)):
+                out.write(b"x" * (1024 * 1024))
+            out.write(b"x" * (size % (1024 * 1024)) + b'"}\n{"email": "last@example.com"}\n')
+        services = lead_files.Services(
+            s3=s3, sqs=LatentSqs(latency=0.0), queue_urls={"create_profile": "q"}
+        )
+        _, peak = _measured(
+            lambda services=services, key=key: lead_files.take_file(services, BUCKET, key),
+            memory=True,
+        )
+        peaks.append(peak)
+        shutil.rmtree(root)
+    at_limit = peaks[sizes.index(lead_files.MAX_ROW_BYTES)]
+    return {
+        "line_bytes": list(sizes),
+        "split_peak_bytes": peaks,
+        "ratio_to_limit": [peak / at_limit for peak in peaks],
+    }
+
+
 HEADER_WIDTHS = (250, 500, 1000)
 PAST_THE_CAP = 40_000
 
@@ -429,6 +464,9 @@ def run(
             timed = one_file(action, rows, work, memory=False)
             print(f"  {action}: the account's bound ({bound_leads:,} leads) ...", file=sys.stderr)
             bound = bound_of(action, bound_leads)
+            if action == actions[0]:
+                print("  memory by line size ...", file=sys.stderr)
+                figures["lines"] = line_memory(work)
             figures["actions"][action] = {
                 "memory": memory,
                 "timed": timed,
@@ -454,6 +492,19 @@ def report(figures: dict[str, Any]) -> str:
         f"{figures['send_threads']} sending threads, parts of "
         f"{figures['part_bytes'] / mb:.0f} MiB",
     ]
+    lines_figures = figures["lines"]
+    lines.append(
+        "  splitter peak by line size (JSON Lines, one long line; x the peak at the limit): "
+        + ", ".join(
+            f"{size / mb:g} MiB {peak / mb:.1f} MB (x{ratio:.2f})"
+            for size, peak, ratio in zip(
+                lines_figures["line_bytes"],
+                lines_figures["split_peak_bytes"],
+                lines_figures["ratio_to_limit"],
+                strict=True,
+            )
+        )
+    )
     header = figures["header"]
     lines.append(
         "  header of repeated names, "
@@ -474,11 +525,15 @@ def report(figures: dict[str, Any]) -> str:
         bound = entry["bound"]
         split = " / ".join(f"{m['split_peak_bytes'] / mb:.1f}" for m in memory)
         assemble = " / ".join(f"{m['assemble_peak_bytes'] / mb:.1f}" for m in memory)
+        split_ratio = memory[-1]["split_peak_bytes"] / memory[0]["split_peak_bytes"]
+        assemble_ratio = memory[-1]["assemble_peak_bytes"] / memory[0]["assemble_peak_bytes"]
+        rows_ratio = memory[-1]["rows"] / memory[0]["rows"]
         lines += [
             f"  {action}:",
             f"    peak MB, splitter {split}; assembler {assemble} "
             f"(a further row adds {_per_row(memory, 'split_peak_bytes'):.0f} / "
-            f"{_per_row(memory, 'assemble_peak_bytes'):.0f} bytes)",
+            f"{_per_row(memory, 'assemble_peak_bytes'):.0f} bytes; x{rows_ratio:.0f} the rows: "
+            f"x{split_ratio:.2f} / x{assemble_ratio:.2f} the peak)",
             f"    splitter {timed['split_seconds']:.1f} s "
             f"({timed['rows'] / timed['split_seconds']:,.0f} rows/s, "
             f"{timed['send_message_batch_calls']:,} batches), assembler "

@@ -7,6 +7,8 @@ and the others finish); every output key fits S3's limit.
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 from pathlib import Path
 from typing import Any
@@ -234,3 +236,62 @@ def test_a_row_the_manifest_names_twice_is_counted_and_answered_once(tmp_path: P
     assert progress["by_outcome"] == {"success": 4}
     results = (tmp_path / "results/create_profile/twice.csv.results.csv").read_text()
     assert results.count("success") == 4
+
+
+@pytest.mark.parametrize("bom", [b"\xef\xbb\xbf", b""])
+def test_the_results_file_keeps_the_inputs_byte_order_mark(tmp_path: Path, bom: bytes) -> None:
+    """Excel reads a CSV as UTF-8 only with the mark: the results file has it when the
+    input had it, and not otherwise."""
+    services = services_on(tmp_path)
+    services.s3._path("create_profile/marked.csv").write_bytes(bom + b"email\na@example.com\n")
+    lead_files.take_file(services, BUCKET, "create_profile/marked.csv")
+    (progress,) = lead_files.check_runs(services, BUCKET)
+    body = (tmp_path / progress["results"]).read_bytes()
+    assert body.startswith(bom + b"email,outcome,")
+    assert body.count(b"\xef\xbb\xbf") == len(bom) // 3
+
+
+class FormulaReference(bench.Results):
+    """Results whose reference Klaviyo sends back as a formula (set so by an earlier lead)."""
+
+    def __init__(self) -> None:
+        super().__init__("create_profile", latency=0.0)
+        fields = json.loads(self._item)
+        self._item = json.dumps({**fields, "reference": '=HYPERLINK("http://x","y")'})
+
+
+def test_formula_cells_are_neutralised_in_the_results_csv_and_counted(tmp_path: Path) -> None:
+    """OWASP CSV injection: every cell (input, header, Klaviyo's values) that a spreadsheet
+    would run is written after an apostrophe; plain numbers and JSON Lines are kept."""
+    services = services_on(tmp_path)
+    services.dynamodb = FormulaReference()
+    rows = [
+        'a@example.com,"=HYPERLINK(""http://evil"",""x"")",+1 415 555 0100,plain',
+        "b@example.com,@SUM(A1),-12.5,\tTAB",
+        "c@example.com,nothing,+1 (415) 555-0100,-cmd|' /C calc'!A0",
+        "d@example.com,safe,42,fine",
+    ]
+    header = "email,Note,Score,=Sneaky"
+    data = "\n".join([header, *rows]) + "\n"
+    services.s3._path("create_profile/formulas.csv").write_text(data, encoding="utf-8")
+    report = lead_files.take_file(services, BUCKET, "create_profile/formulas.csv").as_json()
+    assert report["formula_cells"] == {"header": True, "rows": 3, "first_rows": [1, 2, 3]}
+    (progress,) = lead_files.check_runs(services, BUCKET)
+    assert progress["formula_rows"] == 4  # every row: its reference came back as a formula
+    written = list(csv.reader(io.StringIO((tmp_path / progress["results"]).read_text())))
+    assert written[0][:4] == ["email", "Note", "Score", "'=Sneaky"]
+    assert [r[1:4] for r in written[1:]] == [
+        ['\'=HYPERLINK("http://evil","x")', "+1 415 555 0100", "plain"],
+        ["'@SUM(A1)", "-12.5", "'\tTAB"],
+        ["nothing", "'+1 (415) 555-0100", "'-cmd|' /C calc'!A0"],
+        ["safe", "42", "fine"],
+    ]
+    reference = written[0].index("reference")
+    assert {r[reference] for r in written[1:]} == {'\'=HYPERLINK("http://x","y")'}
+
+    lines = '{"email": "e@example.com", "note": "=1+2"}\n'
+    services.s3._path("create_profile/formulas.jsonl").write_text(lines, encoding="utf-8")
+    lead_files.take_file(services, BUCKET, "create_profile/formulas.jsonl")
+    (progress,) = lead_files.check_runs(services, BUCKET)
+    (line,) = (tmp_path / progress["results"]).read_text().splitlines()
+    assert json.loads(line)["note"] == "=1+2" and json.loads(line)["reference"].startswith("=")

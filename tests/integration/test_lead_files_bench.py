@@ -33,6 +33,11 @@ def test_the_benchmark_answers_every_row_and_reports_its_figures(
     assert result["seconds"] >= result["bound_seconds"] > 0
     assert result["ratio_to_bound"] == pytest.approx(result["seconds"] / result["bound_seconds"])
     assert bench.main([*argv, "--actions", "no_such_action"]) == 2
+    # A line far past the row limit is never held: the peak stays the limit's.
+    lines = figures["lines"]
+    assert lines["line_bytes"][-1] > 40 * 1024 * 1024
+    assert max(lines["ratio_to_limit"]) < 1.5
+    assert figures["header"]["widths"][-1] > bench.lead_files.MAX_COLUMNS
 
 
 def test_rows_sqs_will_not_take_get_an_error_in_their_place(tmp_path: Path) -> None:

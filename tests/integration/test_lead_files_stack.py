@@ -71,7 +71,8 @@ def test_a_csv_becomes_created_profiles_and_a_results_file_in_the_input_order(
     assert code == 0 and results is not None and results.name == "order.csv.results.csv"
     assert report["rows_read"] == 3 and report["rows_to_send"] == 2
     assert report["file"]["delimiter"] == ";" and report["file"]["byte_order_mark"]
-    rows = list(csv.reader(io.StringIO(results.read_bytes().decode()), delimiter=";"))
+    assert results.read_bytes().startswith(b"\xef\xbb\xbf")  # the input's byte-order mark
+    rows = list(csv.reader(io.StringIO(results.read_bytes().decode("utf-8-sig")), delimiter=";"))
     header, body = rows[0], rows[1:]
     assert header[:3] == ["Email", "First Name", "Klaviyo Custom Favorite Color"]
     assert {"outcome", "reason", "id", "errors"} <= set(header)

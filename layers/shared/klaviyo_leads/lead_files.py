@@ -77,10 +77,20 @@ LOOKUP_THREADS = 8  # BatchGetItem calls at once
 MAX_BATCH_BYTES = 240 * 1024  # SendMessageBatch's 256 KiB for all bodies, with a margin
 MAX_KEYS_PER_GET = 100  # BatchGetItem's limit
 FIRST_ROWS = 10  # rows named per reason and for duplicates in the report
+# Distinct leads the check remembers to name repeats (a 50 MiB file has about 250,000 rows):
+# 6 MiB, held whatever the file's size.
+MAX_TRACKED_LEADS = 1 << 18
 PART_BYTES = 5 * 1024 * 1024  # multipart upload parts: S3's minimum, so the least memory
+MANIFEST_SEGMENT_BYTES = 1024 * 1024  # manifest lines held before a checkpoint writes them
 # Columns a file may have (a CSV's header; a JSON Lines file's distinct keys, as reported):
 # a wider header is refused before anything else is done with it.
 MAX_COLUMNS = 1000
+# The longest line a file may have (a row of a lead is at most 256 KB, MAX_BODY_BYTES, and the
+# columns no action reads); a longer one is a row refused with ROW_TOO_LONG, never held whole.
+MAX_ROW_BYTES = 1024 * 1024
+# The csv module's limit on one field (128 KiB by default) would refuse a whole file for one
+# long cell: the row's limit applies instead.
+csv.field_size_limit(max(csv.field_size_limit(), MAX_ROW_BYTES))
 DEFAULT_MAX_FILE_BYTES = 50 * 1024 * 1024
 # Without a better bound, a row without a result this long after it was queued has left the
 # queue for its dead-letter queue: every delivery's back-off (42.5 min) plus five timeouts.
@@ -180,12 +190,14 @@ def target_of(key: str) -> Target:
 
 @dataclass
 class Row:
-    """One data row: its number (1 = the first after the header) and what it holds."""
+    """One row: its number (1 = the first after the header; a blank line takes a number, so
+    a row's number is its place in the file) and what it holds."""
 
     number: int
     values: dict[str, Any] | None  # the row's columns as written
     raw: Any  # CSV: the fields; JSON Lines: the object, or the line when it is none
-    problem: Result | None = None  # a JSON Lines line that is not a lead
+    problem: Result | None = None  # a JSON Lines line that is not a lead, a row too long
+    blank: bool = False  # a blank line between rows: counted, nothing sent, no result
 
 
 @dataclass
@@ -227,31 +239,90 @@ class _Raw(io.RawIOBase):
 def read_rows(stream: IO[bytes], jsonl: bool | None, layout: Layout) -> Iterator[Row]:
     """The file's rows, streaming; ``FileProblem`` for what makes the whole file unreadable.
 
-    ``jsonl`` None: decided by the first character (``{`` is JSON Lines).
+    ``jsonl`` None: decided by the first character (``{`` is JSON Lines). A line longer than
+    ``MAX_ROW_BYTES`` is never held: its row is refused (``ROW_TOO_LONG``) and the rest read on.
     """
     buffered = io.BufferedReader(_Raw(stream), buffer_size=64 * 1024)
     head = buffered.peek(4096)[:4096]
     bom = head.startswith(b"\xef\xbb\xbf")
     layout.bom = bom
+    if bom:
+        buffered.read(3)
     if not head.removeprefix(b"\xef\xbb\xbf").strip():
         raise FileProblem("The file is empty")
     if jsonl is None:
         jsonl = head.removeprefix(b"\xef\xbb\xbf").lstrip().startswith(b"{")
+    lines = _Lines(buffered)
     if jsonl:
         layout.format = "jsonl"
-        yield from _jsonl_rows(buffered, layout)
+        rows = _jsonl_rows(lines, layout)
     else:
         layout.format = "csv"
-        yield from _csv_rows(buffered, layout)
+        rows = _csv_rows(lines, layout)
+    yield from _without_trailing_blanks(rows)
 
 
-def _csv_rows(stream: IO[bytes], layout: Layout) -> Iterator[Row]:
-    text = io.TextIOWrapper(stream, encoding="utf-8-sig", newline="")
+class _Lines:
+    """A file's lines as text, one at a time and each within ``MAX_ROW_BYTES``: a longer one
+    is read on in small pieces, dropped, and marked ``too_long`` (it comes as a blank line).
+    ``row`` is the row being read, which a line that is not UTF-8 names."""
+
+    def __init__(self, stream: IO[bytes]) -> None:
+        self._stream = stream
+        self.row = 0  # 0: the header (JSON Lines: before the first line)
+        self.too_long = False
+
+    def __iter__(self) -> Iterator[str]:
+        while True:
+            line = self._stream.readline(MAX_ROW_BYTES + 1)
+            if not line:
+                return
+            if len(line) > MAX_ROW_BYTES:
+                while line and not line.endswith(b"\n"):
+                    line = self._stream.readline(64 * 1024)
+                self.too_long = True
+                yield "\n"
+                continue
+            try:
+                yield line.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                where = f"Row {self.row}" if self.row else "The header row"
+                raise FileProblem(
+                    f"{where} is not valid UTF-8 (byte 0x{line[exc.start]:02X}): save the file "
+                    "as UTF-8 (in Excel: Save As, CSV UTF-8; in LibreOffice: Save As, "
+                    "Character set Unicode (UTF-8)) and upload it again"
+                ) from exc
+
+    def take_too_long(self) -> bool:
+        too_long, self.too_long = self.too_long, False
+        return too_long
+
+
+def _too_long() -> Result:
+    return outcomes.ROW_TOO_LONG(limit=MAX_ROW_BYTES // 1024)
+
+
+def _without_trailing_blanks(rows: Iterator[Row]) -> Iterator[Row]:
+    """Blank lines between rows, not the ones that end the file (a last newline or two)."""
+    blanks: list[Row] = []
+    for row in rows:
+        if row.blank:
+            blanks.append(row)
+            continue
+        yield from blanks
+        blanks.clear()
+        yield row
+
+
+def _csv_rows(lines: _Lines, layout: Layout) -> Iterator[Row]:
+    text = iter(lines)
     number = 0
     try:
-        first = text.readline()
-        while first and not first.strip():
-            first = text.readline()
+        first = next(text, "")
+        while first and not first.strip() and not lines.too_long:
+            first = next(text, "")
+        if lines.take_too_long():
+            raise FileProblem(f"The header row is longer than {MAX_ROW_BYTES // 1024:,} KB")
         if not first.strip():
             raise FileProblem("The file is empty")
         layout.delimiter = _sniff_delimiter(first)
@@ -264,10 +335,21 @@ def _csv_rows(stream: IO[bytes], layout: Layout) -> Iterator[Row]:
             )
         _check_header(header)
         layout.columns = header
-        for fields in reader:
-            if not fields or (len(fields) == 1 and not fields[0].strip()):
-                continue  # a blank line
+        data = 0
+        while True:
             number += 1
+            lines.row = number
+            fields = next(reader, None)
+            if fields is None:
+                break
+            if lines.take_too_long():
+                yield Row(number, None, [""] * len(header), _too_long())
+                data += 1
+                continue
+            if not fields or (len(fields) == 1 and not fields[0].strip()):
+                yield Row(number, None, [], blank=True)
+                continue
+            data += 1
             if len(fields) > len(header):
                 raise FileProblem(
                     f"Row {number} has {len(fields)} fields, more than the header's "
@@ -276,11 +358,9 @@ def _csv_rows(stream: IO[bytes], layout: Layout) -> Iterator[Row]:
             fields += [""] * (len(header) - len(fields))
             values = {name: value for name, value in zip(header, fields, strict=True) if name}
             yield Row(number, values, fields)
-    except UnicodeDecodeError as exc:
-        raise FileProblem(f"The file is not valid UTF-8 (after row {number})") from exc
     except csv.Error as exc:
-        raise FileProblem(f"Row {number + 1} cannot be read as CSV ({exc})") from exc
-    if number == 0:
+        raise FileProblem(f"Row {number} cannot be read as CSV ({exc})") from exc
+    if data == 0:
         raise FileProblem("The file has a header but no rows")
 
 
@@ -297,18 +377,20 @@ def _check_header(header: list[str]) -> None:
         )
 
 
-def _jsonl_rows(stream: IO[bytes], layout: Layout) -> Iterator[Row]:
-    number = 0
+def _jsonl_rows(lines: _Lines, layout: Layout) -> Iterator[Row]:
     seen: dict[str, None] = {}
-    for raw_line in stream:
-        line = raw_line.removeprefix(b"\xef\xbb\xbf") if number == 0 else raw_line
-        if not line.strip():
+    data = 0
+    lines.row = 1
+    for number, text in enumerate(lines, start=1):
+        lines.row = number + 1
+        if lines.take_too_long():
+            data += 1
+            yield Row(number, None, "", _too_long())
             continue
-        number += 1
-        try:
-            text = line.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise FileProblem(f"The file is not valid UTF-8 (row {number})") from exc
+        if not text.strip():
+            yield Row(number, None, "", blank=True)
+            continue
+        data += 1
         try:
             value = json.loads(text)
         except (ValueError, RecursionError):
@@ -322,7 +404,7 @@ def _jsonl_rows(stream: IO[bytes], layout: Layout) -> Iterator[Row]:
                 seen[key] = None
                 layout.columns.append(key)
         yield Row(number, value, value)
-    if number == 0:
+    if data == 0:
         raise FileProblem("The file is empty")
 
 
@@ -415,15 +497,25 @@ def _digest(lead: Mapping[str, Any]) -> int:
 
 class FirstRows:
     """Each distinct lead's first row, in 24 bytes a lead (a dict would take ten times that):
-    open addressing over two arrays, at most half full."""
+    open addressing over two arrays made once at their full size, at most half full, so the
+    splitter's memory is the same whatever the file's size. Past ``MAX_TRACKED_LEADS``
+    distinct leads, a new lead is not remembered (its repeats are not named)."""
 
-    def __init__(self) -> None:
-        self._digests = array.array("Q", bytes(8 * 1024))
-        self._rows = array.array("I", bytes(4 * 1024))
+    def __init__(self, capacity: int = MAX_TRACKED_LEADS) -> None:
+        slots = 1 << (2 * capacity - 1).bit_length()
+        self._digests = array.array("Q", bytes(8 * slots))
+        self._rows = array.array("I", bytes(4 * slots))
+        self._capacity = capacity
         self._count = 0
+        self.forgotten = 0  # distinct leads not remembered: the table was full
+
+    @property
+    def full(self) -> bool:
+        return self._count >= self._capacity
 
     def first(self, digest: int, row: int) -> int | None:
-        """The first row with ``digest``; None (and ``row`` remembered) when this is it."""
+        """The first row with ``digest``; None (and ``row`` remembered, unless full) when
+        this is it."""
         mask = len(self._digests) - 1
         slot = digest & mask
         while True:
@@ -433,23 +525,12 @@ class FirstRows:
             if held == digest:
                 return int(self._rows[slot])
             slot = (slot + 1) & mask
-        self._digests[slot], self._rows[slot] = digest, row
-        self._count += 1
-        if 2 * self._count > len(self._digests):
-            self._grow()
+        if self.full:
+            self.forgotten += 1
+        else:
+            self._digests[slot], self._rows[slot] = digest, row
+            self._count += 1
         return None
-
-    def _grow(self) -> None:
-        digests, rows = self._digests, self._rows
-        self._digests = array.array("Q", bytes(16 * len(digests)))
-        self._rows = array.array("I", bytes(8 * len(rows)))
-        mask = len(self._digests) - 1
-        for held, row in zip(digests, rows, strict=True):
-            if held:
-                slot = held & mask
-                while self._digests[slot]:
-                    slot = (slot + 1) & mask
-                self._digests[slot], self._rows[slot] = held, row
 
 
 # -- The report --------------------------------------------------------------------------------
@@ -476,6 +557,13 @@ class Report:
     refused: dict[tuple[str, str], list[Any]] = field(default_factory=dict)
     duplicates: int = 0
     first_duplicates: list[dict[str, int]] = field(default_factory=list)
+    leads_not_remembered: int = 0  # past MAX_TRACKED_LEADS: their repeats are not counted
+    # CSV rows with a cell the results file neutralises (``is_formula``), and the header.
+    formula_rows: int = 0
+    first_formula_rows: list[int] = field(default_factory=list)
+    blank_rows: int = 0
+    first_blank_rows: list[int] = field(default_factory=list)
+    last_row: int = 0  # the number of the file's last row (blank lines take numbers too)
     results_key: str | None = None
     progress_key: str | None = None
     # Which rows the check refused (a bit per row): sending reads the file again and checks
@@ -528,7 +616,18 @@ class Report:
                 {"outcome": outcome, "reason": reason, "count": count, "first_rows": rows}
                 for (outcome, reason), (count, rows) in refused
             ],
-            "duplicate_rows": {"count": self.duplicates, "first": self.first_duplicates},
+            "duplicate_rows": {
+                "count": self.duplicates,
+                "first": self.first_duplicates,
+                "leads_not_remembered": self.leads_not_remembered,
+            },
+            "blank_rows": {"count": self.blank_rows, "first_rows": self.first_blank_rows},
+            "formula_cells": {
+                "header": self.layout.format == "csv"
+                and any(is_formula(name) for name in self.layout.columns),
+                "rows": self.formula_rows,
+                "first_rows": self.first_formula_rows,
+            },
             "results": None if self.dry_run or not self.accepted else self.results_key,
             "progress": None if self.dry_run or not self.accepted else self.progress_key,
             "checked_at": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -547,7 +646,17 @@ def check_file(
     seen = FirstRows()
     try:
         for row in read_rows(open_stream(), True if target.jsonl else None, report.layout):
+            report.last_row = row.number
+            if row.blank:
+                report.blank_rows += 1
+                if len(report.first_blank_rows) < FIRST_ROWS:
+                    report.first_blank_rows.append(row.number)
+                continue
             report.rows_read += 1
+            if report.layout.format == "csv" and any(is_formula(cell) for cell in row.raw):
+                report.formula_rows += 1
+                if len(report.first_formula_rows) < FIRST_ROWS:
+                    report.first_formula_rows.append(row.number)
             result, lead = _checked(target.action, row, report.defaults, settings)
             if result is not None:
                 report.refuse(row.number, result)
@@ -560,6 +669,7 @@ def check_file(
                     report.first_duplicates.append({"row": row.number, "same_as": first})
     except FileProblem as problem:
         report.problem = str(problem)
+    report.leads_not_remembered = seen.forgotten
     report.unknown_columns = [
         name
         for name in report.layout.columns
@@ -857,6 +967,7 @@ def send_rows(
             "action": target.action.name,
             "format": report.layout.format,
             "delimiter": report.layout.delimiter,
+            "byte_order_mark": report.layout.bom,
             "columns": report.layout.columns,
             "report": target.report_key,
             "progress": target.progress_key,
@@ -866,6 +977,7 @@ def send_rows(
             "sent_through": 0,
             "row_keys": True,
             "rows": report.rows_read,
+            "last_row": report.last_row,
             "started_at": services.wall(),
             "queued": 0,
             "by_outcome": {},
@@ -962,15 +1074,16 @@ def send_rows(
 
     def due() -> bool:
         return (
-            services.wall() - checkpointed["at"] >= CHECKPOINT_SECONDS or len(segment) >= PART_BYTES
+            services.wall() - checkpointed["at"] >= CHECKPOINT_SECONDS
+            or len(segment) >= MANIFEST_SEGMENT_BYTES
         )
 
     pool = ThreadPoolExecutor(max_workers=SEND_THREADS, thread_name_prefix="lead-file-send")
     try:
         size = 0
         for row in read_rows(open_stream(), True if target.jsonl else None, Layout()):
-            if row.number <= sent_through:
-                continue  # in the manifest already: sent by the splitter before this one
+            if row.number <= sent_through or row.blank:
+                continue  # in the manifest already (sent by the splitter before), or blank
             if report.was_refused(row.number):
                 result, lead = _checked(target.action, row, report.defaults, services.settings)
             else:
@@ -1115,6 +1228,7 @@ def _progress(state: Mapping[str, Any]) -> dict[str, Any]:
         "done": state.get("done", 0),
         "by_outcome": state.get("by_outcome", {}),
         "rows_per_second": state.get("rows_per_second"),
+        "formula_rows": state.get("formula_rows"),
         "finished": bool(state.get("finished")),
         "results": state["results"] if state.get("finished") else None,
         "failed": bool(state.get("failed")),
@@ -1256,7 +1370,7 @@ def _bitmap(state: Mapping[str, Any]) -> bytearray:
     packed = state.get("done_rows")
     if packed:
         return bytearray(zlib.decompress(base64.b64decode(packed)))
-    return bytearray((int(state["rows"]) + 8) // 8)
+    return bytearray((int(state.get("last_row") or state["rows"]) + 8) // 8)
 
 
 def _is_set(bits: bytearray, row: int) -> bool:
@@ -1314,7 +1428,7 @@ def check_run(services: Services, bucket: str, state_key: str) -> dict[str, Any]
             put_json(s3, bucket, state_key, state)
             put_json(s3, bucket, state["progress"], _progress(state))
             return _progress(state)
-        assemble(services, state)
+        state["formula_rows"] = assemble(services, state)
         state["finished"] = True
         # Kept until the event is out: a refused event is sent again, the file not written again.
         put_json(s3, bucket, state_key, state)
@@ -1467,6 +1581,28 @@ def _dead_lettered(services: Services, state: Mapping[str, Any], waiting: set[in
     return found
 
 
+# OWASP's CSV injection guidance: a cell a spreadsheet reads as a formula starts with one of
+# these. The results CSV writes such a cell after an apostrophe, which spreadsheets show as
+# text and never run. A plain number (a sign, digits, spaces, a decimal part: "+1 415 555
+# 0100", "-12.5") is no formula that calls anything and is written as it is.
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+_PLAIN_NUMBER = re.compile(r"[+-]?\d[\d ]*(?:\.\d+)?")
+
+
+def is_formula(cell: str) -> bool:
+    return cell.startswith(FORMULA_STARTS) and not _PLAIN_NUMBER.fullmatch(cell)
+
+
+def neutralised(cell: str) -> str:
+    """A cell as the results CSV writes it: a would-be formula as text (``is_formula``)."""
+    return f"'{cell}" if is_formula(cell) else cell
+
+
+def _csv_cells(cells: list[str]) -> tuple[list[str], bool]:
+    """The cells to write, and whether any was neutralised."""
+    return [neutralised(cell) for cell in cells], any(is_formula(cell) for cell in cells)
+
+
 def _cell(value: Any) -> str:
     if value is None:
         return ""
@@ -1484,21 +1620,25 @@ def result_columns(action: Action, columns: list[str]) -> list[tuple[str, str]]:
     return [(name, f"result.{name}" if name in taken else name) for name in names]
 
 
-def assemble(services: Services, state: Mapping[str, Any]) -> None:
-    """Stream the results file: every input row, in order, with its result appended."""
+def assemble(services: Services, state: Mapping[str, Any]) -> int:
+    """Stream the results file: every input row, in order, with its result appended; the
+    rows of a results CSV with a cell neutralised (``is_formula``)."""
     s3, bucket = services.s3, state["bucket"]
     action = ACTIONS[state["action"]]
     jsonl = state["format"] == "jsonl"
     source = s3.get_object(Bucket=bucket, Key=state["key"], **_version(state.get("version_id")))
-    rows = read_rows(source["Body"], jsonl, Layout())
+    rows = (row for row in read_rows(source["Body"], jsonl, Layout()) if not row.blank)
     columns = list(state["columns"])
     appended = result_columns(action, columns)
     writer = S3Writer(s3, bucket, state["results"], "application/x-ndjson" if jsonl else "text/csv")
     text = io.StringIO()
     out = csv.writer(text, delimiter=state.get("delimiter") or ",", lineterminator="\r\n")
     if not jsonl:
-        out.writerow(columns + [name for _, name in appended])
+        if state.get("byte_order_mark"):
+            text.write("\ufeff")  # as the input had: Excel reads such a file as UTF-8
+        out.writerow(_csv_cells(columns + [name for _, name in appended])[0])
     dead = state.get("dead_letters") or {}
+    formula_rows = 0
     try:
         manifest = _manifest(services, state)
         pairs = zip(rows, manifest, strict=True)
@@ -1524,7 +1664,11 @@ def assemble(services: Services, state: Mapping[str, Any]) -> None:
                     record.update({name: fields.get(key) for key, name in appended})
                     text.write(json.dumps(record, separators=(",", ":"), default=str) + "\n")
                 else:
-                    out.writerow(list(row.raw) + [_cell(fields.get(key)) for key, _ in appended])
+                    cells, changed = _csv_cells(
+                        list(row.raw) + [_cell(fields.get(key)) for key, _ in appended]
+                    )
+                    formula_rows += changed
+                    out.writerow(cells)
             writer.write(text.getvalue().encode())
             text.seek(0)
             text.truncate()
@@ -1533,6 +1677,7 @@ def assemble(services: Services, state: Mapping[str, Any]) -> None:
     except BaseException:
         writer.abort()
         raise
+    return formula_rows
 
 
 def _announce(services: Services, state: Mapping[str, Any]) -> None:
@@ -1546,6 +1691,7 @@ def _announce(services: Services, state: Mapping[str, Any]) -> None:
         "version_id": state.get("version_id"),
         "rows": state["rows"],
         "by_outcome": state.get("by_outcome", {}),
+        "formula_rows": state.get("formula_rows"),
         "results": state["results"],
         "report": state["report"],
     }

@@ -277,6 +277,7 @@ BODY_TOO_LARGE = _error(Kind.BAD_REQUEST, "The request body is larger than {limi
 BODY_NOT_UTF8 = _error(Kind.BAD_REQUEST, "The request body is not valid UTF-8")
 BODY_NOT_JSON = _error(Kind.BAD_REQUEST, "The request body is not valid JSON")
 BODY_NOT_OBJECT = _error(Kind.BAD_REQUEST, "The request body must be a JSON object (one lead)")
+ROW_TOO_LONG = _error(Kind.BAD_REQUEST, "The row is longer than {limit} KB")
 MESSAGE_NOT_JSON = _error(Kind.BAD_REQUEST, "The message body is not valid JSON")
 MESSAGE_MALFORMED = _error(Kind.BAD_REQUEST, "The queued request is malformed: {problem}")
 EVENT_MALFORMED = _error(Kind.BAD_REQUEST, "The event is malformed: {problem}")
