@@ -393,3 +393,39 @@ def test_a_row_queued_twice_is_processed_and_answered_once(sandbox: Sandbox) -> 
         assert {(a["result"]["outcome"], a["result"]["id"]) for a in answers} == {
             ("success", profiles_with(sandbox, email)[0]["id"])
         }
+
+
+def test_the_newest_upload_of_a_key_is_the_one_its_results_describe(sandbox: Sandbox) -> None:
+    """A file overwritten while its run is going: the older run finishing last does not make
+    its results the current ones; they are kept under its run id."""
+    services = imports.services_of(sandbox)
+    bucket, key = imports.bucket_of(sandbox), "create_profile/overwritten.csv"
+    older = imports.upload(sandbox, b"email\nolder-upload@example.com\n", key)
+    (first,) = imports.split(sandbox, services, key, older)["files"]
+    newer = imports.upload(sandbox, b"email\nnewer-upload@example.com\n", key)
+    (second,) = imports.split(sandbox, services, key, newer)["files"]
+    assert first["run_id"] != second["run_id"]
+    for taken in (second, first):  # the older run finishes last
+        imports.drain(
+            sandbox, services, "create_profile", f".lead-files/runs/{taken['run_id']}/state.json"
+        )
+
+    def read(name: str) -> str:
+        return services.s3.get_object(Bucket=bucket, Key=name)["Body"].read().decode()
+
+    assert "newer-upload@example.com" in read(f"results/{key}.results.csv")
+    assert "older-upload@example.com" in read(f"results/{key}.{first['run_id']}.results.csv")
+    assert json.loads(read(f"{key}.progress.json"))["run_id"] == second["run_id"]
+    assert json.loads(read(f"{key}.report.json"))["run_id"] == second["run_id"]
+    # Split in the other order (S3's notifications can come so): the older one's report too.
+    again = imports.upload(sandbox, b"email\nlate-notice@example.com\n", key)
+    newest = imports.upload(sandbox, b"email\nnewest@example.com\n", key)
+    (latest,) = imports.split(sandbox, services, key, newest)["files"]
+    (late,) = imports.split(sandbox, services, key, again)["files"]
+    assert json.loads(read(f"{key}.report.json"))["run_id"] == latest["run_id"]
+    assert json.loads(read(f"{key}.{late['run_id']}.report.json"))["run_id"] == late["run_id"]
+    for taken in (late, latest):
+        imports.drain(
+            sandbox, services, "create_profile", f".lead-files/runs/{taken['run_id']}/state.json"
+        )
+    assert "newest@example.com" in read(f"results/{key}.results.csv")

@@ -30,7 +30,7 @@ import time
 import zlib
 from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import IO, Any, cast
 
@@ -134,18 +134,26 @@ class Target:
     action: Action
     dry_run: bool
     jsonl: bool
+    # The run of an upload that is no longer the key's newest: its outputs carry its id, and
+    # the plain names describe the newest upload.
+    older_run: str | None = None
 
     @property
     def report_key(self) -> str:
-        return output_key(self.key, ".report.json")
+        return output_key(self.key, f"{self._run}.report.json")
 
     @property
     def progress_key(self) -> str:
-        return output_key(self.key, ".progress.json")
+        return output_key(self.key, f"{self._run}.progress.json")
 
     @property
     def results_key(self) -> str:
-        return output_key(self.key, f".results.{'jsonl' if self.jsonl else 'csv'}", RESULTS_PREFIX)
+        suffix = f"{self._run}.results.{'jsonl' if self.jsonl else 'csv'}"
+        return output_key(self.key, suffix, RESULTS_PREFIX)
+
+    @property
+    def _run(self) -> str:
+        return f".{self.older_run}" if self.older_run else ""
 
 
 def is_own_output(key: str) -> bool:
@@ -848,6 +856,8 @@ def take_file(services: Services, bucket: str, key: str, version_id: str | None 
         put_json(s3, bucket, output_key(key, ".report.json"), report.as_json())
         return report
     report.action = target.action.name
+    if not _is_newest(s3, bucket, key, run_id):
+        target = replace(target, older_run=run_id)
     report.results_key, report.progress_key = target.results_key, target.progress_key
     taken = None if target.dry_run else _taken(services, bucket, run_id)
     if taken is not None:
@@ -877,6 +887,20 @@ def take_file(services: Services, bucket: str, key: str, version_id: str | None 
         return report
     send_rows(services, report, target, open_stream, taken)
     return report
+
+
+def _is_newest(s3: Any, bucket: str, key: str, run_id: str) -> bool:
+    """Whether the run's upload is still the key's newest (a deleted key has none newer)."""
+    try:
+        head = s3.head_object(Bucket=bucket, Key=key)
+    except Exception as exc:
+        if _missing(exc):
+            return True
+        raise
+    version_id = head.get("VersionId")
+    version_id = None if version_id == "null" else version_id
+    newest = run_id_of(bucket, key, version_id, head.get("ETag"), head.get("LastModified"))
+    return newest == run_id
 
 
 def _version(version_id: str | None) -> dict[str, str]:
@@ -1421,6 +1445,11 @@ def check_run(services: Services, bucket: str, state_key: str) -> dict[str, Any]
                 "was not run again: upload the file again"
             )
         return _progress(state)
+    plain_names = not state.get("finished") and not state.get("older_run")
+    if plain_names and not _is_newest(s3, bucket, state["key"], state["run_id"]):
+        # The plain names are the newer upload's from now on.
+        older = replace(target_of(state["key"]), older_run=state["run_id"])
+        state.update(older_run=True, progress=older.progress_key, results=older.results_key)
     if not state.get("finished"):
         _count_finished(services, state)
         state.update(problem=None, failing_since=None)
