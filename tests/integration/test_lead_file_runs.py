@@ -78,11 +78,12 @@ def test_a_run_that_cannot_finish_stops_no_other_and_is_failed_with_its_reason(
     first = take(services, "create_profile/first.csv")
     refused = take(services, "create_profile/refused.csv")
     # Strays among the runs: not JSON, and JSON naming keys that are no run's outputs.
-    (tmp_path / ".lead-files/runs/garbage").mkdir(parents=True)
-    (tmp_path / ".lead-files/runs/garbage/state.json").write_text("{not json")
+    runs = tmp_path / lead_files.RUNS_PREFIX
+    (runs / "garbage").mkdir(parents=True)
+    (runs / "garbage/state.json").write_text("{not json")
     stray = read(services, refused) | {"run_id": "stray", "results": "create_profile/x.csv"}
-    (tmp_path / ".lead-files/runs/stray").mkdir(parents=True)
-    (tmp_path / ".lead-files/runs/stray/state.json").write_text(json.dumps(stray))
+    (runs / "stray").mkdir(parents=True)
+    (runs / "stray/state.json").write_text(json.dumps(stray))
     last = take(services, "create_profile/last.csv")
     runtime._counts.clear()
 
@@ -97,22 +98,25 @@ def test_a_run_that_cannot_finish_stops_no_other_and_is_failed_with_its_reason(
     assert not (tmp_path / first).exists() and not (tmp_path / last).exists()
     # The strays are set aside at once: they can never finish.
     for name in ("garbage", "stray"):
-        assert not (tmp_path / f".lead-files/runs/{name}/state.json").exists()
-        assert (tmp_path / f".lead-files/failed/{name}/state.json").is_file()
-        assert progress[f".lead-files/runs/{name}/state.json"]["failed"]
+        assert not (runs / f"{name}/state.json").exists()
+        assert (tmp_path / lead_files.SET_ASIDE_PREFIX / f"{name}/state.json").is_file()
+        assert progress[f"{lead_files.RUNS_PREFIX}{name}/state.json"]["failed"]
     # The refused event: its results are written once; the event is tried again at each look.
     now = progress["create_profile/refused.csv"]
     assert now["finished"] and not now["failed"]
     assert now["problem"] == (
         "The bus did not take the 'lead file finished' event (AccessDeniedException)"
     )
-    assert read(services, "create_profile/refused.csv.progress.json")["problem"] == now["problem"]
+    assert (
+        read(services, "results/create_profile/refused.csv.progress.json")["problem"]
+        == now["problem"]
+    )
     assert runtime._counts["LeadFileRunsFailed"] == 2
 
     wall.now += lead_files.FAILING_FOR_SECONDS + 1
     (again,) = lead_files.check_runs(services, BUCKET)
     assert again["failed"] and again["problem"] == now["problem"]
-    assert read(services, "create_profile/refused.csv.progress.json")["failed"]
+    assert read(services, "results/create_profile/refused.csv.progress.json")["failed"]
     assert not (tmp_path / refused).exists()
     assert (tmp_path / refused.replace("/runs/", "/failed/")).is_file()
     assert runtime._counts["LeadFileRunsFailed"] == 3
@@ -176,8 +180,8 @@ def test_a_splitter_that_died_while_sending_is_resumed_by_the_retried_notificati
     with pytest.raises(Killed):
         lead_files.take_file(services, BUCKET, key)
     first = services.sqs.rows
-    (run,) = (tmp_path / ".lead-files/runs").iterdir()
-    state = read(services, f".lead-files/runs/{run.name}/state.json")
+    (run,) = (tmp_path / lead_files.RUNS_PREFIX).iterdir()
+    state = read(services, f"{lead_files.RUNS_PREFIX}{run.name}/state.json")
     assert state["sending"] and 0 < state["sent_through"] < 45
     (progress,) = lead_files.check_runs(services, BUCKET)
     assert not progress["finished"]
@@ -186,7 +190,9 @@ def test_a_splitter_that_died_while_sending_is_resumed_by_the_retried_notificati
     def checkpointing(seconds: float) -> None:
         wall.now += seconds
         alive = state | {"heartbeat_at": wall.now}
-        lead_files.put_json(services.s3, BUCKET, f".lead-files/runs/{run.name}/state.json", alive)
+        lead_files.put_json(
+            services.s3, BUCKET, f"{lead_files.RUNS_PREFIX}{run.name}/state.json", alive
+        )
 
     services.sleep = checkpointing
     services.sqs = DiesAt(dies_at=None)
@@ -295,3 +301,60 @@ def test_formula_cells_are_neutralised_in_the_results_csv_and_counted(tmp_path: 
     (progress,) = lead_files.check_runs(services, BUCKET)
     (line,) = (tmp_path / progress["results"]).read_text().splitlines()
     assert json.loads(line)["note"] == "=1+2" and json.loads(line)["reference"].startswith("=")
+
+
+class Recorded(bench.DiskS3):
+    """S3 on disk, noting every key written."""
+
+    def __init__(self, root: Path) -> None:
+        super().__init__(root)
+        self.written: list[str] = []
+        self.read: list[str] = []
+
+    def head_object(self, Bucket: str, Key: str, **extra: Any) -> dict[str, Any]:
+        self.read.append(Key)
+        return super().head_object(Bucket, Key, **extra)
+
+    def get_object(self, Bucket: str, Key: str, **extra: Any) -> dict[str, Any]:
+        self.read.append(Key)
+        return super().get_object(Bucket, Key, **extra)
+
+    def put_object(self, Bucket: str, Key: str, Body: bytes, **extra: Any) -> dict[str, Any]:
+        self.written.append(Key)
+        return super().put_object(Bucket, Key, Body, **extra)
+
+    def create_multipart_upload(self, Bucket: str, Key: str, **extra: Any) -> dict[str, Any]:
+        self.written.append(Key)
+        return super().create_multipart_upload(Bucket, Key, **extra)
+
+    def copy_object(self, Bucket: str, Key: str, **extra: Any) -> dict[str, Any]:
+        self.written.append(Key)
+        return super().copy_object(Bucket, Key, **extra)
+
+
+def test_nothing_the_stack_writes_starts_the_splitter_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The splitter's rule takes every new key but those under RESULTS_PREFIX (a template test
+    holds it): every write of a run (report, checkpoints, progress at each look, results,
+    a failed run's state) is there."""
+    monkeypatch.setattr(lead_files, "CHECKPOINT_SECONDS", 0.0)
+    wall = Wall()
+    services = services_on(tmp_path, Bus(refuse="refused"), wall)
+    services.s3 = s3 = Recorded(tmp_path)
+    uploads = {"create_profile/a.csv", "dry-run/create_profile/b.csv", "elsewhere/c.csv"}
+    uploads |= {"create_profile/refused.csv"}
+    for key in sorted(uploads):
+        s3._path(key).write_text("email\na@example.com\nb@example.com\nnope\n", encoding="utf-8")
+        lead_files.take_file(services, BUCKET, key)
+    services.dynamodb.latency = 0.0
+    lead_files.check_runs(services, BUCKET)
+    wall.now += lead_files.FAILING_FOR_SECONDS + 1
+    lead_files.check_runs(services, BUCKET)
+    assert len(s3.written) > 10
+    assert [key for key in s3.written if not key.startswith(lead_files.RESULTS_PREFIX)] == []
+    assert all(lead_files.is_own_output(key) for key in s3.written)
+    assert not any(lead_files.is_own_output(key) for key in uploads)
+    # The splitter reads only what its role lets it: a key under no action is only reported.
+    assert "elsewhere/c.csv" not in s3.read
+    assert "results/elsewhere/c.csv.report.json" in s3.written

@@ -89,7 +89,7 @@ def test_a_csv_becomes_created_profiles_and_a_results_file_in_the_input_order(
     s3 = imports.services_of(sandbox).s3
     progress = json.loads(
         s3.get_object(
-            Bucket=imports.bucket_of(sandbox), Key="create_profile/order.csv.progress.json"
+            Bucket=imports.bucket_of(sandbox), Key="results/create_profile/order.csv.progress.json"
         )["Body"].read()
     )
     assert progress["finished"] and progress["done"] == 3
@@ -167,7 +167,7 @@ def test_a_row_also_sent_by_webhook_is_one_profile_with_true_outcomes(
     (taken,) = answer["files"]
     webhook = sandbox.call_api("create_profile", '{"email": "race@example.com"}')
     assert webhook.json()["outcome"] == "success"
-    state = f".lead-files/runs/{taken['run_id']}/state.json"
+    state = f"results/.lead-files/runs/{taken['run_id']}/state.json"
     imports.drain(sandbox, services, "create_profile", state)
     body = services.s3.get_object(
         Bucket=imports.bucket_of(sandbox), Key="results/create_profile/race.csv.results.csv"
@@ -211,7 +211,7 @@ def test_a_file_over_the_stacks_limit_is_refused_whole(sandbox: Sandbox, tmp_pat
     imports.split(sandbox, services, "create_profile/big.csv", version)
     report = json.loads(
         services.s3.get_object(
-            Bucket=imports.bucket_of(sandbox), Key="create_profile/big.csv.report.json"
+            Bucket=imports.bucket_of(sandbox), Key="results/create_profile/big.csv.report.json"
         )["Body"].read()
     )
     assert not report["accepted"] and "larger than the stack's limit" in report["problem"]
@@ -224,7 +224,7 @@ def test_a_file_under_no_action_gets_a_report(sandbox: Sandbox) -> None:
     imports.split(sandbox, services, "subscribe/x.csv", version)
     report = json.loads(
         services.s3.get_object(
-            Bucket=imports.bucket_of(sandbox), Key="subscribe/x.csv.report.json"
+            Bucket=imports.bucket_of(sandbox), Key="results/subscribe/x.csv.report.json"
         )["Body"].read()
     )
     assert not report["accepted"] and "not under an action's prefix" in report["problem"]
@@ -352,7 +352,7 @@ def _send_file(
     key = f"create_profile/{name}.csv"
     version = imports.upload(sandbox, ("email\n" + "\n".join(emails) + "\n").encode(), key)
     (taken,) = imports.split(sandbox, services, key, version)["files"]
-    state = f".lead-files/runs/{taken['run_id']}/state.json"
+    state = f"results/.lead-files/runs/{taken['run_id']}/state.json"
     imports.drain(sandbox, services, "create_profile", state)
     body = services.s3.get_object(
         Bucket=imports.bucket_of(sandbox), Key=f"results/{key}.results.csv"
@@ -407,7 +407,10 @@ def test_the_newest_upload_of_a_key_is_the_one_its_results_describe(sandbox: San
     assert first["run_id"] != second["run_id"]
     for taken in (second, first):  # the older run finishes last
         imports.drain(
-            sandbox, services, "create_profile", f".lead-files/runs/{taken['run_id']}/state.json"
+            sandbox,
+            services,
+            "create_profile",
+            f"results/.lead-files/runs/{taken['run_id']}/state.json",
         )
 
     def read(name: str) -> str:
@@ -415,17 +418,22 @@ def test_the_newest_upload_of_a_key_is_the_one_its_results_describe(sandbox: San
 
     assert "newer-upload@example.com" in read(f"results/{key}.results.csv")
     assert "older-upload@example.com" in read(f"results/{key}.{first['run_id']}.results.csv")
-    assert json.loads(read(f"{key}.progress.json"))["run_id"] == second["run_id"]
-    assert json.loads(read(f"{key}.report.json"))["run_id"] == second["run_id"]
+    assert json.loads(read(f"results/{key}.progress.json"))["run_id"] == second["run_id"]
+    assert json.loads(read(f"results/{key}.report.json"))["run_id"] == second["run_id"]
     # Split in the other order (S3's notifications can come so): the older one's report too.
     again = imports.upload(sandbox, b"email\nlate-notice@example.com\n", key)
     newest = imports.upload(sandbox, b"email\nnewest@example.com\n", key)
     (latest,) = imports.split(sandbox, services, key, newest)["files"]
     (late,) = imports.split(sandbox, services, key, again)["files"]
-    assert json.loads(read(f"{key}.report.json"))["run_id"] == latest["run_id"]
-    assert json.loads(read(f"{key}.{late['run_id']}.report.json"))["run_id"] == late["run_id"]
+    assert json.loads(read(f"results/{key}.report.json"))["run_id"] == latest["run_id"]
+    assert (
+        json.loads(read(f"results/{key}.{late['run_id']}.report.json"))["run_id"] == late["run_id"]
+    )
     for taken in (late, latest):
         imports.drain(
-            sandbox, services, "create_profile", f".lead-files/runs/{taken['run_id']}/state.json"
+            sandbox,
+            services,
+            "create_profile",
+            f"results/.lead-files/runs/{taken['run_id']}/state.json",
         )
     assert "newest@example.com" in read(f"results/{key}.results.csv")

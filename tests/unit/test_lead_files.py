@@ -156,7 +156,7 @@ def test_unknown_action_prefix() -> None:
         target_of("subscribe/leads.csv")
     target = target_of("dry-run/create_profile/a/b.jsonl")
     assert target.dry_run and target.jsonl and target.action is CREATE
-    assert target.report_key == "dry-run/create_profile/a/b.jsonl.report.json"
+    assert target.report_key == "results/dry-run/create_profile/a/b.jsonl.report.json"
     assert target.results_key == "results/dry-run/create_profile/a/b.jsonl.results.jsonl"
 
 
@@ -180,14 +180,13 @@ def test_outputs_of_a_long_key_fit_s3s_limit_and_stay_apart() -> None:
     assert one.results_key.startswith("results/create_profile/éé")
     assert one.results_key.endswith(".results.csv") and "~" in one.results_key
     short = target_of("create_profile/short.csv")
-    assert short.report_key == "create_profile/short.csv.report.json"  # not shortened
+    assert short.report_key == "results/create_profile/short.csv.report.json"  # not shortened
 
 
 def test_own_outputs_are_not_files_of_leads() -> None:
-    assert lead_files.is_own_output("results/create_profile/x.results.csv")
-    assert lead_files.is_own_output("create_profile/x.report.json")
-    assert lead_files.is_own_output("create_profile/x.progress.json")
-    assert lead_files.is_own_output(".lead-files/runs/abc/state.json")
+    assert lead_files.is_own_output("results/create_profile/x.csv.results.csv")
+    assert lead_files.is_own_output("results/create_profile/x.csv.report.json")
+    assert lead_files.is_own_output("results/.lead-files/runs/abc/state.json")
     assert not lead_files.is_own_output("create_profile/x.csv")
 
 

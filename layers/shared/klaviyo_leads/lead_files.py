@@ -3,16 +3,16 @@
 An object under ``<action>/`` in the lead-files bucket is a file of leads for that action;
 under ``dry-run/<action>/`` it is only checked. The splitter reads the file twice, streaming:
 first every row is checked as the webhook would check it (the same parsing, and the action run
-up to its first Klaviyo call) and ``<key>.report.json`` is written; only then are the rows put
-on the action's queue, ten to a ``SendMessageBatch``, each message naming its file run and row.
-Which message each row got goes, line by line, into a manifest in the bucket.
+up to its first Klaviyo call) and ``results/<key>.report.json`` is written; only then are the
+rows put on the action's queue, ten to a ``SendMessageBatch``, each message naming its file run
+and row. Which message each row got goes into the run's manifest, checkpointed as it is sent.
 
 The assembler (on a schedule) reads each open run's manifest, looks the rows' results up in the
-results table (by message id, where the queue path keeps them 24 h), updates
-``<key>.progress.json`` and, once every row has a final result, streams
+results table (by file run and row, where the queue path keeps them 24 h), updates
+``results/<key>.progress.json`` and, once every row has a final result, streams
 ``results/<key>.results.csv`` (or ``.jsonl``) in the input's order and publishes a
 ``lead file finished`` event. A row still without a result when it must have left the queue
-(dead-lettered) gets an error saying so.
+(dead-lettered) gets an error saying so. Everything the stack writes is under ``results/``.
 """
 
 from __future__ import annotations
@@ -47,13 +47,15 @@ from .queueing import LEAD_FILE_ROW, LEAD_FILE_RUN, ORIGIN, lead_file_row_key
 from .runtime import count, flush_counts, logger, metrics
 
 DRY_RUN_PREFIX = "dry-run/"
+# Everything the stack writes in the bucket is under this prefix (reports, progress, results,
+# and its working state): the splitter's rule takes every other new object, so none of the
+# stack's own writes starts it.
 RESULTS_PREFIX = "results/"
-STATE_PREFIX = ".lead-files/"
+STATE_PREFIX = RESULTS_PREFIX + ".lead-files/"
 RUNS_PREFIX = STATE_PREFIX + "runs/"
 # Where a run's state goes when the run has failed, or a state there is none of ours.
 SET_ASIDE_PREFIX = STATE_PREFIX + "failed/"
 FINISHED_PREFIX = STATE_PREFIX + "finished/"  # a marker per finished run: it is not sent again
-OWN_SUFFIXES = (".report.json", ".progress.json")
 MAX_KEY_BYTES = 1024  # S3's limit on an object's key
 KEY_HASH_CHARS = 16  # hex digits of a shortened key's SHA-256
 # Message attributes of a queued row: which file run, which row.
@@ -140,11 +142,11 @@ class Target:
 
     @property
     def report_key(self) -> str:
-        return output_key(self.key, f"{self._run}.report.json")
+        return output_key(self.key, f"{self._run}.report.json", RESULTS_PREFIX)
 
     @property
     def progress_key(self) -> str:
-        return output_key(self.key, f"{self._run}.progress.json")
+        return output_key(self.key, f"{self._run}.progress.json", RESULTS_PREFIX)
 
     @property
     def results_key(self) -> str:
@@ -158,7 +160,7 @@ class Target:
 
 def is_own_output(key: str) -> bool:
     """Keys the lead-file path writes itself, never read as a file of leads."""
-    return key.startswith((RESULTS_PREFIX, STATE_PREFIX)) or key.endswith(OWN_SUFFIXES)
+    return key.startswith(RESULTS_PREFIX)
 
 
 def output_key(key: str, suffix: str, prefix: str = "") -> str:
@@ -839,6 +841,17 @@ def take_file(services: Services, bucket: str, key: str, version_id: str | None 
     stopped part-way is resumed from its last checkpoint.
     """
     s3 = services.s3
+    dry_run = key.startswith(DRY_RUN_PREFIX)
+    try:
+        target = target_of(key)
+    except FileProblem as problem:
+        # Not read (the splitter may read only under the actions' prefixes): only reported.
+        report = Report(
+            bucket, key, version_id, run_id_of(bucket, key, version_id, None), None, dry_run
+        )
+        report.problem = str(problem)
+        put_json(s3, bucket, output_key(key, ".report.json", RESULTS_PREFIX), report.as_json())
+        return report
     head_args: dict[str, Any] = {"Bucket": bucket, "Key": key}
     if version_id:
         head_args["VersionId"] = version_id
@@ -847,14 +860,8 @@ def take_file(services: Services, bucket: str, key: str, version_id: str | None 
     if version_id == "null":
         version_id = None
     run_id = run_id_of(bucket, key, version_id, head.get("ETag"), head.get("LastModified"))
-    report = Report(bucket, key, version_id, run_id, None, key.startswith(DRY_RUN_PREFIX))
+    report = Report(bucket, key, version_id, run_id, None, dry_run)
     report.size = int(head.get("ContentLength", 0))
-    try:
-        target = target_of(key)
-    except FileProblem as problem:
-        report.problem = str(problem)
-        put_json(s3, bucket, output_key(key, ".report.json"), report.as_json())
-        return report
     report.action = target.action.name
     if not _is_newest(s3, bucket, key, run_id):
         target = replace(target, older_run=run_id)
@@ -1312,10 +1319,14 @@ def read_state(s3: Any, bucket: str, state_key: str) -> dict[str, Any]:
 
 # What each output a state names must look like: the assembler writes nothing else.
 _OWN_KEYS: dict[str, Callable[[str], bool]] = {
-    "results": lambda k: k.startswith(RESULTS_PREFIX) and k.endswith((".csv", ".jsonl")),
-    "progress": lambda k: k.endswith(".progress.json") and not k.startswith(STATE_PREFIX),
-    "report": lambda k: k.endswith(".report.json") and not k.startswith(STATE_PREFIX),
+    "results": lambda k: _is_output(k) and k.endswith((".results.csv", ".results.jsonl")),
+    "progress": lambda k: _is_output(k) and k.endswith(".progress.json"),
+    "report": lambda k: _is_output(k) and k.endswith(".report.json"),
 }
+
+
+def _is_output(key: str) -> bool:
+    return key.startswith(RESULTS_PREFIX) and not key.startswith(STATE_PREFIX)
 
 
 def _is_own(state: Mapping[str, Any], name: str, check: Callable[[str], bool]) -> bool:
