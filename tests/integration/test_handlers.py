@@ -714,6 +714,9 @@ class TestIdempotencyKey:
         again = self.post_with_key("k-1", lead)
         assert (again["statusCode"], again["json"]) == (first["statusCode"], first["json"])
         assert first["json"]["outcome"] == "success"
+        # The repeat says it is the first answer given again; the first says nothing.
+        assert again["headers"]["Idempotent-Replayed"] == "true"
+        assert "Idempotent-Replayed" not in first["headers"]
         assert klaviyo_emulator.calls() == calls
         assert len(klaviyo_emulator.profiles()) == 1
 

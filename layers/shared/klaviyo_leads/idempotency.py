@@ -116,6 +116,8 @@ class Idempotency:
 # A repeat of a request with the same Idempotency-Key within this long gets the first answer.
 REQUEST_TTL_SECONDS = 24 * 3600
 MAX_KEY_LENGTH = 255
+# The header that tells a caller its answer is the first request's, given again.
+REPLAYED_HEADER = "Idempotent-Replayed"
 
 
 class KeyReused(Exception):
@@ -138,7 +140,8 @@ class Requests:
     """API requests made idempotent by the caller's ``Idempotency-Key`` header.
 
     The first answer, status included, is kept 24 hours on the idempotency table (Powertools'
-    ``idempotent_function``): a repeat gets it without calling Klaviyo, and a repeat while
+    ``idempotent_function``): a repeat gets it without calling Klaviyo, marked with the header
+    ``Idempotent-Replayed: true``, and a repeat while
     the first is still running is told so. A retryable answer is not kept, so the repeat
     really runs; the key is the lead's origin, so what the first attempt did is the repeat's
     own (a create's record, ``claims``; an event's unique id).
@@ -203,6 +206,9 @@ class Requests:
             # run again rather than wait on a record that says "in progress".
             self._forget(key, request)
             return produced[-1]
+        if not produced:  # the kept answer, not this request's: say so
+            headers = {**(answer.get("headers") or {}), REPLAYED_HEADER: "true"}
+            answer = {**answer, "headers": headers}
         return answer
 
     def _forget(self, key: str, request: dict[str, Any]) -> None:
