@@ -35,6 +35,7 @@ from devtools.lambda_events import (
     sqs_message,
 )
 from klaviyo_leads import entrypoint
+from klaviyo_leads.actions import ACTIONS
 from klaviyo_leads.claims import CreateLedger
 from tests.conftest import API_KEY, reset_powertools_parameters
 
@@ -886,6 +887,41 @@ class TestEventBridgeAndDirect:
         assert results[0]["outcome"] == "success"
         assert len(aws.published()) == 1  # only the several-leads form publishes
 
+    def test_a_lead_nested_past_the_limit_is_a_400_not_an_internal_error(
+        self, aws, klaviyo_emulator
+    ):
+        deep: dict[str, Any] = {"email": "deep@example.com"}
+        level = deep
+        for _ in range(990):
+            level["unknown"] = {}
+            level = level["unknown"]
+        for answer in (
+            call("create_profile", deep),
+            call("create_profile", eventbridge_event("create_profile lead", deep, source="crm")),
+        ):
+            assert (answer["outcome"], answer["reason"]) == (
+                "error",
+                "The lead is nested more than 32 levels",
+            )
+        assert klaviyo_emulator.calls() == 0
+        (published,) = aws.published()  # the refused lead's event is published, without it
+        assert published["detail"]["result"]["reason"] == "The lead is nested more than 32 levels"
+
+    @pytest.mark.parametrize("action", sorted(ACTIONS))
+    @pytest.mark.parametrize("key", ["klaviyo.external_id", "reference"])
+    def test_an_over_long_external_id_is_refused_before_any_call(
+        self, aws, klaviyo_emulator, action, key
+    ):
+        lead = {"email": "long@example.com", key: "x" * 256, "klaviyo.list_id": "Y6nRLr"}
+        lead["klaviyo.segment_id"] = "Seg123"
+        answer = call(action, lead)
+        label = "Klaviyo External Id" if key == "klaviyo.external_id" else "Reference"
+        assert (answer["outcome"], answer["reason"]) == (
+            "failure",
+            f"{label} is longer than 255 characters",
+        )
+        assert klaviyo_emulator.calls() == 0
+
     @pytest.mark.parametrize("event", [[1, 2], "text", 42, None])
     def test_direct_non_object_is_an_error_result(self, aws, event):
         result = call("get_profiles", event)
@@ -913,6 +949,8 @@ def _sqs_event_with(**parts: Any) -> dict[str, Any]:
         (_api_event_with(headers="Content-Type: application/json"), "headers"),
         (_api_event_with(requestContext="x", httpMethod="POST"), "requestContext"),
         (_api_event_with(body=42), "body"),
+        (_api_event_with(headers={"Content-Type": ["application/json"]}), "headers.Content-Type"),
+        (_api_event_with(headers={"Idempotency-Key": ["a", "b"]}), "headers.Idempotency-Key"),
         (_sqs_event_with(messageId=None), "Records[0].messageId"),
         (_sqs_event_with(body=42), "Records[0].body"),
         (_sqs_event_with(attributes="x"), "Records[0].attributes"),
@@ -924,6 +962,8 @@ def _sqs_event_with(**parts: Any) -> dict[str, Any]:
         "headers text",
         "requestContext text",
         "api body a number",
+        "a header value a list",
+        "a key header a list",
         "record without messageId",
         "record body a number",
         "attributes text",

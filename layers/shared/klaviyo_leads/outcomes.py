@@ -282,6 +282,7 @@ MESSAGE_NOT_JSON = _error(Kind.BAD_REQUEST, "The message body is not valid JSON"
 MESSAGE_MALFORMED = _error(Kind.BAD_REQUEST, "The queued request is malformed: {problem}")
 EVENT_MALFORMED = _error(Kind.BAD_REQUEST, "The event is malformed: {problem}")
 LEAD_NOT_OBJECT = _error(Kind.BAD_REQUEST, "A lead must be a JSON object")
+LEAD_TOO_DEEP = _error(Kind.BAD_REQUEST, "The lead is nested more than {limit} levels")
 BAD_IDEMPOTENCY_KEY = _error(Kind.BAD_REQUEST, "Idempotency-Key must be 1 to {limit} characters")
 IDEMPOTENCY_KEY_REUSED = _error(
     Kind.BAD_REQUEST, "This Idempotency-Key was used with a different request"

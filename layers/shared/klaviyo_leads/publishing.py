@@ -7,7 +7,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from .lead import finite
+from .lead import MAX_LEAD_NESTING, finite, nesting_exceeds
 
 SOURCE = "klaviyo.lead-actions"
 MAX_ENTRIES_PER_CALL = 10  # PutEvents' limit
@@ -22,7 +22,9 @@ class Publication:
     message_id: str | None = None
 
     def entry(self, bus_name: str) -> dict[str, Any]:
-        detail: dict[str, Any] = {"action": self.action, "lead": self.lead, "result": self.result}
+        # A lead refused for its nesting cannot be written out (the stack would run out): null.
+        lead = None if nesting_exceeds(self.lead, MAX_LEAD_NESTING) else self.lead
+        detail: dict[str, Any] = {"action": self.action, "lead": lead, "result": self.result}
         if self.message_id:
             detail["message_id"] = self.message_id
         return {

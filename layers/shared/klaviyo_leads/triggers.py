@@ -61,6 +61,9 @@ def malformed(kind: str, event: Any) -> str | None:
         for name, types, called in _API_PARTS:
             if not isinstance(event.get(name), types):
                 return f"{name} must be {called}"
+        for name, value in (event.get("headers") or {}).items():
+            if not isinstance(value, str):  # API Gateway puts several values in multiValueHeaders
+                return f"headers.{name} must be text, not {type(value).__name__}"
         return None
     if kind == "sqs":
         for place, record in enumerate(event["Records"]):
