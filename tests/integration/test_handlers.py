@@ -678,6 +678,50 @@ class TestSeveralLeadsAreQueuedWithinTheDeadline:
         assert ("LeadsNotQueued", len(not_queued)) in counted
         assert set(self.queued_bodies(aws)) == {r["message_id"] for r in queued}
 
+    def test_many_leads_end_before_the_deadline_with_their_results_published(
+        self, aws, klaviyo_emulator, own_queue
+    ):
+        """600 leads on a 12 s context, Klaviyo down (each lead's try 20 ms), SendMessageBatch
+        0.1 s and PutEvents 0.11 s a call (as measured): the results' publishing once came
+        after the queueing's margin, and the invocation ran past its deadline."""
+        from klaviyo_leads import outcomes
+        from klaviyo_leads.actions import result_fields
+        from klaviyo_leads.publishing import ResultPublisher
+        from klaviyo_leads.queueing import ActionQueue
+        from klaviyo_leads.runtime import Processed
+
+        class SlowEvents:
+            def put_events(self, Entries):
+                queue.now += 0.11
+                return {"FailedEntryCount": 0, "Entries": [{"EventId": "e"}] * len(Entries)}
+
+        def klaviyo_down(action, lead, **kwargs):
+            queue.now += 0.02
+            result = outcomes.KLAVIYO_FAILED(status=503)
+            return Processed(result, result_fields(action, result))
+
+        own_queue("create_profile")
+        queue = SlowQueue(aws.sqs, 0.1)
+        url = aws.stack.actions["create_profile"].queue.url
+        runtime = entrypoint.runtime()
+        runtime.queue = ActionQueue(url, client_factory=lambda: queue)
+        runtime.publisher = ResultPublisher("bus", client_factory=SlowEvents)
+        runtime.process = klaviyo_down  # type: ignore[method-assign]
+        context = LambdaContext(
+            function_name="create_profile", timeout_seconds=12, clock=queue.clock
+        )
+        event = {"leads": [{"email": f"m{i}@example.com"} for i in range(600)]}
+        results = load_handler("create_profile")(event, context)["results"]
+        assert context.get_remaining_time_in_millis() > 0
+        assert len(results) == 600
+        queued = [r for r in results if r["reason"] == "Queued for retry"]
+        assert len(queued) >= 100 and len(queued) % 10 == 0
+        assert {r["reason"] for r in results} <= {
+            "Queued for retry",
+            "Not started: too little time left in the invocation",
+            "Klaviyo returned HTTP 503",
+        }
+
     def test_entries_sqs_refuses_keep_their_retryable_result(
         self, aws, klaviyo_emulator, own_queue
     ):

@@ -46,11 +46,16 @@ class ResultPublisher:
         self._client_factory = client_factory or _events_client
         self._client: Any = None
 
-    def publish(self, publications: list[Publication]) -> list[bool]:
-        """One flag per publication: True when EventBridge accepted it."""
+    def publish(
+        self, publications: list[Publication], in_time: Callable[[], bool] = lambda: True
+    ) -> list[bool]:
+        """One flag per publication: True when EventBridge accepted it. No call is started
+        once ``in_time()`` says the invocation's time is spent."""
         entries = [p.entry(self.bus_name) for p in publications]
         accepted = [False] * len(entries)
         for start, chunk in _chunks(entries):
+            if not in_time():
+                break
             try:
                 if self._client is None:
                     self._client = self._client_factory()
