@@ -307,6 +307,19 @@ class TestSqs:
         assert event["detail"]["lead"] == {"email": "q@example.com", "latitude": None}
         assert klaviyo_emulator.calls() == 0
 
+    def test_a_stack_set_to_keys_and_hashes_publishes_no_lead_value(
+        self, aws, klaviyo_emulator, monkeypatch
+    ):
+        monkeypatch.setenv("RESULT_EVENT_LEAD", "keys-and-hashes")
+        entrypoint.reset_runtime()
+        sqs("create_profile", '{"email": "hashed@example.com", "first_name": "Hal"}')
+        (event,) = aws.published()
+        lead = event["detail"]["lead"]
+        assert lead["keys"] == ["email", "first_name"]
+        assert set(lead["identifiers"]) == {"email"}
+        assert "hashed@example.com" not in json.dumps(lead) and "Hal" not in json.dumps(lead)
+        assert event["detail"]["result"]["outcome"] == "success"
+
     def test_only_retryable_records_go_back_and_results_are_published(self, aws, klaviyo_emulator):
         klaviyo_emulator.create_profile(email="taken@example.com")
         klaviyo_emulator.faults.add(

@@ -311,6 +311,18 @@ def test_every_function_that_publishes_may_put_events_on_the_bus(
     assert sorted(exempt, key=str) == sorted((get_att(role) for role in roles), key=str)
 
 
+def test_what_a_result_event_carries_is_a_parameter_every_action_reads(
+    translated: dict[str, Any],
+) -> None:
+    from klaviyo_leads.publishing import FULL_LEAD, LEAD_CONTENTS
+
+    parameter = translated["Parameters"]["ResultEventLead"]
+    assert parameter["AllowedValues"] == list(LEAD_CONTENTS) and parameter["Default"] == FULL_LEAD
+    for action in ACTIONS:
+        variables = translated["Resources"][action.function]["Properties"]["Environment"]
+        assert variables["Variables"]["RESULT_EVENT_LEAD"] == ref("ResultEventLead"), action.name
+
+
 def test_named_senders_are_with_the_stacks_functions_the_only_ones(
     translated: dict[str, Any],
 ) -> None:

@@ -104,7 +104,9 @@ class Runtime:
             waited=count_pacer_wait,
         )
         publisher = (
-            ResultPublisher(settings.results_event_bus_name)
+            ResultPublisher(
+                settings.results_event_bus_name, lead_content=settings.result_event_lead
+            )
             if settings.results_event_bus_name
             else None
         )
