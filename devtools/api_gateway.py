@@ -130,6 +130,36 @@ class GatewayResponses:
         return Answer(status, rendered.encode(), content_type, headers)
 
 
+@dataclass(frozen=True)
+class BodyLimit:
+    """The web ACL's body rule as deployed (``ApiWebAcl``'s ``BodyTooLarge``): a body over
+    ``limit`` bytes is refused with ``answer``; ``limit`` None when the rule is off
+    (``MaxRequestBodyBytes=0``)."""
+
+    limit: int | None
+    answer: Answer
+
+    @classmethod
+    def of(cls, translated: Mapping[str, Any], parameters: Mapping[str, str]) -> BodyLimit:
+        """The rule for these stack parameters (the template's defaults filled in)."""
+        defaults = {k: str(p.get("Default")) for k, p in translated["Parameters"].items()}
+        limit = int({**defaults, **parameters}["MaxRequestBodyBytes"])
+        acl = translated["Resources"]["ApiWebAcl"]["Properties"]
+        rule = next(
+            r["Fn::If"][1]
+            for r in acl["Rules"]
+            if "Fn::If" in r and r["Fn::If"][1].get("Name") == "BodyTooLarge"
+        )
+        response = rule["Action"]["Block"]["CustomResponse"]
+        body = acl["CustomResponseBodies"][response["CustomResponseBodyKey"]]
+        content = " ".join(str(body["Content"]).split())
+        answer = Answer(int(response["ResponseCode"]), content.encode(), "application/json")
+        return cls(limit or None, answer)
+
+    def refuses(self, size: int) -> bool:
+        return self.limit is not None and size > self.limit
+
+
 class Integration:
     """One route's ``x-amazon-apigateway-integration`` of type ``aws`` (SQS)."""
 

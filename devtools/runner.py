@@ -196,15 +196,16 @@ class Sandbox:
         # moto's werkzeug server logs every request at INFO; keep warnings only.
         logging.getLogger("werkzeug").setLevel(logging.WARNING)
         self.moto = aws.MotoServer().start()
+        parameters = aws.local_parameters(klaviyo_base_url=base_url, log_level=self.log_level)
         self.local_stack = aws.deploy_local_stack(
-            api_key,
-            endpoint_url=self.moto.endpoint_url,
-            parameters=aws.local_parameters(klaviyo_base_url=base_url, log_level=self.log_level),
+            api_key, endpoint_url=self.moto.endpoint_url, parameters=parameters
         )
         self.results_queue = aws.add_results_queue(self.local_stack)
         translated = aws.translated_template()
         self._async_routes = api_gateway.async_integrations(translated)
         self.gateway = api_gateway.GatewayResponses.of(translated)
+        # moto has no WAF: the web ACL's body rule is applied by the local API itself.
+        self.body_limit = api_gateway.BodyLimit.of(translated, parameters)
         # Metrics off unless asked for: CloudWatch reads the EMF lines in Lambda, here they
         # would only bury the output.
         self.environment = {
@@ -1079,34 +1080,37 @@ class ApiRequestHandler(BaseHTTPRequestHandler):
         self._json(status, {"message": message})
 
     def _too_large(self) -> None:
-        """API Gateway's REQUEST_TOO_LARGE gateway response; the rest is not read."""
+        """What the deployed stack answers a body over its limit: the web ACL's 413 (over
+        ``MaxRequestBodyBytes``), else API Gateway's REQUEST_TOO_LARGE gateway response; the
+        rest is not read."""
         self.close_connection = True
-        answer = self.server.sandbox.gateway.answer("REQUEST_TOO_LARGE")
+        sandbox = self.server.sandbox
+        limit = sandbox.body_limit
+        answer = (
+            limit.answer if limit.limit is not None else sandbox.gateway.answer("REQUEST_TOO_LARGE")
+        )
         self._send(answer.status, answer.body, {"Content-Type": answer.content_type})
 
-    def _body(self, required: bool = True) -> bytes | None:
+    def _over_limit(self, size: int) -> bool:
+        return size > MAX_BODY_BYTES or self.server.sandbox.body_limit.refuses(size)
+
+    def _body(self) -> bytes | None:
         """The request body (chunked or with a Content-Length); None when it could not be read,
-        and the answer saying why is sent. A missing length (411) and malformed framing (400)
-        are answered by API Gateway's front end before it knows the API, with its own
-        ``{"message": ...}``: no gateway response type exists for them, so the stack cannot
-        shape them, and neither does this."""
+        and the answer saying why is sent. A request with neither has no body (RFC 9112,
+        section 6.3): it is answered as an empty one. Malformed framing (400) is answered by
+        API Gateway's front end before it knows the API, with its own ``{"message": ...}``: no
+        gateway response type exists for it, so the stack cannot shape it, and neither does
+        this."""
         if "chunked" in (self.headers.get("Transfer-Encoding") or "").lower():
             return self._chunked_body()
         length = self.headers.get("Content-Length")
         if length is None:
-            if not required:
-                return b""
-            self._refuse(
-                411,
-                "Length Required: send the body with a Content-Length header "
-                "(or Transfer-Encoding: chunked)",
-            )
-            return None
+            return b""
         if not re.fullmatch(r"\s*\d+\s*", length, re.ASCII):
             self._refuse(400, f"Content-Length must be a number of bytes, not {length!r}")
             return None
         size = int(length)
-        if size > MAX_BODY_BYTES:
+        if self._over_limit(size):
             self._too_large()
             return None
         return self.rfile.read(size) if size else b""
@@ -1125,7 +1129,7 @@ class ApiRequestHandler(BaseHTTPRequestHandler):
                 while self.rfile.readline(1024) not in (b"\r\n", b"\n", b""):
                     pass  # trailer fields: nothing here needs them
                 return bytes(body)
-            if len(body) + size > MAX_BODY_BYTES:
+            if self._over_limit(len(body) + size):
                 self._too_large()
                 return None
             chunk = self.rfile.read(size)
@@ -1248,7 +1252,7 @@ class ApiRequestHandler(BaseHTTPRequestHandler):
         self._other()
 
     def _other(self) -> None:
-        if self._body(required=False) is None:
+        if self._body() is None:
             return
         action, _ = self._route()
         if action is not None:
