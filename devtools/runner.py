@@ -74,6 +74,10 @@ RESULTS_ROUTE_PREFIX = "/results/"  # GET /results/<message_id>: a queued lead's
 LOCAL_RESULTS_ROUTE = "/_local/results"
 # Local only: POST /_local/invoke/<action> runs an event file's event in the served stack.
 LOCAL_INVOKE_PREFIX = "/_local/invoke/"
+# Local only: POST /_local/import/<action> sends a lead file through the served stack.
+LOCAL_IMPORT_PREFIX = "/_local/import/"
+# What the local-only routes take (a lead file up to LeadFileMaxBytes' default).
+MAX_LOCAL_BODY_BYTES = 64 * 1024 * 1024
 # Where a running `make serve` says where it listens, so that `make invoke` uses its state.
 SERVE_STATE_ENV = "LOCAL_SERVE_STATE_FILE"
 DEFAULT_SERVE_STATE = le.ROOT / ".tools" / "serve.json"
@@ -1092,7 +1096,17 @@ class ApiRequestHandler(BaseHTTPRequestHandler):
         self._send(answer.status, answer.body, {"Content-Type": answer.content_type})
 
     def _over_limit(self, size: int) -> bool:
+        if self._local_route() is not None:  # not deployed: no gateway, no web ACL
+            return size > MAX_LOCAL_BODY_BYTES
         return size > MAX_BODY_BYTES or self.server.sandbox.body_limit.refuses(size)
+
+    def _local_route(self) -> tuple[str, str] | None:
+        """(local route prefix, action) of a local-only POST route."""
+        path = urlsplit(self.path).path
+        for prefix in (LOCAL_INVOKE_PREFIX, LOCAL_IMPORT_PREFIX):
+            if path.startswith(prefix) and path[len(prefix) :] in ACTIONS:
+                return prefix, path[len(prefix) :]
+        return None
 
     def _body(self) -> bytes | None:
         """The request body (chunked or with a Content-Length); None when it could not be read,
@@ -1163,9 +1177,10 @@ class ApiRequestHandler(BaseHTTPRequestHandler):
         body = self._body()
         if body is None:
             return
-        path = urlsplit(self.path).path
-        if path.startswith(LOCAL_INVOKE_PREFIX) and path[len(LOCAL_INVOKE_PREFIX) :] in ACTIONS:
-            self._invoke(path[len(LOCAL_INVOKE_PREFIX) :], body)
+        local = self._local_route()
+        if local is not None:
+            prefix, name = local
+            (self._invoke if prefix == LOCAL_INVOKE_PREFIX else self._import)(name, body)
             return
         if action is None:
             self._not_found()
@@ -1201,6 +1216,44 @@ class ApiRequestHandler(BaseHTTPRequestHandler):
             return
         sandbox.collect_results()
         self._json(200, {"response": response, "published": sandbox.published[seen:]})
+
+    def _import(self, action: str, body: bytes) -> None:
+        """`make import` against this server's stack and emulator (local only): the file in
+        the body's JSON (``name``, ``data`` in base64, ``dry_run``, ``metadata``)."""
+        import tempfile
+
+        from devtools import lead_file_import
+
+        try:
+            request = json.loads(body)
+            data = base64.b64decode(request["data"])
+            name = Path(str(request["name"])).name
+        except (ValueError, KeyError, TypeError) as exc:
+            self._json(400, {"message": f"The import request is not readable: {exc}"})
+            return
+        lines: list[str] = []
+        with tempfile.TemporaryDirectory(prefix="lead-file-import-") as tmp:
+            path = Path(tmp) / name
+            path.write_bytes(data)
+            try:
+                code, report, results = lead_file_import.import_file(
+                    self.server.sandbox,
+                    path,
+                    action,
+                    dry_run=bool(request.get("dry_run")),
+                    metadata=request.get("metadata") or {},
+                    out=lines.append,
+                )
+            except Exception as exc:
+                self._json(200, {"error": f"{type(exc).__name__}: {exc}"})
+                return
+            answer = {
+                "code": code,
+                "lines": lines,
+                "report": report,
+                "results": base64.b64encode(results.read_bytes()).decode() if results else None,
+            }
+        self._json(200, answer)
 
     def _queue(self, action: str, body: bytes, query: str) -> None:
         """The deployed async route: its mapping template, SendMessage, then its answer."""

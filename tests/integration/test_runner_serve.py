@@ -444,3 +444,32 @@ def test_real_klaviyo_mode_warns_and_keeps_the_real_base_url() -> None:
     warning = "".join(running.stderr)
     assert "WARNING: KLAVIYO_API_KEY is set" in warning
     assert "REAL Klaviyo account" in warning
+
+
+def test_import_runs_against_the_running_serve(
+    served: Served, serve_state: str, tmp_path: Any
+) -> None:
+    """make import with a make serve running: the file's profiles are the served API's."""
+    path = tmp_path / "served.csv"
+    path.write_bytes(b"email,first_name\nimported.lead@example.com,Ima\nnot-an-email,Bad\n")
+    env = {k: v for k, v in os.environ.items() if k != "KLAVIYO_API_KEY"}
+    env["LOCAL_SERVE_STATE_FILE"] = serve_state
+    done = subprocess.run(
+        [sys.executable, "-m", "devtools.lead_file_import", str(path), "create_profile"],
+        cwd=le.ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert f"against the running make serve at {served.base_url}" in done.stderr
+    results = tmp_path / "served.csv.results.csv"
+    assert done.stdout.strip().splitlines()[-1] == f"Results: {results}"
+    assert f"report: {tmp_path / 'served.csv.report.json'}" in done.stdout
+    rows = results.read_text(encoding="utf-8").splitlines()
+    assert [row.split(",")[2] for row in rows[1:]] == ["success", "failure"]
+    # The served API finds the profile the file created.
+    lead = json.dumps({"email": "imported.lead@example.com"}).encode()
+    status, _, body = request(served, "POST", "/create-profile", lead)
+    assert (status, body["outcome"]) == (422, "failure"), body
