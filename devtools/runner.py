@@ -27,16 +27,13 @@ import signal
 import sys
 import threading
 import time
-import uuid
 import warnings
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qsl, urlsplit
-
-from botocore.exceptions import ClientError
+from urllib.parse import urlsplit
 
 from devtools import api_gateway, aws
 from devtools import events as samples
@@ -167,7 +164,6 @@ class Sandbox:
         self._invoke_lock = threading.Lock()  # one invocation at a time
         self._runtimes: dict[str, Any] = {}  # per function, as each has its own containers
         self._queue_lock = threading.Lock()
-        self._async_routes: dict[str, api_gateway.Integration] = {}
         self.gateway = api_gateway.GatewayResponses()  # the API's own answers, as deployed
         self._retry_settings: dict[str, tuple[int, int | None]] = {}
 
@@ -206,7 +202,6 @@ class Sandbox:
         )
         self.results_queue = aws.add_results_queue(self.local_stack)
         translated = aws.translated_template()
-        self._async_routes = api_gateway.async_integrations(translated)
         self.gateway = api_gateway.GatewayResponses.of(translated)
         # moto has no WAF: the web ACL's body rule is applied by the local API itself.
         self.body_limit = api_gateway.BodyLimit.of(translated, parameters)
@@ -344,7 +339,7 @@ class Sandbox:
             headers,
             body,
             query,
-            resource=ACTIONS[action].route,
+            resource=path or ACTIONS[action].route,
             source_ip=source_ip,
         )
         try:
@@ -381,34 +376,17 @@ class Sandbox:
     def call_async_api(
         self,
         action: str,
-        body: bytes,
+        body: str | bytes | None,
         *,
-        headers: Mapping[str, str] | None = None,
-        query: Mapping[str, str] | None = None,
-    ) -> api_gateway.Answer:
-        """``POST <route>/async``: the route's mapping template, SendMessage, its answer."""
-        route = self._async_routes[ACTIONS[action].route + ASYNC_SUFFIX]
-
-        def send(request: api_gateway.SqsRequest) -> tuple[int, dict[str, Any]]:
-            return self._send_message(action, request)
-
-        return route.call(body, headers or {}, send, request_id=str(uuid.uuid4()), query=query)
-
-    def _send_message(
-        self, action: str, request: api_gateway.SqsRequest
-    ) -> tuple[int, dict[str, Any]]:
-        """An integration's SQS request, answered as SQS would: (status, JSON answer)."""
-        if request.action != "SendMessage" or not request.message_body:
-            # SQS refuses an empty message body (moto would take it).
-            return 400, {"Error": {"Code": "MissingParameter", "Message": "MessageBody"}}
-        try:
-            message_id = self.send_to_queue(
-                action, request.message_body, request.message_attributes
-            )
-        except ClientError as exc:
-            status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 500
-            return int(status), {"Error": exc.response.get("Error", {})}
-        return 200, {"SendMessageResponse": {"SendMessageResult": {"MessageId": message_id}}}
+        headers: Mapping[str, str] | Iterable[tuple[str, str]] | None = None,
+        query: str | None = None,
+        source_ip: str = "127.0.0.1",
+    ) -> ApiAnswer:
+        """``POST <route>/async``: the function queues the request and answers 202."""
+        route = ACTIONS[action].route + ASYNC_SUFFIX
+        return self.call_api(
+            action, body, headers=headers, query=query, path=route, source_ip=source_ip
+        )
 
     # queues ------------------------------------------------------------------------------
 
@@ -1256,28 +1234,17 @@ class ApiRequestHandler(BaseHTTPRequestHandler):
         self._json(200, answer)
 
     def _queue(self, action: str, body: bytes, query: str) -> None:
-        """The deployed async route: its mapping template, SendMessage, then its answer."""
-        try:
-            answer = self.server.sandbox.call_async_api(
-                action, body, headers=dict(self.headers.items()), query=dict(parse_qsl(query))
-            )
-        except Exception as exc:
-            self.log_message("SendMessage failed: %s", exc)
-            self._json(
-                502,
-                {
-                    "accepted": False,
-                    "outcome": "error",
-                    "reason": "The lead could not be queued",
-                    "errors": {"id": [], "code": [], "title": [], "detail": []},
-                },
-            )
-            return
+        """The async route: the function queues the request; the poller is woken for it."""
+        answer = self.server.sandbox.call_async_api(
+            action,
+            body,
+            headers=self.headers.items(),
+            query=query or None,
+            source_ip=self.client_address[0],
+        )
         if 200 <= answer.status < 300:
             self.server.poller.wake()
-        self._send(
-            answer.status, answer.body, {"Content-Type": answer.content_type, **answer.headers}
-        )
+        self._send(answer.status, answer.body, answer.headers)
 
     def do_GET(self) -> None:
         path = urlsplit(self.path).path.rstrip("/")

@@ -37,6 +37,7 @@ from devtools.lambda_events import (
 from klaviyo_leads import entrypoint
 from klaviyo_leads.actions import ACTIONS
 from klaviyo_leads.claims import CreateLedger
+from klaviyo_leads.lead import parse_body
 from tests.conftest import API_KEY, reset_powertools_parameters
 
 
@@ -756,6 +757,128 @@ class TestSeveralLeadsAreQueuedWithinTheDeadline:
         refused = [i for i, r in enumerate(results) if r["reason"] != "Queued for retry"]
         assert refused == [0, 10]  # the first of each batch of ten
         assert all(results[i]["outcome"] == "error" for i in refused)
+
+
+FORM = "application/x-www-form-urlencoded"
+
+
+class TestAsyncRoute:
+    """POST /<route>/async: the request queued as the synchronous route would read it, 202
+    with its message id; an Idempotency-Key's repeat gets the same id, and nothing is queued
+    twice (two ids and two messages before: the second's result was "already exists")."""
+
+    def post_async(self, body: bytes, content_type: str | None, **headers: str) -> dict:
+        if content_type is not None:
+            headers["Content-Type"] = content_type
+        event = api_gateway_event(
+            "POST",
+            "/create-profile/async",
+            headers,
+            body,
+            resource="/create-profile/async",
+        )
+        response = call("create_profile", event)
+        response["json"] = json.loads(response["body"])
+        return response
+
+    def queued(self, aws) -> list[dict[str, Any]]:
+        url = aws.stack.actions["create_profile"].queue.url
+        found: list[dict[str, Any]] = []
+        while got := aws.sqs.receive_message(
+            QueueUrl=url, MaxNumberOfMessages=10, MessageAttributeNames=["All"]
+        ).get("Messages"):
+            found += got
+        return found
+
+    @pytest.mark.parametrize(
+        ("content_type", "body"),
+        [
+            ("application/json", b'{"email": "a@example.com"}'),
+            (None, b'{"email": "a@example.com"}'),
+            (FORM, b"email=a%40example.com&klaviyo.channels=email"),
+            (FORM, b'{"email": "curl@example.com"}'),
+            (f"{FORM}; charset=UTF-8", b"email=b%40example.com"),
+            ("text/plain", b'{"first_name": "Zo\xc3\xab"}'),
+            ('text/plain; note="it\'s \\ /"', b'{"email": "c@example.com"}'),
+        ],
+    )
+    def test_a_body_is_queued_as_the_sync_route_reads_it(self, aws, own_queue, content_type, body):
+        own_queue("create_profile")
+        self.queued(aws)  # what earlier tests left on the queue
+        answer = self.post_async(body, content_type)
+        assert answer["statusCode"] == 202 and answer["json"]["accepted"] is True
+        (message,) = self.queued(aws)
+        assert answer["json"]["message_id"] == message["MessageId"]
+        wrapped = json.loads(message["Body"])["http_request"]
+        assert wrapped == {
+            "body_base64": base64.b64encode(body).decode(),
+            "content_type": content_type,
+        }
+        read = parse_body(wrapped["body_base64"], wrapped["content_type"], True)
+        assert read == parse_body(body, content_type, False)
+        assert message["MessageAttributes"]["api_request_id"]["StringValue"]
+
+    @pytest.mark.parametrize(
+        ("content_type", "body", "status"),
+        [
+            ("multipart/form-data; boundary=x", b"--x\r\n", 415),
+            ("application/xml", b"<lead/>", 415),
+            ("application/json", b"", 400),
+        ],
+    )
+    def test_what_cannot_be_read_is_a_result_and_nothing_is_queued(
+        self, aws, own_queue, content_type, body, status
+    ):
+        own_queue("create_profile")
+        self.queued(aws)  # what earlier tests left on the queue
+        answer = self.post_async(body, content_type)
+        assert answer["statusCode"] == status and answer["json"]["accepted"] is False
+        assert answer["json"]["outcome"] == "error" and answer["json"]["reason"]
+        assert self.queued(aws) == []
+
+    def test_the_same_key_gets_the_same_message_id_and_queues_once(
+        self, aws, own_queue, klaviyo_emulator
+    ):
+        own_queue("create_profile")
+        self.queued(aws)  # what earlier tests left on the queue
+        body = b'{"email": "async.keyed@example.com"}'
+        first = self.post_async(body, "application/json", **{"Idempotency-Key": "a-1"})
+        again = self.post_async(body, "application/json", **{"Idempotency-Key": "a-1"})
+        assert first["statusCode"] == again["statusCode"] == 202
+        assert again["json"]["message_id"] == first["json"]["message_id"]
+        assert again["headers"]["Idempotent-Replayed"] == "true"
+        assert [m["MessageId"] for m in self.queued(aws)] == [first["json"]["message_id"]]
+        other = self.post_async(b'{"email": "x@example.com"}', None, **{"Idempotency-Key": "a-1"})
+        assert (other["statusCode"], other["json"]["reason"]) == (
+            400,
+            "This Idempotency-Key was used with a different request",
+        )
+        # The key on the synchronous route is another request, not this one's answer.
+        sync = post(
+            "create_profile",
+            None,
+            raw=body.decode(),
+            headers={"Content-Type": "application/json", "Idempotency-Key": "a-1"},
+        )
+        assert sync["statusCode"] == 400
+
+    def test_a_queue_that_refuses_is_a_502_not_kept(self, aws, own_queue):
+        recording = own_queue("create_profile")
+        sent = recording.send_message
+
+        def refused(**kwargs):
+            raise RuntimeError("AccessDenied")
+
+        recording.send_message = refused  # type: ignore[method-assign]
+        key = {"Idempotency-Key": "a-2"}
+        answer = self.post_async(b'{"email": "d@example.com"}', "application/json", **key)
+        assert (answer["statusCode"], answer["json"]["reason"]) == (
+            502,
+            "The lead could not be queued",
+        )
+        recording.send_message = sent  # type: ignore[method-assign]
+        again = self.post_async(b'{"email": "d@example.com"}', "application/json", **key)
+        assert again["statusCode"] == 202 and "Idempotent-Replayed" not in again["headers"]
 
 
 class TestIdempotencyKey:

@@ -262,13 +262,16 @@ def test_async_route_refuses_multipart_and_empty_bodies_at_once(served: Served) 
     status, _, body = request(
         served, "POST", "/create-profile/async", multipart, "multipart/form-data; boundary=x"
     )
-    # The bodies are the deployed API's: its gateway response and integration response.
+    # The bodies are the function's, as deployed: results, and nothing accepted.
     no_errors = {"id": [], "code": [], "title": [], "detail": []}
     assert (status, body) == (
         415,
         {
+            "accepted": False,
             "outcome": "error",
-            "reason": "The request body must be JSON, a form or text/plain",
+            "reason": (
+                "The request body must be JSON, a form or text/plain, not multipart/form-data"
+            ),
             "errors": no_errors,
         },
     )

@@ -107,41 +107,18 @@ def test_every_route_needs_an_api_key_or_a_signature(translated: dict[str, Any])
     assert (key["KeyId"], key["UsagePlanId"]) == (ref("ApiKey"), ref("ApiUsagePlan"))
 
 
-def test_each_sync_route_invokes_its_function_within_the_gateway_limit(
+def test_each_route_invokes_its_function_within_the_gateway_limit(
     translated: dict[str, Any],
 ) -> None:
+    """The sync and the async route alike: the async one queues the request itself (and keeps
+    an Idempotency-Key's first answer), test_async_route.py."""
     paths = api(translated)["paths"]
     for action in ACTIONS:
-        integration = paths[action.route]["post"]["x-amazon-apigateway-integration"]
-        assert (integration["type"], integration["httpMethod"]) == ("aws_proxy", "POST")
-        assert f"${{{action.function}.Arn}}" in integration["uri"]["Fn::Sub"], action.name
-        assert integration["timeoutInMillis"] <= GATEWAY_LIMIT_MS, action.name
-
-
-def test_each_async_route_queues_the_body_and_answers_202_with_the_message_id(
-    translated: dict[str, Any],
-) -> None:
-    paths = api(translated)["paths"]
-    for action in ACTIONS:
-        integration = paths[action.async_route]["post"]["x-amazon-apigateway-integration"]
-        assert (integration["type"], integration["httpMethod"]) == ("aws", "POST")
-        uri = integration["uri"]["Fn::Sub"]
-        assert uri.endswith(f":sqs:path/${{AWS::AccountId}}/${{{action.queue}.QueueName}}")
-        assert integration["credentials"] == get_att(action.intake_role), action.name
-        # What the request templates send: tests/template/test_async_route.py.
-        assert integration["passthroughBehavior"] == "never"
-        content_type = integration["requestParameters"]["integration.request.header.Content-Type"]
-        assert content_type == "'application/x-www-form-urlencoded'"
-
-        accepted = integration["responses"][r"2\d{2}"]
-        message_id = "$input.path('$.SendMessageResponse.SendMessageResult.MessageId')"
-        body = accepted["responseTemplates"]["application/json"]
-        assert accepted["statusCode"] == "202"
-        assert json.loads(body.replace(message_id, "m-1")) == {
-            "accepted": True,
-            "message_id": "m-1",
-        }
-        assert integration["responses"]["default"]["statusCode"] == "502"
+        for route in (action.route, action.async_route):
+            integration = paths[route]["post"]["x-amazon-apigateway-integration"]
+            assert (integration["type"], integration["httpMethod"]) == ("aws_proxy", "POST")
+            assert f"${{{action.function}.Arn}}" in integration["uri"]["Fn::Sub"], route
+            assert integration["timeoutInMillis"] <= GATEWAY_LIMIT_MS, route
 
 
 def test_one_stage_logs_throttles_and_carries_the_usage_plan_and_web_acl(

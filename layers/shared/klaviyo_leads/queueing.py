@@ -118,6 +118,19 @@ class ActionQueue:
         )
         return str(answer["MessageId"])
 
+    def send_request(self, body: str, attributes: dict[str, str]) -> str:
+        """Put a request of the API's async route on the queue, as it came (string message
+        attributes beside it); its message id."""
+        answer = self.client.send_message(
+            QueueUrl=self.url,
+            MessageBody=body,
+            MessageAttributes={
+                name: {"DataType": "String", "StringValue": value}
+                for name, value in attributes.items()
+            },
+        )
+        return str(answer["MessageId"])
+
     def send_batch(self, later: list[Later]) -> list[str | None]:
         """Put up to ten leads on the queue in one call: each one's message id, or None for
         a lead SQS did not take (the call failed, or refused that entry)."""

@@ -6,6 +6,8 @@ and how results leave (an HTTP response, a partial batch response, published eve
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 import math
 import time
@@ -19,7 +21,7 @@ from .actions import Action, result_fields
 from .budget import API_GATEWAY_LIMIT_SECONDS, MIN_SECONDS_PER_LEAD, remaining_seconds
 from .creates import RECORD_RETRY_SECONDS
 from .idempotency import MAX_KEY_LENGTH, InProgressElsewhere, KeyReused, RecordsUnavailable
-from .lead import leads_in, parse_body
+from .lead import MAX_BODY_BYTES, leads_in, parse_body
 from .outcomes import Kind, Result
 from .publishing import Publication
 from .queueing import Later, batches
@@ -138,15 +140,29 @@ def handle(runtime: Runtime, action: Action, event: Any, lambda_context: LambdaC
 IN_PROGRESS_RETRY_SECONDS = 5.0
 
 
+# POST /<route>/async queues the request; POST /<route> answers it.
+ASYNC_SUFFIX = "/async"
+
+
+def is_async(event: Mapping[str, Any]) -> bool:
+    """Whether the request came by the async route (REST API: its resource; HTTP API: its
+    route key)."""
+    route = event.get("resource") or event.get("routeKey") or ""
+    return isinstance(route, str) and route.rstrip("/").endswith(ASYNC_SUFFIX)
+
+
 def handle_api(
     runtime: Runtime, action: Action, event: Mapping[str, Any], ctx: LambdaContext
 ) -> dict:
     logger.set_correlation_id(_request_id(event))
     headers = {str(k).lower(): v for k, v in (event.get("headers") or {}).items()}
     key = headers.get("idempotency-key")
+    queued = is_async(event)
     if key is None or not runtime.settings.idempotency_table_name:
+        if queued:
+            return _queue_request(runtime, action, event, headers)[0]
         return _answer_api(runtime, action, event, headers, ctx)[0]
-    return _answer_once(runtime, action, event, headers, ctx, str(key))
+    return _answer_once(runtime, action, event, headers, ctx, str(key), queued)
 
 
 def _answer_once(
@@ -156,8 +172,10 @@ def _answer_once(
     headers: Mapping[str, Any],
     ctx: LambdaContext,
     key: str,
+    queued: bool,
 ) -> dict[str, Any]:
-    """A repeat within 24 h gets the first answer (contract section 6, Retries by callers)."""
+    """A repeat within 24 h gets the first answer (contract section 6, Retries by callers):
+    on the async route, the first request's message id, and nothing is queued again."""
     requests = runtime.requests(action)
     assert requests is not None
     # A request in progress ends with its invocation, and no API request outlives API
@@ -167,11 +185,17 @@ def _answer_once(
         result = outcomes.BAD_IDEMPOTENCY_KEY(limit=MAX_KEY_LENGTH)
     else:
         request = {"body": event.get("body"), "content_type": headers.get("content-type")}
+        if queued:  # the same key on the other route is another request
+            request["route"] = ASYNC_SUFFIX
         try:
             return requests.answer(
                 key,
                 request,
-                lambda: _answer_api(runtime, action, event, headers, ctx, key=key),
+                lambda: (
+                    _queue_request(runtime, action, event, headers)
+                    if queued
+                    else _answer_api(runtime, action, event, headers, ctx, key=key)
+                ),
             )
         except InProgressElsewhere:
             result = outcomes.STILL_RUNNING(retry_after=IN_PROGRESS_RETRY_SECONDS)
@@ -231,6 +255,83 @@ def _answer_api(
     )
     answer = api_response(processed.result, processed.fields)
     return answer, not processed.result.retryable
+
+
+# What the async route takes, as the synchronous route reads them (the type's parameters,
+# such as a charset, aside); a request without a Content-Type is read as JSON.
+ASYNC_MEDIA_TYPES = ("application/json", "application/x-www-form-urlencoded", "text/plain")
+NOT_QUEUED = "The lead could not be queued"
+
+
+def _queue_request(
+    runtime: Runtime, action: Action, event: Mapping[str, Any], headers: Mapping[str, Any]
+) -> tuple[dict[str, Any], bool]:
+    """The async route: the request itself on the action's queue (base64, with its
+    Content-Type, so the queue reads it exactly as the synchronous route would), answered
+    202 with its message id; and whether a repeat may be given that answer."""
+    from .sqs import HTTP_REQUEST  # the queue's reader of it (loads only for this route)
+
+    content_type = headers.get("content-type")
+    media_type = str(content_type or "").split(";")[0].strip().lower()
+    raw = _raw_body(event)
+    problem = None
+    if media_type and media_type not in ASYNC_MEDIA_TYPES:
+        problem = outcomes.UNSUPPORTED_MEDIA(
+            media_type=media_type, accepted="JSON, a form or text/plain"
+        )
+    elif raw is None:
+        problem = outcomes.BODY_NOT_BASE64()
+    elif not raw:
+        problem = outcomes.BODY_EMPTY()
+    elif len(raw) > MAX_BODY_BYTES:
+        problem = outcomes.BODY_TOO_LARGE(limit=MAX_BODY_BYTES // 1024)
+    if problem is not None:
+        runtime.record(action, problem, 0.0)
+        return _not_queued(problem.http_status, problem.reason or ""), True
+    message = {
+        HTTP_REQUEST: {
+            "body_base64": base64.b64encode(raw or b"").decode(),
+            "content_type": content_type,
+        }
+    }
+    try:
+        if runtime.queue is None:
+            raise RuntimeError("the function has no queue")
+        message_id = runtime.queue.send_request(
+            json.dumps(message), {"api_request_id": _request_id(event) or ""}
+        )
+    except Exception as exc:  # its caller retries: the answer is not kept
+        logger.error("A request could not be queued", extra={"error_type": type(exc).__name__})
+        return _not_queued(502, NOT_QUEUED), False
+    answer = {"accepted": True, "message_id": message_id}
+    return {
+        "statusCode": 202,
+        "headers": {"Content-Type": "application/json"},
+        "body": json.dumps(answer),
+        "isBase64Encoded": False,
+    }, True
+
+
+def _raw_body(event: Mapping[str, Any]) -> bytes | None:
+    """The request body as bytes; None when it claims base64 and is none."""
+    body = event.get("body") or ""
+    if not event.get("isBase64Encoded"):
+        return str(body).encode("utf-8", "surrogatepass")
+    try:
+        return base64.b64decode(body, validate=True)
+    except (ValueError, binascii.Error):
+        return None
+
+
+def _not_queued(status: int, reason: str) -> dict[str, Any]:
+    body = {"accepted": False, "outcome": "error", "reason": reason}
+    body["errors"] = outcomes.errors_field([])
+    return {
+        "statusCode": status,
+        "headers": {"Content-Type": "application/json"},
+        "body": json.dumps(body),
+        "isBase64Encoded": False,
+    }
 
 
 def _request_id(event: Mapping[str, Any]) -> str | None:
