@@ -235,6 +235,26 @@ def nesting_exceeds(value: Any, limit: int) -> bool:
     return False
 
 
+def _nested_too_deep(lead: Mapping[str, Any]) -> bool:
+    """Whether the lead nests more than MAX_LEAD_NESTING levels outside its custom properties
+    (which have their own limit and reason, ``_check_properties``). Iterative: any depth."""
+    stack: list[tuple[Any, str, int]] = [(lead, "", 0)]
+    while stack:
+        item, prefix, level = stack.pop()
+        if level > MAX_LEAD_NESTING:
+            return True
+        if isinstance(item, Mapping):
+            for key, value in item.items():
+                name = canonical_key(f"{prefix}{key}".strip())
+                if name == _CUSTOM_OBJECT_KEY or name.startswith(fieldmap.CUSTOM_PREFIX):
+                    continue
+                if isinstance(value, Mapping | list):
+                    stack.append((value, f"{name}.", level + 1))
+        elif isinstance(item, list):
+            stack.extend((value, prefix, level + 1) for value in item)
+    return False
+
+
 def non_finite(value: Any) -> bool:
     """Whether a JSON value holds NaN or an infinity anywhere (JSON has neither)."""
     stack = [value]
@@ -275,7 +295,7 @@ class Lead:
 
     @classmethod
     def from_object(cls, obj: Mapping[str, Any]) -> Lead:
-        if nesting_exceeds(obj, MAX_LEAD_NESTING):
+        if _nested_too_deep(obj):
             raise outcomes.LEAD_TOO_DEEP(limit=MAX_LEAD_NESTING)
         dropped: list[str] = []
         flat = flatten(obj, dropped=dropped)

@@ -1020,6 +1020,7 @@ def send_rows(
     sent_through = int(state.get("sent_through") or 0)
     segment = bytearray()  # the manifest's lines since the last checkpoint
     last_row = {"number": sent_through}
+    state_exists = {"yes": resumed is not None}
 
     def save(**changes: Any) -> None:
         """The state, on condition that it is still this splitter's (else ``_TakenOver``)."""
@@ -1031,9 +1032,12 @@ def send_rows(
             sent_through=last_row["number"],
             heartbeat_at=services.wall(),
         )
-        condition = {"IfMatch": etag} if etag else {"IfNoneMatch": "*"}
+        condition = (
+            {"IfMatch": etag} if etag else {} if state_exists["yes"] else {"IfNoneMatch": "*"}
+        )
         try:
             etag = put_json(s3, bucket, state_key, state, **condition).get("ETag")
+            state_exists["yes"] = True
         except Exception as exc:
             if _precondition_failed(exc):
                 raise _TakenOver from exc
