@@ -317,7 +317,7 @@ class World:
         world = self
 
         class Recorder:
-            def publish(self, publications: list[Any]) -> list[bool]:
+            def publish(self, publications: list[Any], in_time: Any = None) -> list[bool]:
                 for publication in publications:
                     world.published.append((publication.message_id, publication.result))
                 return [True] * len(publications)
