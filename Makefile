@@ -109,8 +109,12 @@ validate: $(SAM) $(TEMPLATE)
 	env $(OFFLINE_AWS_ENV) $(SAM) validate --lint --template-file $(TEMPLATE)
 
 .PHONY: build
+# devtools/sam_build.py drops SAM's warning for each function without a requirements.txt (their
+# dependencies are the layer) and suggests make deploy, not sam deploy --guided.
 build: $(SAM) $(TEMPLATE)
-	PATH="$(BUILD_PATH)" $(SAM) build --template-file $(TEMPLATE)
+	PATH="$(BUILD_PATH)" $(PYTHON) -m devtools.sam_build \
+		$(if $(filter deploy,$(MAKECMDGOALS)),,--next "make deploy ENV=$(ENV) (GUIDED=1 the first time)") \
+		-- $(SAM) build --template-file $(TEMPLATE)
 
 # The first, guided deploy of an environment asks for the secret's ARN and saves it under that
 # environment (--config-env is what it offers to save to); later deploys read it from there.

@@ -82,7 +82,7 @@ class ResultLog:
     def __init__(self) -> None:
         self.counts: Counter[str] = Counter()
 
-    def publish(self, publications: list[Any]) -> list[bool]:
+    def publish(self, publications: list[Any], in_time: Any = None) -> list[bool]:
         for publication in publications:
             self.counts[_outcome_label(publication.result)] += 1
         return [True] * len(publications)

@@ -14,6 +14,9 @@ time from upload to results file against the account's bound for the action.
   the splitter overlap them. The splitter's and the assembler's seconds are measured here; the
   queue's drain at the account's bound comes from the coalesced benchmark's virtual run of the
   action (``bench.throughput``, Klaviyo's real limits, the emulator's latency).
+- **Header check**: the time to read and check a header of repeated names (``c0, ..., c0``)
+  at widths up to the column cap, as a ratio to the narrowest (linear: the width's ratio), and
+  the time to refuse one far past the cap (40,000 columns) as a ratio to the cap's.
 - **Time to results**: rows finish evenly until the later of (splitter done, queue drained);
   the assembler's scheduled runs look as deployed (``look``'s cadence, ``next_look_in``) at
   every phase of the minute against the upload, and the last look writes the file (its
@@ -25,6 +28,8 @@ time from upload to results file against the account's bound for the action.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import itertools
 import json
 import os
@@ -83,22 +88,45 @@ class DiskS3:
         self._lock = threading.Lock()
 
     def _path(self, key: str) -> Path:
+        if len(key.encode()) > 1024:
+            raise _refused("KeyTooLongError")  # as S3 answers
         path = self.root / key
         path.parent.mkdir(parents=True, exist_ok=True)
         return path
 
     def head_object(self, Bucket: str, Key: str, **_: Any) -> dict[str, Any]:
         path = self.root / Key
-        return {"ContentLength": path.stat().st_size, "ETag": f'"{path.stat().st_mtime_ns}"'}
+        if not path.is_file():
+            raise _refused("404")
+        return {"ContentLength": path.stat().st_size, "ETag": self._etag(path)}
 
     def get_object(self, Bucket: str, Key: str, **_: Any) -> dict[str, Any]:
-        return {"Body": _Body(self.root / Key)}
+        path = self.root / Key
+        if not path.is_file():
+            raise _refused("NoSuchKey")
+        return {"Body": _Body(path), "ETag": self._etag(path)}
+
+    @staticmethod
+    def _etag(path: Path) -> str:
+        """New with every write (the object is never read for it: it may be large)."""
+        stat = path.stat()
+        return f'"{stat.st_mtime_ns:x}-{stat.st_size:x}"'
 
     def put_object(self, Bucket: str, Key: str, Body: bytes, **extra: Any) -> dict[str, Any]:
+        """With S3's conditional writes: ``IfNoneMatch="*"`` and ``IfMatch=<ETag>``."""
         path = self._path(Key)
-        if extra.get("IfNoneMatch") == "*" and path.exists():
-            raise _precondition_failed()
-        path.write_bytes(Body)
+        with self._lock:
+            if extra.get("IfNoneMatch") == "*" and path.exists():
+                raise _precondition_failed()
+            if "IfMatch" in extra and (not path.exists() or self._etag(path) != extra["IfMatch"]):
+                raise _precondition_failed()
+            path.write_bytes(Body)
+            return {"ETag": self._etag(path)}
+
+    def copy_object(
+        self, Bucket: str, Key: str, CopySource: dict[str, str], **_: Any
+    ) -> dict[str, Any]:
+        shutil.copyfile(self.root / CopySource["Key"], self._path(Key))
         return {}
 
     def delete_object(self, Bucket: str, Key: str) -> dict[str, Any]:
@@ -144,8 +172,13 @@ class DiskS3:
 
 
 def _precondition_failed() -> Exception:
-    error = Exception("PreconditionFailed")
-    error.response = {"Error": {"Code": "PreconditionFailed"}}  # type: ignore[attr-defined]
+    return _refused("PreconditionFailed")
+
+
+def _refused(code: str) -> Exception:
+    """An error as botocore raises it for an AWS answer (``response`` with its code)."""
+    error = Exception(code)
+    error.response = {"Error": {"Code": code}}  # type: ignore[attr-defined]
     return error
 
 
@@ -248,7 +281,7 @@ def one_file(action: str, rows: int, work: Path, memory: bool) -> dict[str, Any]
     assemble_s, assemble_peak = _measured(
         lambda: progress.append(lead_files.check_run(services, BUCKET, state_key)), memory
     )
-    results = root / f"results/{action}/leads.results.csv"
+    results = root / f"results/{action}/leads.csv.results.csv"
     size = (root / key).stat().st_size
     figures = {
         "rows": rows,
@@ -264,6 +297,72 @@ def one_file(action: str, rows: int, work: Path, memory: bool) -> dict[str, Any]
     }
     shutil.rmtree(root)
     return figures
+
+
+LINE_SIZES = (64 * 1024, 1024 * 1024, 8 * 1024 * 1024, 47 * 1024 * 1024)
+
+
+def line_memory(work: Path, sizes: tuple[int, ...] = LINE_SIZES) -> dict[str, Any]:
+    """The splitter's peak on a JSON Lines file of a short lead, one line of each size (a
+    custom property that long), and a short lead again, as a ratio to the peak with a line of
+    ``MAX_ROW_BYTES``: flat past it, as a longer line is refused without being held."""
+    peaks = []
+    for size in sizes:
+        root = work / f"line-{size}"
+        s3 = DiskS3(root)
+        key = "create_profile/long-line.jsonl"
+        with s3._path(key).open("wb") as out:
+            out.write(b'{"email": "first@example.com"}\n{"email": "long@example.com", "note": "')
+            for _ in range(size // (1024 * 1024)):
+                out.write(b"x" * (1024 * 1024))
+            out.write(b"x" * (size % (1024 * 1024)) + b'"}\n{"email": "last@example.com"}\n')
+        services = lead_files.Services(
+            s3=s3, sqs=LatentSqs(latency=0.0), queue_urls={"create_profile": "q"}
+        )
+        _, peak = _measured(
+            lambda services=services, key=key: lead_files.take_file(services, BUCKET, key),
+            memory=True,
+        )
+        peaks.append(peak)
+        shutil.rmtree(root)
+    at_limit = peaks[sizes.index(lead_files.MAX_ROW_BYTES)]
+    return {
+        "line_bytes": list(sizes),
+        "split_peak_bytes": peaks,
+        "ratio_to_limit": [peak / at_limit for peak in peaks],
+    }
+
+
+HEADER_WIDTHS = (250, 500, 1000)
+PAST_THE_CAP = 40_000
+
+
+def header_seconds(width: int, repeats: int = 5) -> float:
+    """The least of ``repeats`` times to read a header of ``width`` names, the first repeated
+    at the end, as far as the file is refused."""
+    header = ",".join(["email", *(f"c{i}" for i in range(width - 2)), "c0"])
+    data = f"{header}\na@example.com\n".encode()
+    best = float("inf")
+    for _ in range(repeats):
+        started = time.perf_counter()
+        with contextlib.suppress(lead_files.FileProblem):
+            list(lead_files.read_rows(io.BytesIO(data), False, lead_files.Layout()))
+        best = min(best, time.perf_counter() - started)
+    return best
+
+
+def header_checks() -> dict[str, Any]:
+    """Header widths up to the cap and one far past it: seconds, and ratios to a baseline."""
+    widths = [*HEADER_WIDTHS, PAST_THE_CAP]
+    seconds = {width: header_seconds(width) for width in widths}
+    base = seconds[HEADER_WIDTHS[0]]
+    return {
+        "widths": widths,
+        "seconds": [seconds[w] for w in widths],
+        "ratio_to_narrowest": [seconds[w] / base for w in HEADER_WIDTHS],
+        "width_ratio": [w / HEADER_WIDTHS[0] for w in HEADER_WIDTHS],
+        "past_the_cap_ratio_to_cap": seconds[PAST_THE_CAP] / seconds[HEADER_WIDTHS[-1]],
+    }
 
 
 def bound_of(action: str, leads: int) -> dict[str, Any]:
@@ -352,6 +451,7 @@ def run(
         "send_threads": lead_files.SEND_THREADS,
         "part_bytes": lead_files.PART_BYTES,
         "actions": {},
+        "header": header_checks(),
     }
     with tempfile.TemporaryDirectory(prefix="lead-files-bench-") as tmp:
         work = Path(tmp)
@@ -364,6 +464,9 @@ def run(
             timed = one_file(action, rows, work, memory=False)
             print(f"  {action}: the account's bound ({bound_leads:,} leads) ...", file=sys.stderr)
             bound = bound_of(action, bound_leads)
+            if action == actions[0]:
+                print("  memory by line size ...", file=sys.stderr)
+                figures["lines"] = line_memory(work)
             figures["actions"][action] = {
                 "memory": memory,
                 "timed": timed,
@@ -389,17 +492,48 @@ def report(figures: dict[str, Any]) -> str:
         f"{figures['send_threads']} sending threads, parts of "
         f"{figures['part_bytes'] / mb:.0f} MiB",
     ]
+    lines_figures = figures["lines"]
+    lines.append(
+        "  splitter peak by line size (JSON Lines, one long line; x the peak at the limit): "
+        + ", ".join(
+            f"{size / mb:g} MiB {peak / mb:.1f} MB (x{ratio:.2f})"
+            for size, peak, ratio in zip(
+                lines_figures["line_bytes"],
+                lines_figures["split_peak_bytes"],
+                lines_figures["ratio_to_limit"],
+                strict=True,
+            )
+        )
+    )
+    header = figures["header"]
+    lines.append(
+        "  header of repeated names, "
+        + ", ".join(
+            f"{w:,} columns {s * 1000:.2f} ms"
+            for w, s in zip(header["widths"], header["seconds"], strict=True)
+        )
+        + "; x"
+        + " / x".join(f"{r:.1f}" for r in header["ratio_to_narrowest"])
+        + " the narrowest for widths x"
+        + " / x".join(f"{r:.0f}" for r in header["width_ratio"])
+        + f"; {header['widths'][-1]:,} columns refused in x"
+        f"{header['past_the_cap_ratio_to_cap']:.1f} the cap's time"
+    )
     for action, entry in figures["actions"].items():
         memory, timed = entry["memory"], entry["timed"]
         result = entry["time_to_results"]
         bound = entry["bound"]
         split = " / ".join(f"{m['split_peak_bytes'] / mb:.1f}" for m in memory)
         assemble = " / ".join(f"{m['assemble_peak_bytes'] / mb:.1f}" for m in memory)
+        split_ratio = memory[-1]["split_peak_bytes"] / memory[0]["split_peak_bytes"]
+        assemble_ratio = memory[-1]["assemble_peak_bytes"] / memory[0]["assemble_peak_bytes"]
+        rows_ratio = memory[-1]["rows"] / memory[0]["rows"]
         lines += [
             f"  {action}:",
             f"    peak MB, splitter {split}; assembler {assemble} "
             f"(a further row adds {_per_row(memory, 'split_peak_bytes'):.0f} / "
-            f"{_per_row(memory, 'assemble_peak_bytes'):.0f} bytes)",
+            f"{_per_row(memory, 'assemble_peak_bytes'):.0f} bytes; x{rows_ratio:.0f} the rows: "
+            f"x{split_ratio:.2f} / x{assemble_ratio:.2f} the peak)",
             f"    splitter {timed['split_seconds']:.1f} s "
             f"({timed['rows'] / timed['split_seconds']:,.0f} rows/s, "
             f"{timed['send_message_batch_calls']:,} batches), assembler "

@@ -6,8 +6,9 @@
 The file goes into the stack's bucket in moto under ``<action>/`` (``dry-run/<action>/``), the
 splitter runs on the "Object Created" event S3 would send, the action's queue is drained the
 way Lambda's event source mapping drains it, and the assembler looks at the run until every
-row has its result. The report and the results file are written beside the input
-(``leads.report.json``, ``leads.results.csv``); the last line names the results file. Exit
+row has its result (on a running ``make serve``'s stack when there is one, as ``make invoke``
+does). The report and the results file are written beside the input
+(``leads.csv.report.json``, ``leads.csv.results.csv``); the last line names the results file. Exit
 0 when every row got a result, whatever the outcomes; 1 when the file was not taken (its
 report says why); 2 for a missing file or an unknown action.
 """
@@ -152,7 +153,7 @@ def import_file(
     bucket = bucket_of(sandbox)
     target = lead_files.target_of(key)
     report = json.loads(s3.get_object(Bucket=bucket, Key=target.report_key)["Body"].read())
-    report_path = path.with_name(f"{path.stem}.report.json")
+    report_path = path.with_name(f"{path.name}.report.json")
     report_path.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
     out(
         f"{report['rows_read']} rows read, {report['rows_to_send']} to send, "
@@ -176,10 +177,53 @@ def import_file(
         progress("\n")
     results = s3.get_object(Bucket=bucket, Key=target.results_key)["Body"].read()
     suffix = ".results.jsonl" if target.jsonl else ".results.csv"
-    results_path = path.with_name(f"{path.stem}{suffix}")
+    results_path = path.with_name(f"{path.name}{suffix}")
     results_path.write_bytes(results)
     out(f"Results: {results_path}")
     return 0, report, results_path
+
+
+def import_on_serve(
+    base: str, path: Path, action: str, dry_run: bool, metadata: Mapping[str, str]
+) -> int:
+    """The file through a running `make serve` (its emulator and stack, so its profiles are
+    the ones the served API finds); the report and results written beside ``path``."""
+    import base64
+    import urllib.request
+
+    from devtools.runner import LOCAL_IMPORT_PREFIX
+
+    print(f"(against the running make serve at {base}: its emulator and stack)", file=sys.stderr)
+    request = urllib.request.Request(
+        f"{base}{LOCAL_IMPORT_PREFIX}{action}",
+        data=json.dumps(
+            {
+                "name": path.name,
+                "data": base64.b64encode(path.read_bytes()).decode(),
+                "dry_run": dry_run,
+                "metadata": dict(metadata),
+            }
+        ).encode(),
+        headers={"Content-Type": "application/json"},
+        method="POST",
+    )
+    with urllib.request.urlopen(request, timeout=3600) as answer:
+        done = json.loads(answer.read())
+    if "error" in done:
+        print(f"import: the served stack raised {done['error']}", file=sys.stderr)
+        return 1
+    report_path = path.with_name(f"{path.name}.report.json")
+    report_path.write_text(json.dumps(done["report"], indent=2) + "\n", encoding="utf-8")
+    for line in done["lines"]:
+        head, said, _ = line.rpartition("; report: ")  # the server's copy: this one instead
+        if not line.startswith("Results: "):
+            print(f"{head}; report: {report_path}" if said else line)
+    if done["results"] is not None:
+        suffix = ".results.jsonl" if lead_files.is_jsonl_name(path.name) else ".results.csv"
+        results_path = path.with_name(f"{path.name}{suffix}")
+        results_path.write_bytes(base64.b64decode(done["results"]))
+        print(f"Results: {results_path}")
+    return int(done["code"])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -208,7 +252,11 @@ def main(argv: list[str] | None = None) -> int:
             print(f"--metadata needs KEY=VALUE, not {item!r}", file=sys.stderr)
             return 2
         metadata[name.strip()] = value
-    from devtools.runner import Sandbox
+    from devtools.runner import Sandbox, running_serve
+
+    base = running_serve()
+    if base is not None:
+        return import_on_serve(base, args.file, args.action, args.dry_run, metadata)
 
     def bar(text: str) -> None:
         sys.stderr.write(text if text == "\n" else f"\r{text}")

@@ -27,16 +27,13 @@ import signal
 import sys
 import threading
 import time
-import uuid
 import warnings
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qsl, urlsplit
-
-from botocore.exceptions import ClientError
+from urllib.parse import urlsplit
 
 from devtools import api_gateway, aws
 from devtools import events as samples
@@ -74,6 +71,10 @@ RESULTS_ROUTE_PREFIX = "/results/"  # GET /results/<message_id>: a queued lead's
 LOCAL_RESULTS_ROUTE = "/_local/results"
 # Local only: POST /_local/invoke/<action> runs an event file's event in the served stack.
 LOCAL_INVOKE_PREFIX = "/_local/invoke/"
+# Local only: POST /_local/import/<action> sends a lead file through the served stack.
+LOCAL_IMPORT_PREFIX = "/_local/import/"
+# What the local-only routes take (a lead file up to LeadFileMaxBytes' default).
+MAX_LOCAL_BODY_BYTES = 64 * 1024 * 1024
 # Where a running `make serve` says where it listens, so that `make invoke` uses its state.
 SERVE_STATE_ENV = "LOCAL_SERVE_STATE_FILE"
 DEFAULT_SERVE_STATE = le.ROOT / ".tools" / "serve.json"
@@ -163,7 +164,6 @@ class Sandbox:
         self._invoke_lock = threading.Lock()  # one invocation at a time
         self._runtimes: dict[str, Any] = {}  # per function, as each has its own containers
         self._queue_lock = threading.Lock()
-        self._async_routes: dict[str, api_gateway.Integration] = {}
         self.gateway = api_gateway.GatewayResponses()  # the API's own answers, as deployed
         self._retry_settings: dict[str, tuple[int, int | None]] = {}
 
@@ -196,15 +196,15 @@ class Sandbox:
         # moto's werkzeug server logs every request at INFO; keep warnings only.
         logging.getLogger("werkzeug").setLevel(logging.WARNING)
         self.moto = aws.MotoServer().start()
+        parameters = aws.local_parameters(klaviyo_base_url=base_url, log_level=self.log_level)
         self.local_stack = aws.deploy_local_stack(
-            api_key,
-            endpoint_url=self.moto.endpoint_url,
-            parameters=aws.local_parameters(klaviyo_base_url=base_url, log_level=self.log_level),
+            api_key, endpoint_url=self.moto.endpoint_url, parameters=parameters
         )
         self.results_queue = aws.add_results_queue(self.local_stack)
         translated = aws.translated_template()
-        self._async_routes = api_gateway.async_integrations(translated)
         self.gateway = api_gateway.GatewayResponses.of(translated)
+        # moto has no WAF: the web ACL's body rule is applied by the local API itself.
+        self.body_limit = api_gateway.BodyLimit.of(translated, parameters)
         # Metrics off unless asked for: CloudWatch reads the EMF lines in Lambda, here they
         # would only bury the output.
         self.environment = {
@@ -339,7 +339,7 @@ class Sandbox:
             headers,
             body,
             query,
-            resource=ACTIONS[action].route,
+            resource=path or ACTIONS[action].route,
             source_ip=source_ip,
         )
         try:
@@ -376,34 +376,17 @@ class Sandbox:
     def call_async_api(
         self,
         action: str,
-        body: bytes,
+        body: str | bytes | None,
         *,
-        headers: Mapping[str, str] | None = None,
-        query: Mapping[str, str] | None = None,
-    ) -> api_gateway.Answer:
-        """``POST <route>/async``: the route's mapping template, SendMessage, its answer."""
-        route = self._async_routes[ACTIONS[action].route + ASYNC_SUFFIX]
-
-        def send(request: api_gateway.SqsRequest) -> tuple[int, dict[str, Any]]:
-            return self._send_message(action, request)
-
-        return route.call(body, headers or {}, send, request_id=str(uuid.uuid4()), query=query)
-
-    def _send_message(
-        self, action: str, request: api_gateway.SqsRequest
-    ) -> tuple[int, dict[str, Any]]:
-        """An integration's SQS request, answered as SQS would: (status, JSON answer)."""
-        if request.action != "SendMessage" or not request.message_body:
-            # SQS refuses an empty message body (moto would take it).
-            return 400, {"Error": {"Code": "MissingParameter", "Message": "MessageBody"}}
-        try:
-            message_id = self.send_to_queue(
-                action, request.message_body, request.message_attributes
-            )
-        except ClientError as exc:
-            status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 500
-            return int(status), {"Error": exc.response.get("Error", {})}
-        return 200, {"SendMessageResponse": {"SendMessageResult": {"MessageId": message_id}}}
+        headers: Mapping[str, str] | Iterable[tuple[str, str]] | None = None,
+        query: str | None = None,
+        source_ip: str = "127.0.0.1",
+    ) -> ApiAnswer:
+        """``POST <route>/async``: the function queues the request and answers 202."""
+        route = ACTIONS[action].route + ASYNC_SUFFIX
+        return self.call_api(
+            action, body, headers=headers, query=query, path=route, source_ip=source_ip
+        )
 
     # queues ------------------------------------------------------------------------------
 
@@ -1079,34 +1062,47 @@ class ApiRequestHandler(BaseHTTPRequestHandler):
         self._json(status, {"message": message})
 
     def _too_large(self) -> None:
-        """API Gateway's REQUEST_TOO_LARGE gateway response; the rest is not read."""
+        """What the deployed stack answers a body over its limit: the web ACL's 413 (over
+        ``MaxRequestBodyBytes``), else API Gateway's REQUEST_TOO_LARGE gateway response; the
+        rest is not read."""
         self.close_connection = True
-        answer = self.server.sandbox.gateway.answer("REQUEST_TOO_LARGE")
+        sandbox = self.server.sandbox
+        limit = sandbox.body_limit
+        answer = (
+            limit.answer if limit.limit is not None else sandbox.gateway.answer("REQUEST_TOO_LARGE")
+        )
         self._send(answer.status, answer.body, {"Content-Type": answer.content_type})
 
-    def _body(self, required: bool = True) -> bytes | None:
+    def _over_limit(self, size: int) -> bool:
+        if self._local_route() is not None:  # not deployed: no gateway, no web ACL
+            return size > MAX_LOCAL_BODY_BYTES
+        return size > MAX_BODY_BYTES or self.server.sandbox.body_limit.refuses(size)
+
+    def _local_route(self) -> tuple[str, str] | None:
+        """(local route prefix, action) of a local-only POST route."""
+        path = urlsplit(self.path).path
+        for prefix in (LOCAL_INVOKE_PREFIX, LOCAL_IMPORT_PREFIX):
+            if path.startswith(prefix) and path[len(prefix) :] in ACTIONS:
+                return prefix, path[len(prefix) :]
+        return None
+
+    def _body(self) -> bytes | None:
         """The request body (chunked or with a Content-Length); None when it could not be read,
-        and the answer saying why is sent. A missing length (411) and malformed framing (400)
-        are answered by API Gateway's front end before it knows the API, with its own
-        ``{"message": ...}``: no gateway response type exists for them, so the stack cannot
-        shape them, and neither does this."""
+        and the answer saying why is sent. A request with neither has no body (RFC 9112,
+        section 6.3): it is answered as an empty one. Malformed framing (400) is answered by
+        API Gateway's front end before it knows the API, with its own ``{"message": ...}``: no
+        gateway response type exists for it, so the stack cannot shape it, and neither does
+        this."""
         if "chunked" in (self.headers.get("Transfer-Encoding") or "").lower():
             return self._chunked_body()
         length = self.headers.get("Content-Length")
         if length is None:
-            if not required:
-                return b""
-            self._refuse(
-                411,
-                "Length Required: send the body with a Content-Length header "
-                "(or Transfer-Encoding: chunked)",
-            )
-            return None
+            return b""
         if not re.fullmatch(r"\s*\d+\s*", length, re.ASCII):
             self._refuse(400, f"Content-Length must be a number of bytes, not {length!r}")
             return None
         size = int(length)
-        if size > MAX_BODY_BYTES:
+        if self._over_limit(size):
             self._too_large()
             return None
         return self.rfile.read(size) if size else b""
@@ -1125,7 +1121,7 @@ class ApiRequestHandler(BaseHTTPRequestHandler):
                 while self.rfile.readline(1024) not in (b"\r\n", b"\n", b""):
                     pass  # trailer fields: nothing here needs them
                 return bytes(body)
-            if len(body) + size > MAX_BODY_BYTES:
+            if self._over_limit(len(body) + size):
                 self._too_large()
                 return None
             chunk = self.rfile.read(size)
@@ -1159,9 +1155,10 @@ class ApiRequestHandler(BaseHTTPRequestHandler):
         body = self._body()
         if body is None:
             return
-        path = urlsplit(self.path).path
-        if path.startswith(LOCAL_INVOKE_PREFIX) and path[len(LOCAL_INVOKE_PREFIX) :] in ACTIONS:
-            self._invoke(path[len(LOCAL_INVOKE_PREFIX) :], body)
+        local = self._local_route()
+        if local is not None:
+            prefix, name = local
+            (self._invoke if prefix == LOCAL_INVOKE_PREFIX else self._import)(name, body)
             return
         if action is None:
             self._not_found()
@@ -1198,29 +1195,56 @@ class ApiRequestHandler(BaseHTTPRequestHandler):
         sandbox.collect_results()
         self._json(200, {"response": response, "published": sandbox.published[seen:]})
 
-    def _queue(self, action: str, body: bytes, query: str) -> None:
-        """The deployed async route: its mapping template, SendMessage, then its answer."""
+    def _import(self, action: str, body: bytes) -> None:
+        """`make import` against this server's stack and emulator (local only): the file in
+        the body's JSON (``name``, ``data`` in base64, ``dry_run``, ``metadata``)."""
+        import tempfile
+
+        from devtools import lead_file_import
+
         try:
-            answer = self.server.sandbox.call_async_api(
-                action, body, headers=dict(self.headers.items()), query=dict(parse_qsl(query))
-            )
-        except Exception as exc:
-            self.log_message("SendMessage failed: %s", exc)
-            self._json(
-                502,
-                {
-                    "accepted": False,
-                    "outcome": "error",
-                    "reason": "The lead could not be queued",
-                    "errors": {"id": [], "code": [], "title": [], "detail": []},
-                },
-            )
+            request = json.loads(body)
+            data = base64.b64decode(request["data"])
+            name = Path(str(request["name"])).name
+        except (ValueError, KeyError, TypeError) as exc:
+            self._json(400, {"message": f"The import request is not readable: {exc}"})
             return
+        lines: list[str] = []
+        with tempfile.TemporaryDirectory(prefix="lead-file-import-") as tmp:
+            path = Path(tmp) / name
+            path.write_bytes(data)
+            try:
+                code, report, results = lead_file_import.import_file(
+                    self.server.sandbox,
+                    path,
+                    action,
+                    dry_run=bool(request.get("dry_run")),
+                    metadata=request.get("metadata") or {},
+                    out=lines.append,
+                )
+            except Exception as exc:
+                self._json(200, {"error": f"{type(exc).__name__}: {exc}"})
+                return
+            answer = {
+                "code": code,
+                "lines": lines,
+                "report": report,
+                "results": base64.b64encode(results.read_bytes()).decode() if results else None,
+            }
+        self._json(200, answer)
+
+    def _queue(self, action: str, body: bytes, query: str) -> None:
+        """The async route: the function queues the request; the poller is woken for it."""
+        answer = self.server.sandbox.call_async_api(
+            action,
+            body,
+            headers=self.headers.items(),
+            query=query or None,
+            source_ip=self.client_address[0],
+        )
         if 200 <= answer.status < 300:
             self.server.poller.wake()
-        self._send(
-            answer.status, answer.body, {"Content-Type": answer.content_type, **answer.headers}
-        )
+        self._send(answer.status, answer.body, answer.headers)
 
     def do_GET(self) -> None:
         path = urlsplit(self.path).path.rstrip("/")
@@ -1248,7 +1272,7 @@ class ApiRequestHandler(BaseHTTPRequestHandler):
         self._other()
 
     def _other(self) -> None:
-        if self._body(required=False) is None:
+        if self._body() is None:
             return
         action, _ = self._route()
         if action is not None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,6 +22,22 @@ pytest_plugins = ["devtools.klaviyo_emulator.pytest_fixtures"]
 ROOT = Path(__file__).resolve().parents[1]
 API_KEY = "pk_test_emulator"
 REGION = "us-east-1"
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _own_serve_state(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """The suite never touches a developer's running `make serve`: every serve it starts and
+    every `invoke` it runs (subprocesses inherit this) use a state file of the suite's own,
+    not .tools/serve.json (where one found a serve, invoke sent its event there)."""
+    from devtools.runner import SERVE_STATE_ENV
+
+    previous = os.environ.get(SERVE_STATE_ENV)
+    os.environ[SERVE_STATE_ENV] = str(tmp_path_factory.mktemp("serve-state") / "serve.json")
+    yield
+    if previous is None:
+        os.environ.pop(SERVE_STATE_ENV, None)
+    else:
+        os.environ[SERVE_STATE_ENV] = previous
 
 
 @pytest.fixture(autouse=True)

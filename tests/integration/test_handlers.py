@@ -35,7 +35,9 @@ from devtools.lambda_events import (
     sqs_message,
 )
 from klaviyo_leads import entrypoint
+from klaviyo_leads.actions import ACTIONS
 from klaviyo_leads.identity import Person
+from klaviyo_leads.lead import parse_body
 from klaviyo_leads.ledger import CreateLedger
 from klaviyo_leads.triggers import LeadNotQueued
 from tests.conftest import API_KEY, reset_powertools_parameters
@@ -308,6 +310,19 @@ class TestSqs:
         assert event["detail"]["result"]["reason"] == "Latitude must be a finite number"
         assert event["detail"]["lead"] == {"email": "q@example.com", "latitude": None}
         assert klaviyo_emulator.calls() == 0
+
+    def test_a_stack_set_to_keys_and_hashes_publishes_no_lead_value(
+        self, aws, klaviyo_emulator, monkeypatch
+    ):
+        monkeypatch.setenv("RESULT_EVENT_LEAD", "keys-and-hashes")
+        entrypoint.reset_runtime()
+        sqs("create_profile", '{"email": "hashed@example.com", "first_name": "Hal"}')
+        (event,) = aws.published()
+        lead = event["detail"]["lead"]
+        assert lead["keys"] == ["email", "first_name"]
+        assert set(lead["identifiers"]) == {"email"}
+        assert "hashed@example.com" not in json.dumps(lead) and "Hal" not in json.dumps(lead)
+        assert event["detail"]["result"]["outcome"] == "success"
 
     def test_only_retryable_records_go_back_and_results_are_published(self, aws, klaviyo_emulator):
         klaviyo_emulator.create_profile(email="taken@example.com")
@@ -666,6 +681,50 @@ class TestSeveralLeadsAreQueuedWithinTheDeadline:
         assert ("LeadsNotQueued", len(not_queued)) in counted
         assert set(self.queued_bodies(aws)) == {r["message_id"] for r in queued}
 
+    def test_many_leads_end_before_the_deadline_with_their_results_published(
+        self, aws, klaviyo_emulator, own_queue
+    ):
+        """600 leads on a 12 s context, Klaviyo down (each lead's try 20 ms), SendMessageBatch
+        0.1 s and PutEvents 0.11 s a call (as measured): the results' publishing once came
+        after the queueing's margin, and the invocation ran past its deadline."""
+        from klaviyo_leads import outcomes
+        from klaviyo_leads.actions import result_fields
+        from klaviyo_leads.publishing import ResultPublisher
+        from klaviyo_leads.queueing import ActionQueue
+        from klaviyo_leads.runtime import Processed
+
+        class SlowEvents:
+            def put_events(self, Entries):
+                queue.now += 0.11
+                return {"FailedEntryCount": 0, "Entries": [{"EventId": "e"}] * len(Entries)}
+
+        def klaviyo_down(action, lead, **kwargs):
+            queue.now += 0.02
+            result = outcomes.KLAVIYO_FAILED(status=503)
+            return Processed(result, result_fields(action, result))
+
+        own_queue("create_profile")
+        queue = SlowQueue(aws.sqs, 0.1)
+        url = aws.stack.actions["create_profile"].queue.url
+        runtime = entrypoint.runtime()
+        runtime.queue = ActionQueue(url, client_factory=lambda: queue)
+        runtime.publisher = ResultPublisher("bus", client_factory=SlowEvents)
+        runtime.process = klaviyo_down  # type: ignore[method-assign]
+        context = LambdaContext(
+            function_name="create_profile", timeout_seconds=12, clock=queue.clock
+        )
+        event = {"leads": [{"email": f"m{i}@example.com"} for i in range(600)]}
+        results = load_handler("create_profile")(event, context)["results"]
+        assert context.get_remaining_time_in_millis() > 0
+        assert len(results) == 600
+        queued = [r for r in results if r["reason"] == "Queued for retry"]
+        assert len(queued) >= 100 and len(queued) % 10 == 0
+        assert {r["reason"] for r in results} <= {
+            "Queued for retry",
+            "Not started: too little time left in the invocation",
+            "Klaviyo returned HTTP 503",
+        }
+
     def test_entries_sqs_refuses_keep_their_retryable_result(
         self, aws, klaviyo_emulator, own_queue
     ):
@@ -689,6 +748,128 @@ class TestSeveralLeadsAreQueuedWithinTheDeadline:
         assert all(results[i]["outcome"] == "error" for i in refused)
 
 
+FORM = "application/x-www-form-urlencoded"
+
+
+class TestAsyncRoute:
+    """POST /<route>/async: the request queued as the synchronous route would read it, 202
+    with its message id; an Idempotency-Key's repeat gets the same id, and nothing is queued
+    twice (two ids and two messages before: the second's result was "already exists")."""
+
+    def post_async(self, body: bytes, content_type: str | None, **headers: str) -> dict:
+        if content_type is not None:
+            headers["Content-Type"] = content_type
+        event = api_gateway_event(
+            "POST",
+            "/create-profile/async",
+            headers,
+            body,
+            resource="/create-profile/async",
+        )
+        response = call("create_profile", event)
+        response["json"] = json.loads(response["body"])
+        return response
+
+    def queued(self, aws) -> list[dict[str, Any]]:
+        url = aws.stack.actions["create_profile"].queue.url
+        found: list[dict[str, Any]] = []
+        while got := aws.sqs.receive_message(
+            QueueUrl=url, MaxNumberOfMessages=10, MessageAttributeNames=["All"]
+        ).get("Messages"):
+            found += got
+        return found
+
+    @pytest.mark.parametrize(
+        ("content_type", "body"),
+        [
+            ("application/json", b'{"email": "a@example.com"}'),
+            (None, b'{"email": "a@example.com"}'),
+            (FORM, b"email=a%40example.com&klaviyo.channels=email"),
+            (FORM, b'{"email": "curl@example.com"}'),
+            (f"{FORM}; charset=UTF-8", b"email=b%40example.com"),
+            ("text/plain", b'{"first_name": "Zo\xc3\xab"}'),
+            ('text/plain; note="it\'s \\ /"', b'{"email": "c@example.com"}'),
+        ],
+    )
+    def test_a_body_is_queued_as_the_sync_route_reads_it(self, aws, own_queue, content_type, body):
+        own_queue("create_profile")
+        self.queued(aws)  # what earlier tests left on the queue
+        answer = self.post_async(body, content_type)
+        assert answer["statusCode"] == 202 and answer["json"]["accepted"] is True
+        (message,) = self.queued(aws)
+        assert answer["json"]["message_id"] == message["MessageId"]
+        wrapped = json.loads(message["Body"])["http_request"]
+        assert wrapped == {
+            "body_base64": base64.b64encode(body).decode(),
+            "content_type": content_type,
+        }
+        read = parse_body(wrapped["body_base64"], wrapped["content_type"], True)
+        assert read == parse_body(body, content_type, False)
+        assert message["MessageAttributes"]["api_request_id"]["StringValue"]
+
+    @pytest.mark.parametrize(
+        ("content_type", "body", "status"),
+        [
+            ("multipart/form-data; boundary=x", b"--x\r\n", 415),
+            ("application/xml", b"<lead/>", 415),
+            ("application/json", b"", 400),
+        ],
+    )
+    def test_what_cannot_be_read_is_a_result_and_nothing_is_queued(
+        self, aws, own_queue, content_type, body, status
+    ):
+        own_queue("create_profile")
+        self.queued(aws)  # what earlier tests left on the queue
+        answer = self.post_async(body, content_type)
+        assert answer["statusCode"] == status and answer["json"]["accepted"] is False
+        assert answer["json"]["outcome"] == "error" and answer["json"]["reason"]
+        assert self.queued(aws) == []
+
+    def test_the_same_key_gets_the_same_message_id_and_queues_once(
+        self, aws, own_queue, klaviyo_emulator
+    ):
+        own_queue("create_profile")
+        self.queued(aws)  # what earlier tests left on the queue
+        body = b'{"email": "async.keyed@example.com"}'
+        first = self.post_async(body, "application/json", **{"Idempotency-Key": "a-1"})
+        again = self.post_async(body, "application/json", **{"Idempotency-Key": "a-1"})
+        assert first["statusCode"] == again["statusCode"] == 202
+        assert again["json"]["message_id"] == first["json"]["message_id"]
+        assert again["headers"]["Idempotent-Replayed"] == "true"
+        assert [m["MessageId"] for m in self.queued(aws)] == [first["json"]["message_id"]]
+        other = self.post_async(b'{"email": "x@example.com"}', None, **{"Idempotency-Key": "a-1"})
+        assert (other["statusCode"], other["json"]["reason"]) == (
+            400,
+            "This Idempotency-Key was used with a different request",
+        )
+        # The key on the synchronous route is another request, not this one's answer.
+        sync = post(
+            "create_profile",
+            None,
+            raw=body.decode(),
+            headers={"Content-Type": "application/json", "Idempotency-Key": "a-1"},
+        )
+        assert sync["statusCode"] == 400
+
+    def test_a_queue_that_refuses_is_a_502_not_kept(self, aws, own_queue):
+        recording = own_queue("create_profile")
+        sent = recording.send_message
+
+        def refused(**kwargs):
+            raise RuntimeError("AccessDenied")
+
+        recording.send_message = refused  # type: ignore[method-assign]
+        key = {"Idempotency-Key": "a-2"}
+        answer = self.post_async(b'{"email": "d@example.com"}', "application/json", **key)
+        assert (answer["statusCode"], answer["json"]["reason"]) == (
+            502,
+            "The lead could not be queued",
+        )
+        recording.send_message = sent  # type: ignore[method-assign]
+        again = self.post_async(b'{"email": "d@example.com"}', "application/json", **key)
+        assert again["statusCode"] == 202 and "Idempotent-Replayed" not in again["headers"]
+
+
 class TestIdempotencyKey:
     """Webhook senders that retry: a repeat with the same key gets the first answer."""
 
@@ -703,6 +884,9 @@ class TestIdempotencyKey:
         again = self.post_with_key("k-1", lead)
         assert (again["statusCode"], again["json"]) == (first["statusCode"], first["json"])
         assert first["json"]["outcome"] == "success"
+        # The repeat says it is the first answer given again; the first says nothing.
+        assert again["headers"]["Idempotent-Replayed"] == "true"
+        assert "Idempotent-Replayed" not in first["headers"]
         assert klaviyo_emulator.calls() == calls
         assert len(klaviyo_emulator.profiles()) == 1
 
@@ -880,6 +1064,41 @@ class TestEventBridgeAndDirect:
         assert results[0]["outcome"] == "success"
         assert len(aws.published()) == 1  # only the several-leads form publishes
 
+    def test_a_lead_nested_past_the_limit_is_a_400_not_an_internal_error(
+        self, aws, klaviyo_emulator
+    ):
+        deep: dict[str, Any] = {"email": "deep@example.com"}
+        level = deep
+        for _ in range(990):
+            level["unknown"] = {}
+            level = level["unknown"]
+        for answer in (
+            call("create_profile", deep),
+            call("create_profile", eventbridge_event("create_profile lead", deep, source="crm")),
+        ):
+            assert (answer["outcome"], answer["reason"]) == (
+                "error",
+                "The lead is nested more than 32 levels",
+            )
+        assert klaviyo_emulator.calls() == 0
+        (published,) = aws.published()  # the refused lead's event is published, without it
+        assert published["detail"]["result"]["reason"] == "The lead is nested more than 32 levels"
+
+    @pytest.mark.parametrize("action", sorted(ACTIONS))
+    @pytest.mark.parametrize("key", ["klaviyo.external_id", "reference"])
+    def test_an_over_long_external_id_is_refused_before_any_call(
+        self, aws, klaviyo_emulator, action, key
+    ):
+        lead = {"email": "long@example.com", key: "x" * 256, "klaviyo.list_id": "Y6nRLr"}
+        lead["klaviyo.segment_id"] = "Seg123"
+        answer = call(action, lead)
+        label = "Klaviyo External Id" if key == "klaviyo.external_id" else "Reference"
+        assert (answer["outcome"], answer["reason"]) == (
+            "failure",
+            f"{label} is longer than 255 characters",
+        )
+        assert klaviyo_emulator.calls() == 0
+
     @pytest.mark.parametrize("event", [[1, 2], "text", 42, None])
     def test_direct_non_object_is_an_error_result(self, aws, event):
         result = call("get_profiles", event)
@@ -907,6 +1126,8 @@ def _sqs_event_with(**parts: Any) -> dict[str, Any]:
         (_api_event_with(headers="Content-Type: application/json"), "headers"),
         (_api_event_with(requestContext="x", httpMethod="POST"), "requestContext"),
         (_api_event_with(body=42), "body"),
+        (_api_event_with(headers={"Content-Type": ["application/json"]}), "headers.Content-Type"),
+        (_api_event_with(headers={"Idempotency-Key": ["a", "b"]}), "headers.Idempotency-Key"),
         (_sqs_event_with(messageId=None), "Records[0].messageId"),
         (_sqs_event_with(body=42), "Records[0].body"),
         (_sqs_event_with(attributes="x"), "Records[0].attributes"),
@@ -918,6 +1139,8 @@ def _sqs_event_with(**parts: Any) -> dict[str, Any]:
         "headers text",
         "requestContext text",
         "api body a number",
+        "a header value a list",
+        "a key header a list",
         "record without messageId",
         "record body a number",
         "attributes text",

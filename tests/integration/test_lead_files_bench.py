@@ -33,6 +33,11 @@ def test_the_benchmark_answers_every_row_and_reports_its_figures(
     assert result["seconds"] >= result["bound_seconds"] > 0
     assert result["ratio_to_bound"] == pytest.approx(result["seconds"] / result["bound_seconds"])
     assert bench.main([*argv, "--actions", "no_such_action"]) == 2
+    # A line far past the row limit is never held: the peak stays the limit's.
+    lines = figures["lines"]
+    assert lines["line_bytes"][-1] > 40 * 1024 * 1024
+    assert max(lines["ratio_to_limit"]) < 1.5
+    assert figures["header"]["widths"][-1] > bench.lead_files.MAX_COLUMNS
 
 
 def test_rows_sqs_will_not_take_get_an_error_in_their_place(tmp_path: Path) -> None:
@@ -51,12 +56,13 @@ def test_rows_sqs_will_not_take_get_an_error_in_their_place(tmp_path: Path) -> N
         dynamodb=bench.Results("create_profile", latency=0.0),
         queue_urls={"create_profile": "queue"},
         results_table="results",
+        sleep=lambda seconds: None,  # the back-off before a refused row is sent again
     )
     report = lead_files.take_file(services, "bucket", key)
     state = f"{lead_files.RUNS_PREFIX}{report.run_id}/state.json"
     progress = lead_files.check_run(services, "bucket", state)
     assert progress["finished"] and progress["by_outcome"] == {"error": 29, "success": 171}
-    lines = (tmp_path / "results/create_profile/some.results.csv").read_text().splitlines()
+    lines = (tmp_path / "results/create_profile/some.csv.results.csv").read_text().splitlines()
     body = [line.split(",") for line in lines[1:]]
     assert [cells[0] for cells in body] == rows
     for cells in body:

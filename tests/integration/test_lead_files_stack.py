@@ -14,6 +14,7 @@ import io
 import json
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -67,10 +68,11 @@ def test_a_csv_becomes_created_profiles_and_a_results_file_in_the_input_order(
         'order3@example.com;"Cy; the third";"red\r\nand green"\r\n'
     ).encode()
     code, report, results = run(sandbox, tmp_path, "order.csv", data, "create_profile")
-    assert code == 0 and results is not None and results.name == "order.results.csv"
+    assert code == 0 and results is not None and results.name == "order.csv.results.csv"
     assert report["rows_read"] == 3 and report["rows_to_send"] == 2
     assert report["file"]["delimiter"] == ";" and report["file"]["byte_order_mark"]
-    rows = list(csv.reader(io.StringIO(results.read_bytes().decode()), delimiter=";"))
+    assert results.read_bytes().startswith(b"\xef\xbb\xbf")  # the input's byte-order mark
+    rows = list(csv.reader(io.StringIO(results.read_bytes().decode("utf-8-sig")), delimiter=";"))
     header, body = rows[0], rows[1:]
     assert header[:3] == ["Email", "First Name", "Klaviyo Custom Favorite Color"]
     assert {"outcome", "reason", "id", "errors"} <= set(header)
@@ -86,9 +88,9 @@ def test_a_csv_becomes_created_profiles_and_a_results_file_in_the_input_order(
     # The progress object says the run finished, and the bus heard it.
     s3 = imports.services_of(sandbox).s3
     progress = json.loads(
-        s3.get_object(Bucket=imports.bucket_of(sandbox), Key="create_profile/order.progress.json")[
-            "Body"
-        ].read()
+        s3.get_object(
+            Bucket=imports.bucket_of(sandbox), Key="results/create_profile/order.csv.progress.json"
+        )["Body"].read()
     )
     assert progress["finished"] and progress["done"] == 3
     assert progress["by_outcome"] == {"failure": 1, "success": 2}
@@ -105,7 +107,7 @@ def test_a_dry_run_sends_nothing(sandbox: Sandbox, tmp_path: Path) -> None:
     assert report["rows_to_send"] == 2 and report["rows_refused"] == 1
     assert sandbox.queue_depth("create_profile") == (0, 0)
     assert len(sandbox.emulator.profiles()) == before
-    assert (tmp_path / "dry.report.json").is_file()
+    assert (tmp_path / "dry.csv.report.json").is_file()
 
 
 def test_metadata_settings_and_a_column_overriding_them(sandbox: Sandbox, tmp_path: Path) -> None:
@@ -131,7 +133,7 @@ def test_metadata_settings_and_a_column_overriding_them(sandbox: Sandbox, tmp_pa
 def test_json_lines_in_json_lines_out(sandbox: Sandbox, tmp_path: Path) -> None:
     data = b'{"email": "jsonl1@example.com", "first_name": "Jo"}\n[1, 2]\n{"email": "nope"}\n'
     code, _, results = run(sandbox, tmp_path, "leads.jsonl", data, "create_profile")
-    assert code == 0 and results is not None and results.name == "leads.results.jsonl"
+    assert code == 0 and results is not None and results.name == "leads.jsonl.results.jsonl"
     lines = [json.loads(line) for line in results.read_text(encoding="utf-8").splitlines()]
     # An array is no lead: the webhook answers such a body with an error, and so does the file.
     assert [line.get("outcome") for line in lines] == ["success", "error", "failure"]
@@ -165,10 +167,10 @@ def test_a_row_also_sent_by_webhook_is_one_profile_with_true_outcomes(
     (taken,) = answer["files"]
     webhook = sandbox.call_api("create_profile", '{"email": "race@example.com"}')
     assert webhook.json()["outcome"] == "success"
-    state = f".lead-files/runs/{taken['run_id']}/state.json"
+    state = f"results/.lead-files/runs/{taken['run_id']}/state.json"
     imports.drain(sandbox, services, "create_profile", state)
     body = services.s3.get_object(
-        Bucket=imports.bucket_of(sandbox), Key="results/create_profile/race.results.csv"
+        Bucket=imports.bucket_of(sandbox), Key="results/create_profile/race.csv.results.csv"
     )["Body"].read()
     (row,) = list(csv.DictReader(io.StringIO(body.decode())))
     assert row["outcome"] == "failure" and row["duplicate_profile_id"] == webhook.json()["id"]
@@ -209,7 +211,7 @@ def test_a_file_over_the_stacks_limit_is_refused_whole(sandbox: Sandbox, tmp_pat
     imports.split(sandbox, services, "create_profile/big.csv", version)
     report = json.loads(
         services.s3.get_object(
-            Bucket=imports.bucket_of(sandbox), Key="create_profile/big.report.json"
+            Bucket=imports.bucket_of(sandbox), Key="results/create_profile/big.csv.report.json"
         )["Body"].read()
     )
     assert not report["accepted"] and "larger than the stack's limit" in report["problem"]
@@ -221,9 +223,9 @@ def test_a_file_under_no_action_gets_a_report(sandbox: Sandbox) -> None:
     version = imports.upload(sandbox, b"email\nx@example.com\n", "subscribe/x.csv")
     imports.split(sandbox, services, "subscribe/x.csv", version)
     report = json.loads(
-        services.s3.get_object(Bucket=imports.bucket_of(sandbox), Key="subscribe/x.report.json")[
-            "Body"
-        ].read()
+        services.s3.get_object(
+            Bucket=imports.bucket_of(sandbox), Key="results/subscribe/x.csv.report.json"
+        )["Body"].read()
     )
     assert not report["accepted"] and "not under an action's prefix" in report["problem"]
 
@@ -253,9 +255,9 @@ def test_make_import_writes_the_results_beside_the_input(tmp_path: Path) -> None
 
     done = command(str(path), "create_profile")
     assert done.returncode == 0, done.stderr
-    assert done.stdout.strip().splitlines()[-1] == f"Results: {tmp_path / 'cli.results.csv'}"
+    assert done.stdout.strip().splitlines()[-1] == f"Results: {tmp_path / 'cli.csv.results.csv'}"
     assert "1/1 rows" in done.stderr  # the progress bar
-    assert results_of(tmp_path / "cli.results.csv")[0]["outcome"] == "success"
+    assert results_of(tmp_path / "cli.csv.results.csv")[0]["outcome"] == "success"
     missing = command(str(tmp_path / "missing.csv"), "create_profile")
     assert missing.returncode == 2 and missing.stderr.strip().startswith("No such file")
     assert command(str(path), "no_such_action").returncode == 2
@@ -298,3 +300,140 @@ def test_a_large_object_is_written_in_parts_as_it_grows(sandbox: Sandbox) -> Non
     writer.close()
     body = s3.get_object(Bucket=bucket, Key="results/large.bin")["Body"].read()
     assert body == line * chunks
+
+
+class _SqsWrapper:
+    """The splitter's SQS client, around moto's: its SendMessageBatch can be made to fail."""
+
+    def __init__(self, sqs: Any) -> None:
+        self._sqs = sqs
+        self.calls = 0
+        self.entries = 0
+        self.lock = threading.Lock()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._sqs, name)
+
+    def forward(self, **kwargs: Any) -> Any:
+        with self.lock:
+            self.entries += len(kwargs["Entries"])
+        return self._sqs.send_message_batch(**kwargs)
+
+
+class _AnswerLost(_SqsWrapper):
+    """SQS takes the first batch, but its answer never comes back (a read timeout)."""
+
+    def send_message_batch(self, **kwargs: Any) -> Any:
+        from botocore.exceptions import ReadTimeoutError
+
+        with self.lock:  # batches are sent from several threads
+            self.calls += 1
+            first = self.calls == 1
+        answer = self.forward(**kwargs)
+        if first:
+            raise ReadTimeoutError(endpoint_url="https://sqs.example")
+        return answer
+
+
+class _SentTwice(_SqsWrapper):
+    """Every batch reaches the queue twice (an SDK's retry after a lost answer)."""
+
+    def send_message_batch(self, **kwargs: Any) -> Any:
+        self.forward(**kwargs)
+        return self.forward(**kwargs)
+
+
+def _send_file(
+    sandbox: Sandbox, sqs: type[_SqsWrapper], name: str, rows: int
+) -> tuple[_SqsWrapper, list[dict[str, str]], list[str]]:
+    services = imports.services_of(sandbox)
+    services.sqs = wrapper = sqs(services.sqs)
+    emails = [f"{name}{i}@example.com" for i in range(rows)]
+    key = f"create_profile/{name}.csv"
+    version = imports.upload(sandbox, ("email\n" + "\n".join(emails) + "\n").encode(), key)
+    (taken,) = imports.split(sandbox, services, key, version)["files"]
+    state = f"results/.lead-files/runs/{taken['run_id']}/state.json"
+    imports.drain(sandbox, services, "create_profile", state)
+    body = services.s3.get_object(
+        Bucket=imports.bucket_of(sandbox), Key=f"results/{key}.results.csv"
+    )["Body"].read()
+    return wrapper, list(csv.DictReader(io.StringIO(body.decode()))), emails
+
+
+def test_rows_sqs_took_without_answering_are_not_queued_again_and_get_their_results(
+    sandbox: Sandbox,
+) -> None:
+    sqs, rows, emails = _send_file(sandbox, _AnswerLost, "lostanswer", 12)
+    assert sqs.entries == 12  # each row once: the batch without an answer was not sent again
+    assert [r["email"] for r in rows] == emails
+    assert [r["outcome"] for r in rows] == ["success"] * 12, [r["reason"] for r in rows]
+    for email in emails:
+        assert len(profiles_with(sandbox, email)) == 1
+
+
+def test_a_row_queued_twice_is_processed_and_answered_once(sandbox: Sandbox) -> None:
+    sqs, rows, emails = _send_file(sandbox, _SentTwice, "queuedtwice", 3)
+    assert sqs.entries == 6
+    assert [r["outcome"] for r in rows] == ["success"] * 3, [r["reason"] for r in rows]
+    for row, email in zip(rows, emails, strict=True):
+        (profile,) = profiles_with(sandbox, email)
+        assert row["id"] == profile["id"]
+    # Each of the row's two messages has the row's one result (the second, replayed, once
+    # the first has it: handed back meanwhile).
+    for _ in range(5):
+        sandbox.redeliver_now(sandbox.process_queue("create_profile"))
+    assert sandbox.queue_depth("create_profile") == (0, 0)
+    results = [e for e in sandbox.collect_results() if e["detail-type"] == "create_profile result"]
+    by_email: dict[str, list[dict[str, Any]]] = {}
+    for event in results:
+        by_email.setdefault(event["detail"]["lead"].get("email"), []).append(event["detail"])
+    for email in emails:
+        answers = by_email[email]
+        assert len({a["message_id"] for a in answers}) == 2
+        assert {(a["result"]["outcome"], a["result"]["id"]) for a in answers} == {
+            ("success", profiles_with(sandbox, email)[0]["id"])
+        }
+
+
+def test_the_newest_upload_of_a_key_is_the_one_its_results_describe(sandbox: Sandbox) -> None:
+    """A file overwritten while its run is going: the older run finishing last does not make
+    its results the current ones; they are kept under its run id."""
+    services = imports.services_of(sandbox)
+    bucket, key = imports.bucket_of(sandbox), "create_profile/overwritten.csv"
+    older = imports.upload(sandbox, b"email\nolder-upload@example.com\n", key)
+    (first,) = imports.split(sandbox, services, key, older)["files"]
+    newer = imports.upload(sandbox, b"email\nnewer-upload@example.com\n", key)
+    (second,) = imports.split(sandbox, services, key, newer)["files"]
+    assert first["run_id"] != second["run_id"]
+    for taken in (second, first):  # the older run finishes last
+        imports.drain(
+            sandbox,
+            services,
+            "create_profile",
+            f"results/.lead-files/runs/{taken['run_id']}/state.json",
+        )
+
+    def read(name: str) -> str:
+        return services.s3.get_object(Bucket=bucket, Key=name)["Body"].read().decode()
+
+    assert "newer-upload@example.com" in read(f"results/{key}.results.csv")
+    assert "older-upload@example.com" in read(f"results/{key}.{first['run_id']}.results.csv")
+    assert json.loads(read(f"results/{key}.progress.json"))["run_id"] == second["run_id"]
+    assert json.loads(read(f"results/{key}.report.json"))["run_id"] == second["run_id"]
+    # Split in the other order (S3's notifications can come so): the older one's report too.
+    again = imports.upload(sandbox, b"email\nlate-notice@example.com\n", key)
+    newest = imports.upload(sandbox, b"email\nnewest@example.com\n", key)
+    (latest,) = imports.split(sandbox, services, key, newest)["files"]
+    (late,) = imports.split(sandbox, services, key, again)["files"]
+    assert json.loads(read(f"results/{key}.report.json"))["run_id"] == latest["run_id"]
+    assert (
+        json.loads(read(f"results/{key}.{late['run_id']}.report.json"))["run_id"] == late["run_id"]
+    )
+    for taken in (late, latest):
+        imports.drain(
+            sandbox,
+            services,
+            "create_profile",
+            f"results/.lead-files/runs/{taken['run_id']}/state.json",
+        )
+    assert "newest@example.com" in read(f"results/{key}.results.csv")

@@ -116,6 +116,21 @@ def test_demo_exits_non_zero_when_a_case_is_unexpected(
     assert {name: os.environ.get(name) for name in ENV_SET_BY_THE_SANDBOX} == before
 
 
+def test_the_suite_keeps_off_a_developers_make_serve() -> None:
+    """What `invoke` and `serve` run by the suite read and write is the suite's own state
+    file: a developer's serve (its .tools/serve.json) is neither used nor replaced."""
+    done = _run_python("from devtools import runner; print(runner.serve_state_path())")
+    used = done.stdout.strip()
+    assert used and used != str(runner.DEFAULT_SERVE_STATE)
+    assert used == os.environ[runner.SERVE_STATE_ENV]
+
+
+def _run_python(code: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-c", code], cwd=le.ROOT, capture_output=True, text=True, timeout=60
+    )
+
+
 def test_invoke_runs_an_event_file_and_shows_what_was_published() -> None:
     done = _run("invoke", "create_profile", "events/create_profile/sqs.json")
     assert done.returncode == 0, done.stdout + done.stderr

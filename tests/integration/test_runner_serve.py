@@ -262,13 +262,16 @@ def test_async_route_refuses_multipart_and_empty_bodies_at_once(served: Served) 
     status, _, body = request(
         served, "POST", "/create-profile/async", multipart, "multipart/form-data; boundary=x"
     )
-    # The bodies are the deployed API's: its gateway response and integration response.
+    # The bodies are the function's, as deployed: results, and nothing accepted.
     no_errors = {"id": [], "code": [], "title": [], "detail": []}
     assert (status, body) == (
         415,
         {
+            "accepted": False,
             "outcome": "error",
-            "reason": "The request body must be JSON, a form or text/plain",
+            "reason": (
+                "The request body must be JSON, a form or text/plain, not multipart/form-data"
+            ),
             "errors": no_errors,
         },
     )
@@ -277,17 +280,40 @@ def test_async_route_refuses_multipart_and_empty_bodies_at_once(served: Served) 
     assert body["reason"] and body["errors"] == no_errors
 
 
-def test_a_body_over_api_gateways_limit_is_a_413_result(served: Served) -> None:
-    got, body = _raw(
-        served,
-        b"POST /create-profile HTTP/1.1\r\nHost: x\r\nContent-Length: 10485761\r\n\r\n{}",
+WAF_TOO_LARGE = {
+    "outcome": "error",
+    "reason": "Request body is too large",
+    "errors": {"id": [], "code": [], "title": [], "detail": []},
+}
+
+
+@pytest.mark.parametrize("size", [65_537, 100_000, 10_485_761])
+def test_a_body_over_the_deployed_limit_is_the_web_acls_413(served: Served, size: int) -> None:
+    """As deployed: the web ACL refuses a body over MaxRequestBodyBytes (64 KiB by default)
+    with 413 before API Gateway or a function sees it (100 kB was answered 200, 1 MB 400)."""
+    for path in ("/create-profile", "/create-profile/async"):
+        head = f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Length: {size}\r\n\r\n"
+        got, body = _raw(served, head.encode() + b"{}")
+        assert (got, json.loads(body)) == (413, WAF_TOO_LARGE), path
+
+
+def test_a_body_at_the_deployed_limit_reaches_the_function(served: Served) -> None:
+    lead = {"email": "at.the.limit@example.com", "note": ""}
+    lead["note"] = "x" * (65_536 - len(json.dumps(lead)))
+    data = json.dumps(lead).encode()
+    assert len(data) == 65_536
+    status, _, body = request(served, "POST", "/create-profile", data)
+    assert (status, body["outcome"]) == (200, "success"), body
+
+
+def test_no_body_and_an_empty_body_get_one_answer(served: Served) -> None:
+    """curl -X POST (no Content-Length: no body) and curl -d '' (Content-Length: 0)."""
+    none, none_body = _raw(served, b"POST /create-profile HTTP/1.1\r\nHost: x\r\n\r\n")
+    empty, empty_body = _raw(
+        served, b"POST /create-profile HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n"
     )
-    assert got == 413
-    assert json.loads(body) == {
-        "outcome": "error",
-        "reason": "Request Too Long",
-        "errors": {"id": [], "code": [], "title": [], "detail": []},
-    }
+    assert (none, json.loads(none_body)) == (empty, json.loads(empty_body))
+    assert (empty, json.loads(empty_body)["reason"]) == (400, "The request body is empty")
 
 
 def test_async_is_the_one_queue_route(served: Served) -> None:
@@ -330,10 +356,9 @@ def test_a_chunked_body_is_read(served: Served) -> None:
     [
         (b"Content-Length: abc\r\n", 400),
         (b"Content-Length: -5\r\n", 400),
-        (b"", 411),
         (b"Transfer-Encoding: chunked\r\n", 400),  # the body is not in chunks
     ],
-    ids=["not a number", "negative", "missing", "bad chunks"],
+    ids=["not a number", "negative", "bad chunks"],
 )
 def test_unreadable_lengths_get_a_clear_answer_not_a_traceback(
     served: Served, headers: bytes, status: int
@@ -422,3 +447,32 @@ def test_real_klaviyo_mode_warns_and_keeps_the_real_base_url() -> None:
     warning = "".join(running.stderr)
     assert "WARNING: KLAVIYO_API_KEY is set" in warning
     assert "REAL Klaviyo account" in warning
+
+
+def test_import_runs_against_the_running_serve(
+    served: Served, serve_state: str, tmp_path: Any
+) -> None:
+    """make import with a make serve running: the file's profiles are the served API's."""
+    path = tmp_path / "served.csv"
+    path.write_bytes(b"email,first_name\nimported.lead@example.com,Ima\nnot-an-email,Bad\n")
+    env = {k: v for k, v in os.environ.items() if k != "KLAVIYO_API_KEY"}
+    env["LOCAL_SERVE_STATE_FILE"] = serve_state
+    done = subprocess.run(
+        [sys.executable, "-m", "devtools.lead_file_import", str(path), "create_profile"],
+        cwd=le.ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert f"against the running make serve at {served.base_url}" in done.stderr
+    results = tmp_path / "served.csv.results.csv"
+    assert done.stdout.strip().splitlines()[-1] == f"Results: {results}"
+    assert f"report: {tmp_path / 'served.csv.report.json'}" in done.stdout
+    rows = results.read_text(encoding="utf-8").splitlines()
+    assert [row.split(",")[2] for row in rows[1:]] == ["success", "failure"]
+    # The served API finds the profile the file created.
+    lead = json.dumps({"email": "imported.lead@example.com"}).encode()
+    status, _, body = request(served, "POST", "/create-profile", lead)
+    assert (status, body["outcome"]) == (422, "failure"), body

@@ -49,10 +49,6 @@ class Action:
         return f"{self.prefix}EventDeadLetterQueue"
 
     @property
-    def intake_role(self) -> str:
-        return f"{self.prefix}IntakeRole"
-
-    @property
     def rule(self) -> str:
         """The EventBridge rule SAM generates for the function's `Lead` event."""
         return f"{self.function}Lead"

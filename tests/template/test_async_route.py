@@ -1,44 +1,18 @@
-"""What each ``POST /<route>/async`` queues, per content type: its mapping templates, rendered.
+"""``POST /<route>/async`` and API Gateway's own answers, on the template as SAM translates it.
 
-moto ignores API Gateway integrations, so the templates are read from the template as SAM
-translates it and rendered by ``devtools.api_gateway`` (a Velocity engine with API Gateway's
-``$input``, ``$util`` and ``$context``), the same code the local runner's ``/async`` routes use.
-The message must be the wrapped request the SQS handler reads as the synchronous route reads a
-request (tests/integration/test_handlers.py ``test_the_async_route_wraps_any_body_...``).
+The async route is the action's function (a Lambda proxy integration, as the synchronous
+route): it queues the request and keeps an Idempotency-Key's first answer (its behaviour:
+tests/integration/test_handlers.py ``TestAsyncRoute``). API Gateway's own answers are rendered
+by ``devtools.api_gateway``, the code the local runner answers with.
 """
 
 from __future__ import annotations
 
-import base64
-import json
 from typing import Any
 
-import pytest
+from devtools.api_gateway import GATEWAY_ERRORS, GatewayResponses
+from tests.template.cfn_template import ACTIONS, resources_of_type
 
-from devtools.api_gateway import (
-    GATEWAY_ERRORS,
-    GatewayResponses,
-    Integration,
-    SqsRequest,
-    async_integrations,
-)
-from klaviyo_leads.lead import parse_body
-from tests.template.cfn_template import ACTIONS
-
-FORM = "application/x-www-form-urlencoded"
-WRAPPED_TYPES = {"application/json", FORM, "text/plain"}
-REQUEST_ID = "c6af9ac6-7b61-11e6-9a41-93e8deadbeef"
-
-# (Content-Type header or None, body, the lead the synchronous route reads from it)
-ACCEPTED = [
-    ("application/json", b'{"email": "a@example.com"}', {"email": "a@example.com"}),
-    (None, b'{"email": "a@example.com"}', {"email": "a@example.com"}),
-    (FORM, b"email=a%40example.com&klaviyo.channels=email", None),
-    (FORM, b'{"email": "curl@example.com"}', {"email": "curl@example.com"}),  # curl -d '{...}'
-    (f"{FORM}; charset=UTF-8", b"email=b%40example.com", {"email": "b@example.com"}),
-    ("text/plain", b'{"first_name": "Zo\xc3\xab"}', {"first_name": "Zoë"}),
-]
-REFUSED = ["multipart/form-data; boundary=x", "application/xml", "text/xml", "application/soap+xml"]
 NO_ERRORS = {"id": [], "code": [], "title": [], "detail": []}
 
 
@@ -53,66 +27,16 @@ def is_result(body: Any) -> bool:
     )
 
 
-@pytest.fixture(scope="module")
-def routes(translated: dict[str, Any]) -> dict[str, Integration]:
-    return async_integrations(translated)
-
-
-def queued(route: Integration, body: bytes, content_type: str | None) -> SqsRequest | None:
-    headers = {"Content-Type": content_type} if content_type is not None else {}
-    return route.sqs_request(body, headers, request_id=REQUEST_ID)
-
-
-def test_every_async_route_has_one_template_for_json_forms_and_text(
-    routes: dict[str, Integration],
-) -> None:
-    assert set(routes) == {a.async_route for a in ACTIONS}
-    first = routes[ACTIONS[0].async_route].templates["application/json"]
-    for path, route in routes.items():
-        assert set(route.templates) == WRAPPED_TYPES, path
-        assert set(route.templates.values()) == {first}, path
-        assert route.integration["passthroughBehavior"] == "never", path
-        # API Gateway takes a request without a Content-Type for application/json.
-        assert route.request_template(None) == first
-
-
-@pytest.mark.parametrize(("content_type", "body", "lead"), ACCEPTED)
-def test_accepted_bodies_are_queued_wrapped_and_read_as_the_sync_route_reads_them(
-    routes: dict[str, Integration], content_type: str | None, body: bytes, lead: Any
-) -> None:
+def test_every_async_route_is_its_actions_function(translated: dict[str, Any]) -> None:
+    """Not an SQS integration: only the function can give a repeated key its first answer."""
+    paths = translated["Resources"]["Api"]["Properties"]["Body"]["paths"]
     for action in ACTIONS:
-        request = queued(routes[action.async_route], body, content_type)
-        assert request is not None, (action.name, content_type)
-        assert request.action == "SendMessage"
-        assert request.message_attributes == {"api_request_id": REQUEST_ID}
-        message = json.loads(request.message_body)
-        assert message == {
-            "http_request": {
-                "body_base64": base64.b64encode(body).decode(),
-                "content_type": content_type or "",
-            }
-        }
-    wrapped = message["http_request"]
-    read = parse_body(wrapped["body_base64"], wrapped["content_type"], True)
-    assert read == parse_body(body, content_type, False)
-    if lead is not None:
-        assert read == lead
-
-
-@pytest.mark.parametrize("content_type", REFUSED)
-def test_multipart_and_xml_get_a_415_result(
-    routes: dict[str, Integration], content_type: str
-) -> None:
-    route = routes[ACTIONS[0].async_route]
-    assert queued(route, b"<lead/>", content_type) is None
-
-    answer = route.call(b"<lead/>", {"Content-Type": content_type}, _never_sent, request_id="r")
-    assert (answer.status, answer.content_type) == (415, "application/json")
-    assert answer.json() == {
-        "outcome": "error",
-        "reason": "The request body must be JSON, a form or text/plain",
-        "errors": NO_ERRORS,
-    }
+        integration = paths[action.async_route]["post"]["x-amazon-apigateway-integration"]
+        sync = paths[action.route]["post"]["x-amazon-apigateway-integration"]
+        assert integration["type"] == "aws_proxy", action.name
+        assert integration["uri"] == sync["uri"], action.name  # the same function
+    roles = resources_of_type(translated, "AWS::IAM::Role")
+    assert not [r for r in roles if r.endswith("IntakeRole")]
 
 
 def test_without_gateway_responses_api_gateway_answers_its_own_message() -> None:
@@ -146,43 +70,3 @@ def test_every_gateway_response_is_a_json_result(translated: dict[str, Any]) -> 
     quoted = gateway.answer("INVALID_API_KEY", 'Forbidden "key"')
     assert quoted.json()["reason"] == 'Forbidden "key"'
     assert gateway.answer("THROTTLED").headers == {"Retry-After": "1"}
-
-
-@pytest.mark.parametrize(
-    "content_type",
-    [
-        'application/x-www-form-urlencoded; charset="utf-8"',
-        "text/plain; note=it's",
-        "text/plain; note=back\\slash/é",
-    ],
-)
-def test_the_content_type_is_escaped_for_json(
-    routes: dict[str, Integration], content_type: str
-) -> None:
-    request = queued(routes[ACTIONS[0].async_route], b"email=a%40example.com", content_type)
-    assert request is not None
-    assert json.loads(request.message_body)["http_request"]["content_type"] == content_type
-
-
-def test_an_empty_body_is_refused_by_sqs_and_answered_400(routes: dict[str, Integration]) -> None:
-    route = routes[ACTIONS[0].async_route]
-    request = queued(route, b"", "application/json")
-    assert request is not None and request.message_body == ""  # SQS refuses an empty body
-
-    refused = route.response(400, {"Error": {"Code": "MissingParameter"}})
-    assert refused.status == 400 and refused.json()["accepted"] is False
-    assert is_result(refused.json())
-
-
-def test_sqs_answers_become_202_with_the_message_id_or_502(routes: dict[str, Integration]) -> None:
-    route = routes[ACTIONS[0].async_route]
-    sent = {"SendMessageResponse": {"SendMessageResult": {"MessageId": "m-1"}}}
-    accepted = route.response(200, sent)
-    assert (accepted.status, accepted.json()) == (202, {"accepted": True, "message_id": "m-1"})
-    assert route.response(500, {}).status == 502
-    assert route.response(403, {}).status == 502
-    assert is_result(route.response(500, {}).json())
-
-
-def _never_sent(request: SqsRequest) -> tuple[int, dict[str, Any]]:
-    raise AssertionError("a refused request reached SQS")

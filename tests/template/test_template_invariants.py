@@ -107,41 +107,18 @@ def test_every_route_needs_an_api_key_or_a_signature(translated: dict[str, Any])
     assert (key["KeyId"], key["UsagePlanId"]) == (ref("ApiKey"), ref("ApiUsagePlan"))
 
 
-def test_each_sync_route_invokes_its_function_within_the_gateway_limit(
+def test_each_route_invokes_its_function_within_the_gateway_limit(
     translated: dict[str, Any],
 ) -> None:
+    """The sync and the async route alike: the async one queues the request itself (and keeps
+    an Idempotency-Key's first answer), test_async_route.py."""
     paths = api(translated)["paths"]
     for action in ACTIONS:
-        integration = paths[action.route]["post"]["x-amazon-apigateway-integration"]
-        assert (integration["type"], integration["httpMethod"]) == ("aws_proxy", "POST")
-        assert f"${{{action.function}.Arn}}" in integration["uri"]["Fn::Sub"], action.name
-        assert integration["timeoutInMillis"] <= GATEWAY_LIMIT_MS, action.name
-
-
-def test_each_async_route_queues_the_body_and_answers_202_with_the_message_id(
-    translated: dict[str, Any],
-) -> None:
-    paths = api(translated)["paths"]
-    for action in ACTIONS:
-        integration = paths[action.async_route]["post"]["x-amazon-apigateway-integration"]
-        assert (integration["type"], integration["httpMethod"]) == ("aws", "POST")
-        uri = integration["uri"]["Fn::Sub"]
-        assert uri.endswith(f":sqs:path/${{AWS::AccountId}}/${{{action.queue}.QueueName}}")
-        assert integration["credentials"] == get_att(action.intake_role), action.name
-        # What the request templates send: tests/template/test_async_route.py.
-        assert integration["passthroughBehavior"] == "never"
-        content_type = integration["requestParameters"]["integration.request.header.Content-Type"]
-        assert content_type == "'application/x-www-form-urlencoded'"
-
-        accepted = integration["responses"][r"2\d{2}"]
-        message_id = "$input.path('$.SendMessageResponse.SendMessageResult.MessageId')"
-        body = accepted["responseTemplates"]["application/json"]
-        assert accepted["statusCode"] == "202"
-        assert json.loads(body.replace(message_id, "m-1")) == {
-            "accepted": True,
-            "message_id": "m-1",
-        }
-        assert integration["responses"]["default"]["statusCode"] == "502"
+        for route in (action.route, action.async_route):
+            integration = paths[route]["post"]["x-amazon-apigateway-integration"]
+            assert (integration["type"], integration["httpMethod"]) == ("aws_proxy", "POST")
+            assert f"${{{action.function}.Arn}}" in integration["uri"]["Fn::Sub"], route
+            assert integration["timeoutInMillis"] <= GATEWAY_LIMIT_MS, route
 
 
 def test_one_stage_logs_throttles_and_carries_the_usage_plan_and_web_acl(
@@ -270,7 +247,7 @@ def test_only_the_account_puts_events_on_the_bus_by_default(translated: dict[str
     assert "ArnNotEquals" not in statement["Condition"]
     # What the actions' functions need: PutEvents on this bus, by their roles.
     exempt = statement["Condition"]["ArnNotLike"]["aws:PrincipalArn"]
-    assert exempt == [get_att(a.role) for a in ACTIONS]
+    assert exempt[: len(ACTIONS)] == [get_att(a.role) for a in ACTIONS]
     for action in ACTIONS:
         role = translated["Resources"][action.role]["Properties"]
         granted = [
@@ -280,6 +257,47 @@ def test_only_the_account_puts_events_on_the_bus_by_default(translated: dict[str
             if s.get("Action") == "events:PutEvents"
         ]
         assert [s["Resource"] for s in granted] == [get_att("ResultsEventBus")], action.name
+
+
+def publishing_roles(translated: dict[str, Any]) -> list[str]:
+    """Every role of the stack allowed to put events on its bus."""
+    found = []
+    for logical_id, resource in resources_of_type(translated, "AWS::IAM::Role").items():
+        for policy in resource["Properties"].get("Policies", []):
+            for statement in statements(policy["PolicyDocument"]):
+                if "Fn::If" in statement:
+                    statement = statement["Fn::If"][1]
+                granted = as_list(statement.get("Action"))
+                if "events:PutEvents" in granted and get_att("ResultsEventBus") in as_list(
+                    statement.get("Resource")
+                ):
+                    found.append(logical_id)
+    return sorted(set(found))
+
+
+@pytest.mark.parametrize("senders", ["", SENDERS])
+def test_every_function_that_publishes_may_put_events_on_the_bus(
+    translated: dict[str, Any], senders: str
+) -> None:
+    """Invariant: the bus's policy exempts every role the stack grants PutEvents on the bus
+    (the lead-file assembler's "lead file finished" included), with or without named senders."""
+    roles = publishing_roles(translated)
+    assert "LeadFileAssemblerFunctionRole" in roles and all(a.role in roles for a in ACTIONS)
+    statement = bus_policy(translated, {"EventBusSenderArns": senders})["Statement"]
+    exempt = statement["Condition"]["ArnNotLike"]["aws:PrincipalArn"]
+    assert sorted(exempt, key=str) == sorted((get_att(role) for role in roles), key=str)
+
+
+def test_what_a_result_event_carries_is_a_parameter_every_action_reads(
+    translated: dict[str, Any],
+) -> None:
+    from klaviyo_leads.publishing import FULL_LEAD, LEAD_CONTENTS
+
+    parameter = translated["Parameters"]["ResultEventLead"]
+    assert parameter["AllowedValues"] == list(LEAD_CONTENTS) and parameter["Default"] == FULL_LEAD
+    for action in ACTIONS:
+        variables = translated["Resources"][action.function]["Properties"]["Environment"]
+        assert variables["Variables"]["RESULT_EVENT_LEAD"] == ref("ResultEventLead"), action.name
 
 
 def test_named_senders_are_with_the_stacks_functions_the_only_ones(
@@ -292,7 +310,10 @@ def test_named_senders_are_with_the_stacks_functions_the_only_ones(
     # Denied unless the principal is one of the functions' roles or one of the named ARNs
     # (ArnEquals takes * wildcards as ArnLike does); the account check is then implied.
     assert set(condition) == {"ArnNotLike", "ArnNotEquals"}
-    assert condition["ArnNotLike"]["aws:PrincipalArn"] == [get_att(a.role) for a in ACTIONS]
+    assert condition["ArnNotLike"]["aws:PrincipalArn"] == [
+        *(get_att(a.role) for a in ACTIONS),
+        get_att("LeadFileAssemblerFunctionRole"),
+    ]
     assert condition["ArnNotEquals"] == {"aws:PrincipalArn": ref("EventBusSenderArns")}
     assert condition_values(translated, {"EventBusSenderArns": SENDERS})["HasEventBusSenders"]
     assert not condition_values(translated, {})["HasEventBusSenders"]
@@ -348,11 +369,13 @@ def test_alarms_watch_every_dead_letter_queue_function_and_lost_lead(
             watched[(properties["MetricName"], target)] = dimension
         else:
             # Named as the layer writes them: test_dashboard.py checks name and dimensions.
+            # The lead-file functions serve every action: their metrics have no action.
             assert properties["Namespace"] == "KlaviyoLeadActions", alarm_id
-            assert set(dimensions) == {"action", "service"}, alarm_id
+            assert set(dimensions) - {"action"} == {"service"}, alarm_id
             assert dimensions["service"] == SERVICE, alarm_id
             assert properties["Statistic"] == "Sum", alarm_id
-            watched[(properties["MetricName"], dimensions["action"])] = "action"
+            by = "action" if "action" in dimensions else "service"
+            watched[(properties["MetricName"], dimensions[by])] = by
     for action in ACTIONS:
         for queue in (action.dead_letter_queue, action.event_dead_letter_queue):
             assert watched[("ApproximateNumberOfMessagesVisible", queue)] == "QueueName"
@@ -360,6 +383,7 @@ def test_alarms_watch_every_dead_letter_queue_function_and_lost_lead(
         assert watched[("Throttles", action.function)] == "FunctionName"
         assert watched[("LeadsNotQueued", action.name)] == "action"
         assert watched[("ResultsNotPublished", action.name)] == "action"
+    assert watched[("LeadFileRunsFailed", SERVICE)] == "service"
     assert watched[("Errors", "GetResultFunction")] == "FunctionName"
     assert watched[("Throttles", "GetResultFunction")] == "FunctionName"
     assert watched[("ApproximateNumberOfMessagesVisible", "ResultsWebhookDeadLetterQueue")]

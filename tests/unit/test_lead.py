@@ -255,8 +255,26 @@ class TestLead:
         assert Lead.from_object({"reference": "r1"}).external_id() == "r1"
         both = Lead.from_object({"reference": "r1", "klaviyo.external_id": "x1"})
         assert both.external_id() == "x1"
-        problem = problem_of(Lead.from_object({"reference": "r" * 256}).external_id)
+        # Refused as the lead is read, whatever the action reads of it.
+        problem = problem_of(lambda: Lead.from_object({"reference": "r" * 256}))
         assert problem.reason == "Reference is longer than 255 characters"
+        problem = problem_of(lambda: Lead.from_object({"klaviyo": {"external_id": "x" * 256}}))
+        assert problem.reason == "Klaviyo External Id is longer than 255 characters"
+        assert Lead.from_object({"reference": "r" * 255}).external_id() == "r" * 255
+
+    def test_a_lead_nested_past_the_limit_is_refused_at_any_depth(self):
+        deep: dict = {"email": "a@example.com"}
+        level = deep
+        for _ in range(5000):  # deeper than Python's stack: refused without recursing
+            level["unknown"] = {}
+            level = level["unknown"]
+        problem = problem_of(lambda: Lead.from_object(deep))
+        assert (problem.reason, problem.http_status) == (
+            "The lead is nested more than 32 levels",
+            400,
+        )
+        within = {"klaviyo": {"custom": {"a": [[{"b": {"c": [1]}}]]}}}
+        assert Lead.from_object(within).custom_properties() == {"a": [[{"b": {"c": [1]}}]]}
 
 
 class TestSpellings:

@@ -56,7 +56,8 @@ def test_json_lines_rows_and_bad_lines() -> None:
     data = b'{"email": "a@example.com", "klaviyo": {"list_id": "Y6nRLr"}}\n\nnot json\n[1]\n'
     found, layout = rows(data)
     assert layout.format == "jsonl"
-    assert [r.number for r in found] == [1, 2, 3]
+    assert [(r.number, r.blank) for r in found] == [(1, False), (2, True), (3, False), (4, False)]
+    found = [r for r in found if not r.blank]
     assert found[0].values == {"email": "a@example.com", "klaviyo": {"list_id": "Y6nRLr"}}
     assert (
         found[1].problem is not None
@@ -83,20 +84,109 @@ def test_bad_files_say_why(data: bytes, says: str) -> None:
     assert says in str(problem.value)
 
 
+def test_a_header_past_the_column_cap_is_refused_before_any_other_check() -> None:
+    """A wide header with a repeated name (once quadratic to check) is refused for its width."""
+    columns = lead_files.MAX_COLUMNS + 2
+    header = ",".join(["email", *(f"c{i}" for i in range(columns - 2)), "c0"])
+    with pytest.raises(FileProblem) as problem:
+        rows(f"{header}\na@example.com\n".encode())
+    assert f"{columns:,} columns, more than the {lead_files.MAX_COLUMNS:,}" in str(problem.value)
+    at_cap = ",".join(["email", *(f"c{i}" for i in range(lead_files.MAX_COLUMNS - 2)), "c0"])
+    with pytest.raises(FileProblem, match="more than once: c0"):
+        rows(f"{at_cap}\na@example.com\n".encode())
+
+
+@pytest.mark.parametrize(
+    ("data", "row"),
+    [
+        (b"email,first_name\na@example.com,Ann\nb@example.com,Jos\xe9\n", "Row 2"),
+        (b"email,first_name\nb@example.com,Jos\xe9\n", "Row 1"),
+        (b"email,Pr\xe9nom\na@example.com,Ann\n", "The header row"),
+        (b'{"email": "a@example.com"}\n{"email": "b@example.com", "n": "Jos\xe9"}\n', "Row 2"),
+    ],
+)
+def test_text_that_is_not_utf8_names_its_row_and_how_to_save_the_file(
+    data: bytes, row: str
+) -> None:
+    """A Latin-1 file (an é as one byte 0xE9): the row it is in, not the one before."""
+    with pytest.raises(FileProblem) as problem:
+        rows(data)
+    assert str(problem.value).startswith(f"{row} is not valid UTF-8 (byte 0xE9): save the file")
+    assert "CSV UTF-8" in str(problem.value)
+
+
+def test_a_line_past_the_row_limit_is_a_row_error_and_the_rest_is_read() -> None:
+    """Invariant: a line never held whole; its row refused with a reason, the others read."""
+    long_cell = "x" * (lead_files.MAX_ROW_BYTES + 10)
+    data = f"email,note\na@example.com,short\nb@example.com,{long_cell}\nc@example.com,\n"
+    found, _ = rows(data.encode())
+    assert [r.number for r in found] == [1, 2, 3]
+    assert found[1].problem is not None and found[1].raw == ["", ""]
+    assert (
+        found[1].problem.reason == f"The row is longer than {lead_files.MAX_ROW_BYTES // 1024} KB"
+    )
+    assert [r.values for r in (found[0], found[2])] == [
+        {"email": "a@example.com", "note": "short"},
+        {"email": "c@example.com", "note": ""},
+    ]
+    lines = b'{"email": "a@example.com"}\n{"note": "' + long_cell.encode() + b'"}\n{"email": "c"}\n'
+    found, _ = rows(lines)
+    assert [(r.number, r.problem.reason if r.problem else None) for r in found] == [
+        (1, None),
+        (2, f"The row is longer than {lead_files.MAX_ROW_BYTES // 1024} KB"),
+        (3, None),
+    ]
+    report = checked(data.encode(), action=CREATE)
+    assert report["accepted"] and report["rows_read"] == 3 and report["rows_to_send"] == 2
+    assert report["refused"][0]["first_rows"] == [2]
+
+
+def test_blank_lines_keep_their_row_numbers_and_are_counted() -> None:
+    """Invariant: a row's number is its place in the file after the header, so the report's
+    rows are the file's; blank lines at the end are not counted."""
+    data = b"email\na@example.com\n\n\nnot-an-email\nb@example.com\n\n\n"
+    report = checked(data, action=CREATE)
+    assert report["rows_read"] == 3 and report["rows_to_send"] == 2
+    assert report["blank_rows"] == {"count": 2, "first_rows": [2, 3]}
+    assert report["refused"][0]["first_rows"] == [4]
+
+
 def test_unknown_action_prefix() -> None:
     with pytest.raises(FileProblem, match="not under an action's prefix"):
         target_of("subscribe/leads.csv")
     target = target_of("dry-run/create_profile/a/b.jsonl")
     assert target.dry_run and target.jsonl and target.action is CREATE
-    assert target.report_key == "dry-run/create_profile/a/b.report.json"
-    assert target.results_key == "results/dry-run/create_profile/a/b.results.jsonl"
+    assert target.report_key == "results/dry-run/create_profile/a/b.jsonl.report.json"
+    assert target.results_key == "results/dry-run/create_profile/a/b.jsonl.results.jsonl"
+
+
+def test_two_files_differing_in_their_extension_never_share_outputs() -> None:
+    csv_file, text_file = target_of("create_profile/coll.csv"), target_of("create_profile/coll.txt")
+    for name in ("report_key", "progress_key", "results_key"):
+        assert getattr(csv_file, name) != getattr(text_file, name), name
+    assert csv_file.results_key == "results/create_profile/coll.csv.results.csv"
+
+
+def test_outputs_of_a_long_key_fit_s3s_limit_and_stay_apart() -> None:
+    """Invariant: every output key is at most 1,024 bytes, and two keys never share one."""
+    longest = "create_profile/" + "é" * 400 + "x" * 200  # 1,015 bytes: a key S3 takes
+    other = longest[:-1] + "y"
+    assert len(longest.encode()) <= lead_files.MAX_KEY_BYTES
+    one, two = target_of(longest), target_of(other)
+    for name in ("report_key", "progress_key", "results_key"):
+        key = getattr(one, name)
+        assert len(key.encode()) <= lead_files.MAX_KEY_BYTES and key != getattr(two, name)
+        assert not lead_files.is_own_output(longest) and lead_files.is_own_output(key)
+    assert one.results_key.startswith("results/create_profile/éé")
+    assert one.results_key.endswith(".results.csv") and "~" in one.results_key
+    short = target_of("create_profile/short.csv")
+    assert short.report_key == "results/create_profile/short.csv.report.json"  # not shortened
 
 
 def test_own_outputs_are_not_files_of_leads() -> None:
-    assert lead_files.is_own_output("results/create_profile/x.results.csv")
-    assert lead_files.is_own_output("create_profile/x.report.json")
-    assert lead_files.is_own_output("create_profile/x.progress.json")
-    assert lead_files.is_own_output(".lead-files/runs/abc/state.json")
+    assert lead_files.is_own_output("results/create_profile/x.csv.results.csv")
+    assert lead_files.is_own_output("results/create_profile/x.csv.report.json")
+    assert lead_files.is_own_output("results/.lead-files/runs/abc/state.json")
     assert not lead_files.is_own_output("create_profile/x.csv")
 
 
@@ -155,6 +245,7 @@ def test_duplicate_rows_are_named() -> None:
     assert report["duplicate_rows"] == {
         "count": 2,
         "first": [{"row": 3, "same_as": 1}, {"row": 4, "same_as": 1}],
+        "leads_not_remembered": 0,
     }
 
 
@@ -246,7 +337,7 @@ def test_the_assembler_looks_sooner_as_a_run_nears_its_end(monkeypatch: pytest.M
     assert clock.now < 11.1 + 1.5  # a fixed 5 s cadence would have looked at 15 s
 
 
-def test_first_rows_remembers_each_digest_s_first_row_through_growth() -> None:
+def test_first_rows_remembers_each_digest_s_first_row() -> None:
     """Invariant: the answer is a dict's (first row of each digest), however many rows."""
     import random
 
@@ -257,3 +348,12 @@ def test_first_rows_remembers_each_digest_s_first_row_through_growth() -> None:
         digest = rng.choice(digests) if row % 3 else rng.getrandbits(64) | 1
         assert table.first(digest, row) == expected.get(digest), row
         expected.setdefault(digest, row)
+
+
+def test_first_rows_past_its_capacity_forgets_new_leads_and_keeps_the_others() -> None:
+    """Invariant: its memory is fixed: past capacity a new lead is counted as not remembered,
+    and the leads it holds are still found."""
+    table = lead_files.FirstRows(capacity=4)
+    assert [table.first(d, row) for row, d in enumerate((3, 5, 7, 9), start=1)] == [None] * 4
+    assert table.first(11, 5) is None and table.first(11, 6) is None
+    assert table.forgotten == 2 and table.first(7, 7) == 3

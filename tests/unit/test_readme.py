@@ -156,3 +156,16 @@ def test_reason_is_documented_on_success_too() -> None:
     assert "on a `success`" in reason_row[2]
     assert "double opt-in" in reason_row[2] and "deletion requested" in reason_row[2]
     assert "- **`reason`**: why, when the outcome is not `success`. On a `success`" in RESULTS_DOC
+
+
+@pytest.mark.parametrize("doc", ["README.md", "docs/deploying.md"])
+def test_no_command_puts_the_klaviyo_key_on_the_command_line(doc: str) -> None:
+    """A key typed into a command stays in the shell's history (and, as an argument, in the
+    process list): the key is read without echo and given to the AWS CLI as a file."""
+    text = (ROOT / doc).read_text(encoding="utf-8")
+    blocks = re.findall(r"```sh\n(.*?)```", text, re.S)
+    commands = [line.split("#", 1)[0] for block in blocks for line in block.splitlines()]
+    assert not [c for c in commands if re.search(r"""['"]pk_""", c)], doc
+    secrets = [c for c in commands if "--secret-string" in c]
+    assert secrets and all("--secret-string file://" in c for c in secrets), secrets
+    assert any("read -rs" in c for c in commands), doc

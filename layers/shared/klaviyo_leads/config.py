@@ -57,6 +57,9 @@ class Settings:
     # (the conformance run measures it). Until then a search that finds nothing cannot prove
     # that a create whose answer was lost did not happen.
     search_settle_seconds: float = 10.0
+    # What a result event carries of its lead: "full" (the lead as received) or
+    # "keys-and-hashes" (its keys, and its identifiers as SHA-256): publishing.LEAD_CONTENTS.
+    result_event_lead: str = "full"
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -79,4 +82,5 @@ class Settings:
             klaviyo_max_share=_share(env.get("KLAVIYO_MAX_SHARE")),
             profile_deletion_enabled=_flag(env.get("PROFILE_DELETION_ENABLED"), default=False),
             search_settle_seconds=_seconds(env.get("KLAVIYO_SEARCH_SETTLE_SECONDS"), 10.0),
+            result_event_lead=(text("RESULT_EVENT_LEAD") or "full").lower(),
         )

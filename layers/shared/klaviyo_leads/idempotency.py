@@ -15,11 +15,19 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from .queueing import LEAD_FILE_ROW, LEAD_FILE_RUN
+
 # SQS redelivers for at most maxReceiveCount x visibility timeout (5 x 2160 s by default).
 DEFAULT_TTL_SECONDS = 6 * 3600
 KEY_PREFIX = "klaviyo-lead-actions"
 
 RecordHandler = Callable[..., dict[str, Any]]
+
+# A message's key: its id; for a lead file's row, the row (``queueing.lead_file_row_key``), so
+# the row is processed once however many messages carry it (a batch sent again by the splitter).
+_RUN = f"messageAttributes.{LEAD_FILE_RUN}.stringValue"
+_ROW = f"messageAttributes.{LEAD_FILE_ROW}.stringValue"
+MESSAGE_KEY_JMESPATH = f"{_RUN} && {_ROW} && join(':', ['lead-file', {_RUN}, {_ROW}]) || messageId"
 
 
 class InProgressElsewhere(Exception):
@@ -27,7 +35,8 @@ class InProgressElsewhere(Exception):
 
 
 class Idempotency:
-    """One action's idempotency records, keyed by SQS message id."""
+    """One action's idempotency records, keyed by SQS message id (a lead file's row by its
+    row: ``MESSAGE_KEY_JMESPATH``)."""
 
     def __init__(
         self,
@@ -42,7 +51,7 @@ class Idempotency:
         )
 
         self.config = IdempotencyConfig(
-            event_key_jmespath="messageId", expires_after_seconds=ttl_seconds
+            event_key_jmespath=MESSAGE_KEY_JMESPATH, expires_after_seconds=ttl_seconds
         )
         self.key_prefix = f"{KEY_PREFIX}.{action}"
         self._store = DynamoDBPersistenceLayer(table_name=table_name, boto3_client=boto3_client)
@@ -107,6 +116,8 @@ class Idempotency:
 # A repeat of a request with the same Idempotency-Key within this long gets the first answer.
 REQUEST_TTL_SECONDS = 24 * 3600
 MAX_KEY_LENGTH = 255
+# The header that tells a caller its answer is the first request's, given again.
+REPLAYED_HEADER = "Idempotent-Replayed"
 
 
 class KeyReused(Exception):
@@ -129,10 +140,11 @@ class Requests:
     """API requests made idempotent by the caller's ``Idempotency-Key`` header.
 
     The first answer, status included, is kept 24 hours on the idempotency table (Powertools'
-    ``idempotent_function``): a repeat gets it without calling Klaviyo, and a repeat while
+    ``idempotent_function``): a repeat gets it without calling Klaviyo, marked with the header
+    ``Idempotent-Replayed: true``, and a repeat while
     the first is still running is told so. A retryable answer is not kept, so the repeat
     really runs; the key is the lead's origin, so what the first attempt did is the repeat's
-    own (a create's record, ``claims``; an event's unique id).
+    own (a create's ledger record; an event's unique id).
     """
 
     def __init__(self, table_name: str, action: str, boto3_client: Any = None) -> None:
@@ -194,6 +206,9 @@ class Requests:
             # run again rather than wait on a record that says "in progress".
             self._forget(key, request)
             return produced[-1]
+        if not produced:  # the kept answer, not this request's: say so
+            headers = {**(answer.get("headers") or {}), REPLAYED_HEADER: "true"}
+            answer = {**answer, "headers": headers}
         return answer
 
     def _forget(self, key: str, request: dict[str, Any]) -> None:

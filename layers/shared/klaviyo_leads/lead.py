@@ -32,6 +32,10 @@ MAX_PROPERTY_NAME = 255
 MAX_PROPERTY_TEXT = 100_000
 MAX_PROPERTY_NESTING = 10
 MAX_CUSTOM_SOURCE = 255
+MAX_EXTERNAL_ID = 255  # Klaviyo's external_id: refused here, for every action, before any call
+# Levels of nested objects and lists a lead may have: custom properties and event properties
+# take 10 below their own keys; a deeper lead is no lead (and would exhaust the stack).
+MAX_LEAD_NESTING = 32
 # Keys a lead may carry that are read although they are no profile field or variable.
 _READ_KEYS = frozenset({"id"})
 # "Klaviyo Custom Favorite Color": the lead platform's display name of a custom property. Read
@@ -218,6 +222,39 @@ def is_known(key: str) -> bool:
     return key in _SCALAR_KEYS or key in _READ_KEYS or (key.startswith(prefix) and key != prefix)
 
 
+def nesting_exceeds(value: Any, limit: int) -> bool:
+    """Whether objects and lists nest more than ``limit`` levels (iterative: any depth)."""
+    stack = [(value, 0)]
+    while stack:
+        item, level = stack.pop()
+        if isinstance(item, Mapping | list | tuple):
+            if level > limit:
+                return True
+            children = item.values() if isinstance(item, Mapping) else item
+            stack.extend((child, level + 1) for child in children)
+    return False
+
+
+def _nested_too_deep(lead: Mapping[str, Any]) -> bool:
+    """Whether the lead nests more than MAX_LEAD_NESTING levels outside its custom properties
+    (which have their own limit and reason, ``_check_properties``). Iterative: any depth."""
+    stack: list[tuple[Any, str, int]] = [(lead, "", 0)]
+    while stack:
+        item, prefix, level = stack.pop()
+        if level > MAX_LEAD_NESTING:
+            return True
+        if isinstance(item, Mapping):
+            for key, value in item.items():
+                name = canonical_key(f"{prefix}{key}".strip())
+                if name == _CUSTOM_OBJECT_KEY or name.startswith(fieldmap.CUSTOM_PREFIX):
+                    continue
+                if isinstance(value, Mapping | list):
+                    stack.append((value, f"{name}.", level + 1))
+        elif isinstance(item, list):
+            stack.extend((value, prefix, level + 1) for value in item)
+    return False
+
+
 def non_finite(value: Any) -> bool:
     """Whether a JSON value holds NaN or an infinity anywhere (JSON has neither)."""
     stack = [value]
@@ -258,6 +295,8 @@ class Lead:
 
     @classmethod
     def from_object(cls, obj: Mapping[str, Any]) -> Lead:
+        if _nested_too_deep(obj):
+            raise outcomes.LEAD_TOO_DEEP(limit=MAX_LEAD_NESTING)
         dropped: list[str] = []
         flat = flatten(obj, dropped=dropped)
         for key, value in flat.items():
@@ -266,6 +305,13 @@ class Lead:
                 raise (outcomes.VARIABLE_NOT_FINITE if config else outcomes.NOT_FINITE)(
                     field=_label(key)
                 )
+        for key, label in (
+            ("klaviyo.external_id", "Klaviyo External Id"),
+            ("reference", "Reference"),
+        ):
+            value = flat.get(key)
+            if isinstance(value, str) and len(value.strip()) > MAX_EXTERNAL_ID:
+                raise outcomes.TOO_LONG(field=label, limit=MAX_EXTERNAL_ID)
         unknown = [k for k in flat if not is_known(k)]
         return cls({k: v for k, v in flat.items() if not _is_blank(v)}, tuple(dropped + unknown))
 
@@ -319,8 +365,8 @@ class Lead:
 
     def _external_id(self, key: str, label: str) -> str | None:
         value = self.text(key, label)
-        if value is not None and len(value) > 255:
-            raise outcomes.TOO_LONG(field=label, limit=255)
+        if value is not None and len(value) > MAX_EXTERNAL_ID:
+            raise outcomes.TOO_LONG(field=label, limit=MAX_EXTERNAL_ID)
         return value
 
     def klaviyo_id(self) -> str | None:

@@ -277,10 +277,12 @@ BODY_TOO_LARGE = _error(Kind.BAD_REQUEST, "The request body is larger than {limi
 BODY_NOT_UTF8 = _error(Kind.BAD_REQUEST, "The request body is not valid UTF-8")
 BODY_NOT_JSON = _error(Kind.BAD_REQUEST, "The request body is not valid JSON")
 BODY_NOT_OBJECT = _error(Kind.BAD_REQUEST, "The request body must be a JSON object (one lead)")
+ROW_TOO_LONG = _error(Kind.BAD_REQUEST, "The row is longer than {limit} KB")
 MESSAGE_NOT_JSON = _error(Kind.BAD_REQUEST, "The message body is not valid JSON")
 MESSAGE_MALFORMED = _error(Kind.BAD_REQUEST, "The queued request is malformed: {problem}")
 EVENT_MALFORMED = _error(Kind.BAD_REQUEST, "The event is malformed: {problem}")
 LEAD_NOT_OBJECT = _error(Kind.BAD_REQUEST, "A lead must be a JSON object")
+LEAD_TOO_DEEP = _error(Kind.BAD_REQUEST, "The lead is nested more than {limit} levels")
 BAD_IDEMPOTENCY_KEY = _error(Kind.BAD_REQUEST, "Idempotency-Key must be 1 to {limit} characters")
 IDEMPOTENCY_KEY_REUSED = _error(
     Kind.BAD_REQUEST, "This Idempotency-Key was used with a different request"

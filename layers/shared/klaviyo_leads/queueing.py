@@ -24,6 +24,27 @@ JITTER = 0.2
 MAX_VISIBILITY_SECONDS = 12 * 3600  # SQS's limit
 FIRST_SEEN = "first_seen_at"  # message attribute: when the bundle first saw the lead
 ORIGIN = "origin_id"  # message attribute: what the lead first arrived as (its create's owner)
+# Message attributes of a lead file's row: its file run, and its number in the file.
+LEAD_FILE_RUN = "lead_file_run"
+LEAD_FILE_ROW = "lead_file_row"
+
+
+def lead_file_row_key(run_id: str, row: int | str) -> str:
+    """A lead file's row, whichever message carries it (a message sent twice is one row): its
+    origin, its idempotency key and the key its result is kept under."""
+    return f"lead-file:{run_id}:{row}"
+
+
+def lead_file_row_of(message_attributes: Any) -> str | None:
+    """The row key of a message with a lead file's row attributes; None for any other.
+    ``message_attributes`` as Lambda's record has them (``stringValue``)."""
+    if not isinstance(message_attributes, dict):
+        return None
+    run, row = (
+        (message_attributes.get(name) or {}).get("stringValue")
+        for name in (LEAD_FILE_RUN, LEAD_FILE_ROW)
+    )
+    return lead_file_row_key(run, row) if isinstance(run, str) and isinstance(row, str) else None
 
 
 @dataclass(frozen=True)
@@ -94,6 +115,19 @@ class ActionQueue:
         arrived as go with it, so the retry knows what its first try did."""
         answer = self.client.send_message(
             QueueUrl=self.url, **_message(Later(lead, first_seen_at, origin_id))
+        )
+        return str(answer["MessageId"])
+
+    def send_request(self, body: str, attributes: dict[str, str]) -> str:
+        """Put a request of the API's async route on the queue, as it came (string message
+        attributes beside it); its message id."""
+        answer = self.client.send_message(
+            QueueUrl=self.url,
+            MessageBody=body,
+            MessageAttributes={
+                name: {"DataType": "String", "StringValue": value}
+                for name, value in attributes.items()
+            },
         )
         return str(answer["MessageId"])
 

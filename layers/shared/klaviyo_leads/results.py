@@ -78,6 +78,13 @@ class ResultStore:
                 stored[start + offset] = message_id not in left
         return stored
 
+    def keep(self, results: list[tuple[list[str], str, dict[str, Any]]]) -> list[bool]:
+        """Store each result under each of its keys (a message id, a lead file's row); one
+        flag per result: stored under every key or not."""
+        flat = [(key, action, fields) for keys, action, fields in results for key in keys]
+        stored = iter(self.put(flat))
+        return [all([next(stored) for _ in keys]) for keys, _, _ in results]
+
     def get(self, message_id: str) -> dict[str, Any] | None:
         """The stored result, or None when there is none yet or it has expired."""
         item = self.client.get_item(

@@ -138,7 +138,11 @@ class Runtime:
             waited=count_pacer_wait,
         )
         publisher = (
-            ResultPublisher(settings.results_event_bus_name, client_factory=aws.events)
+            ResultPublisher(
+                settings.results_event_bus_name,
+                client_factory=aws.events,
+                lead_content=settings.result_event_lead,
+            )
             if settings.results_event_bus_name
             else None
         )

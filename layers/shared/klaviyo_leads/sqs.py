@@ -30,7 +30,7 @@ from .idempotency import InProgressElsewhere
 from .lead import parse_body
 from .outcomes import Kind, Result
 from .publishing import Publication
-from .queueing import ORIGIN, Due, visibility
+from .queueing import ORIGIN, Due, lead_file_row_of, visibility
 from .runtime import Processed, Runtime, internal_error, logger, processed
 
 # What storing and publishing one result costs after a bulk call (a DynamoDB write and a
@@ -213,11 +213,17 @@ def _deliver(
         ]
         delivered = runtime.publisher.publish(publications)
     if runtime.results is not None:
-        kept = runtime.results.put(
-            [(record.message_id, action.name, item.stored or {}) for record, item in finished]
+        kept = runtime.results.keep(
+            [(_result_keys(record), action.name, item.stored or {}) for record, item in finished]
         )
         delivered = [a and b for a, b in zip(delivered, kept, strict=True)]
     return delivered
+
+
+def _result_keys(record: SQSRecord) -> list[str]:
+    """Its message id, and for a lead file's row the row: the assembler reads it by row."""
+    row = lead_file_row_of(record.raw_event.get("messageAttributes"))
+    return [record.message_id, row] if row else [record.message_id]
 
 
 def claim(runtime: Runtime, action: Action, record: SQSRecord, left: float | None) -> Claimed:

@@ -6,6 +6,8 @@ and how results leave (an HTTP response, a partial batch response, published eve
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 import math
 from collections.abc import Mapping
@@ -18,7 +20,7 @@ from .actions import Action, result_fields
 from .budget import API_GATEWAY_LIMIT_SECONDS, MIN_SECONDS_PER_LEAD, remaining_seconds
 from .creates import RECORD_RETRY_SECONDS
 from .idempotency import MAX_KEY_LENGTH, InProgressElsewhere, KeyReused, RecordsUnavailable
-from .lead import leads_in, parse_body
+from .lead import MAX_BODY_BYTES, leads_in, parse_body
 from .outcomes import Kind, Result
 from .publishing import Publication
 from .queueing import Later, batches
@@ -60,6 +62,9 @@ def malformed(kind: str, event: Any) -> str | None:
         for name, types, called in _API_PARTS:
             if not isinstance(event.get(name), types):
                 return f"{name} must be {called}"
+        for name, value in (event.get("headers") or {}).items():
+            if not isinstance(value, str):  # API Gateway puts several values in multiValueHeaders
+                return f"headers.{name} must be text, not {type(value).__name__}"
         return None
     if kind == "sqs":
         for place, record in enumerate(event["Records"]):
@@ -134,15 +139,29 @@ def handle(runtime: Runtime, action: Action, event: Any, lambda_context: LambdaC
 IN_PROGRESS_RETRY_SECONDS = 5.0
 
 
+# POST /<route>/async queues the request; POST /<route> answers it.
+ASYNC_SUFFIX = "/async"
+
+
+def is_async(event: Mapping[str, Any]) -> bool:
+    """Whether the request came by the async route (REST API: its resource; HTTP API: its
+    route key)."""
+    route = event.get("resource") or event.get("routeKey") or ""
+    return isinstance(route, str) and route.rstrip("/").endswith(ASYNC_SUFFIX)
+
+
 def handle_api(
     runtime: Runtime, action: Action, event: Mapping[str, Any], ctx: LambdaContext
 ) -> dict:
     logger.set_correlation_id(_request_id(event))
     headers = {str(k).lower(): v for k, v in (event.get("headers") or {}).items()}
     key = headers.get("idempotency-key")
+    queued = is_async(event)
     if key is None or not runtime.settings.idempotency_table_name:
+        if queued:
+            return _queue_request(runtime, action, event, headers)[0]
         return _answer_api(runtime, action, event, headers, ctx)[0]
-    return _answer_once(runtime, action, event, headers, ctx, str(key))
+    return _answer_once(runtime, action, event, headers, ctx, str(key), queued)
 
 
 def _answer_once(
@@ -152,8 +171,10 @@ def _answer_once(
     headers: Mapping[str, Any],
     ctx: LambdaContext,
     key: str,
+    queued: bool,
 ) -> dict[str, Any]:
-    """A repeat within 24 h gets the first answer (contract section 6, Retries by callers)."""
+    """A repeat within 24 h gets the first answer (contract section 6, Retries by callers):
+    on the async route, the first request's message id, and nothing is queued again."""
     requests = runtime.requests(action)
     assert requests is not None
     # A request in progress ends with its invocation, and no API request outlives API
@@ -163,11 +184,17 @@ def _answer_once(
         result = outcomes.BAD_IDEMPOTENCY_KEY(limit=MAX_KEY_LENGTH)
     else:
         request = {"body": event.get("body"), "content_type": headers.get("content-type")}
+        if queued:  # the same key on the other route is another request
+            request["route"] = ASYNC_SUFFIX
         try:
             return requests.answer(
                 key,
                 request,
-                lambda: _answer_api(runtime, action, event, headers, ctx, key=key),
+                lambda: (
+                    _queue_request(runtime, action, event, headers)
+                    if queued
+                    else _answer_api(runtime, action, event, headers, ctx, key=key)
+                ),
             )
         except InProgressElsewhere:
             result = outcomes.STILL_RUNNING(retry_after=IN_PROGRESS_RETRY_SECONDS)
@@ -229,6 +256,83 @@ def _answer_api(
     return answer, not processed.result.retryable
 
 
+# What the async route takes, as the synchronous route reads them (the type's parameters,
+# such as a charset, aside); a request without a Content-Type is read as JSON.
+ASYNC_MEDIA_TYPES = ("application/json", "application/x-www-form-urlencoded", "text/plain")
+NOT_QUEUED = "The lead could not be queued"
+
+
+def _queue_request(
+    runtime: Runtime, action: Action, event: Mapping[str, Any], headers: Mapping[str, Any]
+) -> tuple[dict[str, Any], bool]:
+    """The async route: the request itself on the action's queue (base64, with its
+    Content-Type, so the queue reads it exactly as the synchronous route would), answered
+    202 with its message id; and whether a repeat may be given that answer."""
+    from .sqs import HTTP_REQUEST  # the queue's reader of it (loads only for this route)
+
+    content_type = headers.get("content-type")
+    media_type = str(content_type or "").split(";")[0].strip().lower()
+    raw = _raw_body(event)
+    problem = None
+    if media_type and media_type not in ASYNC_MEDIA_TYPES:
+        problem = outcomes.UNSUPPORTED_MEDIA(
+            media_type=media_type, accepted="JSON, a form or text/plain"
+        )
+    elif raw is None:
+        problem = outcomes.BODY_NOT_BASE64()
+    elif not raw:
+        problem = outcomes.BODY_EMPTY()
+    elif len(raw) > MAX_BODY_BYTES:
+        problem = outcomes.BODY_TOO_LARGE(limit=MAX_BODY_BYTES // 1024)
+    if problem is not None:
+        runtime.record(action, problem, 0.0)
+        return _not_queued(problem.http_status, problem.reason or ""), True
+    message = {
+        HTTP_REQUEST: {
+            "body_base64": base64.b64encode(raw or b"").decode(),
+            "content_type": content_type,
+        }
+    }
+    try:
+        if runtime.queue is None:
+            raise RuntimeError("the function has no queue")
+        message_id = runtime.queue.send_request(
+            json.dumps(message), {"api_request_id": _request_id(event) or ""}
+        )
+    except Exception as exc:  # its caller retries: the answer is not kept
+        logger.error("A request could not be queued", extra={"error_type": type(exc).__name__})
+        return _not_queued(502, NOT_QUEUED), False
+    answer = {"accepted": True, "message_id": message_id}
+    return {
+        "statusCode": 202,
+        "headers": {"Content-Type": "application/json"},
+        "body": json.dumps(answer),
+        "isBase64Encoded": False,
+    }, True
+
+
+def _raw_body(event: Mapping[str, Any]) -> bytes | None:
+    """The request body as bytes; None when it claims base64 and is none."""
+    body = event.get("body") or ""
+    if not event.get("isBase64Encoded"):
+        return str(body).encode("utf-8", "surrogatepass")
+    try:
+        return base64.b64decode(body, validate=True)
+    except (ValueError, binascii.Error):
+        return None
+
+
+def _not_queued(status: int, reason: str) -> dict[str, Any]:
+    body = {"accepted": False, "outcome": "error", "reason": reason}
+    body["errors"] = outcomes.errors_field([])
+    return {
+        "statusCode": status,
+        "headers": {"Content-Type": "application/json"},
+        "body": json.dumps(body),
+        "isBase64Encoded": False,
+    }
+
+
 def _request_id(event: Mapping[str, Any]) -> str | None:
     return str((event.get("requestContext") or {}).get("requestId") or "") or None
 
@@ -270,6 +374,9 @@ def handle_leads(
         return _handle_one(runtime, action, payload, ctx, always_publish, correlation_id)
     processed: list[Processed] = []
     later: dict[int, Later] = {}  # retryable leads for the queue, by their place in the event
+    # Kept back from the leads' own time, so the invocation ends before its deadline however
+    # many leads it brings: publishing every result, and queueing the retryable ones.
+    publishing = len(several) * PUBLISH_SECONDS_PER_LEAD if runtime.publisher else 0.0
     for index, lead in enumerate(several):
         logger.set_correlation_id(f"{correlation_id}/{index}")
         # What the lead arrived as: the same when Lambda retries the event (an EventBridge
@@ -277,6 +384,9 @@ def handle_leads(
         origin = f"{correlation_id}/{index}"
         first_seen = runtime.wall()
         left = remaining_seconds(ctx)
+        if left is not None:
+            queueing = (len(later) + len(several) - index) * QUEUE_SECONDS_PER_LEAD
+            left -= QUEUE_MARGIN_SECONDS + publishing + queueing
         if left is not None and left < MIN_SECONDS_PER_LEAD:
             # Better a retryable result than a Lambda timeout that loses every result.
             result = outcomes.NOT_STARTED()
@@ -288,7 +398,7 @@ def handle_leads(
             later[index] = Later(lead, first_seen, origin)
         processed.append(done)
     if later:
-        queued = _queue_later(runtime, later, ctx)
+        queued = _queue_later(runtime, later, ctx, publishing)
         for index, message_id in queued.items():
             result = outcomes.QUEUED_FOR_RETRY(message_id=message_id)
             processed[index] = Processed(result, result_fields(action, result))
@@ -299,7 +409,7 @@ def handle_leads(
                 "Leads could not be queued",
                 extra={"count": len(later) - len(queued), "queued": len(queued)},
             )
-    _publish(runtime, action, several, processed)
+    _publish(runtime, action, several, processed, ctx)
     return {"results": [p.fields for p in processed]}
 
 
@@ -331,20 +441,30 @@ def _handle_one(
     return done.fields
 
 
-# Time kept back from the invocation's deadline once the leads are queued: publishing their
-# results and answering.
+# Time kept back from the invocation's deadline once the leads are queued and their results
+# published: answering, and what the estimates below miss.
 QUEUE_MARGIN_SECONDS = 2.0
+# What settling a lead of a several-lead event costs once it is processed: its share of a
+# PutEvents call (ten to a call; 600 results took 6.5 s) and, when it is retryable, of a
+# SendMessageBatch call (ten to a call), with room to spare.
+PUBLISH_SECONDS_PER_LEAD = 0.015
+QUEUE_SECONDS_PER_LEAD = 0.01
+# Publishing stops this long before the deadline: the results not published are counted
+# (ResultsNotPublished, an alarm) and still answered.
+PUBLISH_MARGIN_SECONDS = 0.5
 
 
-def _queue_later(runtime: Runtime, later: dict[int, Later], ctx: LambdaContext) -> dict[int, str]:
-    """Put the retryable leads on the action's queue, ten to a call, while time allows: the
-    message id of each lead queued, by its place in the event."""
+def _queue_later(
+    runtime: Runtime, later: dict[int, Later], ctx: LambdaContext, publishing: float
+) -> dict[int, str]:
+    """Put the retryable leads on the action's queue, ten to a call, while time allows (the
+    results' publishing kept back): the message id of each lead queued, by its place."""
     assert runtime.queue is not None
     places = iter(later)  # the batches keep the leads' order
     queued: dict[int, str] = {}
     for batch in batches(list(later.values())):
         left = remaining_seconds(ctx)
-        if left is not None and left < QUEUE_MARGIN_SECONDS:
+        if left is not None and left < QUEUE_MARGIN_SECONDS + publishing:
             break
         for message_id in runtime.queue.send_batch(batch):
             place = next(places)
@@ -354,12 +474,25 @@ def _queue_later(runtime: Runtime, later: dict[int, Later], ctx: LambdaContext) 
 
 
 def _publish(
-    runtime: Runtime, action: Action, leads: list[Any], processed: list[Processed]
+    runtime: Runtime,
+    action: Action,
+    leads: list[Any],
+    processed: list[Processed],
+    ctx: LambdaContext | None = None,
 ) -> None:
     if not runtime.publisher:
         return
+
+    def in_time() -> bool:
+        left = remaining_seconds(ctx)
+        return left is None or left > PUBLISH_MARGIN_SECONDS
+
     accepted = runtime.publisher.publish(
-        [Publication(action.name, lead, p.fields) for lead, p in zip(leads, processed, strict=True)]
+        [
+            Publication(action.name, lead, p.fields)
+            for lead, p in zip(leads, processed, strict=True)
+        ],
+        in_time,
     )
     lost = accepted.count(False)
     if lost:
