@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from botocore.exceptions import ClientError
+from botocore.exceptions import ClientError, ReadTimeoutError
 
 from devtools.memory_dynamodb import MemoryDynamoDB
 
@@ -67,6 +67,7 @@ class SimulatedAws:
         self.published: list[dict[str, Any]] = []
         self.hooks: list[Hook] = []
         self.on_publish: Callable[[dict[str, Any]], None] | None = None
+        self.on_send: Callable[[Message], None] | None = None
 
     # -- set-up --------------------------------------------------------------------------------
 
@@ -97,6 +98,8 @@ class SimulatedAws:
             self.clock(),
             self.clock(),
         )
+        if self.on_send is not None:
+            self.on_send(queue.messages[message_id])
         return message_id
 
     def receive(self, queue: Queue, limit: int, pick: Callable[[int], int]) -> list[Message]:
@@ -271,8 +274,11 @@ class _DynamoDB(MemoryDynamoDB):
         return self._call("TransactWriteItems", super().transact_write_items, params)
 
 
-def injected(service: str, operation: str) -> ClientError:
-    """The error a failed AWS call raises (what botocore raises for a 5xx)."""
+def injected(service: str, operation: str, when: str = "before") -> Exception:
+    """The error a failed AWS call raises: what botocore raises for a 5xx; for a message
+    SQS took whose answer never came, a read timeout (a 5xx says SQS took nothing)."""
+    if when == "after" and operation in ("SendMessage", "SendMessageBatch"):
+        return ReadTimeoutError(endpoint_url="https://sqs.us-east-1.amazonaws.com/")
     code = {"dynamodb": "InternalServerError", "sqs": "InternalError"}.get(
         service, "InternalFailure"
     )

@@ -77,6 +77,12 @@ def check(
     return violations
 
 
+def _who(send: Send) -> str:
+    owner = send.owner
+    shown = owner.split(":", 1)[-1][-20:] if owner.startswith("lead-file:") else owner[:12]
+    return f"lead {send.lead.number} ({send.lead.path}, {shown})"
+
+
 def _owners(person: Person, people: list[Person]) -> dict[str, str]:
     """The identifiers that name this person alone."""
     shared_phones = {p.phone for p in people if p is not person and p.phone}
@@ -116,7 +122,7 @@ def _one_profile_per_person(
 def _answers_are_true(send: Send, by_id: dict[str, Any], klaviyo: Klaviyo) -> list[str]:
     found = []
     mine = token(send.owner)
-    who = f"lead {send.lead.number} ({send.lead.path}, {send.owner[:12]})"
+    who = _who(send)
     for answer in send.answers:
         outcome, reason, named = answer.get("outcome"), answer.get("reason") or "", answer.get("id")
         claims_made = (outcome == "success" and send.lead.action == "create_profile") or (
@@ -183,7 +189,7 @@ def _nobody_renamed(scenario: Scenario, klaviyo: Klaviyo) -> list[str]:
 def _every_lead_ends(sends: list[Send]) -> list[str]:
     found = []
     for send in sends:
-        who = f"lead {send.lead.number} ({send.lead.path}, {send.owner[:12]})"
+        who = _who(send)
         if send.dead_lettered or send.superseded:
             continue
         if not send.answers:

@@ -9,7 +9,13 @@ simulation plays what AWS does:
 - API Gateway: a webhook sender's request becomes the proxy event; the caller retries a
   5xx, a 409 or a 503 after its ``Retry-After`` (a keyed caller with the same key; an unkeyed
   one sends the request anew), and sometimes loses an answer and sends again;
-- the ``/async`` route: the request onto the queue, wrapped as the route wraps it;
+- the ``/async`` route: the request to the function's async route, which queues it (the
+  caller retries as a webhook's does; every message it queued is a send of the lead);
+- a lead file's splitter: its rows onto the action's queue, ten to a call, by the splitter's
+  own ``_send_batch`` (run, row and origin on each message); a splitter that dies before its
+  checkpoint is resumed by the retried notification and queues the rows since the checkpoint
+  again, as ``send_rows`` does. A row's answer is what its report reads: the result kept for
+  the row (whichever message carried it), or the splitter's own when SQS never took the row;
 - the SQS event source mapping: pollers that receive up to ten messages, invoke a container,
   delete what the partial batch response does not hand back, and move a message received too
   often to the dead-letter queue;
@@ -19,7 +25,6 @@ simulation plays what AWS does:
 
 from __future__ import annotations
 
-import base64
 import json
 import random
 from collections.abc import Callable
@@ -27,9 +32,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from devtools.lambda_events import LambdaContext, api_gateway_event, eventbridge_event
-from klaviyo_leads import entrypoint
+from klaviyo_leads import entrypoint, lead_files
 from klaviyo_leads.actions import ACTIONS
 from klaviyo_leads.config import Settings
+from klaviyo_leads.queueing import lead_file_row_key
 from klaviyo_leads.runtime import AwsClients, Runtime
 from klaviyo_leads.triggers import LeadNotQueued
 
@@ -50,6 +56,8 @@ LAMBDA_RETRY_SECONDS = (60.0, 120.0)
 POLL_SECONDS = 1.0
 LONG_POLL_SECONDS = 20.0
 BATCH = 10
+CHECKPOINT_BATCHES = 2  # a splitter writes its manifest and state every this many batches
+SPLITTER_RESUME_SECONDS = (60.0, 600.0)  # S3's retried notification, the dead-sender check
 
 
 @dataclass
@@ -62,6 +70,11 @@ class Send:
     answers: list[dict[str, Any]] = field(default_factory=list)
     dead_lettered: bool = False
     superseded: bool = False  # its caller sent the lead again as a new request
+
+
+class Splitter:
+    """A lead file's splitter at work (a task's context: AWS faults reach it, kills do not;
+    its deaths are the simulation's own draws)."""
 
 
 class Container:
@@ -94,7 +107,7 @@ class Container:
             sleep=sim.sleep,
             clock=lambda: sim.now,
             wall=self.wall,
-            rng=random.Random(fleet.rng.getrandbits(32)),
+            rng=random.Random(f"{fleet.salt}/{self.name}"),
         )
         self.handler = entrypoint.handler_for(function, runtime_of=lambda: self.runtime)
 
@@ -145,7 +158,7 @@ class Fleet:
         self.sched = sched
         self.aws = aws
         self.transport = transport
-        self.rng = rng
+        self.salt = rng.getrandbits(64)
         self.coalesce = coalesce
         self.settle_seconds = settle_seconds
         self.clock_spread = clock_spread
@@ -161,6 +174,17 @@ class Fleet:
         self.sends: list[Send] = []
         self.by_owner: dict[str, Send] = {}
         self.pending = 0  # senders and invokers still at work
+        self.files: dict[tuple[str, float], list[Lead]] = {}  # a file's rows, by action and time
+        self.async_requests: dict[str, Lead] = {}  # by API request id
+        self.split_deaths = 0.0  # the chance a splitter dies after a batch, before checkpointing
+        self.rows_refused: set[str] = set()  # rows whose last sending SQS refused
+        self.rows_in_doubt: set[str] = set()  # rows whose last sending SQS did not answer
+        aws.on_send = self._queued
+
+    @property
+    def rng(self) -> random.Random:
+        """The running task's draws (see ``Scheduler.random``)."""
+        return self.sched.random()
 
     # -- containers ----------------------------------------------------------------------------
 
@@ -201,13 +225,20 @@ class Fleet:
         return send
 
     def start(self, lead: Lead) -> None:
-        self.pending += 1
         route = ACTIONS[lead.action].route
         body = json.dumps(lead.fields)
+        if lead.path == "lead_file":
+            rows = self.files.setdefault((lead.action, lead.at), [])
+            rows.append(lead)
+            if len(rows) > 1:
+                return  # the file's splitter, started with its first row, sends it
+        self.pending += 1
         if lead.path in ("webhook_keyed", "webhook_unkeyed"):
             run: Callable[[], None] = lambda: self._webhook(lead, route, body)  # noqa: E731
         elif lead.path == "async":
-            run = lambda: self._enqueue(lead, _async_body(body))  # noqa: E731
+            run = lambda: self._webhook(lead, route + "/async", body)  # noqa: E731
+        elif lead.path == "lead_file":
+            run = lambda: self._split(lead.action, rows)  # noqa: E731
         elif lead.path == "queue":
             run = lambda: self._enqueue(lead, body)  # noqa: E731
         else:
@@ -226,7 +257,10 @@ class Fleet:
         return body
 
     def _webhook(self, lead: Lead, route: str, body: str) -> None:
-        keyed = lead.path == "webhook_keyed"
+        """A webhook caller; on the async route the answer is a 202 naming the message, and
+        the messages it queued are the lead's sends (``_queued``)."""
+        queued = route.endswith("/async")
+        keyed = lead.path == "webhook_keyed" or (queued and lead.number % 2 == 0)
         key = f"key-{lead.number}-{self.ids()[:8]}"
         deadline = self.sched.now + SENDER_DEADLINE
         wait = 1.0
@@ -238,10 +272,13 @@ class Fleet:
             if keyed:
                 headers["Idempotency-Key"] = key
                 owner = f"idempotency-key:{key}"
-            send = self.send_of(lead, owner)
-            if not keyed and previous is not None:
-                previous.superseded = True
-            previous = send
+            if queued:
+                self.async_requests[request_id] = lead
+            else:
+                send = self.send_of(lead, owner)
+                if not keyed and previous is not None:
+                    previous.superseded = True
+                previous = send
             event = api_gateway_event(
                 "POST", route, headers, body, request_id=request_id, now=self.sched.now
             )
@@ -260,10 +297,14 @@ class Fleet:
                 status, fields, retry_after = 504, {}, None  # API Gateway gave up waiting
             elif self.rng.random() < 0.03:
                 status, fields, retry_after = 0, {}, None  # the answer lost on the way back
-            answer = {**fields, "_status": status}
-            send.answers.append(answer)
-            if final(answer):
-                return
+            if queued:
+                if status == 202 or (400 <= status < 500 and status not in (409, 429)):
+                    return  # queued (its results come by the bus), or refused for what it is
+            else:
+                answer = {**fields, "_status": status}
+                send.answers.append(answer)
+                if final(answer):
+                    return
             self.sched.sleep(float(retry_after) if retry_after else wait)
             wait = min(60.0, wait * 2)
 
@@ -272,6 +313,49 @@ class Fleet:
         queue = self.queues[lead.action]
         message_id = self.aws.send(queue, body)
         self.send_of(lead, message_id)
+
+    def _queued(self, message: Any) -> None:
+        """A message the async route queued: a send of the request's lead."""
+        request = (message.attributes.get("api_request_id") or {}).get("StringValue")
+        lead = self.async_requests.get(request or "")
+        if lead is not None:
+            self.send_of(lead, message.message_id)
+
+    def _split(self, action: str, leads: list[Lead]) -> None:
+        """A lead file's splitter (see the module's docstring)."""
+        task = self.sched.current
+        assert task is not None
+        task.context = Splitter()
+        run_id = f"run-{self.ids()[:12]}"
+        # A row's number is its line in the file, after the header; the file's other rows
+        # are other leads of the scenario (so a row keeps its number when one is dropped).
+        rows = [(lead.number + 1, lead) for lead in leads]
+        for number, lead in rows:
+            self.send_of(lead, lead_file_row_key(run_id, number))
+        services = lead_files.Services(s3=None, sqs=self.aws.sqs_client(), sleep=self.sched.sleep)
+        url = self.queues[action].url
+        checkpoint = index = 0
+        while index < len(rows):
+            batch = rows[index : index + BATCH]
+            entries = [(number, lead.fields, json.dumps(lead.fields)) for number, lead in batch]
+            ids, in_doubt = lead_files._send_batch(services, url, run_id, entries)
+            for (number, _), message_id in zip(batch, ids, strict=True):
+                row = lead_file_row_key(run_id, number)
+                if message_id is None and not in_doubt:
+                    unanswered = lead_files._unanswered(ACTIONS[action], lead_files.NOT_QUEUED)
+                    self.by_owner[row].answers.append({**unanswered, "_status": None})
+                    self.rows_refused.add(row)
+                else:
+                    self.rows_refused.discard(row)
+                (self.rows_in_doubt.add if message_id is None else self.rows_in_doubt.discard)(row)
+            index += len(batch)
+            if self.split_deaths and self.rng.random() < self.split_deaths:
+                # Died before writing what it sent: resumed later, from the checkpoint.
+                self.sched.sleep(self.rng.choice(SPLITTER_RESUME_SECONDS))
+                index = checkpoint
+                continue
+            if (index // BATCH) % CHECKPOINT_BATCHES == 0:
+                checkpoint = index
 
     def _invoke_async(self, lead: Lead) -> None:
         """EventBridge (a rule's target) or a direct asynchronous invoke: Lambda runs it,
@@ -347,11 +431,3 @@ def _next_visible(queue: Queue, now: float) -> float:
     """A long poll: until the next message is due, at most 20 s (SQS's longest wait)."""
     upcoming = [m.visible_at for m in queue.messages.values() if m.visible_at > now]
     return min(LONG_POLL_SECONDS, max(POLL_SECONDS, min(upcoming) - now if upcoming else 20.0))
-
-
-def _async_body(body: str) -> str:
-    """The message the ``/async`` route puts on the queue for a JSON request."""
-    encoded = base64.b64encode(body.encode()).decode()
-    return json.dumps(
-        {"http_request": {"body_base64": encoded, "content_type": "application/json"}}
-    )

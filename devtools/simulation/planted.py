@@ -75,9 +75,42 @@ def earlier_job_skipped() -> Iterator[None]:
         yield
 
 
+@contextlib.contextmanager
+def lead_file_batch_sent_twice() -> Iterator[None]:
+    """A splitter that sends a batch of rows again under new messages, each its own lead (as
+    one that retried a call whose answer was lost, its rows carrying no origin of their own)."""
+    from klaviyo_leads import lead_files
+    from klaviyo_leads.queueing import ORIGIN
+
+    original = lead_files._send_batch
+
+    def twice(services: Any, queue_url: str, run_id: str, rows: Any) -> Any:
+        answer = original(services, queue_url, run_id, rows)
+        sent = services.sqs.send_message_batch
+        entries: list[dict[str, Any]] = []
+
+        def capture(*, QueueUrl: str, Entries: list[dict[str, Any]], **rest: Any) -> Any:
+            entries.extend(Entries)
+            return {"Successful": [], "Failed": []}
+
+        services.sqs.send_message_batch = capture
+        try:
+            original(services, queue_url, run_id, rows)
+        finally:
+            services.sqs.send_message_batch = sent
+        for entry in entries:
+            entry["MessageAttributes"].pop(ORIGIN, None)
+        sent(QueueUrl=queue_url, Entries=entries)
+        return answer
+
+    with _patched(lead_files, "_send_batch", twice):
+        yield
+
+
 DEFECTS: dict[str, Callable[[], contextlib.AbstractContextManager[None]]] = {
     "first identifier only": first_identifier_only,
     "any 409 is its own": any_409_is_own,
     "hold never renewed": hold_never_renewed,
     "earlier job skipped": earlier_job_skipped,
+    "lead-file batch sent twice": lead_file_batch_sent_twice,
 }

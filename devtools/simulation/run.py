@@ -27,11 +27,15 @@ from typing import Any
 
 from devtools.klaviyo_emulator import KlaviyoEmulator
 from devtools.klaviyo_emulator import state as emulator_state
+from devtools.memory_dynamodb import MemoryDynamoDB
+from klaviyo_leads import lead_files
+from klaviyo_leads.actions import ACTIONS
 from klaviyo_leads.identity import MARKER_PROPERTY
+from klaviyo_leads.queueing import LEAD_FILE_ROW, LEAD_FILE_RUN, ORIGIN, lead_file_row_key
 
 from . import checks
 from .aws import SimulatedAws, injected
-from .fleet import RESULTS_TABLE, TABLE, Container, Fleet
+from .fleet import RESULTS_TABLE, TABLE, Container, Fleet, Splitter
 from .scheduler import Scheduler, Stalled, Task
 from .transport import InProcessKlaviyo
 from .world import LIST_ID, Scenario
@@ -104,7 +108,7 @@ def play(
         unsubscribe_delay=b.apply_delay,
         event_delay=b.apply_delay,
     )
-    ids = _Ids(seed)
+    ids = _Ids(sched)
     aws = SimulatedAws(lambda: sched.now, ids)
     aws.dynamodb.ensure_table(TABLE)
     aws.dynamodb.ensure_table(RESULTS_TABLE, key="message_id")
@@ -125,6 +129,7 @@ def play(
         clock_spread=b.clock_spread,
         ids=ids,
     )
+    fleet.split_deaths = b.kill * 10
     aws.hooks.append(lambda service, operation, when: faults.aws_point(service, operation, when))
     sched.on_point = faults.kill
     results = _Results(fleet, aws)
@@ -159,6 +164,7 @@ def play(
             (r.operation_id, r.status, r.body) for r in emulator.requests if r.operation_id
         ]
     results.dead_letters()
+    results.reports()
     in_flight = [
         f"{m.message_id} on {q.name}" for q in aws.queues.values() for m in q.messages.values()
     ]
@@ -185,16 +191,17 @@ def _attributes(person: Any) -> dict[str, str]:
 
 
 class _Ids:
-    """Every id the run makes (message ids, request ids, keys, uuid4s): from the seed."""
+    """Every id the run makes (message ids, request ids, keys, uuid4s): from the seed, by
+    the task that makes it."""
 
-    def __init__(self, seed: int) -> None:
-        self._rng = random.Random(f"ids-{seed}")
+    def __init__(self, sched: Scheduler) -> None:
+        self._sched = sched
 
     def __call__(self) -> str:
         return str(self.uuid())
 
     def uuid(self) -> uuid.UUID:
-        return uuid.UUID(int=self._rng.getrandbits(128), version=4)
+        return uuid.UUID(int=self._sched.random().getrandbits(128), version=4)
 
 
 class _Faults:
@@ -217,7 +224,7 @@ class _Faults:
 
     def _in_invocation(self) -> bool:
         task = self.sched.current
-        return task is not None and isinstance(task.context, Container)
+        return task is not None and isinstance(task.context, (Container, Splitter))
 
     def klaviyo(self, method: str, path: str) -> str | None:
         chance = self.behaviour.klaviyo_faults
@@ -249,7 +256,7 @@ class _Faults:
         if not chance or not self._in_invocation():
             return
         if self._draw(f"{service} {operation} {when}") < chance / 2:
-            raise injected(service, operation)
+            raise injected(service, operation, when)
 
     def kill(self, task: Task, label: str) -> None:
         chance = self.behaviour.kill
@@ -267,17 +274,14 @@ class _Results:
         aws.on_publish = self.published
 
     def owner_of(self, message_id: str) -> str:
+        """Whose send a message's result answers: a lead file's row (as its report reads
+        it, whichever message carried the row), else the lead's origin, else the message."""
         for queue in self.aws.queues.values():
-            for pool in (queue.messages, queue.deleted):
-                message = pool.get(message_id)
+            found = [queue.messages.get(message_id), queue.deleted.get(message_id)]
+            found += [m for m in queue.dead_letters if m.message_id == message_id]
+            for message in found:
                 if message is not None:
-                    origin = (message.attributes.get("origin_id") or {}).get("StringValue")
-                    return origin or message_id
-            for message in queue.dead_letters:
-                if message.message_id == message_id:
-                    return (message.attributes.get("origin_id") or {}).get(
-                        "StringValue"
-                    ) or message_id
+                    return _owner(message.attributes) or message_id
         return message_id
 
     def published(self, detail: dict[str, Any]) -> None:
@@ -289,12 +293,41 @@ class _Results:
             result = dict(detail.get("result") or {})
             send.answers.append({**result, "_status": None})
 
+    def reports(self) -> None:
+        """A lead file row's last answer: its line in the run's report, the result kept for
+        the row (unless its last sending was refused, which the report says instead); for a
+        row SQS never answered for and does not have, the report's "no result" after its
+        deadline."""
+        carried = {self.owner_of(m) for q in self.aws.queues.values() for m in q.deleted}
+        carried |= {self.owner_of(m) for q in self.aws.queues.values() for m in q.messages}
+        carried |= {_owner(m.attributes) for q in self.aws.queues.values() for m in q.dead_letters}
+        for owner, send in self.fleet.by_owner.items():
+            if send.lead.path != "lead_file" or owner in self.fleet.rows_refused:
+                continue
+            item = MemoryDynamoDB.get_item(
+                self.aws.dynamodb, TableName=RESULTS_TABLE, Key={"message_id": {"S": owner}}
+            ).get("Item")
+            if item:
+                send.answers.append({**json.loads(item["result"]["S"]), "_status": None})
+            elif owner in self.fleet.rows_in_doubt and owner not in carried:
+                action = ACTIONS[send.lead.action]
+                fields = lead_files._unanswered(action, lead_files.NO_RESULT)
+                send.answers.append({**fields, "_status": None})
+
     def dead_letters(self) -> None:
         for queue in self.aws.queues.values():
             for message in queue.dead_letters:
                 send = self.fleet.by_owner.get(self.owner_of(message.message_id))
                 if send is not None:
                     send.dead_lettered = True
+
+
+def _owner(attributes: dict[str, dict[str, str]]) -> str | None:
+    run = (attributes.get(LEAD_FILE_RUN) or {}).get("StringValue")
+    row = (attributes.get(LEAD_FILE_ROW) or {}).get("StringValue")
+    if run and row:
+        return lead_file_row_key(run, row)
+    return (attributes.get(ORIGIN) or {}).get("StringValue")
 
 
 @contextlib.contextmanager
@@ -318,11 +351,10 @@ def _patched(sched: Scheduler, ids: _Ids, seed: int) -> Iterator[None]:
     shim = types.SimpleNamespace(
         datetime=VirtualDatetime, timedelta=dt.timedelta, timezone=dt.timezone
     )
-    jitter = random.Random(f"jitter-{seed}")
-    seeded = types.SimpleNamespace(
-        Random=lambda *args: random.Random(jitter.getrandbits(64)),
-        uniform=jitter.uniform,
-        random=jitter.random,
+    seeded = types.SimpleNamespace(  # jitter: the running task's draws
+        Random=lambda *args: random.Random(sched.random().getrandbits(64)),
+        uniform=lambda low, high: sched.random().uniform(low, high),
+        random=lambda: sched.random().random(),
     )
     saved: list[tuple[Any, str, Any]] = []
 

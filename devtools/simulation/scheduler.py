@@ -2,9 +2,15 @@
 
 Every actor of the simulated fleet (a container's invocation, a webhook sender, an SQS poller)
 is a task on its own thread, but only one ever runs: a task runs until it reaches a
-scheduling point (every call to Klaviyo or AWS, every sleep), and the scheduler, drawing from
-one seeded generator, picks which ready task goes next. When none is ready the clock jumps to
-the next wake-up. Nothing waits in real time, and a seed replays exactly.
+scheduling point (every call to Klaviyo or AWS, every sleep), and the scheduler picks which
+ready task goes next. When none is ready the clock jumps to the next wake-up. Nothing waits in
+real time, and a seed replays exactly.
+
+Each task draws from its own seeded generator (from the seed, its name and how many tasks of
+that name came before): its priority each time it becomes ready (the lowest goes next), and
+whatever the simulation draws while it runs (``random()``: ids, jitter, lost answers). A task's
+choices therefore do not shift when another task is added or dropped, which is what lets a
+failing scenario be shrunk without losing its failure.
 
 A task can be killed: at its next scheduling point it raises ``Killed`` (a ``BaseException``,
 so no ``except Exception`` in the code under test stops it), and every scheduling point it
@@ -41,11 +47,15 @@ class Task:
     error: BaseException | None = None
     go: threading.Event = field(default_factory=threading.Event)
     thread: threading.Thread | None = None
+    rng: random.Random = field(default_factory=random.Random)
+    priority: float = 0.0
 
 
 class Scheduler:
     def __init__(self, rng: random.Random, start: float, max_steps: int = 200_000) -> None:
-        self.rng = rng
+        self.rng = rng  # draws made outside any task (setting up)
+        self._salt = rng.getrandbits(64)
+        self._names: dict[str, int] = {}
         self.now = start
         self.start = start
         self.max_steps = max_steps
@@ -66,7 +76,8 @@ class Scheduler:
     def spawn(
         self, name: str, run: Callable[[], Any], at: float | None = None, context: Any = None
     ) -> Task:
-        task = Task(name, run, context)
+        nth = self._names[name] = self._names.get(name, 0) + 1
+        task = Task(name, run, context, rng=random.Random(f"{self._salt}/{name}/{nth}"))
         self.tasks.append(task)
         heapq.heappush(self._sleeping, (max(at or self.now, self.now), next(self._order), task))
         return task
@@ -74,6 +85,15 @@ class Scheduler:
     @property
     def current(self) -> Task | None:
         return getattr(self._local, "task", None)
+
+    def random(self) -> random.Random:
+        """The running task's generator (the scheduler's own outside any task)."""
+        task = self.current
+        return task.rng if task is not None else self.rng
+
+    def _make_ready(self, task: Task) -> None:
+        task.priority = task.rng.random()
+        self._ready.append(task)
 
     def kill(self, task: Task) -> None:
         task.killed = True
@@ -93,7 +113,7 @@ class Scheduler:
                 raise Killed(label)
         if self.tracing:
             self.trace.append(f"{self.now - self.start:9.3f}  {task.name}: {label}")
-        self._ready.append(task)
+        self._make_ready(task)
         self._switch_out(task)
 
     def sleep(self, seconds: float) -> None:
@@ -126,12 +146,12 @@ class Scheduler:
                     raise Stalled(f"tasks still waiting after {until:g} s")
                 self.now = max(self.now, wake)
                 while self._sleeping and self._sleeping[0][0] <= self.now:
-                    self._ready.append(heapq.heappop(self._sleeping)[2])
+                    self._make_ready(heapq.heappop(self._sleeping)[2])
                 continue
             self.steps += 1
             if self.steps > self.max_steps:
                 raise Stalled(f"more than {self.max_steps} steps")
-            index = self.rng.randrange(len(self._ready)) if len(self._ready) > 1 else 0
+            index = min(range(len(self._ready)), key=lambda i: self._ready[i].priority)
             task = self._ready.pop(index)
             self._resume(task)
 

@@ -48,6 +48,7 @@ PATHS = {
     "async": 1,
     "queue": 3,
     "queue_batch": 2,  # a burst on the queue: enough leads for a coalesced batch
+    "lead_file": 1,  # a file of rows: this lead's and others', some of them its household's
     "eventbridge": 1,
     "direct": 1,
 }
@@ -190,6 +191,14 @@ def scenario(seed: int) -> Scenario:
                 leads.append(_lead(rng, len(leads) + 1, other, action, "queue", at))
             leads.append(_lead(rng, len(leads) + 1, person, action, "queue", at))
             continue
+        if path == "lead_file":
+            # One file: rows of new people and of the world's (the same person twice, too).
+            for _ in range(rng.randint(2, 14)):
+                if rng.random() < 0.5:
+                    other = rng.choice(people)
+                else:
+                    other = world.person(email=f"{tag}-n{len(world.people)}@example.com")
+                leads.append(_lead(rng, len(leads) + 1, other, action, path, at))
         leads.append(_lead(rng, len(leads) + 1, person, action, path, at))
         if rng.random() < 0.35:  # the vendor sends it again, maybe by another way
             again = rng.choices(paths[:-1], weights[:-1])[0]

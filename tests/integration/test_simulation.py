@@ -39,7 +39,13 @@ def first_failing(defect: str) -> tuple[int, list[str]] | None:
 
 
 @pytest.mark.parametrize(
-    "defect", ["first identifier only", "any 409 is its own", "hold never renewed"]
+    "defect",
+    [
+        "first identifier only",
+        "any 409 is its own",
+        "hold never renewed",
+        "lead-file batch sent twice",
+    ],
 )
 def test_the_budget_finds_a_planted_defect(defect: str) -> None:
     found = first_failing(defect)
