@@ -99,7 +99,9 @@ class Runtime:
             settings.base_url,
             settings.api_revision,
             ApiKeyProvider(settings.api_key_secret_id),
-            pacer=Pacer(max_share=settings.klaviyo_max_share),
+            pacer=Pacer(
+                max_share=settings.klaviyo_max_share, containers=settings.klaviyo_containers
+            ),
             observer=count_klaviyo_call,
             waited=count_pacer_wait,
         )
