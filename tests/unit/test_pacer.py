@@ -383,8 +383,8 @@ def test_containers_settle_below_the_limit_beside_another_integration(containers
 
 @pytest.mark.parametrize(
     ("containers", "latency", "phase"),
-    [(4, 0.005, 1010.0), (32, 0.25, 1023.4), (64, 0.25, 1000.0)],
-    ids=["4-fast", "32-at-250ms", "64-at-250ms"],
+    [(4, 0.005, 1010.0), (32, 0.25, 1023.4), (64, 0.25, 1000.0), (64, 0.005, 1010.0)],
+    ids=["4-fast", "32-at-250ms", "64-at-250ms", "64-fast"],
 )
 def test_a_fleet_keeps_each_second_under_the_burst_limit_and_fills_the_minute(
     containers, latency, phase
@@ -393,7 +393,9 @@ def test_a_fleet_keeps_each_second_under_the_burst_limit_and_fills_the_minute(
     (5 a second). A fast fleet that meets a window with room left near its end spends it at
     most at a part of the burst limit (each container taking all of the room it saw, four
     made 77 calls in a second: 18 429s per 1,000); a large one fills the room (each taking
-    all of it and then seeing no share, 64 sat windows out: 59 % used)."""
+    all of it and then seeing no share, 64 sat windows out: 59 % used). Sixty-four arriving
+    with 10 s of a window left do not read the window's few calls over its age as the
+    account's pace and grow their shares (92 calls in a second)."""
     figures = simulate(
         containers,
         130.0,

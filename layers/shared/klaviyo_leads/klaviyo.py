@@ -195,6 +195,7 @@ class _Window:
     account_per_second: float = 0.0  # the whole account's pace, ours included, smoothed
     others_per_second: float = 0.0  # the rest of the account's (our fleet's too), smoothed
     share: float | None = None  # of the account's calls, what this container may make
+    paced_for: float = 0.0  # seconds of answers the account's pace was measured over
     blocked_until: float = 0.0  # a 429's Retry-After
     refused_in_a_row: int = 0  # 429s since the last answer that was not one
     retry_at: float = 0.0  # after 429s in a row: Retry-After and a random wait
@@ -422,6 +423,7 @@ class Pacer:
             if same_window and window.remaining is not None and since > 0:
                 calls = max(window.remaining - remaining, float(window.own_since))
                 sample = (calls, float(window.own_since), since)
+                window.paced_for += since
             elif limit:
                 # First sight of this window: what the account spent since it opened (many
                 # containers starting together see each other here).
@@ -458,9 +460,13 @@ class Pacer:
             share *= min(MAX_SHARE_STEP, account / window.account_per_second) ** min(
                 1.0, since / SHARE_TIME_CONSTANT
             )
-        # A share grows to no more than twice what this container spent of the account's
-        # calls: one it could not use (slow answers, an idle sender) is not one to spend at
-        # once when answers come faster.
+        # A share grows only once the account's pace was measured between answers (at first
+        # sight it is the window's calls over its age: a fleet that has just arrived looks
+        # idle), and to no more than twice what this container spent of the account's calls:
+        # one it could not use (slow answers, an idle sender) is not one to spend at once
+        # when answers come faster.
+        if learnt is not None and share > learnt and window.paced_for < PACE_TIME_CONSTANT:
+            share = learnt
         if learnt is not None and share > learnt:
             others = min(window.others_per_second, window.account_per_second)
             spent = 1.0 - others / window.account_per_second
