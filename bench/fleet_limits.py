@@ -539,9 +539,10 @@ def _second_band(second: int) -> str:
 # -- the benchmark ---------------------------------------------------------------------------
 
 
-# The three runs of each size, trigger and latency: the window's phase (where the run starts
-# in Klaviyo's minute) and how RateLimit-Reset rounds the seconds left, varied.
-VARIATIONS = ((0.0, "ceil"), (23.4, "floor"), (47.7, "ceil"))
+# The three runs of each size, trigger and latency: the window's phase (the fleet arrives 0,
+# 50 and 23.4 s into Klaviyo's minute: at a window's start, with 10 s of a window's room
+# left, and half-way) and how RateLimit-Reset rounds the seconds left, varied.
+VARIATIONS = ((0.0, "ceil"), (10.0, "floor"), (36.6, "ceil"))
 SIZES = (4, 16, 32, 64)
 TRIGGERS = ("webhook", "queue")
 LATENCIES = (0.005, 0.05, 0.15, 0.35)
