@@ -558,6 +558,7 @@ def runs(
     seconds: float,
     seed: int,
     known_containers: int | None = None,
+    other_per_minute: float = OTHER_PER_MINUTE,
 ) -> Iterator[Run]:
     """Three runs per fleet size, trigger and latency, window phase and rounding varied."""
     for count in containers:
@@ -574,6 +575,7 @@ def runs(
                         reset=reset,
                         trigger=trigger,
                         known_containers=known_containers,
+                        other_per_minute=other_per_minute,
                     )
 
 
@@ -633,6 +635,12 @@ def main(argv: list[str] | None = None) -> int:
         help="what the stack tells the pacer of the fleet's size (reserved concurrency); "
         "default: nothing",
     )
+    parser.add_argument(
+        "--other-per-minute",
+        type=float,
+        default=OTHER_PER_MINUTE,
+        help="the other integration's calls a minute (of 750)",
+    )
     parser.add_argument("--json", help="write every run's figures here")
     args = parser.parse_args(argv)
     specs = list(
@@ -644,11 +652,12 @@ def main(argv: list[str] | None = None) -> int:
             args.seconds,
             args.seed,
             args.known_containers,
+            args.other_per_minute,
         )
     )
     print(
         f"FLEET vs FIXED WINDOWS ({OPERATION} {BURST}/s {STEADY}/min; another integration "
-        f"{OTHER_PER_MINUTE:.0f}/min; senders {args.senders}; {args.seconds:.0f} virtual s a "
+        f"{args.other_per_minute:.0f}/min; senders {args.senders}; {args.seconds:.0f} virtual s a "
         f"run; fleet size known to the pacer: {args.known_containers or 'no'})"
     )
     print(HEADER)
