@@ -149,8 +149,8 @@ PACE_TIME_CONSTANT = 5.0
 # How quickly a container's share of the account's calls follows the room: over this many
 # seconds it moves by the ratio of the pace the account is led to to the pace it has.
 SHARE_TIME_CONSTANT = 4.0
-# One answer raises a share by at most this factor, and a share is at most this multiple of
-# what the container spent of the account's calls (or the room the rest leaves).
+# One answer raises a share by at most this factor, and a share grows to no more than this
+# multiple of what the container spent of the account's calls.
 MAX_SHARE_STEP = 2.0
 # What a 429 does to a share: the account ran into a limit, so the pace was too much.
 SHARE_AFTER_429 = 0.5
@@ -220,7 +220,9 @@ class Pacer:
     it too, whatever the number of containers (each taking all of the room it saw, N
     containers took N times it). A 429 blocks the endpoint until its ``Retry-After`` and
     halves the share; calls are also spaced by the burst limit. A lead that cannot be sent
-    within its budget is told when it could be sent (``sendable_in``).
+    within its budget is told when it could be sent (``sendable_in``). A container alone
+    (``containers=1``) has no fleet to share with: it takes what the other integrations leave
+    at the pace it learnt of them.
 
     ``containers`` is the most containers that may call Klaviyo at once, as the stack bounds
     it (None: not known). A container that has not learnt its share yet takes an even part:
@@ -460,17 +462,18 @@ class Pacer:
             share *= min(MAX_SHARE_STEP, account / window.account_per_second) ** min(
                 1.0, since / SHARE_TIME_CONSTANT
             )
-        # A share grows only once the account's pace was measured between answers (at first
-        # sight it is the window's calls over its age: a fleet that has just arrived looks
-        # idle), and to no more than twice what this container spent of the account's calls:
-        # one it could not use (slow answers, an idle sender) is not one to spend at once
-        # when answers come faster.
-        if learnt is not None and share > learnt and window.paced_for < PACE_TIME_CONSTANT:
-            share = learnt
         if learnt is not None and share > learnt:
-            others = min(window.others_per_second, window.account_per_second)
-            spent = 1.0 - others / window.account_per_second
-            share = min(share, max(learnt, MAX_SHARE_STEP * spent))
+            if window.paced_for < PACE_TIME_CONSTANT:
+                # Not before the account's pace was measured between answers: at first sight
+                # it is the window's calls over its age, and a fleet just arrived looks idle.
+                share = learnt
+            else:
+                # To no more than twice what this container spent of the account's calls:
+                # one it could not use (slow answers, an idle sender) is not one to spend at
+                # once when answers come faster.
+                others = min(window.others_per_second, window.account_per_second)
+                spent = 1.0 - others / window.account_per_second
+                share = min(share, max(learnt, MAX_SHARE_STEP * spent))
         window.share = min(1.0, max(MIN_SHARE, share))
 
 
