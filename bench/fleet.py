@@ -244,7 +244,9 @@ def container(config: dict[str, Any]) -> None:
         clock=time.monotonic,
         sleep=time.sleep,
         results=results,
-        pacer=burst_pacer() if config["pacer"] == "burst" else Pacer(),
+        # As Runtime.from_env builds it in a stack without reserved concurrency: the fleet's
+        # size not known.
+        pacer=burst_pacer() if config["pacer"] == "burst" else Pacer(containers=None),
         observer=observe,
     )
     handler = load_handler(ACTION)

@@ -231,9 +231,9 @@ class ActionResources:
     environment: dict[str, str]  # its function's own variables (OWN_VARIABLES), as deployed
 
 
-# The variables whose value differs from one action's function to the next; every other
-# variable is the same in all of them (LocalStack.environment).
-OWN_VARIABLES = ("ACTION_QUEUE_URL",)
+# The variables whose value differs from one action's function to the next (its queue, its
+# reserved concurrency); every other variable is the same in all of them (LocalStack.environment).
+OWN_VARIABLES = ("ACTION_QUEUE_URL", "KLAVIYO_CONTAINERS")
 
 
 @dataclass(frozen=True)
@@ -560,6 +560,7 @@ CONFLICTING_ENV = (
     "KLAVIYO_BASE_URL",
     "KLAVIYO_API_REVISION",
     "ACTION_QUEUE_URL",  # one action's own (OWN_VARIABLES): lambda_environment(stack, action)
+    "KLAVIYO_CONTAINERS",
 )
 
 __all__ = [

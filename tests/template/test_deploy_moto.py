@@ -18,7 +18,14 @@ from typing import Any
 
 import pytest
 
-from devtools.aws import ACCOUNT_ID, MOTO_CANNOT_BUILD, MOTO_SKIPS, LocalStack, client
+from devtools.aws import (
+    ACCOUNT_ID,
+    MOTO_CANNOT_BUILD,
+    MOTO_SKIPS,
+    LocalStack,
+    client,
+    lambda_environment,
+)
 from tests.template.cfn_template import ACTIONS, ROOT, Action, as_list, created, statements
 from tests.template.conftest import KMS_KEY_ARN, OPTIONS, OWN_CONCURRENCY
 
@@ -305,8 +312,12 @@ def test_functions_are_configured_with_the_stacks_resources(
     assert Settings.from_env(env).klaviyo_max_share == 1.0  # all of what the account leaves
     for action in ACTIONS:
         resources = stack.actions[action.name]
-        assert resources.environment == {"ACTION_QUEUE_URL": resources.queue.url}, action.name
-        assert "ACTION_QUEUE_URL" not in env
+        # No reserved concurrency: how many containers share Klaviyo's limits is not known.
+        assert resources.environment == {
+            "ACTION_QUEUE_URL": resources.queue.url,
+            "KLAVIYO_CONTAINERS": "0",
+        }, action.name
+        assert "ACTION_QUEUE_URL" not in env and "KLAVIYO_CONTAINERS" not in env
 
 
 def test_get_result_is_configured_with_the_results_table_only(stack: LocalStack) -> None:
@@ -340,6 +351,8 @@ def test_an_actions_own_concurrency_overrides_the_default_and_reserves(
 ) -> None:
     """Only the action given its own values gets them; the others keep the default and
     reserve nothing."""
+    from klaviyo_leads.config import Settings
+
     lambda_ = client("lambda")
     for action in ACTIONS:
         function_name = options_stack.actions[action.name].function_name
@@ -355,6 +368,9 @@ def test_an_actions_own_concurrency_overrides_the_default_and_reserves(
             maximum, reserved_executions = own
             assert mapping["ScalingConfig"] == {"MaximumConcurrency": maximum}, action.name
             assert reserved["ReservedConcurrentExecutions"] == reserved_executions, action.name
+        # The function's pacer is told the reserved concurrency, the bound on its containers.
+        env = lambda_environment(options_stack, action.name)
+        assert Settings.from_env(env).klaviyo_containers == (own and own[1]), action.name
 
 
 def test_each_function_logs_to_its_own_group_with_retention(

@@ -6,6 +6,7 @@ import heapq
 import math
 import random
 import re
+from collections import Counter
 from dataclasses import dataclass, field
 
 import pytest
@@ -36,8 +37,9 @@ def test_alone_it_spreads_the_minute_evenly_instead_of_bursting():
     pacer = Pacer(clock=clock)
     pacer.sent("get_profiles")
     pacer.observe("get_profiles", 200, headers(749, 60))
-    # 749 calls over 60 s at 90 %: one every ~89 ms, not the burst limit's 15 ms.
-    assert pacer.wait_for("get_profiles") == pytest.approx(60 / (0.9 * 749), rel=0.01)
+    # 749 calls over the 60 s left (and the second RateLimit-Reset may round off) at 95 %:
+    # one every ~86 ms, not the burst limit's 15 ms.
+    assert pacer.wait_for("get_profiles") == pytest.approx(61 / (0.95 * 749), rel=0.01)
 
 
 def test_what_the_rest_of_the_account_spends_is_left_to_it():
@@ -53,9 +55,10 @@ def test_what_the_rest_of_the_account_spends_is_left_to_it():
     alone = Pacer(clock=clock)
     alone.observe("get_profiles", 200, headers(750, 30))  # nobody spent any this window
     alone.sent("get_profiles")
-    # 420 left for 30 s: 14 a second, 10 of them the others' pace. Alone: 25 a second.
-    assert pacer.wait_for("get_profiles") == pytest.approx(1 / (0.9 * (14 - 10)), rel=0.05)
-    assert alone.wait_for("get_profiles") == pytest.approx(1 / (0.9 * 25), rel=0.05)
+    # 419 left for 30 s (and a second of rounding) at 95 %: 12.8 a second, 10 of them the
+    # others' pace. With nobody else: 23 a second.
+    assert pacer.wait_for("get_profiles") == pytest.approx(1 / (0.95 * 419 / 31 - 10), rel=0.05)
+    assert alone.wait_for("get_profiles") == pytest.approx(31 / (0.95 * 749), rel=0.05)
 
 
 def test_with_nothing_left_for_us_it_waits_for_the_next_window():
@@ -131,8 +134,8 @@ def test_a_share_cap_leaves_the_rest_to_other_integrations():
     pacer = Pacer(clock=clock, max_share=0.5)
     pacer.sent("get_profiles")
     pacer.observe("get_profiles", 200, headers(749, 60))
-    # Half the limit is kept for others: 0.9 x (749/60 - 375/60) calls a second.
-    assert pacer.wait_for("get_profiles") == pytest.approx(1 / (0.9 * (749 - 375) / 60), rel=0.01)
+    # Half the limit is kept for others: 0.95 x (749 - 375) / 61 calls a second.
+    assert pacer.wait_for("get_profiles") == pytest.approx(61 / (0.95 * (749 - 375)), rel=0.01)
 
 
 @pytest.mark.parametrize("share", [0.2, 0.6])
@@ -229,6 +232,25 @@ def test_a_lead_refused_is_told_when_it_could_be_sent_not_the_rest_of_the_minute
     assert api_response(held.value, {})["headers"]["Retry-After"] == "1"
 
 
+def test_others_taking_the_burst_share_hold_a_container_alone_for_seconds_not_the_window():
+    """The others spend 60 a second, more than the burst share (45 of 75), in a minute with
+    plenty left (a server whose limits are far out of reach): nothing is left for this second,
+    but the window has room, so the container looks again within seconds instead of telling
+    its leads to come back in a minute."""
+    from klaviyo_leads.klaviyo import PROBE_SECONDS
+
+    clock = Clock()
+    pacer = Pacer(clock=clock)
+    remaining = 10**8 - 1000
+    pacer.observe("get_profiles", 200, headers(remaining, 30, limit=10**8))
+    for _ in range(5):
+        clock.now += 1.0
+        pacer.sent("get_profiles")
+        remaining -= 61
+        pacer.observe("get_profiles", 200, headers(remaining, 30, limit=10**8))
+    assert 0 < pacer.wait_for("get_profiles") <= PROBE_SECONDS
+
+
 def test_a_spent_window_is_not_probed():
     """Looking again is only for a window with room to spare: 10 of 150 left waits for the
     next window, as before."""
@@ -245,18 +267,27 @@ def test_a_spent_window_is_not_probed():
 
 @dataclass
 class Account:
-    """Klaviyo's fixed windows for one endpoint: 1 s burst, 60 s steady, per account."""
+    """Klaviyo's windows for one endpoint: 1 s burst, 60 s steady, per account. With a
+    ``phase``, fixed windows as Klaviyo documents them, starting at whole multiples of their
+    length past it; without, each opens with the first call after the last one ended (as the
+    emulator's do)."""
 
     burst: int
     steady: int
+    phase: float | None = None
     windows: dict[str, tuple[float, int]] = field(default_factory=dict)
+
+    def _opened(self, name: str, length: float, now: float) -> tuple[float, int]:
+        started, count = self.windows.get(name, (now, 0))
+        if self.phase is not None:
+            aligned = self.phase + math.floor((now - self.phase) / length) * length
+            return aligned, count if started == aligned else 0
+        return (now, 0) if now - started >= length else (started, count)
 
     def call(self, now: float) -> tuple[int, dict[str, str]]:
         opened = []
         for name, length, limit in (("burst", 1.0, self.burst), ("steady", 60.0, self.steady)):
-            started, count = self.windows.get(name, (now, 0))
-            if now - started >= length:
-                started, count = now, 0
+            started, count = self._opened(name, length, now)
             opened.append((name, started, count, length, limit))
         full = [
             (started + length - now)
@@ -271,21 +302,32 @@ class Account:
         return 200, headers(self.steady - count, started + 60 - now, limit=self.steady)
 
 
-def simulate(containers: int, seconds: float = 300.0, seed: int = 7) -> dict[str, float]:
-    """Containers with unlimited work, and an integration spending 40 % at an even pace."""
+def simulate(
+    containers: int,
+    seconds: float = 300.0,
+    seed: int = 7,
+    *,
+    operation: str = "add_profiles_to_list",
+    limits: tuple[int, int] = (10, 150),
+    latency: float = 0.15,
+    phase: float | None = None,
+    known: int | None = None,
+) -> dict[str, float]:
+    """Containers with unlimited work, each with a pacer as ``Runtime.from_env`` builds it
+    (the stack's bound on the fleet: ``known``), and an integration spending 40 % at an even
+    pace. ``fleet_share_of_leftover`` counts whole steady windows only."""
     rng = random.Random(seed)
-    account = Account(burst=10, steady=150)
+    account = Account(*limits, phase=phase)
     clock = Clock()
-    pacers = [Pacer(clock=clock, rng=random.Random(seed + i)) for i in range(containers)]
-    latency = 0.15
-    other_interval = 60.0 / (0.4 * account.steady)
-    events: list[tuple[float, int, int]] = [
-        (clock.now + rng.random(), i, 0) for i in range(containers)
+    start, end = clock.now, clock.now + seconds
+    pacers = [
+        Pacer(clock=clock, rng=random.Random(seed + i), containers=known) for i in range(containers)
     ]
-    events.append((clock.now, -1, 0))
+    other_interval = 60.0 / (0.4 * account.steady)
+    events: list[tuple[float, int, int]] = [(start + rng.random(), i, 0) for i in range(containers)]
+    events.append((start, -1, 0))
     heapq.heapify(events)
-    end = clock.now + seconds
-    tally = {"fleet": 0, "fleet_429": 0, "other": 0, "other_429": 0}
+    calls: list[tuple[float, str, int]] = []  # (when, who, status)
     while events:
         at, who, _ = heapq.heappop(events)
         if at > end:
@@ -293,27 +335,41 @@ def simulate(containers: int, seconds: float = 300.0, seed: int = 7) -> dict[str
         clock.now = at
         if who < 0:
             status, _ = account.call(clock.now)
-            tally["other"] += 1
-            tally["other_429"] += status == 429
+            calls.append((at, "other", status))
             heapq.heappush(events, (at + other_interval, -1, 0))
             continue
         pacer = pacers[who]
-        wait = pacer.wait_for("add_profiles_to_list")
+        wait = pacer.wait_for(operation)
         if wait > 0:
             heapq.heappush(events, (at + wait, who, 0))
             continue
-        pacer.sent("add_profiles_to_list")
+        pacer.sent(operation)
         status, answer = account.call(clock.now)
+        calls.append((at, "fleet", status))
         clock.now = at + latency * rng.uniform(0.5, 1.5)
-        pacer.observe("add_profiles_to_list", status, answer)
-        tally["fleet"] += 1
-        tally["fleet_429"] += status == 429
+        pacer.observe(operation, status, answer)
         heapq.heappush(events, (clock.now, who, 0))
-    left_by_other = account.steady * seconds / 60 - (tally["other"] - tally["other_429"])
+    origin = start if phase is None else phase
+    first, last = math.ceil((start - origin) / 60.0), math.floor((end - origin) / 60.0)
+    whole = [(origin + 60.0 * k, origin + 60.0 * (k + 1)) for k in range(first, last)]
+
+    def accepted(who: str) -> int:
+        return sum(
+            1
+            for at, by, status in calls
+            if by == who and status != 429 and any(a <= at < b for a, b in whole)
+        )
+
+    def tally(who: str, refused: bool = False) -> int:
+        return sum(1 for _, by, status in calls if by == who and (status == 429 or not refused))
+
+    seconds_of = Counter(math.floor(at - origin) for at, by, _ in calls if by == "fleet")
     return {
-        "fleet_429_per_1000": 1000 * tally["fleet_429"] / max(1, tally["fleet"]),
-        "other_refused": tally["other_429"] / max(1, tally["other"]),
-        "fleet_share_of_leftover": (tally["fleet"] - tally["fleet_429"]) / left_by_other,
+        "fleet_429_per_1000": 1000 * tally("fleet", True) / max(1, tally("fleet")),
+        "other_refused": tally("other", True) / max(1, tally("other")),
+        "fleet_share_of_leftover": accepted("fleet")
+        / (account.steady * len(whole) - accepted("other")),
+        "busiest_second": max(seconds_of.values(), default=0),
     }
 
 
@@ -323,6 +379,157 @@ def test_containers_settle_below_the_limit_beside_another_integration(containers
     assert figures["fleet_429_per_1000"] <= 5
     assert figures["other_refused"] <= 0.01
     assert figures["fleet_share_of_leftover"] >= 0.85
+
+
+@pytest.mark.parametrize(
+    ("containers", "latency", "phase"),
+    [(4, 0.005, 1010.0), (32, 0.25, 1023.4), (64, 0.25, 1000.0), (64, 0.005, 1010.0)],
+    ids=["4-fast", "32-at-250ms", "64-at-250ms", "64-fast"],
+)
+def test_a_fleet_keeps_each_second_under_the_burst_limit_and_fills_the_minute(
+    containers, latency, phase
+):
+    """Create Profile (75/s, 750/min) in fixed windows at a phase, another integration at 40 %
+    (5 a second). A fast fleet that meets a window with room left near its end spends it at
+    most at a part of the burst limit (each container taking all of the room it saw, four
+    made 77 calls in a second: 18 429s per 1,000); a large one fills the room (each taking
+    all of it and then seeing no share, 64 sat windows out: 59 % used). Sixty-four arriving
+    with 10 s of a window left do not read the window's few calls over its age as the
+    account's pace and grow their shares (92 calls in a second)."""
+    figures = simulate(
+        containers,
+        130.0,
+        operation="create_profile",
+        limits=(75, 750),
+        latency=latency,
+        phase=phase,
+    )
+    assert figures["busiest_second"] <= 75 - 5
+    assert figures["fleet_429_per_1000"] <= 5
+    assert figures["other_refused"] <= 0.01
+    assert figures["fleet_share_of_leftover"] >= 0.85
+
+
+def test_the_account_is_led_to_no_more_than_a_part_of_the_burst_limit():
+    """749 calls left for 2 s: not 0.95 x 749 / 3 = 237 a second (the burst limit's spacing,
+    68 a second from each container), but BURST_SHARE of 75."""
+    from klaviyo_leads.klaviyo import BURST_SHARE
+
+    clock = Clock()
+    pacer = Pacer(clock=clock)
+    pacer.sent("create_profile")
+    pacer.observe("create_profile", 200, headers(749, 2))
+    assert pacer.wait_for("create_profile") == pytest.approx(1 / (BURST_SHARE * 75), rel=0.01)
+
+
+def test_what_is_left_of_a_window_is_spread_as_if_it_ended_a_second_later():
+    """RateLimit-Reset is whole seconds, rounded either way: a window said to end in 2 s may
+    end in 2.9. Its 20 calls are spread over 3 s, so the last of them are not spent while
+    the next window is thought to have begun (the other integration's calls refused at 59 s)."""
+    clock = Clock()
+    pacer = Pacer(clock=clock)
+    pacer.sent("create_profile")
+    pacer.observe("create_profile", 200, headers(20, 2, limit=21))  # our call the only other
+    assert pacer.wait_for("create_profile") == pytest.approx(3 / (0.95 * 20), rel=0.01)
+
+
+@pytest.mark.parametrize(("containers", "crowd"), [(None, 0.6 * 75), (64, 64), (8, 8)])
+def test_a_container_of_a_fleet_starts_at_an_even_part_of_the_pace(containers, crowd):
+    """Before it has learnt its share, one of the containers the stack says may call at once
+    (KLAVIYO_CONTAINERS), or when it does not say, one of as many as could each make a first
+    call in a second of the burst limit's share: so a fleet starting together does not each
+    take all of the room."""
+    clock = Clock()
+    pacer = Pacer(clock=clock, containers=containers)
+    pacer.sent("create_profile")
+    pacer.observe("create_profile", 200, headers(749, 60))
+    assert pacer.wait_for("create_profile") == pytest.approx(crowd * 61 / (0.95 * 749), rel=0.01)
+
+
+def test_a_fleet_container_gives_way_by_the_ratio_of_the_room_to_the_account_pace():
+    """The account spends 24 a second while the window leaves about 10: every container of
+    the fleet sees the same ratio and moves its share by it over SHARE_TIME_CONSTANT, so
+    the fleet's pace moves by it too (each giving up all of the excess, N containers gave up
+    N times it and sat the window out)."""
+    from klaviyo_leads.klaviyo import SHARE_TIME_CONSTANT
+
+    clock = Clock()
+    pacer = Pacer(clock=clock, containers=8)
+    remaining, shares, ratios = 750, [], []
+    for _ in range(12):
+        pacer.sent("create_profile")
+        remaining -= 24
+        pacer.observe("create_profile", 200, headers(remaining, 1060 - clock.now))
+        window = pacer._windows["create_profile"]
+        shares.append(window.share)
+        ratios.append(0.95 * remaining / (1061 - clock.now) / window.account_per_second)
+        clock.now += 1.0
+    # Once the account's pace is learnt, each answer a second apart: the ratio to the 1/4.
+    for before, after, ratio in list(zip(shares[:-1], shares[1:], ratios[1:], strict=True))[6:]:
+        assert ratio < 1 and after == pytest.approx(before * ratio ** (1 / SHARE_TIME_CONSTANT))
+
+
+def test_a_share_grows_no_larger_than_twice_what_the_container_spends():
+    """A container with a lead a second, beside others spending 5 a second, while the window
+    leaves 21 a second: its share may double what it spends (1 call of 6), not take all of
+    the room, which it would spend at once when its leads come faster."""
+    clock = Clock()
+    pacer = Pacer(clock=clock, containers=8)
+    remaining = 700
+    for _ in range(30):
+        pacer.sent("create_profile")
+        remaining -= 6
+        pacer.observe("create_profile", 200, headers(remaining, 30))  # the room stays
+        clock.now += 1.0
+    pacer.sent("create_profile")
+    room = 0.95 * remaining / 31
+    assert 1 / pacer.wait_for("create_profile") <= 2 * room / 6 * 1.05
+
+
+def test_a_429_halves_a_fleet_containers_share():
+    clock = Clock()
+    pacer = Pacer(clock=clock, containers=8)
+    pacer.sent("create_profile")
+    pacer.observe("create_profile", 200, headers(749, 60))
+    interval = pacer.wait_for("create_profile")
+    pacer.observe("create_profile", 429, {"Retry-After": "1"})
+    clock.now += 1.0
+    # Twice the interval (of a window a second shorter), from the call refused.
+    assert pacer.wait_for("create_profile") == pytest.approx(2 * interval * 60 / 61 - 1.0)
+
+
+def test_a_container_refused_again_comes_back_at_a_random_moment_not_with_the_crowd():
+    """One 429: back when Retry-After says. A second in a row: one of a crowd that came back
+    together, so each comes back at a random moment of the next seconds (Klaviyo asks for
+    jittered back-off), not all in the second named (and refused together again)."""
+    waits = set()
+    for seed in range(5):
+        clock = Clock()
+        pacer = Pacer(clock=clock, rng=random.Random(seed))
+        pacer.sent("create_profile")
+        pacer.observe("create_profile", 429, {"Retry-After": "1"})
+        assert pacer.wait_for("create_profile") == pytest.approx(1.0)
+        clock.now += 1.0
+        pacer.sent("create_profile")
+        pacer.observe("create_profile", 429, {"Retry-After": "1"})
+        wait = pacer.wait_for("create_profile")
+        assert 1.0 <= wait <= 3.0
+        waits.add(round(wait, 3))
+    assert len(waits) == 5
+
+
+@pytest.mark.parametrize(("containers", "spread"), [(256, 256 / 45), (None, 0.0), (1, 0.0)])
+def test_a_crowd_starting_together_spreads_its_first_calls(containers, spread):
+    """When the stack says more containers may call at once than the burst limit takes in a
+    second, a fresh container's first call comes at a random moment of the seconds they need
+    (kept); otherwise at once."""
+    firsts = []
+    for seed in range(5):
+        pacer = Pacer(clock=Clock(), rng=random.Random(seed), containers=containers)
+        first = pacer.wait_for("create_profile")
+        assert 0.0 <= first <= spread and pacer.wait_for("create_profile") == first
+        firsts.append(first)
+    assert len(set(firsts)) == (5 if spread else 1)
 
 
 # -- when a handed-back record comes back ---------------------------------------------------

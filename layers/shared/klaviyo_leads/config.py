@@ -26,6 +26,15 @@ def _share(value: str | None) -> float:
     return share if 0.0 < share <= 1.0 else 1.0
 
 
+def _containers(value: str | None) -> int | None:
+    """A number of containers (a whole number above 0); None when unset, 0 or unreadable."""
+    try:
+        containers = int(value or 0)
+    except ValueError:
+        return None
+    return containers if containers > 0 else None
+
+
 def _seconds(value: str | None, default: float) -> float:
     """A positive, finite number of seconds (at most an hour); the default otherwise."""
     try:
@@ -51,6 +60,10 @@ class Settings:
     # The bundle's share of each Klaviyo endpoint's limit; the rest stays with the account's
     # other integrations even when they are quiet.
     klaviyo_max_share: float = 1.0
+    # The most containers of the function that may call Klaviyo at once, as the stack bounds
+    # it (its reserved concurrency); None: not known. The pacer starts a container at an even
+    # part of each limit for that many.
+    klaviyo_containers: int | None = None
     # Delete Profile requests a data-privacy deletion only when the stack allows it.
     profile_deletion_enabled: bool = False
     # How long Klaviyo's profile search may lag behind a write. Not documented: an assumption
@@ -80,6 +93,7 @@ class Settings:
             results_table_name=text("RESULTS_TABLE_NAME"),
             coalesce_batches=_flag(env.get("COALESCE_BATCHES"), default=True),
             klaviyo_max_share=_share(env.get("KLAVIYO_MAX_SHARE")),
+            klaviyo_containers=_containers(env.get("KLAVIYO_CONTAINERS")),
             profile_deletion_enabled=_flag(env.get("PROFILE_DELETION_ENABLED"), default=False),
             search_settle_seconds=_seconds(env.get("KLAVIYO_SEARCH_SETTLE_SECONDS"), 10.0),
             result_event_lead=(text("RESULT_EVENT_LEAD") or "full").lower(),

@@ -135,28 +135,42 @@ def operation_of(method: str, path_or_url: str) -> str:
 # Calls are spaced a little wider than 1/limit: arrival times jitter, and eleven calls
 # spaced exactly 100 ms apart can land in one fixed one-second window.
 SPACING_MARGIN = 1.1
-# Of what the rest of the account leaves in a window, the share one container takes. Below
-# 1 so that many containers, each taking this share of what they see left, stay under it.
-HEADROOM = 0.9
-# How quickly the estimate of the rest of the account's pace follows what it sees, seconds.
-OTHERS_TIME_CONSTANT = 5.0
-# The pace is read as calls per second over what is left of the window; never less time
-# than this, so the last second of a window is not read as an unlimited pace.
-MIN_WINDOW_LEFT = 0.5
-STEADY_WINDOW_SECONDS = 60.0
-# A container with nothing left in a window comes back within this much of the next one.
-MAX_WAKE_SPREAD = 10.0
-# A container whose share of a window is spent, while Klaviyo's window still has room,
-# looks again (one call) this often rather than sitting the window out: what it learnt of
-# the rest of the account's pace may be stale (a pace the others spent while the window had
-# room to spare), and only an answer can correct it. At most PROBE_SHARE of the limit's pace,
-# only while PROBE_ROOM of the limit is left, and only while the last answer found the others
-# spending under PROBE_DOUBT of the pace learnt: when the answers bear the pace out, every
-# container of a large fleet looking again every few seconds would spend the room itself.
+# Of what is left of a window, spread over the time left, the pace the whole account (this
+# bundle's containers and every other integration) is led to. Below 1 so that the window's
+# last calls are not all spent in its last second.
+HEADROOM = 0.95
+# Nor more than this part of the burst limit, whatever is left: a minute with room to spare
+# near its end is not spent in one second, and a second's count varies around the pace.
+BURST_SHARE = 0.6
+# How quickly the estimates of the account's pace, and of the rest of the account's, follow
+# what the answers show, seconds.
+PACE_TIME_CONSTANT = 5.0
+# How quickly a container's share of the account's calls follows the room: over this many
+# seconds it moves by the ratio of the pace the account is led to to the pace it has.
+SHARE_TIME_CONSTANT = 4.0
+# One answer raises a share by at most this factor, and a share grows to no more than this
+# multiple of what the container spent of the account's calls.
+MAX_SHARE_STEP = 2.0
+# What a 429 does to a share: the account ran into a limit, so the pace was too much.
+SHARE_AFTER_429 = 0.5
+# A container alone whose learnt pace of the other integrations leaves it nothing looks
+# again (one call every PROBE_SECONDS, at most PROBE_SHARE of the limit's pace) while
+# Klaviyo's count says PROBE_ROOM of the limit is left, and either only the burst share is
+# taken or its last answer found them spending under PROBE_DOUBT of that pace: the pace may
+# be stale, and only an answer corrects it. (A fleet does not look again: its shares never
+# fall to nothing.)
 PROBE_SECONDS = 2.0
 PROBE_SHARE = 0.05
 PROBE_ROOM = 0.2
 PROBE_DOUBT = 0.8
+STEADY_WINDOW_SECONDS = 60.0
+# RateLimit-Reset counts whole seconds, rounded up or down: a window may end up to this much
+# after it said. What is left of it is spread as if it did, so that the calls of a window
+# that has not ended are not spent as the next one's (and its last second is not read as an
+# unlimited pace).
+RESET_ROUNDING_SECONDS = 1.0
+# A container with nothing left in a window comes back within this much of the next one.
+MAX_WAKE_SPREAD = 10.0
 # Headers are numbers to trust or ignore, never to be held by. The longest Retry-After
 # believed: one that asks for more (a date in 9999) holds an endpoint for an hour at most.
 MAX_RETRY_AFTER_SECONDS = 3600.0
@@ -164,6 +178,8 @@ MAX_RETRY_AFTER_SECONDS = 3600.0
 MAX_RATE_LIMIT_COUNT = 1e9
 # A RateLimit-Reset above this is a moment (Unix time, from 2001 on), not seconds.
 RESET_AS_UNIX_TIME_FROM = 1e9
+# The smallest share kept: a share that reached 0 could never grow again.
+MIN_SHARE = 1e-4
 
 
 @dataclass
@@ -175,28 +191,43 @@ class _Window:
     ends_at: float = 0.0
     seen_at: float = 0.0
     own_since: int = 0  # our calls since it was last seen
-    others_per_second: float = 0.0  # what the rest of the account spends, smoothed
+    account_per_second: float = 0.0  # the whole account's pace, ours included, smoothed
+    others_per_second: float = 0.0  # the rest of the account's (our fleet's too), smoothed
+    share: float | None = None  # of the account's calls, what this container may make
+    paced_for: float = 0.0  # seconds of answers the account's pace was measured over
     blocked_until: float = 0.0  # a 429's Retry-After
+    refused_in_a_row: int = 0  # 429s since the last answer that was not one
+    retry_at: float = 0.0  # after 429s in a row: Retry-After and a random wait
+    first_call_at: float | None = None  # a container of a crowd starting: its first call
+    pace_in_doubt: bool = False  # the last answer found the others slower than learnt
     last_sent: float | None = None
     own_in_window: int = 0  # our calls in the current window
     wake_at: float = 0.0  # when a container with nothing left in a window comes back
-    pace_in_doubt: bool = False  # the last answer found the others slower than learnt
 
 
 class Pacer:
-    """Spends an even share of what Klaviyo's limits leave, instead of running into 429s.
+    """Spends a share of what Klaviyo's limits leave, instead of running into 429s.
 
     Klaviyo limits per account and endpoint, in fixed 1 s and 60 s windows, and every
     container of every action shares them with the account's other integrations. No
     coordinator is needed: every answer says how much of the minute is left
-    (``RateLimit-Remaining``) and for how long (``RateLimit-Reset``). From how fast that
-    falls besides our own calls, a container learns the rest of the account's pace, and
-    spreads its calls evenly over the rest of the window at ``HEADROOM`` of what is left
-    after that pace. N containers doing the same settle below the limit together. A 429
-    blocks the endpoint until its ``Retry-After``; calls are also spaced by the burst limit.
-    A container left no share while Klaviyo's window has room looks again within seconds
-    (the pace it learnt may be stale), and a lead it cannot send within its budget is told
-    when it could be sent (``sendable_in``), not this container's place in a later window.
+    (``RateLimit-Remaining``) and for how long (``RateLimit-Reset``), so every container sees
+    the pace the whole account should keep (what is left spread over the time left, at
+    ``HEADROOM``, and at most ``BURST_SHARE`` of the burst limit) and, from how fast that count
+    falls, the pace it keeps. A container holds a share of the account's calls and moves it
+    by the ratio of the two: all containers see the same ratio, so the fleet's pace moves by
+    it too, whatever the number of containers (each taking all of the room it saw, N
+    containers took N times it). A 429 blocks the endpoint until its ``Retry-After`` and
+    halves the share; calls are also spaced by the burst limit. A lead that cannot be sent
+    within its budget is told when it could be sent (``sendable_in``). A container alone
+    (``containers=1``) has no fleet to share with: it takes what the other integrations leave
+    at the pace it learnt of them.
+
+    ``containers`` is the most containers that may call Klaviyo at once, as the stack bounds
+    it (None: not known). A container that has not learnt its share yet takes an even part:
+    one of that many, or, not known, one of as many as could each make a first call in a
+    second of the burst limit's share. When the stack says they may be more than that, a
+    container's first call comes at a random moment of the seconds they need.
 
     ``max_share`` caps the bundle's share of each endpoint's limit: the rest is treated as
     spent by other integrations even when they are quiet.
@@ -210,6 +241,7 @@ class Pacer:
         headroom: float = HEADROOM,
         rng: random.Random | None = None,
         wall_clock: Callable[[], float] = time.time,
+        containers: int | None = 1,
     ) -> None:
         self._clock = clock
         self._wall_clock = wall_clock  # for a header that names a moment (a date, a Unix time)
@@ -219,60 +251,56 @@ class Pacer:
         self._windows: dict[str, _Window] = {}
         self.max_share = max_share
         self.headroom = headroom
+        self.containers = containers
 
     def _window(self, bucket: str) -> _Window:
         return self._windows.setdefault(bucket, _Window())
+
+    def _burst_limit(self, bucket: str) -> float:
+        return self._burst.get(bucket, DEFAULT_BURST_PER_SECOND)
 
     def wait_for(self, bucket: str) -> float:
         """Seconds until the next call to ``bucket`` is within its share of the limits."""
         with self._lock:
             now = self._clock()
             window = self._window(bucket)
-            wait = window.blocked_until - now
-            burst = self._burst.get(bucket, DEFAULT_BURST_PER_SECOND)
+            burst = self._burst_limit(bucket)
+            wait = max(window.blocked_until, window.retry_at) - now
+            if window.last_sent is None and window.remaining is None:
+                wait = max(wait, self._first_call_at(window, burst, now) - now)
             if window.last_sent is not None and burst:
                 wait = max(wait, window.last_sent + SPACING_MARGIN / burst - now)
-            pace = self._pace(window, now)
+            pace = self._pace(window, burst, now)
             if pace is not None and pace <= 0:
-                # Nothing left for us this window: come back in the next one (or look again
-                # sooner while Klaviyo's window has room to spare).
-                due = min(self._next_window(window, now), self._look_again_at(window, now))
-                wait = max(wait, due - now)
+                # Nothing left for us this window: come back in the next one.
+                wait = max(wait, self._next_window(window, burst, now) - now)
             elif pace is not None and window.last_sent is not None:
                 # A pace of next to nothing spaces calls no wider than a window: by then
                 # the next one has begun and its pace is read afresh. A call due after
                 # this window ends is due in the next one, at our first interval there.
                 due = window.last_sent + min(1.0 / pace, STEADY_WINDOW_SECONDS)
                 if window.limit and now < window.ends_at < due:
-                    due = min(due, self._next_window(window, now))
-                wait = max(wait, min(due, self._look_again_at(window, now)) - now)
+                    due = min(due, self._next_window(window, burst, now))
+                wait = max(wait, due - now)
             return _bounded(wait)
 
-    def _next_window(self, window: _Window, now: float) -> float:
+    def _first_call_at(self, window: _Window, burst: float, now: float) -> float:
+        """When a container that knows nothing of an endpoint yet calls it first: at once,
+        unless the stack says more containers may start together than the burst limit takes
+        in a second; then at a random moment of the seconds they need (one moment, kept)."""
+        if window.first_call_at is None:
+            crowd = (self.containers or 1) / (BURST_SHARE * burst) if burst else 0.0
+            window.first_call_at = now + (self._rng.uniform(0.0, crowd) if crowd > 1 else 0.0)
+        return window.first_call_at
+
+    def _next_window(self, window: _Window, burst: float, now: float) -> float:
         """When this container calls in the next window: at a random point of its first
         interval there, so containers do not wake together (one moment, kept)."""
         if window.wake_at <= now or window.wake_at < window.ends_at:
-            fresh = self._pace(window, window.ends_at)
+            fresh = self._pace(window, burst, window.ends_at)
             spread = min(MAX_WAKE_SPREAD, 1.0 / fresh) if fresh else MAX_WAKE_SPREAD
             window.wake_at = window.ends_at + self._rng.uniform(0.0, spread)
         return window.wake_at
-
-    def _look_again_at(self, window: _Window, now: float) -> float:
-        """When a container with no share left calls once more in this window (infinity:
-        not before the next one). Only while Klaviyo's window has room to spare: a window
-        that is spent is spent, whatever the pace."""
-        if not window.limit or window.remaining is None or window.ends_at <= now:
-            return math.inf
-        # Klaviyo's last count, less our calls since. (Not less the others' pace since: that
-        # is the estimate in doubt, and it would keep a container out for good.)
-        left = window.remaining - window.own_since - self._kept(window)
-        if left < PROBE_ROOM * window.limit:
-            return math.inf
-        if not window.pace_in_doubt:
-            return math.inf
-        interval = max(PROBE_SECONDS, STEADY_WINDOW_SECONDS / (PROBE_SHARE * window.limit))
-        last = window.seen_at if window.last_sent is None else window.last_sent
-        return last + interval
 
     def _kept(self, window: _Window) -> float:
         """What is kept for the account's other integrations: a part of the window they may
@@ -299,20 +327,57 @@ class Pacer:
         with self._lock:
             return self._window(bucket).blocked_until > self._clock()
 
-    def _pace(self, window: _Window, now: float) -> float | None:
-        """Calls per second this container may spend now; None before anything is known."""
+    def _account_pace(self, window: _Window, burst: float, now: float) -> float | None:
+        """Calls per second the whole account should make now: what is left of the window
+        (less the part kept for others) over the time left, at ``HEADROOM``, and at most
+        ``BURST_SHARE`` of the burst limit. None before anything is known."""
         if window.remaining is None:
             return None
         remaining, left = window.remaining - window.own_since, window.ends_at - now
         if left <= 0:
             if not window.limit:
                 return None
-            # A new window has begun: the whole limit, and the rest of the account keeps
-            # its pace. (Waking at full speed would fire every container at once.)
+            # A new window has begun: the whole limit.
             remaining, left = window.limit, STEADY_WINDOW_SECONDS
         remaining -= self._kept(window)
-        available = remaining / max(MIN_WINDOW_LEFT, left) - window.others_per_second
-        return max(0.0, self.headroom * available)
+        even = self.headroom * remaining / (left + RESET_ROUNDING_SECONDS)
+        return max(0.0, min(even, BURST_SHARE * burst if burst else even))
+
+    def _pace(self, window: _Window, burst: float, now: float) -> float | None:
+        """Calls per second this container may spend now; None before anything is known."""
+        account = self._account_pace(window, burst, now)
+        if account is None:
+            return None
+        if self.containers == 1:
+            return self._alone(window, account, now)
+        return None if window.share is None else window.share * account
+
+    def _alone(self, window: _Window, account: float, now: float) -> float:
+        """Alone, every other call on the endpoint is another integration's: this container
+        takes what they leave at the pace it learnt of them (no fleet takes it N times)."""
+        room = account - window.others_per_second
+        if room > 0:
+            return room
+        # Looks again while the minute has room and only the burst share is taken (a second's
+        # matter, not the window's), or while the others' pace seems stale.
+        minute = self._account_pace(window, 0.0, now) or 0.0
+        looks_again = minute > window.others_per_second or window.pace_in_doubt
+        left = (window.remaining or 0.0) - window.own_since - self._kept(window)
+        if (
+            window.limit
+            and looks_again
+            and now < window.ends_at
+            and left >= PROBE_ROOM * window.limit
+        ):
+            return min(1.0 / PROBE_SECONDS, PROBE_SHARE * window.limit / STEADY_WINDOW_SECONDS)
+        return 0.0
+
+    def _first_share(self, burst: float) -> float:
+        """The share of a container that has not learnt one: an even part, one of the
+        containers the stack says may call at once, or when it does not say, one of as many
+        as could each make a first call in a second of the burst limit's share."""
+        crowd = self.containers if self.containers is not None else BURST_SHARE * burst
+        return 1.0 / max(1.0, crowd or 1.0)
 
     def sent(self, bucket: str) -> None:
         with self._lock:
@@ -331,7 +396,19 @@ class Pacer:
                 # is not a spent minute. (A 429 carries no RateLimit-* headers to learn from.)
                 wait = retry_after_seconds(headers.get("retry-after"), self._wall_clock) or 1.0
                 window.blocked_until = max(window.blocked_until, now + wait)
+                window.refused_in_a_row += 1
+                if window.share is not None:
+                    window.share = max(MIN_SHARE, window.share * SHARE_AFTER_429)
+                if window.refused_in_a_row > 1:
+                    # Refused again: one of a crowd that came back together. Back at a random
+                    # moment of the next interval (of seconds doubling with each 429 while the
+                    # pace is not known), not all at the moment Klaviyo named.
+                    pace = self._pace(window, self._burst_limit(bucket), window.blocked_until)
+                    spread = 1.0 / pace if pace else 2.0 ** (window.refused_in_a_row - 1)
+                    spread = min(MAX_WAKE_SPREAD, spread)
+                    window.retry_at = window.blocked_until + self._rng.uniform(0.0, spread)
                 return
+            window.refused_in_a_row = 0
             remaining = _count(headers.get("ratelimit-remaining"))
             reset = reset_seconds(headers.get("ratelimit-reset"), self._wall_clock)
             if remaining is None or reset is None:
@@ -342,26 +419,61 @@ class Pacer:
                 and remaining <= window.remaining
             )
             limit = _count(headers.get("ratelimit-limit")) or window.limit
-            sample: tuple[float, float] | None = None  # (others' calls, over seconds)
-            if same_window and window.remaining is not None and now > window.seen_at:
-                spent = window.remaining - remaining - window.own_since
-                sample = (max(0.0, spent), now - window.seen_at)
+            sample: tuple[float, float, float] | None = None  # (account's calls, ours, seconds)
+            since = now - window.seen_at
+            if same_window and window.remaining is not None and since > 0:
+                calls = max(window.remaining - remaining, float(window.own_since))
+                sample = (calls, float(window.own_since), since)
+                window.paced_for += since
             elif limit:
-                # First sight of this window: what others spent since it opened (many
+                # First sight of this window: what the account spent since it opened (many
                 # containers starting together see each other here).
                 window.own_in_window = window.own_since
                 opened_ago = max(1.0, STEADY_WINDOW_SECONDS - reset)
-                sample = (max(0.0, limit - remaining - window.own_in_window), opened_ago)
+                calls = max(limit - remaining, float(window.own_in_window))
+                sample = (calls, float(window.own_in_window), opened_ago)
+            known = window.remaining is not None
             if sample is not None:
-                calls, seconds = sample
-                known = window.remaining is not None
-                weight = 1.0 - math.exp(-seconds / OTHERS_TIME_CONSTANT) if known else 1.0
-                learnt = window.others_per_second
-                window.pace_in_doubt = known and calls / seconds < PROBE_DOUBT * learnt
-                window.others_per_second += weight * (calls / seconds - learnt)
+                calls, ours, seconds = sample
+                weight = 1.0 - math.exp(-seconds / PACE_TIME_CONSTANT) if known else 1.0
+                window.account_per_second += weight * (calls / seconds - window.account_per_second)
+                others = (calls - ours) / seconds
+                window.pace_in_doubt = known and others < PROBE_DOUBT * window.others_per_second
+                window.others_per_second += weight * (others - window.others_per_second)
             window.limit = limit
             window.remaining, window.ends_at, window.seen_at = remaining, now + reset, now
             window.own_since = 0
+            if self.containers != 1:
+                self._learn_share(window, self._burst_limit(bucket), now, since if known else 0.0)
+
+    def _learn_share(self, window: _Window, burst: float, now: float, since: float) -> None:
+        """Move the share by the ratio of the pace the account should keep to the pace it
+        keeps, over ``SHARE_TIME_CONSTANT``; keep it within what the container can use."""
+        account = self._account_pace(window, burst, now)
+        if account is None:
+            return
+        learnt = window.share
+        share = self._first_share(burst) if learnt is None else learnt
+        if account <= 0 or window.account_per_second <= 0:
+            window.share = share  # a spent window says nothing about the share of the next
+            return
+        if learnt is not None:
+            share *= min(MAX_SHARE_STEP, account / window.account_per_second) ** min(
+                1.0, since / SHARE_TIME_CONSTANT
+            )
+        if learnt is not None and share > learnt:
+            if window.paced_for < PACE_TIME_CONSTANT:
+                # Not before the account's pace was measured between answers: at first sight
+                # it is the window's calls over its age, and a fleet just arrived looks idle.
+                share = learnt
+            else:
+                # To no more than twice what this container spent of the account's calls:
+                # one it could not use (slow answers, an idle sender) is not one to spend at
+                # once when answers come faster.
+                others = min(window.others_per_second, window.account_per_second)
+                spent = 1.0 - others / window.account_per_second
+                share = min(share, max(learnt, MAX_SHARE_STEP * spent))
+        window.share = min(1.0, max(MIN_SHARE, share))
 
 
 def _number(value: str | None) -> float | None:

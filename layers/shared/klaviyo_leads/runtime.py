@@ -131,7 +131,11 @@ class Runtime:
             pool=pool,
             backoff=Backoff(rng=rng),
             pacer=Pacer(
-                max_share=settings.klaviyo_max_share, clock=clock, wall_clock=wall, rng=rng
+                max_share=settings.klaviyo_max_share,
+                containers=settings.klaviyo_containers,
+                clock=clock,
+                wall_clock=wall,
+                rng=rng,
             ),
             sleep=sleep,
             observer=count_klaviyo_call,
