@@ -273,7 +273,7 @@ def run(spec: Run) -> dict[str, Any]:
             sleep=sim.sleep,
             results=None,
             pool=KlaviyoStandIn(sim, limits, spec.latency, rng, f"c{index}", fleet_calls),
-            observer=lambda bucket, status: None,
+            observer=lambda bucket, status, seconds: None,
         )
         # The client's own Pacer, as Runtime.from_env gives it, on the virtual clock.
         runtime.client.pacer = Pacer(clock=sim.now, rng=rng, wall_clock=sim.now)

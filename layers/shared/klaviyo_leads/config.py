@@ -35,6 +35,13 @@ def _seconds(value: str | None, default: float) -> float:
     return seconds if 0.0 < seconds <= 3600.0 else default
 
 
+def _trail_pii(value: str | None) -> str | None:
+    """``lead`` or ``hashed``; off when unset or "off"; anything else keeps the least."""
+    if value is None or value.lower() == "off":
+        return None
+    return "lead" if value.lower() == "lead" else "hashed"
+
+
 @dataclass(frozen=True)
 class Settings:
     """Everything the environment decides (contract section 9)."""
@@ -57,6 +64,10 @@ class Settings:
     # (the conformance run measures it). Until then a search that finds nothing cannot prove
     # that a create whose answer was lost did not happen.
     search_settle_seconds: float = 10.0
+    # The lead trail: what its records keep of a lead ("lead": all of it; "hashed": hashes of
+    # the email and phone only); None: no trail. And the lead field that names the vendor.
+    trail_pii: str | None = None
+    trail_vendor_field: str | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -79,4 +90,6 @@ class Settings:
             klaviyo_max_share=_share(env.get("KLAVIYO_MAX_SHARE")),
             profile_deletion_enabled=_flag(env.get("PROFILE_DELETION_ENABLED"), default=False),
             search_settle_seconds=_seconds(env.get("KLAVIYO_SEARCH_SETTLE_SECONDS"), 10.0),
+            trail_pii=_trail_pii(text("TRAIL_PII")),
+            trail_vendor_field=text("TRAIL_VENDOR_FIELD"),
         )
