@@ -42,6 +42,39 @@ PII_MODES = (WHOLE_LEAD, HASHED)
 MAX_LEAD_CHARS = 64 * 1024
 
 
+# The records' fields, with their types in the Athena table (the stack's TrailTable lists the
+# same; its partitions, action and day, are the folders the writer files the records in).
+COLUMNS: tuple[tuple[str, str], ...] = (
+    ("event", "string"),
+    ("time", "string"),
+    ("trail", "int"),
+    ("lead_key", "string"),
+    ("path", "string"),
+    ("message_id", "string"),
+    ("idempotency_key", "string"),
+    ("request_id", "string"),
+    ("lead_file", "string"),
+    ("lead_row", "bigint"),
+    ("delivery", "int"),
+    ("dry_run", "boolean"),
+    ("email_sha256", "string"),
+    ("phone_sha256", "string"),
+    ("vendor", "string"),
+    ("lead", "string"),
+    ("calls", "array<struct<operation:string,status:int,count:int,ms:double>>"),
+    ("calls_shared_by", "int"),
+    ("ms", "double"),
+    ("outcome", "string"),
+    ("reason", "string"),
+    ("retryable", "boolean"),
+    ("profile_id", "string"),
+    ("handed_back", "boolean"),
+    ("final", "boolean"),
+    ("would_send", "string"),
+)
+PARTITIONS = ("action", "day")
+
+
 @dataclass(frozen=True)
 class Arrival:
     """How a lead came in, as its trail records it."""
@@ -194,7 +227,7 @@ class Trail:
             now = datetime.fromtimestamp(self.wall(), UTC)
             record = {
                 "event": event,
-                "time": now.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+                "time": now.isoformat(timespec="microseconds").replace("+00:00", "Z"),
                 "day": now.date().isoformat(),
                 **common,
                 **details,
