@@ -13,6 +13,8 @@
 #   make invoke     one event file through its function (ACTION=..., EVENT=...)
 #   make import     a lead file through the local stack (FILE=leads.csv ACTION=..., DRY_RUN=1,
 #                   METADATA="klaviyo.list_id=..."): report and results file beside it
+#   make mirror     a mirror lead file through the local stack (FILE=people.csv LIST=Y6nRLr,
+#                   DRY_RUN=1, METADATA="mirror-confirm-removals=all"): the list becomes the file
 #   make trail      the local stack's lead trail, with the stack's Athena queries (DuckDB):
 #                   EMAIL=..., PHONE=..., VENDOR=..., QUERY=<named query>, SQL="...", LIST=1;
 #                   DIR=... for a copy of a real trail bucket (aws s3 sync s3://<bucket>/trail DIR/trail)
@@ -156,6 +158,11 @@ invoke: venv
 import: venv
 	@test -n "$(FILE)" -a -n "$(ACTION)" || { echo "usage: make import FILE=leads.csv ACTION=subscribe_profile_to_list [DRY_RUN=1] [METADATA='klaviyo.list_id=...']"; exit 2; }
 	$(VENV)/bin/python -m devtools.lead_file_import "$(FILE)" $(ACTION) $(if $(DRY_RUN),--dry-run) $(foreach m,$(METADATA),--metadata "$(m)")
+
+.PHONY: mirror
+mirror: venv
+	@test -n "$(FILE)" -a -n "$(LIST)" || { echo "usage: make mirror FILE=people.csv LIST=<list_id> [DRY_RUN=1] [METADATA='mirror-confirm-removals=all']"; exit 2; }
+	$(VENV)/bin/python -m devtools.mirror_import "$(FILE)" "$(LIST)" $(if $(DRY_RUN),--dry-run) $(foreach m,$(METADATA),--metadata "$(m)")
 
 .PHONY: trail
 trail: venv

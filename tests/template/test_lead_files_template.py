@@ -64,6 +64,7 @@ def test_the_splitter_hears_of_every_object_created_in_the_bucket(
         rule
         for rule in resources_of_type(translated, "AWS::Events::Rule").values()
         if rule["Properties"].get("EventPattern", {}).get("source") == ["aws.s3"]
+        and rule["Properties"]["Targets"][0]["Arn"]["Fn::GetAtt"][0] != "MirrorFunction"
     ]
     (rule,) = rules
     pattern = rule["Properties"]["EventPattern"]

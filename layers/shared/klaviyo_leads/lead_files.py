@@ -1219,9 +1219,13 @@ def objects_of(event: Mapping[str, Any]) -> list[tuple[str, str, str | None]]:
 
 def split_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     """A new object in the bucket: check it, report, queue its rows."""
+    from . import mirror  # mirror files are the mirror function's
+
     taken = []
     for bucket, key, version_id in objects_of(event):
         if is_own_output(key) or key.endswith("/"):
+            continue
+        if mirror.takes(services().s3, bucket, key, version_id):
             continue
         report = take_file(services(), bucket, key, version_id)
         taken.append({"key": key, "run_id": report.run_id, "accepted": report.accepted})

@@ -1,0 +1,501 @@
+"""Mirror sync: a Klaviyo list made exactly the people of a lead file.
+
+A file under ``mirror/<list_id>/`` in the lead-files bucket (or an Add Profile to List file whose
+metadata says ``mirror: true``, its list in ``klaviyo.list_id``) names the people the list must
+hold. The people missing from the list are added; members the file does not name are removed
+from the list: a removal, never an unsubscribe, so nobody's consent changes. People are found as
+Add Profile to List finds them (the lead's identifier, contract section 3); one without a profile
+is not added, and the report says how many.
+
+The plan comes first: the list's members are read through its list-profiles pages, the file's
+people matched against them, the rest looked up a hundred to a search, and ``<stem>.report.json``
+says how many would be added, kept and removed before anything is written. A plan that would
+remove more than ``MIRROR_MAX_REMOVAL_PERCENT`` of the list (20 % unless the stack says
+otherwise) is refused unless the file's metadata confirms it (``mirror-confirm-removals``: at
+least the number of removals, or ``all``). Under ``dry-run/`` only the plan is written. Then the
+removals and the additions go out, a thousand profiles to a call, the two side by side (each
+has its own rate limit), every call through the client's pacer, within its share of the account.
+``results/<stem>.mirror.json`` says what was done. A file sent again changes nothing: its plan
+adds and removes nobody.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections import Counter
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from itertools import pairwise
+from typing import IO, Any, cast
+
+from . import lookup, outcomes
+from .context import Context
+from .lead import Lead, ensure_object
+from .lead_files import (
+    DRY_RUN_PREFIX,
+    RESULTS_PREFIX,
+    FileProblem,
+    Layout,
+    defaults_of,
+    is_jsonl_name,
+    lead_of,
+    objects_of,
+    put_json,
+    read_rows,
+    stem_of,
+)
+from .outcomes import Result
+from .profiles import _path_id, klaviyo_list, resources, search_value
+
+PREFIX = "mirror/"
+ADD_TO_LIST = "add_profile_to_list/"
+SETTING = "mirror"  # metadata of an Add Profile to List file: mirror its list
+CONFIRM = "mirror-confirm-removals"
+DEFAULT_MAX_REMOVAL_SHARE = 0.2
+MAX_IDS_PER_CALL = 1000  # add_profiles_to_list and remove_profiles_from_list take 1000
+FIRST_ROWS = 10  # rows named per reason in the report
+SORT = "-updated"  # several profiles match: the newest update, the contract's default
+# Time kept from the invocation's deadline for writing the results.
+MARGIN_SECONDS = 10.0
+_PAGE = {"fields[profile]": "email,phone_number,external_id,joined_group_at", "page[size]": "100"}
+# Slices of a list read side by side, and searches made side by side: a page or a search takes
+# Klaviyo about a fifth of a second, and the endpoints' limits allow 12 calls a second.
+STREAMS = 8
+_TRUE = {"true", "yes", "1", "on"}
+
+
+def is_mirror_key(key: str) -> bool:
+    return key.removeprefix(DRY_RUN_PREFIX).startswith(PREFIX)
+
+
+def wanted(key: str, metadata: Mapping[str, str]) -> bool:
+    """Whether an uploaded object is a mirror file: by its prefix, or an Add Profile to List
+    file with the mirror setting."""
+    if is_mirror_key(key):
+        return True
+    setting = str(_lower(metadata).get(SETTING, "")).strip().lower()
+    return key.removeprefix(DRY_RUN_PREFIX).startswith(ADD_TO_LIST) and setting in _TRUE
+
+
+def takes(s3: Any, bucket: str, key: str, version_id: str | None = None) -> bool:
+    """Whether the mirror function takes this object (the lead-file splitter then leaves it)."""
+    if is_mirror_key(key):
+        return True
+    if not key.removeprefix(DRY_RUN_PREFIX).startswith(ADD_TO_LIST):
+        return False
+    head = s3.head_object(
+        Bucket=bucket, Key=key, **({"VersionId": version_id} if version_id else {})
+    )
+    return wanted(key, head.get("Metadata") or {})
+
+
+def _lower(metadata: Mapping[str, str]) -> dict[str, str]:
+    return {str(k).lower(): v for k, v in metadata.items()}
+
+
+@dataclass
+class Members:
+    """The list's members: their ids, and their ids by identifier value."""
+
+    ids: set[str] = field(default_factory=set)
+    by_value: dict[str, dict[str, str]] = field(
+        default_factory=lambda: {"email": {}, "phone_number": {}, "external_id": {}}
+    )
+
+    def add(self, profile: Mapping[str, Any]) -> None:
+        profile_id = str(profile["id"])
+        self.ids.add(profile_id)
+        attributes = profile.get("attributes") or {}
+        for name, index in self.by_value.items():
+            value = attributes.get(name)
+            if isinstance(value, str) and value:
+                index.setdefault(lookup.key(name, value), profile_id)
+
+    def profiles(self) -> list[tuple[str, dict[str, str]]]:
+        """(id, identifiers) of every member, for merging slices read apart."""
+        values: dict[str, dict[str, str]] = {profile_id: {} for profile_id in self.ids}
+        for name, index in self.by_value.items():
+            for value, profile_id in index.items():
+                values[profile_id][name] = value
+        return list(values.items())
+
+    def find(self, identifier: str, value: str) -> str | None:
+        if identifier == "klaviyo_id":
+            return value if value in self.ids else None
+        return self.by_value[identifier].get(lookup.key(identifier, value))
+
+
+def read_members(ctx: Context, list_id: str) -> Members:
+    """Every member, a hundred a page (their identifiers only). A long list is read as
+    ``STREAMS`` slices of its join times side by side: one page follows another only after
+    Klaviyo's answer, and one chain of pages is slower than the endpoint's limit."""
+    path = f"/api/lists/{_path_id(list_id, 'list')}/profiles"
+    members = Members()
+    oldest = _page(ctx, path, {**_PAGE, "sort": "joined_group_at"})
+    for profile in oldest.items:
+        members.add(profile)
+    if oldest.next_page is None or not oldest.items:
+        return members
+    newest = _page(ctx, path, {**_PAGE, "sort": "-joined_group_at", "page[size]": "1"})
+    start, end = _joined(oldest.items[0]), _joined(newest.items[0]) if newest.items else None
+    if start is None or end is None:
+        return _read_slice(ctx, path, None, None, members)  # no join times: one chain
+    # Whole seconds, as Klaviyo writes join times; the last slice ends after the newest.
+    first, last = int(start.timestamp()), int(end.timestamp()) + 1
+    cuts = sorted({first + (last - first) * i // STREAMS for i in range(STREAMS)} | {last})
+    slices = list(pairwise(cuts))
+    with ThreadPoolExecutor(max_workers=len(slices), thread_name_prefix="mirror-read") as pool:
+        parts = list(pool.map(lambda s: _read_slice(ctx, path, s[0], s[1], Members()), slices))
+    for part in parts:
+        for profile_id, values in part.profiles():
+            members.add({"id": profile_id, "attributes": values})
+    return members
+
+
+@dataclass
+class _Page:
+    items: list[dict[str, Any]]
+    next_page: str | None
+
+
+def _page(ctx: Context, path: str, query: Mapping[str, str] | None) -> _Page:
+    response = ctx.call("GET", path, query=query, handled=(404,))
+    if response.status == 404:
+        raise outcomes.unknown_target("list", 404, response.errors)
+    links = response.body.get("links") if isinstance(response.body, dict) else None
+    next_page = links.get("next") if isinstance(links, dict) else None
+    return _Page(resources(response), next_page if isinstance(next_page, str) else None)
+
+
+def _read_slice(
+    ctx: Context, path: str, start: int | None, end: int | None, members: Members
+) -> Members:
+    """The members who joined in [start, end) (every member when unbounded), page by page."""
+    query: dict[str, str] | None = {**_PAGE, "sort": "joined_group_at"}
+    if start is not None and end is not None:
+        query["filter"] = (  # type: ignore[index]
+            f"greater-or-equal(joined_group_at,{_moment(start)}),"
+            f"less-than(joined_group_at,{_moment(end)})"
+        )
+    next_page: str | None = path
+    while next_page is not None:
+        page = _page(ctx, next_page, query)
+        for profile in page.items:
+            members.add(profile)
+        next_page, query = page.next_page, None  # the next link carries the whole query
+    return members
+
+
+def _joined(profile: Mapping[str, Any]) -> datetime | None:
+    value = (profile.get("attributes") or {}).get("joined_group_at")
+    try:
+        moment = datetime.fromisoformat(value) if isinstance(value, str) else None
+    except ValueError:
+        return None
+    return moment if moment is None or moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def _moment(seconds: int) -> str:
+    """A datetime as Klaviyo's filters take it: ISO 8601, unquoted."""
+    return datetime.fromtimestamp(seconds, UTC).isoformat()
+
+
+@dataclass
+class Plan:
+    """What the file asks of the list."""
+
+    list_id: str
+    list_name: str | None = None
+    members_before: int = 0
+    rows_read: int = 0
+    add: dict[str, int] = field(default_factory=dict)  # profile id -> its first row
+    keep: set[str] = field(default_factory=set)
+    no_profile: list[int] = field(default_factory=list)
+    refused: dict[tuple[str, str], list[Any]] = field(default_factory=dict)
+    remove: list[str] = field(default_factory=list)
+
+    def refuse(self, row: int, result: Result) -> None:
+        entry = self.refused.setdefault((result.outcome.value, result.reason or ""), [0, []])
+        entry[0] += 1
+        if len(entry[1]) < FIRST_ROWS:
+            entry[1].append(row)
+
+    @property
+    def removal_share(self) -> float:
+        return len(self.remove) / self.members_before if self.members_before else 0.0
+
+    def as_json(self) -> dict[str, Any]:
+        refused = sorted(self.refused.items(), key=lambda item: (-item[1][0], item[0]))
+        return {
+            "list_id": self.list_id,
+            "list_name": self.list_name,
+            "members_before": self.members_before,
+            "rows_read": self.rows_read,
+            "would_add": len(self.add),
+            "would_keep": len(self.keep),
+            "would_remove": len(self.remove),
+            "members_after": len(self.keep) + len(self.add),
+            "removal_share": round(self.removal_share, 4),
+            "rows_without_profile": {"count": len(self.no_profile), "first": self.no_profile[:10]},
+            "rows_refused": [
+                {"outcome": outcome, "reason": reason, "count": count, "first_rows": rows}
+                for (outcome, reason), (count, rows) in refused
+            ],
+        }
+
+
+def plan(ctx: Context, list_id: str, rows: Any, defaults: Mapping[str, Any]) -> Plan:
+    """Read the list and the file; what would be added, kept and removed."""
+    group = klaviyo_list(ctx, list_id)
+    members = read_members(ctx, list_id)
+    planned = Plan(list_id, group.name, len(members.ids))
+    unmatched: dict[str, dict[str, list[int]]] = {}  # identifier -> value -> rows
+    for row in rows:
+        planned.rows_read += 1
+        if row.problem is not None:
+            planned.refuse(row.number, row.problem)
+            continue
+        try:
+            lead = Lead.from_object(ensure_object(lead_of(row, defaults)))
+            identifier = lead.identifier()
+            value = search_value(ctx, lead, identifier)
+            if value is None:
+                raise outcomes.NO_IDENTIFIER()
+        except Result as problem:
+            planned.refuse(row.number, problem)
+            continue
+        member = members.find(identifier, value)
+        if member is not None:
+            planned.keep.add(member)
+        else:
+            unmatched.setdefault(identifier, {}).setdefault(lookup.key(identifier, value), [])
+            unmatched[identifier][lookup.key(identifier, value)].append(row.number)
+    for identifier, by_value in unmatched.items():
+        found = _search(ctx, identifier, list(by_value))
+        for value, numbers in by_value.items():
+            if value in found.problems:
+                for number in numbers:
+                    planned.refuse(number, found.problems[value])
+                continue
+            profile = found.first(value)
+            if profile is None:
+                planned.no_profile += numbers
+            elif str(profile["id"]) in members.ids:  # matched by another identifier
+                planned.keep.add(str(profile["id"]))
+            else:
+                planned.add.setdefault(str(profile["id"]), numbers[0])
+    planned.remove = sorted(members.ids - planned.keep)
+    return planned
+
+
+def _search(ctx: Context, identifier: str, values: list[str]) -> lookup.Found:
+    """The profiles of ``values`` (a hundred to a search), ``STREAMS`` searches side by side."""
+    share = -(-len(values) // STREAMS)
+    parts = [values[i : i + share] for i in range(0, len(values), share)] if values else []
+    found = lookup.Found()
+    if not parts:
+        return found
+    with ThreadPoolExecutor(max_workers=len(parts), thread_name_prefix="mirror-search") as pool:
+        results = pool.map(
+            lambda part: lookup.search(ctx, identifier, SORT, part, full=False), parts
+        )
+        for result in results:
+            found.matches.update(result.matches)
+            found.problems.update(result.problems)
+    return found
+
+
+@dataclass
+class Done:
+    """What the writes did."""
+
+    added: int = 0
+    removed: int = 0
+    failed: Counter[tuple[str, str]] = field(default_factory=Counter)
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "added": self.added,
+            "removed": self.removed,
+            "failed": [
+                {"change": change, "reason": reason, "profiles": count}
+                for (change, reason), count in sorted(self.failed.items())
+            ],
+            "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        }
+
+
+def apply(ctx: Context, planned: Plan) -> Done:
+    """The removals and the additions, a thousand profiles a call, side by side."""
+    done = Done()
+    path = f"/api/lists/{_path_id(planned.list_id, 'list')}/relationships/profiles"
+
+    def change(method: str, ids: list[str]) -> tuple[int, Counter[tuple[str, str]]]:
+        changed, failed = 0, Counter[tuple[str, str]]()
+        for start in range(0, len(ids), MAX_IDS_PER_CALL):
+            chunk = ids[start : start + MAX_IDS_PER_CALL]
+            body = {"data": [{"type": "profile", "id": profile_id} for profile_id in chunk]}
+            try:
+                ctx.call(method, path, body=body, expect=(204,))
+            except Result as problem:
+                failed[(method, problem.reason or problem.outcome.value)] += len(chunk)
+                continue
+            changed += len(chunk)
+        return changed, failed
+
+    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="mirror") as pool:
+        removing = pool.submit(change, "DELETE", planned.remove)
+        adding = pool.submit(change, "POST", list(planned.add))
+        done.removed, removal_failures = removing.result()
+        done.added, add_failures = adding.result()
+    for (method, reason), count in (removal_failures + add_failures).items():
+        done.failed[("remove" if method == "DELETE" else "add", reason)] += count
+    return done
+
+
+# -- the file ----------------------------------------------------------------------------------
+
+
+@dataclass
+class MirrorServices:
+    """What a mirror run needs: S3, a Klaviyo context maker, and the stack's removal cap."""
+
+    s3: Any
+    context: Callable[[float], Context]  # a context with this many seconds of budget
+    max_removal_share: float = DEFAULT_MAX_REMOVAL_SHARE
+
+
+def list_id_of(key: str, metadata: Mapping[str, str]) -> str | None:
+    """The list: ``mirror/<list_id>/...``, or an Add Profile to List file's ``klaviyo.list_id``."""
+    rest = key.removeprefix(DRY_RUN_PREFIX)
+    if rest.startswith(PREFIX):
+        list_id, _, name = rest[len(PREFIX) :].partition("/")
+        return list_id if list_id and name else None
+    defaults, _ = defaults_of(metadata)
+    value = defaults.get("klaviyo.list_id")
+    return value.strip() if isinstance(value, str) and value.strip() else None
+
+
+def confirmed(metadata: Mapping[str, str], removals: int) -> bool:
+    """Whether the file's metadata confirms this many removals."""
+    value = str(_lower(metadata).get(CONFIRM, "")).strip().lower()
+    if value == "all":
+        return True
+    return value.isdigit() and int(value) >= removals
+
+
+def take_file(
+    services: MirrorServices,
+    bucket: str,
+    key: str,
+    version_id: str | None = None,
+    seconds: float = 840.0,
+) -> dict[str, Any]:
+    """Plan, report, and (unless a dry run or refused) apply; the report."""
+    s3 = services.s3
+    version = {"VersionId": version_id} if version_id else {}
+    head = s3.head_object(Bucket=bucket, Key=key, **version)
+    metadata = {str(k): str(v) for k, v in (head.get("Metadata") or {}).items()}
+    dry_run = key.startswith(DRY_RUN_PREFIX)
+    stem = stem_of(key)
+    report: dict[str, Any] = {
+        "file": {"bucket": bucket, "key": key, "version_id": head.get("VersionId")},
+        "mirror": True,
+        "dry_run": dry_run,
+        "accepted": False,
+        "problem": None,
+        "max_removal_share": services.max_removal_share,
+        "removals_confirmed": False,
+    }
+    list_id = list_id_of(key, metadata)
+    started = time.monotonic()
+    planned: Plan | None = None
+    if list_id is None:
+        report["problem"] = (
+            "The file names no list: put it under mirror/<list_id>/, or give an Add Profile "
+            "to List file the metadata klaviyo.list_id"
+        )
+    else:
+        ctx = services.context(seconds - MARGIN_SECONDS)
+        body = s3.get_object(Bucket=bucket, Key=key, **version)["Body"]
+        defaults, _ = defaults_of(metadata)
+        try:
+            rows = read_rows(cast(IO[bytes], body), True if is_jsonl_name(key) else None, Layout())
+            planned = plan(ctx, list_id, rows, defaults)
+        except FileProblem as problem:
+            report["problem"] = str(problem)
+        except Result as problem:  # the list cannot be read: nothing is planned or written
+            report["problem"] = problem.reason
+        if planned is not None:
+            report.update(planned.as_json())
+            report["removals_confirmed"] = confirmed(metadata, len(planned.remove))
+            over = planned.removal_share > services.max_removal_share
+            if over and not report["removals_confirmed"]:
+                report["problem"] = (
+                    f"The file would remove {len(planned.remove)} of the list's "
+                    f"{planned.members_before} members ({planned.removal_share:.0%}), more than "
+                    f"the stack allows ({services.max_removal_share:.0%}, "
+                    f"MirrorMaxRemovalPercent): confirm with the metadata {CONFIRM}: "
+                    f"{len(planned.remove)}"
+                )
+            else:
+                report["accepted"] = True
+    report["planned_in_seconds"] = round(time.monotonic() - started, 3)
+    report["results"] = None if dry_run or not report["accepted"] else _results_key(stem)
+    # The report first: when it cannot be written this raises, and nothing is changed.
+    put_json(s3, bucket, f"{stem}.report.json", report)
+    if dry_run or not report["accepted"] or planned is None:
+        return report
+    done = apply(ctx, planned)
+    put_json(s3, bucket, _results_key(stem), {"report": f"{stem}.report.json", **done.as_json()})
+    report["done"] = done.as_json()
+    return report
+
+
+def _results_key(stem: str) -> str:
+    return f"{RESULTS_PREFIX}{stem}.mirror.json"
+
+
+def max_removal_share(env: Mapping[str, str]) -> float:
+    """``MIRROR_MAX_REMOVAL_PERCENT`` as a share (0-100 %); the default when unset or wrong."""
+    try:
+        percent = float(env.get("MIRROR_MAX_REMOVAL_PERCENT") or 100 * DEFAULT_MAX_REMOVAL_SHARE)
+    except ValueError:
+        return DEFAULT_MAX_REMOVAL_SHARE
+    return percent / 100 if 0 <= percent <= 100 else DEFAULT_MAX_REMOVAL_SHARE
+
+
+_services: MirrorServices | None = None
+
+
+def services() -> MirrorServices:
+    """The container's: S3, and Klaviyo as the actions' runtime has it (key, pacer, share)."""
+    global _services
+    if _services is None:
+        import boto3
+
+        from .runtime import Runtime
+
+        runtime = Runtime.from_env()
+        _services = MirrorServices(
+            boto3.client("s3"),
+            lambda seconds: runtime.context(runtime.budget(seconds)),
+            max_removal_share(os.environ),
+        )
+    return _services
+
+
+def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    """A new object in the lead-files bucket: mirror its list when it is a mirror file."""
+    remaining = getattr(context, "get_remaining_time_in_millis", None)
+    seconds = remaining() / 1000 if callable(remaining) else 840.0
+    taken = []
+    for bucket, key, version_id in objects_of(event):
+        if key.endswith("/") or not takes(services().s3, bucket, key, version_id):
+            continue
+        report = take_file(services(), bucket, key, version_id, seconds)
+        taken.append({"key": key, "accepted": report["accepted"], "dry_run": report["dry_run"]})
+    return {"files": taken}
