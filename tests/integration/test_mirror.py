@@ -200,14 +200,24 @@ def test_a_long_list_is_read_in_slices_of_join_time_and_misses_no_one(
     for index, profile_id in enumerate(ids):
         day, second = divmod(index, 15)
         emu.add_to_list(list_id, profile_id, joined_at=f"2026-11-{1 + day:02d}T10:00:{second:02d}Z")
-    ctx = runtime.context(runtime.budget(60))
-    members = mirror.read_members(ctx, list_id)
+    members = mirror.read_members(lambda: runtime.context(runtime.budget(60)), list_id)
     assert members.ids == set(ids)
     assert members.find("email", "M7@example.com") == ids[7]
     pages = [r for r in emu.requests if r.operation_id == "get_profiles_for_list"]
     sliced = [r for r in pages if "filter" in r.query]
     assert len(sliced) >= mirror.STREAMS  # every slice read
-    assert len(pages) <= len(ids) // 100 + 2 * mirror.STREAMS + 2  # pages not read twice
+    slices = mirror.STREAMS * mirror.SLICES_PER_STREAM
+    assert len(pages) <= len(ids) // 100 + slices + 2  # no page read twice
+
+
+def test_a_short_list_is_read_from_both_ends(services, s3, runtime, klaviyo_emulator):
+    emu = klaviyo_emulator
+    list_id = emu.create_list("Short", opt_in="single")
+    ids = [emu.create_profile(email=f"s{i}@example.com") for i in range(150)]
+    emu.add_to_list(list_id, *ids)
+    members = mirror.read_members(lambda: runtime.context(runtime.budget(60)), list_id)
+    assert members.ids == set(ids)
+    assert len([r for r in emu.requests if r.operation_id == "get_profiles_for_list"]) == 2
 
 
 # -- through the local stack (make mirror) ----------------------------------------------------

@@ -22,6 +22,7 @@ adds and removes nobody.
 from __future__ import annotations
 
 import os
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping
@@ -29,7 +30,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from itertools import pairwise
-from typing import IO, Any, cast
+from typing import IO, Any, TypeVar, cast
+from urllib.parse import urlencode
 
 from . import lookup, outcomes
 from .context import Context
@@ -64,7 +66,28 @@ _PAGE = {"fields[profile]": "email,phone_number,external_id,joined_group_at", "p
 # Slices of a list read side by side, and searches made side by side: a page or a search takes
 # Klaviyo about a fifth of a second, and the endpoints' limits allow 12 calls a second.
 STREAMS = 8
+SLICES_PER_STREAM = 4
+LIST_PAGES = "get_profiles_for_list"  # the operation (and pacer bucket) of list pages
+# A stream whose pacer holds it back longer than this hands its slice to the others.
+HAND_BACK_SECONDS = 2.0
 _TRUE = {"true", "yes", "1", "on"}
+
+
+Item = TypeVar("Item")
+Answer = TypeVar("Answer")
+Parallel = Callable[[Callable[[Any], Any], list[Any]], list[Any]]
+# A context for one stream of calls: a client, and so a pacer, of its own. A pacer counts one
+# stream's calls (its own calls, the rest of the account's); streams side by side are paced as
+# containers side by side are, each taking a share of what the account leaves.
+Streams = Callable[[], Context]
+
+
+def threads(work: Callable[[Item], Answer], items: list[Item]) -> list[Answer]:
+    """``work`` on every item, each in a thread of its own; the answers in the items' order."""
+    if not items:
+        return []
+    with ThreadPoolExecutor(max_workers=len(items), thread_name_prefix="mirror") as pool:
+        return list(pool.map(work, items))
 
 
 def is_mirror_key(key: str) -> bool:
@@ -128,30 +151,94 @@ class Members:
         return self.by_value[identifier].get(lookup.key(identifier, value))
 
 
-def read_members(ctx: Context, list_id: str) -> Members:
-    """Every member, a hundred a page (their identifiers only). A long list is read as
-    ``STREAMS`` slices of its join times side by side: one page follows another only after
-    Klaviyo's answer, and one chain of pages is slower than the endpoint's limit."""
+def read_members(streams: Streams, list_id: str, parallel: Parallel = threads) -> Members:
+    """Every member, a hundred a page (their identifiers only). A long list is read in
+    slices of its join times, ``STREAMS`` side by side: one page follows another only after
+    Klaviyo's answer, and one chain of pages is slower than the endpoint's limit. There are
+    ``SLICES_PER_STREAM`` times more slices than streams, each stream taking the next slice
+    left when it is done with one: join times bunch, and the streams end together."""
     path = f"/api/lists/{_path_id(list_id, 'list')}/profiles"
     members = Members()
+    ctx = streams()
     oldest = _page(ctx, path, {**_PAGE, "sort": "joined_group_at"})
     for profile in oldest.items:
         members.add(profile)
     if oldest.next_page is None or not oldest.items:
         return members
-    newest = _page(ctx, path, {**_PAGE, "sort": "-joined_group_at", "page[size]": "1"})
-    start, end = _joined(oldest.items[0]), _joined(newest.items[0]) if newest.items else None
+    newest = _page(ctx, path, {**_PAGE, "sort": "-joined_group_at"})
+    before = len(members.ids)
+    for profile in newest.items:
+        members.add(profile)
+    if newest.next_page is None or len(members.ids) < before + len(newest.items):
+        return members  # the two ends met: 200 members at most, every one seen
+    start, end = _joined(oldest.items[0]), _joined(newest.items[0])
     if start is None or end is None:
         return _read_slice(ctx, path, None, None, members)  # no join times: one chain
     # Whole seconds, as Klaviyo writes join times; the last slice ends after the newest.
     first, last = int(start.timestamp()), int(end.timestamp()) + 1
-    cuts = sorted({first + (last - first) * i // STREAMS for i in range(STREAMS)} | {last})
-    slices = list(pairwise(cuts))
-    with ThreadPoolExecutor(max_workers=len(slices), thread_name_prefix="mirror-read") as pool:
-        parts = list(pool.map(lambda s: _read_slice(ctx, path, s[0], s[1], Members()), slices))
-    for part in parts:
+    count = STREAMS * SLICES_PER_STREAM
+    cuts = sorted({first + (last - first) * i // count for i in range(count)} | {last})
+    work = Slices([_slice_query(path, low, high) for low, high in pairwise(cuts)])
+    for part in parallel(lambda _: _read_slices(streams(), work), list(range(STREAMS))):
         for profile_id, values in part.profiles():
             members.add({"id": profile_id, "attributes": values})
+    return members
+
+
+class Slices:
+    """The slices of a list still to read, as the page each one goes on from, shared by the
+    streams. A stream whose pacer would hold it back while others read hands its slice back
+    and stops: the pacers of streams side by side take each other's calls for the rest of the
+    account's, and one may find no share left in a window while the others go on. The last
+    stream never stops: the others' pace it learnt fades as it reads alone."""
+
+    def __init__(self, pages: list[str]) -> None:
+        self._pages = pages
+        self._lock = threading.Lock()
+        self._reading = STREAMS
+
+    def take(self) -> str | None:
+        with self._lock:
+            return self._pages.pop(0) if self._pages else None
+
+    def hand_back(self, page: str) -> bool:
+        """Give the slice to another stream (True: this one stops), unless it is the last."""
+        with self._lock:
+            if self._reading <= 1:
+                return False
+            self._pages.append(page)
+            self._reading -= 1
+            return True
+
+    def done(self) -> None:
+        with self._lock:
+            self._reading -= 1
+
+
+def _slice_query(path: str, start: int, end: int) -> str:
+    """The first page of the members who joined in [start, end), as a URL path and query."""
+    query = {
+        **_PAGE,
+        "sort": "joined_group_at",
+        "filter": f"greater-or-equal(joined_group_at,{_moment(start)}),"
+        f"less-than(joined_group_at,{_moment(end)})",
+    }
+    return f"{path}?{urlencode(query)}"
+
+
+def _read_slices(ctx: Context, work: Slices) -> Members:
+    """One stream: slices, page by page, until none is left (or it hands its slice back)."""
+    members = Members()
+    page: str | None = work.take()
+    while page is not None:
+        wait = ctx.client.check_pace(LIST_PAGES, ctx.budget)
+        if wait > HAND_BACK_SECONDS and work.hand_back(page):
+            return members
+        answer = _page(ctx, page, None)
+        for profile in answer.items:
+            members.add(profile)
+        page = answer.next_page or work.take()
+    work.done()
     return members
 
 
@@ -247,10 +334,17 @@ class Plan:
         }
 
 
-def plan(ctx: Context, list_id: str, rows: Any, defaults: Mapping[str, Any]) -> Plan:
+def plan(
+    streams: Streams,
+    list_id: str,
+    rows: Any,
+    defaults: Mapping[str, Any],
+    parallel: Parallel = threads,
+) -> Plan:
     """Read the list and the file; what would be added, kept and removed."""
+    ctx = streams()
     group = klaviyo_list(ctx, list_id)
-    members = read_members(ctx, list_id)
+    members = read_members(streams, list_id, parallel)
     planned = Plan(list_id, group.name, len(members.ids))
     unmatched: dict[str, dict[str, list[int]]] = {}  # identifier -> value -> rows
     for row in rows:
@@ -274,7 +368,7 @@ def plan(ctx: Context, list_id: str, rows: Any, defaults: Mapping[str, Any]) -> 
             unmatched.setdefault(identifier, {}).setdefault(lookup.key(identifier, value), [])
             unmatched[identifier][lookup.key(identifier, value)].append(row.number)
     for identifier, by_value in unmatched.items():
-        found = _search(ctx, identifier, list(by_value))
+        found = _search(streams, identifier, list(by_value), parallel)
         for value, numbers in by_value.items():
             if value in found.problems:
                 for number in numbers:
@@ -291,20 +385,20 @@ def plan(ctx: Context, list_id: str, rows: Any, defaults: Mapping[str, Any]) -> 
     return planned
 
 
-def _search(ctx: Context, identifier: str, values: list[str]) -> lookup.Found:
+def _search(
+    streams: Streams, identifier: str, values: list[str], parallel: Parallel = threads
+) -> lookup.Found:
     """The profiles of ``values`` (a hundred to a search), ``STREAMS`` searches side by side."""
     share = -(-len(values) // STREAMS)
     parts = [values[i : i + share] for i in range(0, len(values), share)] if values else []
     found = lookup.Found()
-    if not parts:
-        return found
-    with ThreadPoolExecutor(max_workers=len(parts), thread_name_prefix="mirror-search") as pool:
-        results = pool.map(
-            lambda part: lookup.search(ctx, identifier, SORT, part, full=False), parts
-        )
-        for result in results:
-            found.matches.update(result.matches)
-            found.problems.update(result.problems)
+
+    def search(part: list[str]) -> lookup.Found:
+        return lookup.search(streams(), identifier, SORT, part, full=False)
+
+    for result in parallel(search, parts):
+        found.matches.update(result.matches)
+        found.problems.update(result.problems)
     return found
 
 
@@ -328,13 +422,13 @@ class Done:
         }
 
 
-def apply(ctx: Context, planned: Plan) -> Done:
+def apply(streams: Streams, planned: Plan, parallel: Parallel = threads) -> Done:
     """The removals and the additions, a thousand profiles a call, side by side."""
     done = Done()
     path = f"/api/lists/{_path_id(planned.list_id, 'list')}/relationships/profiles"
 
     def change(method: str, ids: list[str]) -> tuple[int, Counter[tuple[str, str]]]:
-        changed, failed = 0, Counter[tuple[str, str]]()
+        changed, failed, ctx = 0, Counter[tuple[str, str]](), streams()
         for start in range(0, len(ids), MAX_IDS_PER_CALL):
             chunk = ids[start : start + MAX_IDS_PER_CALL]
             body = {"data": [{"type": "profile", "id": profile_id} for profile_id in chunk]}
@@ -346,11 +440,10 @@ def apply(ctx: Context, planned: Plan) -> Done:
             changed += len(chunk)
         return changed, failed
 
-    with ThreadPoolExecutor(max_workers=2, thread_name_prefix="mirror") as pool:
-        removing = pool.submit(change, "DELETE", planned.remove)
-        adding = pool.submit(change, "POST", list(planned.add))
-        done.removed, removal_failures = removing.result()
-        done.added, add_failures = adding.result()
+    changes = [("DELETE", planned.remove), ("POST", list(planned.add))]
+    (done.removed, removal_failures), (done.added, add_failures) = parallel(
+        lambda item: change(*item), changes
+    )
     for (method, reason), count in (removal_failures + add_failures).items():
         done.failed[("remove" if method == "DELETE" else "add", reason)] += count
     return done
@@ -364,8 +457,10 @@ class MirrorServices:
     """What a mirror run needs: S3, a Klaviyo context maker, and the stack's removal cap."""
 
     s3: Any
-    context: Callable[[float], Context]  # a context with this many seconds of budget
+    # A context for a stream of calls (``Streams``) with this many seconds of budget.
+    context: Callable[[float], Context]
     max_removal_share: float = DEFAULT_MAX_REMOVAL_SHARE
+    parallel: Parallel = threads  # how calls go side by side (a benchmark's virtual clock)
 
 
 def list_id_of(key: str, metadata: Mapping[str, str]) -> str | None:
@@ -419,12 +514,16 @@ def take_file(
             "to List file the metadata klaviyo.list_id"
         )
     else:
-        ctx = services.context(seconds - MARGIN_SECONDS)
+        deadline = time.monotonic() + seconds - MARGIN_SECONDS
+
+        def streams() -> Context:
+            return services.context(max(1.0, deadline - time.monotonic()))
+
         body = s3.get_object(Bucket=bucket, Key=key, **version)["Body"]
         defaults, _ = defaults_of(metadata)
         try:
             rows = read_rows(cast(IO[bytes], body), True if is_jsonl_name(key) else None, Layout())
-            planned = plan(ctx, list_id, rows, defaults)
+            planned = plan(streams, list_id, rows, defaults, services.parallel)
         except FileProblem as problem:
             report["problem"] = str(problem)
         except Result as problem:  # the list cannot be read: nothing is planned or written
@@ -449,7 +548,7 @@ def take_file(
     put_json(s3, bucket, f"{stem}.report.json", report)
     if dry_run or not report["accepted"] or planned is None:
         return report
-    done = apply(ctx, planned)
+    done = apply(streams, planned, services.parallel)
     put_json(s3, bucket, _results_key(stem), {"report": f"{stem}.report.json", **done.as_json()})
     report["done"] = done.as_json()
     return report
@@ -477,14 +576,18 @@ def services() -> MirrorServices:
     if _services is None:
         import boto3
 
+        from .config import Settings
         from .runtime import Runtime
+        from .secrets import ApiKeyProvider
 
-        runtime = Runtime.from_env()
-        _services = MirrorServices(
-            boto3.client("s3"),
-            lambda seconds: runtime.context(runtime.budget(seconds)),
-            max_removal_share(os.environ),
-        )
+        settings = Settings.from_env()
+        api_key = ApiKeyProvider(settings.api_key_secret_id)  # read once, for every stream
+
+        def context(seconds: float) -> Context:
+            runtime = Runtime.wired(settings, api_key)  # a client and pacer of its own
+            return runtime.context(runtime.budget(seconds))
+
+        _services = MirrorServices(boto3.client("s3"), context, max_removal_share(os.environ))
     return _services
 
 
