@@ -223,3 +223,61 @@ def test_a_queued_dry_run_is_neither_claimed_kept_nor_published(runtime, seeded,
     published = [p.message_id for p in runtime.publisher.published]  # type: ignore[union-attr]
     assert published == ["m-real"]
     assert seeded["sam"] not in klaviyo_emulator.list_members(seeded["list"])
+
+
+# -- a dry-run lead file ------------------------------------------------------------------------
+
+
+def test_a_dry_run_files_report_counts_what_its_rows_would_do(
+    runtime, seeded, klaviyo_emulator, aws_credentials
+):
+    import boto3
+    from moto import mock_aws
+
+    from klaviyo_leads import lead_files
+
+    body = (
+        "email,first_name\n"
+        "sarah@example.com,Sarah\n"  # a profile has it: "already exists"
+        "ada@example.com,Ada\n"
+        "bo@example.com,Bo\n"
+        "not-an-email,Bad\n"  # refused by the check: never run
+    )
+    with mock_aws():
+        s3 = boto3.client("s3", region_name="us-east-1")
+        s3.create_bucket(Bucket="lead-files")
+        key = "dry-run/create_profile/people.csv"
+        s3.put_object(Bucket="lead-files", Key=key, Body=body.encode())
+        services = lead_files.Services(s3=s3, sqs=None, klaviyo=lambda: runtime)
+        report = lead_files.take_file(services, "lead-files", key).as_json()
+        written = json.loads(
+            s3.get_object(Bucket="lead-files", Key="dry-run/create_profile/people.report.json")[
+                "Body"
+            ].read()
+        )
+    would = report["would"]
+    assert written["would"] == would
+    assert (would["rows"], would["of_rows_to_send"]) == (3, 3)
+    counted = {(o["outcome"], o["reason"]): o["count"] for o in would["outcomes"]}
+    assert counted == {
+        ("success", None): 2,
+        ("failure", "A profile with this email already exists"): 1,
+    }
+    assert would["requests"] == {"create_profile": 3}  # a real run sends all three
+    assert writes(klaviyo_emulator) == []
+    assert report["rows_refused"] == 1
+
+
+def test_without_klaviyo_a_dry_run_file_is_checked_only(aws_credentials):
+    import boto3
+    from moto import mock_aws
+
+    from klaviyo_leads import lead_files
+
+    with mock_aws():
+        s3 = boto3.client("s3", region_name="us-east-1")
+        s3.create_bucket(Bucket="lead-files")
+        key = "dry-run/create_profile/people.csv"
+        s3.put_object(Bucket="lead-files", Key=key, Body=b"email\nada@example.com\n")
+        report = lead_files.take_file(lead_files.Services(s3=s3, sqs=None), "lead-files", key)
+    assert report.accepted and report.would is None

@@ -451,6 +451,8 @@ class Report:
     # Which rows the check refused (a bit per row): sending reads the file again and checks
     # only those again, for their result, instead of every row.
     refused_rows: bytearray = field(default_factory=bytearray)
+    # A dry run's rows run as dry runs, when Klaviyo can be reached (lead_file_dry_run).
+    would: dict[str, Any] | None = None
 
     @property
     def accepted(self) -> bool:
@@ -497,6 +499,7 @@ class Report:
                 for (outcome, reason), (count, rows) in refused
             ],
             "duplicate_rows": {"count": self.duplicates, "first": self.first_duplicates},
+            "would": self.would,
             "results": None if self.dry_run or not self.accepted else self.results_key,
             "progress": None if self.dry_run or not self.accepted else self.progress_key,
             "checked_at": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -627,6 +630,9 @@ class Services:
     bus_name: str | None = None
     max_file_bytes: int = DEFAULT_MAX_FILE_BYTES
     dead_letter_after_seconds: float = DEFAULT_DEAD_LETTER_AFTER_SECONDS
+    # Klaviyo for a dry run's rows: a runtime per stream of calls (None: the check only).
+    klaviyo: Callable[[], Any] | None = None
+    dry_run_seconds: float = 600.0
     wall: Callable[[], float] = time.time
     clock: Callable[[], float] = time.monotonic
     sleep: Callable[[float], None] = time.sleep
@@ -660,7 +666,15 @@ class Services:
             dead_letter_after_seconds=float(
                 env.get("LEAD_FILE_DEAD_LETTER_AFTER_SECONDS") or DEFAULT_DEAD_LETTER_AFTER_SECONDS
             ),
+            klaviyo=_klaviyo(env),
         )
+
+
+def _klaviyo(env: Mapping[str, str]) -> Callable[[], Any] | None:
+    """Runtimes for a dry run's rows, when the stack gives the splitter Klaviyo's key."""
+    from .lead_file_dry_run import runtimes
+
+    return runtimes(env)
 
 
 def camel(action: str) -> str:
@@ -714,12 +728,31 @@ def take_file(services: Services, bucket: str, key: str, version_id: str | None 
     else:
         metadata = head.get("Metadata") or {}
         check_file(open_stream, report, target, metadata, services.settings)
+        if target.dry_run and report.accepted and services.klaviyo is not None:
+            from .lead_file_dry_run import would
+
+            report.would = would(
+                target.action,
+                _leads_to_send(open_stream, report, target),
+                services.klaviyo,
+                services.dry_run_seconds,
+                report.rows_to_send,
+            )
     # The report first: when it cannot be written this raises, and no row is sent.
     put_json(s3, bucket, target.report_key, report.as_json())
     if target.dry_run or not report.accepted:
         return report
     send_rows(services, report, target, open_stream)
     return report
+
+
+def _leads_to_send(
+    open_stream: Callable[[], IO[bytes]], report: Report, target: Target
+) -> Iterator[dict[str, Any]]:
+    """The leads of the rows the check did not refuse, in the file's order."""
+    for row in read_rows(open_stream(), True if target.jsonl else None, Layout()):
+        if row.problem is None and not report.was_refused(row.number):
+            yield lead_of(row, report.defaults)
 
 
 def _version(version_id: str | None) -> dict[str, str]:
