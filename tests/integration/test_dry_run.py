@@ -281,3 +281,20 @@ def test_without_klaviyo_a_dry_run_file_is_checked_only(aws_credentials):
         s3.put_object(Bucket="lead-files", Key=key, Body=b"email\nada@example.com\n")
         report = lead_files.take_file(lead_files.Services(s3=s3, sqs=None), "lead-files", key)
     assert report.accepted and report.would is None
+
+
+def test_a_dry_run_with_an_idempotency_key_neither_keeps_nor_replays_its_answer(
+    runtime, seeded, klaviyo_emulator
+):
+    class Untouchable:
+        def __getattr__(self, name: str):
+            raise AssertionError(f"a dry run used the Idempotency-Key records ({name})")
+
+    runtime.settings = dataclasses.replace(runtime.settings, idempotency_table_name="table")
+    runtime.requests_by_action["add_profile_to_list"] = Untouchable()  # type: ignore[assignment]
+    lead = {"email": "sam@example.com", "klaviyo.list_id": seeded["list"], "dry_run": True}
+    headers = {"Content-Type": "application/json", "Idempotency-Key": "k-1"}
+    event = api_gateway_event("POST", "/add-profile-to-list", headers, json.dumps(lead))
+    answer = handle(runtime, ACTIONS["add_profile_to_list"], event, None)
+    assert answer["statusCode"] == 200 and json.loads(answer["body"])["dry_run"] is True
+    assert writes(klaviyo_emulator) == []
