@@ -13,6 +13,11 @@
 #   make invoke     one event file through its function (ACTION=..., EVENT=...)
 #   make import     a lead file through the local stack (FILE=leads.csv ACTION=..., DRY_RUN=1,
 #                   METADATA="klaviyo.list_id=..."): report and results file beside it
+#   make mirror     a mirror lead file through the local stack (FILE=people.csv LIST=Y6nRLr,
+#                   DRY_RUN=1, METADATA="mirror-confirm-removals=all"): the list becomes the file
+#   make trail      the local stack's lead trail, with the stack's Athena queries (DuckDB):
+#                   EMAIL=..., PHONE=..., VENDOR=..., QUERY=<named query>, SQL="...", LIST=1;
+#                   DIR=... for a copy of a real trail bucket (aws s3 sync s3://<bucket>/trail DIR/trail)
 #   make events     regenerate events/
 #   make spec-rules regenerate the emulator's rules table from Klaviyo's OpenAPI document
 #   make simulate   the fleet simulation: SEEDS=10000 seeds on JOBS=2 processes, or one SEED=n
@@ -157,6 +162,15 @@ invoke: venv
 import: venv
 	@test -n "$(FILE)" -a -n "$(ACTION)" || { echo "usage: make import FILE=leads.csv ACTION=subscribe_profile_to_list [DRY_RUN=1] [METADATA='klaviyo.list_id=...']"; exit 2; }
 	$(VENV)/bin/python -m devtools.lead_file_import "$(FILE)" $(ACTION) $(if $(DRY_RUN),--dry-run) $(foreach m,$(METADATA),--metadata "$(m)")
+
+.PHONY: mirror
+mirror: venv
+	@test -n "$(FILE)" -a -n "$(LIST)" || { echo "usage: make mirror FILE=people.csv LIST=<list_id> [DRY_RUN=1] [METADATA='mirror-confirm-removals=all']"; exit 2; }
+	$(VENV)/bin/python -m devtools.mirror_import "$(FILE)" "$(LIST)" $(if $(DRY_RUN),--dry-run) $(foreach m,$(METADATA),--metadata "$(m)")
+
+.PHONY: trail
+trail: venv
+	$(VENV)/bin/python -m devtools.trail $(if $(DIR),--dir "$(DIR)") $(if $(EMAIL),--email "$(EMAIL)")$(if $(PHONE),--phone "$(PHONE)")$(if $(VENDOR),--vendor "$(VENDOR)")$(if $(QUERY),--query "$(QUERY)")$(if $(SQL),--sql "$(SQL)")$(if $(LIST),--list)
 
 .PHONY: events
 events: venv

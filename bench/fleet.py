@@ -228,8 +228,8 @@ def container(config: dict[str, Any]) -> None:
     by_operation: dict[str, Counter[str]] = {}
     lock = threading.Lock()
 
-    def observe(bucket: str, status: int | None) -> None:
-        count_klaviyo_call(bucket, status)
+    def observe(bucket: str, status: int | None, seconds: float) -> None:
+        count_klaviyo_call(bucket, status, seconds)
         if not start <= time.time() <= end:
             return
         with lock:

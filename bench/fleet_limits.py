@@ -365,7 +365,7 @@ def run(spec: Run) -> dict[str, Any]:
             sleep=sim.sleep,
             results=results,
             pool=KlaviyoStandIn(sim, limits, spec.latency, rng, f"c{index}", fleet_calls),
-            observer=lambda bucket, status: None,
+            observer=lambda bucket, status, seconds: None,
         )
         runtime.client.pacer = fleet_pacer(sim, rng, spec)
         runtime.wall = sim.now

@@ -153,7 +153,7 @@ def build_runtime(
     pacer: Pacer | None = None,
     pool: Any = None,
     api_key: str = DEFAULT_API_KEY,
-    observer: Callable[[str, int | None], None] | None = None,
+    observer: Callable[[str, int | None, float], None] | None = None,
 ) -> BenchRuntime:
     """A runtime as ``Runtime.from_env`` builds it, on the given clock, with a fixed key.
 

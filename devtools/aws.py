@@ -61,14 +61,21 @@ MOTO_CANNOT_BUILD = frozenset(
         "AWS::CloudWatch::Dashboard",
     }
 )
-MOTO_CANNOT_OUTPUT = frozenset({"ApiUrl", "DashboardUrl"})
+MOTO_CANNOT_OUTPUT = frozenset(
+    {"ApiUrl", "DashboardUrl", "TrailWorkGroupName", "TrailDatabaseName"}
+)
 # Types moto's CloudFormation accepts but does not create (it records them without a type).
 MOTO_SKIPS = frozenset(
     {
         "AWS::ApiGateway::ApiKey",
+        "AWS::Athena::NamedQuery",
+        "AWS::Athena::WorkGroup",
         "AWS::CloudWatch::Alarm",
         "AWS::Events::EventBusPolicy",
+        "AWS::Glue::Database",
+        "AWS::Glue::Table",
         "AWS::Lambda::EventInvokeConfig",
+        "AWS::Logs::SubscriptionFilter",
         "AWS::S3::BucketPolicy",
         "AWS::SNS::Subscription",
         "AWS::SQS::QueuePolicy",

@@ -605,7 +605,7 @@ def observed_client(
         base_url,
         revision,
         lambda force: key,
-        observer=lambda operation, status: calls.append((operation, status)),
+        observer=lambda operation, status, seconds: calls.append((operation, status)),
         **options,
     )
 

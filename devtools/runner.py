@@ -38,6 +38,7 @@ from urllib.parse import urlsplit
 from devtools import api_gateway, aws
 from devtools import events as samples
 from devtools import lambda_events as le
+from devtools.trail import LocalTrail
 
 # One process runs every function here, each with its own "action" metric dimension;
 # in Lambda a container runs one. Powertools warns on every switch.
@@ -145,6 +146,7 @@ class Sandbox:
         openapi_path: Path | None = None,
         metrics: bool = False,
         latency: str | None = None,
+        trail_dir: Path | None = LocalTrail.DEFAULT_DIR,
     ) -> None:
         self.real_api_key = real_api_key
         self.latency = latency  # the emulator's latency model ("realistic": Klaviyo-like)
@@ -166,6 +168,8 @@ class Sandbox:
         self._queue_lock = threading.Lock()
         self.gateway = api_gateway.GatewayResponses()  # the API's own answers, as deployed
         self._retry_settings: dict[str, tuple[int, int | None]] = {}
+        self.trail_dir = trail_dir  # where the local stack's trail is mirrored (make trail)
+        self.trail: LocalTrail | None = None  # CloudWatch Logs' part of the trail, locally
 
     # lifecycle ---------------------------------------------------------------------------
 
@@ -201,6 +205,11 @@ class Sandbox:
             api_key, endpoint_url=self.moto.endpoint_url, parameters=parameters
         )
         self.results_queue = aws.add_results_queue(self.local_stack)
+        self.trail = LocalTrail(
+            aws.client("s3", self.moto.endpoint_url),
+            self.local_stack.physical_ids.get("TrailBucket"),
+            self.trail_dir,
+        )
         translated = aws.translated_template()
         self.gateway = api_gateway.GatewayResponses.of(translated)
         # moto has no WAF: the web ACL's body rule is applied by the local API itself.
@@ -293,7 +302,11 @@ class Sandbox:
             from klaviyo_leads import entrypoint
 
             entrypoint.reset_runtime(self._runtime_for(action))
-            return handler(event, context)
+            try:
+                return handler(event, context)
+            finally:
+                if self.trail is not None:
+                    self.trail.flush()
 
     def _runtime_for(self, action: str) -> Any:
         """The function's container state, built with its own variables (its queue's URL), so
@@ -311,6 +324,8 @@ class Sandbox:
             os.environ.update(own)
             try:
                 runtime = self._runtimes[action] = Runtime.from_env()
+                if runtime.trail is not None and self.trail is not None:
+                    runtime.trail.write = self.trail.writer(action)
             finally:
                 for name, value in saved.items():
                     if value is None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,6 +19,10 @@ from klaviyo_leads.klaviyo import KlaviyoClient, Pacer
 from klaviyo_leads.runtime import Processed, Runtime, count_klaviyo_call
 
 pytest_plugins = ["devtools.klaviyo_emulator.pytest_fixtures"]
+
+# The local runner's trail mirror (devtools.trail), away from a developer's own .tools/trail;
+# one per test process (the runners it starts inherit it).
+os.environ["LOCAL_TRAIL_DIR"] = tempfile.mkdtemp(prefix="lead-trail-")
 
 ROOT = Path(__file__).resolve().parents[1]
 API_KEY = "pk_test_emulator"

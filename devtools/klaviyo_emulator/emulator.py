@@ -255,13 +255,16 @@ class KlaviyoEmulator:
     def remove_from_segment(self, segment_id: str, profile_id: str) -> None:
         self._store.remove_from_segment(segment_id, profile_id)
 
-    def add_to_list(self, list_id: str, *profile_ids: str) -> None:
-        """Seed list membership (what Add Profile to List does, without the HTTP call)."""
+    def add_to_list(
+        self, list_id: str, *profile_ids: str, joined_at: str | datetime | None = None
+    ) -> None:
+        """Seed list membership (what Add Profile to List does, without the HTTP call), joined
+        now or at ``joined_at`` (a list built over months)."""
         with self._store.lock:
             self._store.settle()
             for profile_id in profile_ids:
                 self._store.profile(profile_id)
-            self._store.add_list_members(list_id, list(profile_ids))
+            self._store.add_list_members(list_id, list(profile_ids), joined_at)
 
     def create_profile(
         self,

@@ -587,10 +587,12 @@ class Store:
             self.segment(segment_id)
             self._segment_change(segment_id, profile_id, False)
 
-    def add_list_members(self, list_id: str, profile_ids: list[str]) -> None:
+    def add_list_members(
+        self, list_id: str, profile_ids: list[str], joined_at: str | datetime | None = None
+    ) -> None:
         with self.lock:
             klaviyo_list = self.klaviyo_list(list_id)
-            now = self.now()
+            now = parse_timestamp(joined_at) if joined_at else self.now()
             for profile_id in profile_ids:
                 klaviyo_list.members.setdefault(profile_id, now)
 

@@ -44,6 +44,13 @@ def _seconds(value: str | None, default: float) -> float:
     return seconds if 0.0 < seconds <= 3600.0 else default
 
 
+def _trail_pii(value: str | None) -> str | None:
+    """``lead`` or ``hashed``; off when unset or "off"; anything else keeps the least."""
+    if value is None or value.lower() == "off":
+        return None
+    return "lead" if value.lower() == "lead" else "hashed"
+
+
 @dataclass(frozen=True)
 class Settings:
     """Everything the environment decides (contract section 9)."""
@@ -73,6 +80,10 @@ class Settings:
     # What a result event carries of its lead: "full" (the lead as received) or
     # "keys-and-hashes" (its keys, and its identifiers as SHA-256): publishing.LEAD_CONTENTS.
     result_event_lead: str = "full"
+    # The lead trail: what its records keep of a lead ("lead": all of it; "hashed": hashes of
+    # the email and phone only); None: no trail. And the lead field that names the vendor.
+    trail_pii: str | None = None
+    trail_vendor_field: str | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -97,4 +108,6 @@ class Settings:
             profile_deletion_enabled=_flag(env.get("PROFILE_DELETION_ENABLED"), default=False),
             search_settle_seconds=_seconds(env.get("KLAVIYO_SEARCH_SETTLE_SECONDS"), 10.0),
             result_event_lead=(text("RESULT_EVENT_LEAD") or "full").lower(),
+            trail_pii=_trail_pii(text("TRAIL_PII")),
+            trail_vendor_field=text("TRAIL_VENDOR_FIELD"),
         )

@@ -11,6 +11,7 @@ from typing import Any
 
 from .budget import Budget
 from .config import Settings
+from .dry_run import WouldSend
 from .klaviyo import KlaviyoClient, Response
 from .ledger import CreateLedger
 
@@ -56,6 +57,14 @@ class Context:
     attempt: str = field(default_factory=lambda: uuid.uuid4().hex)
     # Wall-clock seconds, as Klaviyo's timestamps and the records read them.
     wall: Callable[[], float] = time.time
+    # A dry run: its writes are kept here instead of sent (``dry_run``); its reads are sent.
+    would_send: WouldSend | None = None
 
     def call(self, method: str, path: str, **kwargs: Any) -> Response:
-        return self.client.call(method, path, self.budget, **kwargs)
+        if self.would_send is None:
+            return self.client.call(method, path, self.budget, **kwargs)
+        if method.upper() != "GET":
+            return self.would_send.keep(method.upper(), path, kwargs)
+        response = self.client.call(method, path, self.budget, **kwargs)
+        self.would_send.saw(response)
+        return response

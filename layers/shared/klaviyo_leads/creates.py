@@ -118,6 +118,8 @@ class Attempt:
 
 def create(ctx: Context, attributes: dict[str, Any]) -> Result:
     """The lead's create, recorded: its own profile (created), or the one it duplicates."""
+    if ctx.would_send is not None:
+        return would_create(ctx, attributes)
     if ctx.ledger is None:
         raise outcomes.LEDGER_NOT_CONFIGURED()
     person = Person.of(attributes)
@@ -128,6 +130,39 @@ def create(ctx: Context, attributes: dict[str, Any]) -> Result:
     except Result:
         attempt.end()
         raise
+
+
+def would_create(ctx: Context, attributes: dict[str, Any]) -> Result:
+    """A dry run's create: the write a real run sends, and what Klaviyo's search says it
+    would answer (a profile holding one of the lead's identifiers makes it a duplicate).
+    The ledger is neither read nor written: only another request still creating the person
+    would make the real answer differ (in progress, then the same duplicate)."""
+    person = Person.of(attributes)
+    if person.external_id:
+        # As a real run: a known external id is refused before anything is written.
+        existing = search_profiles(ctx, "external_id", person.external_id, "-created", limit=1)
+        if existing:
+            raise duplicate_of(person, existing[0], identifier="external_id")
+    holder = None
+    for name, value in person.values():
+        if name == "external_id":
+            continue
+        found = search_profiles(ctx, name, value, "-created", limit=1)
+        if found:
+            holder = (name, found[0])
+            break
+    response = ctx.call(
+        "POST",
+        "/api/profiles",
+        query=WITH_SUBSCRIPTIONS,
+        body={"data": {"type": "profile", "attributes": marked(attributes, owner_of(ctx))}},
+        expect=(201,),
+        handled=(409,),
+        idempotent=False,
+    )
+    if holder is not None:  # Klaviyo would answer 409, naming that profile
+        raise duplicate_of(person, holder[1], identifier=holder[0])
+    return success(resource(response))
 
 
 class HeldByPeer(Exception):

@@ -548,8 +548,9 @@ def _seconds_until(http_date: str, now: Callable[[], float]) -> float | None:
 ApiKeySource = Callable[[bool], str]
 """Returns the API key; called with True to re-read it after a 401 (key rotation)."""
 
-CallObserver = Callable[[str, int | None], None]
-"""Told about every attempt: the bucket and Klaviyo's status (None when there was none)."""
+CallObserver = Callable[[str, int | None, float], None]
+"""Told about every attempt: the bucket, Klaviyo's status (None when there was none) and the
+seconds it took."""
 
 WaitObserver = Callable[[str, float], None]
 """Told about every wait for the pacer: the bucket and the seconds waited."""
@@ -620,6 +621,7 @@ class KlaviyoClient:
                 raise outcomes.TIMEOUT(seconds=budget.describe())
             if before_send is not None:
                 before_send()
+            sent_at = time.monotonic()
             try:
                 raw = self._pool.request(
                     method,
@@ -634,10 +636,10 @@ class KlaviyoClient:
                 )
             except (ConnectTimeoutError, NewConnectionError) as exc:
                 # Nothing reached Klaviyo: safe to repeat, whatever the method.
-                self._observe(bucket, None)
+                self._observe(bucket, None, sent_at)
                 problem = self._no_answer(exc, budget)
             except (ReadTimeoutError, HTTPError) as exc:
-                self._observe(bucket, None)
+                self._observe(bucket, None, sent_at)
                 problem = self._no_answer(exc, budget)
                 # It may have reached Klaviyo: repeating it is the caller's decision.
                 problem.effect_unknown = not idempotent
@@ -646,7 +648,7 @@ class KlaviyoClient:
                 # Header names are case-insensitive; keep them lower-case from here on.
                 headers = {k.lower(): v for k, v in raw.headers.items()}
                 self.pacer.observe(bucket, status, headers)
-                self._observe(bucket, status)
+                self._observe(bucket, status, sent_at)
                 if status == 401 and not key_reread:
                     # Rotated key: read the secret again once, then try once more.
                     key_reread = True
@@ -744,9 +746,9 @@ class KlaviyoClient:
             return outcomes.TIMEOUT(seconds=budget.describe())
         return outcomes.UNREACHABLE()
 
-    def _observe(self, bucket: str, status: int | None) -> None:
+    def _observe(self, bucket: str, status: int | None, sent_at: float) -> None:
         if self._observer is not None:
-            self._observer(bucket, status)
+            self._observer(bucket, status, time.monotonic() - sent_at)
 
 
 _UNREADABLE: Any = object()

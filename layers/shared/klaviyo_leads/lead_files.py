@@ -589,6 +589,8 @@ class Report:
     refused_rows: bytearray = field(default_factory=bytearray)
     # The upload was taken already (a repeated notification): nothing was done this time.
     again: bool = False
+    # A dry run's rows run as dry runs, when Klaviyo can be reached (lead_file_dry_run).
+    would: dict[str, Any] | None = None
 
     @property
     def accepted(self) -> bool:
@@ -646,6 +648,7 @@ class Report:
                 "rows": self.formula_rows,
                 "first_rows": self.first_formula_rows,
             },
+            "would": self.would,
             "results": None if self.dry_run or not self.accepted else self.results_key,
             "progress": None if self.dry_run or not self.accepted else self.progress_key,
             "checked_at": datetime.now(UTC).isoformat(timespec="seconds"),
@@ -787,6 +790,9 @@ class Services:
     bus_name: str | None = None
     max_file_bytes: int = DEFAULT_MAX_FILE_BYTES
     dead_letter_after_seconds: float = DEFAULT_DEAD_LETTER_AFTER_SECONDS
+    # Klaviyo for a dry run's rows: a runtime per stream of calls (None: the check only).
+    klaviyo: Callable[[], Any] | None = None
+    dry_run_seconds: float = 600.0
     wall: Callable[[], float] = time.time
     clock: Callable[[], float] = time.monotonic
     sleep: Callable[[float], None] = time.sleep
@@ -824,7 +830,15 @@ class Services:
             dead_letter_after_seconds=float(
                 env.get("LEAD_FILE_DEAD_LETTER_AFTER_SECONDS") or DEFAULT_DEAD_LETTER_AFTER_SECONDS
             ),
+            klaviyo=_klaviyo(env),
         )
+
+
+def _klaviyo(env: Mapping[str, str]) -> Callable[[], Any] | None:
+    """Runtimes for a dry run's rows, when the stack gives the splitter Klaviyo's key."""
+    from .lead_file_dry_run import runtimes
+
+    return runtimes(env)
 
 
 def camel(action: str) -> str:
@@ -896,6 +910,16 @@ def take_file(services: Services, bucket: str, key: str, version_id: str | None 
     else:
         metadata = head.get("Metadata") or {}
         check_file(open_stream, report, target, metadata, services.settings)
+        if target.dry_run and report.accepted and services.klaviyo is not None:
+            from .lead_file_dry_run import would
+
+            report.would = would(
+                target.action,
+                _leads_to_send(open_stream, report, target),
+                services.klaviyo,
+                services.dry_run_seconds,
+                report.rows_to_send,
+            )
     # The report first: when it cannot be written this raises, and no row is sent.
     put_json(s3, bucket, target.report_key, report.as_json())
     if target.dry_run or not report.accepted:
@@ -916,6 +940,15 @@ def _is_newest(s3: Any, bucket: str, key: str, run_id: str) -> bool:
     version_id = None if version_id == "null" else version_id
     newest = run_id_of(bucket, key, version_id, head.get("ETag"), head.get("LastModified"))
     return newest == run_id
+
+
+def _leads_to_send(
+    open_stream: Callable[[], IO[bytes]], report: Report, target: Target
+) -> Iterator[dict[str, Any]]:
+    """The leads of the rows the check did not refuse, in the file's order."""
+    for row in read_rows(open_stream(), True if target.jsonl else None, Layout()):
+        if row.problem is None and not row.blank and not report.was_refused(row.number):
+            yield lead_of(row, report.defaults)
 
 
 def _version(version_id: str | None) -> dict[str, str]:
@@ -1807,9 +1840,13 @@ def _observed(handler: Callable[[dict[str, Any], Any], dict[str, Any]]) -> Any:
 @_observed
 def split_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     """A new object in the bucket: check it, report, queue its rows."""
+    from . import mirror  # mirror files are the mirror function's
+
     taken = []
     for bucket, key, version_id in objects_of(event):
         if is_own_output(key) or key.endswith("/"):
+            continue
+        if mirror.takes(services().s3, bucket, key, version_id):
             continue
         report = take_file(services(), bucket, key, version_id)
         taken.append(

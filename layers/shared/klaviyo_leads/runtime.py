@@ -15,11 +15,12 @@ from typing import Any
 from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit
 
-from . import outcomes
+from . import outcomes, trail
 from .actions import Action, result_fields, run_action
 from .budget import Budget, effective_budget_seconds
 from .config import Settings
 from .context import Context, NameCache
+from .dry_run import WouldSend, in_payload, take_flag
 from .idempotency import Idempotency, Requests
 from .klaviyo import Backoff, KlaviyoClient, Pacer
 from .lead import Lead, ensure_object
@@ -29,6 +30,7 @@ from .publishing import ResultPublisher
 from .queueing import ActionQueue
 from .results import ResultStore
 from .secrets import ApiKeyProvider
+from .trail import Arrival, Trail
 
 SERVICE = "klaviyo-lead-actions"
 NAMESPACE = "KlaviyoLeadActions"
@@ -49,10 +51,11 @@ _OUTCOME_METRIC = {
 _counts: dict[str, float] = defaultdict(float)  # counts, and seconds for *Seconds metrics
 
 
-def count_klaviyo_call(bucket: str, status: int | None) -> None:
+def count_klaviyo_call(bucket: str, status: int | None, seconds: float = 0.0) -> None:
     _counts["KlaviyoCalls"] += 1
     if status == 429:
         _counts["KlaviyoThrottled"] += 1
+    trail.observe(bucket, status, seconds)
 
 
 def count_pacer_wait(bucket: str, seconds: float) -> None:
@@ -77,6 +80,7 @@ class Processed:
 
     result: Result
     fields: dict[str, Any]
+    dry_run: bool = False  # nothing was written: not to be published, queued or kept
 
 
 @dataclass(frozen=True)
@@ -103,6 +107,7 @@ class Runtime:
     clock: Callable[[], float] = time.monotonic
     wall: Callable[[], float] = time.time
     aws: AwsClients = field(default_factory=AwsClients)
+    trail: Trail | None = None  # the lead trail (None: not kept)
 
     @classmethod
     def from_env(cls) -> Runtime:
@@ -162,6 +167,16 @@ class Runtime:
         )
         table = settings.idempotency_table_name
         ledger = CreateLedger(table, client_factory=aws.dynamodb, clock=wall) if table else None
+        lead_trail = (
+            Trail(
+                settings.trail_pii,
+                settings.trail_vendor_field,
+                settings.default_phone_region,
+                wall=wall,
+            )
+            if settings.trail_pii
+            else None
+        )
         return cls(
             settings,
             client,
@@ -173,6 +188,7 @@ class Runtime:
             clock=clock,
             wall=wall,
             aws=aws,
+            trail=lead_trail,
         )
 
     def idempotency(self, action: Action) -> Idempotency | None:
@@ -200,7 +216,17 @@ class Runtime:
     def budget(self, seconds: float) -> Budget:
         return Budget(seconds, clock=self.clock)
 
-    def context(self, budget: Budget) -> Context:
+    def context(self, budget: Budget, *, dry_run: bool = False) -> Context:
+        """One lead's context; a dry run's keeps its writes and has no ledger to claim in."""
+        if dry_run:
+            return Context(
+                self.client,
+                budget,
+                self.settings,
+                self.names,
+                wall=self.wall,
+                would_send=WouldSend(),
+            )
         return Context(
             self.client, budget, self.settings, self.names, ledger=self.ledger, wall=self.wall
         )
@@ -214,23 +240,51 @@ class Runtime:
         via_api_gateway: bool = False,
         origin_id: str | None = None,
         delivery: int = 1,
+        arrival: Arrival | None = None,
+        dry_run: bool = False,
     ) -> Processed:
-        """Run one lead through an action; never raises."""
+        """Run one lead through an action; never raises. ``dry_run`` (or the lead's own
+        ``dry_run`` flag): nothing is written, the answer lists what would have been sent.
+        With ``arrival`` the attempt goes into the lead trail."""
         started = self.clock()
-        try:
-            lead = Lead.from_object(ensure_object(payload))
-            seconds = effective_budget_seconds(
-                lead.timeout_seconds(), remaining_seconds, via_api_gateway
+        dry_run = dry_run or in_payload(payload)
+        visit = (
+            self.trail.start(
+                action.name,
+                arrival,
+                payload,
+                lead_key=origin_id,
+                delivery=delivery,
+                dry_run=dry_run,
             )
-            ctx = self.context(self.budget(seconds))
-            ctx.origin_id, ctx.delivery = origin_id, delivery
-            result = run_action(action, ctx, lead)
-        except Result as stopped:
-            result = stopped
-        except Exception as exc:
-            result = internal_error(exc)
-        self.record(action, result, self.clock() - started)
-        return Processed(result, result_fields(action, result))
+            if self.trail is not None and arrival is not None
+            else None
+        )
+        would_send: WouldSend | None = None
+        with trail.collecting(visit.calls if visit is not None else None):
+            try:
+                payload, _ = take_flag(payload)
+                lead = Lead.from_object(ensure_object(payload))
+                seconds = effective_budget_seconds(
+                    lead.timeout_seconds(), remaining_seconds, via_api_gateway
+                )
+                ctx = self.context(self.budget(seconds), dry_run=dry_run)
+                ctx.origin_id, ctx.delivery = origin_id, delivery
+                would_send = ctx.would_send
+                result = run_action(action, ctx, lead)
+            except Result as stopped:
+                result = stopped
+            except Exception as exc:
+                result = internal_error(exc)
+        elapsed = self.clock() - started
+        self.record(action, result, elapsed)
+        fields = result_fields(action, result)
+        if dry_run:
+            fields["dry_run"] = True
+            fields["would_send"] = would_send.requests if would_send is not None else []
+        if visit is not None:
+            visit.end(result, elapsed, would_send=fields.get("would_send"))
+        return Processed(result, fields, dry_run=dry_run)
 
     def record(self, action: Action, result: Result, seconds: float) -> None:
         _counts[_OUTCOME_METRIC[result.outcome]] += 1

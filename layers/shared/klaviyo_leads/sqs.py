@@ -22,7 +22,7 @@ from aws_lambda_powertools.utilities.batch import (
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from . import outcomes
+from . import dry_run, outcomes, trail
 from .actions import Action
 from .budget import MIN_SECONDS_PER_LEAD, remaining_seconds
 from .coalescing import Delivery, coalesce, coalesces
@@ -32,6 +32,10 @@ from .outcomes import Kind, Result
 from .publishing import Publication
 from .queueing import ORIGIN, Due, lead_file_row_of, visibility
 from .runtime import Processed, Runtime, internal_error, logger, processed
+from .trail import Arrival, TrailAttempt
+
+# Message attributes of a lead-file row (``lead_files``): its file's run, and its row.
+RUN_ATTRIBUTE, ROW_ATTRIBUTE = "lead_file_run", "lead_file_row"
 
 # What storing and publishing one result costs after a bulk call (a DynamoDB write and a
 # tenth of a PutEvents call), kept out of the bulk calls' time budget.
@@ -103,6 +107,10 @@ def handle_batch(
         try:
             item = claimed.get(record.message_id)
             if item is None:
+                lead = _lead_of(record)
+                if dry_run.in_payload(lead):
+                    # Nothing written: no idempotency record, no published or kept result.
+                    return _process(runtime, action, lead, record, ctx).fields
                 item = _one_by_one(record, ctx, once)
             else:
                 _finish(runtime, action, record, ctx, item)
@@ -245,6 +253,8 @@ def _claim_and_coalesce(
     claimed: dict[str, Claimed] = {}
     for raw in raw_records:
         record = SQSRecord(raw)
+        if dry_run.in_payload(_lead_of(record)):
+            continue  # a dry run goes one by one, unclaimed
         try:
             claimed[record.message_id] = claim(runtime, action, record, left)
         except Exception as exc:
@@ -257,17 +267,22 @@ def _claim_and_coalesce(
     if left is not None:
         left -= SETTLE_SECONDS_PER_RECORD * len(claimed)
     records = {raw.get("messageId"): SQSRecord(raw) for raw in raw_records}
-    try:
-        results = coalesce(
-            runtime,
-            action,
-            [c.lead for c in readable.values()],
-            left,
-            [origin_of(records[message_id]) for message_id in readable],
-            [_delivery(records[message_id]) for message_id in readable],
-        )
-    except Exception as exc:
-        results = [processed(action, internal_error(exc)) for _ in readable]
+    visits = _trail_batch(runtime, action, [records[message_id] for message_id in readable])
+    started = runtime.clock()
+    with trail.collecting(visits[0].calls if visits else None):
+        try:
+            results = coalesce(
+                runtime,
+                action,
+                [c.lead for c in readable.values()],
+                left,
+                [origin_of(records[message_id]) for message_id in readable],
+                [_delivery(records[message_id]) for message_id in readable],
+            )
+        except Exception as exc:
+            results = [processed(action, internal_error(exc)) for _ in readable]
+    for visit, result in zip(visits, results if visits else [], strict=True):
+        visit.end(result.result, runtime.clock() - started, shared_by=len(visits))
     for item, result in zip(readable.values(), results, strict=True):
         item.result = result
     _store_and_publish(runtime, action, claimed, raw_records)
@@ -313,6 +328,15 @@ def _process(
     if isinstance(lead, Unreadable):
         result = lead.result
         runtime.record(action, result, 0.0)
+        if runtime.trail is not None:
+            visit = runtime.trail.start(
+                action.name,
+                arrival_of(record),
+                lead.received,
+                lead_key=origin_of(record),
+                delivery=_delivery(record).count,
+            )
+            visit.end(result, 0.0)
         return processed(action, result)
     return runtime.process(
         action,
@@ -320,7 +344,41 @@ def _process(
         remaining_seconds=remaining_seconds(ctx),
         origin_id=origin_of(record),
         delivery=_delivery(record).count,
+        arrival=arrival_of(record),
     )
+
+
+def arrival_of(record: SQSRecord) -> Arrival:
+    """How a queued lead came: its message, and the lead-file row it is, if one."""
+    attributes = record.message_attributes
+    run = attributes[RUN_ATTRIBUTE] if RUN_ATTRIBUTE in attributes else None  # noqa: SIM401
+    row = attributes[ROW_ATTRIBUTE] if ROW_ATTRIBUTE in attributes else None  # noqa: SIM401
+    number = row.string_value if row is not None else None
+    return Arrival(
+        "sqs",
+        message_id=record.message_id,
+        lead_file=run.string_value if run is not None else None,
+        lead_row=int(number) if number and number.isdigit() else None,
+    )
+
+
+def _trail_batch(runtime: Runtime, action: Action, records: list[SQSRecord]) -> list[TrailAttempt]:
+    """Each coalesced lead's ``received`` record; their attempts share the batch's calls."""
+    if runtime.trail is None or not records:
+        return []
+    visits = [
+        runtime.trail.start(
+            action.name,
+            arrival_of(record),
+            _lead_of(record),
+            lead_key=origin_of(record),
+            delivery=_delivery(record).count,
+        )
+        for record in records
+    ]
+    for visit in visits[1:]:
+        visit.calls = visits[0].calls
+    return visits
 
 
 def origin_of(record: SQSRecord) -> str:

@@ -15,7 +15,7 @@ from typing import Any
 
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from . import outcomes
+from . import dry_run, outcomes
 from .actions import Action, result_fields
 from .budget import API_GATEWAY_LIMIT_SECONDS, MIN_SECONDS_PER_LEAD, remaining_seconds
 from .creates import RECORD_RETRY_SECONDS
@@ -25,6 +25,7 @@ from .outcomes import Kind, Result
 from .publishing import Publication
 from .queueing import Later, batches
 from .runtime import Processed, Runtime, count, logger
+from .trail import Arrival
 
 
 def event_kind(event: Any) -> str:
@@ -127,9 +128,16 @@ def handle(runtime: Runtime, action: Action, event: Any, lambda_context: LambdaC
             lambda_context,
             always_publish=True,
             correlation_id=str(event.get("id") or request_id),
+            path="eventbridge",
         )
     return handle_leads(
-        runtime, action, event, lambda_context, always_publish=False, correlation_id=request_id
+        runtime,
+        action,
+        event,
+        lambda_context,
+        always_publish=False,
+        correlation_id=request_id,
+        path="direct",
     )
 
 
@@ -156,6 +164,9 @@ def handle_api(
     logger.set_correlation_id(_request_id(event))
     headers = {str(k).lower(): v for k, v in (event.get("headers") or {}).items()}
     key = headers.get("idempotency-key")
+    if dry_run.requested(event, headers):
+        # A dry run keeps no answer for the key (nothing is written), and gives none kept.
+        return _answer_api(runtime, action, event, headers, ctx, key=key, dry=True)[0]
     queued = is_async(event)
     if key is None or not runtime.settings.idempotency_table_name:
         if queued:
@@ -231,6 +242,7 @@ def _answer_api(
     ctx: LambdaContext,
     *,
     key: str | None = None,
+    dry: bool = False,
 ) -> tuple[dict[str, Any], bool]:
     """The API answer for one request, and whether a repeat may be given it (not retryable).
 
@@ -245,12 +257,18 @@ def _answer_api(
     except Result as result:
         runtime.record(action, result, 0.0)
         return api_response(result, result_fields(action, result)), True
+    if dry:
+        lead = dry_run.with_query_flag(lead, event)
+    request_id = _request_id(event)
     processed = runtime.process(
         action,
         lead,
         remaining_seconds=remaining_seconds(ctx),
         via_api_gateway=True,
-        origin_id=f"idempotency-key:{key}" if key else _request_id(event),
+        origin_id=f"idempotency-key:{key}" if key else request_id,
+        arrival=Arrival(
+            "api", idempotency_key=headers.get("idempotency-key"), request_id=request_id
+        ),
     )
     answer = api_response(processed.result, processed.fields)
     return answer, not processed.result.retryable
@@ -368,10 +386,11 @@ def handle_leads(
     *,
     always_publish: bool,
     correlation_id: str,
+    path: str = "direct",
 ) -> Any:
     several = leads_in(payload)
     if several is None:
-        return _handle_one(runtime, action, payload, ctx, always_publish, correlation_id)
+        return _handle_one(runtime, action, payload, ctx, always_publish, correlation_id, path)
     processed: list[Processed] = []
     later: dict[int, Later] = {}  # retryable leads for the queue, by their place in the event
     # Kept back from the leads' own time, so the invocation ends before its deadline however
@@ -393,8 +412,14 @@ def handle_leads(
             runtime.record(action, result, 0.0)
             done = Processed(result, result_fields(action, result))
         else:
-            done = runtime.process(action, lead, remaining_seconds=left, origin_id=origin)
-        if done.result.retryable and runtime.queue is not None:
+            done = runtime.process(
+                action,
+                lead,
+                remaining_seconds=left,
+                origin_id=origin,
+                arrival=_arrival(path, origin),
+            )
+        if done.result.retryable and runtime.queue is not None and not done.dry_run:
             later[index] = Later(lead, first_seen, origin)
         processed.append(done)
     if later:
@@ -420,13 +445,18 @@ def _handle_one(
     ctx: LambdaContext,
     always_publish: bool,
     correlation_id: str,
+    path: str = "direct",
 ) -> dict[str, Any]:
     logger.set_correlation_id(correlation_id)
     first_seen = runtime.wall()
     done = runtime.process(
-        action, lead, remaining_seconds=remaining_seconds(ctx), origin_id=correlation_id or None
+        action,
+        lead,
+        remaining_seconds=remaining_seconds(ctx),
+        origin_id=correlation_id or None,
+        arrival=_arrival(path, correlation_id or None),
     )
-    if done.result.retryable and runtime.queue is not None:
+    if done.result.retryable and runtime.queue is not None and not done.dry_run:
         try:
             message_id = runtime.queue.send(lead, first_seen, correlation_id or None)
         except Exception as exc:
@@ -473,6 +503,13 @@ def _queue_later(
     return queued
 
 
+def _arrival(path: str, origin: str | None) -> Arrival:
+    """An EventBridge lead came as its event (its id); a direct one as the invocation."""
+    if path == "eventbridge":
+        return Arrival(path, message_id=origin)
+    return Arrival(path, request_id=origin)
+
+
 def _publish(
     runtime: Runtime,
     action: Action,
@@ -487,13 +524,14 @@ def _publish(
         left = remaining_seconds(ctx)
         return left is None or left > PUBLISH_MARGIN_SECONDS
 
-    accepted = runtime.publisher.publish(
-        [
-            Publication(action.name, lead, p.fields)
-            for lead, p in zip(leads, processed, strict=True)
-        ],
-        in_time,
-    )
+    publications = [
+        Publication(action.name, lead, p.fields)
+        for lead, p in zip(leads, processed, strict=True)
+        if not p.dry_run  # a dry run's answer is only the caller's
+    ]
+    if not publications:
+        return
+    accepted = runtime.publisher.publish(publications, in_time)
     lost = accepted.count(False)
     if lost:
         # Nobody else sees these results: say so loudly (logs, metric, alarm on it).
