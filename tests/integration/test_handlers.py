@@ -853,6 +853,46 @@ class TestResultsOfQueuedLeads:
         assert self.get("m-old")["status"] == 404
 
 
+class TestASubscribeNotConfirmedInTime:
+    """A webhook is answered "accepted, not yet confirmed"; the queue confirms it later."""
+
+    def test_the_confirmed_result_follows_published_and_on_get_results(
+        self, aws, klaviyo_emulator, own_queue, results_table
+    ):
+        own_queue("subscribe_profile_to_list")
+        list_id = klaviyo_emulator.create_list("Newsletter", opt_in="single")
+        klaviyo_emulator.configure(subscribe_delay=1.0)
+        lead = {"email": "later@example.com", "klaviyo.list_id": list_id, "timeout_seconds": 2}
+        answer = post("subscribe_profile_to_list", lead)
+        assert answer["statusCode"] == 200
+        fields = answer["json"]
+        assert (fields["outcome"], fields["email_consent"]) == ("success", "not_confirmed")
+        assert fields["reason"].startswith("Klaviyo accepted the consent, not confirmed yet")
+        url = aws.stack.actions["subscribe_profile_to_list"].queue.url
+        (message,) = aws.sqs.receive_message(
+            QueueUrl=url, MessageAttributeNames=["All"], AttributeNames=["All"]
+        )["Messages"]
+        assert message["MessageId"] == fields["message_id"]
+        time.sleep(1.0)  # Klaviyo applies the job
+        origin = message["MessageAttributes"]["origin_id"]["StringValue"]
+        event = sqs_event(
+            [
+                sqs_message(
+                    message["Body"],
+                    message_id=message["MessageId"],
+                    message_attributes={"origin_id": origin},
+                )
+            ],
+            queue_arn("subscribe_profile_to_list-queue"),
+        )
+        assert call("subscribe_profile_to_list", event) == {"batchItemFailures": []}
+        (published,) = aws.published()
+        confirmed = published["detail"]["result"]
+        assert (confirmed["outcome"], confirmed["email_consent"]) == ("success", "subscribed")
+        assert TestResultsOfQueuedLeads().get(message["MessageId"])["result"] == confirmed
+        assert klaviyo_emulator.calls("bulk_subscribe_profiles") == 1  # read back, not sent again
+
+
 # -- EventBridge and direct --------------------------------------------------------------------
 
 

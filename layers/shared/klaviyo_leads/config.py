@@ -35,6 +35,13 @@ def _seconds(value: str | None, default: float) -> float:
     return seconds if 0.0 < seconds <= 3600.0 else default
 
 
+def _opt_in(value: str | None) -> str:
+    """single_opt_in when the value says single; Klaviyo's default, double, otherwise."""
+    return (
+        "single_opt_in" if (value or "").strip().lower().startswith("single") else "double_opt_in"
+    )
+
+
 @dataclass(frozen=True)
 class Settings:
     """Everything the environment decides (contract section 9)."""
@@ -57,6 +64,10 @@ class Settings:
     # (the conformance run measures it). Until then a search that finds nothing cannot prove
     # that a create whose answer was lost did not happen.
     search_settle_seconds: float = 10.0
+    # The opt-in process of subscribes without a list: the account's setting, which Klaviyo's
+    # API does not show. Double opt-in is Klaviyo's default; set KLAVIYO_ACCOUNT_OPT_IN to
+    # single_opt_in for an account that changed it (make conformance's probe tells).
+    account_opt_in_process: str = "double_opt_in"
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -79,4 +90,5 @@ class Settings:
             klaviyo_max_share=_share(env.get("KLAVIYO_MAX_SHARE")),
             profile_deletion_enabled=_flag(env.get("PROFILE_DELETION_ENABLED"), default=False),
             search_settle_seconds=_seconds(env.get("KLAVIYO_SEARCH_SETTLE_SECONDS"), 10.0),
+            account_opt_in_process=_opt_in(env.get("KLAVIYO_ACCOUNT_OPT_IN")),
         )
