@@ -892,6 +892,29 @@ class TestASubscribeNotConfirmedInTime:
         assert TestResultsOfQueuedLeads().get(message["MessageId"])["result"] == confirmed
         assert klaviyo_emulator.calls("bulk_subscribe_profiles") == 1  # read back, not sent again
 
+    def test_a_confirmation_that_cannot_be_queued_says_so_and_is_counted(
+        self, aws, klaviyo_emulator, own_queue, monkeypatch
+    ):
+        from klaviyo_leads import triggers
+
+        counted: list[tuple[str, int]] = []
+        monkeypatch.setattr(triggers, "count", lambda name, value=1: counted.append((name, value)))
+        own_queue("subscribe_profile_to_list").send_message = None  # type: ignore[assignment]
+        list_id = klaviyo_emulator.create_list("Newsletter", opt_in="single")
+        klaviyo_emulator.configure(subscribe_delay=60.0)
+        lead = {"email": "later@example.com", "klaviyo.list_id": list_id, "timeout_seconds": 2}
+        answer = post("subscribe_profile_to_list", lead)
+        fields = answer["json"]
+        assert (answer["statusCode"], fields["outcome"], fields["message_id"]) == (
+            200,
+            "success",
+            None,
+        )
+        assert fields["reason"] == (
+            "Klaviyo accepted the consent, not confirmed within the lead's time budget"
+        )
+        assert ("LeadsNotQueued", 1) in counted
+
 
 # -- EventBridge and direct --------------------------------------------------------------------
 

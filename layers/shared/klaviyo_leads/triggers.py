@@ -250,8 +250,8 @@ def _confirm_later(
         try:
             message_id = runtime.queue.send(lead, first_seen, origin)
         except Exception:
-            count("ConfirmationsNotQueued")
-            logger.warning("A confirmation could not be queued")
+            count("LeadsNotQueued")  # its answer says it was not confirmed, and no more
+            logger.error("A subscribe's confirmation could not be queued")
     unconfirmed = processed.result
     reason = outcomes.SUBSCRIBE_UNCONFIRMED if message_id else outcomes.SUBSCRIBE_NOT_CONFIRMED
     result = reason(
