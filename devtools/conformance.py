@@ -537,8 +537,7 @@ def emulator_settings(emulator: KlaviyoEmulator) -> dict[str, Any]:
         "import_all_or_nothing": config.import_all_or_nothing,
         "import_matches_external_id": config.import_external_id_match,
         "subscribe_rules": {
-            # The read-back sees a job once it applied and the search shows the change.
-            "apply_seconds": config.subscribe_delay + lag,
+            "apply_seconds": config.subscribe_delay,
             "double_opt_in_pending": True,  # the scratch list is double opt-in, as lists are
             "sms_refused_outside_sending_countries": not config.sms_enabled
             or "GB" not in config.sms_countries,

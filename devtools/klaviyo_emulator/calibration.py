@@ -37,8 +37,7 @@ def settings(data: dict[str, Any]) -> dict[str, Any]:
     rules = data.get("subscribe_rules")
     applied = rules.get("apply_seconds") if isinstance(rules, dict) else None
     if isinstance(applied, int | float) and not isinstance(applied, bool):
-        # Measured through the search: the job's own delay is what is left after its lag.
-        found["subscribe_delay"] = max(0.0, float(applied) - found.get("search_lag", 0.0))
+        found["subscribe_delay"] = max(0.0, float(applied))
     for key, name in (
         ("import_all_or_nothing", "import_all_or_nothing"),
         ("import_matches_external_id", "import_external_id_match"),
