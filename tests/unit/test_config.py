@@ -17,3 +17,18 @@ def test_defaults_are_klaviyos_own():
 )
 def test_the_share_of_klaviyos_limits_is_a_fraction_or_a_percentage(value, share):
     assert Settings.from_env({"KLAVIYO_MAX_SHARE": value}).klaviyo_max_share == share
+
+
+@pytest.mark.parametrize(
+    ("value", "process"),
+    [
+        (None, "double_opt_in"),
+        ("single_opt_in", "single_opt_in"),
+        ("Single", "single_opt_in"),
+        ("double", "double_opt_in"),
+        ("anything", "double_opt_in"),
+    ],
+)
+def test_the_accounts_opt_in_process_is_klaviyos_default_unless_set_to_single(value, process):
+    env = {} if value is None else {"KLAVIYO_ACCOUNT_OPT_IN": value}
+    assert Settings.from_env(env).account_opt_in_process == process

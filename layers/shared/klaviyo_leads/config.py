@@ -66,7 +66,7 @@ class Settings:
     search_settle_seconds: float = 10.0
     # The opt-in process of subscribes without a list: the account's setting, which Klaviyo's
     # API does not show. Double opt-in is Klaviyo's default; set KLAVIYO_ACCOUNT_OPT_IN to
-    # single_opt_in for an account that changed it (make conformance's probe tells).
+    # single_opt_in for an account that changed it.
     account_opt_in_process: str = "double_opt_in"
 
     @classmethod
