@@ -26,7 +26,8 @@
 #   make bench      per-lead vs coalesced for every action, overhead, memory, fleet pacing (~20 min)
 #   make conformance  every call (profiles, lists, events, bulk import/subscribe/unsubscribe jobs),
 #                     emulator vs a real test account (KLAVIYO_API_KEY=... CONFIRM=1); probes of
-#                     search and segment lag, imports, latency, limit windows -> conformance.json (OUT=dir)
+#                     search and segment lag, imports, subscribe apply time and rules, latency,
+#                     limit windows -> conformance.json (OUT=dir)
 #
 # Sections below: settings, development environment, quality, AWS SAM, project commands.
 

@@ -97,6 +97,8 @@ class Target:
     # run stays a small share of every limit (the smallest steady one, deletion's, included).
     spacing: float = 0.0
     last_sent: dict[str, float] = field(default_factory=dict)
+    # When the last call went out (after the spacing's wait): what a timing probe measures to.
+    sent_at: float = 0.0
     # The create ledger the actions record their creates in (the production code, in memory).
     ledger: CreateLedger = field(default_factory=memory_ledger)
 
@@ -110,7 +112,7 @@ class Target:
             if wait > 0:
                 self.client.sleep(wait)
             self.last_sent[operation] = self.clock()
-        started = self.clock()
+        started = self.sent_at = self.clock()
         try:
             # Against a live account the pacer keeps each operation's bucket within its
             # published limits; the emulator (limits counted, not enforced) is not held back.
@@ -500,6 +502,7 @@ def run_probes(target: Target, sizes: tuple[int, ...] = probes.IMPORT_SIZES) -> 
     )
     segment_lag, notes["segment_lag_seconds"] = probes.segment_lag(target, target.clock)
     windows, notes["rate_limit_windows"] = probes.rate_limit_windows(target, target.clock)
+    subscribing, notes["subscribe_rules"] = probes.subscribe_rules(target, target.clock)
     return {
         "search_lag_seconds": lags,
         "segment_lag_seconds": segment_lag,
@@ -510,6 +513,7 @@ def run_probes(target: Target, sizes: tuple[int, ...] = probes.IMPORT_SIZES) -> 
         "latency_ms": probes.percentiles(target.latencies),
         "rate_limit_headers": sorted(h.lower() for h in target.limit_headers),
         "rate_limit_windows": windows,
+        "subscribe_rules": subscribing,
         "revision": target.client.revision,
         "notes": notes,
     }
@@ -534,6 +538,12 @@ def emulator_settings(emulator: KlaviyoEmulator) -> dict[str, Any]:
         "import_profiles_per_second": config.import_rate,
         "import_all_or_nothing": config.import_all_or_nothing,
         "import_matches_external_id": config.import_external_id_match,
+        "subscribe_rules": {
+            "apply_seconds": config.subscribe_delay,
+            "double_opt_in_pending": True,  # the scratch list is double opt-in, as lists are
+            "sms_refused_outside_sending_countries": not config.sms_enabled
+            or "GB" not in config.sms_countries,
+        },
     }
 
 
@@ -659,7 +669,9 @@ def plan(real: Target) -> str:
         f"email's local part and the conformance_tag property): about "
         f"{sum(probes.IMPORT_SIZES) + len(probes.tagged_emails(real.tag, ())) + 1} profiles "
         f"(one by one and in import jobs of {', '.join(map(str, probes.IMPORT_SIZES))}), "
-        f"three events, a subscribe and an unsubscribe job on list {real.list_id}, reads of "
+        f"three events, subscribe jobs (on list {real.list_id}; a historical one; one with SMS "
+        f"for Ofcom's drama number {probes.UK_DRAMA_NUMBER}, which no one holds) and an "
+        f"unsubscribe job, reads of "
         f"segment {real.segment_id} (defined as member of that list); then it removes its "
         "profiles from the list and requests their deletion. Set CONFIRM=1 to run."
     )

@@ -26,8 +26,10 @@ IMPORT_JOBS = "/api/profile-bulk-import-jobs"
 SEARCH_SCHEDULE = (0, 0.5, 1, 1.5, 2, 3, 4, 5, 6, 8, 10, 12, 15, 20, 25, 30, 40, 50, 60, 90, 120)
 IMPORT_SIZES = (10, 100, 1000)
 IMPORT_WAIT_SECONDS = 900.0
+# The subscribe probe's profiles (its jobs make them): historical, double opt-in, SMS.
+SUBSCRIBE_PROFILES = ("sub0", "sub1", "sub2")
 # The scenario's own tagged profiles, by email suffix: its actions' creates and its import.
-SCENARIO_PROFILES = ("create", "upsert", "import0", "import1", "import2")
+SCENARIO_PROFILES = ("create", "upsert", "import0", "import1", "import2", *SUBSCRIBE_PROFILES)
 RATE_LIMIT_HEADERS = ("ratelimit-limit", "ratelimit-remaining", "ratelimit-reset", "retry-after")
 
 
@@ -419,3 +421,130 @@ def find_tagged(target: Target, sizes: tuple[int, ...] = IMPORT_SIZES) -> list[s
 
 class SearchFailed(Exception):
     """The profiles of a run could not all be looked for: nothing is cleaned up."""
+
+
+# -- consent: when a subscribe applies, and what it applies ------------------------------------
+
+SUBSCRIBE_JOBS = "/api/profile-subscription-bulk-create-jobs"
+# Ofcom's range for drama (020 7946 0000-0999): a valid UK number that is never anyone's.
+UK_DRAMA_NUMBER = "+442079460958"
+# Beyond the apply time, how long a double opt-in is watched not to apply.
+PENDING_WATCH_SECONDS = 10.0
+
+
+def subscribe_job(
+    email: str,
+    *,
+    list_id: str | None = None,
+    historical_at: str | None = None,
+    phone: str | None = None,
+) -> dict[str, Any]:
+    """A one-profile subscribe job as the bundle sends one (``klaviyo_leads.subscribe``)."""
+    marketing: dict[str, Any] = {"consent": "SUBSCRIBED"}
+    if historical_at:
+        marketing["consented_at"] = historical_at
+    channels = {"email": {"marketing": marketing}}
+    attributes: dict[str, Any] = {"email": email}
+    if phone:
+        channels["sms"] = {"marketing": dict(marketing)}
+        attributes["phone_number"] = phone
+    attributes["subscriptions"] = channels
+    data: dict[str, Any] = {
+        "type": "profile-subscription-bulk-create-job",
+        "attributes": {
+            "custom_source": "conformance",
+            "historical_import": historical_at is not None,
+            "profiles": {"data": [{"type": "profile", "attributes": attributes}]},
+        },
+    }
+    if list_id:
+        data["relationships"] = {"list": {"data": {"type": "list", "id": list_id}}}
+    return {"data": data}
+
+
+def _consent_of(target: Target, email: str) -> str | None:
+    """The profile's email marketing consent as the read-back sees it (None: not found)."""
+    query = {
+        "filter": f"any(email,[{filter_value(email)}])",
+        "additional-fields[profile]": "subscriptions",
+        "page[size]": "100",
+    }
+    answer = target.send("GET", "/api/profiles", query=query)
+    if not (isinstance(answer, Response) and isinstance(answer.data, list) and answer.data):
+        return None
+    subscriptions = (answer.data[0].get("attributes") or {}).get("subscriptions") or {}
+    consent = ((subscriptions.get("email") or {}).get("marketing") or {}).get("consent")
+    return consent if isinstance(consent, str) else None
+
+
+def subscribe_rules(target: Target, clock: Callable[[], float]) -> tuple[dict[str, Any], str]:
+    """What a subscribe job does on the account, as the bundle's read-back sees it:
+
+    - ``apply_seconds``: from a (historical, so never double opt-in) job's 202 for a profile
+      the search already finds until it shows the consent: what the read-back waits for (a
+      profile the job makes is found only after the search's lag as well);
+    - ``double_opt_in_pending``: a job on the scratch list, when it is double opt-in, still
+      shows no consent a while after that (None for a single opt-in list);
+    - ``sms_refused_outside_sending_countries``: a job with SMS for a UK number is refused
+      (400), as for an account that cannot text the UK (SMS not set up, or US only).
+
+    Not probed, said in the note: a hard bounce (no API makes one on a test account) and age
+    gating (it would subscribe a number the account can text)."""
+    rules: dict[str, Any] = dict.fromkeys(
+        ("apply_seconds", "double_opt_in_pending", "sms_refused_outside_sending_countries")
+    )
+    notes = ["hard bounce and age gating not probed (no API makes a bounce; no number texted)"]
+    # Each job subscribes a tagged profile made first (a job cannot set the tag property).
+    emails = []
+    for name in SUBSCRIBE_PROFILES:
+        attributes = tagged(target, name)
+        made = target.send(
+            "POST", "/api/profiles", body={"data": {"type": "profile", "attributes": attributes}}
+        )
+        _created(target, made)
+        emails.append(attributes["email"])
+    email = emails[0]
+    # Found by the search first: what is timed is the job, not the search's lag.
+    first_found(
+        target, "/api/profiles", {"filter": f"equals(email,{filter_value(email)})"}, clock(), clock
+    )
+    body = subscribe_job(email, historical_at="2024-01-01T00:00:00+00:00")
+    answer = target.send("POST", SUBSCRIBE_JOBS, body=body)
+    accepted = clock()
+    if isinstance(answer, Response) and answer.status == 202:
+        for at in SEARCH_SCHEDULE:
+            wait = accepted + at - clock()
+            if wait > 0:
+                target.client.sleep(wait)
+            if _consent_of(target, email) == "SUBSCRIBED":
+                # To the search that showed it, as it went out (not the run's own spacing).
+                rules["apply_seconds"] = round(target.sent_at - accepted, 3)
+                break
+        else:
+            notes.append(f"a historical subscribe not applied {SEARCH_SCHEDULE[-1]} s after 202")
+    else:
+        notes.append(f"the historical subscribe was refused ({getattr(answer, 'status', None)})")
+    listed = target.send("GET", f"/api/lists/{target.list_id}", query=_OPT_IN_FIELD)
+    process = (
+        ((listed.data or {}).get("attributes") or {}).get("opt_in_process")
+        if isinstance(listed, Response) and isinstance(listed.data, dict)
+        else None
+    )
+    if process == "double_opt_in":
+        email = emails[1]
+        answer = target.send(
+            "POST", SUBSCRIBE_JOBS, body=subscribe_job(email, list_id=target.list_id)
+        )
+        if isinstance(answer, Response) and answer.status == 202:
+            target.client.sleep((rules["apply_seconds"] or 0.0) + PENDING_WATCH_SECONDS)
+            rules["double_opt_in_pending"] = _consent_of(target, email) != "SUBSCRIBED"
+    else:
+        notes.append(f"the scratch list is {process or 'unreadable'}: double opt-in not probed")
+    email = emails[2]
+    answer = target.send("POST", SUBSCRIBE_JOBS, body=subscribe_job(email, phone=UK_DRAMA_NUMBER))
+    if isinstance(answer, Response) and answer.status in (202, 400):
+        rules["sms_refused_outside_sending_countries"] = answer.status == 400
+    return rules, "; ".join(notes)
+
+
+_OPT_IN_FIELD = {"fields[list]": "opt_in_process"}

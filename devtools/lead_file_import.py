@@ -8,7 +8,10 @@ splitter runs on the "Object Created" event S3 would send, the action's queue is
 way Lambda's event source mapping drains it, and the assembler looks at the run until every
 row has its result (on a running ``make serve``'s stack when there is one, as ``make invoke``
 does). The report and the results file are written beside the input
-(``leads.csv.report.json``, ``leads.csv.results.csv``); the last line names the results file. Exit
+(``leads.csv.report.json``, ``leads.csv.results.csv``); the last line names the results file.
+When the results carry each row's consent (Get Profiles, Subscribe: ``email_consent``,
+``sms_consent``), a line per channel before it counts them: the consent report ("who on this
+list can we email or text?"). Exit
 0 when every row got a result, whatever the outcomes; 1 when the file was not taken (its
 report says why); 2 for a missing file or an unknown action.
 """
@@ -16,8 +19,11 @@ report says why); 2 for a missing file or an unknown action.
 from __future__ import annotations
 
 import argparse
+import csv
+import io
 import json
 import sys
+from collections import Counter
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
@@ -179,6 +185,8 @@ def import_file(
     suffix = ".results.jsonl" if target.jsonl else ".results.csv"
     results_path = path.with_name(f"{path.name}{suffix}")
     results_path.write_bytes(results)
+    for line in consent_report(ACTIONS[action], report["columns"], results, target.jsonl):
+        out(line)
     out(f"Results: {results_path}")
     return 0, report, results_path
 
@@ -224,6 +232,44 @@ def import_on_serve(
         results_path.write_bytes(base64.b64decode(done["results"]))
         print(f"Results: {results_path}")
     return int(done["code"])
+
+
+# The consent report's words, in the order it counts them (``klaviyo_leads.fields``).
+CONSENT_ORDER = (
+    "subscribed",
+    "pending",
+    "suppressed",
+    "unsubscribed",
+    "never_subscribed",
+    "not_applied",
+    "not_confirmed",
+)
+NO_PROFILE = "no profile"
+
+
+def consent_report(action: Any, columns: list[str], results: bytes, jsonl: bool) -> list[str]:
+    """A line per channel counting the rows' consent, when the results carry it: how many can
+    be sent to (subscribed), wait for the person (pending), are held back (suppressed), said
+    no (unsubscribed), never said yes, or have no profile (the row found none, or failed)."""
+    named = dict(lead_files.result_columns(action, columns))
+    wanted = {c: named.get(f"{c}_consent") for c in ("email", "sms")}
+    if not all(wanted.values()):
+        return []
+    text = results.decode("utf-8-sig")
+    if jsonl:
+        rows: list[Mapping[str, Any]] = [json.loads(line) for line in text.splitlines() if line]
+    else:
+        dialect = csv.Sniffer().sniff(text.split("\n", 1)[0], delimiters=",;\t")
+        rows = list(csv.DictReader(io.StringIO(text), dialect=dialect))
+    lines = []
+    for channel, column in wanted.items():
+        counts = Counter((row.get(column or "") or NO_PROFILE) for row in rows)
+        order = [w for w in CONSENT_ORDER if counts[w]] + sorted(
+            w for w in counts if w not in CONSENT_ORDER
+        )
+        shown = ", ".join(f"{counts[w]} {w.replace('_', ' ')}" for w in order)
+        lines.append(f"Consent, {channel}: {shown or 'no rows'}")
+    return lines
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -27,7 +27,8 @@ from devtools.lead_file_import import bucket_of, function_environment, upload
 ensure_layer_on_path()
 
 from klaviyo_leads import lead_files, mirror  # noqa: E402
-from klaviyo_leads.runtime import Runtime  # noqa: E402
+from klaviyo_leads.config import Settings  # noqa: E402
+from klaviyo_leads.secrets import ApiKeyProvider  # noqa: E402
 
 
 def mirror_services(sandbox: Any) -> mirror.MirrorServices:
@@ -36,16 +37,17 @@ def mirror_services(sandbox: Any) -> mirror.MirrorServices:
     saved = {name: os.environ.get(name) for name in env}
     os.environ.update(env)
     try:
-        runtime = Runtime.from_env()
+        settings = Settings.from_env()  # the mirror function's, as deployed on the local stack
     finally:
         for name, value in saved.items():
             if value is None:
                 os.environ.pop(name, None)
             else:
                 os.environ[name] = value
+    api_key = ApiKeyProvider(settings.api_key_secret_id)
     return mirror.MirrorServices(
         aws.client("s3", sandbox.stack().endpoint_url),
-        lambda seconds: runtime.context(runtime.budget(seconds)),
+        mirror.stream_contexts(settings, api_key),
         mirror.max_removal_share(env),
     )
 

@@ -34,6 +34,10 @@ def settings(data: dict[str, Any]) -> dict[str, Any]:
         value = data.get(key)
         if isinstance(value, int | float) and not isinstance(value, bool):
             found[name] = max(0.0, float(value))
+    rules = data.get("subscribe_rules")
+    applied = rules.get("apply_seconds") if isinstance(rules, dict) else None
+    if isinstance(applied, int | float) and not isinstance(applied, bool):
+        found["subscribe_delay"] = max(0.0, float(applied))
     for key, name in (
         ("import_all_or_nothing", "import_all_or_nothing"),
         ("import_matches_external_id", "import_external_id_match"),

@@ -319,6 +319,13 @@ class KlaviyoEmulator:
                 and (profile_id is None or e.profile_id == profile_id)
             ]
 
+    def confirmations(self) -> list[dict[str, Any]]:
+        """The double opt-in confirmations Klaviyo sent (``profile_id``, ``list_id``,
+        ``channel``: email or sms, ``sent``), oldest first. A historical import sends none."""
+        with self._store.lock:
+            self._store.settle()
+            return [dict(c) for c in self._store.confirmations]
+
     def import_job(self, job_id: str) -> dict[str, Any]:
         """A bulk import job as ``GET /api/profile-bulk-import-jobs/{id}`` shows it, plus the
         ids of the profiles it created or updated (``profile_ids``) and its import errors
@@ -381,6 +388,7 @@ class KlaviyoEmulator:
                 "segments": [_group_json(seg) for seg in self._store.segments.values()],
                 "events": self.events(),
                 "import_jobs": self.import_jobs(),
+                "confirmations": self.confirmations(),
             }
 
     @property

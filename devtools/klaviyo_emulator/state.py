@@ -45,6 +45,11 @@ from .timeline import Timeline
 
 # Suppressions a subscribe job lifts; the spec's prose says SPAM_REPORT, its enum SPAM_COMPLAINT.
 LIFTED_SUPPRESSIONS = frozenset({"UNSUBSCRIBE", "USER_SUPPRESSED", "SPAM_COMPLAINT"})
+# Suppressions nothing lifts through the API (the spec's ``bulk_unsuppress_profiles``: "suppressed
+# profiles with reason INVALID_EMAIL or HARD_BOUNCE remain unchanged"). A subscribe job leaves
+# the email consent of such a profile as it was: the documents do not say it records the consent
+# anyway, so the stricter reading (the job changes nothing) is taken.
+KEPT_SUPPRESSIONS = frozenset({"HARD_BOUNCE", "INVALID_EMAIL"})
 # Under double opt-in these wait for the person's confirmation ("It is the same for both
 # email and SMS subscribers", help.klaviyo.com, Guide to the Double Opt-In Process).
 DOUBLE_OPT_IN_CONSENTS = frozenset({("email", "marketing"), ("sms", "marketing")})
@@ -141,6 +146,9 @@ class Store:
         self.events: list[Event] = []
         self._event_keys: set[tuple[str, str, str]] = set()  # (metric, profile id, unique key)
         self._anonymous: dict[str, str] = {}  # anonymous_id -> profile id (never shown)
+        # Double opt-in confirmations Klaviyo sent (the person's email or text asking them
+        # to confirm), oldest first: what a historical import must not cause.
+        self.confirmations: list[dict[str, Any]] = []
 
     def reset(self, seed: int | None = None) -> None:
         """Empty, as when made; with ``seed``, ids drawn afresh from it (a replay)."""
@@ -161,6 +169,7 @@ class Store:
             self.events.clear()
             self._event_keys.clear()
             self._anonymous.clear()
+            self.confirmations.clear()
 
     def settle(self) -> None:
         """Apply every delayed effect that is due by now."""
@@ -642,6 +651,8 @@ class Store:
                 profile = self._resolve_for_subscribe(item)
                 joined = False
                 for consent in item.consents:
+                    if _kept_suppressed(profile, consent):
+                        continue  # no consent, no confirmation: the job changes nothing here
                     double = (
                         opt_in == "double"
                         and not job.historical_import
@@ -650,6 +661,14 @@ class Store:
                     if double:
                         key = (profile.id, job.list_id or "")
                         self._pending.setdefault(key, []).append(_Pending(job, consent))
+                        self.confirmations.append(
+                            {
+                                "profile_id": profile.id,
+                                "list_id": job.list_id,
+                                "channel": consent.channel,
+                                "sent": self.now().isoformat(),
+                            }
+                        )
                         continue
                     self._grant(profile, job, consent, double_optin=False)
                     joined = True
@@ -676,7 +695,8 @@ class Store:
                 del self._pending[key]
             profile = self.profile(profile_id)
             for item in confirmed:
-                self._grant(profile, item.job, item.consent, double_optin=True)
+                if not _kept_suppressed(profile, item.consent):
+                    self._grant(profile, item.job, item.consent, double_optin=True)
             if list_id and list_id in self.lists:
                 self.lists[list_id].members.setdefault(profile_id, self.now())
             self._changed(profile)
@@ -923,6 +943,14 @@ def _revoked_block(stamp: str, phone: str | None) -> dict[str, Any]:
     if phone is not None:
         block["phone_number"] = phone
     return block
+
+
+def _kept_suppressed(profile: Profile, consent: ChannelConsent) -> bool:
+    """Whether email marketing is asked for a profile whose suppression no job lifts."""
+    if (consent.channel, consent.message_type) != ("email", "marketing"):
+        return False
+    suppression = profile.subscriptions["email"]["marketing"]["suppression"]
+    return any(s["reason"] in KEPT_SUPPRESSIONS for s in suppression)
 
 
 def _can_receive_email(marketing: dict[str, Any]) -> bool:

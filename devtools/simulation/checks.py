@@ -19,6 +19,13 @@
    has its event.
 8. **List and consent answers are true**: a lead told it was added to (removed from) the
    list, subscribed or unsubscribed, has an accepted request of that kind for its profile.
+9. **Consent ends as the last accepted request says**: each profile's email (and SMS)
+   marketing consent is what the last consent job Klaviyo applied to it asked (a bounced
+   address keeps what it had); a lead told its channel is subscribed names a profile that
+   holds that consent at the end, unless a later unsubscribe took it back.
+10. **Consent evidence once**: a profile has at most one "Consent Captured" event per consent
+   (its TrustedForm certificate), however often the lead was sent, redelivered or retried;
+   a subscribe told success whose lead carried evidence has its event on its profile.
 """
 
 from __future__ import annotations
@@ -53,6 +60,9 @@ class Klaviyo:
     events: list[dict[str, Any]] = field(default_factory=list)
     members: set[str] = field(default_factory=set)  # of the list, at the end
     requests: list[tuple[str, int | None, bytes]] = field(default_factory=list)  # as answered
+    # Consent jobs as Klaviyo applied them, in order: (subscribe | unsubscribe, their profiles:
+    # id, email, phone_number, channels).
+    consent_jobs: list[tuple[str, list[dict[str, Any]]]] = field(default_factory=list)
 
 
 def check(
@@ -71,6 +81,8 @@ def check(
     violations += _nobody_renamed(scenario, klaviyo)
     violations += _events_once(sends, klaviyo)
     violations += _list_and_consent_answers_true(sends, by_id, klaviyo)
+    violations += _consent_as_last_asked(scenario, sends, profiles, klaviyo)
+    violations += _evidence_once(sends, profiles, klaviyo)
     violations += _every_lead_ends(sends)
     violations += [f"an exception left a handler: {text}" for text in escaped]
     violations += [f"still in flight at the end: {text}" for text in in_flight]
@@ -206,8 +218,9 @@ def _events_once(sends: list[Send], klaviyo: Klaviyo) -> list[str]:
         if send.lead.action == "track_event":
             keys[str(send.lead.fields.get("klaviyo.unique_id") or send.owner)] = send
     found = []
-    recorded = {str(event.get("unique_id")) for event in klaviyo.events}
-    for event in klaviyo.events:
+    tracked = [e for e in klaviyo.events if e.get("metric") != CONSENT_METRIC]
+    recorded = {str(event.get("unique_id")) for event in tracked}
+    for event in tracked:
         if str(event.get("unique_id")) not in keys:
             found.append(f"an event with a unique id no send owns: {event.get('unique_id')}")
     for key, send in keys.items():
@@ -272,3 +285,129 @@ def _profile_holding(by_id: dict[str, Any], attributes: dict[str, Any]) -> dict[
                 if _holds(profile, name, value):
                     return profile
     return None
+
+
+CONSENT_METRIC = "Consent Captured"
+_CONSENT = {"subscribe": "SUBSCRIBED", "unsubscribe": "UNSUBSCRIBED"}
+
+
+def _marketing(profile: dict[str, Any], channel: str) -> dict[str, Any]:
+    subscriptions = (profile.get("attributes") or {}).get("subscriptions") or {}
+    return (subscriptions.get(channel) or {}).get("marketing") or {}
+
+
+def _names(item: dict[str, Any], profile: dict[str, Any], channel: str) -> bool:
+    """Whether a job's item is for this profile (by its id, email, or for SMS its phone)."""
+    if item.get("id"):
+        return bool(item["id"] == profile["id"])
+    if item.get("email"):
+        return _holds(profile, "email", item["email"])
+    return (
+        channel == "sms"
+        and bool(item.get("phone_number"))
+        and _holds(profile, "phone_number", item["phone_number"])
+    )
+
+
+def _last_asked(profile: dict[str, Any], channel: str, klaviyo: Klaviyo) -> str | None:
+    """The consent the last job Klaviyo applied to the profile's channel asked for."""
+    bounced = channel == "email" and any(
+        s.get("reason") == "HARD_BOUNCE"
+        for s in _marketing(profile, "email").get("suppression") or []
+    )
+    last = None
+    for kind, items in klaviyo.consent_jobs:
+        if kind == "subscribe" and bounced:
+            continue  # a subscribe changes nothing for a bounced address
+        if any(channel in item["channels"] and _names(item, profile, channel) for item in items):
+            last = _CONSENT[kind]
+    return last
+
+
+def _consent_as_last_asked(
+    scenario: Scenario, sends: list[Send], profiles: list[dict[str, Any]], klaviyo: Klaviyo
+) -> list[str]:
+    found = []
+    for profile in profiles:
+        for channel in ("email", "sms"):
+            asked = _last_asked(profile, channel, klaviyo)
+            held = _marketing(profile, channel).get("consent")
+            if asked is not None and held != asked:
+                found.append(
+                    f"profile {profile['id']}: {channel} consent {held}, but the last job "
+                    f"Klaviyo applied to it asked {asked}"
+                )
+    for send in sends:
+        if send.lead.action != "subscribe_profile_to_list":
+            continue
+        channel, holders = _subscribed_where(send, profiles)
+        if not any(_told_subscribed(a, channel) for a in send.answers):
+            continue
+        if not any(
+            _marketing(p, channel).get("consent") == "SUBSCRIBED"
+            or _last_asked(p, channel, klaviyo) == "UNSUBSCRIBED"
+            for p in holders
+        ):
+            found.append(
+                f"lead {send.lead.number} ({send.lead.path}): told its {channel} consent is "
+                "held, but no profile of it holds it and nothing took it back"
+            )
+    return found
+
+
+def _subscribed_where(
+    send: Send, profiles: list[dict[str, Any]]
+) -> tuple[str, list[dict[str, Any]]]:
+    """The channel a subscribe lead asked for (its email's, else its phone's; a lead known by
+    its reference alone: its profile's) and the profiles that hold its identifier."""
+    for channel, name in (("email", "email"), ("sms", "phone_number")):
+        value = _value(send.lead.fields, name)
+        if value:
+            return channel, [p for p in profiles if _holds(p, name, value)]
+    reference = _value(send.lead.fields, "external_id") or ""
+    holders = [p for p in profiles if _holds(p, "external_id", reference)]
+    has_email = any((p.get("attributes") or {}).get("email") for p in holders)
+    return ("email" if has_email else "sms"), holders
+
+
+def _told_subscribed(answer: dict[str, Any], channel: str) -> bool:
+    """An answer saying Klaviyo holds the channel's consent (a result without per-channel
+    words: a success without a reason, as an answer that is only an acceptance reads)."""
+    if answer.get("outcome") != "success":
+        return False
+    if f"{channel}_consent" in answer:
+        return answer[f"{channel}_consent"] == "subscribed"
+    return not answer.get("reason")
+
+
+def _evidence_once(
+    sends: list[Send], profiles: list[dict[str, Any]], klaviyo: Klaviyo
+) -> list[str]:
+    found = []
+    captured: dict[tuple[str, str], int] = defaultdict(int)
+    consents: dict[tuple[str, str, str], int] = defaultdict(int)
+    for event in klaviyo.events:
+        if event.get("metric") == CONSENT_METRIC:
+            properties = event.get("properties") or {}
+            certificate = str(properties.get("trustedform_cert_url"))
+            channels = ",".join(properties.get("channels") or [])
+            captured[(str(event.get("profile_id")), certificate)] += 1
+            consents[(str(event.get("profile_id")), certificate, channels)] += 1
+    for (profile_id, certificate, channels), count in consents.items():
+        if count > 1:
+            found.append(
+                f"profile {profile_id}: {count} Consent Captured events for {certificate} "
+                f"({channels})"
+            )
+    for send in sends:
+        certificate = send.lead.fields.get("trustedform_cert_url")
+        told = any(a.get("outcome") == "success" for a in send.answers)
+        if send.lead.action != "subscribe_profile_to_list" or not certificate or not told:
+            continue
+        holders = {p["id"] for p in _subscribed_where(send, profiles)[1]}
+        if not any((pid, certificate) in captured for pid in holders):
+            found.append(
+                f"lead {send.lead.number} ({send.lead.path}): told subscribed with its "
+                "evidence, but its profile has no Consent Captured event for it"
+            )
+    return found

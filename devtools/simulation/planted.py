@@ -1,7 +1,8 @@
 """Defects planted in the code under test, one at a time, to show the simulation finds them.
 
 Each is a context manager that patches the layer for one run. They are the mistakes the
-identity rule and its ledger exist to prevent; a seed budget that lets one of them through
+identity rule and its ledger, and the subscribe's read-back and its evidence key, exist to
+prevent; a seed budget that lets one of them through
 proves nothing about the code without it.
 """
 
@@ -107,10 +108,41 @@ def lead_file_batch_sent_twice() -> Iterator[None]:
         yield
 
 
+@contextlib.contextmanager
+def consent_from_the_202() -> Iterator[None]:
+    """A subscribe told "subscribed" once Klaviyo took its job, without reading it back (what
+    the bundle did before it read consent back)."""
+    from klaviyo_leads import consent
+
+    def accepted_is_applied(ctx: Any, accepted: dict[int, Any], results: list[Any]) -> None:
+        for index, taken in accepted.items():
+            channels = dict.fromkeys(taken.subscription.channels, "subscribed")
+            results[index] = results[index] or consent.outcomes.success(consent=channels)
+
+    with _patched(consent, "confirm", accepted_is_applied):
+        yield
+
+
+@contextlib.contextmanager
+def evidence_per_sending() -> Iterator[None]:
+    """The consent event keyed by what the lead arrived as: each sending is an event."""
+    from klaviyo_leads import evidence
+
+    original = evidence.unique_id
+
+    def per_sending(subscription: Any) -> str:
+        return f"{original(subscription)}-{subscription.origin}"
+
+    with _patched(evidence, "unique_id", per_sending):
+        yield
+
+
 DEFECTS: dict[str, Callable[[], contextlib.AbstractContextManager[None]]] = {
     "first identifier only": first_identifier_only,
     "any 409 is its own": any_409_is_own,
     "hold never renewed": hold_never_renewed,
     "earlier job skipped": earlier_job_skipped,
     "lead-file batch sent twice": lead_file_batch_sent_twice,
+    "consent from the 202": consent_from_the_202,
+    "evidence per sending": evidence_per_sending,
 }

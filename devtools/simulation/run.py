@@ -144,6 +144,8 @@ def play(
                 created="2025-06-01T00:00:00+00:00", **_attributes(person)
             )
             klaviyo.seeded.add(seeded)
+            if person.bounced:
+                emulator.suppress(seeded, "HARD_BOUNCE")
         for lead in scenario.leads:
             fleet.start(lead)
         for function in functions:
@@ -420,12 +422,46 @@ def _watching(emulator: KlaviyoEmulator, klaviyo: checks.Klaviyo) -> Iterator[No
                     klaviyo.renames.append((profile.id, name, str(old), str(new), by))
         original_index(profile, before, present=present)
 
+    original_subscribe = store.apply_subscribe_job
+    original_unsubscribe = store.apply_unsubscribe_job
+
+    def applied(kind: str, items: list[Any]) -> None:
+        klaviyo.consent_jobs.append(
+            (
+                kind,
+                [
+                    {
+                        "id": getattr(item, "profile_id", None),
+                        "email": item.email,
+                        "phone_number": item.phone_number,
+                        "channels": sorted(
+                            {c.channel for c in item.consents}
+                            if kind == "subscribe"
+                            else {channel for channel, _ in item.channels}
+                        ),
+                    }
+                    for item in items
+                ],
+            )
+        )
+
+    def apply_subscribe_job(job: Any) -> None:
+        applied("subscribe", job.profiles)
+        original_subscribe(job)
+
+    def apply_unsubscribe_job(job: Any) -> None:
+        applied("unsubscribe", job.profiles)
+        original_unsubscribe(job)
+
     store._index = index  # type: ignore[method-assign]
     store.bulk_import_profile = bulk_import_profile  # type: ignore[method-assign]
+    store.apply_subscribe_job = apply_subscribe_job  # type: ignore[method-assign]
+    store.apply_unsubscribe_job = apply_unsubscribe_job  # type: ignore[method-assign]
     try:
         yield
     finally:
         del store._index, store.bulk_import_profile
+        del store.apply_subscribe_job, store.apply_unsubscribe_job
 
 
 def shrink(scenario: Scenario, planted: Any = None, budget: int = 60) -> tuple[Scenario, Outcome]:

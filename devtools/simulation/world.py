@@ -2,8 +2,9 @@
 
 A seed draws a scenario: a handful of people (some sharing a household phone, some behind a
 vendor's placeholder number, some known by a CRM reference beside their email, some only by
-the reference, some whose email comes in another case), a few of them already in Klaviyo,
-and their leads, each one action by one path at one moment (a vendor may send the same
+the reference, some whose email comes in another case), a few of them already in Klaviyo
+(some of those with an address that bounced), and their leads (a subscribe's often with its
+consent evidence), each one action by one path at one moment (a vendor may send the same
 lead twice, by two paths). It also draws how the world behaves: Klaviyo's search lag (within
 the stack's settle bound), how often calls fail and how, container clocks apart by up to
 5 s, an SQS visibility timeout short enough for a second delivery while the first still runs.
@@ -12,7 +13,7 @@ the stack's settle bound), how often calls fail and how, container clocks apart 
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from klaviyo_leads.identity import normalised
@@ -61,6 +62,7 @@ class Person:
     email: str | None = None
     phone: str | None = None
     reference: str | None = None
+    bounced: bool = False  # in Klaviyo already, its email suppressed for a hard bounce
 
     def identifiers(self) -> dict[str, str]:
         values = {"email": self.email, "phone_number": self.phone, "external_id": self.reference}
@@ -174,8 +176,16 @@ def scenario(seed: int) -> Scenario:
             world.person(reference=f"crm-{tag}-{n}")
         else:
             world.person(phone=f"+1415555{rng.randrange(10000):04d}")
+    # Consent's own draws (bounces, evidence) come from a generator of their own: the rest of
+    # the scenario is what the seed drew before they were added.
+    consent = random.Random(f"consent-{seed}")
+    existing = [p for p in world.people if rng.random() < 0.2]
+    for n, person in enumerate(existing):
+        if person.email and consent.random() < 0.3:  # an address that bounced: no consent applies
+            bounced = replace(person, bounced=True)
+            existing[n] = bounced
+            world.people[world.people.index(person)] = bounced
     people = world.people
-    existing = [p for p in people if rng.random() < 0.2]
     leads: list[Lead] = []
     paths = list(PATHS)
     weights = list(PATHS.values())
@@ -188,8 +198,12 @@ def scenario(seed: int) -> Scenario:
             # A burst: this lead and new people's leads, enough for one coalesced batch.
             for _ in range(rng.randint(9, 11)):
                 other = world.person(email=f"{tag}-n{len(world.people)}@example.com")
-                leads.append(_lead(rng, len(leads) + 1, other, action, "queue", at))
-            leads.append(_lead(rng, len(leads) + 1, person, action, "queue", at))
+                leads.append(
+                    _evidenced(consent, _lead(rng, len(leads) + 1, other, action, "queue", at))
+                )
+            leads.append(
+                _evidenced(consent, _lead(rng, len(leads) + 1, person, action, "queue", at))
+            )
             continue
         if path == "lead_file":
             # One file: rows of new people and of the world's (the same person twice, too).
@@ -198,13 +212,18 @@ def scenario(seed: int) -> Scenario:
                     other = rng.choice(people)
                 else:
                     other = world.person(email=f"{tag}-n{len(world.people)}@example.com")
-                leads.append(_lead(rng, len(leads) + 1, other, action, path, at))
-        leads.append(_lead(rng, len(leads) + 1, person, action, path, at))
+                row = _lead(rng, len(leads) + 1, other, action, path, at)
+                leads.append(_evidenced(consent, row))
+        first = _evidenced(consent, _lead(rng, len(leads) + 1, person, action, path, at))
+        leads.append(first)
         if rng.random() < 0.35:  # the vendor sends it again, maybe by another way
             again = rng.choices(paths[:-1], weights[:-1])[0]
             again = "queue" if again == "queue_batch" else again
             later = at + rng.choice([0.0, 0.5, 2.0, 8.0, 30.0])
-            leads.append(_lead(rng, len(leads) + 1, person, action, again, later))
+            resent = _lead(rng, len(leads) + 1, person, action, again, later)
+            # The same lead: the same consent evidence (its certificate, its LeadiD).
+            resent.fields.update({k: v for k, v in first.fields.items() if k in EVIDENCE_KEYS})
+            leads.append(resent)
     return Scenario(seed, world.people, leads, existing, behaviour)
 
 
@@ -232,3 +251,27 @@ def _lead(
     if action == "track_event" and rng.random() < 0.5:
         fields["klaviyo.unique_id"] = f"event-{person.name}-{number}"
     return Lead(number, person, action, path, fields, at)
+
+
+def _evidenced(rng: random.Random, lead: Lead) -> Lead:
+    """A subscribe's lead, most often with the consent evidence its form captured."""
+    if lead.action == "subscribe_profile_to_list" and rng.random() < 0.6:
+        lead.fields.update(_evidence(rng))
+    return lead
+
+
+EVIDENCE_KEYS = ("trustedform_cert_url", "leadid_token", "consent_timestamp", "ip_address")
+
+
+def _evidence(rng: random.Random) -> dict[str, str]:
+    """The consent evidence a form's lead carries: its own certificate and LeadiD."""
+    certificate = "".join(rng.choice("0123456789abcdef") for _ in range(40))
+    token = "-".join(
+        "".join(rng.choice("0123456789ABCDEF") for _ in range(n)) for n in (8, 4, 4, 4, 12)
+    )
+    return {
+        "trustedform_cert_url": f"https://cert.trustedform.com/{certificate}",
+        "leadid_token": token,
+        "consent_timestamp": "2026-01-05T10:00:00Z",
+        "ip_address": f"203.0.113.{rng.randrange(1, 255)}",
+    }

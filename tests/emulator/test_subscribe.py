@@ -62,15 +62,44 @@ def test_existing_profile_is_found_by_email_and_suppressions_lifted(
 ) -> None:
     pid = emu.create_profile(email="back@example.com", first_name="Back")
     emu.suppress(pid, "UNSUBSCRIBE")
-    emu.suppress(pid, "HARD_BOUNCE")
+    emu.suppress(pid, "SPAM_COMPLAINT")
     before = marketing(emu, pid)
     assert before["consent"] == "UNSUBSCRIBED"
     api.post(JOBS, job(person(email="BACK@example.com")))
     after = marketing(emu, pid)
     assert only_profile(emu) == pid
     assert after["consent"] == "SUBSCRIBED"
-    assert [s["reason"] for s in after["suppression"]] == ["HARD_BOUNCE"]
-    assert after["can_receive_email_marketing"] is False  # the bounce still blocks sending
+    assert after["suppression"] == []
+    assert after["can_receive_email_marketing"] is True
+
+
+@pytest.mark.parametrize("reason", ["HARD_BOUNCE", "INVALID_EMAIL"])
+@pytest.mark.parametrize("opt_in", ["single", "double"])
+def test_a_bounced_or_invalid_address_stays_as_it_was(
+    api: Api, emu: KlaviyoEmulator, reason: str, opt_in: str
+) -> None:
+    """Accepted (202), and nothing changes: no consent, no confirmation, no list."""
+    list_id = emu.create_list("Newsletter", opt_in=opt_in)
+    pid = emu.create_profile(email="bounced@example.com")
+    emu.suppress(pid, "UNSUBSCRIBE")
+    emu.suppress(pid, reason)
+    before = marketing(emu, pid)
+    assert api.post(JOBS, job(person(email="bounced@example.com"), list_id=list_id)).status == 202
+    assert marketing(emu, pid) == before
+    assert before["consent"] == "UNSUBSCRIBED" and before["can_receive_email_marketing"] is False
+    assert emu.confirmations() == []
+    assert emu.list_members(list_id) == set()
+
+
+def test_a_bounce_that_comes_before_the_confirmation_keeps_the_consent_off(
+    api: Api, emu: KlaviyoEmulator
+) -> None:
+    list_id = emu.create_list("Double")
+    api.post(JOBS, job(person(email="late@example.com"), list_id=list_id))
+    pid = only_profile(emu)
+    emu.suppress(pid, "HARD_BOUNCE")
+    emu.confirm_double_opt_in(pid, list_id)
+    assert marketing(emu, pid)["consent"] == "NEVER_SUBSCRIBED"
 
 
 @pytest.mark.usefixtures("single_opt_in_account")
@@ -100,6 +129,8 @@ def test_double_opt_in_waits_for_confirmation(api: Api, emu: KlaviyoEmulator) ->
     api.post(JOBS, job(person(email="dbl@example.com"), list_id=list_id))
     pid = only_profile(emu)
     assert marketing(emu, pid)["consent"] == "NEVER_SUBSCRIBED"
+    (sent,) = emu.confirmations()
+    assert (sent["profile_id"], sent["list_id"], sent["channel"]) == (pid, list_id, "email")
     assert emu.list_members(list_id) == set()
     emu.confirm_double_opt_in(pid, list_id)
     consent = marketing(emu, pid)
@@ -122,6 +153,7 @@ def test_historical_import_skips_double_opt_in(api: Api, emu: KlaviyoEmulator) -
     consent = marketing(emu, only_profile(emu))
     assert consent["consent"] == "SUBSCRIBED"
     assert consent["consent_timestamp"].startswith("2024-05-01T10:00:00")
+    assert emu.confirmations() == []  # "bypass double opt-in emails"
 
 
 def test_account_default_is_double_opt_in(api: Api, emu: KlaviyoEmulator) -> None:

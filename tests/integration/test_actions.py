@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import pytest
 
@@ -469,14 +470,21 @@ class TestSubscribe:
     def test_an_unusable_phone_does_not_fail_an_email_subscription(
         self, run, seeded, klaviyo_emulator, channels
     ):
-        lead = {"email": "sarah.mason@example.com", "phone_1": "555-01**"}
+        lead = {
+            "email": "sarah.mason@example.com",
+            "phone_1": "555-01**",
+            "klaviyo.list_id": seeded["list"],
+        }
         if channels:
             lead["klaviyo.channels"] = channels
         fields = run("subscribe_profile_to_list", lead)
         assert outcome(fields) == ("success", None)
 
     def test_without_an_email_the_phone_goes_to_sms(self, run, seeded, klaviyo_emulator):
-        fields = run("subscribe_profile_to_list", {"phone_1": "512 555 0100"})
+        fields = run(
+            "subscribe_profile_to_list",
+            {"phone_1": "512 555 0100", "klaviyo.list_id": seeded["list"]},
+        )
         assert outcome(fields) == ("success", None)
         job = next(
             r for r in klaviyo_emulator.requests if r.operation_id == "bulk_subscribe_profiles"
@@ -501,8 +509,11 @@ class TestSubscribe:
         )
         assert outcome(fields) == ("success", reason)
         assert fields["opt_in_process"] == f"{opt_in}_opt_in"
+        assert fields["email_consent"] == ("subscribed" if opt_in == "single" else "pending")
 
-    def test_sms_refused_by_klaviyo_still_subscribes_the_email(self, run, seeded, klaviyo_emulator):
+    def test_sms_refused_by_klaviyo_fails_naming_sms_and_still_subscribes_the_email(
+        self, run, seeded, klaviyo_emulator
+    ):
         # Klaviyo's observed answer for a number the account cannot text: the whole job.
         refused = {
             "errors": [
@@ -532,8 +543,10 @@ class TestSubscribe:
                 "klaviyo.channels": "email,sms",
             },
         )
-        assert fields["outcome"] == "success"
-        assert fields["reason"].startswith("Email subscribed; SMS not applied: Klaviyo refused")
+        # Refused, not narrowed: the lead asked for SMS and does not get it.
+        assert fields["outcome"] == "failure"
+        assert fields["reason"].startswith("SMS not applied: Klaviyo refused SMS")
+        assert (fields["email_consent"], fields["sms_consent"]) == ("pending", "not_applied")
         jobs = [r for r in klaviyo_emulator.requests if r.operation_id == "bulk_subscribe_profiles"]
         resent = jobs[-1].json()["data"]["attributes"]["profiles"]["data"][0]["attributes"]
         assert set(resent["subscriptions"]) == {"email"} and "phone_number" not in resent
@@ -596,11 +609,25 @@ class TestSubscribe:
 
     def test_without_list_uses_account_default(self, run, klaviyo_emulator):
         fields = run("subscribe_profile_to_list", {"email": "fresh@example.com"})
-        assert outcome(fields) == ("success", None)
+        assert outcome(fields) == (
+            "success",
+            "Without a list the account's opt-in process applies, double opt-in: the consent "
+            "waits for the person's confirmation",
+        )
+        assert fields["email_consent"] == "pending" and fields["opt_in_process"] is None
         job = next(
             r for r in klaviyo_emulator.requests if r.operation_id == "bulk_subscribe_profiles"
         )
         assert b'"relationships"' not in job.body
+
+    def test_an_account_set_to_single_opt_in_subscribes_without_a_list(
+        self, run, runtime, klaviyo_emulator
+    ):
+        klaviyo_emulator.configure(default_opt_in="single")
+        runtime.settings = replace(runtime.settings, account_opt_in_process="single_opt_in")
+        fields = run("subscribe_profile_to_list", {"email": "fresh@example.com"})
+        assert outcome(fields) == ("success", None)
+        assert fields["email_consent"] == "subscribed"
 
 
 class TestCreateWhenTheAnswerIsLost:

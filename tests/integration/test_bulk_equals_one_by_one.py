@@ -18,7 +18,16 @@ from klaviyo_leads.coalescing import coalesce, coalesces
 LIST_ID = "Lst001"
 SEGMENT_ID = "Seg001"
 # Differ between two seedings of the same account: compared by presence only.
-VOLATILE = {"id", "self_links", "created_time", "updated_time", "duplicate_profile_id"}
+VOLATILE = {
+    "id",
+    "self_links",
+    "created_time",
+    "updated_time",
+    "duplicate_profile_id",
+    # A subscribe's consent as read back: when, and by which job (Klaviyo's method detail).
+    "sms_marketing_timestamp",
+    "sms_marketing_method_details",
+}
 
 
 def seed(emulator) -> None:

@@ -183,8 +183,15 @@ class TestSubscribe:
         runtime.client.call = call  # type: ignore[method-assign]
         results = coalesce(runtime, SUBSCRIBE, leads, remaining_seconds=300)
         reasons = [p.fields["reason"] or "" for p in results]
-        assert [p.fields["outcome"] for p in results] == ["success"] * 9
-        assert reasons[5].startswith("Email subscribed; SMS not applied")
+        # Not narrowed to email: the lead asked for SMS, and SMS was not applied.
+        assert [p.fields["outcome"] for p in results] == ["success"] * 5 + ["failure"] + [
+            "success"
+        ] * 3
+        assert reasons[5].startswith("SMS not applied: Klaviyo refused SMS")
+        assert (results[5].fields["email_consent"], results[5].fields["sms_consent"]) == (
+            "subscribed",
+            "not_applied",
+        )
         assert all(r == "" for i, r in enumerate(reasons) if i != 5)
         # Halving, not one call per lead: the SMS-free profile goes at once, and log2(8) splits.
         assert len(sent) <= 9

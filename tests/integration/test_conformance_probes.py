@@ -36,7 +36,9 @@ def run(tmp_path: Path, **behaviour: object) -> tuple[int, str, dict]:
 
 
 def test_probes_measure_a_non_default_lag_and_import_timing(tmp_path, capsys):
-    code, _, data = run(tmp_path, search_lag=3, segment_lag=5, import_delay=7, import_rate=20)
+    code, _, data = run(
+        tmp_path, search_lag=3, segment_lag=5, import_delay=7, import_rate=20, subscribe_delay=4
+    )
     output = capsys.readouterr().out
     assert code == 0, output
     assert all(3 <= lag < 3.5 for lag in data["search_lag_seconds"].values())
@@ -52,6 +54,11 @@ def test_probes_measure_a_non_default_lag_and_import_timing(tmp_path, capsys):
     assert windows["reset_counts_down"] is True
     assert windows["limit"] == 750  # get_list's steady limit in the OpenAPI document
     assert data["revision"] == "2026-07-15"
+    subscribing = data["subscribe_rules"]
+    assert subscribing["apply_seconds"] == 4  # the job's delay (its profile found first)
+    assert subscribing["double_opt_in_pending"] is True
+    assert subscribing["sms_refused_outside_sending_countries"] is True
+    assert "hard bounce" in data["notes"]["subscribe_rules"]
     assert {"p50", "p90", "p99"} <= set(next(iter(data["latency_ms"].values())))
     assert all(row[-1] == "same" for row in probe_rows(output).values())
     # The emulator takes the file back: the same settings.
@@ -62,6 +69,7 @@ def test_probes_measure_a_non_default_lag_and_import_timing(tmp_path, capsys):
         "import_rate": 20.0,
         "import_all_or_nothing": True,
         "import_external_id_match": False,
+        "subscribe_delay": 4.0,
     }
 
 
@@ -81,6 +89,23 @@ def test_a_planted_difference_is_found_by_its_probe(tmp_path, capsys, switch, ke
     marked = [name for name, row in probe_rows(output).items() if row[-1] == "DIFFERS"]
     assert marked == [key]
     assert data[key] != KlaviyoEmulator().config.to_json()[next(iter(switch))]
+
+
+@pytest.mark.parametrize(
+    ("switch", "rule", "measured"),
+    [
+        ({"subscribe_delay": 20}, "apply_seconds", 20),
+        ({"sms_countries": ["US", "GB"]}, "sms_refused_outside_sending_countries", False),
+    ],
+)
+def test_an_account_that_subscribes_otherwise_is_found(tmp_path, capsys, switch, rule, measured):
+    code, data = planted(tmp_path, **switch)
+    output = capsys.readouterr().out
+    assert code == 1
+    marked = [name for name, row in probe_rows(output).items() if row[-1] == "DIFFERS"]
+    assert marked == ["subscribe_rules"]
+    found = data["subscribe_rules"][rule]
+    assert found == measured if isinstance(measured, bool) else measured <= found < measured + 5
 
 
 def planted(tmp_path: Path, fault: Fault | None = None, **settings: object) -> tuple[int, dict]:

@@ -295,3 +295,28 @@ def test_a_dry_run_with_an_idempotency_key_neither_keeps_nor_replays_its_answer(
     answer = handle(runtime, ACTIONS["add_profile_to_list"], event, None)
     assert answer["statusCode"] == 200 and json.loads(answer["body"])["dry_run"] is True
     assert writes(klaviyo_emulator) == []
+
+
+def test_a_dry_subscribe_answers_what_the_job_would_leave_without_waiting_to_read_it_back(
+    runtime, klaviyo_emulator, sleeps
+):
+    """Nothing was sent, so nothing can be read back: a dry run answers the consent the job
+    would leave as the profile stands (a double opt-in pending, a bounced address kept
+    suppressed, a new one subscribed), at once."""
+    emu = klaviyo_emulator
+    confirmed = emu.create_list("Confirmed", opt_in="double")
+    single = emu.create_list("Single", opt_in="single")
+    bounced = emu.create_profile(email="bounced@example.com")
+    emu.suppress(bounced, "HARD_BOUNCE")
+    cases = [
+        ({"email": "new@example.com", "klaviyo.list_id": single}, "success", "subscribed"),
+        ({"email": "new@example.com", "klaviyo.list_id": confirmed}, "success", "pending"),
+        ({"email": "bounced@example.com", "klaviyo.list_id": single}, "failure", "suppressed"),
+    ]
+    for lead, outcome, consent in cases:
+        dry = runtime.process(
+            ACTIONS["subscribe_profile_to_list"], {**lead, "dry_run": True}, remaining_seconds=None
+        )
+        answered = (dry.fields["outcome"], dry.fields["email_consent"])
+        assert answered == (outcome, consent), dry.fields
+    assert writes(emu) == [] and max(sleeps, default=0.0) < 1.0  # nothing sent, no look again

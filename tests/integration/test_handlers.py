@@ -1037,6 +1037,69 @@ class TestResultsOfQueuedLeads:
         assert self.get("m-old")["status"] == 404
 
 
+class TestASubscribeNotConfirmedInTime:
+    """A webhook is answered "accepted, not yet confirmed"; the queue confirms it later."""
+
+    def test_the_confirmed_result_follows_published_and_on_get_results(
+        self, aws, klaviyo_emulator, own_queue, results_table
+    ):
+        own_queue("subscribe_profile_to_list")
+        list_id = klaviyo_emulator.create_list("Newsletter", opt_in="single")
+        klaviyo_emulator.configure(subscribe_delay=1.0)
+        lead = {"email": "later@example.com", "klaviyo.list_id": list_id, "timeout_seconds": 2}
+        answer = post("subscribe_profile_to_list", lead)
+        assert answer["statusCode"] == 200
+        fields = answer["json"]
+        assert (fields["outcome"], fields["email_consent"]) == ("success", "not_confirmed")
+        assert fields["reason"].startswith("Klaviyo accepted the consent, not confirmed yet")
+        url = aws.stack.actions["subscribe_profile_to_list"].queue.url
+        (message,) = aws.sqs.receive_message(
+            QueueUrl=url, MessageAttributeNames=["All"], AttributeNames=["All"]
+        )["Messages"]
+        assert message["MessageId"] == fields["message_id"]
+        time.sleep(1.0)  # Klaviyo applies the job
+        origin = message["MessageAttributes"]["origin_id"]["StringValue"]
+        event = sqs_event(
+            [
+                sqs_message(
+                    message["Body"],
+                    message_id=message["MessageId"],
+                    message_attributes={"origin_id": origin},
+                )
+            ],
+            queue_arn("subscribe_profile_to_list-queue"),
+        )
+        assert call("subscribe_profile_to_list", event) == {"batchItemFailures": []}
+        (published,) = aws.published()
+        confirmed = published["detail"]["result"]
+        assert (confirmed["outcome"], confirmed["email_consent"]) == ("success", "subscribed")
+        assert TestResultsOfQueuedLeads().get(message["MessageId"])["result"] == confirmed
+        assert klaviyo_emulator.calls("bulk_subscribe_profiles") == 1  # read back, not sent again
+
+    def test_a_confirmation_that_cannot_be_queued_says_so_and_is_counted(
+        self, aws, klaviyo_emulator, own_queue, monkeypatch
+    ):
+        from klaviyo_leads import triggers
+
+        counted: list[tuple[str, int]] = []
+        monkeypatch.setattr(triggers, "count", lambda name, value=1: counted.append((name, value)))
+        own_queue("subscribe_profile_to_list").send_message = None  # type: ignore[assignment]
+        list_id = klaviyo_emulator.create_list("Newsletter", opt_in="single")
+        klaviyo_emulator.configure(subscribe_delay=60.0)
+        lead = {"email": "later@example.com", "klaviyo.list_id": list_id, "timeout_seconds": 2}
+        answer = post("subscribe_profile_to_list", lead)
+        fields = answer["json"]
+        assert (answer["statusCode"], fields["outcome"], fields["message_id"]) == (
+            200,
+            "success",
+            None,
+        )
+        assert fields["reason"] == (
+            "Klaviyo accepted the consent, not confirmed within the lead's time budget"
+        )
+        assert ("LeadsNotQueued", 1) in counted
+
+
 # -- EventBridge and direct --------------------------------------------------------------------
 
 

@@ -21,7 +21,7 @@ from klaviyo_leads.klaviyo import KlaviyoClient, Pacer
 from klaviyo_leads.runtime import Runtime
 
 UK = "+44 20 7946 0958"
-SMS_NOT_APPLIED = "Email subscribed; SMS not applied: Klaviyo refused SMS for this phone number"
+SMS_NOT_APPLIED = "SMS not applied: Klaviyo refused SMS for this phone number"
 SUBSCRIBE = ACTIONS["subscribe_profile_to_list"]
 ADD = ACTIONS["add_profile_to_list"]
 
@@ -47,7 +47,7 @@ class TestSmsRefusals:
         ],
         ids=["country", "age gating", "no sms"],
     )
-    def test_the_email_consent_still_goes_through(
+    def test_the_email_consent_still_goes_through_and_the_lead_fails_naming_sms(
         self, run, klaviyo_emulator, single_list, setting, phone
     ):
         klaviyo_emulator.configure(**setting)
@@ -58,8 +58,9 @@ class TestSmsRefusals:
             "klaviyo.list_id": single_list,
         }
         fields = run("subscribe_profile_to_list", lead)
-        assert fields["outcome"] == "success"
+        assert fields["outcome"] == "failure"  # asked for SMS: refused, not narrowed
         assert fields["reason"].startswith(SMS_NOT_APPLIED)
+        assert (fields["email_consent"], fields["sms_consent"]) == ("subscribed", "not_applied")
         assert consent(klaviyo_emulator, "both@example.com") == ("SUBSCRIBED", "NEVER_SUBSCRIBED")
 
     def test_sms_alone_refused_is_a_failure_that_says_why(self, run, klaviyo_emulator, single_list):
@@ -82,9 +83,9 @@ class TestSmsRefusals:
             for i in range(40)
         ]
         results = coalesce(runtime, SUBSCRIBE, leads, remaining_seconds=300)
-        assert {p.fields["outcome"] for p in results} == {"success"}
-        refused = [i for i, p in enumerate(results) if p.fields["reason"]]
+        refused = [i for i, p in enumerate(results) if p.fields["outcome"] == "failure"]
         assert refused == [7, 30, 31]
+        assert {p.fields["outcome"] for p in results} == {"success", "failure"}
         for i in range(40):
             expected = "NEVER_SUBSCRIBED" if i in refused else "SUBSCRIBED"
             assert consent(klaviyo_emulator, f"lead{i}@example.com") == ("SUBSCRIBED", expected)

@@ -437,3 +437,86 @@ def test_the_newest_upload_of_a_key_is_the_one_its_results_describe(sandbox: San
             f"results/.lead-files/runs/{taken['run_id']}/state.json",
         )
     assert "newest@example.com" in read(f"results/{key}.results.csv")
+
+
+def test_get_profiles_on_a_file_is_a_consent_report(sandbox: Sandbox, tmp_path: Path) -> None:
+    """Who on this list can be emailed or texted: each row's consent and suppression columns,
+    and a line per channel counting them."""
+    emulator = sandbox.emulator
+    opted = emulator.create_list("Report list", opt_in="single")
+    lead = {"email": "rep-sub@example.com", "phone_1": "+15125550170"}
+    lead |= {"klaviyo.list_id": opted, "klaviyo.channels": "email,sms"}
+    assert sandbox.call_api("subscribe_profile_to_list", json.dumps(lead)).status == 200
+    bounced = emulator.create_profile(email="rep-bounced@example.com")
+    emulator.suppress(bounced, "HARD_BOUNCE")
+    emulator.create_profile(email="rep-never@example.com")
+    data = (
+        b"email\nrep-sub@example.com\nrep-bounced@example.com\nrep-never@example.com\n"
+        b"rep-nobody@example.com\n"
+    )
+    path = tmp_path / "report.csv"
+    path.write_bytes(data)
+    said: list[str] = []
+    code, _, results = imports.import_file(sandbox, path, "get_profiles", out=said.append)
+    assert code == 0 and results is not None
+    rows = results_of(results)
+    assert [r["email_consent"] for r in rows] == [
+        "subscribed",
+        "suppressed",
+        "never_subscribed",
+        "",
+    ]
+    assert [r["sms_consent"] for r in rows] == [
+        "subscribed",
+        "never_subscribed",
+        "never_subscribed",
+        "",
+    ]
+    assert rows[1]["email_marketing_subscription_suppression_reason"] == "HARD_BOUNCE"
+    assert said[-3:-1] == [
+        "Consent, email: 1 subscribed, 1 suppressed, 1 never subscribed, 1 no profile",
+        "Consent, sms: 1 subscribed, 2 never subscribed, 1 no profile",
+    ]
+
+
+def test_a_file_of_past_opt_ins_is_a_historical_import(sandbox: Sandbox, tmp_path: Path) -> None:
+    """As docs/lead-files.md shows it: no confirmation is sent, the consent is held at once."""
+    emulator = sandbox.emulator
+    confirmed = emulator.create_list("Past opt-ins")  # double opt-in, as Klaviyo makes lists
+    before = len(emulator.confirmations())
+    data = (
+        b"Email,Klaviyo Consented At,TrustedForm Certificate URL\n"
+        b"hist1@example.com,2024-05-01T10:00:00Z,https://cert.trustedform.com/"
+        b"0123456789abcdef0123456789abcdef01234567\n"
+        b"hist2@example.com,,\n"
+    )
+    metadata = {"klaviyo.list_id": confirmed, "klaviyo.historical_import": "true"}
+    code, report, results = run(
+        sandbox, tmp_path, "opt-ins.csv", data, "subscribe_profile_to_list", metadata=metadata
+    )
+    assert code == 0 and results is not None
+    rows = results_of(results)
+    assert [(r["outcome"], r["email_consent"]) for r in rows] == [
+        ("success", "subscribed"),
+        ("failure", ""),
+    ]
+    assert rows[1]["reason"].startswith("Klaviyo Consented At is missing")
+    assert report["rows_refused"] == 1  # found by the check, before anything was sent
+    assert len(emulator.confirmations()) == before
+    (profile,) = profiles_with(sandbox, "hist1@example.com")
+    marketing = profile["attributes"]["subscriptions"]["email"]["marketing"]
+    assert marketing["consent_timestamp"].startswith("2024-05-01T10:00:00")
+
+
+def test_a_file_of_past_events_is_backfilled(sandbox: Sandbox, tmp_path: Path) -> None:
+    data = (
+        b"Email,Klaviyo Metric Name,Klaviyo Event Time,Klaviyo Unique Id,plan\n"
+        b"past1@example.com,Placed Order,2025-03-02T09:00:00Z,order-1001,gold\n"
+    )
+    code, _, results = run(
+        sandbox, tmp_path, "orders.csv", data, "track_event", metadata={"klaviyo.backfill": "true"}
+    )
+    assert code == 0 and results is not None
+    assert [r["outcome"] for r in results_of(results)] == ["success"]
+    (event,) = sandbox.emulator.events(metric="Placed Order")
+    assert event["backfill"] is True and event["unique_id"] == "order-1001"

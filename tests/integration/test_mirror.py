@@ -15,6 +15,7 @@ from moto import mock_aws
 
 from klaviyo_leads import lead_files, mirror
 from klaviyo_leads.runtime import Runtime
+from tests.conftest import API_KEY, Sleeps
 
 BUCKET = "lead-files"
 
@@ -28,8 +29,17 @@ def s3(aws_credentials) -> Iterator[Any]:
 
 
 @pytest.fixture
-def services(s3, runtime: Runtime) -> mirror.MirrorServices:
-    return mirror.MirrorServices(s3, lambda seconds: runtime.context(runtime.budget(seconds)))
+def services(s3, streams) -> mirror.MirrorServices:
+    return mirror.MirrorServices(s3, streams)
+
+
+@pytest.fixture
+def streams(runtime: Runtime, sleeps: Sleeps):
+    """Stream contexts as the mirror function makes them (a client and pacer each), on the
+    emulator and the test's virtual clock."""
+    return mirror.stream_contexts(
+        runtime.settings, lambda force: API_KEY, sleep=sleeps, clock=sleeps.clock, wall=sleeps.clock
+    )
 
 
 @pytest.fixture
@@ -191,7 +201,7 @@ def test_the_removal_cap_comes_from_the_stack(value, share):
 
 
 def test_a_long_list_is_read_in_slices_of_join_time_and_misses_no_one(
-    services, s3, runtime, klaviyo_emulator
+    services, s3, streams, klaviyo_emulator
 ):
     """Members joined over 30 days (some the same second): the slices read each one once."""
     emu = klaviyo_emulator
@@ -200,7 +210,7 @@ def test_a_long_list_is_read_in_slices_of_join_time_and_misses_no_one(
     for index, profile_id in enumerate(ids):
         day, second = divmod(index, 15)
         emu.add_to_list(list_id, profile_id, joined_at=f"2026-11-{1 + day:02d}T10:00:{second:02d}Z")
-    members = mirror.read_members(lambda: runtime.context(runtime.budget(60)), list_id)
+    members = mirror.read_members(lambda: streams(60), list_id)
     assert members.ids == set(ids)
     assert members.find("email", "M7@example.com") == ids[7]
     pages = [r for r in emu.requests if r.operation_id == "get_profiles_for_list"]
@@ -210,12 +220,12 @@ def test_a_long_list_is_read_in_slices_of_join_time_and_misses_no_one(
     assert len(pages) <= len(ids) // 100 + slices + 2  # no page read twice
 
 
-def test_a_short_list_is_read_from_both_ends(services, s3, runtime, klaviyo_emulator):
+def test_a_short_list_is_read_from_both_ends(services, s3, streams, klaviyo_emulator):
     emu = klaviyo_emulator
     list_id = emu.create_list("Short", opt_in="single")
     ids = [emu.create_profile(email=f"s{i}@example.com") for i in range(150)]
     emu.add_to_list(list_id, *ids)
-    members = mirror.read_members(lambda: runtime.context(runtime.budget(60)), list_id)
+    members = mirror.read_members(lambda: streams(60), list_id)
     assert members.ids == set(ids)
     assert len([r for r in emu.requests if r.operation_id == "get_profiles_for_list"]) == 2
 

@@ -4,8 +4,10 @@ Invariants (``devtools/simulation/checks.py``): at most one profile per person; 
 told "created" only for the profile its own write made; every "already exists" naming a
 profile that holds the identifiers it names; nobody's email, phone or external id changed to
 another person's; every lead ending on a final result (or the dead-letter queue); no
-exception out of a handler. ``make simulate`` runs as many seeds as asked; the suite runs
-``CI_SEEDS`` of them, in four parts so the two test processes share them.
+exception out of a handler; consent ending as the last consent job Klaviyo applied asked, a
+lead told subscribed holding it; one consent-evidence event per consent, however often sent.
+``make simulate`` runs as many seeds as asked; the suite runs ``CI_SEEDS`` of them, in four
+parts so the two test processes share them.
 """
 
 from __future__ import annotations
@@ -45,6 +47,8 @@ def first_failing(defect: str) -> tuple[int, list[str]] | None:
         "any 409 is its own",
         "hold never renewed",
         "lead-file batch sent twice",
+        "consent from the 202",
+        "evidence per sending",
     ],
 )
 def test_the_budget_finds_a_planted_defect(defect: str) -> None:

@@ -39,3 +39,18 @@ def test_the_functions_pacer_is_told_how_many_containers_share_the_limits(
     monkeypatch.setenv("KLAVIYO_MAX_SHARE", "40")
     pacer = Runtime.from_env().client.pacer
     assert (pacer.containers, pacer.max_share) == (containers, 0.4)
+
+
+@pytest.mark.parametrize(
+    ("value", "process"),
+    [
+        (None, "double_opt_in"),
+        ("single_opt_in", "single_opt_in"),
+        ("Single", "single_opt_in"),
+        ("double", "double_opt_in"),
+        ("anything", "double_opt_in"),
+    ],
+)
+def test_the_accounts_opt_in_process_is_klaviyos_default_unless_set_to_single(value, process):
+    env = {} if value is None else {"KLAVIYO_ACCOUNT_OPT_IN": value}
+    assert Settings.from_env(env).account_opt_in_process == process

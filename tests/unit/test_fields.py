@@ -143,8 +143,42 @@ def test_profile_reads_back_into_every_result_field():
         "sms_marketing_timestamp": "t3",
         "sms_marketing_method": "API",
         "sms_marketing_method_details": "5217",
+        "email_consent": "suppressed",  # a suppression holds it back, whatever the consent
+        "sms_consent": "subscribed",
         "self_links": "https://a.klaviyo.com/api/profiles/01GDDKASAP8TKDDA2GRZDSVP4H/",
     }
+
+
+@pytest.mark.parametrize(
+    ("email", "sms", "expected"),
+    [
+        (
+            {"consent": "SUBSCRIBED", "suppression": []},
+            {"consent": "SUBSCRIBED"},
+            ("subscribed",) * 2,
+        ),
+        (
+            {"consent": "SUBSCRIBED", "suppression": [{"reason": "HARD_BOUNCE"}]},
+            {"consent": "UNSUBSCRIBED"},
+            ("suppressed", "unsubscribed"),
+        ),
+        (
+            {"consent": "NEVER_SUBSCRIBED"},
+            {"consent": "NEVER_SUBSCRIBED"},
+            ("never_subscribed",) * 2,
+        ),
+        ({}, None, (None, None)),
+    ],
+)
+def test_each_channel_in_one_word(email, sms, expected):
+    subscriptions = {"email": {"marketing": email}} if email else {}
+    if sms:
+        subscriptions["sms"] = {"marketing": sms}
+    profile = {"attributes": {"subscriptions": subscriptions}}
+    assert (
+        fields.consent_state(profile, "email"),
+        fields.consent_state(profile, "sms"),
+    ) == expected
 
 
 def test_no_profile_gives_nulls():

@@ -465,3 +465,91 @@ class TestIssue19Hardening:
         assert problem.kind is Kind.CONFIGURATION
         assert problem.reason == "Klaviyo Custom Source is longer than 255 characters"
         assert Lead.from_object({"klaviyo.custom_source": "s" * 255}).custom_source() == "s" * 255
+
+
+class TestConsentEvidenceAndHistory:
+    @pytest.mark.parametrize(
+        ("value", "expected"),
+        [
+            ("true", True),
+            ("Yes", True),
+            ("1", True),
+            (True, True),
+            (1, True),
+            ("false", False),
+            ("no", False),
+            (0, False),
+            (None, False),
+        ],
+    )
+    def test_yes_no_variables(self, value, expected):
+        lead = Lead.from_object({"klaviyo.backfill": value, "klaviyo.historical_import": value})
+        assert lead.backfill() is expected and lead.historical_import() is expected
+
+    @pytest.mark.parametrize("value", ["maybe", 2.5, ["true"]])
+    def test_a_yes_no_variable_of_another_value_is_a_configuration_error(self, value):
+        problem = problem_of(Lead.from_object({"klaviyo.backfill": value}).backfill)
+        assert problem.kind is Kind.CONFIGURATION
+        assert problem.reason == "Klaviyo Backfill must be true or false"
+
+    @pytest.mark.parametrize(
+        "url",
+        [
+            "https://cert.trustedform.com/" + "a1B2_-" * 6 + "abcd",  # 40
+            "http://cert.trustedform.com/" + "x" * 80 + "/",  # 80, http and a slash forgiven
+            "https://cert.trustedform.com/0.AbC-12_x",  # a lead-ad certificate
+        ],
+    )
+    def test_trustedform_certificates_of_every_shape_are_read_as_https(self, url):
+        evidence = Lead.from_object({"trustedform_cert_url": url}).consent_evidence()
+        cert = evidence["trustedform_cert_url"]
+        assert cert.startswith("https://cert.trustedform.com/") and not cert.endswith("/")
+
+    @pytest.mark.parametrize(
+        "url",
+        [
+            "https://cert.trustedform.com/" + "a" * 39,
+            "https://cert.trustedform.com.evil.example/" + "a" * 40,
+            "https://cert.trustedform.com/" + "a" * 40 + "/extra",
+            "ftp://cert.trustedform.com/" + "a" * 40,
+        ],
+    )
+    def test_other_urls_are_no_certificate(self, url):
+        problem = problem_of(Lead.from_object({"trustedform_cert_url": url}).consent_evidence)
+        assert problem.outcome is Outcome.FAILURE
+        assert problem.reason.startswith("TrustedForm Certificate URL must be")
+
+    def test_evidence_is_normalised(self):
+        lead = Lead.from_object(
+            {
+                "LeadiD Token": "e0a4e5f1-2b3c-4d5e-8f90-0123456789ab",
+                "ip_address": "2001:DB8:0:0:0:0:0:1",
+                "consent_timestamp": "2026-11-30 14:03:00",
+                "user_agent": "Mozilla/5.0",
+            }
+        )
+        assert lead.consent_evidence() == {
+            "leadid_token": "E0A4E5F1-2B3C-4D5E-8F90-0123456789AB",
+            "consent_timestamp": "2026-11-30T14:03:00+00:00",
+            "ip_address": "2001:db8::1",
+            "user_agent": "Mozilla/5.0",
+        }
+        assert lead.ignored == ()
+
+    @pytest.mark.parametrize(
+        ("lead", "reason"),
+        [
+            (
+                {"consent_language": "x" * 10_001},
+                "Consent Language is longer than 10000 characters",
+            ),
+            ({"user_agent": "x" * 2049}, "User Agent is longer than 2048 characters"),
+            (
+                {"consent_timestamp": "2999-01-01T00:00:00Z"},
+                "Consent Timestamp must not be in the future",
+            ),
+        ],
+    )
+    def test_evidence_limits(self, lead, reason):
+        problem = problem_of(Lead.from_object(lead).consent_evidence)
+        assert (problem.outcome, problem.reason) == (Outcome.FAILURE, reason)

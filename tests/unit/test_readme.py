@@ -35,6 +35,13 @@ def test_variables_table():
     assert table("variables") == [[v.key, v.seed_name, v.meaning] for v in fields.VARIABLES]
 
 
+def test_evidence_fields_table():
+    actions_doc = (ROOT / "docs" / "actions.md").read_text(encoding="utf-8")
+    assert table("evidence-fields", actions_doc) == [
+        [e.key, e.seed_name, e.meaning] for e in fields.EVIDENCE_FIELDS
+    ]
+
+
 def test_result_fields_table():
     rows = table("result-fields")
     keys = [row[0] for row in rows]

@@ -227,8 +227,8 @@ ACTIONS: dict[str, Action] = {
             "Subscribe Profile to List",
             "/subscribe-profile-to-list",
             subscribe_profile_to_list,
-            returns_profile=False,
-            appends=("list_name", "opt_in_process"),
+            returns_profile=True,  # as read back after the job: its consent, its suppressions
+            appends=("opt_in_process",),
         ),
         Action(
             "unsubscribe_profile",
@@ -287,6 +287,8 @@ def result_fields(action: Action, result: Result) -> dict[str, Any]:
     fields: dict[str, Any] = {"outcome": result.outcome.value, "reason": result.reason}
     if action.returns_profile:
         fields.update(fieldmap.profile_fields(result.profile, result.list_name))
+        for channel, state in (result.consent or {}).items():
+            fields[f"{channel}_consent"] = state  # what the subscribe came to, channel by channel
     for name in action.appends:
         fields[name] = getattr(result, name)
     fields["message_id"] = result.message_id

@@ -139,19 +139,17 @@ def _chunks(items: list[Any], size: int) -> list[list[Any]]:
 
 
 def _subscribe_all(batch: Batch) -> None:
+    """Jobs of up to 1,000 profiles (by list, source and historical import), one read-back."""
     ctx, leads, results = batch.ctx, batch.leads, batch.results
-    groups: dict[tuple[str | None, str | None], list[tuple[int, Subscription]]] = defaultdict(list)
+    items: list[tuple[int, Subscription]] = []
     list_problems: dict[str, Result | None] = {}
     for index, lead in leads.items():
         try:
             _check_list_once(ctx, lead.list_id(), list_problems)
-            subscription = subscribe.prepare(ctx, lead)
+            items.append((index, subscribe.prepare(batch.lead_ctx(index), lead)))
         except Result as problem:
             results[index] = problem
-            continue
-        groups[(subscription.list_id, subscription.custom_source)].append((index, subscription))
-    for members in groups.values():
-        subscribe.send_jobs(ctx, members, results)
+    subscribe.subscribe_all(ctx, items, results)
 
 
 def _check_list_once(ctx: Context, list_id: str | None, problems: dict[str, Result | None]) -> None:

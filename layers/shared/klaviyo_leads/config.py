@@ -51,6 +51,13 @@ def _trail_pii(value: str | None) -> str | None:
     return "lead" if value.lower() == "lead" else "hashed"
 
 
+def _opt_in(value: str | None) -> str:
+    """single_opt_in when the value says single; Klaviyo's default, double, otherwise."""
+    return (
+        "single_opt_in" if (value or "").strip().lower().startswith("single") else "double_opt_in"
+    )
+
+
 @dataclass(frozen=True)
 class Settings:
     """Everything the environment decides (contract section 9)."""
@@ -84,6 +91,10 @@ class Settings:
     # the email and phone only); None: no trail. And the lead field that names the vendor.
     trail_pii: str | None = None
     trail_vendor_field: str | None = None
+    # The opt-in process of subscribes without a list: the account's setting, which Klaviyo's
+    # API does not show. Double opt-in is Klaviyo's default; set KLAVIYO_ACCOUNT_OPT_IN to
+    # single_opt_in for an account that changed it.
+    account_opt_in_process: str = "double_opt_in"
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -110,4 +121,5 @@ class Settings:
             result_event_lead=(text("RESULT_EVENT_LEAD") or "full").lower(),
             trail_pii=_trail_pii(text("TRAIL_PII")),
             trail_vendor_field=text("TRAIL_VENDOR_FIELD"),
+            account_opt_in_process=_opt_in(env.get("KLAVIYO_ACCOUNT_OPT_IN")),
         )

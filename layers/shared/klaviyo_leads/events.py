@@ -51,6 +51,9 @@ class Event:
     value: float | None
     time: datetime | None
     unique_id: str | None
+    # A historical event: Klaviyo records it without starting flows (``backfill``, since
+    # revision 2026-07-15).
+    backfill: bool = False
 
     def attributes(self) -> dict[str, Any]:
         attributes: dict[str, Any] = {
@@ -63,6 +66,8 @@ class Event:
             attributes["time"] = self.time.isoformat()
         if self.unique_id is not None:
             attributes["unique_id"] = self.unique_id
+        if self.backfill:
+            attributes["backfill"] = True
         return attributes
 
     def identifier(self) -> tuple[str, str | None]:
@@ -90,7 +95,7 @@ def prepare(ctx: Context, lead: Lead) -> Event:
     if time is not None and not EARLIEST <= time <= datetime.now(UTC) + LATEST_AHEAD:
         raise outcomes.EVENT_TIME_OUT_OF_RANGE(earliest=EARLIEST.year)
     unique_id = lead.unique_id() or ctx.origin_id
-    return Event(metric, profile, properties, lead.event_value(), time, unique_id)
+    return Event(metric, profile, properties, lead.event_value(), time, unique_id, lead.backfill())
 
 
 def _check_limits(properties: dict[str, Any]) -> None:
@@ -119,6 +124,11 @@ def track_event(ctx: Context, lead: Lead) -> Result:
     """Record a metric event on the lead's profile (Klaviyo creates the profile if needed)."""
     event = prepare(ctx, lead)
     touch(ctx, [event.identifier()])
+    return _create(ctx, event)
+
+
+def _create(ctx: Context, event: Event) -> Result:
+    """One event by Create Event (350 a second: one lead's event never waits on bulk jobs)."""
     response = ctx.call(
         "POST",
         "/api/events",
@@ -139,6 +149,20 @@ def track_event(ctx: Context, lead: Lead) -> Result:
 # -- in bulk -------------------------------------------------------------------------------
 
 Item = tuple[int, Event]
+
+
+def record(ctx: Context, items: list[Item], results: Results) -> None:
+    """Events of other actions (Subscribe's consent evidence): one alone by Create Event,
+    several in bulk jobs; one result per lead."""
+    if len(items) != 1:
+        send_jobs(ctx, items, results)
+        return
+    index, event = items[0]
+    touch(ctx, [event.identifier()])
+    try:
+        results[index] = _create(ctx, event)
+    except Result as problem:
+        results[index] = problem
 
 
 def send_jobs(ctx: Context, items: list[Item], results: Results) -> None:

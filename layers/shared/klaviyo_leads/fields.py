@@ -76,7 +76,58 @@ VARIABLES: tuple[Variable, ...] = (
     Variable("klaviyo.event_time", "Klaviyo Event Time", "when the event happened (ISO 8601)"),
     Variable("klaviyo.unique_id", "Klaviyo Unique Id", "Track Event's de-duplication key"),
     Variable("klaviyo.custom_source", "Klaviyo Custom Source", "consent source"),
+    Variable(
+        "klaviyo.historical_import",
+        "Klaviyo Historical Import",
+        "Subscribe: consent given in the past (no confirmation message, no flow)",
+    ),
+    Variable(
+        "klaviyo.consented_at",
+        "Klaviyo Consented At",
+        "with a historical import: when the consent was given (ISO 8601)",
+    ),
+    Variable(
+        "klaviyo.backfill",
+        "Klaviyo Backfill",
+        "Track Event: a historical event that starts no flow",
+    ),
     Variable("timeout_seconds", "Timeout Seconds", "time budget for this lead (default 360)"),
+)
+
+
+@dataclass(frozen=True)
+class EvidenceField:
+    """Proof of consent a lead may carry. Subscribe records it (docs/actions.md, "Consent
+    evidence"); it is never a profile attribute."""
+
+    key: str
+    seed_name: str
+    meaning: str
+    # Other names lead forms and platforms send it under (TrustedForm's and Jornaya's own
+    # hidden fields), read as this field.
+    aliases: tuple[str, ...] = ()
+
+
+EVIDENCE_FIELDS: tuple[EvidenceField, ...] = (
+    EvidenceField(
+        "trustedform_cert_url",
+        "TrustedForm Certificate URL",
+        "the TrustedForm certificate of the form the person filled in",
+        aliases=("xxTrustedFormCertUrl",),
+    ),
+    EvidenceField(
+        "leadid_token",
+        "LeadiD Token",
+        "the Jornaya LeadiD of the session",
+        aliases=("universal_leadid", "jornaya_leadid"),
+    ),
+    EvidenceField(
+        "consent_language", "Consent Language", "the disclosure text the person agreed to"
+    ),
+    EvidenceField("consent_timestamp", "Consent Timestamp", "when they agreed (ISO 8601)"),
+    EvidenceField("ip_address", "IP Address", "where: the person's IP address"),
+    EvidenceField("user_agent", "User Agent", "how: the person's browser"),
+    EvidenceField("landing_page_url", "Landing Page URL", "where: the page of the form"),
 )
 
 
@@ -142,6 +193,10 @@ PROFILE_RESULT_FIELDS: tuple[ResultField, ...] = (
     ResultField(
         "sms_marketing_method_details", "Sms Marketing Method Details", f"{_SMS}.method_detail"
     ),
+    # Each channel's consent in one word (``consent_state``); Subscribe says what its
+    # request came to (pending, not applied, not confirmed yet) where the profile cannot.
+    ResultField("email_consent", "Email Consent", ""),
+    ResultField("sms_consent", "Sms Consent", ""),
     ResultField("self_links", "Self Links", "links.self"),
 )
 
@@ -169,6 +224,29 @@ def read_path(resource: Any, path: str) -> Any:
     return value
 
 
+# A channel's consent in one word, as the results and the consent report show it.
+SUBSCRIBED = "subscribed"
+PENDING = "pending"  # double opt-in waiting for the person (Subscribe knows; a profile cannot)
+SUPPRESSED = "suppressed"  # email: a suppression keeps marketing from it
+UNSUBSCRIBED = "unsubscribed"
+NEVER_SUBSCRIBED = "never_subscribed"
+NOT_APPLIED = "not_applied"  # Subscribe: Klaviyo refused the channel
+NOT_CONFIRMED = "not_confirmed"  # Subscribe: accepted, not yet seen applied
+CONSENT_CHANNELS = ("email", "sms")
+
+
+def consent_state(resource: dict[str, Any] | None, channel: str) -> str | None:
+    """What a profile read with its ``subscriptions`` says of one channel's marketing: can it
+    be sent to (subscribed), is it held back (email: suppressed), or what its consent is."""
+    marketing = read_path(resource, f"attributes.subscriptions.{channel}.marketing")
+    if not isinstance(marketing, dict):
+        return None
+    if channel == "email" and marketing.get("suppression"):
+        return SUPPRESSED
+    consent = marketing.get("consent")
+    return consent.lower() if isinstance(consent, str) and consent else None
+
+
 # The custom property a profile the bundle created carries (which request made it): the
 # bundle's own bookkeeping, left out of the ``custom`` field a result appends.
 BOOKKEEPING_PROPERTIES = frozenset({"lead_actions_created_by"})
@@ -180,6 +258,8 @@ def profile_fields(resource: dict[str, Any] | None, list_name: str | None) -> di
     for field in PROFILE_RESULT_FIELDS:
         if field.key == "list_name":
             fields[field.key] = list_name
+        elif field.key.endswith("_consent"):
+            fields[field.key] = consent_state(resource, field.key.removesuffix("_consent"))
         else:
             fields[field.key] = read_path(resource, field.source) if resource else None
     custom = fields.get("custom")

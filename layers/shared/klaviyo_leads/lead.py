@@ -10,12 +10,13 @@ from __future__ import annotations
 import base64
 import binascii
 import functools
+import ipaddress
 import json
 import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -45,7 +46,9 @@ _READ_KEYS = frozenset({"id"})
 _CUSTOM_DISPLAY = re.compile(r"klaviyo custom ([A-Za-z0-9]+(?: [A-Za-z0-9]+)*)", re.IGNORECASE)
 
 _SCALAR_KEYS = frozenset(
-    [f.key for f in fieldmap.LEAD_FIELDS] + [v.key for v in fieldmap.VARIABLES if "<" not in v.key]
+    [f.key for f in fieldmap.LEAD_FIELDS]
+    + [v.key for v in fieldmap.VARIABLES if "<" not in v.key]
+    + [e.key for e in fieldmap.EVIDENCE_FIELDS]
 )
 _CUSTOM_OBJECT_KEY = fieldmap.CUSTOM_PREFIX.rstrip(".")
 _DOMAIN_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?"
@@ -80,6 +83,8 @@ CONFIGURATION_KEYS = frozenset(
         "klaviyo.channels",
         "klaviyo.custom_source",
         "klaviyo.metric_name",
+        "klaviyo.historical_import",
+        "klaviyo.backfill",
         "timeout_seconds",
     }
 )
@@ -96,6 +101,20 @@ PROFILE_HANDLING_SORT = {
 }
 DEFAULT_PROFILE_HANDLING = "newest update date"
 DEFAULT_METRIC = "Lead Received"
+# Consent evidence: a TrustedForm certificate is https://cert.trustedform.com/ and its id (40 or
+# 80 letters, digits, "-" and "_"; a Facebook lead-ad certificate's starts "0."); a Jornaya
+# LeadiD is 36 characters, 8-4-4-4-12 hexadecimal digits (Jornaya's implementation FAQ).
+_TRUSTEDFORM_URL = re.compile(
+    r"https?://cert\.trustedform\.com/(?:[A-Za-z0-9_-]{40}|[A-Za-z0-9_-]{80}|0\.[A-Za-z0-9._-]+)/?"
+)
+_LEADID_TOKEN = re.compile(r"[0-9A-Fa-f]{8}-(?:[0-9A-Fa-f]{4}-){3}[0-9A-Fa-f]{12}")
+MAX_CONSENT_LANGUAGE = 10_000  # a disclosure is a paragraph; an event string may be 100 KB
+MAX_USER_AGENT = 2048
+MAX_URL = 2048
+# How far ahead of this clock a lead's own consent time may be (the form's clock is not ours).
+CONSENT_CLOCK_SKEW = timedelta(minutes=5)
+_TRUE = frozenset({"true", "yes", "1", "on"})
+_FALSE = frozenset({"false", "no", "0", "off"})
 MAX_METRIC_NAME = 128  # Klaviyo's limit for a metric name
 CHANNELS = ("email", "sms")
 
@@ -158,9 +177,10 @@ def _squash(name: str) -> str:
 # The lead's keys and the lead platform's display names ("Phone 1", "Company Name"), squashed.
 _KEYS_BY_SPELLING = {
     _squash(name): key
-    for key, name in [(f.key, f.seed_name) for f in fieldmap.LEAD_FIELDS]
-    + [(v.key, v.seed_name) for v in fieldmap.VARIABLES if "<" not in v.key]
-    for name in (key, name)
+    for key, names in [(f.key, (f.seed_name,)) for f in fieldmap.LEAD_FIELDS]
+    + [(v.key, (v.seed_name,)) for v in fieldmap.VARIABLES if "<" not in v.key]
+    + [(e.key, (e.seed_name, *e.aliases)) for e in fieldmap.EVIDENCE_FIELDS]
+    for name in (key, *names)
 }
 
 
@@ -436,6 +456,49 @@ class Lead:
             raise outcomes.INVALID_CHANNELS()
         return tuple(c for c in CHANNELS if c in channels)
 
+    def flag(self, key: str, label: str) -> bool:
+        """A yes/no variable: a JSON boolean, or true/false, yes/no, 1/0, on/off as text."""
+        value = self.values.get(key)
+        if value is None or isinstance(value, bool):
+            return bool(value)
+        text = str(value).strip().lower() if isinstance(value, str | int) else None
+        if text in _TRUE:
+            return True
+        if text in _FALSE:
+            return False
+        raise outcomes.NOT_TRUE_OR_FALSE(field=label)
+
+    def historical_import(self) -> bool:
+        return self.flag("klaviyo.historical_import", "Klaviyo Historical Import")
+
+    def consented_at(self) -> datetime | None:
+        """When a historically imported consent was given: required with
+        ``klaviyo.historical_import``, in the past (Klaviyo's rule for ``consented_at``)."""
+        moment = self._time("klaviyo.consented_at", "Klaviyo Consented At")
+        if moment is not None and moment >= datetime.now(UTC):
+            raise outcomes.TIME_IN_FUTURE(field="Klaviyo Consented At")
+        return moment
+
+    def consent_evidence(self) -> dict[str, str]:
+        """The consent evidence the lead carries, checked and normalised (a TrustedForm URL
+        as https without a trailing slash, a LeadiD in upper case, the time in ISO 8601)."""
+        evidence: dict[str, str] = {}
+        for field in fieldmap.EVIDENCE_FIELDS:
+            value = self.text(field.key, field.seed_name)
+            if value is not None:
+                evidence[field.key] = _evidence_value(self, field, value)
+        return evidence
+
+    def _time(self, key: str, label: str) -> datetime | None:
+        text = self.text(key, label)
+        if text is None:
+            return None
+        try:
+            moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+        except ValueError:
+            raise outcomes.NOT_A_TIME(field=label) from None
+        return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
     def timeout_seconds(self) -> float:
         value = self.values.get("timeout_seconds")
         if value is None:
@@ -469,14 +532,11 @@ class Lead:
         return number
 
     def event_time(self) -> datetime | None:
-        text = self.text("klaviyo.event_time", "Klaviyo Event Time")
-        if text is None:
-            return None
-        try:
-            moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
-        except ValueError:
-            raise outcomes.NOT_A_TIME(field="Klaviyo Event Time") from None
-        return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+        return self._time("klaviyo.event_time", "Klaviyo Event Time")
+
+    def backfill(self) -> bool:
+        """``klaviyo.backfill``: a historical event, recorded without starting flows."""
+        return self.flag("klaviyo.backfill", "Klaviyo Backfill")
 
     def unique_id(self) -> str | None:
         """``klaviyo.unique_id``, else the lead's own id: a retried lead is one event."""
@@ -533,6 +593,39 @@ class Lead:
         return value
 
 
+def _evidence_value(lead: Lead, field: fieldmap.EvidenceField, value: str) -> str:
+    """One evidence value as recorded, or the failure of a value of the wrong shape."""
+    if field.key == "trustedform_cert_url":
+        if not _TRUSTEDFORM_URL.fullmatch(value):
+            raise outcomes.NOT_A_TRUSTEDFORM_URL()
+        return "https://" + value.split("://", 1)[1].rstrip("/")
+    if field.key == "leadid_token":
+        if not _LEADID_TOKEN.fullmatch(value):
+            raise outcomes.NOT_A_LEADID_TOKEN()
+        return value.upper()
+    if field.key == "consent_timestamp":
+        moment = lead._time(field.key, field.seed_name)
+        assert moment is not None
+        if moment > datetime.now(UTC) + CONSENT_CLOCK_SKEW:
+            raise outcomes.TIME_IN_FUTURE(field=field.seed_name)
+        return moment.isoformat()
+    if field.key == "ip_address":
+        try:
+            return str(ipaddress.ip_address(value))
+        except ValueError:
+            raise outcomes.NOT_AN_IP_ADDRESS() from None
+    if field.key == "landing_page_url" and not re.match(r"^https?://\S+$", value):
+        raise outcomes.NOT_A_URL(field=field.seed_name)
+    limit = {
+        "consent_language": MAX_CONSENT_LANGUAGE,
+        "user_agent": MAX_USER_AGENT,
+        "landing_page_url": MAX_URL,
+    }[field.key]
+    if len(value) > limit:
+        raise outcomes.TOO_LONG(field=field.seed_name, limit=limit)
+    return value
+
+
 def _label(key: str) -> str:
     """A lead key as a reason names it: its display name; other keys are not quoted (a reason
     is the same text for the same cause, and a key the sender made up could hold anything)."""
@@ -542,6 +635,9 @@ def _label(key: str) -> str:
     for variable in fieldmap.VARIABLES:
         if variable.key == key:
             return variable.seed_name
+    for evidence in fieldmap.EVIDENCE_FIELDS:
+        if evidence.key == key:
+            return evidence.seed_name
     return "A custom property" if key.startswith(fieldmap.CUSTOM_PREFIX) else "A lead value"
 
 

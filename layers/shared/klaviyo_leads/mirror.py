@@ -35,6 +35,7 @@ from typing import IO, Any, TypeVar, cast
 from urllib.parse import urlencode
 
 from . import lookup, outcomes
+from .config import Settings
 from .context import Context
 from .lead import Lead, ensure_object
 from .lead_files import (
@@ -581,19 +582,28 @@ def services() -> MirrorServices:
     if _services is None:
         import boto3
 
-        from .config import Settings
-        from .runtime import Runtime
         from .secrets import ApiKeyProvider
 
         settings = Settings.from_env()
         api_key = ApiKeyProvider(settings.api_key_secret_id)  # read once, for every stream
-
-        def context(seconds: float) -> Context:
-            runtime = Runtime.wired(settings, api_key)  # a client and pacer of its own
-            return runtime.context(runtime.budget(seconds))
-
-        _services = MirrorServices(boto3.client("s3"), context, max_removal_share(os.environ))
+        _services = MirrorServices(
+            boto3.client("s3"), stream_contexts(settings, api_key), max_removal_share(os.environ)
+        )
     return _services
+
+
+def stream_contexts(
+    settings: Settings, api_key: Callable[[bool], str], **wiring: Any
+) -> Callable[[float], Context]:
+    """Contexts for streams of calls side by side: each with a client and pacer of its own
+    (``Runtime.wired``'s other parts, such as a clock, as ``wiring`` gives them)."""
+    from .runtime import Runtime
+
+    def context(seconds: float) -> Context:
+        runtime = Runtime.wired(settings, api_key, **wiring)
+        return runtime.context(runtime.budget(seconds))
+
+    return context
 
 
 def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:

@@ -37,9 +37,12 @@ class Kind(StrEnum):
     TRANSIENT = "transient"  # retryable: network, 5xx, challenge page
     QUEUED = "queued"  # an error that was retryable, put on the action's queue to try again
     CONFLICT = "conflict"  # a repeat of a request that is still running
+    # Klaviyo took the request and has not shown it applied yet: the lead comes back to look
+    # (a webhook is answered at once and its confirmation queued, see ``triggers``).
+    UNCONFIRMED = "unconfirmed"
 
 
-RETRYABLE_KINDS = frozenset({Kind.THROTTLED, Kind.TIMEOUT, Kind.TRANSIENT})
+RETRYABLE_KINDS = frozenset({Kind.THROTTLED, Kind.TIMEOUT, Kind.TRANSIENT, Kind.UNCONFIRMED})
 
 # Statuses a retry can fix (contract section 4): 408, 423, 429 and 5xx except 501.
 RETRYABLE_STATUSES = frozenset({408, 423, 429, *range(500, 600)}) - {501}
@@ -56,6 +59,7 @@ _STATUS_BY_KIND = {
     Kind.TRANSIENT: 502,
     Kind.QUEUED: 202,
     Kind.CONFLICT: 409,
+    Kind.UNCONFIRMED: 202,
 }
 
 
@@ -121,6 +125,8 @@ class Result(Exception):
     message_id: str | None = None  # the queue message a lead was put on for a later try
     ignored_fields: list[str] | None = None  # the lead's keys the action did not read
     created: bool | None = None  # Upsert Profile: whether the profile was new
+    # Subscribe: each asked channel's consent as the read-back found it (``fields``' words).
+    consent: dict[str, str] | None = None
     # A request that is not safe to repeat may have taken effect before it failed.
     effect_unknown: bool = False
 
@@ -189,10 +195,16 @@ _SMS_REFUSED = (
 CONSENT_PENDING = _success(
     "The list uses double opt-in: the consent waits for the person's confirmation"
 )
-SMS_NOT_APPLIED = _success(f"Email subscribed; SMS not applied: {_SMS_REFUSED}")
-SMS_NOT_APPLIED_PENDING = _success(
-    "Email subscribed, waiting for the person's confirmation (double opt-in list); "
-    f"SMS not applied: {_SMS_REFUSED}"
+CONSENT_PENDING_ACCOUNT = _success(
+    "Without a list the account's opt-in process applies, double opt-in: the consent waits "
+    "for the person's confirmation"
+)
+SUBSCRIBE_UNCONFIRMED = _success(
+    "Klaviyo accepted the consent, not confirmed yet: the confirmed result follows, published "
+    "and at GET /results/<message_id>"
+)
+SUBSCRIBE_NOT_CONFIRMED = _success(
+    "Klaviyo accepted the consent, not confirmed within the lead's time budget"
 )
 
 NOT_IN_LIST = _success("The profile was not in the list")
@@ -212,6 +224,18 @@ OUT_OF_RANGE = _failure("{field} must be a number between -{limit} and {limit}")
 NOT_A_URL = _failure("{field} must be an http or https URL")
 NOT_A_NUMBER = _failure("{field} must be a number")
 NOT_A_TIME = _failure("{field} must be a date and time (ISO 8601)")
+TIME_IN_FUTURE = _failure("{field} must not be in the future")
+CONSENTED_AT_MISSING = _failure(
+    "Klaviyo Consented At is missing: a historical import needs when the consent was given"
+)
+NOT_A_TRUSTEDFORM_URL = _failure(
+    "TrustedForm Certificate URL must be a TrustedForm certificate "
+    "(https://cert.trustedform.com/ and the certificate's id)"
+)
+NOT_A_LEADID_TOKEN = _failure(
+    "LeadiD Token must be a Jornaya LeadiD (36 characters: 8-4-4-4-12 hexadecimal digits)"
+)
+NOT_AN_IP_ADDRESS = _failure("IP Address must be an IPv4 or IPv6 address")
 NO_IDENTIFIER = _failure("The lead has no usable identifier")
 NO_SEARCH_VALUE = _failure("The lead has no {identifier} to search by")
 NO_PROFILE = _failure("No profile found")
@@ -240,7 +264,16 @@ NOTHING_TO_UPDATE = _failure("The lead has no profile fields to update")
 NOTHING_TO_SUBSCRIBE = _failure("The lead has no email address or phone number to subscribe")
 NOTHING_TO_UNSUBSCRIBE = _failure("The lead has no email address or phone number to unsubscribe")
 CHANNEL_NEEDS = _failure("The {channel} channel needs {needs}")
+CHANNEL_NEEDS_VALID = _failure("The {channel} channel needs a valid {needs}: {problem}")
 SMS_REFUSED = _failure(_SMS_REFUSED)
+SMS_NOT_APPLIED = _failure(f"SMS not applied: {_SMS_REFUSED}; the email consent went ahead")
+CONSENT_SUPPRESSED = _failure(
+    "Klaviyo did not apply the email consent: the address is suppressed ({suppression}), "
+    "which no subscribe lifts"
+)
+CONSENT_NOT_APPLIED = _failure(
+    "Klaviyo accepted the consent but had not applied it {minutes} minutes later"
+)
 PHONE_ONLY_REFUSED = _failure(
     "Klaviyo refused a profile with only a phone number (SMS is not set up for the account)"
 )
@@ -262,6 +295,7 @@ VARIABLE_NOT_TEXT = _error(Kind.CONFIGURATION, "{field} must be a single text va
 VARIABLE_NOT_FINITE = _error(Kind.CONFIGURATION, "{field} must be a finite number")
 NOT_ONE_OF = _error(Kind.CONFIGURATION, "{field} must be one of: {choices}")
 INVALID_CHANNELS = _error(Kind.CONFIGURATION, "Klaviyo Channels must be email, sms or both")
+NOT_TRUE_OR_FALSE = _error(Kind.CONFIGURATION, "{field} must be true or false")
 INVALID_TIMEOUT = _error(Kind.CONFIGURATION, "Timeout Seconds must be a positive number")
 INVALID_TARGET_ID = _error(Kind.CONFIGURATION, "Klaviyo {target} Id is not a valid id")
 METRIC_NAME_TOO_LONG = _error(
@@ -340,6 +374,11 @@ RECORD_UNAVAILABLE = _error(
     "try again in {seconds} s",
 )
 SECRET_UNAVAILABLE = _error(Kind.TRANSIENT, "The Klaviyo API key secret could not be read")
+SUBSCRIBE_APPLYING = _error(
+    Kind.UNCONFIRMED,
+    "Klaviyo accepted the consent but had not applied it within {seconds} s; "
+    "the lead comes back to confirm it",
+)
 IMPORT_UNFINISHED = _error(
     Kind.TIMEOUT, "Klaviyo had not finished the bulk import in time; the lead comes back"
 )

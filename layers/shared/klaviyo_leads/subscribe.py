@@ -1,20 +1,25 @@
 """Subscribing and unsubscribing profiles: consent jobs, and a result for each profile.
 
-One lead or a thousand go through the same ``send_jobs``: Klaviyo refuses a job as a whole
-when one of its profiles is wrong, so the job is split until the wrong one stands alone.
-SMS is where Klaviyo says no most often (a number whose country the account cannot text,
-age gating, SMS not set up), and its answer names no profile. A profile whose SMS Klaviyo
-refuses still gets its email consent: it is sent again without SMS, and its reason says so.
+One lead or a thousand go through the same ``subscribe_all`` (and ``send_jobs``): Klaviyo
+refuses a job as a whole when one of its profiles is wrong, so the job is split until the
+wrong one stands alone. SMS is where Klaviyo says no most often (a number whose country the
+account cannot text, age gating, SMS not set up), and its answer names no profile. A profile
+whose SMS Klaviyo refuses still gets its email consent (it is sent again without SMS), and
+the lead fails saying SMS was not applied. A subscribe's result is what Klaviyo shows after
+the job (``consent``), not the job's 202; its consent evidence goes with it (``evidence``).
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
-from dataclasses import dataclass, replace
+from collections import defaultdict
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
+from datetime import datetime
 from typing import Any
 
-from . import lookup, outcomes
+from . import consent, evidence, lookup, outcomes
+from .consent import Accepted
 from .context import Context
 from .identity import touch
 from .lead import Lead
@@ -48,7 +53,6 @@ UNSUBSCRIBE = Jobs(
 )
 # channel -> (the profile attribute it needs, how a reason calls it)
 CHANNEL_NEEDS = {"email": ("email", "an email address"), "sms": ("phone_number", "a phone number")}
-DOUBLE_OPT_IN = "double_opt_in"
 
 _PROFILE_POINTER = re.compile(r"^/data/attributes/profiles/data/(\d+)(?:/|$)")
 
@@ -67,14 +71,25 @@ class Subscription:
     custom_source: str | None
     sms_refused: bool = False
     jobs: Jobs = SUBSCRIBE
+    # The opt-in process that applies: the list's, else the account's (``Settings``).
+    opt_in_process: str | None = None
+    # Consent given in the past (Klaviyo's historical import): no confirmation, no flow.
+    historical: bool = False
+    consented_at: datetime | None = None
+    evidence: Mapping[str, str] = field(default_factory=dict)
+    origin: str | None = None  # what the lead arrived as: its job is remembered by it
 
     @property
     def list_id(self) -> str | None:
         return self.group.id if self.group else None
 
     def payload(self) -> dict[str, Any]:
-        consent = {"marketing": {"consent": self.jobs.consent}}
-        attributes: dict[str, Any] = {"subscriptions": {c: consent for c in self.channels}}
+        marketing: dict[str, Any] = {"consent": self.jobs.consent}
+        if self.historical and self.consented_at is not None:
+            marketing["consented_at"] = self.consented_at.isoformat()
+        attributes: dict[str, Any] = {
+            "subscriptions": {c: {"marketing": marketing} for c in self.channels}
+        }
         if self.email:
             attributes["email"] = self.email
         if "sms" in self.channels:
@@ -90,42 +105,31 @@ class Subscription:
         )
 
     def accepted(self) -> Result:
-        """The result once Klaviyo accepted the job, saying what happens next."""
-        if self.jobs is UNSUBSCRIBE:
-            return outcomes.success(list_name=self.group.name if self.group else None)
-        # Double opt-in holds email and SMS marketing alike until the person confirms.
-        pending = self.opt_in_process == DOUBLE_OPT_IN
-        reason: outcomes.Reason | None = None
-        if self.sms_refused:
-            reason = outcomes.SMS_NOT_APPLIED_PENDING if pending else outcomes.SMS_NOT_APPLIED
-        elif pending:
-            reason = outcomes.CONSENT_PENDING
-        details: dict[str, Any] = {
-            "list_name": self.group.name if self.group else None,
-            "opt_in_process": self.opt_in_process,
-        }
-        return reason(**details) if reason else outcomes.success(**details)
-
-    @property
-    def opt_in_process(self) -> str | None:
-        return self.group.opt_in_process if self.group else None
+        """An unsubscribe's result once Klaviyo accepted the job."""
+        return outcomes.success(list_name=self.group.name if self.group else None)
 
 
 def prepare(ctx: Context, lead: Lead) -> Subscription:
     """Check the lead and work out channels and identifiers (may read the profile).
 
     Only what the chosen channels use is checked: an unusable phone does not fail an email
-    subscription. Without ``klaviyo.channels`` the lead subscribes its email, or else its
-    phone to SMS; SMS marketing needs its own consent and is never added silently.
+    subscription, and fails one that asks for SMS (naming the channel; never narrowed to
+    email). Without ``klaviyo.channels`` the lead subscribes its email, or else its phone
+    to SMS; SMS marketing needs its own consent and is never added silently.
     """
     list_id = lead.list_id()
     # An unknown list is a configuration error, said clearly before anything is sent.
     group = klaviyo_list(ctx, list_id) if list_id is not None else None
-    custom_source = lead.custom_source()
+    historical = lead.historical_import()
+    consented_at = lead.consented_at()
+    if historical and consented_at is None:
+        raise outcomes.CONSENTED_AT_MISSING()
+    proof = lead.consent_evidence()
+    custom_source = evidence.consent_source(lead.custom_source(), proof)
     region = ctx.settings.default_phone_region
     readers: dict[str, Callable[[], str | None]] = {
         "email": lead.email,
-        "sms": lambda: lead.phone(region),
+        "sms": lambda: _phone_for_sms(lead, region),
     }
     wanted = lead.channels() or _default_channels("email" in lead, "phone_1" in lead)
     known = {channel: readers[channel]() for channel in wanted}
@@ -147,7 +151,29 @@ def prepare(ctx: Context, lead: Lead) -> Subscription:
         if not known[channel]:
             raise outcomes.CHANNEL_NEEDS(channel=channel, needs=CHANNEL_NEEDS[channel][1])
     email = known.get("email") or _usable_email(lead)  # identifies the profile for SMS too
-    return Subscription(wanted, email, known.get("sms"), profile_id, group, custom_source)
+    return Subscription(
+        wanted,
+        email,
+        known.get("sms"),
+        profile_id,
+        group,
+        custom_source,
+        opt_in_process=group.opt_in_process if group else ctx.settings.account_opt_in_process,
+        historical=historical,
+        consented_at=consented_at,
+        evidence=proof,
+        origin=ctx.origin_id,
+    )
+
+
+def _phone_for_sms(lead: Lead, region: str) -> str | None:
+    """The lead's phone for the SMS channel; a bad one fails naming the channel."""
+    try:
+        return lead.phone(region)
+    except Result as problem:
+        raise outcomes.CHANNEL_NEEDS_VALID(
+            channel="sms", needs="phone number", problem=problem.reason
+        ) from None
 
 
 def _default_channels(has_email: bool, has_phone: bool) -> tuple[str, ...]:
@@ -163,11 +189,12 @@ def _usable_email(lead: Lead) -> str | None:
 
 
 def job(subscriptions: list[Subscription]) -> dict[str, Any]:
-    """One consent job for profiles that share a list (and, to subscribe, a custom source)."""
+    """One consent job for profiles that share a list (and, to subscribe, a custom source
+    and whether the consent is historical)."""
     first = subscriptions[0]
     attributes: dict[str, Any] = {"profiles": {"data": [s.payload() for s in subscriptions]}}
     if first.jobs is SUBSCRIBE:
-        attributes["historical_import"] = False
+        attributes["historical_import"] = first.historical
         if first.custom_source:
             attributes["custom_source"] = first.custom_source
     body: dict[str, Any] = {"type": first.jobs.type, "attributes": attributes}
@@ -179,21 +206,65 @@ def job(subscriptions: list[Subscription]) -> dict[str, Any]:
 Item = tuple[int, Subscription]
 
 
+def subscribe_all(ctx: Context, items: list[Item], results: Results) -> None:
+    """Subscribe each lead, one or a batch: its job sent once however often the lead comes
+    (an earlier attempt's job is read back, not sent again), its evidence recorded, then
+    its result from what Klaviyo shows (``consent.confirm``)."""
+    accepted: dict[int, Accepted] = {}
+    groups: dict[tuple[str | None, str | None, bool], list[Item]] = defaultdict(list)
+    for index, subscription in items:
+        before = consent.earlier(ctx, subscription)
+        if before is not None:
+            accepted[index] = before
+        else:
+            key = (subscription.list_id, subscription.custom_source, subscription.historical)
+            groups[key].append((index, subscription))
+    sent: dict[int, Subscription] = {}
+    for members in groups.values():
+        _send_all(ctx, members, _Sink(results, sent))
+    now = ctx.wall()
+    for index, subscription in sent.items():
+        accepted[index] = Accepted(subscription, now)
+        consent.remember(ctx, accepted[index])
+    evidence.record(ctx, [(i, a.subscription) for i, a in accepted.items()], results)
+    consent.confirm(ctx, {i: a for i, a in accepted.items() if results[i] is None}, results)
+
+
+@dataclass
+class _Sink:
+    """Where a job's answer goes: a result per lead, or (a subscribe Klaviyo took) the
+    subscription as it was sent, to be read back."""
+
+    results: Results
+    sent: dict[int, Subscription] | None = None
+
+    def taken(self, index: int, subscription: Subscription) -> None:
+        if subscription.jobs is SUBSCRIBE and self.sent is not None:
+            self.sent[index] = subscription
+        else:
+            self.results[index] = subscription.accepted()
+
+
 def send_jobs(ctx: Context, items: list[Item], results: Results) -> None:
-    """Send every item (one kind, list and source) in as few jobs as allowed; one result each.
-    A job makes the profiles it does not find: the identifiers are marked as touched first."""
+    """Send every unsubscribe item (one list) in as few jobs as allowed; one result each."""
+    _send_all(ctx, items, _Sink(results))
+
+
+def _send_all(ctx: Context, items: list[Item], sink: _Sink) -> None:
+    """Every item (one kind, list and source) in as few jobs as allowed. A job makes the
+    profiles it does not find: the identifiers are marked as touched first."""
     size = items[0][1].jobs.max_profiles if items else 1
     for start in range(0, len(items), size):
         chunk = items[start : start + size]
         touch(ctx, [pair for _, s in chunk for pair in (("email", s.email), _phone_of(s))])
-        _send(ctx, chunk, results)
+        _send(ctx, chunk, sink)
 
 
 def _phone_of(subscription: Subscription) -> tuple[str, str | None]:
     return ("phone_number", subscription.phone_number if "sms" in subscription.channels else None)
 
 
-def _send(ctx: Context, chunk: list[Item], results: Results) -> None:
+def _send(ctx: Context, chunk: list[Item], sink: _Sink) -> None:
     try:
         response = ctx.call(
             "POST",
@@ -204,18 +275,16 @@ def _send(ctx: Context, chunk: list[Item], results: Results) -> None:
         )
     except Result as problem:
         for index, _ in chunk:
-            results[index] = problem
+            sink.results[index] = problem
         return
     if response.status == 202:
         for index, subscription in chunk:
-            results[index] = subscription.accepted()
+            sink.taken(index, subscription)
         return
-    _rejected(ctx, chunk, response.errors, results)
+    _rejected(ctx, chunk, response.errors, sink)
 
 
-def _rejected(
-    ctx: Context, chunk: list[Item], errors: list[KlaviyoError], results: Results
-) -> None:
+def _rejected(ctx: Context, chunk: list[Item], errors: list[KlaviyoError], sink: _Sink) -> None:
     """A 400 for a job: give the profiles it names their own result, send the rest again."""
     named: dict[int, list[KlaviyoError]] = {}
     for error in errors:
@@ -224,39 +293,39 @@ def _rejected(
             named.setdefault(int(found.group(1)), []).append(error)
     if named:
         for position, own in named.items():
-            _alone(ctx, chunk[position], own, results)
+            _alone(ctx, chunk[position], own, sink)
         rest = [item for position, item in enumerate(chunk) if position not in named]
         if rest:
-            _send(ctx, rest, results)
+            _send(ctx, rest, sink)
         return
     if chunk[0][1].list_id and any("list" in (e.detail or "").lower() for e in errors):
         for index, _ in chunk:
-            results[index] = unknown_target("list", 400, errors)
+            sink.results[index] = unknown_target("list", 400, errors)
         return
     if _refuses_sms(errors):
         with_sms = [item for item in chunk if "sms" in item[1].channels]
         others = [item for item in chunk if "sms" not in item[1].channels]
         if others and with_sms:
-            _send(ctx, others, results)
+            _send(ctx, others, sink)
             chunk = with_sms
     if len(chunk) == 1:
-        _alone(ctx, chunk[0], errors, results)
+        _alone(ctx, chunk[0], errors, sink)
         return
     middle = len(chunk) // 2
-    _send(ctx, chunk[:middle], results)
-    _send(ctx, chunk[middle:], results)
+    _send(ctx, chunk[:middle], sink)
+    _send(ctx, chunk[middle:], sink)
 
 
-def _alone(ctx: Context, item: Item, errors: list[KlaviyoError], results: Results) -> None:
+def _alone(ctx: Context, item: Item, errors: list[KlaviyoError], sink: _Sink) -> None:
     """The profile Klaviyo refused: without SMS if SMS was the trouble, else its failure."""
     index, subscription = item
     if _refuses_sms(errors) and "sms" in subscription.channels:
         if len(subscription.channels) > 1:
-            _send(ctx, [(index, subscription.without_sms())], results)
+            _send(ctx, [(index, subscription.without_sms())], sink)
         else:
-            results[index] = outcomes.SMS_REFUSED(errors=errors, klaviyo_status=400)
+            sink.results[index] = outcomes.SMS_REFUSED(errors=errors, klaviyo_status=400)
         return
-    results[index] = from_klaviyo_answer(400, errors)
+    sink.results[index] = from_klaviyo_answer(400, errors)
 
 
 def _refuses_sms(errors: list[KlaviyoError]) -> bool:
@@ -270,9 +339,10 @@ def _refuses_sms(errors: list[KlaviyoError]) -> bool:
 
 
 def subscribe_profile_to_list(ctx: Context, lead: Lead) -> Result:
-    """Subscribe a profile to email and/or SMS marketing, optionally through a list."""
+    """Subscribe a profile to email and/or SMS marketing, optionally through a list: the
+    result says what Klaviyo holds once the job has applied."""
     results: Results = [None]
-    send_jobs(ctx, [(0, prepare(ctx, lead))], results)
+    subscribe_all(ctx, [(0, prepare(ctx, lead))], results)
     assert results[0] is not None
     return results[0]
 

@@ -260,16 +260,20 @@ def _answer_api(
     if dry:
         lead = dry_run.with_query_flag(lead, event)
     request_id = _request_id(event)
+    origin = f"idempotency-key:{key}" if key else request_id
+    first_seen = runtime.wall()
     processed = runtime.process(
         action,
         lead,
         remaining_seconds=remaining_seconds(ctx),
         via_api_gateway=True,
-        origin_id=f"idempotency-key:{key}" if key else request_id,
+        origin_id=origin,
         arrival=Arrival(
             "api", idempotency_key=headers.get("idempotency-key"), request_id=request_id
         ),
     )
+    if processed.result.kind is Kind.UNCONFIRMED and not processed.dry_run:
+        processed = _confirm_later(runtime, action, lead, processed, first_seen, origin)
     answer = api_response(processed.result, processed.fields)
     return answer, not processed.result.retryable
 
@@ -349,6 +353,38 @@ def _not_queued(status: int, reason: str) -> dict[str, Any]:
         "body": json.dumps(body),
         "isBase64Encoded": False,
     }
+
+
+def _confirm_later(
+    runtime: Runtime,
+    action: Action,
+    lead: Any,
+    processed: Processed,
+    first_seen: float,
+    origin: str | None,
+) -> Processed:
+    """Klaviyo took the request but has not shown it applied within the webhook's time: the
+    caller is answered now, not asked to send again. The lead goes on the action's queue,
+    whose run of it (the same origin: it reads back, it does not send again) publishes the
+    confirmed result and keeps it for ``GET /results/<message_id>``."""
+    message_id = None
+    if runtime.queue is not None:
+        try:
+            message_id = runtime.queue.send(lead, first_seen, origin)
+        except Exception:
+            count("LeadsNotQueued")  # its answer says it was not confirmed, and no more
+            logger.error("A subscribe's confirmation could not be queued")
+    unconfirmed = processed.result
+    reason = outcomes.SUBSCRIBE_UNCONFIRMED if message_id else outcomes.SUBSCRIBE_NOT_CONFIRMED
+    result = reason(
+        profile=unconfirmed.profile,
+        list_name=unconfirmed.list_name,
+        opt_in_process=unconfirmed.opt_in_process,
+        consent=unconfirmed.consent,
+        message_id=message_id,
+        ignored_fields=unconfirmed.ignored_fields,
+    )
+    return Processed(result, result_fields(action, result))
 
 
 def _request_id(event: Mapping[str, Any]) -> str | None:
