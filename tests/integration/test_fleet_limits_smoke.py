@@ -51,3 +51,12 @@ def test_the_fleet_meets_the_targets_at_the_sizes_that_broke_them(spec):
     figures = run(spec)
     assert meets_targets(figures), line(figures)
     assert figures["busiest_second_account"] <= 75, line(figures)
+
+
+def test_a_fresh_container_alone_answers_its_first_leads_within_about_a_second():
+    """One webhook container not told the fleet's size, an account nobody else calls: its
+    second lead waits for the count (a second after its first call), the next ones do not
+    wait (before, each of its first leads waited 3.9 s for one 45th of the minute's pace)."""
+    figures = run(Run(containers=1, other_per_minute=0, latency=0.05, seconds=20))
+    assert figures["other_calls"] == 0 and figures["leads_created"] > 100, line(figures)
+    assert figures["first_leads_slowest_seconds"] <= 1.5, line(figures)

@@ -364,12 +364,15 @@ def simulate(
         return sum(1 for _, by, status in calls if by == who and (status == 429 or not refused))
 
     seconds_of = Counter(math.floor(at - origin) for at, by, _ in calls if by == "fleet")
+    arriving = [count for second, count in seconds_of.items() if origin + second < start + 2.0]
     return {
         "fleet_429_per_1000": 1000 * tally("fleet", True) / max(1, tally("fleet")),
         "other_refused": tally("other", True) / max(1, tally("other")),
         "fleet_share_of_leftover": accepted("fleet")
         / (account.steady * len(whole) - accepted("other")),
         "busiest_second": max(seconds_of.values(), default=0),
+        # The seconds of the fleet's arrival (within one) and the second after it.
+        "busiest_second_arriving": max(arriving, default=0),
     }
 
 
@@ -410,6 +413,33 @@ def test_a_fleet_keeps_each_second_under_the_burst_limit_and_fills_the_minute(
     assert figures["fleet_share_of_leftover"] >= 0.85
 
 
+@pytest.mark.parametrize("phase", [1000.0, 1010.0, 1023.4], ids=["at-0s", "at-50s", "at-37s"])
+@pytest.mark.parametrize("containers", [8, 16, 40])
+def test_a_fresh_crowd_counting_itself_keeps_to_the_burst_share_and_the_minute(containers, phase):
+    """Invariant: containers that do not know the fleet's size, arriving together with a
+    fast Klaviyo, call at their first shares of the burst share until each has counted the
+    crowd: the fleet's seconds of arrival and the second after stay within the burst share
+    (45 of 75, as many as the first share counts on), and no second and no minute is run
+    into afterwards (no 429, the other integration's calls answered) as the counted shares
+    fill the room. A container of a crowd that called quicker before counting, each making a
+    lead's few calls at once, made twice the crowd's calls in its first second."""
+    from klaviyo_leads.klaviyo import BURST_SHARE
+
+    figures = simulate(
+        containers,
+        130.0,
+        operation="create_profile",
+        limits=(75, 750),
+        latency=0.005,
+        phase=phase,
+    )
+    assert figures["busiest_second_arriving"] <= BURST_SHARE * 75
+    assert figures["busiest_second"] <= 75 - 5
+    assert figures["fleet_429_per_1000"] == 0
+    assert figures["other_refused"] == 0
+    assert figures["fleet_share_of_leftover"] >= 0.85
+
+
 def test_the_account_is_led_to_no_more_than_a_part_of_the_burst_limit():
     """749 calls left for 2 s: not 0.95 x 749 / 3 = 237 a second (the burst limit's spacing,
     68 a second from each container), but BURST_SHARE of 75."""
@@ -434,16 +464,72 @@ def test_what_is_left_of_a_window_is_spread_as_if_it_ended_a_second_later():
 
 
 @pytest.mark.parametrize(("containers", "crowd"), [(None, 0.6 * 75), (64, 64), (8, 8)])
-def test_a_container_of_a_fleet_starts_at_an_even_part_of_the_pace(containers, crowd):
-    """Before it has learnt its share, one of the containers the stack says may call at once
+def test_a_container_of_a_fleet_starts_at_an_even_part_of_the_burst_share(containers, crowd):
+    """Before it has counted its share, one of the containers the stack says may call at once
     (KLAVIYO_CONTAINERS), or when it does not say, one of as many as could each make a first
-    call in a second of the burst limit's share: so a fleet starting together does not each
-    take all of the room."""
+    call in a second of the burst limit's share; and until it has counted it, it calls at
+    that part of the burst share (a crowd starting together makes the burst share in a
+    second), not of the minute's even pace (one call in 3.3 s when not told the size)."""
     clock = Clock()
     pacer = Pacer(clock=clock, containers=containers)
     pacer.sent("create_profile")
     pacer.observe("create_profile", 200, headers(749, 60))
-    assert pacer.wait_for("create_profile") == pytest.approx(crowd * 61 / (0.95 * 749), rel=0.01)
+    assert pacer._windows["create_profile"].share == pytest.approx(1 / crowd)
+    assert pacer.wait_for("create_profile") == pytest.approx(crowd / (0.6 * 75))
+
+
+def test_a_fresh_container_counts_at_no_more_than_its_part_of_what_is_left():
+    """20 calls left of the window: before counting, one 45th of 19 (95 % of them) in a
+    second, so a crowd of 45 counting together makes 19 calls, not 45."""
+    clock = Clock()
+    pacer = Pacer(clock=clock, containers=None)
+    pacer.sent("create_profile")
+    pacer.observe("create_profile", 200, headers(20, 30))
+    assert pacer.wait_for("create_profile") == pytest.approx(45 / (0.95 * 20))
+
+
+@pytest.mark.parametrize(
+    ("containers", "count_within"), [(None, 1.0), (8, 8 / 45), (64, 64 / 45)], ids=str
+)
+def test_a_container_alone_in_a_quiet_account_makes_a_leads_calls_in_a_second(
+    containers, count_within
+):
+    """A fresh container (the stack's size of the fleet not known, or known), Klaviyo answering
+    in 200 ms and nobody else calling: its second call within its part of a second of the
+    burst share (the count), and once counted its share is all of the account's calls: a
+    lead's calls go one after another instead of seconds apart (before: 3.3 s, 0.4 s and
+    4.7 s each)."""
+    from klaviyo_leads.klaviyo import SPACING_MARGIN
+
+    clock = Clock()
+    pacer = Pacer(clock=clock, rng=random.Random(2), containers=containers)
+    waits = []
+    for call in range(8):
+        wait = pacer.wait_for("create_profile")
+        waits.append(wait)
+        clock.now += wait
+        pacer.sent("create_profile")
+        clock.now += 0.2
+        pacer.observe("create_profile", 201, headers(749 - call, 50, limit=750))
+    assert waits[0] <= count_within  # a crowd the stack says is larger spreads its first calls
+    assert waits[1] <= count_within
+    assert pacer._windows["create_profile"].share == 1.0
+    assert all(wait <= SPACING_MARGIN / 75 for wait in waits[2:]), waits
+
+
+def test_a_fresh_containers_share_is_its_part_of_the_calls_it_counted():
+    """Not told the fleet's size: ours was one of the ten calls the account made in the
+    second between its first two answers, so its share is a tenth (not a 45th: one call in
+    3.9 s), and each of a crowd of ten arriving together counts the same."""
+    clock = Clock()
+    pacer = Pacer(clock=clock, containers=None)
+    pacer.sent("create_profile")
+    pacer.observe("create_profile", 200, headers(749, 60))
+    clock.now += 1.0
+    pacer.sent("create_profile")
+    pacer.observe("create_profile", 200, headers(739, 59))
+    assert pacer._windows["create_profile"].share == pytest.approx(0.1)
+    assert pacer.wait_for("create_profile") == pytest.approx(10 * 60 / (0.95 * 739))
 
 
 def test_a_fleet_container_gives_way_by_the_ratio_of_the_room_to_the_account_pace():
@@ -488,14 +574,17 @@ def test_a_share_grows_no_larger_than_twice_what_the_container_spends():
 
 def test_a_429_halves_a_fleet_containers_share():
     clock = Clock()
-    pacer = Pacer(clock=clock, containers=8)
+    pacer = Pacer(clock=clock, containers=None)
     pacer.sent("create_profile")
     pacer.observe("create_profile", 200, headers(749, 60))
+    clock.now += 1.0
+    pacer.sent("create_profile")
+    pacer.observe("create_profile", 200, headers(741, 59))  # counted: one of the eight calls
     interval = pacer.wait_for("create_profile")
     pacer.observe("create_profile", 429, {"Retry-After": "1"})
     clock.now += 1.0
     # Twice the interval (of a window a second shorter), from the call refused.
-    assert pacer.wait_for("create_profile") == pytest.approx(2 * interval * 60 / 61 - 1.0)
+    assert pacer.wait_for("create_profile") == pytest.approx(2 * interval * 59 / 60 - 1.0)
 
 
 def test_a_container_refused_again_comes_back_at_a_random_moment_not_with_the_crowd():

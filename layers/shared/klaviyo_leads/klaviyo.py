@@ -194,6 +194,9 @@ class _Window:
     account_per_second: float = 0.0  # the whole account's pace, ours included, smoothed
     others_per_second: float = 0.0  # the rest of the account's (our fleet's too), smoothed
     share: float | None = None  # of the account's calls, what this container may make
+    share_counted: bool = False  # the share was counted from the crowd it found calling
+    counting_calls: float = 0.0  # the account's calls between answers while counting it
+    counting_own: float = 0.0  # ours of them
     paced_for: float = 0.0  # seconds of answers the account's pace was measured over
     blocked_until: float = 0.0  # a 429's Retry-After
     refused_in_a_row: int = 0  # 429s since the last answer that was not one
@@ -227,7 +230,11 @@ class Pacer:
     it (None: not known). A container that has not learnt its share yet takes an even part:
     one of that many, or, not known, one of as many as could each make a first call in a
     second of the burst limit's share. When the stack says they may be more than that, a
-    container's first call comes at a random moment of the seconds they need.
+    container's first call comes at a random moment of the seconds they need. Until it has
+    counted its share from the answers (its part of the account's calls while calling at
+    that part of the burst share), it calls at that pace, not at its part of the minute's
+    even pace: alone in a quiet account, its share is then all of it, and a lead's calls
+    are not seconds apart.
 
     ``max_share`` caps the bundle's share of each endpoint's limit: the rest is treated as
     spent by other integrations even when they are quiet.
@@ -275,6 +282,7 @@ class Pacer:
                 # Nothing left for us this window: come back in the next one.
                 wait = max(wait, self._next_window(window, burst, now) - now)
             elif pace is not None and window.last_sent is not None:
+                pace = max(pace, self._counting_pace(window, burst, now))
                 # A pace of next to nothing spaces calls no wider than a window: by then
                 # the next one has begun and its pace is read afresh. A call due after
                 # this window ends is due in the next one, at our first interval there.
@@ -283,6 +291,15 @@ class Pacer:
                     due = min(due, self._next_window(window, burst, now))
                 wait = max(wait, due - now)
             return _bounded(wait)
+
+    def _counting_pace(self, window: _Window, burst: float, now: float) -> float:
+        """Until a container of a fleet has counted its share, it calls at its share of a
+        second's burst share (of what is left of the window, if less), not of the minute's
+        even pace: a crowd of fresh containers at their first shares stays within the burst
+        share and the window, and the calls made meanwhile are the count. 0 otherwise."""
+        if self.containers == 1 or window.share is None or window.share_counted:
+            return 0.0
+        return window.share * (self._account_pace(window, burst, now, within=1.0) or 0.0)
 
     def _first_call_at(self, window: _Window, burst: float, now: float) -> float:
         """When a container that knows nothing of an endpoint yet calls it first: at once,
@@ -327,10 +344,13 @@ class Pacer:
         with self._lock:
             return self._window(bucket).blocked_until > self._clock()
 
-    def _account_pace(self, window: _Window, burst: float, now: float) -> float | None:
+    def _account_pace(
+        self, window: _Window, burst: float, now: float, within: float | None = None
+    ) -> float | None:
         """Calls per second the whole account should make now: what is left of the window
-        (less the part kept for others) over the time left, at ``HEADROOM``, and at most
-        ``BURST_SHARE`` of the burst limit. None before anything is known."""
+        (less the part kept for others) over the time left (or ``within`` that many seconds),
+        at ``HEADROOM``, and at most ``BURST_SHARE`` of the burst limit. None before anything
+        is known."""
         if window.remaining is None:
             return None
         remaining, left = window.remaining - window.own_since, window.ends_at - now
@@ -340,7 +360,8 @@ class Pacer:
             # A new window has begun: the whole limit.
             remaining, left = window.limit, STEADY_WINDOW_SECONDS
         remaining -= self._kept(window)
-        even = self.headroom * remaining / (left + RESET_ROUNDING_SECONDS)
+        seconds = left + RESET_ROUNDING_SECONDS if within is None else within
+        even = self.headroom * remaining / seconds
         return max(0.0, min(even, BURST_SHARE * burst if burst else even))
 
     def _pace(self, window: _Window, burst: float, now: float) -> float | None:
@@ -444,7 +465,26 @@ class Pacer:
             window.remaining, window.ends_at, window.seen_at = remaining, now + reset, now
             window.own_since = 0
             if self.containers != 1:
-                self._learn_share(window, self._burst_limit(bucket), now, since if known else 0.0)
+                burst = self._burst_limit(bucket)
+                if same_window and sample is not None and not window.share_counted:
+                    self._count_share(window, burst, sample[0], sample[1])
+                self._learn_share(window, burst, now, since if known else 0.0)
+
+    def _count_share(self, window: _Window, burst: float, calls: float, ours: float) -> None:
+        """A fresh container's share, from the answers: its part of the account's calls
+        while it called at the pace of a crowd of fresh containers (``_counting_pace``), once
+        that is a second's worth of its calls. Each of a crowd calling then is counted, so
+        the counted shares of a crowd add up to no more than the account's calls; a container
+        that finds the account idle counts all of it, and a lead's next calls are not seconds
+        apart. A count only raises a share (learning lowers it): a container that waited for
+        work between two answers counts the others' calls of the whole wait against one of
+        its own."""
+        window.counting_calls += calls
+        window.counting_own += ours
+        if window.counting_own >= max(1.0, self._first_share(burst) * BURST_SHARE * burst):
+            window.share_counted = True
+            counted = window.counting_own / window.counting_calls
+            window.share = min(1.0, max(window.share or MIN_SHARE, counted))
 
     def _learn_share(self, window: _Window, burst: float, now: float, since: float) -> None:
         """Move the share by the ratio of the pace the account should keep to the pace it
