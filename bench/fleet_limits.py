@@ -331,7 +331,7 @@ class Run:
 
 def fleet_pacer(sim: Simulation, rng: random.Random, spec: Run) -> Any:
     """The client's own Pacer, as ``Runtime.from_env`` gives it, on the virtual clock."""
-    from klaviyo_leads.klaviyo import Pacer
+    from klaviyo_leads.klaviyo.client import Pacer
 
     return Pacer(clock=sim.now, rng=rng, wall_clock=sim.now, containers=spec.known_containers)
 
@@ -345,8 +345,8 @@ def run(spec: Run) -> dict[str, Any]:
         queue_arn,
         sqs_event,
     )
-    from klaviyo_leads.actions import ACTIONS
-    from klaviyo_leads.triggers import handle
+    from klaviyo_leads.actions.table import ACTIONS
+    from klaviyo_leads.triggers.dispatch import handle
 
     sim = Simulation(START)
     limits = FixedWindows(phase=spec.phase, reset=spec.reset)

@@ -37,15 +37,15 @@ from bench.mixes import lead as mixed_lead  # noqa: E402
 from devtools.klaviyo_emulator import DEFAULT_API_KEY, KlaviyoEmulator  # noqa: E402
 from devtools.klaviyo_emulator.operations import OPERATIONS_BY_ID  # noqa: E402
 from devtools.memory_dynamodb import memory_ledger  # noqa: E402
-from klaviyo_leads import entrypoint  # noqa: E402
 from klaviyo_leads import runtime as runtime_module  # noqa: E402
-from klaviyo_leads.actions import ACTIONS as ACTION_TABLE  # noqa: E402
+from klaviyo_leads.actions.table import ACTIONS as ACTION_TABLE  # noqa: E402
+from klaviyo_leads.aws.secrets import ApiKeyProvider  # noqa: E402
 from klaviyo_leads.budget import MIN_SECONDS_PER_LEAD  # noqa: E402
 from klaviyo_leads.config import Settings  # noqa: E402
 from klaviyo_leads.context import NameCache  # noqa: E402
-from klaviyo_leads.klaviyo import KlaviyoClient, Pacer  # noqa: E402
+from klaviyo_leads.handlers import actions as entrypoint  # noqa: E402
+from klaviyo_leads.klaviyo.client import KlaviyoClient, Pacer  # noqa: E402
 from klaviyo_leads.runtime import Runtime  # noqa: E402
-from klaviyo_leads.secrets import ApiKeyProvider  # noqa: E402
 
 SUBSCRIBE = "subscribe_profile_to_list"
 ADD = "add_profile_to_list"

@@ -42,19 +42,22 @@ from devtools.klaviyo_emulator.errors import ApiError  # noqa: E402
 from devtools.klaviyo_emulator.recording import RecordedRequest  # noqa: E402
 from devtools.klaviyo_emulator.spec_rules import WINDOW_SECONDS  # noqa: E402
 from devtools.memory_dynamodb import memory_ledger  # noqa: E402
-from klaviyo_leads import actions, events, imports, lookup, outcomes  # noqa: E402
+from klaviyo_leads import outcomes  # noqa: E402
+from klaviyo_leads.actions import imports, lookup  # noqa: E402
+from klaviyo_leads.actions import table as actions  # noqa: E402
+from klaviyo_leads.actions import track_event as events  # noqa: E402
+from klaviyo_leads.aws.ledger import CreateLedger  # noqa: E402
 from klaviyo_leads.budget import Budget  # noqa: E402
 from klaviyo_leads.config import Settings  # noqa: E402
 from klaviyo_leads.context import Context  # noqa: E402
-from klaviyo_leads.klaviyo import (  # noqa: E402
+from klaviyo_leads.klaviyo.client import (  # noqa: E402
     KlaviyoClient,
     Pacer,
     Response,
     filter_value,
     operation_of,
 )
-from klaviyo_leads.lead import Lead  # noqa: E402
-from klaviyo_leads.ledger import CreateLedger  # noqa: E402
+from klaviyo_leads.lead.record import Lead  # noqa: E402
 from klaviyo_leads.outcomes import Result  # noqa: E402
 
 KLAVIYO_URL = "https://a.klaviyo.com"

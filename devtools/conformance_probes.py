@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from klaviyo_leads.klaviyo import Response, filter_value
+from klaviyo_leads.klaviyo.client import Response, filter_value
 
 if TYPE_CHECKING:
     from devtools.conformance import Target
@@ -439,7 +439,8 @@ def subscribe_job(
     historical_at: str | None = None,
     phone: str | None = None,
 ) -> dict[str, Any]:
-    """A one-profile subscribe job as the bundle sends one (``klaviyo_leads.subscribe``)."""
+    """A one-profile subscribe job as the bundle sends one
+    (``klaviyo_leads.actions.subscribe.subscribe``)."""
     marketing: dict[str, Any] = {"consent": "SUBSCRIBED"}
     if historical_at:
         marketing["consented_at"] = historical_at

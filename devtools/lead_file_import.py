@@ -35,7 +35,7 @@ from devtools.lambda_events import ensure_layer_on_path
 ensure_layer_on_path()
 
 from klaviyo_leads import lead_files  # noqa: E402
-from klaviyo_leads.actions import ACTIONS  # noqa: E402
+from klaviyo_leads.actions.table import ACTIONS  # noqa: E402
 
 MAX_ROUNDS = 10_000  # queue drains and looks: a bound, never reached by a file that finishes
 
@@ -234,7 +234,7 @@ def import_on_serve(
     return int(done["code"])
 
 
-# The consent report's words, in the order it counts them (``klaviyo_leads.fields``).
+# The consent report's words, in the order it counts them (``klaviyo_leads.lead.fields``).
 CONSENT_ORDER = (
     "subscribed",
     "pending",

@@ -27,8 +27,8 @@ from devtools.lead_file_import import bucket_of, function_environment, upload
 ensure_layer_on_path()
 
 from klaviyo_leads import lead_files, mirror  # noqa: E402
+from klaviyo_leads.aws.secrets import ApiKeyProvider  # noqa: E402
 from klaviyo_leads.config import Settings  # noqa: E402
-from klaviyo_leads.secrets import ApiKeyProvider  # noqa: E402
 
 
 def mirror_services(sandbox: Any) -> mirror.MirrorServices:

@@ -47,7 +47,7 @@ warnings.filterwarnings("ignore", message="No application metrics to publish")
 
 le.ensure_layer_on_path()
 
-from klaviyo_leads.actions import ACTIONS  # noqa: E402  (the layer is on the path now)
+from klaviyo_leads.actions.table import ACTIONS  # noqa: E402  (the layer is on the path now)
 
 REAL_KLAVIYO_URL = "https://a.klaviyo.com"
 SQS_BATCH_SIZE = 10  # messages per invocation (SQS hands out at most 10 per receive)
@@ -266,7 +266,7 @@ class Sandbox:
         from aws_lambda_powertools.utilities import parameters
         from aws_lambda_powertools.utilities.parameters import base
 
-        from klaviyo_leads import entrypoint
+        from klaviyo_leads.handlers import actions as entrypoint
         from klaviyo_leads.runtime import logger
 
         entrypoint.reset_runtime()
@@ -299,7 +299,7 @@ class Sandbox:
         )
         handler = le.load_handler(action)
         with self._invoke_lock:
-            from klaviyo_leads import entrypoint
+            from klaviyo_leads.handlers import actions as entrypoint
 
             entrypoint.reset_runtime(self._runtime_for(action))
             try:

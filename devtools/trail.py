@@ -41,8 +41,8 @@ from devtools.lambda_events import ROOT, ensure_layer_on_path
 
 ensure_layer_on_path()
 
-from klaviyo_leads import trail_delivery  # noqa: E402
-from klaviyo_leads.trail import COLUMNS, PARTITIONS  # noqa: E402
+from klaviyo_leads.trail import delivery as trail_delivery  # noqa: E402
+from klaviyo_leads.trail.records import COLUMNS, PARTITIONS  # noqa: E402
 
 # Where the local runner mirrors its stack's trail (``LOCAL_TRAIL_DIR`` moves it: the tests do).
 DEFAULT_DIR = Path(os.environ.get("LOCAL_TRAIL_DIR") or ROOT / ".tools" / "trail")
@@ -184,7 +184,7 @@ def run(directory: Path, sql: str, parameters: Sequence[Any] = ()) -> tuple[list
 
 def as_e164(phone: str, region: str = "US") -> str:
     """The phone as the trail hashed it (E.164), however it is written."""
-    from klaviyo_leads.phone import to_e164
+    from klaviyo_leads.lead.phone import to_e164
 
     return to_e164(phone, region)
 

@@ -12,10 +12,10 @@ import pytest
 
 from devtools.aws import LocalStack, deploy_local_stack
 from devtools.memory_dynamodb import memory_ledger
-from klaviyo_leads import entrypoint
-from klaviyo_leads.actions import ACTIONS
+from klaviyo_leads.actions.table import ACTIONS
 from klaviyo_leads.config import Settings
-from klaviyo_leads.klaviyo import KlaviyoClient, Pacer
+from klaviyo_leads.handlers import actions as entrypoint
+from klaviyo_leads.klaviyo.client import KlaviyoClient, Pacer
 from klaviyo_leads.runtime import Processed, Runtime, count_klaviyo_call
 
 pytest_plugins = ["devtools.klaviyo_emulator.pytest_fixtures"]

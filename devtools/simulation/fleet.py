@@ -32,12 +32,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from devtools.lambda_events import LambdaContext, api_gateway_event, eventbridge_event
-from klaviyo_leads import entrypoint, lead_files
-from klaviyo_leads.actions import ACTIONS
+from klaviyo_leads import lead_files
+from klaviyo_leads.actions.table import ACTIONS
+from klaviyo_leads.aws.queue import lead_file_row_key
 from klaviyo_leads.config import Settings
-from klaviyo_leads.queueing import lead_file_row_key
+from klaviyo_leads.handlers import actions as entrypoint
 from klaviyo_leads.runtime import AwsClients, Runtime
-from klaviyo_leads.triggers import LeadNotQueued
+from klaviyo_leads.triggers.dispatch import LeadNotQueued
 
 from .answers import final
 from .aws import Queue, SimulatedAws

@@ -29,9 +29,9 @@ from devtools.klaviyo_emulator import KlaviyoEmulator
 from devtools.klaviyo_emulator import state as emulator_state
 from devtools.memory_dynamodb import MemoryDynamoDB
 from klaviyo_leads import lead_files
-from klaviyo_leads.actions import ACTIONS
-from klaviyo_leads.identity import MARKER_PROPERTY
-from klaviyo_leads.queueing import LEAD_FILE_ROW, LEAD_FILE_RUN, ORIGIN, lead_file_row_key
+from klaviyo_leads.actions.create.identity import MARKER_PROPERTY
+from klaviyo_leads.actions.table import ACTIONS
+from klaviyo_leads.aws.queue import LEAD_FILE_ROW, LEAD_FILE_RUN, ORIGIN, lead_file_row_key
 
 from . import checks
 from .aws import SimulatedAws, injected
@@ -337,8 +337,9 @@ def _patched(sched: Scheduler, ids: _Ids, seed: int) -> Iterator[None]:
     """Time, ids and jitter from the simulation; the handlers' logs and metrics muted."""
     from aws_lambda_powertools.utilities.idempotency.persistence import base, datarecord, dynamodb
 
-    from klaviyo_leads import klaviyo as client_module
-    from klaviyo_leads import queueing, runtime
+    from klaviyo_leads import runtime
+    from klaviyo_leads.aws import queue as queueing
+    from klaviyo_leads.klaviyo import client as client_module
 
     def wall() -> float:
         task = sched.current

@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 
 from devtools.memory_dynamodb import memory_ledger
-from klaviyo_leads.actions import ACTIONS
-from klaviyo_leads.coalescing import coalesce, coalesces
+from klaviyo_leads.actions.batch import coalesce, coalesces
+from klaviyo_leads.actions.table import ACTIONS
 
 LIST_ID = "Lst001"
 SEGMENT_ID = "Seg001"

@@ -7,8 +7,8 @@ import json
 import pytest
 
 from devtools.klaviyo_emulator import Fault
-from klaviyo_leads.actions import ACTIONS
-from klaviyo_leads.coalescing import Delivery, coalesce
+from klaviyo_leads.actions.batch import Delivery, coalesce
+from klaviyo_leads.actions.table import ACTIONS
 
 SUBSCRIBE = ACTIONS["subscribe_profile_to_list"]
 ADD = ACTIONS["add_profile_to_list"]
@@ -319,7 +319,7 @@ def test_a_coalesced_batch_publishes_ten_results_per_call(runtime, klaviyo_emula
         sqs_event,
         sqs_message,
     )
-    from klaviyo_leads.publishing import ResultPublisher
+    from klaviyo_leads.aws.bus import ResultPublisher
 
     events = FakeEvents(refuse={2})
     runtime.publisher = ResultPublisher("bus", client_factory=lambda: events)

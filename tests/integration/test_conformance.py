@@ -9,7 +9,7 @@ import pytest
 
 from devtools import conformance
 from devtools.klaviyo_emulator import Fault
-from klaviyo_leads.klaviyo import OPERATIONS, USER_AGENT, operation_of
+from klaviyo_leads.klaviyo.client import OPERATIONS, USER_AGENT, operation_of
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "emulator"))
 from fake_clock import FakeClock

@@ -15,9 +15,9 @@ import json
 import pytest
 
 from devtools.klaviyo_emulator import Fault
-from klaviyo_leads.actions import ACTIONS
-from klaviyo_leads.coalescing import coalesce
-from klaviyo_leads.consent import CONFIRM_WINDOW_SECONDS, READ_BACK_AFTER
+from klaviyo_leads.actions.batch import coalesce
+from klaviyo_leads.actions.subscribe.consent import CONFIRM_WINDOW_SECONDS, READ_BACK_AFTER
+from klaviyo_leads.actions.table import ACTIONS
 from klaviyo_leads.outcomes import Kind
 
 SUBSCRIBE = ACTIONS["subscribe_profile_to_list"]

@@ -13,10 +13,10 @@ import json
 import pytest
 
 from devtools.klaviyo_emulator import Fault
-from klaviyo_leads import imports
-from klaviyo_leads.actions import ACTIONS
+from klaviyo_leads.actions import imports
+from klaviyo_leads.actions.batch import Delivery, coalesce
+from klaviyo_leads.actions.table import ACTIONS
 from klaviyo_leads.budget import Budget
-from klaviyo_leads.coalescing import Delivery, coalesce
 from klaviyo_leads.context import Context
 from klaviyo_leads.outcomes import Result
 

@@ -14,10 +14,10 @@ import pytest
 from devtools.klaviyo_emulator import DEFAULT_API_KEY, Fault, KlaviyoEmulator
 from devtools.klaviyo_emulator.contract import default_spec_path
 from devtools.memory_dynamodb import memory_ledger
-from klaviyo_leads.actions import ACTIONS
-from klaviyo_leads.coalescing import coalesce
+from klaviyo_leads.actions.batch import coalesce
+from klaviyo_leads.actions.table import ACTIONS
 from klaviyo_leads.config import Settings
-from klaviyo_leads.klaviyo import KlaviyoClient, Pacer
+from klaviyo_leads.klaviyo.client import KlaviyoClient, Pacer
 from klaviyo_leads.runtime import Runtime
 
 UK = "+44 20 7946 0958"

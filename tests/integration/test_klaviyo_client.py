@@ -8,7 +8,7 @@ import pytest
 
 from devtools.klaviyo_emulator import Fault
 from klaviyo_leads.budget import Budget
-from klaviyo_leads.klaviyo import KlaviyoClient, Pacer
+from klaviyo_leads.klaviyo.client import KlaviyoClient, Pacer
 from klaviyo_leads.outcomes import Kind, Outcome, Result
 
 KEY = "pk_test_emulator"

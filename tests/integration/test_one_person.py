@@ -14,8 +14,8 @@ from __future__ import annotations
 import pytest
 
 from devtools.klaviyo_emulator import Fault
-from klaviyo_leads.actions import ACTIONS
-from klaviyo_leads.coalescing import Delivery, coalesce
+from klaviyo_leads.actions.batch import Delivery, coalesce
+from klaviyo_leads.actions.table import ACTIONS
 
 CREATE = ACTIONS["create_profile"]
 

@@ -61,9 +61,9 @@ def _jobs_after_a_redelivery(runtime, emulator) -> int:
     again while the search lags: the import jobs Klaviyo took in all."""
     from devtools.klaviyo_emulator import Fault
     from devtools.memory_dynamodb import memory_ledger
-    from klaviyo_leads.actions import ACTIONS
+    from klaviyo_leads.actions.batch import Delivery, coalesce
+    from klaviyo_leads.actions.table import ACTIONS
     from klaviyo_leads.budget import Budget
-    from klaviyo_leads.coalescing import Delivery, coalesce
 
     emulator.reset()
     emulator.configure(search_lag=30.0)  # the search does not show the first job's profiles

@@ -58,7 +58,7 @@ def layer_metric_names() -> set[str]:
     """Every metric name the layer's source emits: ``count("X")``, ``_counts["X"]``, and the
     values of ``_OUTCOME_METRIC`` (the outcome of each lead)."""
     names: set[str] = set()
-    for path in LAYER.glob("*.py"):
+    for path in LAYER.rglob("*.py"):
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
             if (
                 isinstance(node, ast.Call)
@@ -89,9 +89,9 @@ def _text(node: ast.AST) -> set[str]:
 def emitted() -> dict[str, Any]:
     """The EMF document of a real handler invocation: ``get_profiles`` called directly with a
     lead that is not an object (an error result, no Klaviyo call, no AWS)."""
-    from klaviyo_leads import entrypoint
     from klaviyo_leads.config import Settings
-    from klaviyo_leads.klaviyo import KlaviyoClient
+    from klaviyo_leads.handlers import actions as entrypoint
+    from klaviyo_leads.klaviyo.client import KlaviyoClient
     from klaviyo_leads.runtime import Runtime, metrics
 
     with pytest.MonkeyPatch.context() as monkeypatch:

@@ -8,7 +8,7 @@ import json
 import pytest
 
 from klaviyo_leads import lead_files
-from klaviyo_leads.actions import ACTIONS
+from klaviyo_leads.actions.table import ACTIONS
 from klaviyo_leads.config import Settings
 from klaviyo_leads.lead_files import FileProblem, Layout, Report, read_rows, target_of
 

@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 
 from devtools.memory_dynamodb import MemoryDynamoDB
-from klaviyo_leads.identity import Person
-from klaviyo_leads.ledger import CLOCK_TOLERANCE_SECONDS, ClaimLost, CreateLedger
+from klaviyo_leads.actions.create.identity import Person
+from klaviyo_leads.aws.ledger import CLOCK_TOLERANCE_SECONDS, ClaimLost, CreateLedger
 
 TABLE = "records"
 

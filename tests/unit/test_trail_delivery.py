@@ -14,9 +14,9 @@ import pytest
 
 from devtools import trail as local_trail
 from devtools.aws import load_template
-from klaviyo_leads import trail_delivery
 from klaviyo_leads.outcomes import INVALID_EMAIL, THROTTLED, success
-from klaviyo_leads.trail import COLUMNS, VERSION, Arrival, Trail
+from klaviyo_leads.trail import delivery as trail_delivery
+from klaviyo_leads.trail.records import COLUMNS, VERSION, Arrival, Trail
 from stack.render import load_actions
 from tests.template.cfn_template import ROOT
 

@@ -18,9 +18,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import outcomes
-from .klaviyo import Response, operation_of
-from .lead import parse_body
+from klaviyo_leads import outcomes
+from klaviyo_leads.klaviyo.client import Response, operation_of
+from klaviyo_leads.lead.record import parse_body
 
 FLAG = "dry_run"
 _TRUE = frozenset({"true", "1", "yes", "on"})

@@ -19,9 +19,9 @@ from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from .actions import Action
-from .klaviyo import operation_of
-from .runtime import Runtime
+from klaviyo_leads.actions.table import Action
+from klaviyo_leads.klaviyo.client import operation_of
+from klaviyo_leads.runtime import Runtime
 
 STREAMS = 8
 # Time kept from the splitter's deadline for writing the report.
@@ -59,8 +59,8 @@ class Would:
 def runtimes(env: Mapping[str, str]) -> Callable[[], Runtime] | None:
     """A runtime (client and pacer) per stream, from the splitter's environment; None when
     the stack gives it no Klaviyo key."""
-    from .config import Settings
-    from .secrets import ApiKeyProvider
+    from klaviyo_leads.aws.secrets import ApiKeyProvider
+    from klaviyo_leads.config import Settings
 
     settings = Settings.from_env(env)
     if not settings.api_key_secret_id:

@@ -34,18 +34,25 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import IO, Any, cast
 
-from . import outcomes
-from .actions import ACTIONS, Action, ignored_fields, result_fields
-from .budget import Budget
-from .config import Settings
-from .context import Context, NameCache
-from .klaviyo import KlaviyoClient
-from .lead import MAX_BODY_BYTES, Lead, canonical_key, ensure_object, flatten, is_known
-from .ledger import CreateLedger
-from .outcomes import Outcome, Result
-from .profiles import Group
-from .queueing import LEAD_FILE_ROW, LEAD_FILE_RUN, ORIGIN, lead_file_row_key
-from .runtime import count, flush_counts, logger, metrics
+from klaviyo_leads import outcomes
+from klaviyo_leads.actions.profiles import Group
+from klaviyo_leads.actions.table import ACTIONS, Action, ignored_fields, result_fields
+from klaviyo_leads.aws.ledger import CreateLedger
+from klaviyo_leads.aws.queue import LEAD_FILE_ROW, LEAD_FILE_RUN, ORIGIN, lead_file_row_key
+from klaviyo_leads.budget import Budget
+from klaviyo_leads.config import Settings
+from klaviyo_leads.context import Context, NameCache
+from klaviyo_leads.klaviyo.client import KlaviyoClient
+from klaviyo_leads.lead.record import (
+    MAX_BODY_BYTES,
+    Lead,
+    canonical_key,
+    ensure_object,
+    flatten,
+    is_known,
+)
+from klaviyo_leads.outcomes import Outcome, Result
+from klaviyo_leads.runtime import count, flush_counts, logger, metrics
 
 DRY_RUN_PREFIX = "dry-run/"
 # Everything the stack writes in the bucket is under this prefix (reports, progress, results,
@@ -836,7 +843,7 @@ class Services:
 
 def _klaviyo(env: Mapping[str, str]) -> Callable[[], Any] | None:
     """Runtimes for a dry run's rows, when the stack gives the splitter Klaviyo's key."""
-    from .lead_file_dry_run import runtimes
+    from klaviyo_leads.lead_file_dry_run import runtimes
 
     return runtimes(env)
 
@@ -911,7 +918,7 @@ def take_file(services: Services, bucket: str, key: str, version_id: str | None 
         metadata = head.get("Metadata") or {}
         check_file(open_stream, report, target, metadata, services.settings)
         if target.dry_run and report.accepted and services.klaviyo is not None:
-            from .lead_file_dry_run import would
+            from klaviyo_leads.lead_file_dry_run import would
 
             report.would = would(
                 target.action,
@@ -1840,7 +1847,7 @@ def _observed(handler: Callable[[dict[str, Any], Any], dict[str, Any]]) -> Any:
 @_observed
 def split_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     """A new object in the bucket: check it, report, queue its rows."""
-    from . import mirror  # mirror files are the mirror function's
+    from klaviyo_leads import mirror  # mirror files are the mirror function's
 
     taken = []
     for bucket, key, version_id in objects_of(event):

@@ -34,11 +34,13 @@ from itertools import pairwise
 from typing import IO, Any, TypeVar, cast
 from urllib.parse import urlencode
 
-from . import lookup, outcomes
-from .config import Settings
-from .context import Context
-from .lead import Lead, ensure_object
-from .lead_files import (
+from klaviyo_leads import outcomes
+from klaviyo_leads.actions import lookup
+from klaviyo_leads.actions.profiles import _path_id, klaviyo_list, resources, search_value
+from klaviyo_leads.config import Settings
+from klaviyo_leads.context import Context
+from klaviyo_leads.lead.record import Lead, ensure_object
+from klaviyo_leads.lead_files import (
     DRY_RUN_PREFIX,
     RESULTS_PREFIX,
     FileProblem,
@@ -51,8 +53,7 @@ from .lead_files import (
     put_json,
     read_rows,
 )
-from .outcomes import Result
-from .profiles import _path_id, klaviyo_list, resources, search_value
+from klaviyo_leads.outcomes import Result
 
 PREFIX = "mirror/"
 ADD_TO_LIST = "add_profile_to_list/"
@@ -582,7 +583,7 @@ def services() -> MirrorServices:
     if _services is None:
         import boto3
 
-        from .secrets import ApiKeyProvider
+        from klaviyo_leads.aws.secrets import ApiKeyProvider
 
         settings = Settings.from_env()
         api_key = ApiKeyProvider(settings.api_key_secret_id)  # read once, for every stream
@@ -597,7 +598,7 @@ def stream_contexts(
 ) -> Callable[[float], Context]:
     """Contexts for streams of calls side by side: each with a client and pacer of its own
     (``Runtime.wired``'s other parts, such as a clock, as ``wiring`` gives them)."""
-    from .runtime import Runtime
+    from klaviyo_leads.runtime import Runtime
 
     def context(seconds: float) -> Context:
         runtime = Runtime.wired(settings, api_key, **wiring)

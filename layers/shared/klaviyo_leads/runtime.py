@@ -15,22 +15,23 @@ from typing import Any
 from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit
 
-from . import outcomes, trail
-from .actions import Action, result_fields, run_action
-from .budget import Budget, effective_budget_seconds
-from .config import Settings
-from .context import Context, NameCache
-from .dry_run import WouldSend, in_payload, take_flag
-from .idempotency import Idempotency, Requests
-from .klaviyo import Backoff, KlaviyoClient, Pacer
-from .lead import Lead, ensure_object
-from .ledger import CreateLedger
-from .outcomes import Outcome, Result
-from .publishing import ResultPublisher
-from .queueing import ActionQueue
-from .results import ResultStore
-from .secrets import ApiKeyProvider
-from .trail import Arrival, Trail
+from klaviyo_leads import outcomes
+from klaviyo_leads.actions.table import Action, result_fields, run_action
+from klaviyo_leads.aws.bus import ResultPublisher
+from klaviyo_leads.aws.idempotency import Idempotency, Requests
+from klaviyo_leads.aws.ledger import CreateLedger
+from klaviyo_leads.aws.queue import ActionQueue
+from klaviyo_leads.aws.result_store import ResultStore
+from klaviyo_leads.aws.secrets import ApiKeyProvider
+from klaviyo_leads.budget import Budget, effective_budget_seconds
+from klaviyo_leads.config import Settings
+from klaviyo_leads.context import Context, NameCache
+from klaviyo_leads.dry_run import WouldSend, in_payload, take_flag
+from klaviyo_leads.klaviyo.client import Backoff, KlaviyoClient, Pacer
+from klaviyo_leads.lead.record import Lead, ensure_object
+from klaviyo_leads.outcomes import Outcome, Result
+from klaviyo_leads.trail import records as trail
+from klaviyo_leads.trail.records import Arrival, Trail
 
 SERVICE = "klaviyo-lead-actions"
 NAMESPACE = "KlaviyoLeadActions"

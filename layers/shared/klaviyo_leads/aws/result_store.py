@@ -1,0 +1,149 @@
+"""Results of queued leads, kept 24 hours for ``GET /results/{message_id}``.
+
+A caller that posts to ``/<route>/async`` gets a message id; once the queue has finished the
+lead, its result (the appended fields, nothing more of the lead) is stored here under that
+id and answered for 24 hours. Before the lead is finished, and after, the answer is 404.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from collections.abc import Callable
+from typing import Any
+
+from aws_lambda_powertools import Logger
+
+from klaviyo_leads.observability import quiet_libraries
+
+RESULT_TTL_SECONDS = 24 * 3600
+MAX_ITEMS_PER_WRITE = 25  # BatchWriteItem's limit
+# What a message id can be: SQS's are UUIDs (36 characters); at most 100 printable ASCII
+# characters, no spaces. Anything else is answered 400 before DynamoDB sees it (which refuses a
+# key over 2048 bytes with an error the function would not survive).
+MAX_MESSAGE_ID_LENGTH = 100
+_MESSAGE_ID = re.compile(rf"[\x21-\x7e]{{1,{MAX_MESSAGE_ID_LENGTH}}}")
+NO_ERRORS: dict[str, list[str]] = {"id": [], "code": [], "title": [], "detail": []}
+
+logger = Logger(service="klaviyo-lead-actions")
+
+
+class ResultStore:
+    def __init__(
+        self,
+        table_name: str,
+        client_factory: Callable[[], Any] | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.table_name = table_name
+        self._client_factory = client_factory or dynamodb_client
+        self._client: Any = None
+        self._clock = clock
+
+    @property
+    def client(self) -> Any:
+        if self._client is None:
+            self._client = self._client_factory()
+        return self._client
+
+    def put(self, results: list[tuple[str, str, dict[str, Any]]]) -> list[bool]:
+        """Store (message id, action, result fields); one flag per result: stored or not."""
+        stored = [False] * len(results)
+        expires = int(self._clock()) + RESULT_TTL_SECONDS
+        for start in range(0, len(results), MAX_ITEMS_PER_WRITE):
+            chunk = results[start : start + MAX_ITEMS_PER_WRITE]
+            requests = [
+                {
+                    "PutRequest": {
+                        "Item": {
+                            "message_id": {"S": message_id},
+                            "action": {"S": action},
+                            "result": {"S": json.dumps(fields, separators=(",", ":"))},
+                            "expires_at": {"N": str(expires)},
+                        }
+                    }
+                }
+                for message_id, action, fields in chunk
+            ]
+            try:
+                answer = self.client.batch_write_item(RequestItems={self.table_name: requests})
+            except Exception:
+                continue
+            left = {
+                request["PutRequest"]["Item"]["message_id"]["S"]
+                for request in answer.get("UnprocessedItems", {}).get(self.table_name, [])
+            }
+            for offset, (message_id, _, _) in enumerate(chunk):
+                stored[start + offset] = message_id not in left
+        return stored
+
+    def keep(self, results: list[tuple[list[str], str, dict[str, Any]]]) -> list[bool]:
+        """Store each result under each of its keys (a message id, a lead file's row); one
+        flag per result: stored under every key or not."""
+        flat = [(key, action, fields) for keys, action, fields in results for key in keys]
+        stored = iter(self.put(flat))
+        return [all([next(stored) for _ in keys]) for keys, _, _ in results]
+
+    def get(self, message_id: str) -> dict[str, Any] | None:
+        """The stored result, or None when there is none yet or it has expired."""
+        item = self.client.get_item(
+            TableName=self.table_name, Key={"message_id": {"S": message_id}}
+        ).get("Item")
+        if not item or int(item.get("expires_at", {}).get("N", "0")) <= self._clock():
+            return None  # DynamoDB deletes expired items up to days late
+        return {
+            "message_id": message_id,
+            "action": item["action"]["S"],
+            "result": json.loads(item["result"]["S"]),
+        }
+
+
+def dynamodb_client() -> Any:
+    import boto3  # on first use only, as everywhere in the layer
+
+    return boto3.client("dynamodb")
+
+
+_store: ResultStore | None = None
+
+
+def store() -> ResultStore:
+    global _store
+    if _store is None:
+        import os
+
+        quiet_libraries()  # before the first DynamoDB call: results hold lead data
+        _store = ResultStore(os.environ["RESULTS_TABLE_NAME"])
+    return _store
+
+
+@logger.inject_lambda_context(clear_state=True)
+def lambda_handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    """``GET /results/{message_id}``: the result of a queued lead, or 404."""
+    message_id = str((event.get("pathParameters") or {}).get("message_id") or "")
+    if message_id and not _MESSAGE_ID.fullmatch(message_id):
+        reason = f"The message id must be 1 to {MAX_MESSAGE_ID_LENGTH} printable ASCII characters"
+        return _answer(400, {"message_id": None, **_error(reason)})
+    found = store().get(message_id) if message_id else None
+    if found is None:
+        body: dict[str, Any] = {
+            "message_id": message_id or None,
+            **_error("No result for this message id: not finished yet, or older than 24 hours"),
+        }
+        return _answer(404, body)
+    return _answer(200, found)
+
+
+def _error(reason: str) -> dict[str, Any]:
+    """A result's fields for an answer that is not a lead's result (contract section 6)."""
+    return {"outcome": "error", "reason": reason, "errors": NO_ERRORS}
+
+
+def _answer(status: int, body: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "statusCode": status,
+        "headers": {"Content-Type": "application/json"},
+        "body": json.dumps(body),
+        "isBase64Encoded": False,
+    }
