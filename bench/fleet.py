@@ -222,7 +222,7 @@ def container(config: dict[str, Any]) -> None:
     )
     from klaviyo_leads.handlers import actions as entrypoint
     from klaviyo_leads.klaviyo.client import Pacer
-    from klaviyo_leads.runtime import count_klaviyo_call
+    from klaviyo_leads.observability import count_klaviyo_call
 
     start, end = config["start"], config["end"]
     by_operation: dict[str, Counter[str]] = {}

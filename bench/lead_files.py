@@ -49,7 +49,8 @@ from devtools.lambda_events import ensure_layer_on_path
 ensure_layer_on_path()
 
 from klaviyo_leads import lead_files  # noqa: E402
-from klaviyo_leads.actions.table import ACTIONS, result_fields  # noqa: E402
+from klaviyo_leads.actions.action import result_fields  # noqa: E402
+from klaviyo_leads.actions.table import ACTIONS  # noqa: E402
 from klaviyo_leads.outcomes import Outcome, Result  # noqa: E402
 
 SQS_LATENCY_SECONDS = 0.02

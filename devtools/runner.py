@@ -267,7 +267,7 @@ class Sandbox:
         from aws_lambda_powertools.utilities.parameters import base
 
         from klaviyo_leads.handlers import actions as entrypoint
-        from klaviyo_leads.runtime import logger
+        from klaviyo_leads.observability import logger
 
         entrypoint.reset_runtime()
         self._runtimes.clear()

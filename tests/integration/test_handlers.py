@@ -688,7 +688,7 @@ class TestSeveralLeadsAreQueuedWithinTheDeadline:
         0.1 s and PutEvents 0.11 s a call (as measured): the results' publishing once came
         after the queueing's margin, and the invocation ran past its deadline."""
         from klaviyo_leads import outcomes
-        from klaviyo_leads.actions.table import result_fields
+        from klaviyo_leads.actions.action import result_fields
         from klaviyo_leads.aws.bus import ResultPublisher
         from klaviyo_leads.aws.queue import ActionQueue
         from klaviyo_leads.runtime import Processed

@@ -19,7 +19,7 @@ from devtools.lambda_events import (
     sqs_message,
 )
 from klaviyo_leads.actions.table import ACTIONS
-from klaviyo_leads.runtime import logger
+from klaviyo_leads.observability import logger
 from tests.conftest import API_KEY
 
 PERSON = {

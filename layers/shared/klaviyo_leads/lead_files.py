@@ -35,8 +35,9 @@ from datetime import UTC, datetime
 from typing import IO, Any, cast
 
 from klaviyo_leads import outcomes
+from klaviyo_leads.actions.action import ignored_fields, result_fields
 from klaviyo_leads.actions.profiles import Group
-from klaviyo_leads.actions.table import ACTIONS, Action, ignored_fields, result_fields
+from klaviyo_leads.actions.table import ACTIONS, Action
 from klaviyo_leads.aws.ledger import CreateLedger
 from klaviyo_leads.aws.queue import LEAD_FILE_ROW, LEAD_FILE_RUN, ORIGIN, lead_file_row_key
 from klaviyo_leads.budget import Budget
@@ -51,8 +52,8 @@ from klaviyo_leads.lead.record import (
     flatten,
     is_known,
 )
+from klaviyo_leads.observability import count, flush_counts, logger, metrics
 from klaviyo_leads.outcomes import Outcome, Result
-from klaviyo_leads.runtime import count, flush_counts, logger, metrics
 
 DRY_RUN_PREFIX = "dry-run/"
 # Everything the stack writes in the bucket is under this prefix (reports, progress, results,

@@ -12,11 +12,12 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from klaviyo_leads import outcomes
+from klaviyo_leads.actions.action import Batch
 from klaviyo_leads.actions.create.identity import touch
 from klaviyo_leads.actions.profiles import profile_reference, require_search_value
 from klaviyo_leads.context import Context
@@ -185,13 +186,13 @@ def send_jobs(ctx: Context, items: list[Item], results: Results) -> None:
         seen.add(repeat_key)
         unique.append((index, event))
     touch(ctx, [event.identifier() for _, event in unique])
-    for chunk in _chunks(unique):
+    for chunk in chunks(unique):
         _send(ctx, chunk, results)
     if later:
         send_jobs(ctx, later, results)
 
 
-def _chunks(items: list[Item]) -> Iterator[list[Item]]:
+def chunks(items: list[Item]) -> Iterator[list[Item]]:
     chunk: list[Item] = []
     size = 0
     for item in items:
@@ -271,3 +272,18 @@ def _send(ctx: Context, chunk: list[Item], results: Results) -> None:
     middle = len(chunk) // 2
     _send(ctx, chunk[:middle], results)
     _send(ctx, chunk[middle:], results)
+
+
+# -- A batch ------------------------------------------------------------------------------------
+
+
+def track_event_batch(batch: Batch) -> None:
+    """Bulk event jobs of up to 1,000 events; a retried lead keeps its message id as key."""
+    items: list[tuple[int, Event]] = []
+    for index, lead in batch.leads.items():
+        ctx = replace(batch.ctx, origin_id=batch.origins[index])
+        try:
+            items.append((index, prepare(ctx, lead)))
+        except Result as problem:
+            batch.fail(index, problem)
+    send_jobs(batch.ctx, items, batch.results)

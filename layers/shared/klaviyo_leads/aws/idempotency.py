@@ -16,6 +16,7 @@ from collections.abc import Callable
 from typing import Any
 
 from klaviyo_leads.aws.queue import LEAD_FILE_ROW, LEAD_FILE_RUN
+from klaviyo_leads.observability import logger
 
 # SQS redelivers for at most maxReceiveCount x visibility timeout (5 x 2160 s by default).
 DEFAULT_TTL_SECONDS = 6 * 3600
@@ -217,8 +218,6 @@ class Requests:
                 data={"key": key, "request": request}, exception=RuntimeError("not kept")
             )
         except Exception as exc:  # the record expires with the invocation's time
-            from klaviyo_leads.runtime import logger
-
             logger.warning(
                 "A keyed request's record could not be removed",
                 extra={"error_type": type(exc).__name__},

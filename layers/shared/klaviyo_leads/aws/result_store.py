@@ -13,9 +13,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from aws_lambda_powertools import Logger
-
-from klaviyo_leads.observability import quiet_libraries
+from klaviyo_leads.observability import logger, quiet_libraries
 
 RESULT_TTL_SECONDS = 24 * 3600
 MAX_ITEMS_PER_WRITE = 25  # BatchWriteItem's limit
@@ -25,8 +23,6 @@ MAX_ITEMS_PER_WRITE = 25  # BatchWriteItem's limit
 MAX_MESSAGE_ID_LENGTH = 100
 _MESSAGE_ID = re.compile(rf"[\x21-\x7e]{{1,{MAX_MESSAGE_ID_LENGTH}}}")
 NO_ERRORS: dict[str, list[str]] = {"id": [], "code": [], "title": [], "detail": []}
-
-logger = Logger(service="klaviyo-lead-actions")
 
 
 class ResultStore:

@@ -7,8 +7,8 @@ from collections.abc import Callable
 from typing import Any
 
 from klaviyo_leads.actions.table import ACTIONS
-from klaviyo_leads.observability import quiet_libraries
-from klaviyo_leads.runtime import Runtime, flush_counts, logger, metrics
+from klaviyo_leads.observability import flush_counts, logger, metrics, quiet_libraries
+from klaviyo_leads.runtime import Runtime
 from klaviyo_leads.triggers.dispatch import handle
 
 Handler = Callable[[Any, Any], Any]

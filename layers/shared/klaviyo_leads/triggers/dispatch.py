@@ -16,8 +16,9 @@ from typing import Any
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from klaviyo_leads import dry_run, outcomes
+from klaviyo_leads.actions.action import result_fields
 from klaviyo_leads.actions.create.one import RECORD_RETRY_SECONDS
-from klaviyo_leads.actions.table import Action, result_fields
+from klaviyo_leads.actions.table import Action
 from klaviyo_leads.aws.bus import Publication
 from klaviyo_leads.aws.idempotency import (
     MAX_KEY_LENGTH,
@@ -28,8 +29,9 @@ from klaviyo_leads.aws.idempotency import (
 from klaviyo_leads.aws.queue import Later, batches
 from klaviyo_leads.budget import API_GATEWAY_LIMIT_SECONDS, MIN_SECONDS_PER_LEAD, remaining_seconds
 from klaviyo_leads.lead.record import MAX_BODY_BYTES, leads_in, parse_body
+from klaviyo_leads.observability import count, logger
 from klaviyo_leads.outcomes import Kind, Result
-from klaviyo_leads.runtime import Processed, Runtime, count, logger
+from klaviyo_leads.runtime import Processed, Runtime
 from klaviyo_leads.trail.records import Arrival
 
 

@@ -23,15 +23,16 @@ from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from klaviyo_leads import dry_run, outcomes
-from klaviyo_leads.actions.batch import Delivery, coalesce, coalesces
+from klaviyo_leads.actions.action import Delivery
 from klaviyo_leads.actions.table import Action
 from klaviyo_leads.aws.bus import Publication
 from klaviyo_leads.aws.idempotency import InProgressElsewhere
 from klaviyo_leads.aws.queue import ORIGIN, Due, lead_file_row_of, visibility
 from klaviyo_leads.budget import MIN_SECONDS_PER_LEAD, remaining_seconds
 from klaviyo_leads.lead.record import parse_body
+from klaviyo_leads.observability import logger
 from klaviyo_leads.outcomes import Kind, Result
-from klaviyo_leads.runtime import Processed, Runtime, internal_error, logger, processed
+from klaviyo_leads.runtime import Processed, Runtime, internal_error, processed
 from klaviyo_leads.trail import records as trail
 from klaviyo_leads.trail.records import Arrival, TrailAttempt
 
@@ -89,7 +90,7 @@ def handle_batch(
     claimed: dict[str, Claimed] = {}
     left = remaining_seconds(ctx)
     enough_time = left is None or left >= MIN_SECONDS_PER_LEAD  # else each record goes back
-    if runtime.settings.coalesce_batches and coalesces(action) and enough_time:
+    if runtime.settings.coalesce_batches and action.run_batch is not None and enough_time:
         claimed = _claim_and_coalesce(runtime, action, event["Records"], ctx)
 
     def process_record(record: dict[str, Any]) -> dict[str, Any]:
@@ -272,8 +273,7 @@ def _claim_and_coalesce(
     started = runtime.clock()
     with trail.collecting(visits[0].calls if visits else None):
         try:
-            results = coalesce(
-                runtime,
+            results = runtime.process_batch(
                 action,
                 [c.lead for c in readable.values()],
                 left,

@@ -29,12 +29,14 @@ from typing import TYPE_CHECKING, Any
 
 from klaviyo_leads import outcomes
 from klaviyo_leads.actions import imports, lookup
+from klaviyo_leads.actions.batch import BULK_IMPORT_MIN_LEADS
 from klaviyo_leads.actions.create.identity import Person, duplicate_of, in_progress, made_by, marked
 from klaviyo_leads.actions.create.one import (
     Attempt,
     HeldByPeer,
     earlier_job_outcome,
     hold_seconds,
+    new_profile,
     owner_of,
     record_unavailable,
     take,
@@ -62,11 +64,10 @@ class _RecordsLost(Exception):
         self.indexes = indexes
 
 
-def create_all(
-    batch: Batch, wanted: dict[int, dict[str, Any]], alone_as: str = "create_profile"
-) -> None:
+def create_all(batch: Batch, wanted: dict[int, dict[str, Any]]) -> None:
     """Each lead's result in ``batch.results``; every created profile recorded. A lead that
-    cannot be imported goes the one-lead way of ``alone_as``."""
+    cannot be imported goes the one-lead way of the batch's action (Create or Upsert
+    Profile)."""
     ctx = batch.ctx
     if ctx.ledger is None:
         for index in wanted:
@@ -87,9 +88,9 @@ def create_all(
         if made is not None and made.outcome is Outcome.SUCCESS and made.profile:
             batch.fail(index, duplicate_of(Person.of(wanted[index]), made.profile))
         else:
-            batch.one_by_one(alone_as, index)
+            batch.one_by_one(index)
     for index in alone:
-        batch.one_by_one(alone_as, index)
+        batch.one_by_one(index)
 
 
 def _take_records(
@@ -255,3 +256,19 @@ def _run_job(batch: Batch, leads: dict[int, _Lead], order: list[int], job_ref: s
         else:  # refused: nothing of it was imported
             ledger.release(lead.attempt.record)
             batch.fail(index, answer)
+
+
+def create_profile_batch(batch: Batch) -> None:
+    """Recorded creates, duplicates found in bulk, the rest in one import job
+    (``batch_creates``)."""
+    wanted: dict[int, dict[str, Any]] = {}
+    for index, lead in batch.leads.items():
+        try:
+            wanted[index] = new_profile(batch.ctx, lead)
+        except Result as problem:
+            batch.fail(index, problem)
+    if len(wanted) < BULK_IMPORT_MIN_LEADS:
+        for index in wanted:
+            batch.one_by_one(index)
+        return
+    create_all(batch, wanted)

@@ -41,7 +41,7 @@ from klaviyo_leads.lead.fields import (
 from klaviyo_leads.outcomes import Result
 
 if TYPE_CHECKING:
-    from klaviyo_leads.actions.subscribe.subscribe import Subscription
+    from klaviyo_leads.actions.subscribe.jobs import Subscription
 
 # Seconds before each read after Klaviyo took the job: at once (a job may be applied by the
 # time its answer is read; one search for a whole batch), then 1, 1, 2, 3, 5... s apart; at

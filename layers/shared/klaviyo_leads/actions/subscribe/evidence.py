@@ -23,7 +23,7 @@ from klaviyo_leads.context import Context
 from klaviyo_leads.outcomes import Outcome, Result
 
 if TYPE_CHECKING:
-    from klaviyo_leads.actions.subscribe.subscribe import Subscription
+    from klaviyo_leads.actions.subscribe.jobs import Subscription
 
 METRIC = "Consent Captured"
 # The kinds of evidence the consent record's source names, by the lead field that holds them.
