@@ -181,7 +181,8 @@ def _merge(parts: list[dict[str, dict[str, int]]]) -> dict[str, dict[str, int]]:
 
 def burst_pacer() -> Any:
     """A pacer that only keeps to the burst limit until the window is spent (no layer change)."""
-    from klaviyo_leads.klaviyo.client import DEFAULT_BURST_PER_SECOND, SPACING_MARGIN, Pacer
+    from klaviyo_leads.klaviyo.pacing import SPACING_MARGIN, Pacer
+    from klaviyo_leads.klaviyo.routes import DEFAULT_BURST_PER_SECOND
 
     class BurstPacer(Pacer):
         def wait_for(self, bucket: str) -> float:
@@ -221,7 +222,7 @@ def container(config: dict[str, Any]) -> None:
         sqs_message,
     )
     from klaviyo_leads.handlers import actions as entrypoint
-    from klaviyo_leads.klaviyo.client import Pacer
+    from klaviyo_leads.klaviyo.pacing import Pacer
     from klaviyo_leads.observability import count_klaviyo_call
 
     start, end = config["start"], config["end"]

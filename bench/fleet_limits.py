@@ -331,7 +331,7 @@ class Run:
 
 def fleet_pacer(sim: Simulation, rng: random.Random, spec: Run) -> Any:
     """The client's own Pacer, as ``Runtime.from_env`` gives it, on the virtual clock."""
-    from klaviyo_leads.klaviyo.client import Pacer
+    from klaviyo_leads.klaviyo.pacing import Pacer
 
     return Pacer(clock=sim.now, rng=rng, wall_clock=sim.now, containers=spec.known_containers)
 

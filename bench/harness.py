@@ -44,7 +44,8 @@ from klaviyo_leads.budget import MIN_SECONDS_PER_LEAD  # noqa: E402
 from klaviyo_leads.config import Settings  # noqa: E402
 from klaviyo_leads.context import NameCache  # noqa: E402
 from klaviyo_leads.handlers import actions as entrypoint  # noqa: E402
-from klaviyo_leads.klaviyo.client import KlaviyoClient, Pacer  # noqa: E402
+from klaviyo_leads.klaviyo.client import KlaviyoClient  # noqa: E402
+from klaviyo_leads.klaviyo.pacing import Pacer  # noqa: E402
 from klaviyo_leads.runtime import Runtime  # noqa: E402
 
 SUBSCRIBE = "subscribe_profile_to_list"

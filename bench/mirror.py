@@ -47,7 +47,7 @@ from devtools.lambda_events import ensure_layer_on_path
 ensure_layer_on_path()
 
 from klaviyo_leads import lead_files, mirror  # noqa: E402
-from klaviyo_leads.klaviyo.client import Pacer  # noqa: E402
+from klaviyo_leads.klaviyo.pacing import Pacer  # noqa: E402
 
 BASE_URL = "https://a.klaviyo.com"
 LIST_ID = "Mirror"

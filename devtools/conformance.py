@@ -50,13 +50,9 @@ from klaviyo_leads.aws.ledger import CreateLedger  # noqa: E402
 from klaviyo_leads.budget import Budget  # noqa: E402
 from klaviyo_leads.config import Settings  # noqa: E402
 from klaviyo_leads.context import Context  # noqa: E402
-from klaviyo_leads.klaviyo.client import (  # noqa: E402
-    KlaviyoClient,
-    Pacer,
-    Response,
-    filter_value,
-    operation_of,
-)
+from klaviyo_leads.klaviyo.client import KlaviyoClient, Response, filter_value  # noqa: E402
+from klaviyo_leads.klaviyo.pacing import Pacer  # noqa: E402
+from klaviyo_leads.klaviyo.routes import operation_of  # noqa: E402
 from klaviyo_leads.lead.record import Lead  # noqa: E402
 from klaviyo_leads.outcomes import Result  # noqa: E402
 

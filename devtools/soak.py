@@ -67,7 +67,8 @@ from devtools.soak_roles import SPAN_ATTRIBUTE
 
 ensure_layer_on_path()
 from klaviyo_leads.aws.queue import JITTER  # noqa: E402
-from klaviyo_leads.klaviyo.client import MAX_WAKE_SPREAD, STEADY_WINDOW_SECONDS  # noqa: E402
+from klaviyo_leads.klaviyo.pacing import MAX_WAKE_SPREAD  # noqa: E402
+from klaviyo_leads.klaviyo.rate_limit_headers import STEADY_WINDOW_SECONDS  # noqa: E402
 
 ACTION = "create_profile"
 API_KEY = "pk_soak"

@@ -15,8 +15,10 @@ from devtools.memory_dynamodb import memory_ledger
 from klaviyo_leads.actions.table import ACTIONS
 from klaviyo_leads.config import Settings
 from klaviyo_leads.handlers import actions as entrypoint
-from klaviyo_leads.klaviyo.client import KlaviyoClient, Pacer
-from klaviyo_leads.runtime import Processed, Runtime, count_klaviyo_call
+from klaviyo_leads.klaviyo.client import KlaviyoClient
+from klaviyo_leads.klaviyo.pacing import Pacer
+from klaviyo_leads.observability import count_klaviyo_call
+from klaviyo_leads.runtime import Processed, Runtime
 
 pytest_plugins = ["devtools.klaviyo_emulator.pytest_fixtures"]
 

@@ -9,7 +9,8 @@ import pytest
 
 from devtools import conformance
 from devtools.klaviyo_emulator import Fault
-from klaviyo_leads.klaviyo.client import OPERATIONS, USER_AGENT, operation_of
+from klaviyo_leads.klaviyo.client import USER_AGENT
+from klaviyo_leads.klaviyo.routes import OPERATIONS, operation_of
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "emulator"))
 from fake_clock import FakeClock

@@ -12,7 +12,7 @@ import pytest
 
 from devtools import conformance
 from devtools import conformance_probes as probes
-from klaviyo_leads.klaviyo.client import operation_of
+from klaviyo_leads.klaviyo.routes import operation_of
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "emulator"))
 from fake_clock import FakeClock

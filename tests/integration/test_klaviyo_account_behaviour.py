@@ -16,7 +16,8 @@ from devtools.klaviyo_emulator.contract import default_spec_path
 from devtools.memory_dynamodb import memory_ledger
 from klaviyo_leads.actions.table import ACTIONS
 from klaviyo_leads.config import Settings
-from klaviyo_leads.klaviyo.client import KlaviyoClient, Pacer
+from klaviyo_leads.klaviyo.client import KlaviyoClient
+from klaviyo_leads.klaviyo.pacing import Pacer
 from klaviyo_leads.runtime import Runtime
 
 UK = "+44 20 7946 0958"

@@ -21,7 +21,8 @@ from devtools.klaviyo_emulator import Fault
 from devtools.lambda_events import LambdaContext, load_handler, sqs_event
 from klaviyo_leads.aws.queue import JITTER, ActionQueue
 from klaviyo_leads.handlers import actions as entrypoint
-from klaviyo_leads.klaviyo.client import MAX_RETRY_AFTER_SECONDS, Pacer
+from klaviyo_leads.klaviyo.pacing import Pacer
+from klaviyo_leads.klaviyo.rate_limit_headers import MAX_RETRY_AFTER_SECONDS
 from tests.conftest import API_KEY, Sleeps, reset_powertools_parameters
 
 ACTION = "get_profiles"

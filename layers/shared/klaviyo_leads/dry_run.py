@@ -19,7 +19,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from klaviyo_leads import outcomes
-from klaviyo_leads.klaviyo.client import Response, operation_of
+from klaviyo_leads.klaviyo.client import Response
+from klaviyo_leads.klaviyo.routes import operation_of
 from klaviyo_leads.lead.record import parse_body
 
 FLAG = "dry_run"

@@ -19,8 +19,8 @@ from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from klaviyo_leads.actions.table import Action
-from klaviyo_leads.klaviyo.client import operation_of
+from klaviyo_leads.actions.action import Action
+from klaviyo_leads.klaviyo.routes import operation_of
 from klaviyo_leads.runtime import Runtime
 
 STREAMS = 8

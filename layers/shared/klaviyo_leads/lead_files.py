@@ -35,9 +35,9 @@ from datetime import UTC, datetime
 from typing import IO, Any, cast
 
 from klaviyo_leads import outcomes
-from klaviyo_leads.actions.action import ignored_fields, result_fields
+from klaviyo_leads.actions.action import Action, ignored_fields, result_fields
 from klaviyo_leads.actions.profiles import Group
-from klaviyo_leads.actions.table import ACTIONS, Action
+from klaviyo_leads.actions.table import ACTIONS
 from klaviyo_leads.aws.ledger import CreateLedger
 from klaviyo_leads.aws.queue import LEAD_FILE_ROW, LEAD_FILE_RUN, ORIGIN, lead_file_row_key
 from klaviyo_leads.budget import Budget

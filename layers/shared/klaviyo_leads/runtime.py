@@ -14,6 +14,7 @@ from typing import Any
 
 from klaviyo_leads import outcomes
 from klaviyo_leads.actions.action import (
+    Action,
     Batch,
     Delivery,
     Results,
@@ -21,7 +22,6 @@ from klaviyo_leads.actions.action import (
     result_fields,
     run_action,
 )
-from klaviyo_leads.actions.table import Action
 from klaviyo_leads.aws.bus import ResultPublisher
 from klaviyo_leads.aws.idempotency import Idempotency, Requests
 from klaviyo_leads.aws.ledger import CreateLedger
@@ -32,7 +32,9 @@ from klaviyo_leads.budget import Budget, effective_budget_seconds
 from klaviyo_leads.config import Settings
 from klaviyo_leads.context import Context, NameCache
 from klaviyo_leads.dry_run import WouldSend, in_payload, take_flag
-from klaviyo_leads.klaviyo.client import Backoff, KlaviyoClient, Pacer
+from klaviyo_leads.klaviyo.client import KlaviyoClient
+from klaviyo_leads.klaviyo.pacing import Pacer
+from klaviyo_leads.klaviyo.retry import Backoff
 from klaviyo_leads.lead.record import Lead, ensure_object
 from klaviyo_leads.observability import count_klaviyo_call, count_outcome, count_pacer_wait, logger
 from klaviyo_leads.outcomes import Result

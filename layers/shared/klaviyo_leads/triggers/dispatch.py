@@ -16,9 +16,8 @@ from typing import Any
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from klaviyo_leads import dry_run, outcomes
-from klaviyo_leads.actions.action import result_fields
+from klaviyo_leads.actions.action import Action, result_fields
 from klaviyo_leads.actions.create.one import RECORD_RETRY_SECONDS
-from klaviyo_leads.actions.table import Action
 from klaviyo_leads.aws.bus import Publication
 from klaviyo_leads.aws.idempotency import (
     MAX_KEY_LENGTH,

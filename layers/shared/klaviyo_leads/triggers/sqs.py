@@ -23,8 +23,7 @@ from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from klaviyo_leads import dry_run, outcomes
-from klaviyo_leads.actions.action import Delivery
-from klaviyo_leads.actions.table import Action
+from klaviyo_leads.actions.action import Action, Delivery
 from klaviyo_leads.aws.bus import Publication
 from klaviyo_leads.aws.idempotency import InProgressElsewhere
 from klaviyo_leads.aws.queue import ORIGIN, Due, lead_file_row_of, visibility

@@ -46,7 +46,7 @@ from klaviyo_leads.aws.ledger import ClaimLost, LedgerUnavailable
 from klaviyo_leads.outcomes import Outcome, Result, success
 
 if TYPE_CHECKING:
-    from klaviyo_leads.actions.batch import Batch
+    from klaviyo_leads.actions.action import Batch
 
 # Rounds of a job whose submission found some records taken over meanwhile.
 MAX_SUBMISSIONS = 3
