@@ -38,7 +38,7 @@ from klaviyo_leads.aws.queue import lead_file_row_key
 from klaviyo_leads.config import Settings
 from klaviyo_leads.handlers import actions as entrypoint
 from klaviyo_leads.runtime import AwsClients, Runtime
-from klaviyo_leads.triggers.dispatch import LeadNotQueued
+from klaviyo_leads.triggers.invocations import LeadNotQueued
 
 from .answers import final
 from .aws import Queue, SimulatedAws

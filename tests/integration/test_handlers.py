@@ -39,7 +39,7 @@ from klaviyo_leads.actions.table import ACTIONS
 from klaviyo_leads.aws.ledger import CreateLedger
 from klaviyo_leads.handlers import actions as entrypoint
 from klaviyo_leads.lead.record import parse_body
-from klaviyo_leads.triggers.dispatch import LeadNotQueued
+from klaviyo_leads.triggers.invocations import LeadNotQueued
 from tests.conftest import API_KEY, reset_powertools_parameters
 
 
@@ -664,10 +664,10 @@ class TestSeveralLeadsAreQueuedWithinTheDeadline:
     def test_leads_that_do_not_fit_say_so_and_are_not_lost(
         self, aws, klaviyo_emulator, own_queue, monkeypatch
     ):
-        from klaviyo_leads.triggers import dispatch as triggers
+        from klaviyo_leads.triggers import invocations
 
         counted: list[tuple[str, int]] = []
-        monkeypatch.setattr(triggers, "count", lambda name, value=1: counted.append((name, value)))
+        monkeypatch.setattr(invocations, "count", lambda name, value=1: counted.append((name, value)))
         results, queue, context = self.invoke(aws, own_queue, seconds_per_call=1.0)
         # The queue stops taking time once the margin is reached: the answer is in time.
         assert context.get_remaining_time_in_millis() >= 1000
@@ -1079,10 +1079,10 @@ class TestASubscribeNotConfirmedInTime:
     def test_a_confirmation_that_cannot_be_queued_says_so_and_is_counted(
         self, aws, klaviyo_emulator, own_queue, monkeypatch
     ):
-        from klaviyo_leads.triggers import dispatch as triggers
+        from klaviyo_leads.triggers import api
 
         counted: list[tuple[str, int]] = []
-        monkeypatch.setattr(triggers, "count", lambda name, value=1: counted.append((name, value)))
+        monkeypatch.setattr(api, "count", lambda name, value=1: counted.append((name, value)))
         own_queue("subscribe_profile_to_list").send_message = None  # type: ignore[assignment]
         list_id = klaviyo_emulator.create_list("Newsletter", opt_in="single")
         klaviyo_emulator.configure(subscribe_delay=60.0)
@@ -1240,11 +1240,11 @@ class RefusingEvents:
 
 def test_unpublished_eventbridge_results_are_counted_and_logged(runtime, monkeypatch):
     from klaviyo_leads.aws.bus import ResultPublisher
-    from klaviyo_leads.triggers import dispatch as triggers
+    from klaviyo_leads.triggers import invocations
 
     counted, logged = [], []
-    monkeypatch.setattr(triggers, "count", lambda name, value=1: counted.append((name, value)))
-    monkeypatch.setattr(triggers.logger, "error", lambda message, **kw: logged.append(message))
+    monkeypatch.setattr(invocations, "count", lambda name, value=1: counted.append((name, value)))
+    monkeypatch.setattr(invocations.logger, "error", lambda message, **kw: logged.append(message))
     runtime.publisher = ResultPublisher("bus", client_factory=RefusingEvents)
     event = eventbridge_event("get_profiles lead", {"email": "a@example.com"}, source="crm")
     load_handler("get_profiles")(event, LambdaContext.for_action("get_profiles"))

@@ -221,7 +221,7 @@ def test_a_lead_whose_wait_fits_the_budget_is_held_and_sent():
 
 def test_a_lead_refused_is_told_when_it_could_be_sent_not_the_rest_of_the_minute():
     """The same lead with no time to wait: Retry-After 1 (the window ends in 0.4 s), not 59."""
-    from klaviyo_leads.triggers.dispatch import api_response
+    from klaviyo_leads.triggers.api import api_response
 
     clock = Clock()
     pacer = _stale(clock, 5, 1, others=9.98)
@@ -838,7 +838,7 @@ def test_a_wait_for_ever_brings_a_record_back_after_the_back_off(retry_in):
 @pytest.mark.parametrize("retry_after", [math.inf, math.nan, None])
 def test_a_webhook_told_to_come_back_hears_a_whole_number_of_seconds(retry_after):
     from klaviyo_leads import outcomes
-    from klaviyo_leads.triggers.dispatch import api_response
+    from klaviyo_leads.triggers.api import api_response
 
     response = api_response(outcomes.THROTTLED(retry_after=retry_after), {})
     assert response["headers"]["Retry-After"] == "1"

@@ -36,7 +36,7 @@ from typing import IO, Any, cast
 
 from klaviyo_leads import outcomes
 from klaviyo_leads.actions.action import Action, ignored_fields, result_fields
-from klaviyo_leads.actions.profiles import Group
+from klaviyo_leads.actions.lookup import Group
 from klaviyo_leads.actions.table import ACTIONS
 from klaviyo_leads.aws.ledger import CreateLedger
 from klaviyo_leads.aws.queue import LEAD_FILE_ROW, LEAD_FILE_RUN, ORIGIN, lead_file_row_key

@@ -36,7 +36,7 @@ from urllib.parse import urlencode
 
 from klaviyo_leads import outcomes
 from klaviyo_leads.actions import lookup
-from klaviyo_leads.actions.profiles import _path_id, klaviyo_list, resources, search_value
+from klaviyo_leads.actions.lookup import klaviyo_list, path_id, resources, search_value
 from klaviyo_leads.config import Settings
 from klaviyo_leads.context import Context
 from klaviyo_leads.lead.record import Lead, ensure_object
@@ -160,7 +160,7 @@ def read_members(streams: Streams, list_id: str, parallel: Parallel = threads) -
     Klaviyo's answer, and one chain of pages is slower than the endpoint's limit. There are
     ``SLICES_PER_STREAM`` times more slices than streams, each stream taking the next slice
     left when it is done with one: join times bunch, and the streams end together."""
-    path = f"/api/lists/{_path_id(list_id, 'list')}/profiles"
+    path = f"/api/lists/{path_id(list_id, 'list')}/profiles"
     members = Members()
     ctx = streams()
     oldest = _page(ctx, path, {**_PAGE, "sort": "joined_group_at"})
@@ -428,7 +428,7 @@ class Done:
 def apply(streams: Streams, planned: Plan, parallel: Parallel = threads) -> Done:
     """The removals and the additions, a thousand profiles a call, side by side."""
     done = Done()
-    path = f"/api/lists/{_path_id(planned.list_id, 'list')}/relationships/profiles"
+    path = f"/api/lists/{path_id(planned.list_id, 'list')}/relationships/profiles"
 
     def change(method: str, ids: list[str]) -> tuple[int, Counter[tuple[str, str]]]:
         changed, failed, ctx = 0, Counter[tuple[str, str]](), streams()

@@ -18,7 +18,7 @@ from typing import Any
 from klaviyo_leads import outcomes
 from klaviyo_leads.actions import imports, lookup
 from klaviyo_leads.actions.action import Batch, Results
-from klaviyo_leads.actions.profiles import klaviyo_list, require_search_value
+from klaviyo_leads.actions.lookup import klaviyo_list, require_search_value
 from klaviyo_leads.context import Context
 from klaviyo_leads.lead.record import Lead
 from klaviyo_leads.outcomes import (

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from klaviyo_leads import outcomes
-from klaviyo_leads.actions.profiles import (
+from klaviyo_leads.actions.lookup import (
     profile_reference,
     require_search_value,
 )

@@ -7,7 +7,7 @@ from klaviyo_leads import outcomes
 from klaviyo_leads.actions import lookup
 from klaviyo_leads.actions.action import Batch
 from klaviyo_leads.actions.batch import Member, by_search
-from klaviyo_leads.actions.profiles import (
+from klaviyo_leads.actions.lookup import (
     find_profile,
 )
 from klaviyo_leads.context import Context

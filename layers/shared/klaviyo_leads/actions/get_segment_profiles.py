@@ -10,7 +10,7 @@ from klaviyo_leads import outcomes
 from klaviyo_leads.actions import lookup
 from klaviyo_leads.actions.action import Batch, Results
 from klaviyo_leads.actions.batch import Member, by_search, settle
-from klaviyo_leads.actions.profiles import (
+from klaviyo_leads.actions.lookup import (
     Group,
     require_search_value,
     search_profiles,

@@ -11,7 +11,7 @@ from klaviyo_leads import outcomes
 from klaviyo_leads.actions import lookup
 from klaviyo_leads.actions.action import Batch, Results
 from klaviyo_leads.actions.batch import Member, chunks, resolve_ids, settle, split_rejected
-from klaviyo_leads.actions.profiles import (
+from klaviyo_leads.actions.lookup import (
     find_profile,
     klaviyo_list,
 )

@@ -19,7 +19,7 @@ from typing import Any
 from klaviyo_leads import outcomes
 from klaviyo_leads.actions.action import Batch
 from klaviyo_leads.actions.create.identity import touch
-from klaviyo_leads.actions.profiles import profile_reference, require_search_value
+from klaviyo_leads.actions.lookup import profile_reference, require_search_value
 from klaviyo_leads.context import Context
 from klaviyo_leads.lead.record import Lead
 from klaviyo_leads.outcomes import KlaviyoError, Result, from_klaviyo_answer, success

@@ -15,7 +15,7 @@ from klaviyo_leads.actions.batch import (
     import_items,
 )
 from klaviyo_leads.actions.create.one import duplicate_profile_id
-from klaviyo_leads.actions.profiles import (
+from klaviyo_leads.actions.lookup import (
     WITH_SUBSCRIPTIONS,
     find_profile,
     require_search_value,

@@ -20,7 +20,7 @@ from klaviyo_leads.actions.batch import BULK_IMPORT_MIN_LEADS, IDENTITY_ATTRIBUT
 from klaviyo_leads.actions.create.batch import create_all
 from klaviyo_leads.actions.create.identity import IDENTIFIERS, LABELS, Person, made_by
 from klaviyo_leads.actions.create.one import create, new_profile
-from klaviyo_leads.actions.profiles import get_profile
+from klaviyo_leads.actions.lookup import get_profile
 from klaviyo_leads.actions.update_profile import patch
 from klaviyo_leads.context import Context
 from klaviyo_leads.lead.record import Lead

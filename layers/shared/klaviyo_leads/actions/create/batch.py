@@ -41,7 +41,7 @@ from klaviyo_leads.actions.create.one import (
     record_unavailable,
     take,
 )
-from klaviyo_leads.actions.profiles import get_profile
+from klaviyo_leads.actions.lookup import get_profile
 from klaviyo_leads.aws.ledger import ClaimLost, LedgerUnavailable
 from klaviyo_leads.outcomes import Outcome, Result, success
 

@@ -27,7 +27,7 @@ from klaviyo_leads.actions.create.identity import (
     marked,
     verdict,
 )
-from klaviyo_leads.actions.profiles import (
+from klaviyo_leads.actions.lookup import (
     WITH_SUBSCRIPTIONS,
     get_profile,
     resource,

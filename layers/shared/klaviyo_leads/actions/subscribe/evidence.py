@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from klaviyo_leads.actions import track_event as events
-from klaviyo_leads.actions.profiles import profile_reference
+from klaviyo_leads.actions.lookup import profile_reference
 from klaviyo_leads.context import Context
 from klaviyo_leads.outcomes import Outcome, Result
 

@@ -11,7 +11,7 @@ from typing import Any
 
 from klaviyo_leads import outcomes
 from klaviyo_leads.actions.create.identity import touch
-from klaviyo_leads.actions.profiles import Group
+from klaviyo_leads.actions.lookup import Group
 from klaviyo_leads.context import Context
 from klaviyo_leads.outcomes import KlaviyoError, Result, from_klaviyo_answer, unknown_target
 

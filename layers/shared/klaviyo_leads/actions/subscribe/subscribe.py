@@ -17,7 +17,7 @@ from collections.abc import Callable
 from klaviyo_leads import outcomes
 from klaviyo_leads.actions.action import Batch, Results
 from klaviyo_leads.actions.batch import check_list_once
-from klaviyo_leads.actions.profiles import find_profile, klaviyo_list
+from klaviyo_leads.actions.lookup import find_profile, klaviyo_list
 from klaviyo_leads.actions.subscribe import consent, evidence
 from klaviyo_leads.actions.subscribe.consent import Accepted
 from klaviyo_leads.actions.subscribe.jobs import CHANNEL_NEEDS, Item, Sink, Subscription, send_all

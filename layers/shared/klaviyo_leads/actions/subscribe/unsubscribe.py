@@ -11,7 +11,7 @@ from klaviyo_leads import outcomes
 from klaviyo_leads.actions import lookup
 from klaviyo_leads.actions.action import Batch, Results
 from klaviyo_leads.actions.batch import check_list_once, settle
-from klaviyo_leads.actions.profiles import find_profile, klaviyo_list
+from klaviyo_leads.actions.lookup import find_profile, klaviyo_list
 from klaviyo_leads.actions.subscribe.jobs import (
     CHANNEL_NEEDS,
     UNSUBSCRIBE,
