@@ -38,7 +38,7 @@ from klaviyo_leads.actions.create.identity import Person
 from klaviyo_leads.actions.table import ACTIONS
 from klaviyo_leads.aws.ledger import CreateLedger
 from klaviyo_leads.handlers import actions as entrypoint
-from klaviyo_leads.lead.record import parse_body
+from klaviyo_leads.lead.body import parse_body
 from klaviyo_leads.triggers.invocations import LeadNotQueued
 from tests.conftest import API_KEY, reset_powertools_parameters
 
@@ -667,7 +667,9 @@ class TestSeveralLeadsAreQueuedWithinTheDeadline:
         from klaviyo_leads.triggers import invocations
 
         counted: list[tuple[str, int]] = []
-        monkeypatch.setattr(invocations, "count", lambda name, value=1: counted.append((name, value)))
+        monkeypatch.setattr(
+            invocations, "count", lambda name, value=1: counted.append((name, value))
+        )
         results, queue, context = self.invoke(aws, own_queue, seconds_per_call=1.0)
         # The queue stops taking time once the margin is reached: the answer is in time.
         assert context.get_remaining_time_in_millis() >= 1000

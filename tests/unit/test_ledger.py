@@ -14,7 +14,8 @@ import pytest
 
 from devtools.memory_dynamodb import MemoryDynamoDB
 from klaviyo_leads.actions.create.identity import Person
-from klaviyo_leads.aws.ledger import CLOCK_TOLERANCE_SECONDS, ClaimLost, CreateLedger
+from klaviyo_leads.aws.ledger import CreateLedger
+from klaviyo_leads.aws.ledger_records import CLOCK_TOLERANCE_SECONDS, ClaimLost
 
 TABLE = "records"
 

@@ -21,7 +21,7 @@ from typing import Any
 from klaviyo_leads import outcomes
 from klaviyo_leads.klaviyo.client import Response
 from klaviyo_leads.klaviyo.routes import operation_of
-from klaviyo_leads.lead.record import parse_body
+from klaviyo_leads.lead.body import parse_body
 
 FLAG = "dry_run"
 _TRUE = frozenset({"true", "1", "yes", "on"})

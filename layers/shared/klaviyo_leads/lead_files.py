@@ -44,14 +44,8 @@ from klaviyo_leads.budget import Budget
 from klaviyo_leads.config import Settings
 from klaviyo_leads.context import Context, NameCache
 from klaviyo_leads.klaviyo.client import KlaviyoClient
-from klaviyo_leads.lead.record import (
-    MAX_BODY_BYTES,
-    Lead,
-    canonical_key,
-    ensure_object,
-    flatten,
-    is_known,
-)
+from klaviyo_leads.lead.body import MAX_BODY_BYTES, canonical_key, ensure_object, flatten, is_known
+from klaviyo_leads.lead.record import Lead
 from klaviyo_leads.observability import count, flush_counts, logger, metrics
 from klaviyo_leads.outcomes import Outcome, Result
 

@@ -39,7 +39,8 @@ from klaviyo_leads.actions import lookup
 from klaviyo_leads.actions.lookup import klaviyo_list, path_id, resources, search_value
 from klaviyo_leads.config import Settings
 from klaviyo_leads.context import Context
-from klaviyo_leads.lead.record import Lead, ensure_object
+from klaviyo_leads.lead.body import ensure_object
+from klaviyo_leads.lead.record import Lead
 from klaviyo_leads.lead_files import (
     DRY_RUN_PREFIX,
     RESULTS_PREFIX,

@@ -35,7 +35,8 @@ from klaviyo_leads.dry_run import WouldSend, in_payload, take_flag
 from klaviyo_leads.klaviyo.client import KlaviyoClient
 from klaviyo_leads.klaviyo.pacing import Pacer
 from klaviyo_leads.klaviyo.retry import Backoff
-from klaviyo_leads.lead.record import Lead, ensure_object
+from klaviyo_leads.lead.body import ensure_object
+from klaviyo_leads.lead.record import Lead
 from klaviyo_leads.observability import count_klaviyo_call, count_outcome, count_pacer_wait, logger
 from klaviyo_leads.outcomes import Result
 from klaviyo_leads.trail import records as trail

@@ -9,7 +9,8 @@ from typing import Any
 
 from klaviyo_leads.context import Context
 from klaviyo_leads.lead import fields as fieldmap
-from klaviyo_leads.lead.record import Lead, finite
+from klaviyo_leads.lead.body import finite
+from klaviyo_leads.lead.record import Lead
 from klaviyo_leads.outcomes import (
     Result,
     errors_field,

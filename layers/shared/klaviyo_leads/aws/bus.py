@@ -8,7 +8,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from klaviyo_leads.lead.record import MAX_LEAD_NESTING, finite, flatten, nesting_exceeds
+from klaviyo_leads.lead.body import MAX_LEAD_NESTING, finite, flatten, nesting_exceeds
 
 SOURCE = "klaviyo.lead-actions"
 MAX_ENTRIES_PER_CALL = 10  # PutEvents' limit

@@ -24,118 +24,47 @@ must not go ahead without its record.
 from __future__ import annotations
 
 import contextlib
-import re
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Any
 
-from klaviyo_leads.aws.result_store import dynamodb_client
-
-PREFIX = "create#"
-REQUEST_PREFIX = "create-request#"
-JOB_PREFIX = "create-job#"
-TOUCH_PREFIX = "create-touch#"
-# As long as a message can be redelivered or a keyed request repeated (the idempotency
-# table's horizons), so a late retry still finds its own record.
-RECORD_TTL_SECONDS = 24 * 3600
-# How far two containers' clocks may be apart (Lambda's are kept by NTP, far closer).
-CLOCK_TOLERANCE_SECONDS = 10.0
-
-# Every attribute is named through ExpressionAttributeNames: several are DynamoDB reserved words.
-_NAMES = {
-    f"#{name}": name
-    for name in (
-        "id",
-        "owner",
-        "attempt",
-        "identities",
-        "started_at",
-        "hold_until",
-        "written_at",
-        "job_ref",
-        "profile_id",
-        "superseded_by",
-        "expiration",
-        "job_ids",
-    )
-}
+from klaviyo_leads.aws.clients import DynamoDBTable
+from klaviyo_leads.aws.ledger_records import (
+    CLOCK_TOLERANCE_SECONDS,
+    JOB_PREFIX,
+    PREFIX,
+    RECORD_TTL_SECONDS,
+    REQUEST_PREFIX,
+    TOUCH_PREFIX,
+    ClaimLost,
+    Holder,
+    LedgerUnavailable,
+    Record,
+    Taken,
+    attribute_names,
+    error_code,
+    item_key,
+    number,
+    number_of,
+    owner_in_reason,
+    put_identity,
+    put_request,
+    record_of_item,
+    refused,
+    update,
+)
 
 
-class LedgerUnavailable(Exception):
-    """The table could not be read or written: the create must not go ahead blind."""
-
-
-class ClaimLost(LedgerUnavailable):
-    """The record is no longer this attempt's: another attempt adopted it, or another request
-    took it over once its hold had run out."""
-
-
-@dataclass(frozen=True)
-class Record:
-    """A request's create record, as last read or written."""
-
-    owner: str
-    attempt: str
-    identities: tuple[str, ...]
-    started_at: float
-    hold_until: float  # 0: no attempt is running it (the last one ended unsure)
-    written_at: float | None = None  # the last write that may have created
-    job_ref: str | None = None
-    profile_id: str | None = None
-    superseded_by: str | None = None
-
-    def running(self, now: float) -> bool:
-        """Whether an attempt may still be at work on it (with the clocks' tolerance)."""
-        return self.hold_until > 0 and now < self.hold_until + CLOCK_TOLERANCE_SECONDS
-
-    @property
-    def wrote(self) -> bool:
-        return self.written_at is not None or self.job_ref is not None
-
-    def settle_from(self) -> float:
-        """Since when the search may be waited for to show what this request wrote: when its
-        attempt ended (``pause``), or, for one still running or gone without a word, the end
-        of its hold (a write still on its way arrives before that)."""
-        written = self.written_at or self.started_at
-        return written if self.hold_until == 0 else max(written, self.hold_until)
-
-
-@dataclass(frozen=True)
-class Holder:
-    """Another request met on one of the lead's identifiers."""
-
-    identity: str
-    owner: str
-    record: Record | None  # None: only the identity's item is left (its request's expired)
-
-
-@dataclass(frozen=True)
-class Taken:
-    """What ``take`` found: the request's own record, or the others in its way."""
-
-    mine: Record | None
-    others: tuple[Holder, ...] = ()
-    busy: bool = False  # another attempt of the same request is running it
-
-
-class CreateLedger:
+class CreateLedger(DynamoDBTable):
     def __init__(
         self,
         table_name: str,
         client_factory: Callable[[], Any] | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        self.table_name = table_name
-        self._client_factory = client_factory or dynamodb_client
-        self._client: Any = None
+        super().__init__(table_name, client_factory)
         self.clock = clock
-
-    @property
-    def client(self) -> Any:
-        if self._client is None:
-            self._client = self._client_factory()
-        return self._client
 
     # -- taking ------------------------------------------------------------------------------
 
@@ -170,17 +99,17 @@ class CreateLedger:
     ) -> Taken:
         now = self.clock()
         fresh = Record(owner, attempt, identities, now, now + hold_seconds, job_ref=job_ref)
-        writes = [self._put_request(fresh, now)]
-        writes += [self._put_identity(i, owner, now) for i in identities]
+        writes = [put_request(self.table_name, fresh, now)]
+        writes += [put_identity(self.table_name, i, owner, now) for i in identities]
         reasons = self._transact(writes)
         if reasons is None:
             return Taken(fresh)
-        if _refused(reasons[0]):  # the request's record exists: a retry of it
+        if refused(reasons[0]):  # the request's record exists: a retry of it
             return self._resume(identities, owner, attempt, hold_seconds, again=again)
         others = [
             Holder(identity, owner_of, self.record_of(owner_of))
             for identity, reason in zip(identities, reasons[1:], strict=True)
-            if _refused(reason) and (owner_of := _owner(reason)) is not None
+            if refused(reason) and (owner_of := owner_in_reason(reason)) is not None
         ]
         if not others:
             if again:  # refused by a record that is gone now (released meanwhile)
@@ -221,14 +150,15 @@ class CreateLedger:
         values: dict[str, Any] = {
             ":attempt": {"S": attempt},
             ":previous": {"S": record.attempt},
-            ":hold": _number(now + hold_seconds),
+            ":hold": number(now + hold_seconds),
         }
         if written is not None:
             expression += ", #written_at = :written"
-            values[":written"] = _number(written)
+            values[":written"] = number(written)
         try:
             self.client.update_item(
-                **self._update(
+                **update(
+                    self.table_name,
                     REQUEST_PREFIX + owner,
                     expression,
                     "#attempt = :previous AND attribute_not_exists(#superseded_by)",
@@ -250,13 +180,13 @@ class CreateLedger:
     ) -> Taken:
         now = self.clock()
         fresh = Record(owner, attempt, identities, now, now + hold_seconds)
-        replacing = self._put_request(fresh, now)
+        replacing = put_request(self.table_name, fresh, now)
         replacing["Put"].update(
             ConditionExpression="#superseded_by = :by",
-            ExpressionAttributeNames=_names("superseded_by"),
+            ExpressionAttributeNames=attribute_names("superseded_by"),
             ExpressionAttributeValues={":by": {"S": superseded.superseded_by or ""}},
         )
-        writes = [replacing, *(self._put_identity(i, owner, now) for i in identities)]
+        writes = [replacing, *(put_identity(self.table_name, i, owner, now) for i in identities)]
         if self._transact(writes) is not None:
             raise LedgerUnavailable("contended")
         return Taken(fresh)
@@ -280,27 +210,30 @@ class CreateLedger:
         fresh = Record(owner, attempt, wanted, now, now + hold_seconds, job_ref=job_ref)
         writes: list[dict[str, Any]] = []
         if mine is None:
-            writes.append(self._put_request(fresh, now))
+            writes.append(put_request(self.table_name, fresh, now))
         else:
             fresh = replace(mine, attempt=attempt, hold_until=now + hold_seconds)
             writes.append(
-                self._update(
+                update(
+                    self.table_name,
                     REQUEST_PREFIX + owner,
                     "SET #attempt = :attempt, #hold_until = :hold",
                     "#attempt = :previous AND attribute_not_exists(#superseded_by)",
                     {
                         ":attempt": {"S": attempt},
                         ":previous": {"S": mine.attempt},
-                        ":hold": _number(now + hold_seconds),
+                        ":hold": number(now + hold_seconds),
                     },
                 )
             )
         for identity in wanted:
             holder = by_identity.get(identity)
             if holder is None:
-                writes.append(self._put_identity(identity, owner, now))
+                writes.append(put_identity(self.table_name, identity, owner, now))
             else:
-                writes.append(self._put_identity(identity, owner, now, replacing=holder.owner))
+                writes.append(
+                    put_identity(self.table_name, identity, owner, now, replacing=holder.owner)
+                )
         cutoff = now - CLOCK_TOLERANCE_SECONDS
         # A holder already taken over (on some of its identities, by someone else) is done:
         # its remaining identities are free for the asking, without superseding it again.
@@ -308,7 +241,8 @@ class CreateLedger:
         for holder in {h.owner: h for h in live}.values():
             assert holder.record is not None
             writes.append(
-                self._update(
+                update(
+                    self.table_name,
                     REQUEST_PREFIX + holder.owner,
                     "SET #superseded_by = :me",
                     "#attempt = :their_attempt AND #hold_until < :cutoff AND "
@@ -316,7 +250,7 @@ class CreateLedger:
                     {
                         ":me": {"S": owner},
                         ":their_attempt": {"S": holder.record.attempt},
-                        ":cutoff": _number(cutoff),
+                        ":cutoff": number(cutoff),
                     },
                 )
             )
@@ -344,18 +278,19 @@ class CreateLedger:
         now = self.clock()
         expression = "SET #hold_until = :hold"
         values: dict[str, Any] = {
-            ":hold": _number(now + hold_seconds),
+            ":hold": number(now + hold_seconds),
             ":attempt": {"S": record.attempt},
         }
         if writing:
             expression += ", #written_at = :now"
-            values[":now"] = _number(now)
+            values[":now"] = number(now)
         if job_ref is not None:
             expression += ", #job_ref = :job"
             values[":job"] = {"S": job_ref}
         try:
             self.client.update_item(
-                **self._update(
+                **update(
+                    self.table_name,
                     REQUEST_PREFIX + record.owner,
                     expression,
                     "#attempt = :attempt AND attribute_not_exists(#superseded_by)",
@@ -363,7 +298,7 @@ class CreateLedger:
                 )["Update"]
             )
         except Exception as exc:
-            if _code(exc) == "ConditionalCheckFailedException":
+            if error_code(exc) == "ConditionalCheckFailedException":
                 raise ClaimLost(record.owner) from exc
             raise LedgerUnavailable(type(exc).__name__) from exc
         return replace(
@@ -378,11 +313,12 @@ class CreateLedger:
         its import job): everyone after is told so. False when it could not be recorded."""
         try:
             self.client.update_item(
-                **self._update(
+                **update(
+                    self.table_name,
                     REQUEST_PREFIX + record.owner,
                     "SET #profile_id = :profile, #hold_until = :zero",
                     "attribute_not_exists(#superseded_by)",
-                    {":profile": {"S": profile_id}, ":zero": _number(0)},
+                    {":profile": {"S": profile_id}, ":zero": number(0)},
                 )["Update"]
             )
             return True
@@ -394,14 +330,18 @@ class CreateLedger:
         more, and what it wrote reached Klaviyo by now (``written_at``). Best effort: without
         it, others wait out its hold."""
         expression = "SET #hold_until = :zero"
-        values: dict[str, Any] = {":zero": _number(0), ":attempt": {"S": record.attempt}}
+        values: dict[str, Any] = {":zero": number(0), ":attempt": {"S": record.attempt}}
         if record.written_at is not None:
             expression += ", #written_at = :now"
-            values[":now"] = _number(self.clock())
+            values[":now"] = number(self.clock())
         with contextlib.suppress(Exception):
             self.client.update_item(
-                **self._update(
-                    REQUEST_PREFIX + record.owner, expression, "#attempt = :attempt", values
+                **update(
+                    self.table_name,
+                    REQUEST_PREFIX + record.owner,
+                    expression,
+                    "#attempt = :attempt",
+                    values,
                 )["Update"]
             )
 
@@ -412,10 +352,12 @@ class CreateLedger:
             {
                 "Delete": {
                     "TableName": self.table_name,
-                    "Key": _key(REQUEST_PREFIX + record.owner),
+                    "Key": item_key(REQUEST_PREFIX + record.owner),
                     "ConditionExpression": "#attempt = :attempt AND "
                     "attribute_not_exists(#profile_id) AND attribute_not_exists(#superseded_by)",
-                    "ExpressionAttributeNames": _names("attempt", "profile_id", "superseded_by"),
+                    "ExpressionAttributeNames": attribute_names(
+                        "attempt", "profile_id", "superseded_by"
+                    ),
                     "ExpressionAttributeValues": {":attempt": {"S": record.attempt}},
                 }
             }
@@ -424,9 +366,9 @@ class CreateLedger:
             {
                 "Delete": {
                     "TableName": self.table_name,
-                    "Key": _key(PREFIX + identity),
+                    "Key": item_key(PREFIX + identity),
                     "ConditionExpression": "#owner = :owner",
-                    "ExpressionAttributeNames": _names("owner"),
+                    "ExpressionAttributeNames": attribute_names("owner"),
                     "ExpressionAttributeValues": {":owner": {"S": record.owner}},
                 }
             }
@@ -440,9 +382,9 @@ class CreateLedger:
     def record_of(self, owner: str) -> Record | None:
         """A request's record (consistent read), or None when there is none."""
         item = self._get(REQUEST_PREFIX + owner)
-        if not item or _n(item, "expiration", 0.0) < self.clock():
+        if not item or number_of(item, "expiration", 0.0) < self.clock():
             return None
-        return _record(item)
+        return record_of_item(item)
 
     def _holders(self, identities: tuple[str, ...], owner: str) -> list[Holder]:
         holders = []
@@ -465,7 +407,7 @@ class CreateLedger:
                 "PutRequest": {
                     "Item": {
                         "id": {"S": TOUCH_PREFIX + identity},
-                        "until": _number(until),
+                        "until": number(until),
                         "expiration": {"N": str(int(until + RECORD_TTL_SECONDS))},
                     }
                 }
@@ -490,7 +432,7 @@ class CreateLedger:
         now = self.clock()
         found: set[str] = set()
         for start in range(0, len(wanted), 100):  # BatchGetItem's limit
-            keys = [_key(TOUCH_PREFIX + i) for i in wanted[start : start + 100]]
+            keys = [item_key(TOUCH_PREFIX + i) for i in wanted[start : start + 100]]
             try:
                 answer = self.client.batch_get_item(
                     RequestItems={self.table_name: {"Keys": keys, "ConsistentRead": True}}
@@ -500,7 +442,7 @@ class CreateLedger:
             if answer.get("UnprocessedKeys"):
                 raise LedgerUnavailable("unprocessed")
             for item in answer.get("Responses", {}).get(self.table_name, []):
-                if _n(item, "until", 0.0) + CLOCK_TOLERANCE_SECONDS > now:
+                if number_of(item, "until", 0.0) + CLOCK_TOLERANCE_SECONDS > now:
                     found.add(item["id"]["S"].removeprefix(TOUCH_PREFIX))
         return found
 
@@ -511,9 +453,9 @@ class CreateLedger:
         try:
             self.client.update_item(
                 TableName=self.table_name,
-                Key=_key(JOB_PREFIX + job_ref),
+                Key=item_key(JOB_PREFIX + job_ref),
                 UpdateExpression="ADD #job_ids :job SET #expiration = :expires",
-                ExpressionAttributeNames=_names("job_ids", "expiration"),
+                ExpressionAttributeNames=attribute_names("job_ids", "expiration"),
                 ExpressionAttributeValues={
                     ":job": {"SS": [job_id]},
                     ":expires": {"N": str(int(self.clock() + RECORD_TTL_SECONDS))},
@@ -533,7 +475,7 @@ class CreateLedger:
     def _get(self, key: str) -> dict[str, Any] | None:
         try:
             found: dict[str, Any] | None = self.client.get_item(
-                TableName=self.table_name, Key=_key(key), ConsistentRead=True
+                TableName=self.table_name, Key=item_key(key), ConsistentRead=True
             ).get("Item")
         except Exception as exc:
             raise LedgerUnavailable(type(exc).__name__) from exc
@@ -545,7 +487,7 @@ class CreateLedger:
             self.client.transact_write_items(TransactItems=writes)
             return None
         except Exception as exc:
-            if _code(exc) != "TransactionCanceledException":
+            if error_code(exc) != "TransactionCanceledException":
                 raise
             reasons = getattr(exc, "response", {}).get("CancellationReasons") or []
             if len(reasons) != len(writes) or any(
@@ -555,117 +497,3 @@ class CreateLedger:
                 # and nothing known about the others yet.
                 raise LedgerUnavailable("contended") from exc
             return list(reasons)
-
-    def _put_request(self, record: Record, now: float) -> dict[str, Any]:
-        item: dict[str, Any] = {
-            "id": {"S": REQUEST_PREFIX + record.owner},
-            "owner": {"S": record.owner},
-            "attempt": {"S": record.attempt},
-            "identities": {"SS": list(record.identities)},
-            "started_at": _number(record.started_at),
-            "hold_until": _number(record.hold_until),
-            "expiration": {"N": str(int(now + RECORD_TTL_SECONDS))},
-        }
-        if record.job_ref:
-            item["job_ref"] = {"S": record.job_ref}
-        return {
-            "Put": {
-                "TableName": self.table_name,
-                "Item": item,
-                "ConditionExpression": "attribute_not_exists(#id) OR #expiration < :now",
-                "ExpressionAttributeNames": _names("id", "expiration"),
-                "ExpressionAttributeValues": {":now": {"N": str(int(now))}},
-                "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
-            }
-        }
-
-    def _put_identity(
-        self, identity: str, owner: str, now: float, replacing: str | None = None
-    ) -> dict[str, Any]:
-        values: dict[str, Any] = {":me": {"S": owner}}
-        if replacing is None:
-            condition = "attribute_not_exists(#id) OR #expiration < :now OR #owner = :me"
-            values[":now"] = {"N": str(int(now))}
-            names = _names("id", "expiration", "owner")
-        else:
-            condition = "#owner = :previous"
-            values = {":previous": {"S": replacing}}
-            names = _names("owner")
-        return {
-            "Put": {
-                "TableName": self.table_name,
-                "Item": {
-                    "id": {"S": PREFIX + identity},
-                    "owner": {"S": owner},
-                    "expiration": {"N": str(int(now + RECORD_TTL_SECONDS))},
-                },
-                "ConditionExpression": condition,
-                "ExpressionAttributeNames": names,
-                "ExpressionAttributeValues": values,
-                "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
-            }
-        }
-
-    def _update(
-        self, key: str, expression: str, condition: str, values: dict[str, Any]
-    ) -> dict[str, Any]:
-        used = {n: _NAMES[n] for n in re.findall(r"#\w+", f"{expression} {condition}")}
-        return {
-            "Update": {
-                "TableName": self.table_name,
-                "Key": _key(key),
-                "UpdateExpression": expression,
-                "ConditionExpression": condition,
-                "ExpressionAttributeNames": used,
-                "ExpressionAttributeValues": values,
-            }
-        }
-
-
-def _record(item: dict[str, Any]) -> Record:
-    return Record(
-        owner=item.get("owner", {}).get("S", ""),
-        attempt=item.get("attempt", {}).get("S", ""),
-        identities=tuple(sorted(item.get("identities", {}).get("SS", []))),
-        started_at=_n(item, "started_at", 0.0),
-        hold_until=_n(item, "hold_until", 0.0),
-        written_at=_n(item, "written_at", None),
-        job_ref=item.get("job_ref", {}).get("S"),
-        profile_id=item.get("profile_id", {}).get("S"),
-        superseded_by=item.get("superseded_by", {}).get("S"),
-    )
-
-
-def _n(item: dict[str, Any], name: str, default: Any) -> Any:
-    try:
-        return float(item[name]["N"])
-    except (KeyError, TypeError, ValueError):
-        return default
-
-
-def _number(value: float) -> dict[str, str]:
-    return {"N": repr(round(value, 6))}
-
-
-def _key(key: str) -> dict[str, dict[str, str]]:
-    return {"id": {"S": key}}
-
-
-def _names(*names: str) -> dict[str, str]:
-    return {f"#{name}": name for name in names}
-
-
-def _refused(reason: dict[str, Any]) -> bool:
-    return reason.get("Code") == "ConditionalCheckFailed"
-
-
-def _owner(reason: dict[str, Any]) -> str | None:
-    owner = ((reason.get("Item") or {}).get("owner") or {}).get("S")
-    return owner if isinstance(owner, str) else None
-
-
-def _code(exc: BaseException) -> str:
-    response = getattr(exc, "response", None)
-    if isinstance(response, dict):
-        return str(response.get("Error", {}).get("Code", ""))
-    return type(exc).__name__

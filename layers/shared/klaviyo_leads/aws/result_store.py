@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from klaviyo_leads.aws.clients import DynamoDBTable
 from klaviyo_leads.observability import logger, quiet_libraries
 
 RESULT_TTL_SECONDS = 24 * 3600
@@ -25,23 +26,15 @@ _MESSAGE_ID = re.compile(rf"[\x21-\x7e]{{1,{MAX_MESSAGE_ID_LENGTH}}}")
 NO_ERRORS: dict[str, list[str]] = {"id": [], "code": [], "title": [], "detail": []}
 
 
-class ResultStore:
+class ResultStore(DynamoDBTable):
     def __init__(
         self,
         table_name: str,
         client_factory: Callable[[], Any] | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        self.table_name = table_name
-        self._client_factory = client_factory or dynamodb_client
-        self._client: Any = None
+        super().__init__(table_name, client_factory)
         self._clock = clock
-
-    @property
-    def client(self) -> Any:
-        if self._client is None:
-            self._client = self._client_factory()
-        return self._client
 
     def put(self, results: list[tuple[str, str, dict[str, Any]]]) -> list[bool]:
         """Store (message id, action, result fields); one flag per result: stored or not."""
@@ -93,12 +86,6 @@ class ResultStore:
             "action": item["action"]["S"],
             "result": json.loads(item["result"]["S"]),
         }
-
-
-def dynamodb_client() -> Any:
-    import boto3  # on first use only, as everywhere in the layer
-
-    return boto3.client("dynamodb")
 
 
 _store: ResultStore | None = None

@@ -31,7 +31,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from klaviyo_leads.lead.record import Lead, canonical_key, ensure_object, finite
+from klaviyo_leads.lead.body import canonical_key, ensure_object, finite
+from klaviyo_leads.lead.record import Lead
 from klaviyo_leads.outcomes import Result
 
 VERSION = 1  # the records' shape; the subscription filter selects lines that carry it

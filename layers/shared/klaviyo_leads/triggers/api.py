@@ -22,7 +22,7 @@ from klaviyo_leads.aws.idempotency import (
     RecordsUnavailable,
 )
 from klaviyo_leads.budget import API_GATEWAY_LIMIT_SECONDS, remaining_seconds
-from klaviyo_leads.lead.record import MAX_BODY_BYTES, parse_body
+from klaviyo_leads.lead.body import MAX_BODY_BYTES, parse_body
 from klaviyo_leads.observability import count, logger
 from klaviyo_leads.outcomes import Kind, Result
 from klaviyo_leads.runtime import Processed, Runtime

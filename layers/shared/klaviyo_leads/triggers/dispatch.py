@@ -13,7 +13,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from klaviyo_leads import outcomes
 from klaviyo_leads.actions.action import Action, result_fields
-from klaviyo_leads.lead.record import leads_in
+from klaviyo_leads.lead.body import leads_in
 from klaviyo_leads.observability import count, logger
 from klaviyo_leads.runtime import Runtime
 from klaviyo_leads.triggers.api import api_response, handle_api

@@ -12,7 +12,7 @@ from klaviyo_leads.actions.action import Action, result_fields
 from klaviyo_leads.aws.bus import Publication
 from klaviyo_leads.aws.queue import Later, batches
 from klaviyo_leads.budget import MIN_SECONDS_PER_LEAD, remaining_seconds
-from klaviyo_leads.lead.record import leads_in
+from klaviyo_leads.lead.body import leads_in
 from klaviyo_leads.observability import count, logger
 from klaviyo_leads.runtime import Processed, Runtime
 from klaviyo_leads.trail.records import Arrival

@@ -28,7 +28,7 @@ from klaviyo_leads.aws.bus import Publication
 from klaviyo_leads.aws.idempotency import InProgressElsewhere
 from klaviyo_leads.aws.queue import ORIGIN, Due, lead_file_row_of, visibility
 from klaviyo_leads.budget import MIN_SECONDS_PER_LEAD, remaining_seconds
-from klaviyo_leads.lead.record import parse_body
+from klaviyo_leads.lead.body import parse_body
 from klaviyo_leads.observability import logger
 from klaviyo_leads.outcomes import Kind, Result
 from klaviyo_leads.runtime import Processed, Runtime, internal_error, processed

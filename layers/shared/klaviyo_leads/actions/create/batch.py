@@ -42,7 +42,7 @@ from klaviyo_leads.actions.create.one import (
     take,
 )
 from klaviyo_leads.actions.lookup import get_profile
-from klaviyo_leads.aws.ledger import ClaimLost, LedgerUnavailable
+from klaviyo_leads.aws.ledger_records import ClaimLost, LedgerUnavailable
 from klaviyo_leads.outcomes import Outcome, Result, success
 
 if TYPE_CHECKING:

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from klaviyo_leads import outcomes
-from klaviyo_leads.aws.ledger import Holder
+from klaviyo_leads.aws.ledger_records import Holder
 from klaviyo_leads.context import Context
 from klaviyo_leads.lead.fields import BOOKKEEPING_PROPERTIES
 from klaviyo_leads.outcomes import KlaviyoError, Result

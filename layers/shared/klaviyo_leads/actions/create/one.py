@@ -33,7 +33,7 @@ from klaviyo_leads.actions.lookup import (
     resource,
     search_profiles,
 )
-from klaviyo_leads.aws.ledger import (
+from klaviyo_leads.aws.ledger_records import (
     CLOCK_TOLERANCE_SECONDS,
     ClaimLost,
     Holder,

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from klaviyo_leads import outcomes
 from klaviyo_leads.actions import lookup
-from klaviyo_leads.aws.ledger import LedgerUnavailable
+from klaviyo_leads.aws.ledger_records import LedgerUnavailable
 from klaviyo_leads.context import Context
 from klaviyo_leads.lead.fields import (
     NOT_APPLIED,
