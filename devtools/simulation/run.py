@@ -339,7 +339,7 @@ def _patched(sched: Scheduler, ids: _Ids, seed: int) -> Iterator[None]:
 
     from klaviyo_leads import runtime
     from klaviyo_leads.aws import queue as queueing
-    from klaviyo_leads.klaviyo import client as client_module
+    from klaviyo_leads.klaviyo import pacing, retry
 
     def wall() -> float:
         task = sched.current
@@ -369,7 +369,8 @@ def _patched(sched: Scheduler, ids: _Ids, seed: int) -> Iterator[None]:
         swap(module, "dt", shim)
     swap(uuid, "uuid4", ids.uuid)
     swap(queueing, "random", seeded)
-    swap(client_module, "random", seeded)
+    swap(pacing, "random", seeded)  # a fresh container's first moments
+    swap(retry, "random", seeded)  # the back-off's jitter
     sink = io.StringIO()
     levels = []
     for logger in _layer_loggers():

@@ -186,7 +186,7 @@ class Runtime:
         return Budget(seconds, clock=self.clock)
 
     def context(self, budget: Budget, *, dry_run: bool = False) -> Context:
-        """One lead's context; a dry run's keeps its writes and has no ledger to claim in."""
+        """One lead's context; a dry run's keeps its writes and has no ledger to take records in."""
         if dry_run:
             return Context(
                 self.client,

@@ -5,9 +5,9 @@ redelivered message is answered from it, so its outcome does not change and no s
 is created. A retryable result is handed back as an exception, which releases the claim, so
 the retry really runs.
 
-The one-by-one path uses the documented ``@idempotent_function``. The coalescing path claims a
-whole batch before one bulk call, which the decorator cannot express; it uses the persistence
-layer directly, with the same keys, through ``claim``/``complete``/``release`` below.
+The SQS engine claims a message before its lead runs (a whole batch before one bulk call, which
+Powertools' ``@idempotent_function`` cannot express), so it uses Powertools' persistence layer
+directly, with the decorator's keys and records, through ``claim``/``complete``/``release``.
 """
 
 from __future__ import annotations
@@ -22,7 +22,6 @@ from klaviyo_leads.observability import logger
 DEFAULT_TTL_SECONDS = 6 * 3600
 KEY_PREFIX = "klaviyo-lead-actions"
 
-RecordHandler = Callable[..., dict[str, Any]]
 
 # A message's key: its id; for a lead file's row, the row (``queueing.lead_file_row_key``), so
 # the row is processed once however many messages carry it (a batch sent again by the splitter).
@@ -57,33 +56,6 @@ class Idempotency:
         self.key_prefix = f"{KEY_PREFIX}.{action}"
         self._store = DynamoDBPersistenceLayer(table_name=table_name, boto3_client=boto3_client)
         self._store.configure(self.config, key_prefix=self.key_prefix)
-
-    def once(self, handler: RecordHandler) -> RecordHandler:
-        """``handler(record=<SQS record dict>)``, run at most once per message id.
-
-        Raises ``InProgressElsewhere`` while another invocation runs the same message.
-        """
-        from aws_lambda_powertools.utilities.idempotency import idempotent_function
-        from aws_lambda_powertools.utilities.idempotency.exceptions import (
-            IdempotencyAlreadyInProgressError,
-        )
-
-        decorated = idempotent_function(
-            data_keyword_argument="record",
-            persistence_store=self._store,
-            config=self.config,
-            key_prefix=self.key_prefix,
-        )(handler)
-
-        def run(*, record: dict[str, Any]) -> dict[str, Any]:
-            try:
-                return decorated(record=record)
-            except IdempotencyAlreadyInProgressError as exc:
-                raise InProgressElsewhere(record.get("messageId")) from exc
-
-        return run
-
-    # -- the coalescing path ---------------------------------------------------------------
 
     def claim(self, record: dict[str, Any], remaining_ms: int | None) -> dict[str, Any] | None:
         """None: the message is ours to process. A dict: its result from an earlier delivery."""

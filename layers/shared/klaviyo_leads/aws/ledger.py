@@ -37,8 +37,8 @@ from klaviyo_leads.aws.ledger_records import (
     RECORD_TTL_SECONDS,
     REQUEST_PREFIX,
     TOUCH_PREFIX,
-    ClaimLost,
     Holder,
+    HoldLost,
     LedgerUnavailable,
     Record,
     Taken,
@@ -273,7 +273,7 @@ class CreateLedger(DynamoDBTable):
         job_ref: str | None = None,
     ) -> Record:
         """Hold the identities longer; ``writing``: a write that may create goes out now.
-        Raises ``ClaimLost`` when the record is no longer this attempt's (nothing may be
+        Raises ``HoldLost`` when the record is no longer this attempt's (nothing may be
         written then), ``LedgerUnavailable`` when the table cannot be reached."""
         now = self.clock()
         expression = "SET #hold_until = :hold"
@@ -299,7 +299,7 @@ class CreateLedger(DynamoDBTable):
             )
         except Exception as exc:
             if error_code(exc) == "ConditionalCheckFailedException":
-                raise ClaimLost(record.owner) from exc
+                raise HoldLost(record.owner) from exc
             raise LedgerUnavailable(type(exc).__name__) from exc
         return replace(
             record,

@@ -52,7 +52,7 @@ class LedgerUnavailable(Exception):
     """The table could not be read or written: the create must not go ahead blind."""
 
 
-class ClaimLost(LedgerUnavailable):
+class HoldLost(LedgerUnavailable):
     """The record is no longer this attempt's: another attempt adopted it, or another request
     took it over once its hold had run out."""
 

@@ -37,13 +37,13 @@ def handler_for(action_name: str, runtime_of: Callable[[], Runtime] | None = Non
     quiet_libraries()
     current = runtime_of or runtime
 
-    def lambda_handler(event: Any, context: Any) -> Any:
+    def lambda_handler(event: Any, lambda_context: Any) -> Any:
         # Powertools keeps default dimensions across invocations; set it only when it
         # changes (never, in Lambda: a container runs one function).
         if metrics.default_dimensions.get("action") != action.name:
             metrics.set_default_dimensions(action=action.name)
         try:
-            return handle(current(), action, event, context)
+            return handle(current(), action, event, lambda_context)
         finally:
             flush_counts()
 

@@ -44,20 +44,20 @@ def is_async(event: Mapping[str, Any]) -> bool:
 
 
 def handle_api(
-    runtime: Runtime, action: Action, event: Mapping[str, Any], ctx: LambdaContext
+    runtime: Runtime, action: Action, event: Mapping[str, Any], lambda_context: LambdaContext
 ) -> dict:
     logger.set_correlation_id(_request_id(event))
     headers = {str(k).lower(): v for k, v in (event.get("headers") or {}).items()}
     key = headers.get("idempotency-key")
     if dry_run.requested(event, headers):
         # A dry run keeps no answer for the key (nothing is written), and gives none kept.
-        return _answer_api(runtime, action, event, headers, ctx, key=key, dry=True)[0]
+        return _answer_api(runtime, action, event, headers, lambda_context, key=key, dry=True)[0]
     queued = is_async(event)
     if key is None or not runtime.settings.idempotency_table_name:
         if queued:
             return _queue_request(runtime, action, event, headers)[0]
-        return _answer_api(runtime, action, event, headers, ctx)[0]
-    return _answer_once(runtime, action, event, headers, ctx, str(key), queued)
+        return _answer_api(runtime, action, event, headers, lambda_context)[0]
+    return _answer_once(runtime, action, event, headers, lambda_context, str(key), queued)
 
 
 def _answer_once(
@@ -65,7 +65,7 @@ def _answer_once(
     action: Action,
     event: Mapping[str, Any],
     headers: Mapping[str, Any],
-    ctx: LambdaContext,
+    lambda_context: LambdaContext,
     key: str,
     queued: bool,
 ) -> dict[str, Any]:
@@ -75,7 +75,7 @@ def _answer_once(
     assert requests is not None
     # A request in progress ends with its invocation, and no API request outlives API
     # Gateway's limit: a repeat after a crashed attempt runs again once that has passed.
-    requests.config.register_lambda_context(_ApiDeadline(ctx))  # type: ignore[arg-type]
+    requests.config.register_lambda_context(_ApiDeadline(lambda_context))  # type: ignore[arg-type]
     if not key or len(key) > MAX_KEY_LENGTH:
         result = outcomes.BAD_IDEMPOTENCY_KEY(limit=MAX_KEY_LENGTH)
     else:
@@ -89,7 +89,7 @@ def _answer_once(
                 lambda: (
                     _queue_request(runtime, action, event, headers)
                     if queued
-                    else _answer_api(runtime, action, event, headers, ctx, key=key)
+                    else _answer_api(runtime, action, event, headers, lambda_context, key=key)
                 ),
             )
         except InProgressElsewhere:
@@ -124,7 +124,7 @@ def _answer_api(
     action: Action,
     event: Mapping[str, Any],
     headers: Mapping[str, Any],
-    ctx: LambdaContext,
+    lambda_context: LambdaContext,
     *,
     key: str | None = None,
     dry: bool = False,
@@ -150,7 +150,7 @@ def _answer_api(
     processed = runtime.process(
         action,
         lead,
-        remaining_seconds=remaining_seconds(ctx),
+        remaining_seconds=remaining_seconds(lambda_context),
         via_api_gateway=True,
         origin_id=origin,
         arrival=Arrival(

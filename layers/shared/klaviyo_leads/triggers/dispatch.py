@@ -134,10 +134,10 @@ def handle(runtime: Runtime, action: Action, event: Any, lambda_context: LambdaC
 
 
 def handle_sqs(
-    runtime: Runtime, action: Action, event: Mapping[str, Any], ctx: LambdaContext
+    runtime: Runtime, action: Action, event: Mapping[str, Any], lambda_context: LambdaContext
 ) -> dict:
     from klaviyo_leads.triggers.sqs import (
         handle_batch,  # Powertools' batch utilities load only for queues
     )
 
-    return handle_batch(runtime, action, event, ctx)
+    return handle_batch(runtime, action, event, lambda_context)

@@ -27,7 +27,7 @@ def handle_leads(
     runtime: Runtime,
     action: Action,
     payload: Any,
-    ctx: LambdaContext,
+    lambda_context: LambdaContext,
     *,
     always_publish: bool,
     correlation_id: str,
@@ -35,7 +35,9 @@ def handle_leads(
 ) -> Any:
     several = leads_in(payload)
     if several is None:
-        return _handle_one(runtime, action, payload, ctx, always_publish, correlation_id, path)
+        return _handle_one(
+            runtime, action, payload, lambda_context, always_publish, correlation_id, path
+        )
     processed: list[Processed] = []
     later: dict[int, Later] = {}  # retryable leads for the queue, by their place in the event
     # Kept back from the leads' own time, so the invocation ends before its deadline however
@@ -47,7 +49,7 @@ def handle_leads(
         # event's id, a direct invocation's request id), so the retry finds its own creates.
         origin = f"{correlation_id}/{index}"
         first_seen = runtime.wall()
-        left = remaining_seconds(ctx)
+        left = remaining_seconds(lambda_context)
         if left is not None:
             queueing = (len(later) + len(several) - index) * QUEUE_SECONDS_PER_LEAD
             left -= QUEUE_MARGIN_SECONDS + publishing + queueing
@@ -68,7 +70,7 @@ def handle_leads(
             later[index] = Later(lead, first_seen, origin)
         processed.append(done)
     if later:
-        queued = _queue_later(runtime, later, ctx, publishing)
+        queued = _queue_later(runtime, later, lambda_context, publishing)
         for index, message_id in queued.items():
             result = outcomes.QUEUED_FOR_RETRY(message_id=message_id)
             processed[index] = Processed(result, result_fields(action, result))
@@ -79,7 +81,7 @@ def handle_leads(
                 "Leads could not be queued",
                 extra={"count": len(later) - len(queued), "queued": len(queued)},
             )
-    _publish(runtime, action, several, processed, ctx)
+    _publish(runtime, action, several, processed, lambda_context)
     return {"results": [p.fields for p in processed]}
 
 
@@ -87,7 +89,7 @@ def _handle_one(
     runtime: Runtime,
     action: Action,
     lead: Any,
-    ctx: LambdaContext,
+    lambda_context: LambdaContext,
     always_publish: bool,
     correlation_id: str,
     path: str = "direct",
@@ -97,7 +99,7 @@ def _handle_one(
     done = runtime.process(
         action,
         lead,
-        remaining_seconds=remaining_seconds(ctx),
+        remaining_seconds=remaining_seconds(lambda_context),
         origin_id=correlation_id or None,
         arrival=_arrival(path, correlation_id or None),
     )
@@ -136,7 +138,7 @@ PUBLISH_MARGIN_SECONDS = 0.5
 
 
 def _queue_later(
-    runtime: Runtime, later: dict[int, Later], ctx: LambdaContext, publishing: float
+    runtime: Runtime, later: dict[int, Later], lambda_context: LambdaContext, publishing: float
 ) -> dict[int, str]:
     """Put the retryable leads on the action's queue, ten to a call, while time allows (the
     results' publishing kept back): the message id of each lead queued, by its place."""
@@ -144,7 +146,7 @@ def _queue_later(
     places = iter(later)  # the batches keep the leads' order
     queued: dict[int, str] = {}
     for batch in batches(list(later.values())):
-        left = remaining_seconds(ctx)
+        left = remaining_seconds(lambda_context)
         if left is not None and left < QUEUE_MARGIN_SECONDS + publishing:
             break
         for message_id in runtime.queue.send_batch(batch):
@@ -166,13 +168,13 @@ def _publish(
     action: Action,
     leads: list[Any],
     processed: list[Processed],
-    ctx: LambdaContext | None = None,
+    lambda_context: LambdaContext | None = None,
 ) -> None:
     if not runtime.publisher:
         return
 
     def in_time() -> bool:
-        left = remaining_seconds(ctx)
+        left = remaining_seconds(lambda_context)
         return left is None or left > PUBLISH_MARGIN_SECONDS
 
     publications = [

@@ -1,4 +1,5 @@
-"""SQS batches: partial batch responses, exactly-once results, and bulk processing.
+"""SQS batches: one engine for every batch: exactly-once results, bulk calls, and partial batch
+responses.
 
 Each record ends in exactly one of: done (success, failure or a final error, its result
 stored and published) or handed back to the queue (``batchItemFailures``) to be delivered
@@ -14,11 +15,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from aws_lambda_powertools.utilities.batch import (
-    BatchProcessor,
-    EventType,
-    process_partial_response,
-)
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
@@ -70,62 +66,175 @@ def hand_back(result: Result) -> HandBack:
 
 
 @dataclass
-class Claimed:
-    """A record this invocation owns: its lead, and its result if one is known already."""
+class Taken:
+    """A record this invocation took: its lead, and what became of it. ``stored`` is its
+    result once kept (an earlier delivery's, or this one's); ``hand_back`` says why it goes
+    back to the queue instead."""
 
+    record: SQSRecord
     lead: Any
+    dry_run: bool = False  # nothing kept or published: its answer is the result
     stored: dict[str, Any] | None = None
     result: Processed | None = None
-    hand_back: str | None = None
+    hand_back: HandBack | None = None
     published: bool | None = None  # None: not tried yet
 
 
 def handle_batch(
-    runtime: Runtime, action: Action, event: Mapping[str, Any], ctx: LambdaContext
+    runtime: Runtime, action: Action, event: Mapping[str, Any], lambda_context: LambdaContext
 ) -> dict:
-    idempotency = runtime.idempotency(action)
-    if idempotency is not None:
-        idempotency.config.register_lambda_context(ctx)
-    claimed: dict[str, Claimed] = {}
-    left = remaining_seconds(ctx)
-    enough_time = left is None or left >= MIN_SECONDS_PER_LEAD  # else each record goes back
-    if runtime.settings.coalesce_batches and action.run_batch is not None and enough_time:
-        claimed = _claim_and_coalesce(runtime, action, event["Records"], ctx)
+    """Every SQS batch goes one way: its records taken in groups, each group claimed (the
+    message's idempotency record; a dry run is not claimed), run, and its results kept; then
+    every kept result published, ten to a call, and the rest handed back.
 
-    def process_record(record: dict[str, Any]) -> dict[str, Any]:
-        sqs_record = SQSRecord(record)
-        result = _process(runtime, action, _lead_of(sqs_record), sqs_record, ctx)
-        if result.result.retryable:
-            raise hand_back(result.result)
-        return result.fields
-
-    once = idempotency.once(process_record) if idempotency is not None else process_record
-
-    handed_back: dict[str, float | None] = {}
-
-    def record_handler(record: SQSRecord) -> dict[str, Any]:
-        logger.set_correlation_id(record.message_id)
-        try:
-            item = claimed.get(record.message_id)
-            if item is None:
-                lead = _lead_of(record)
-                if dry_run.in_payload(lead):
-                    # Nothing written: no idempotency record, no published or kept result.
-                    return _process(runtime, action, lead, record, ctx).fields
-                item = _one_by_one(record, ctx, once)
+    A group is the whole batch where the action has a batch path (``Action.run_batch``) and
+    coalescing is on: one bulk call serves its leads. Otherwise a group is one record, taken
+    only while the invocation has time for a lead, and kept before the next is taken.
+    """
+    records = [SQSRecord(raw) for raw in event["Records"]]
+    taken: dict[str, Taken] = {}
+    together = runtime.settings.coalesce_batches and action.run_batch is not None
+    left = remaining_seconds(lambda_context)
+    if together and (left is None or left >= MIN_SECONDS_PER_LEAD):
+        group = [_take(runtime, action, record, left) for record in records]
+        taken.update((item.record.message_id, item) for item in group)
+        _run_together(runtime, action, [i for i in group if not i.dry_run], lambda_context)
+        for item in group:
+            if item.dry_run:
+                _run_one(runtime, action, item, lambda_context)
+        _keep(runtime, action, group)
+    else:
+        for record in records:
+            left = remaining_seconds(lambda_context)
+            if left is not None and left < MIN_SECONDS_PER_LEAD:
+                item = Taken(record, None)
+                _give_back(item, "Not started: too little time left in the invocation", 0.0)
             else:
-                _finish(runtime, action, record, ctx, item)
-            return _publish(runtime, action, record, item)
-        except HandBack as back:
-            handed_back[record.message_id] = back.retry_in
-            raise
-
-    processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
-    response = process_partial_response(
-        event=dict(event), record_handler=record_handler, processor=processor, context=ctx
-    )
+                item = _take(runtime, action, record, left)
+                try:
+                    _run_one(runtime, action, item, lambda_context)
+                except Exception as exc:  # never the whole batch for one record
+                    item.result = processed(action, internal_error(exc))
+                _keep(runtime, action, [item])
+            taken[record.message_id] = item
+    _publish(runtime, action, [i for i in taken.values() if not i.dry_run])
+    failures = [{"itemIdentifier": m} for m, item in taken.items() if item.hand_back is not None]
+    response = {"batchItemFailures": failures}
+    handed_back = {m: i.hand_back.retry_in for m, i in taken.items() if i.hand_back is not None}
     _delay_handed_back(runtime, event["Records"], response, handed_back)
-    return response  # type: ignore[return-value]
+    return response
+
+
+def _give_back(item: Taken, reason: str, retry_in: float | None = None) -> None:
+    logger.set_correlation_id(item.record.message_id)
+    item.hand_back = HandBack(reason, retry_in)
+
+
+def _take(runtime: Runtime, action: Action, record: SQSRecord, left: float | None) -> Taken:
+    """The record with its lead, claimed: its earlier result when one is kept, handed back
+    when another invocation holds it or the claim cannot be made. A dry run is not claimed."""
+    logger.set_correlation_id(record.message_id)
+    lead = _lead_of(record)
+    item = Taken(record, lead, dry_run=dry_run.in_payload(lead))
+    idempotency = runtime.idempotency(action)
+    if idempotency is None or item.dry_run:
+        return item
+    try:
+        item.stored = idempotency.claim(record.raw_event, int(left * 1000) if left else None)
+    except InProgressElsewhere:
+        _give_back(item, "the message is being processed elsewhere")
+    except Exception as exc:
+        logger.warning("Could not claim a record", extra={"error_type": type(exc).__name__})
+        _give_back(item, "the record could not be claimed")
+    return item
+
+
+def _to_run(item: Taken) -> bool:
+    return item.stored is None and item.hand_back is None and item.result is None
+
+
+def _run_one(runtime: Runtime, action: Action, item: Taken, lambda_context: LambdaContext) -> None:
+    if _to_run(item):
+        item.result = _process(runtime, action, item.lead, item.record, lambda_context)
+
+
+def _run_together(
+    runtime: Runtime, action: Action, group: list[Taken], lambda_context: LambdaContext
+) -> None:
+    """The group's new leads in the action's batch path; what is not a lead, on its own."""
+    todo = [item for item in group if _to_run(item)]
+    readable = [item for item in todo if not isinstance(item.lead, Unreadable)]
+    for item in todo:
+        if isinstance(item.lead, Unreadable):
+            _run_one(runtime, action, item, lambda_context)
+    if not readable:
+        return
+    # Time left after the claims, less what keeping and publishing the results will take.
+    left = remaining_seconds(lambda_context)
+    if left is not None:
+        left -= SETTLE_SECONDS_PER_RECORD * len(group)
+    visits = _trail_batch(runtime, action, [item.record for item in readable])
+    started = runtime.clock()
+    with trail.collecting(visits[0].calls if visits else None):
+        try:
+            results = runtime.process_batch(
+                action,
+                [item.lead for item in readable],
+                left,
+                [origin_of(item.record) for item in readable],
+                [_delivery(item.record) for item in readable],
+            )
+        except Exception as exc:
+            results = [processed(action, internal_error(exc)) for _ in readable]
+    for visit, result in zip(visits, results if visits else [], strict=True):
+        visit.end(result.result, runtime.clock() - started, shared_by=len(visits))
+    for item, result in zip(readable, results, strict=True):
+        item.result = result
+
+
+def _keep(runtime: Runtime, action: Action, group: list[Taken]) -> None:
+    """Keep each new final result on the message's idempotency record; a retryable one
+    releases the record and goes back to the queue, to really run again."""
+    idempotency = runtime.idempotency(action)
+    for item in group:
+        if item.result is None or item.stored is not None or item.hand_back is not None:
+            continue
+        if item.dry_run:
+            item.stored = item.result.fields
+            continue
+        result = item.result.result
+        logger.set_correlation_id(item.record.message_id)
+        try:
+            if result.retryable:
+                back = hand_back(result)
+                if idempotency is not None:
+                    idempotency.release(item.record.raw_event, back)
+                item.hand_back = back
+                continue
+            if idempotency is not None:
+                idempotency.complete(item.record.raw_event, item.result.fields)
+        except Exception as exc:  # the store failing: the record is tried again later
+            logger.warning("Could not store a result", extra={"error_type": type(exc).__name__})
+            _give_back(item, "the result could not be stored")
+            continue
+        item.stored = item.result.fields
+
+
+def _publish(runtime: Runtime, action: Action, items: list[Taken]) -> None:
+    """Publish the kept results (a redelivery after a failed publish only publishes again);
+    one that cannot be published goes back to the queue."""
+    finished = [item for item in items if item.hand_back is None and item.stored is not None]
+    if not finished:
+        return
+    try:
+        delivered = _deliver(runtime, action, [(item.record, item) for item in finished])
+    except Exception as exc:
+        logger.warning("Could not publish results", extra={"error_type": type(exc).__name__})
+        delivered = [False] * len(finished)
+    for item, published in zip(finished, delivered, strict=True):
+        item.published = published
+        if not published:
+            _give_back(item, "the result could not be published")
 
 
 def _delay_handed_back(
@@ -166,50 +275,8 @@ def _delay_handed_back(
         logger.warning("Could not set when records come back", extra={"count": len(refused)})
 
 
-def _one_by_one(record: SQSRecord, ctx: LambdaContext, once: Any) -> Claimed:
-    left = remaining_seconds(ctx)
-    if left is not None and left < MIN_SECONDS_PER_LEAD:
-        raise HandBack("Not started: too little time left in the invocation", retry_in=0.0)
-    try:
-        fields = once(record=record.raw_event)
-    except InProgressElsewhere as exc:
-        raise HandBack("the message is being processed elsewhere") from exc
-    return Claimed(_lead_of(record), stored=fields)
-
-
-def _finish(
-    runtime: Runtime, action: Action, record: SQSRecord, ctx: LambdaContext, item: Claimed
-) -> None:
-    """A record of a coalesced batch: its result is known unless it could not join the batch."""
-    if item.hand_back:
-        raise HandBack(item.hand_back)
-    if item.stored is not None:
-        return
-    idempotency = runtime.idempotency(action)
-    result = item.result or _process(runtime, action, item.lead, record, ctx)
-    if result.result.retryable:
-        retry = hand_back(result.result)
-        if idempotency is not None:
-            idempotency.release(record.raw_event, retry)
-        raise retry
-    if idempotency is not None:
-        idempotency.complete(record.raw_event, result.fields)
-    item.stored = result.fields
-
-
-def _publish(runtime: Runtime, action: Action, record: SQSRecord, item: Claimed) -> dict[str, Any]:
-    """Publish a stored result; a redelivery after a failed publish only publishes again."""
-    fields = item.stored or {}
-    published = item.published
-    if published is None:
-        published = _deliver(runtime, action, [(record, item)])[0]
-    if published is False:
-        raise HandBack("the result could not be published")
-    return fields
-
-
 def _deliver(
-    runtime: Runtime, action: Action, finished: list[tuple[SQSRecord, Claimed]]
+    runtime: Runtime, action: Action, finished: list[tuple[SQSRecord, Taken]]
 ) -> list[bool]:
     """Publish results on the bus (ten to a call) and keep them for GET /results."""
     delivered = [True] * len(finished)
@@ -235,95 +302,13 @@ def _result_keys(record: SQSRecord) -> list[str]:
     return [record.message_id, row] if row else [record.message_id]
 
 
-def claim(runtime: Runtime, action: Action, record: SQSRecord, left: float | None) -> Claimed:
-    lead = _lead_of(record)
-    idempotency = runtime.idempotency(action)
-    if idempotency is None:
-        return Claimed(lead)
-    try:
-        stored = idempotency.claim(record.raw_event, int(left * 1000) if left else None)
-    except InProgressElsewhere:
-        return Claimed(lead, hand_back="the message is being processed elsewhere")
-    return Claimed(lead, stored=stored)
-
-
-def _claim_and_coalesce(
-    runtime: Runtime, action: Action, raw_records: list[Any], ctx: LambdaContext
-) -> dict[str, Claimed]:
-    left = remaining_seconds(ctx)
-    claimed: dict[str, Claimed] = {}
-    for raw in raw_records:
-        record = SQSRecord(raw)
-        if dry_run.in_payload(_lead_of(record)):
-            continue  # a dry run goes one by one, unclaimed
-        try:
-            claimed[record.message_id] = claim(runtime, action, record, left)
-        except Exception as exc:
-            logger.warning("Could not claim a record", extra={"error_type": type(exc).__name__})
-            claimed[record.message_id] = Claimed(None, hand_back="the record could not be claimed")
-    todo = {m: c for m, c in claimed.items() if c.stored is None and c.hand_back is None}
-    readable = {m: c for m, c in todo.items() if not isinstance(c.lead, Unreadable)}
-    # Time left after the claims, less what storing and publishing the results will take.
-    left = remaining_seconds(ctx)
-    if left is not None:
-        left -= SETTLE_SECONDS_PER_RECORD * len(claimed)
-    records = {raw.get("messageId"): SQSRecord(raw) for raw in raw_records}
-    visits = _trail_batch(runtime, action, [records[message_id] for message_id in readable])
-    started = runtime.clock()
-    with trail.collecting(visits[0].calls if visits else None):
-        try:
-            results = runtime.process_batch(
-                action,
-                [c.lead for c in readable.values()],
-                left,
-                [origin_of(records[message_id]) for message_id in readable],
-                [_delivery(records[message_id]) for message_id in readable],
-            )
-        except Exception as exc:
-            results = [processed(action, internal_error(exc)) for _ in readable]
-    for visit, result in zip(visits, results if visits else [], strict=True):
-        visit.end(result.result, runtime.clock() - started, shared_by=len(visits))
-    for item, result in zip(readable.values(), results, strict=True):
-        item.result = result
-    _store_and_publish(runtime, action, claimed, raw_records)
-    return claimed
-
-
-def _store_and_publish(
-    runtime: Runtime, action: Action, claimed: dict[str, Claimed], raw_records: list[Any]
-) -> None:
-    """Store the batch's final results, then publish them ten to a call, not one by one."""
-    idempotency = runtime.idempotency(action)
-    records = {raw.get("messageId"): SQSRecord(raw) for raw in raw_records}
-    final: list[tuple[str, Claimed]] = []
-    for message_id, item in claimed.items():
-        if item.hand_back is None and item.stored is None and item.result is not None:
-            if item.result.result.retryable:
-                continue  # settle() releases it and hands it back
-            try:
-                if idempotency is not None:
-                    idempotency.complete(records[message_id].raw_event, item.result.fields)
-            except Exception as exc:  # the store failing: the record is tried again later
-                logger.warning("Could not store a result", extra={"error_type": type(exc).__name__})
-                item.hand_back = "the result could not be stored"
-                continue
-            item.stored = item.result.fields
-        if item.hand_back is None and item.stored is not None:
-            final.append((message_id, item))
-    if not final:
-        return
-    finished = [(records[message_id], item) for message_id, item in final]
-    for (_, item), delivered in zip(final, _deliver(runtime, action, finished), strict=True):
-        item.published = delivered
-
-
 def _delivery(record: SQSRecord) -> Delivery:
     """Which delivery of its message a record is (SQS's receive count)."""
     return Delivery(count=int(record.attributes.approximate_receive_count or 1))
 
 
 def _process(
-    runtime: Runtime, action: Action, lead: Any, record: SQSRecord, ctx: LambdaContext
+    runtime: Runtime, action: Action, lead: Any, record: SQSRecord, lambda_context: LambdaContext
 ) -> Processed:
     if isinstance(lead, Unreadable):
         result = lead.result
@@ -341,7 +326,7 @@ def _process(
     return runtime.process(
         action,
         lead,
-        remaining_seconds=remaining_seconds(ctx),
+        remaining_seconds=remaining_seconds(lambda_context),
         origin_id=origin_of(record),
         delivery=_delivery(record).count,
         arrival=arrival_of(record),

@@ -42,7 +42,7 @@ from klaviyo_leads.actions.create.one import (
     take,
 )
 from klaviyo_leads.actions.lookup import get_profile
-from klaviyo_leads.aws.ledger_records import ClaimLost, LedgerUnavailable
+from klaviyo_leads.aws.ledger_records import HoldLost, LedgerUnavailable
 from klaviyo_leads.outcomes import Outcome, Result, success
 
 if TYPE_CHECKING:
@@ -222,7 +222,7 @@ def _run_job(batch: Batch, leads: dict[int, _Lead], order: list[int], job_ref: s
                 attempt.record = ledger.renew(
                     attempt.record, hold_seconds(ctx), writing=True, job_ref=job_ref
                 )
-            except ClaimLost:
+            except HoldLost:
                 lost.add(index)
         if lost:
             raise _RecordsLost(lost)

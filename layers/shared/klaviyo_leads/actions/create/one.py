@@ -35,8 +35,8 @@ from klaviyo_leads.actions.lookup import (
 )
 from klaviyo_leads.aws.ledger_records import (
     CLOCK_TOLERANCE_SECONDS,
-    ClaimLost,
     Holder,
+    HoldLost,
     LedgerUnavailable,
     Record,
 )
@@ -112,7 +112,7 @@ class Attempt:
 
     def renew_for_write(self) -> None:
         """Right before a write goes out: the hold is renewed and the write recorded, or
-        nothing is sent (``ClaimLost``: another request took the person over)."""
+        nothing is sent (``HoldLost``: another request took the person over)."""
         self.record = self.ledger.renew(self.record, hold_seconds(self.ctx), writing=True)
 
     def own(self, profile: dict[str, Any]) -> Result:
@@ -358,7 +358,7 @@ def _post(attempt: Attempt) -> Response:
             idempotent=False,
             before_send=attempt.renew_for_write,
         )
-    except ClaimLost:
+    except HoldLost:
         raise in_progress(attempt.ctx, None, attempt.ctx.wall()) from None
     except LedgerUnavailable:
         raise record_unavailable() from None
