@@ -337,7 +337,7 @@ def _patched(sched: Scheduler, ids: _Ids, seed: int) -> Iterator[None]:
     """Time, ids and jitter from the simulation; the handlers' logs and metrics muted."""
     from aws_lambda_powertools.utilities.idempotency.persistence import base, datarecord, dynamodb
 
-    from klaviyo_leads import runtime
+    from klaviyo_leads import observability
     from klaviyo_leads.aws import queue as queueing
     from klaviyo_leads.klaviyo import pacing, retry
 
@@ -387,7 +387,7 @@ def _patched(sched: Scheduler, ids: _Ids, seed: int) -> Iterator[None]:
             logger.setLevel(level)
         for owner, name, value in reversed(saved):
             setattr(owner, name, value)
-        runtime._counts.clear()
+        observability._counts.clear()
 
 
 def _layer_loggers() -> list[logging.Logger]:

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from bench import lead_files as bench
-from klaviyo_leads import lead_files, runtime
+from klaviyo_leads import lead_files, observability
 
 BUCKET = "bucket"
 
@@ -85,7 +85,7 @@ def test_a_run_that_cannot_finish_stops_no_other_and_is_failed_with_its_reason(
     (runs / "stray").mkdir(parents=True)
     (runs / "stray/state.json").write_text(json.dumps(stray))
     last = take(services, "create_profile/last.csv")
-    runtime._counts.clear()
+    observability._counts.clear()
 
     progress = {p.get("key") or p["state"]: p for p in lead_files.check_runs(services, BUCKET)}
     for key in ("create_profile/first.csv", "create_profile/last.csv"):
@@ -111,7 +111,7 @@ def test_a_run_that_cannot_finish_stops_no_other_and_is_failed_with_its_reason(
         read(services, "results/create_profile/refused.csv.progress.json")["problem"]
         == now["problem"]
     )
-    assert runtime._counts["LeadFileRunsFailed"] == 2
+    assert observability._counts["LeadFileRunsFailed"] == 2
 
     wall.now += lead_files.FAILING_FOR_SECONDS + 1
     (again,) = lead_files.check_runs(services, BUCKET)
@@ -119,7 +119,7 @@ def test_a_run_that_cannot_finish_stops_no_other_and_is_failed_with_its_reason(
     assert read(services, "results/create_profile/refused.csv.progress.json")["failed"]
     assert not (tmp_path / refused).exists()
     assert (tmp_path / refused.replace("/runs/", "/failed/")).is_file()
-    assert runtime._counts["LeadFileRunsFailed"] == 3
+    assert observability._counts["LeadFileRunsFailed"] == 3
     assert lead_files.check_runs(services, BUCKET) == []
 
 
@@ -142,7 +142,7 @@ def test_a_key_near_s3s_limit_gets_its_results(tmp_path: Path) -> None:
 @pytest.fixture(autouse=True)
 def _no_counts() -> Any:
     yield
-    runtime._counts.clear()
+    observability._counts.clear()
 
 
 class Killed(BaseException):

@@ -62,6 +62,9 @@ class Action:
     returns_profile: bool
     # Result attributes appended beyond outcome, reason, errors and the profile fields.
     appends: tuple[str, ...] = ()
+    # The lead's own keys are the action's data (Track Event's event properties): only
+    # unknown variables (``klaviyo.*``) are ignored.
+    keeps_lead_keys: bool = False
 
 
 def run_action(action: Action, ctx: Context, lead: Lead) -> Result:
@@ -74,10 +77,10 @@ def run_action(action: Action, ctx: Context, lead: Lead) -> Result:
 
 
 def ignored_fields(action: Action, lead: Lead) -> list[str]:
-    """The lead's keys the action does not read. Track Event sends the lead's own keys as
-    event properties, so there only unknown variables (``klaviyo.*``) are lost."""
-    track = action.name == "track_event"
-    return [k for k in lead.ignored if not track or k.startswith("klaviyo.")]
+    """The lead's keys the action does not read (``keeps_lead_keys``: only its unknown
+    variables, ``klaviyo.*``)."""
+    keeps = action.keeps_lead_keys
+    return [k for k in lead.ignored if not keeps or k.startswith("klaviyo.")]
 
 
 def result_fields(action: Action, result: Result) -> dict[str, Any]:

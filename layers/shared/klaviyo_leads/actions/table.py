@@ -126,6 +126,7 @@ ACTIONS: dict[str, Action] = {
             track_event,
             track_event_batch,
             returns_profile=False,
+            keeps_lead_keys=True,  # the lead's keys are the event's properties
         ),
         # A deletion request is one profile's: Klaviyo has no bulk call for it.
         Action(

@@ -1,1 +1,2 @@
-"""trail."""
+"""The lead trail: each lead's journey as records (``records``), filed by the trail writer
+(``delivery``)."""

@@ -6,7 +6,7 @@ and how results leave (an HTTP response, a partial batch response, published eve
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from aws_lambda_powertools.utilities.typing import LambdaContext
@@ -17,7 +17,7 @@ from klaviyo_leads.lead.body import leads_in
 from klaviyo_leads.observability import count, logger
 from klaviyo_leads.runtime import Runtime
 from klaviyo_leads.triggers.api import api_response, handle_api
-from klaviyo_leads.triggers.invocations import handle_leads
+from klaviyo_leads.triggers.invocations import handle_direct, handle_eventbridge
 
 
 def event_kind(event: Any) -> str:
@@ -107,37 +107,26 @@ def handle(runtime: Runtime, action: Action, event: Any, lambda_context: LambdaC
         logger.warning("A malformed event", extra={"problem": problem, "event_kind": kind})
         return api_response(result, fields) if kind == "api" else fields
     count("LeadsReceived", leads_received(kind, event))
-    if kind == "api":
-        return handle_api(runtime, action, event, lambda_context)
-    if kind == "sqs":
-        return handle_sqs(runtime, action, event, lambda_context)
-    request_id = str(getattr(lambda_context, "aws_request_id", "") or "")
-    if kind == "eventbridge":
-        return handle_leads(
-            runtime,
-            action,
-            event["detail"],
-            lambda_context,
-            always_publish=True,
-            correlation_id=str(event.get("id") or request_id),
-            path="eventbridge",
-        )
-    return handle_leads(
-        runtime,
-        action,
-        event,
-        lambda_context,
-        always_publish=False,
-        correlation_id=request_id,
-        path="direct",
-    )
+    return TRIGGERS[kind](runtime, action, event, lambda_context)
 
 
 def handle_sqs(
     runtime: Runtime, action: Action, event: Mapping[str, Any], lambda_context: LambdaContext
 ) -> dict:
     from klaviyo_leads.triggers.sqs import (
-        handle_batch,  # Powertools' batch utilities load only for queues
+        handle_batch,  # the queue engine loads only for queues
     )
 
     return handle_batch(runtime, action, event, lambda_context)
+
+
+Trigger = Callable[[Runtime, Action, Any, LambdaContext], Any]
+
+# Every trigger the functions serve, by the kind ``event_kind`` tells: the one table of them
+# (docs/architecture.md, "Adding a trigger").
+TRIGGERS: dict[str, Trigger] = {
+    "api": handle_api,
+    "sqs": handle_sqs,
+    "eventbridge": handle_eventbridge,
+    "direct": handle_direct,
+}

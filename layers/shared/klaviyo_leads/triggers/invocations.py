@@ -3,6 +3,7 @@ results answered (direct) or published (EventBridge), what does not fit the invo
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from aws_lambda_powertools.utilities.typing import LambdaContext
@@ -190,3 +191,36 @@ def _publish(
         # Nobody else sees these results: say so loudly (logs, metric, alarm on it).
         count("ResultsNotPublished", lost)
         logger.error("Results could not be published", extra={"count": lost})
+
+
+def handle_eventbridge(
+    runtime: Runtime, action: Action, event: Mapping[str, Any], lambda_context: LambdaContext
+) -> Any:
+    """An EventBridge rule's or schedule's event: its ``detail`` is the lead (or leads); the
+    results are published, the event's id their correlation id."""
+    request_id = str(getattr(lambda_context, "aws_request_id", "") or "")
+    return handle_leads(
+        runtime,
+        action,
+        event["detail"],
+        lambda_context,
+        always_publish=True,
+        correlation_id=str(event.get("id") or request_id),
+        path="eventbridge",
+    )
+
+
+def handle_direct(
+    runtime: Runtime, action: Action, event: Any, lambda_context: LambdaContext
+) -> Any:
+    """A direct invocation (Step Functions, the console, another function): the event is the
+    lead (or leads); the results are the answer."""
+    return handle_leads(
+        runtime,
+        action,
+        event,
+        lambda_context,
+        always_publish=False,
+        correlation_id=str(getattr(lambda_context, "aws_request_id", "") or ""),
+        path="direct",
+    )

@@ -17,7 +17,7 @@ import json
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from klaviyo_leads.actions import track_event as events
+from klaviyo_leads.actions import track_event
 from klaviyo_leads.actions.lookup import profile_reference
 from klaviyo_leads.context import Context
 from klaviyo_leads.outcomes import Outcome, Result
@@ -39,7 +39,7 @@ def consent_source(custom_source: str | None, proof: dict[str, str]) -> str | No
     return f"{custom_source} · {note}" if custom_source else note[0].upper() + note[1:]
 
 
-def event_of(subscription: Subscription) -> events.Event:
+def event_of(subscription: Subscription) -> track_event.Event:
     """The lead's "Consent Captured" event: on its profile, the evidence as properties."""
     if subscription.email:
         profile = profile_reference("email", subscription.email)
@@ -58,7 +58,7 @@ def event_of(subscription: Subscription) -> events.Event:
         else None,
     }
     properties = {**subscription.evidence, **{k: v for k, v in context.items() if v is not None}}
-    return events.Event(
+    return track_event.Event(
         METRIC,
         profile,
         properties,
@@ -85,7 +85,7 @@ def _when(subscription: Subscription) -> datetime | None:
     """When the consent was given, where Klaviyo takes the time (else it uses its own now)."""
     stamp = subscription.evidence.get("consent_timestamp")
     moment = datetime.fromisoformat(stamp) if stamp else subscription.consented_at
-    if moment is None or not events.EARLIEST <= moment <= datetime.now(UTC):
+    if moment is None or not track_event.EARLIEST <= moment <= datetime.now(UTC):
         return None
     return moment
 
@@ -99,7 +99,7 @@ def record(
     if not carried:
         return
     recorded: list[Result | None] = [None] * len(results)
-    events.record(ctx, carried, recorded)
+    track_event.record(ctx, carried, recorded)
     for index, _ in carried:
         answer = recorded[index]
         if answer is not None and answer.outcome is not Outcome.SUCCESS:
