@@ -66,8 +66,8 @@ def hand_back(result: Result) -> HandBack:
 
 
 @dataclass
-class Taken:
-    """A record this invocation took: its lead, and what became of it. ``stored`` is its
+class BatchItem:
+    """A record of the batch: its lead, and what became of it. ``stored`` is its
     result once kept (an earlier delivery's, or this one's); ``hand_back`` says why it goes
     back to the queue instead."""
 
@@ -92,12 +92,12 @@ def handle_batch(
     only while the invocation has time for a lead, and kept before the next is taken.
     """
     records = [SQSRecord(raw) for raw in event["Records"]]
-    taken: dict[str, Taken] = {}
+    items: dict[str, BatchItem] = {}
     together = runtime.settings.coalesce_batches and action.run_batch is not None
     left = remaining_seconds(lambda_context)
     if together and (left is None or left >= MIN_SECONDS_PER_LEAD):
-        group = [_take(runtime, action, record, left) for record in records]
-        taken.update((item.record.message_id, item) for item in group)
+        group = [_claim(runtime, action, record, left) for record in records]
+        items.update((item.record.message_id, item) for item in group)
         _run_together(runtime, action, [i for i in group if not i.dry_run], lambda_context)
         for item in group:
             if item.dry_run:
@@ -107,35 +107,35 @@ def handle_batch(
         for record in records:
             left = remaining_seconds(lambda_context)
             if left is not None and left < MIN_SECONDS_PER_LEAD:
-                item = Taken(record, None)
+                item = BatchItem(record, None)
                 _give_back(item, "Not started: too little time left in the invocation", 0.0)
             else:
-                item = _take(runtime, action, record, left)
+                item = _claim(runtime, action, record, left)
                 try:
                     _run_one(runtime, action, item, lambda_context)
                 except Exception as exc:  # never the whole batch for one record
                     item.result = processed(action, internal_error(exc))
                 _keep(runtime, action, [item])
-            taken[record.message_id] = item
-    _publish(runtime, action, [i for i in taken.values() if not i.dry_run])
-    failures = [{"itemIdentifier": m} for m, item in taken.items() if item.hand_back is not None]
+            items[record.message_id] = item
+    _publish(runtime, action, [i for i in items.values() if not i.dry_run])
+    failures = [{"itemIdentifier": m} for m, item in items.items() if item.hand_back is not None]
     response = {"batchItemFailures": failures}
-    handed_back = {m: i.hand_back.retry_in for m, i in taken.items() if i.hand_back is not None}
+    handed_back = {m: i.hand_back.retry_in for m, i in items.items() if i.hand_back is not None}
     _delay_handed_back(runtime, event["Records"], response, handed_back)
     return response
 
 
-def _give_back(item: Taken, reason: str, retry_in: float | None = None) -> None:
+def _give_back(item: BatchItem, reason: str, retry_in: float | None = None) -> None:
     logger.set_correlation_id(item.record.message_id)
     item.hand_back = HandBack(reason, retry_in)
 
 
-def _take(runtime: Runtime, action: Action, record: SQSRecord, left: float | None) -> Taken:
+def _claim(runtime: Runtime, action: Action, record: SQSRecord, left: float | None) -> BatchItem:
     """The record with its lead, claimed: its earlier result when one is kept, handed back
     when another invocation holds it or the claim cannot be made. A dry run is not claimed."""
     logger.set_correlation_id(record.message_id)
     lead = _lead_of(record)
-    item = Taken(record, lead, dry_run=dry_run.in_payload(lead))
+    item = BatchItem(record, lead, dry_run=dry_run.in_payload(lead))
     idempotency = runtime.idempotency(action)
     if idempotency is None or item.dry_run:
         return item
@@ -149,17 +149,19 @@ def _take(runtime: Runtime, action: Action, record: SQSRecord, left: float | Non
     return item
 
 
-def _to_run(item: Taken) -> bool:
+def _to_run(item: BatchItem) -> bool:
     return item.stored is None and item.hand_back is None and item.result is None
 
 
-def _run_one(runtime: Runtime, action: Action, item: Taken, lambda_context: LambdaContext) -> None:
+def _run_one(
+    runtime: Runtime, action: Action, item: BatchItem, lambda_context: LambdaContext
+) -> None:
     if _to_run(item):
         item.result = _process(runtime, action, item.lead, item.record, lambda_context)
 
 
 def _run_together(
-    runtime: Runtime, action: Action, group: list[Taken], lambda_context: LambdaContext
+    runtime: Runtime, action: Action, group: list[BatchItem], lambda_context: LambdaContext
 ) -> None:
     """The group's new leads in the action's batch path; what is not a lead, on its own."""
     todo = [item for item in group if _to_run(item)]
@@ -192,7 +194,7 @@ def _run_together(
         item.result = result
 
 
-def _keep(runtime: Runtime, action: Action, group: list[Taken]) -> None:
+def _keep(runtime: Runtime, action: Action, group: list[BatchItem]) -> None:
     """Keep each new final result on the message's idempotency record; a retryable one
     releases the record and goes back to the queue, to really run again."""
     idempotency = runtime.idempotency(action)
@@ -220,7 +222,7 @@ def _keep(runtime: Runtime, action: Action, group: list[Taken]) -> None:
         item.stored = item.result.fields
 
 
-def _publish(runtime: Runtime, action: Action, items: list[Taken]) -> None:
+def _publish(runtime: Runtime, action: Action, items: list[BatchItem]) -> None:
     """Publish the kept results (a redelivery after a failed publish only publishes again);
     one that cannot be published goes back to the queue."""
     finished = [item for item in items if item.hand_back is None and item.stored is not None]
@@ -276,7 +278,7 @@ def _delay_handed_back(
 
 
 def _deliver(
-    runtime: Runtime, action: Action, finished: list[tuple[SQSRecord, Taken]]
+    runtime: Runtime, action: Action, finished: list[tuple[SQSRecord, BatchItem]]
 ) -> list[bool]:
     """Publish results on the bus (ten to a call) and keep them for GET /results."""
     delivered = [True] * len(finished)
