@@ -81,10 +81,10 @@ def earlier_job_skipped() -> Iterator[None]:
 def lead_file_batch_sent_twice() -> Iterator[None]:
     """A splitter that sends a batch of rows again under new messages, each its own lead (as
     one that retried a call whose answer was lost, its rows carrying no origin of their own)."""
-    from klaviyo_leads import lead_files
     from klaviyo_leads.aws.queue import ORIGIN
+    from klaviyo_leads.lead_files import splitter
 
-    original = lead_files._send_batch
+    original = splitter._send_batch
 
     def twice(services: Any, queue_url: str, run_id: str, rows: Any) -> Any:
         answer = original(services, queue_url, run_id, rows)
@@ -105,7 +105,7 @@ def lead_file_batch_sent_twice() -> Iterator[None]:
         sent(QueueUrl=queue_url, Entries=entries)
         return answer
 
-    with _patched(lead_files, "_send_batch", twice):
+    with _patched(splitter, "_send_batch", twice):
         yield
 
 

@@ -28,10 +28,10 @@ from typing import Any
 from devtools.klaviyo_emulator import KlaviyoEmulator
 from devtools.klaviyo_emulator import state as emulator_state
 from devtools.memory_dynamodb import MemoryDynamoDB
-from klaviyo_leads import lead_files
 from klaviyo_leads.actions.create.identity import MARKER_PROPERTY
 from klaviyo_leads.actions.table import ACTIONS
 from klaviyo_leads.aws.queue import LEAD_FILE_ROW, LEAD_FILE_RUN, ORIGIN, lead_file_row_key
+from klaviyo_leads.lead_files.checks import NO_RESULT, unanswered
 
 from . import checks
 from .aws import SimulatedAws, injected
@@ -313,7 +313,7 @@ class _Results:
                 send.answers.append({**json.loads(item["result"]["S"]), "_status": None})
             elif owner in self.fleet.rows_in_doubt and owner not in carried:
                 action = ACTIONS[send.lead.action]
-                fields = lead_files._unanswered(action, lead_files.NO_RESULT)
+                fields = unanswered(action, NO_RESULT)
                 send.answers.append({**fields, "_status": None})
 
     def dead_letters(self) -> None:

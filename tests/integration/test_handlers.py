@@ -1001,11 +1001,12 @@ def results_table(aws, monkeypatch):
 class TestResultsOfQueuedLeads:
     def get(self, message_id: str) -> dict:
         from klaviyo_leads.aws import result_store as results
+        from klaviyo_leads.handlers import results as get_result
 
         results._store = None
         event = api_gateway_event("GET", f"/results/{message_id}", {}, None)
         event["pathParameters"] = {"message_id": message_id}
-        answer = results.lambda_handler(event, LambdaContext.for_action("get_result"))
+        answer = get_result.lambda_handler(event, LambdaContext.for_action("get_result"))
         return {"status": answer["statusCode"], **json.loads(answer["body"])}
 
     @pytest.mark.parametrize("coalesce", ["true", "false"])

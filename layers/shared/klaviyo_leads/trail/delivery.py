@@ -13,9 +13,8 @@ from __future__ import annotations
 import base64
 import gzip
 import json
-import os
 import re
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from klaviyo_leads.trail.records import VERSION
@@ -82,23 +81,3 @@ def deliver(s3: Any, bucket: str, batch: Mapping[str, Any], prefix: str = PREFIX
         s3.put_object(Bucket=bucket, Key=key, Body=body, ContentType="application/x-ndjson")
         written.append(key)
     return written
-
-
-_s3: Any = None
-
-
-def _client() -> Any:
-    global _s3
-    if _s3 is None:
-        import boto3
-
-        _s3 = boto3.client("s3")
-    return _s3
-
-
-def lambda_handler(
-    event: Mapping[str, Any], context: Any, s3: Callable[[], Any] = _client
-) -> dict[str, Any]:
-    """A CloudWatch Logs subscription event: its trail records into the bucket."""
-    keys = deliver(s3(), os.environ["TRAIL_BUCKET"], batch_of(event))
-    return {"objects": len(keys)}
