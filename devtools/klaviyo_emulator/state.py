@@ -19,10 +19,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from . import errors
 from .attributes import check_identifiers, clean_attributes
 from .config import OPT_IN_CHOICES, Config
-from .errors import ApiError, invalid, not_found
+from .errors import NO_IDENTIFIER, UNKNOWN_LIST, ApiError, duplicate_profile, invalid, not_found
 from .filters import Condition
 from .ids import UlidFactory, short_id
 from .model import (
@@ -40,7 +39,7 @@ from .model import (
 )
 from .resources import profile_resource
 from .search_index import SearchIndex
-from .segments import Definition, compile_definition
+from .segment_definitions import Definition, compile_definition
 from .timeline import Timeline
 
 # Suppressions a subscribe job lifts; the spec's prose says SPAM_REPORT, its enum SPAM_COMPLAINT.
@@ -204,7 +203,7 @@ class Store:
         with self.lock:
             found = self.lists.get(list_id)
             if found is None:
-                raise not_found(errors.UNKNOWN_LIST.format(list_id=list_id))
+                raise not_found(UNKNOWN_LIST.format(list_id=list_id))
             return found
 
     def segment(self, segment_id: str) -> Segment:
@@ -391,14 +390,14 @@ class Store:
         ):
             # Without SMS set up a phone number is no identifier: "Error creating new
             # profiles with phone number only" (community.klaviyo.com thread 11955).
-            raise invalid(errors.NO_IDENTIFIER, pointer=pointer)
+            raise invalid(NO_IDENTIFIER, pointer=pointer)
 
     def create_profile(self, attributes: dict[str, Any]) -> Profile:
         self.check_create_identifiers(attributes)
         with self.lock:
             existing = self._conflict(attributes, None)
             if existing is not None:
-                raise errors.duplicate_profile(existing)
+                raise duplicate_profile(existing)
             profile = self._new_profile(None, None)
             self._merge(profile, attributes, {})
             self.profiles[profile.id] = profile
@@ -418,11 +417,11 @@ class Store:
     ) -> Profile:
         existing = self._conflict(attributes, profile.id)
         if existing is not None:
-            raise errors.duplicate_profile(existing)
+            raise duplicate_profile(existing)
         candidate = profile.clone()
         self._merge(candidate, attributes, meta)
         if not candidate.has_identifier():
-            raise invalid(errors.NO_IDENTIFIER, pointer="/data/attributes")
+            raise invalid(NO_IDENTIFIER, pointer="/data/attributes")
         self._write(profile, candidate)
         return profile
 
@@ -469,16 +468,14 @@ class Store:
                 by_email = self.find_by_email(attributes.get("email"))
                 by_phone = self.find_by_phone(attributes.get("phone_number"))
                 if by_email and by_phone and by_email != by_phone:
-                    raise errors.duplicate_profile(
-                        by_phone, pointer=f"{attributes_at}/phone_number"
-                    )
+                    raise duplicate_profile(by_phone, pointer=f"{attributes_at}/phone_number")
                 found = by_email or by_phone
                 if found is None and match_external_id:
                     found = self.find_by_external_id(attributes.get("external_id"))
                 target = self.profiles[found] if found else None
             clash = self._conflicting_identifier(attributes, target.id if target else None)
             if clash is not None:
-                raise errors.duplicate_profile(clash[1], pointer=f"{attributes_at}/{clash[0]}")
+                raise duplicate_profile(clash[1], pointer=f"{attributes_at}/{clash[0]}")
             if target is None:
                 return self._add_profile(attributes, item.meta)
             candidate = target.clone()
@@ -500,7 +497,7 @@ class Store:
                 by_email = self.find_by_email(attributes.get("email"))
                 by_phone = self.find_by_phone(attributes.get("phone_number"))
                 if by_email and by_phone and by_email != by_phone:
-                    raise errors.duplicate_profile(by_phone)
+                    raise duplicate_profile(by_phone)
                 target = (
                     by_email or by_phone or self.find_by_external_id(attributes.get("external_id"))
                 )

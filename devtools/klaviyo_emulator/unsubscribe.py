@@ -13,10 +13,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from . import errors
 from .attributes import check_email, check_phone
-from .errors import invalid
-from .handlers import Context, Reply
+from .errors import NO_IDENTIFIER, invalid
+from .protocol import Context, Reply
 from .state import ProfileUnsubscription, Store, UnsubscribeJob
 
 JOB_TYPE = "profile-subscription-bulk-delete-job"
@@ -99,7 +98,7 @@ def _parse_profile(raw: Any, where: str) -> ProfileUnsubscription:
             )
     if not email and not phone:
         # Push alone: the emulator keeps no push tokens, so it needs a profile to find.
-        raise invalid(errors.NO_IDENTIFIER, pointer=at)
+        raise invalid(NO_IDENTIFIER, pointer=at)
     return ProfileUnsubscription(email, phone, channels)
 
 
