@@ -37,8 +37,6 @@ from devtools import conformance_probes as probes  # noqa: E402
 from devtools.conformance_target import ACTION_SECONDS, Observation, Target  # noqa: E402
 from devtools.klaviyo_emulator import DEFAULT_API_KEY, KlaviyoEmulator  # noqa: E402
 from devtools.klaviyo_emulator.contract import default_spec_path  # noqa: E402
-from devtools.klaviyo_emulator.errors import ApiError  # noqa: E402
-from devtools.klaviyo_emulator.recording import RecordedRequest  # noqa: E402
 from devtools.klaviyo_emulator.spec_rules import WINDOW_SECONDS  # noqa: E402
 from klaviyo_leads import actions, events, imports, lookup, outcomes  # noqa: E402
 from klaviyo_leads.budget import Budget  # noqa: E402
@@ -488,18 +486,15 @@ def probe_table(measured: dict[str, Any], setting: dict[str, Any]) -> tuple[str,
 
 class ScratchAccount(KlaviyoEmulator):
     """The emulator as the test account a live run is given: a scratch list, and a scratch
-    segment defined as "member of the scratch list".
-
-    The emulator's own segments follow profile data, not lists; here the list's adds and
-    removals (answered 204) move the segment, ``segment_lag`` seconds later: the emulator's
-    reading of Klaviyo computing segment membership after the fact, which the segment lag
-    probe measures on a real account.
+    segment defined as "member of the scratch list" (the emulator's list-defined segment:
+    every add to and removal from the list moves it, ``segment_lag`` seconds later, which the
+    segment lag probe measures on a real account).
     """
 
     def __init__(self, **settings: Any) -> None:
         super().__init__(**settings)
         self.list_id = self.create_list("Conformance")
-        self.segment_id = self.create_segment("Conformance")
+        self.segment_id = self.create_segment("Conformance", member_of_list=self.list_id)
 
     def live_env(self, **more: str) -> dict[str, str]:
         """The environment of a run against this account as if it were a live one."""
@@ -510,28 +505,6 @@ class ScratchAccount(KlaviyoEmulator):
             "KLAVIYO_BASE_URL": self.base_url,
             **more,
         }
-
-    def _record(self, recorded: RecordedRequest) -> None:
-        # Every answered request passes here once, after the state changed: where a list
-        # add or removal is seen whichever client sent it.
-        super()._record(recorded)
-        if recorded.status != 204 or recorded.path.rstrip("/") != (
-            f"/api/lists/{self.list_id}/relationships/profiles"
-        ):
-            return
-        body = recorded.json() or {}
-        data = body.get("data") if isinstance(body, dict) else None
-        for item in data if isinstance(data, list) else []:
-            profile_id = item.get("id") if isinstance(item, dict) else None
-            if not isinstance(profile_id, str):
-                continue
-            try:
-                if recorded.method == "POST":
-                    self.add_to_segment(self.segment_id, profile_id)
-                elif recorded.method == "DELETE":
-                    self.remove_from_segment(self.segment_id, profile_id)
-            except ApiError:
-                pass  # an unknown profile the add ignored: no member
 
 
 def observed_client(

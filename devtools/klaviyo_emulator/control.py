@@ -10,7 +10,8 @@ No auth, plain ``application/json``. Routes::
     POST   /_emulator/faults                 add one (JSON of Fault fields; body as text)
     DELETE /_emulator/faults                 remove all
     POST   /_emulator/lists                  {"name", "id"?, "opt_in"?: "double"|"single"}
-    POST   /_emulator/segments               {"name", "id"?, "profile_ids"?, "definition"?}
+    POST   /_emulator/segments               {"name", "id"?, "profile_ids"?, "definition"?,
+                                              "member_of_list"?: a list id}
     POST   /_emulator/segments/<id>/profiles {"profile_id", "joined_at"?}
     POST   /_emulator/profiles               profile attributes (+ "created"/"updated")
     POST   /_emulator/double-opt-in          {"profile_id", "list_id", "via"?: "email"|"sms"}
@@ -58,7 +59,11 @@ class ControlledEmulator(Protocol):
     def create_list(self, name: str, list_id: str | None = None, opt_in: str = "double") -> str: ...
 
     def create_segment(
-        self, name: str, segment_id: str | None = None, definition: Definition | None = None
+        self,
+        name: str,
+        segment_id: str | None = None,
+        definition: Definition | None = None,
+        member_of_list: str | None = None,
     ) -> str: ...
 
     def add_to_segment(
@@ -145,6 +150,7 @@ def handle(emulator: ControlledEmulator, request: Request) -> Response:
                 _required(payload, "name"),
                 segment_id=payload.get("id"),
                 definition=payload.get("definition"),
+                member_of_list=payload.get("member_of_list"),
             )
             for profile_id in payload.get("profile_ids", []):
                 emulator.add_to_segment(segment_id, profile_id)

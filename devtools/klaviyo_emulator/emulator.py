@@ -243,11 +243,17 @@ class KlaviyoEmulator:
         return self._store.create_list(name, list_id, opt_in)
 
     def create_segment(
-        self, name: str, segment_id: str | None = None, definition: Definition | None = None
+        self,
+        name: str,
+        segment_id: str | None = None,
+        definition: Definition | None = None,
+        member_of_list: str | None = None,
     ) -> str:
         """Seed a segment; with a ``definition`` (see ``segment_definitions.py``) its
-        membership follows the profiles' data, ``segment_lag`` seconds after each change."""
-        return self._store.create_segment(name, segment_id, definition)
+        membership follows the profiles' data, with ``member_of_list`` (a list id: Klaviyo's
+        "is in list" condition) that list's adds and removals; either ``segment_lag`` seconds
+        after each change."""
+        return self._store.create_segment(name, segment_id, definition, member_of_list)
 
     def add_to_segment(
         self, segment_id: str, profile_id: str, joined_at: str | datetime | None = None

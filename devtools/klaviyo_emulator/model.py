@@ -173,6 +173,9 @@ class Segment:
     members: dict[str, datetime] = field(default_factory=dict)
     # Rule-based segments: membership follows this predicate over profile attributes.
     predicate: Callable[[Mapping[str, Any]], bool] | None = None
+    # A segment defined as "is in list X" (the spec's ProfileHasGroupMembershipCondition):
+    # membership follows that list's.
+    member_of_list: str | None = None
     is_active: bool = True
     is_processing: bool = False
     is_starred: bool = False

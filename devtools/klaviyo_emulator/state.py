@@ -556,20 +556,33 @@ class Store:
             return list_id
 
     def create_segment(
-        self, name: str, segment_id: str | None = None, definition: Definition | None = None
+        self,
+        name: str,
+        segment_id: str | None = None,
+        definition: Definition | None = None,
+        member_of_list: str | None = None,
     ) -> str:
+        """A segment: seeded by hand, by a rule over profile data (``definition``), or
+        defined as "is in list ``member_of_list``" (its members are that list's)."""
+        if definition is not None and member_of_list is not None:
+            raise ValueError("a segment takes a definition or member_of_list, not both")
         predicate = compile_definition(definition) if definition is not None else None
         with self.lock:
+            source = self.klaviyo_list(member_of_list) if member_of_list is not None else None
             segment_id = segment_id or self._fresh_short_id()
             if segment_id in self.segments:
                 raise ValueError(f"segment {segment_id} already exists")
             now = self.now()
-            self.segments[segment_id] = Segment(segment_id, name, now, now, predicate=predicate)
+            self.segments[segment_id] = Segment(
+                segment_id, name, now, now, predicate=predicate, member_of_list=member_of_list
+            )
             if predicate is not None:
                 for profile in self.profiles.values():
                     attributes = profile_resource(profile, "", subscriptions=True)["attributes"]
                     if predicate(attributes):
                         self._segment_change(segment_id, profile.id, True)
+            for profile_id in source.members if source is not None else ():
+                self._segment_change(segment_id, profile_id, True)
             return segment_id
 
     def _fresh_short_id(self) -> str:
@@ -598,15 +611,34 @@ class Store:
     ) -> None:
         with self.lock:
             klaviyo_list = self.klaviyo_list(list_id)
-            now = parse_timestamp(joined_at) if joined_at else self.now()
+            now = parse_timestamp(joined_at) if joined_at else None
             for profile_id in profile_ids:
-                klaviyo_list.members.setdefault(profile_id, now)
+                self._join_list(klaviyo_list, profile_id, now)
 
     def remove_list_members(self, list_id: str, profile_ids: list[str]) -> None:
         with self.lock:
             klaviyo_list = self.klaviyo_list(list_id)
             for profile_id in profile_ids:
-                klaviyo_list.members.pop(profile_id, None)
+                self._leave_list(klaviyo_list, profile_id)
+
+    def _join_list(
+        self, klaviyo_list: KlaviyoList, profile_id: str, joined_at: datetime | None = None
+    ) -> None:
+        """Every way onto a list comes here: the segments defined by the list follow."""
+        if profile_id in klaviyo_list.members:
+            return
+        klaviyo_list.members[profile_id] = joined_at or self.now()
+        for segment in self._segments_of_list(klaviyo_list.id):
+            self._segment_change(segment.id, profile_id, True)
+
+    def _leave_list(self, klaviyo_list: KlaviyoList, profile_id: str) -> None:
+        if klaviyo_list.members.pop(profile_id, None) is None:
+            return
+        for segment in self._segments_of_list(klaviyo_list.id):
+            self._segment_change(segment.id, profile_id, False)
+
+    def _segments_of_list(self, list_id: str) -> list[Segment]:
+        return [s for s in self.segments.values() if s.member_of_list == list_id]
 
     # ---- consent -------------------------------------------------------------------------
 
@@ -670,7 +702,7 @@ class Store:
                     self._grant(profile, job, consent, double_optin=False)
                     joined = True
                 if joined and klaviyo_list is not None:
-                    klaviyo_list.members.setdefault(profile.id, self.now())
+                    self._join_list(klaviyo_list, profile.id)
                 self._changed(profile)
 
     def confirm_double_opt_in(
@@ -695,7 +727,7 @@ class Store:
                 if not _kept_suppressed(profile, item.consent):
                     self._grant(profile, item.job, item.consent, double_optin=True)
             if list_id and list_id in self.lists:
-                self.lists[list_id].members.setdefault(profile_id, self.now())
+                self._join_list(self.lists[list_id], profile_id)
             self._changed(profile)
 
     def apply_unsubscribe_job(self, job: UnsubscribeJob) -> None:
@@ -728,7 +760,7 @@ class Store:
                     else:
                         del self._pending[key]
                 if klaviyo_list is not None:
-                    klaviyo_list.members.pop(profile.id, None)
+                    self._leave_list(klaviyo_list, profile.id)
                 profile.updated = max(self.now(), profile.updated)
                 self._changed(profile)
 
