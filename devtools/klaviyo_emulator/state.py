@@ -29,12 +29,16 @@ from .model import (
     STRING_ATTRIBUTES,
     SUBSCRIBED,
     UNSUBSCRIBED,
+    ChannelConsent,
     Event,
     ImportItem,
     ImportJob,
     KlaviyoList,
     Profile,
+    ProfileSubscription,
     Segment,
+    SubscribeJob,
+    UnsubscribeJob,
     parse_timestamp,
 )
 from .resources import profile_resource
@@ -73,48 +77,6 @@ def _identifier_key(identifier: str, value: Any) -> str | None:
     if not isinstance(value, str) or not value:
         return None
     return value.casefold() if identifier == "email" else value
-
-
-@dataclass
-class ChannelConsent:
-    """One channel/message type a subscribe job asks for, e.g. ("email", "marketing")."""
-
-    channel: str
-    message_type: str
-    consented_at: datetime | None = None
-
-
-@dataclass
-class ProfileSubscription:
-    profile_id: str | None
-    email: str | None
-    phone_number: str | None
-    consents: list[ChannelConsent]
-    age_gated_date_of_birth: str | None = None
-
-
-@dataclass
-class SubscribeJob:
-    job_number: int
-    profiles: list[ProfileSubscription]
-    list_id: str | None
-    custom_source: str | None
-    historical_import: bool
-
-
-@dataclass
-class ProfileUnsubscription:
-    """One profile of an unsubscribe job: its identifiers and (channel, message type)s."""
-
-    email: str | None
-    phone_number: str | None
-    channels: list[tuple[str, str]]
-
-
-@dataclass
-class UnsubscribeJob:
-    profiles: list[ProfileUnsubscription]
-    list_id: str | None
 
 
 @dataclass

@@ -14,9 +14,16 @@ from .errors import (
     SMS_WITHOUT_PHONE,
     invalid,
 )
-from .model import SUBSCRIBED, parse_timestamp, utcnow
+from .model import (
+    SUBSCRIBED,
+    ChannelConsent,
+    ProfileSubscription,
+    SubscribeJob,
+    parse_timestamp,
+    utcnow,
+)
 from .protocol import Context, Reply
-from .state import ChannelConsent, ProfileSubscription, Store, SubscribeJob
+from .state import Store
 
 JOB_TYPE = "profile-subscription-bulk-create-job"
 # channel -> message types accepted under it

@@ -15,8 +15,9 @@ from typing import Any
 
 from .attributes import check_email, check_phone
 from .errors import NO_IDENTIFIER, invalid
+from .model import ProfileUnsubscription, UnsubscribeJob
 from .protocol import Context, Reply
-from .state import ProfileUnsubscription, Store, UnsubscribeJob
+from .state import Store
 
 JOB_TYPE = "profile-subscription-bulk-delete-job"
 PROFILES = "/data/attributes/profiles/data"
