@@ -1,4 +1,5 @@
-"""Validation of ``POST /api/data-privacy-deletion-jobs`` bodies (request_profile_deletion).
+"""``POST /api/data-privacy-deletion-jobs`` (request_profile_deletion): its body checked,
+then the deletion applied ``deletion_delay`` seconds later (``Store.delete_profiles``).
 
 The spec's ``DataPrivacyCreateDeletionJobQuery``: ``data.type`` is
 ``data-privacy-deletion-job`` and ``data.attributes.profile.data`` a profile given by its
