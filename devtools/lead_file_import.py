@@ -205,7 +205,7 @@ def import_on_serve(
     import base64
     import urllib.request
 
-    from devtools.runner import LOCAL_IMPORT_PREFIX
+    from devtools.serve_client import LOCAL_IMPORT_PREFIX
 
     print(f"(against the running make serve at {base}: its emulator and stack)", file=sys.stderr)
     request = urllib.request.Request(
@@ -304,7 +304,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"--metadata needs KEY=VALUE, not {item!r}", file=sys.stderr)
             return 2
         metadata[name.strip()] = value
-    from devtools.runner import Sandbox, running_serve
+    from devtools.sandbox import Sandbox
+    from devtools.serve_client import running_serve
 
     base = running_serve()
     if base is not None:

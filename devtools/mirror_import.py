@@ -100,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"No such file: {args.file}", file=sys.stderr)
         return 2
     metadata = dict(item.partition("=")[::2] for item in args.metadata)
-    from devtools.runner import Sandbox
+    from devtools.sandbox import Sandbox
 
     with Sandbox() as sandbox:
         code, _ = mirror_file(

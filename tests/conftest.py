@@ -36,7 +36,7 @@ def _own_serve_state(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]
     """The suite never touches a developer's running `make serve`: every serve it starts and
     every `invoke` it runs (subprocesses inherit this) use a state file of the suite's own,
     not .tools/serve.json (where one found a serve, invoke sent its event there)."""
-    from devtools.runner import SERVE_STATE_ENV
+    from devtools.serve_client import SERVE_STATE_ENV
 
     previous = os.environ.get(SERVE_STATE_ENV)
     os.environ[SERVE_STATE_ENV] = str(tmp_path_factory.mktemp("serve-state") / "serve.json")

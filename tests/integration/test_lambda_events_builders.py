@@ -19,7 +19,8 @@ from aws_lambda_powertools.utilities.parser.models import (
 from devtools import events as samples
 from devtools import lambda_events as le
 from devtools.memory_dynamodb import memory_ledger
-from devtools.runner import DEMO_ORDER, seed_demo_data
+from devtools.runner import DEMO_ORDER
+from devtools.sandbox import seed_demo_data
 from klaviyo_leads.config import Settings
 from klaviyo_leads.handlers import actions as entrypoint
 from klaviyo_leads.klaviyo.client import KlaviyoClient

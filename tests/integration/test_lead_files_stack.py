@@ -24,7 +24,7 @@ import pytest
 from devtools import lead_file_import as imports
 from devtools.klaviyo_emulator import Fault
 from devtools.lambda_events import ROOT
-from devtools.runner import Sandbox
+from devtools.sandbox import Sandbox
 from klaviyo_leads.lead_files.checks import DEAD_LETTERED
 from klaviyo_leads.lead_files.storage import PART_BYTES, S3Writer
 

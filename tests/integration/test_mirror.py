@@ -239,7 +239,7 @@ def test_a_short_list_is_read_from_both_ends(services, s3, streams, klaviyo_emul
 
 def test_a_mirror_file_through_the_local_stack(tmp_path):
     from devtools.mirror_import import mirror_file
-    from devtools.runner import Sandbox
+    from devtools.sandbox import Sandbox
 
     with Sandbox(trail_dir=None) as sandbox:
         emulator = sandbox.emulator
