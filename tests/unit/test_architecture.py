@@ -152,3 +152,16 @@ def test_the_checklists_name_what_the_test_checks():
         assert named in doc, named
     for path in ("actions/table.py", "triggers/dispatch.py", "outcomes.py"):
         assert (LAYER / path).is_file(), path
+
+
+MAX_MODULE_LINES = 500
+
+
+def test_no_layer_module_is_a_whole_feature():
+    """A module holds one concern: past about 500 lines it is a folder of modules."""
+    long = {
+        str(path.relative_to(LAYER)): lines
+        for path in _layer_modules()
+        if (lines := len(path.read_text(encoding="utf-8").splitlines())) > MAX_MODULE_LINES
+    }
+    assert long == {}

@@ -14,7 +14,12 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 # Folders scanned, each with the folder its module names start from.
-ROOTS: tuple[tuple[str, str], ...] = (("devtools", ""),)
+ROOTS: tuple[tuple[str, str], ...] = (
+    ("layers/shared/klaviyo_leads", "layers/shared"),
+    ("functions", ""),
+    ("devtools", ""),
+    ("bench", ""),
+)
 
 
 def modules(repo: Path, roots: Iterable[tuple[str, str]]) -> dict[str, Path]:
