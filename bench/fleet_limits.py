@@ -13,8 +13,8 @@ client and ``Pacer`` (as ``Runtime.from_env`` builds it, told the fleet's size o
 stack would: ``known_containers``, its reserved concurrency), behind one trigger:
 
 - ``webhook``: API Gateway requests for one lead each, through the real trigger
-  (``triggers.handle``), so the answer a sender gets, its status and ``Retry-After``, is the
-  function's. Each container has one sender: it sends a new lead when the last one was
+  (``triggers.dispatch.handle``), so the answer a sender gets, its status and ``Retry-After``,
+  is the function's. Each container has one sender: it sends a new lead when the last one was
   created, and a lead it was told to retry either **at once** (``at_once``) or after the
   answer's ``Retry-After`` (``wait``).
 - ``queue``: the action's SQS queue with coalescing off (one lead per call), a backlog that

@@ -2,7 +2,7 @@
 
 Leads go through the function's real handler (``functions/<action>/app.py``, Powertools
 logger and metrics included) with a ``Runtime`` injected the way the local runner does
-(``entrypoint.reset_runtime``): the same client, pacer, name cache and budgets as in Lambda,
+(``handlers.actions.reset_runtime``): the same client, pacer, name cache and budgets as in Lambda,
 only their clock and sleep may be virtual. No AWS is involved: there is no idempotency
 table, and results are kept in memory instead of being published to EventBridge.
 """

@@ -384,8 +384,9 @@ def bound_of(action: str, leads: int) -> dict[str, Any]:
 
 def results_written_at(drained: float, rows: int, assemble_seconds: float, phase: float) -> float:
     """When the results file is written: rows finish evenly until ``drained``; the assembler's
-    scheduled runs start every minute at ``phase`` and look as ``lead_files.look`` does (its
-    own ``next_look_in``), each look taken as instant, the last one then writing the file."""
+    scheduled runs start every minute at ``phase`` and look as ``lead_files.assembler.look``
+    does (its own ``next_look_in``), each look taken as instant, the last one then writing the
+    file."""
 
     looked: dict[str, float] = {}
 

@@ -10,7 +10,7 @@
 **Delivery.** In AWS, CloudWatch Logs hands the trail lines of each action's log group to the
 trail writer in batches. ``LocalTrail`` plays CloudWatch Logs for the local runner: it collects
 each function's lines, makes them the batch a subscription filter would send, and files them
-with the writer's own code (``trail_delivery.objects_of``) in the local stack's trail bucket and,
+with the writer's own code (``trail.delivery.objects_of``) in the local stack's trail bucket and,
 as the same objects, under ``.tools/trail/`` (kept after the stack is gone). What it does not
 play: CloudWatch Logs itself (its filter, batching and retries) and Lambda's invocation of the
 writer; the writer's handler is tested on the event CloudWatch Logs sends.

@@ -3,7 +3,7 @@
 Each function (one per action) has its queue and a few containers; each container is a
 ``Runtime`` wired as ``Runtime.from_env`` wires one (``Runtime.wired``), with the in-memory
 AWS, the in-process Klaviyo, its own clock (up to a few seconds off the others') and the
-function's real handler (``entrypoint.handler_for``, Powertools and all). Around them the
+function's real handler (``handlers.actions.handler_for``, Powertools and all). Around them the
 simulation plays what AWS does:
 
 - API Gateway: a webhook sender's request becomes the proxy event; the caller retries a

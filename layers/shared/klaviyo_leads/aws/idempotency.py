@@ -23,7 +23,7 @@ DEFAULT_TTL_SECONDS = 6 * 3600
 KEY_PREFIX = "klaviyo-lead-actions"
 
 
-# A message's key: its id; for a lead file's row, the row (``queueing.lead_file_row_key``), so
+# A message's key: its id; for a lead file's row, the row (``aws.queue.lead_file_row_key``), so
 # the row is processed once however many messages carry it (a batch sent again by the splitter).
 _RUN = f"messageAttributes.{LEAD_FILE_RUN}.stringValue"
 _ROW = f"messageAttributes.{LEAD_FILE_ROW}.stringValue"

@@ -41,7 +41,7 @@ MAX_EXTERNAL_ID = 255  # Klaviyo's external_id: refused here, for every action, 
 _DOMAIN_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?"
 # Besides spaces and specials, Klaviyo refuses a leading, trailing or doubled dot in the local
 # part (``john..doe@``) and control characters. One such profile refuses a whole bulk import
-# (imports.py strips what still gets through), so they are stopped here.
+# (actions/imports.py strips what still gets through), so they are stopped here.
 _LOCAL_WORD = r"[^@\s\"<>(),;:\\\[\].\x00-\x1f\x7f-\x9f]+"
 _EMAIL = re.compile(rf"{_LOCAL_WORD}(?:\.{_LOCAL_WORD})*@{_DOMAIN_LABEL}(?:\.{_DOMAIN_LABEL})+")
 

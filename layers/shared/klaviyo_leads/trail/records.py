@@ -8,7 +8,7 @@ handed back for another attempt or this result is its final one). A lead's recor
 
 The records are lines on the function's standard output: CloudWatch Logs keeps them in the
 function's log group, and the stack's subscription filter hands them to the trail writer
-(``trail_delivery``), which files them in the trail bucket by action and day. A line costs
+(``trail.delivery``), which files them in the trail bucket by action and day. A line costs
 microseconds and nothing waits on the bucket, so the trail can neither delay nor fail a lead.
 
 What a record keeps of the lead follows ``TRAIL_PII``: ``lead`` keeps the lead as received;

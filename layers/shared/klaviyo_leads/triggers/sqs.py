@@ -31,7 +31,7 @@ from klaviyo_leads.runtime import Processed, Runtime, internal_error, processed
 from klaviyo_leads.trail import records as trail
 from klaviyo_leads.trail.records import Arrival, TrailAttempt
 
-# Message attributes of a lead-file row (``lead_files``): its file's run, and its row.
+# Message attributes of a lead-file row (``lead_files.splitter``): its file's run, and its row.
 RUN_ATTRIBUTE, ROW_ATTRIBUTE = "lead_file_run", "lead_file_row"
 
 # What storing and publishing one result costs after a bulk call (a DynamoDB write and a
@@ -52,7 +52,7 @@ class Unreadable:
 
 class HandBack(Exception):
     """The record goes back to the queue, to come back in ``retry_in`` seconds (None: the
-    back-off by delivery count, see ``queueing``)."""
+    back-off by delivery count, see ``aws.queue``)."""
 
     def __init__(self, reason: str, retry_in: float | None = None) -> None:
         super().__init__(reason)

@@ -1,7 +1,7 @@
 """Create Profile for a queued batch: the one-lead rule (``identity``), one import job.
 
 Every lead's create is recorded in the ledger before anything is written, exactly as one lead
-would be (``creates.take``). The batch then looks its leads up in bulk (``any()`` searches by
+would be (``one.take``). The batch then looks its leads up in bulk (``any()`` searches by
 email, phone number and external id, 100 values a call): a lead any of whose identifiers
 Klaviyo already holds is that profile's duplicate and stays out of the job, so the job never
 updates, or re-identifies, someone else's profile. The rest go into one import job; what the
@@ -259,8 +259,7 @@ def _run_job(batch: Batch, leads: dict[int, _Lead], order: list[int], job_ref: s
 
 
 def create_profile_batch(batch: Batch) -> None:
-    """Recorded creates, duplicates found in bulk, the rest in one import job
-    (``batch_creates``)."""
+    """Recorded creates, duplicates found in bulk, the rest in one import job (this module)."""
     wanted: dict[int, dict[str, Any]] = {}
     for index, lead in batch.leads.items():
         try:

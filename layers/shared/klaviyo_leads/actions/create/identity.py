@@ -14,8 +14,8 @@ batch; webhook, queue, EventBridge, direct, lead-file rows):
   (``MARKER_PROPERTY``, a hash of what the request arrived as, written with the profile), read
   back when Klaviyo's answer to the write was lost; or the import job the request recorded.
 
-``ledger`` keeps the records; ``creates`` (one lead) and ``coalescing`` (a batch) follow these
-rules through Klaviyo's calls.
+``aws.ledger`` keeps the records; ``one`` (one lead) and ``batch`` (a queued batch) follow
+these rules through Klaviyo's calls.
 """
 
 from __future__ import annotations
@@ -241,7 +241,7 @@ SIDE_EFFECT_SECONDS = 600.0
 
 def touch(ctx: Context, values: list[tuple[str, str | None]]) -> None:
     """A write about to go out may make a profile for these identifiers as a side effect: a
-    queued batch's import must not take that profile for its own create (``batch_creates``).
+    queued batch's import must not take that profile for its own create (``batch``).
     Best effort: the write goes out either way."""
     if ctx.ledger is None:
         return

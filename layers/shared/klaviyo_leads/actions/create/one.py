@@ -1,6 +1,6 @@
 """Create Profile, one lead at a time: a new profile, or the duplicate it would be.
 
-Every create is recorded in the ledger before Klaviyo is called (``ledger``: every identifier
+Every create is recorded in the ledger before Klaviyo is called (``aws.ledger``: every identifier
 of the lead, atomically), and what a record or a found profile means follows ``identity``'s
 rule. A write whose effect is unknown (an answer lost, a 5xx after the write, an unreadable
 201) is decided by facts before anything else is written: sent again, Klaviyo's 201 says it

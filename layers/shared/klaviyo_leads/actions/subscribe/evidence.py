@@ -1,6 +1,6 @@
 """Consent evidence: the proof behind a subscribe, recorded where an auditor looks in Klaviyo.
 
-A lead may carry the proof its platform keeps for a consent (``fields.EVIDENCE_FIELDS``: the
+A lead may carry the proof its platform keeps for a consent (``lead.fields.EVIDENCE_FIELDS``: the
 TrustedForm certificate, the Jornaya LeadiD, the disclosure shown, when, from where). Klaviyo's
 consent record has one free field, the job's ``custom_source`` (its ``custom_method_detail``),
 and it is one per job: it names the kinds of evidence and where they are, so the leads of a
