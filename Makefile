@@ -179,7 +179,7 @@ events: venv
 
 .PHONY: spec-rules
 spec-rules: venv
-	$(VENV)/bin/python -c 'import sys; from devtools.klaviyo_emulator.spec_rules import main; sys.exit(main())'
+	$(VENV)/bin/python -c 'import sys; from devtools.klaviyo_emulator.operations import SERVED_OPERATIONS; from devtools.klaviyo_emulator.spec_rules import main; sys.exit(main(SERVED_OPERATIONS))'
 
 .PHONY: simulate
 simulate: venv

@@ -2,7 +2,8 @@
 
     python -m bench.consent_readback [--leads 1000] [--json out.json]
 
-A subscribe's result is what the profiles show after the job (``klaviyo_leads.consent``):
+A subscribe's result is what the profiles show after the job
+(``klaviyo_leads.actions.subscribe.consent``):
 one ``any()`` search of up to 100 profiles per look, looks at once and then 1, 1, 2, 3 ... s
 apart until each lead's consent shows. The same leads run twice in one process, on fresh
 accounts, through the function's handler on a virtual clock: with the read-back, and with
@@ -25,7 +26,8 @@ from typing import Any
 from bench.harness import SUBSCRIBE, Bench, call_counts, drain, new_emulator
 from bench.virtual_clock import VirtualClock
 from devtools.lambda_events import sqs_message
-from klaviyo_leads import consent, outcomes
+from klaviyo_leads import outcomes
+from klaviyo_leads.actions.subscribe import consent
 
 CASES = (  # (name, mode, messages per invocation)
     ("queued batch of 1,000", "coalesced", 1000),

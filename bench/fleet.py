@@ -181,7 +181,8 @@ def _merge(parts: list[dict[str, dict[str, int]]]) -> dict[str, dict[str, int]]:
 
 def burst_pacer() -> Any:
     """A pacer that only keeps to the burst limit until the window is spent (no layer change)."""
-    from klaviyo_leads.klaviyo import DEFAULT_BURST_PER_SECOND, SPACING_MARGIN, Pacer
+    from klaviyo_leads.klaviyo.pacing import SPACING_MARGIN, Pacer
+    from klaviyo_leads.klaviyo.routes import DEFAULT_BURST_PER_SECOND
 
     class BurstPacer(Pacer):
         def wait_for(self, bucket: str) -> float:
@@ -220,9 +221,9 @@ def container(config: dict[str, Any]) -> None:
         sqs_event,
         sqs_message,
     )
-    from klaviyo_leads import entrypoint
-    from klaviyo_leads.klaviyo import Pacer
-    from klaviyo_leads.runtime import count_klaviyo_call
+    from klaviyo_leads.handlers import actions as entrypoint
+    from klaviyo_leads.klaviyo.pacing import Pacer
+    from klaviyo_leads.observability import count_klaviyo_call
 
     start, end = config["start"], config["end"]
     by_operation: dict[str, Counter[str]] = {}

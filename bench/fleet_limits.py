@@ -13,8 +13,8 @@ client and ``Pacer`` (as ``Runtime.from_env`` builds it, told the fleet's size o
 stack would: ``known_containers``, its reserved concurrency), behind one trigger:
 
 - ``webhook``: API Gateway requests for one lead each, through the real trigger
-  (``triggers.handle``), so the answer a sender gets, its status and ``Retry-After``, is the
-  function's. Each container has one sender: it sends a new lead when the last one was
+  (``triggers.dispatch.handle``), so the answer a sender gets, its status and ``Retry-After``,
+  is the function's. Each container has one sender: it sends a new lead when the last one was
   created, and a lead it was told to retry either **at once** (``at_once``) or after the
   answer's ``Retry-After`` (``wait``).
 - ``queue``: the action's SQS queue with coalescing off (one lead per call), a backlog that
@@ -331,7 +331,7 @@ class Run:
 
 def fleet_pacer(sim: Simulation, rng: random.Random, spec: Run) -> Any:
     """The client's own Pacer, as ``Runtime.from_env`` gives it, on the virtual clock."""
-    from klaviyo_leads.klaviyo import Pacer
+    from klaviyo_leads.klaviyo.pacing import Pacer
 
     return Pacer(clock=sim.now, rng=rng, wall_clock=sim.now, containers=spec.known_containers)
 
@@ -345,8 +345,8 @@ def run(spec: Run) -> dict[str, Any]:
         queue_arn,
         sqs_event,
     )
-    from klaviyo_leads.actions import ACTIONS
-    from klaviyo_leads.triggers import handle
+    from klaviyo_leads.actions.table import ACTIONS
+    from klaviyo_leads.triggers.dispatch import handle
 
     sim = Simulation(START)
     limits = FixedWindows(phase=spec.phase, reset=spec.reset)

@@ -2,7 +2,7 @@
 
 Leads go through the function's real handler (``functions/<action>/app.py``, Powertools
 logger and metrics included) with a ``Runtime`` injected the way the local runner does
-(``entrypoint.reset_runtime``): the same client, pacer, name cache and budgets as in Lambda,
+(``handlers.actions.reset_runtime``): the same client, pacer, name cache and budgets as in Lambda,
 only their clock and sleep may be virtual. No AWS is involved: there is no idempotency
 table, and results are kept in memory instead of being published to EventBridge.
 """
@@ -37,15 +37,16 @@ from bench.mixes import lead as mixed_lead  # noqa: E402
 from devtools.klaviyo_emulator import DEFAULT_API_KEY, KlaviyoEmulator  # noqa: E402
 from devtools.klaviyo_emulator.operations import OPERATIONS_BY_ID  # noqa: E402
 from devtools.memory_dynamodb import memory_ledger  # noqa: E402
-from klaviyo_leads import entrypoint  # noqa: E402
-from klaviyo_leads import runtime as runtime_module  # noqa: E402
-from klaviyo_leads.actions import ACTIONS as ACTION_TABLE  # noqa: E402
+from klaviyo_leads import observability  # noqa: E402
+from klaviyo_leads.actions.table import ACTIONS as ACTION_TABLE  # noqa: E402
+from klaviyo_leads.aws.secrets import ApiKeyProvider  # noqa: E402
 from klaviyo_leads.budget import MIN_SECONDS_PER_LEAD  # noqa: E402
 from klaviyo_leads.config import Settings  # noqa: E402
 from klaviyo_leads.context import NameCache  # noqa: E402
-from klaviyo_leads.klaviyo import KlaviyoClient, Pacer  # noqa: E402
+from klaviyo_leads.handlers import actions as entrypoint  # noqa: E402
+from klaviyo_leads.klaviyo.client import KlaviyoClient  # noqa: E402
+from klaviyo_leads.klaviyo.pacing import Pacer  # noqa: E402
 from klaviyo_leads.runtime import Runtime  # noqa: E402
-from klaviyo_leads.secrets import ApiKeyProvider  # noqa: E402
 
 SUBSCRIBE = "subscribe_profile_to_list"
 ADD = "add_profile_to_list"
@@ -117,7 +118,7 @@ class _Sink(io.TextIOBase):
 def quiet_lambda_output() -> Iterator[_Sink]:
     """Send the Powertools logger's and metrics' output to a sink (they still do the work)."""
     sink = _Sink()
-    handlers = [h for h in runtime_module.logger.handlers if isinstance(h, logging.StreamHandler)]
+    handlers = [h for h in observability.logger.handlers if isinstance(h, logging.StreamHandler)]
     previous = [h.setStream(sink) for h in handlers]
     try:
         with contextlib.redirect_stdout(sink), warnings.catch_warnings():
@@ -166,7 +167,7 @@ def build_runtime(
         profile_deletion_enabled=True,
     )
     # What Runtime.from_env gives the client: the KlaviyoCalls / KlaviyoThrottled counter.
-    observer = observer or runtime_module.count_klaviyo_call
+    observer = observer or observability.count_klaviyo_call
     client = KlaviyoClient(
         settings.base_url,
         settings.api_revision,

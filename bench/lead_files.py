@@ -48,8 +48,13 @@ from devtools.lambda_events import ensure_layer_on_path
 
 ensure_layer_on_path()
 
-from klaviyo_leads import lead_files  # noqa: E402
-from klaviyo_leads.actions import ACTIONS, result_fields  # noqa: E402
+from klaviyo_leads.actions.action import result_fields  # noqa: E402
+from klaviyo_leads.actions.table import ACTIONS  # noqa: E402
+from klaviyo_leads.lead_files.assembler import LOOK_FOR_SECONDS, check_run, next_look_in  # noqa: E402
+from klaviyo_leads.lead_files.bucket import RUNS_PREFIX, FileProblem  # noqa: E402
+from klaviyo_leads.lead_files.rows import MAX_ROW_BYTES, Layout, read_rows  # noqa: E402
+from klaviyo_leads.lead_files.splitter import SEND_THREADS, take_file  # noqa: E402
+from klaviyo_leads.lead_files.storage import PART_BYTES, Services  # noqa: E402
 from klaviyo_leads.outcomes import Outcome, Result  # noqa: E402
 
 SQS_LATENCY_SECONDS = 0.02
@@ -263,7 +268,7 @@ def one_file(action: str, rows: int, work: Path, memory: bool) -> dict[str, Any]
     key = f"{action}/leads.csv"
     write_file(s3._path(key), rows)
     sqs = LatentSqs()
-    services = lead_files.Services(
+    services = Services(
         s3=s3,
         sqs=sqs,
         dynamodb=Results(action),
@@ -273,13 +278,13 @@ def one_file(action: str, rows: int, work: Path, memory: bool) -> dict[str, Any]
     )
     reports: list[Any] = []
     split_s, split_peak = _measured(
-        lambda: reports.append(lead_files.take_file(services, BUCKET, key)), memory
+        lambda: reports.append(take_file(services, BUCKET, key)), memory
     )
     (report,) = reports
-    state_key = f"{lead_files.RUNS_PREFIX}{report.run_id}/state.json"
+    state_key = f"{RUNS_PREFIX}{report.run_id}/state.json"
     progress: list[Any] = []
     assemble_s, assemble_peak = _measured(
-        lambda: progress.append(lead_files.check_run(services, BUCKET, state_key)), memory
+        lambda: progress.append(check_run(services, BUCKET, state_key)), memory
     )
     results = root / f"results/{action}/leads.csv.results.csv"
     size = (root / key).stat().st_size
@@ -316,16 +321,14 @@ def line_memory(work: Path, sizes: tuple[int, ...] = LINE_SIZES) -> dict[str, An
             for _ in range(size // (1024 * 1024)):
                 out.write(b"x" * (1024 * 1024))
             out.write(b"x" * (size % (1024 * 1024)) + b'"}\n{"email": "last@example.com"}\n')
-        services = lead_files.Services(
-            s3=s3, sqs=LatentSqs(latency=0.0), queue_urls={"create_profile": "q"}
-        )
+        services = Services(s3=s3, sqs=LatentSqs(latency=0.0), queue_urls={"create_profile": "q"})
         _, peak = _measured(
-            lambda services=services, key=key: lead_files.take_file(services, BUCKET, key),
+            lambda services=services, key=key: take_file(services, BUCKET, key),
             memory=True,
         )
         peaks.append(peak)
         shutil.rmtree(root)
-    at_limit = peaks[sizes.index(lead_files.MAX_ROW_BYTES)]
+    at_limit = peaks[sizes.index(MAX_ROW_BYTES)]
     return {
         "line_bytes": list(sizes),
         "split_peak_bytes": peaks,
@@ -345,8 +348,8 @@ def header_seconds(width: int, repeats: int = 5) -> float:
     best = float("inf")
     for _ in range(repeats):
         started = time.perf_counter()
-        with contextlib.suppress(lead_files.FileProblem):
-            list(lead_files.read_rows(io.BytesIO(data), False, lead_files.Layout()))
+        with contextlib.suppress(FileProblem):
+            list(read_rows(io.BytesIO(data), False, Layout()))
         best = min(best, time.perf_counter() - started)
     return best
 
@@ -381,8 +384,9 @@ def bound_of(action: str, leads: int) -> dict[str, Any]:
 
 def results_written_at(drained: float, rows: int, assemble_seconds: float, phase: float) -> float:
     """When the results file is written: rows finish evenly until ``drained``; the assembler's
-    scheduled runs start every minute at ``phase`` and look as ``lead_files.look`` does (its
-    own ``next_look_in``), each look taken as instant, the last one then writing the file."""
+    scheduled runs start every minute at ``phase`` and look as ``lead_files.assembler.look``
+    does (its own ``next_look_in``), each look taken as instant, the last one then writing the
+    file."""
 
     looked: dict[str, float] = {}
 
@@ -401,8 +405,8 @@ def results_written_at(drained: float, rows: int, assemble_seconds: float, phase
             now = progress(t)
             if now["done"] >= rows:
                 return t + assemble_seconds
-            wait = lead_files.next_look_in([now])
-            if t - start + wait > lead_files.LOOK_FOR_SECONDS:
+            wait = next_look_in([now])
+            if t - start + wait > LOOK_FOR_SECONDS:
                 break
             t += wait
         start += 60.0
@@ -448,8 +452,8 @@ def run(
         "memory_sizes": sizes,
         "sqs_latency_seconds": SQS_LATENCY_SECONDS,
         "dynamodb_latency_seconds": DYNAMODB_LATENCY_SECONDS,
-        "send_threads": lead_files.SEND_THREADS,
-        "part_bytes": lead_files.PART_BYTES,
+        "send_threads": SEND_THREADS,
+        "part_bytes": PART_BYTES,
         "actions": {},
         "header": header_checks(),
     }

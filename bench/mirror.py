@@ -3,7 +3,7 @@ the account's rate bound, on a virtual clock.
 
     python -m bench.mirror [--members 100000] [--churn 0.1] [--phases 0,15,30,45] [--json f]
 
-The mirror's own code (``mirror.plan`` and ``mirror.apply``: the file read row by row, the list
+The mirror's own code (``mirror.plan`` and ``mirror.sync``: the file read row by row, the list
 read in slices, searches, list changes, the client and its pacer) runs against a stand-in of
 Klaviyo's five endpoints it calls. The stand-in holds the list (join times spread over a year,
 as a list built over time) and the profiles, counts each operation in Klaviyo's documented fixed
@@ -46,8 +46,10 @@ from devtools.lambda_events import ensure_layer_on_path
 
 ensure_layer_on_path()
 
-from klaviyo_leads import lead_files, mirror  # noqa: E402
-from klaviyo_leads.klaviyo import Pacer  # noqa: E402
+from klaviyo_leads.klaviyo.pacing import Pacer  # noqa: E402
+from klaviyo_leads.lead_files.rows import Layout, read_rows  # noqa: E402
+from klaviyo_leads.mirror.plan import plan  # noqa: E402
+from klaviyo_leads.mirror.sync import apply  # noqa: E402
 
 BASE_URL = "https://a.klaviyo.com"
 LIST_ID = "Mirror"
@@ -265,11 +267,11 @@ def run(members: int, churn: float, phase: float) -> dict[str, Any]:
     figures: dict[str, Any] = {}
 
     def mirror_run() -> None:
-        rows = lead_files.read_rows(io.BytesIO(account.file()), False, lead_files.Layout())
-        planned = mirror.plan(streams, LIST_ID, rows, {}, parallel)
+        rows = read_rows(io.BytesIO(account.file()), False, Layout())
+        planned = plan(streams, LIST_ID, rows, {}, parallel)
         figures["planned_at"] = sim.now() - START
         figures["plan"] = {k: v for k, v in planned.as_json().items() if k.startswith("would")}
-        done = mirror.apply(streams, planned, parallel)
+        done = apply(streams, planned, parallel)
         figures["done"] = {"added": done.added, "removed": done.removed}
         figures["finished_at"] = sim.now() - START
 

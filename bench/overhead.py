@@ -26,8 +26,8 @@ from bench.harness import ACTIONS, build_runtime, quiet_lambda_output
 from bench.mixes import Account
 from bench.mixes import lead as mixed_lead
 from devtools.lambda_events import LambdaContext, api_gateway_event, function_name, load_handler
-from klaviyo_leads import entrypoint
-from klaviyo_leads.actions import ACTIONS as ACTION_TABLE
+from klaviyo_leads.actions.table import ACTIONS as ACTION_TABLE
+from klaviyo_leads.handlers import actions as entrypoint
 
 WARM_UP = 30
 

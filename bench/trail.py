@@ -29,9 +29,9 @@ from bench.mixes import Account
 from bench.mixes import lead as mixed_lead
 from bench.overhead import WARM_UP, TimedPool
 from devtools.lambda_events import LambdaContext, api_gateway_event, function_name, load_handler
-from klaviyo_leads import entrypoint
-from klaviyo_leads.actions import ACTIONS as ACTION_TABLE
-from klaviyo_leads.trail import HASHED, WHOLE_LEAD, Trail
+from klaviyo_leads.actions.table import ACTIONS as ACTION_TABLE
+from klaviyo_leads.handlers import actions as entrypoint
+from klaviyo_leads.trail.records import HASHED, WHOLE_LEAD, Trail
 
 ACTIONS = ("create_profile", "subscribe_profile_to_list", "track_event")
 MODES = ("none", HASHED, WHOLE_LEAD)

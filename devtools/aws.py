@@ -37,7 +37,7 @@ from devtools.lambda_events import ACCOUNT_ID, REGION, ROOT
 from stack.render import load_actions
 
 TEMPLATE = ROOT / "template.yaml"
-RESULTS_SOURCE = "klaviyo.lead-actions"  # klaviyo_leads.publishing.SOURCE
+RESULTS_SOURCE = "klaviyo.lead-actions"  # klaviyo_leads.aws.bus.SOURCE
 DUMMY_CREDENTIALS = {
     "AWS_ACCESS_KEY_ID": "testing",
     "AWS_SECRET_ACCESS_KEY": "testing",

@@ -25,9 +25,8 @@ import os
 import re
 import sys
 import time
-import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -36,95 +35,31 @@ from devtools.lambda_events import ensure_layer_on_path
 ensure_layer_on_path()
 
 from devtools import conformance_probes as probes  # noqa: E402
+from devtools.conformance_target import ACTION_SECONDS, Observation, Target  # noqa: E402
 from devtools.klaviyo_emulator import DEFAULT_API_KEY, KlaviyoEmulator  # noqa: E402
 from devtools.klaviyo_emulator.contract import default_spec_path  # noqa: E402
-from devtools.klaviyo_emulator.errors import ApiError  # noqa: E402
-from devtools.klaviyo_emulator.recording import RecordedRequest  # noqa: E402
 from devtools.klaviyo_emulator.spec_rules import WINDOW_SECONDS  # noqa: E402
-from devtools.memory_dynamodb import memory_ledger  # noqa: E402
-from klaviyo_leads import actions, events, imports, lookup, outcomes  # noqa: E402
+from klaviyo_leads import outcomes  # noqa: E402
+from klaviyo_leads.actions import (  # noqa: E402
+    imports,
+    lookup,
+    track_event,
+)
+from klaviyo_leads.actions.action import run_action  # noqa: E402
+from klaviyo_leads.actions.table import ACTIONS  # noqa: E402
 from klaviyo_leads.budget import Budget  # noqa: E402
 from klaviyo_leads.config import Settings  # noqa: E402
 from klaviyo_leads.context import Context  # noqa: E402
-from klaviyo_leads.klaviyo import (  # noqa: E402
-    KlaviyoClient,
-    Pacer,
-    Response,
-    filter_value,
-    operation_of,
-)
-from klaviyo_leads.lead import Lead  # noqa: E402
-from klaviyo_leads.ledger import CreateLedger  # noqa: E402
+from klaviyo_leads.klaviyo.client import KlaviyoClient, Response, filter_value  # noqa: E402
+from klaviyo_leads.klaviyo.pacing import Pacer  # noqa: E402
+from klaviyo_leads.lead.record import Lead  # noqa: E402
 from klaviyo_leads.outcomes import Result  # noqa: E402
 
 KLAVIYO_URL = "https://a.klaviyo.com"
-EVERY_STATUS = tuple(range(100, 600))
+# What the scenario reads only to record Klaviyo's answer beside the emulator's (the bundle
+# never calls it, so the route table does not name it): the list's member ids.
+OBSERVED_ONLY = (("GET", re.compile(r"^/api/lists/[^/]+/relationships/profiles/?$")),)
 PROFILE_QUERY = {"additional-fields[profile]": "subscriptions"}
-
-
-@dataclass(frozen=True)
-class Observation:
-    """What a target answered to one step, reduced to what should match across targets: a
-    request's status, error codes and body shape; an action's outcome, calls and reason."""
-
-    status: int | str | None
-    codes: tuple[str, ...] = ()
-    shape: str = ""
-
-    def cells(self) -> list[str]:
-        return [str(self.status or "-"), ",".join(self.codes) or "-", self.shape or "-"]
-
-
-@dataclass
-class Target:
-    """Where a scenario runs: a Klaviyo (or the emulator), a scratch list and segment."""
-
-    name: str
-    client: KlaviyoClient
-    list_id: str
-    segment_id: str
-    tag: str = field(default_factory=lambda: uuid.uuid4().hex[:10])
-    created: list[str] = field(default_factory=list)
-    # The emulator's contract check: requests outside Klaviyo's OpenAPI document.
-    violations: Callable[[], list[str]] = list
-    clock: Callable[[], float] = time.time
-    # Seconds each answer took, per operation; the rate-limit headers answers carried.
-    latencies: dict[str, list[float]] = field(default_factory=dict)
-    limit_headers: set[str] = field(default_factory=set)
-    # Every call the client made (the operation, Klaviyo's status): what an action sent.
-    calls: list[tuple[str, int | None]] = field(default_factory=list)
-    # Against a live account: at least this long between two calls of one operation, so the
-    # run stays a small share of every limit (the smallest steady one, deletion's, included).
-    spacing: float = 0.0
-    last_sent: dict[str, float] = field(default_factory=dict)
-    # When the last call went out (after the spacing's wait): what a timing probe measures to.
-    sent_at: float = 0.0
-    # The create ledger the actions record their creates in (the production code, in memory).
-    ledger: CreateLedger = field(default_factory=memory_ledger)
-
-    def send(self, method: str, path: str, **kwargs: Any) -> Response | Observation:
-        operation = re.sub(
-            r"/[A-Za-z0-9]*[0-9][A-Za-z0-9]{5,}(?=/|$)", "/{id}", operation_of(method, path)
-        )
-        if self.spacing:
-            gap = self.spacing
-            wait = self.last_sent.get(operation, -gap) + gap - self.clock()
-            if wait > 0:
-                self.client.sleep(wait)
-            self.last_sent[operation] = self.clock()
-        started = self.sent_at = self.clock()
-        try:
-            # Against a live account the pacer keeps each operation's bucket within its
-            # published limits; the emulator (limits counted, not enforced) is not held back.
-            bucket = f"conformance {operation}" if self.spacing else f"conformance {uuid.uuid4()}"
-            answer = self.client.call(
-                method, path, Budget(ACTION_SECONDS), bucket=bucket, handled=EVERY_STATUS, **kwargs
-            )
-        except Result as problem:  # no answer at all: a connection or a timeout
-            return Observation(None, (), problem.reason or "no answer")
-        self.latencies.setdefault(operation, []).append(self.clock() - started)
-        self.limit_headers |= {h for h in answer.headers if h.lower() in probes.RATE_LIMIT_HEADERS}
-        return answer
 
 
 @dataclass(frozen=True)
@@ -272,9 +207,6 @@ def scenario(target: Target, deletion: bool = False) -> Iterator[tuple[Step, Obs
 
 # An action's budget: longer than a steady window, since against a live account the pacer
 # holds each window to a fifth of its limit, and a step may wait for the next window.
-ACTION_SECONDS = 150.0
-
-
 def context(target: Target, deletion: bool = False, seconds: float = ACTION_SECONDS) -> Context:
     """What a handler gives an action: the target's client, a budget, default settings (and
     deletion allowed when asked). A fresh one per step, so no step reads another's caches."""
@@ -309,7 +241,7 @@ def act(
     reason. ``keep``: the profile it returns is the run's, to clean up."""
     start = len(target.calls)
     lead = Lead.from_object(values)
-    result = actions.run_action(actions.ACTIONS[action], context(target, deletion), lead)
+    result = run_action(ACTIONS[action], context(target, deletion), lead)
     made = (result.profile or {}).get("id")
     if keep and isinstance(made, str):
         target.created.append(made)
@@ -342,9 +274,9 @@ def bulk_events(target: Target, values: dict[str, Any]) -> Observation:
     items = []
     for n in range(2):
         lead = Lead.from_object({**values, "klaviyo.unique_id": f"{target.tag}-{n}"})
-        items.append((n, events.prepare(ctx, lead)))
+        items.append((n, track_event.prepare(ctx, lead)))
     results: list[Result | None] = [None] * len(items)
-    events.send_jobs(ctx, items, results)
+    track_event.send_jobs(ctx, items, results)
     outcome, reason = outcome_of(results)
     return Observation(outcome, calls_since(target, start), reason)
 
@@ -561,18 +493,15 @@ def probe_table(measured: dict[str, Any], setting: dict[str, Any]) -> tuple[str,
 
 class ScratchAccount(KlaviyoEmulator):
     """The emulator as the test account a live run is given: a scratch list, and a scratch
-    segment defined as "member of the scratch list".
-
-    The emulator's own segments follow profile data, not lists; here the list's adds and
-    removals (answered 204) move the segment, ``segment_lag`` seconds later: the emulator's
-    reading of Klaviyo computing segment membership after the fact, which the segment lag
-    probe measures on a real account.
+    segment defined as "member of the scratch list" (the emulator's list-defined segment:
+    every add to and removal from the list moves it, ``segment_lag`` seconds later, which the
+    segment lag probe measures on a real account).
     """
 
     def __init__(self, **settings: Any) -> None:
         super().__init__(**settings)
         self.list_id = self.create_list("Conformance")
-        self.segment_id = self.create_segment("Conformance")
+        self.segment_id = self.create_segment("Conformance", member_of_list=self.list_id)
 
     def live_env(self, **more: str) -> dict[str, str]:
         """The environment of a run against this account as if it were a live one."""
@@ -583,28 +512,6 @@ class ScratchAccount(KlaviyoEmulator):
             "KLAVIYO_BASE_URL": self.base_url,
             **more,
         }
-
-    def _record(self, recorded: RecordedRequest) -> None:
-        # Every answered request passes here once, after the state changed: where a list
-        # add or removal is seen whichever client sent it.
-        super()._record(recorded)
-        if recorded.status != 204 or recorded.path.rstrip("/") != (
-            f"/api/lists/{self.list_id}/relationships/profiles"
-        ):
-            return
-        body = recorded.json() or {}
-        data = body.get("data") if isinstance(body, dict) else None
-        for item in data if isinstance(data, list) else []:
-            profile_id = item.get("id") if isinstance(item, dict) else None
-            if not isinstance(profile_id, str):
-                continue
-            try:
-                if recorded.method == "POST":
-                    self.add_to_segment(self.segment_id, profile_id)
-                elif recorded.method == "DELETE":
-                    self.remove_from_segment(self.segment_id, profile_id)
-            except ApiError:
-                pass  # an unknown profile the add ignored: no member
 
 
 def observed_client(

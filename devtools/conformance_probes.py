@@ -13,12 +13,10 @@ import itertools
 import statistics
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from klaviyo_leads.klaviyo import Response, filter_value
-
-if TYPE_CHECKING:
-    from devtools.conformance import Target
+from devtools.conformance_target import Target
+from klaviyo_leads.klaviyo.client import Response, filter_value
 
 IMPORT_JOBS = "/api/profile-bulk-import-jobs"
 # When a search is tried again after a write (seconds after it): fine at first, then sparse,
@@ -30,7 +28,6 @@ IMPORT_WAIT_SECONDS = 900.0
 SUBSCRIBE_PROFILES = ("sub0", "sub1", "sub2")
 # The scenario's own tagged profiles, by email suffix: its actions' creates and its import.
 SCENARIO_PROFILES = ("create", "upsert", "import0", "import1", "import2", *SUBSCRIBE_PROFILES)
-RATE_LIMIT_HEADERS = ("ratelimit-limit", "ratelimit-remaining", "ratelimit-reset", "retry-after")
 
 
 @dataclass
@@ -439,7 +436,8 @@ def subscribe_job(
     historical_at: str | None = None,
     phone: str | None = None,
 ) -> dict[str, Any]:
-    """A one-profile subscribe job as the bundle sends one (``klaviyo_leads.subscribe``)."""
+    """A one-profile subscribe job as the bundle sends one
+    (``klaviyo_leads.actions.subscribe.subscribe``)."""
     marketing: dict[str, Any] = {"consent": "SUBSCRIBED"}
     if historical_at:
         marketing["consented_at"] = historical_at

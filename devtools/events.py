@@ -234,7 +234,7 @@ def form_fields(lead: Mapping[str, Any], prefix: str = "") -> list[tuple[str, st
 
 def route(action: str) -> str:
     le.ensure_layer_on_path()
-    from klaviyo_leads.actions import ACTIONS
+    from klaviyo_leads.actions.table import ACTIONS
 
     return ACTIONS[action].route
 

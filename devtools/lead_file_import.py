@@ -34,8 +34,12 @@ from devtools.lambda_events import ensure_layer_on_path
 
 ensure_layer_on_path()
 
-from klaviyo_leads import lead_files  # noqa: E402
-from klaviyo_leads.actions import ACTIONS  # noqa: E402
+from klaviyo_leads.actions.table import ACTIONS  # noqa: E402
+from klaviyo_leads.handlers import lead_files as lead_file_handlers  # noqa: E402
+from klaviyo_leads.lead_files.assembler import check_run  # noqa: E402
+from klaviyo_leads.lead_files.bucket import DRY_RUN_PREFIX, RUNS_PREFIX, is_jsonl_name, target_of  # noqa: E402
+from klaviyo_leads.lead_files.results_file import result_columns  # noqa: E402
+from klaviyo_leads.lead_files.storage import Services  # noqa: E402
 
 MAX_ROUNDS = 10_000  # queue drains and looks: a bound, never reached by a file that finishes
 
@@ -48,14 +52,14 @@ def function_environment(sandbox: Any, logical_id: str) -> dict[str, str]:
     return {k: str(v) for k, v in configuration["Environment"]["Variables"].items()}
 
 
-def services_of(sandbox: Any, **overrides: Any) -> lead_files.Services:
+def services_of(sandbox: Any, **overrides: Any) -> Services:
     """The splitter's and the assembler's view of the stack (their deployed environments)."""
     endpoint = sandbox.stack().endpoint_url
     env = {
         **function_environment(sandbox, "LeadFileSplitterFunction"),
         **function_environment(sandbox, "LeadFileAssemblerFunction"),
     }
-    services = lead_files.Services.from_env(env)
+    services = Services.from_env(env)
     services.s3 = aws.client("s3", endpoint)
     services.sqs = aws.client("sqs", endpoint)
     services.dynamodb = aws.client("dynamodb", endpoint)
@@ -96,18 +100,20 @@ def upload(
     return str(version) if version else None
 
 
-def split(sandbox: Any, services: lead_files.Services, key: str, version_id: str | None) -> Any:
+def split(sandbox: Any, services: Services, key: str, version_id: str | None) -> Any:
     """What the splitter does on the file's "Object Created" event."""
-    lead_files._services = services  # the handler's per-container services
+    lead_file_handlers._services = services  # the handler's per-container services
     try:
-        return lead_files.split_handler(object_created(bucket_of(sandbox), key, version_id), None)
+        return lead_file_handlers.split_handler(
+            object_created(bucket_of(sandbox), key, version_id), None
+        )
     finally:
-        lead_files._services = None
+        lead_file_handlers._services = None
 
 
 def drain(
     sandbox: Any,
-    services: lead_files.Services,
+    services: Services,
     action: str,
     state_key: str,
     on_progress: Callable[[Mapping[str, Any]], None] = lambda progress: None,
@@ -119,7 +125,7 @@ def drain(
         batches = sandbox.process_queue(action)
         # Handed back (a retryable answer): SQS would redeliver after the visibility timeout.
         sandbox.redeliver_now(batches)
-        progress = lead_files.check_run(services, bucket, state_key)
+        progress = check_run(services, bucket, state_key)
         on_progress(progress)
         if progress.get("finished"):
             return progress
@@ -151,13 +157,13 @@ def import_file(
     progress: Callable[[str], None] | None = None,
 ) -> tuple[int, dict[str, Any], Path | None]:
     """(exit code, report, results file written beside ``path`` or None)."""
-    key = f"{lead_files.DRY_RUN_PREFIX if dry_run else ''}{action}/{path.name}"
+    key = f"{DRY_RUN_PREFIX if dry_run else ''}{action}/{path.name}"
     services = services_of(sandbox)
     version_id = upload(sandbox, path.read_bytes(), key, metadata)
     split(sandbox, services, key, version_id)
     s3 = services.s3
     bucket = bucket_of(sandbox)
-    target = lead_files.target_of(key)
+    target = target_of(key)
     report = json.loads(s3.get_object(Bucket=bucket, Key=target.report_key)["Body"].read())
     report_path = path.with_name(f"{path.name}.report.json")
     report_path.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
@@ -172,7 +178,7 @@ def import_file(
     if dry_run:
         out("Dry run: nothing was sent.")
         return 0, report, None
-    state_key = f"{lead_files.RUNS_PREFIX}{report['run_id']}/state.json"
+    state_key = f"{RUNS_PREFIX}{report['run_id']}/state.json"
 
     def show(state: Mapping[str, Any]) -> None:
         if progress is not None:
@@ -199,7 +205,7 @@ def import_on_serve(
     import base64
     import urllib.request
 
-    from devtools.runner import LOCAL_IMPORT_PREFIX
+    from devtools.serve_client import LOCAL_IMPORT_PREFIX
 
     print(f"(against the running make serve at {base}: its emulator and stack)", file=sys.stderr)
     request = urllib.request.Request(
@@ -227,14 +233,14 @@ def import_on_serve(
         if not line.startswith("Results: "):
             print(f"{head}; report: {report_path}" if said else line)
     if done["results"] is not None:
-        suffix = ".results.jsonl" if lead_files.is_jsonl_name(path.name) else ".results.csv"
+        suffix = ".results.jsonl" if is_jsonl_name(path.name) else ".results.csv"
         results_path = path.with_name(f"{path.name}{suffix}")
         results_path.write_bytes(base64.b64decode(done["results"]))
         print(f"Results: {results_path}")
     return int(done["code"])
 
 
-# The consent report's words, in the order it counts them (``klaviyo_leads.fields``).
+# The consent report's words, in the order it counts them (``klaviyo_leads.lead.fields``).
 CONSENT_ORDER = (
     "subscribed",
     "pending",
@@ -251,7 +257,7 @@ def consent_report(action: Any, columns: list[str], results: bytes, jsonl: bool)
     """A line per channel counting the rows' consent, when the results carry it: how many can
     be sent to (subscribed), wait for the person (pending), are held back (suppressed), said
     no (unsubscribed), never said yes, or have no profile (the row found none, or failed)."""
-    named = dict(lead_files.result_columns(action, columns))
+    named = dict(result_columns(action, columns))
     wanted = {c: named.get(f"{c}_consent") for c in ("email", "sms")}
     if not all(wanted.values()):
         return []
@@ -298,7 +304,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"--metadata needs KEY=VALUE, not {item!r}", file=sys.stderr)
             return 2
         metadata[name.strip()] = value
-    from devtools.runner import Sandbox, running_serve
+    from devtools.sandbox import Sandbox
+    from devtools.serve_client import running_serve
 
     base = running_serve()
     if base is not None:

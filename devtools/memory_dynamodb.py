@@ -539,7 +539,7 @@ def memory_ledger(clock: Callable[[], float] | None = None, table: str = "record
     the bench and the local tools that run without the stack."""
     import time
 
-    from klaviyo_leads.ledger import CreateLedger
+    from klaviyo_leads.aws.ledger import CreateLedger
 
     memory = MemoryDynamoDB()
     memory.ensure_table(table)

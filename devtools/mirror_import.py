@@ -26,12 +26,14 @@ from devtools.lead_file_import import bucket_of, function_environment, upload
 
 ensure_layer_on_path()
 
-from klaviyo_leads import lead_files, mirror  # noqa: E402
+from klaviyo_leads.aws.secrets import ApiKeyProvider  # noqa: E402
 from klaviyo_leads.config import Settings  # noqa: E402
-from klaviyo_leads.secrets import ApiKeyProvider  # noqa: E402
+from klaviyo_leads.lead_files.bucket import DRY_RUN_PREFIX  # noqa: E402
+from klaviyo_leads.mirror.files import PREFIX  # noqa: E402
+from klaviyo_leads.mirror.sync import MirrorServices, max_removal_share, stream_contexts, take_file  # noqa: E402
 
 
-def mirror_services(sandbox: Any) -> mirror.MirrorServices:
+def mirror_services(sandbox: Any) -> MirrorServices:
     """The mirror function's view of the stack: its environment, its Klaviyo key and pacer."""
     env = function_environment(sandbox, "MirrorFunction")
     saved = {name: os.environ.get(name) for name in env}
@@ -45,10 +47,10 @@ def mirror_services(sandbox: Any) -> mirror.MirrorServices:
             else:
                 os.environ[name] = value
     api_key = ApiKeyProvider(settings.api_key_secret_id)
-    return mirror.MirrorServices(
+    return MirrorServices(
         aws.client("s3", sandbox.stack().endpoint_url),
-        mirror.stream_contexts(settings, api_key),
-        mirror.max_removal_share(env),
+        stream_contexts(settings, api_key),
+        max_removal_share(env),
     )
 
 
@@ -62,9 +64,9 @@ def mirror_file(
     out: Callable[[str], None] = print,
 ) -> tuple[int, dict[str, Any]]:
     """(exit code, report); the report and any results are written beside ``path``."""
-    key = f"{lead_files.DRY_RUN_PREFIX if dry_run else ''}{mirror.PREFIX}{list_id}/{path.name}"
+    key = f"{DRY_RUN_PREFIX if dry_run else ''}{PREFIX}{list_id}/{path.name}"
     version_id = upload(sandbox, path.read_bytes(), key, metadata)
-    report = mirror.take_file(mirror_services(sandbox), bucket_of(sandbox), key, version_id)
+    report = take_file(mirror_services(sandbox), bucket_of(sandbox), key, version_id)
     beside = path.with_name(f"{path.name}.report.json")
     beside.write_text(json.dumps(report, indent=2, default=str) + "\n", encoding="utf-8")
     if report.get("would_add") is not None:
@@ -98,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"No such file: {args.file}", file=sys.stderr)
         return 2
     metadata = dict(item.partition("=")[::2] for item in args.metadata)
-    from devtools.runner import Sandbox
+    from devtools.sandbox import Sandbox
 
     with Sandbox() as sandbox:
         code, _ = mirror_file(

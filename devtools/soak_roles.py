@@ -73,7 +73,8 @@ class HandBackTap:
         self.reasons: dict[str, str] = {}  # message id -> why it was last handed back
 
     def install(self) -> None:
-        from klaviyo_leads import queueing, sqs
+        from klaviyo_leads.aws import queue as queueing
+        from klaviyo_leads.triggers import sqs
 
         original_delay_handed_back = sqs._delay_handed_back
         original_delay = queueing.ActionQueue.delay

@@ -10,7 +10,7 @@
 **Delivery.** In AWS, CloudWatch Logs hands the trail lines of each action's log group to the
 trail writer in batches. ``LocalTrail`` plays CloudWatch Logs for the local runner: it collects
 each function's lines, makes them the batch a subscription filter would send, and files them
-with the writer's own code (``trail_delivery.objects_of``) in the local stack's trail bucket and,
+with the writer's own code (``trail.delivery.objects_of``) in the local stack's trail bucket and,
 as the same objects, under ``.tools/trail/`` (kept after the stack is gone). What it does not
 play: CloudWatch Logs itself (its filter, batching and retries) and Lambda's invocation of the
 writer; the writer's handler is tested on the event CloudWatch Logs sends.
@@ -41,8 +41,8 @@ from devtools.lambda_events import ROOT, ensure_layer_on_path
 
 ensure_layer_on_path()
 
-from klaviyo_leads import trail_delivery  # noqa: E402
-from klaviyo_leads.trail import COLUMNS, PARTITIONS  # noqa: E402
+from klaviyo_leads.trail import delivery as trail_delivery  # noqa: E402
+from klaviyo_leads.trail.records import COLUMNS, PARTITIONS  # noqa: E402
 
 # Where the local runner mirrors its stack's trail (``LOCAL_TRAIL_DIR`` moves it: the tests do).
 DEFAULT_DIR = Path(os.environ.get("LOCAL_TRAIL_DIR") or ROOT / ".tools" / "trail")
@@ -184,7 +184,7 @@ def run(directory: Path, sql: str, parameters: Sequence[Any] = ()) -> tuple[list
 
 def as_e164(phone: str, region: str = "US") -> str:
     """The phone as the trail hashed it (E.164), however it is written."""
-    from klaviyo_leads.phone import to_e164
+    from klaviyo_leads.lead.phone import to_e164
 
     return to_e164(phone, region)
 

@@ -12,11 +12,13 @@ import pytest
 
 from devtools.aws import LocalStack, deploy_local_stack
 from devtools.memory_dynamodb import memory_ledger
-from klaviyo_leads import entrypoint
-from klaviyo_leads.actions import ACTIONS
+from klaviyo_leads.actions.table import ACTIONS
 from klaviyo_leads.config import Settings
-from klaviyo_leads.klaviyo import KlaviyoClient, Pacer
-from klaviyo_leads.runtime import Processed, Runtime, count_klaviyo_call
+from klaviyo_leads.handlers import actions as entrypoint
+from klaviyo_leads.klaviyo.client import KlaviyoClient
+from klaviyo_leads.klaviyo.pacing import Pacer
+from klaviyo_leads.observability import count_klaviyo_call
+from klaviyo_leads.runtime import Processed, Runtime
 
 pytest_plugins = ["devtools.klaviyo_emulator.pytest_fixtures"]
 
@@ -34,7 +36,7 @@ def _own_serve_state(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]
     """The suite never touches a developer's running `make serve`: every serve it starts and
     every `invoke` it runs (subprocesses inherit this) use a state file of the suite's own,
     not .tools/serve.json (where one found a serve, invoke sent its event there)."""
-    from devtools.runner import SERVE_STATE_ENV
+    from devtools.serve_client import SERVE_STATE_ENV
 
     previous = os.environ.get(SERVE_STATE_ENV)
     os.environ[SERVE_STATE_ENV] = str(tmp_path_factory.mktemp("serve-state") / "serve.json")

@@ -5,8 +5,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from . import errors
-from .errors import ApiError, invalid
+from .errors import INVALID_EMAIL, INVALID_PHONE, NO_IDENTIFIER, ApiError, invalid
 from .model import LOCATION_FIELDS, STRING_ATTRIBUTES
 
 PHONE_RE = re.compile(r"^\+[1-9]\d{6,14}$")
@@ -32,12 +31,12 @@ def check_email(value: Any, pointer: str) -> None:
         or len(value) > MAX_EMAIL_LENGTH
         or not EMAIL_RE.fullmatch(value)  # fullmatch: "$" alone lets a final newline through
     ):
-        raise invalid(errors.INVALID_EMAIL, pointer=pointer)
+        raise invalid(INVALID_EMAIL, pointer=pointer)
 
 
 def check_phone(value: Any, pointer: str) -> None:
     if not isinstance(value, str) or not PHONE_RE.fullmatch(value):
-        raise invalid(errors.INVALID_PHONE, pointer=pointer)
+        raise invalid(INVALID_PHONE, pointer=pointer)
 
 
 def phone_region(phone: str) -> str | None:
@@ -139,7 +138,7 @@ def check_formats_of(attributes: dict[str, Any], pointer: str = ATTRIBUTES_POINT
 
 def check_identifiers(attributes: dict[str, Any], pointer: str = ATTRIBUTES_POINTER) -> None:
     if not any(attributes.get(k) for k in ("email", "phone_number", "external_id")):
-        raise invalid(errors.NO_IDENTIFIER, pointer=pointer)
+        raise invalid(NO_IDENTIFIER, pointer=pointer)
 
 
 def clean_patch_meta(raw: Any, pointer: str = "/data/meta") -> dict[str, Any]:

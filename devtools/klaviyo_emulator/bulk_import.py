@@ -33,11 +33,12 @@ import json
 from collections.abc import Iterable
 from typing import Any
 
-from . import filters, query
 from .attributes import check_email, check_phone, clean_attributes, clean_patch_meta
 from .errors import ApiError, ApiErrors, invalid, not_found
-from .handlers import Context, Reply, profile_options, single, url_for
+from .filters import matches
 from .model import ImportFailure, ImportItem, ImportJob, iso
+from .protocol import Context, Reply, profile_options, single, url_for
+from .query import paginate, sort_items
 from .resources import identifier, list_resource, profile_resource, relationship, sparse
 from .state import IMPORT_PROFILES, Store
 
@@ -315,12 +316,12 @@ def get_bulk_import_profiles_jobs(ctx: Context) -> Reply:
         jobs = [
             job
             for job in ctx.store.import_jobs.values()
-            if filters.matches(job, ctx.query.conditions, _job_field)
+            if matches(job, ctx.query.conditions, _job_field)
         ]
-        jobs = query.sort_items(
+        jobs = sort_items(
             jobs, lambda job: job.created_at, lambda job: job.id, ctx.query.descending
         )
-        page, links = query.paginate(jobs, ctx.args, ctx.query.page_size, url_for(ctx, ROUTE))
+        page, links = paginate(jobs, ctx.args, ctx.query.page_size, url_for(ctx, ROUTE))
         fields = ctx.query.fields(JOB_TYPE)
         data = [job_resource(job, ctx.base_url, fields) for job in page]
     return Reply(200, {"data": data, "links": links})
@@ -330,7 +331,7 @@ def _job_profiles(ctx: Context, view: str) -> tuple[list[Any], dict[str, str | N
     job = _job(ctx)
     profiles = [ctx.store.profiles[pid] for pid in job.profile_ids if pid in ctx.store.profiles]
     url = url_for(ctx, f"{ROUTE}/{job.id}/{view}")
-    return query.paginate(profiles, ctx.args, ctx.query.page_size, url)
+    return paginate(profiles, ctx.args, ctx.query.page_size, url)
 
 
 def get_profiles_for_bulk_import_profiles_job(ctx: Context) -> Reply:
@@ -351,7 +352,7 @@ def get_errors_for_bulk_import_profiles_job(ctx: Context) -> Reply:
     with ctx.store.lock:
         job = _job(ctx)
         url = url_for(ctx, f"{ROUTE}/{job.id}/import-errors")
-        page, links = query.paginate(job.failures, ctx.args, ctx.query.page_size, url)
+        page, links = paginate(job.failures, ctx.args, ctx.query.page_size, url)
         fields = ctx.query.fields("import-error")
         data = [error_resource(failure, fields) for failure in page]
     return Reply(200, {"data": data, "links": links})

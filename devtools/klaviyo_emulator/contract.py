@@ -35,7 +35,7 @@ from openapi_schema_validator import OAS30Validator, oas30_format_checker
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT4
 
-from . import filters
+from .filters import problems
 from .spec_rules import default_spec_path, filter_rules
 
 __all__ = ["ContractValidator", "Exchange", "default_spec_path", "load"]
@@ -152,7 +152,7 @@ class ContractValidator:
         """The expression against ``x-klaviyo-filters``: field, operator, single or list form
         and value type, whatever the server under test accepted."""
         rules = filter_rules(operation.get("x-klaviyo-filters", {}))
-        return filters.problems(expression, rules)
+        return problems(expression, rules)
 
     def _check_security(self, operation: dict[str, Any], headers: dict[str, str]) -> list[str]:
         requirements = operation.get("security", self.spec.get("security", []))

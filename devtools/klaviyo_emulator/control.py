@@ -10,7 +10,8 @@ No auth, plain ``application/json``. Routes::
     POST   /_emulator/faults                 add one (JSON of Fault fields; body as text)
     DELETE /_emulator/faults                 remove all
     POST   /_emulator/lists                  {"name", "id"?, "opt_in"?: "double"|"single"}
-    POST   /_emulator/segments               {"name", "id"?, "profile_ids"?, "definition"?}
+    POST   /_emulator/segments               {"name", "id"?, "profile_ids"?, "definition"?,
+                                              "member_of_list"?: a list id}
     POST   /_emulator/segments/<id>/profiles {"profile_id", "joined_at"?}
     POST   /_emulator/profiles               profile attributes (+ "created"/"updated")
     POST   /_emulator/double-opt-in          {"profile_id", "list_id", "via"?: "email"|"sms"}
@@ -24,18 +25,68 @@ No auth, plain ``application/json``. Routes::
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any, Protocol
 
 from werkzeug.wrappers import Request, Response
 
+from .config import Config
 from .errors import ApiError
-from .faults import Fault
+from .faults import Fault, FaultSet
+from .recording import RecordedRequest
+from .segment_definitions import Definition
 
-if TYPE_CHECKING:
-    from .emulator import KlaviyoEmulator
 
-Route = Callable[["KlaviyoEmulator", Request, Any], Response]
+class ControlledEmulator(Protocol):
+    """What the control API drives: the methods of ``KlaviyoEmulator`` it calls (named
+    here so that the emulator imports this module and not the reverse)."""
+
+    faults: FaultSet
+
+    @property
+    def config(self) -> Config: ...
+
+    @property
+    def requests(self) -> list[RecordedRequest]: ...
+
+    def state(self) -> dict[str, Any]: ...
+
+    def reset(self) -> None: ...
+
+    def configure(self, **changes: Any) -> Config: ...
+
+    def create_list(self, name: str, list_id: str | None = None, opt_in: str = "double") -> str: ...
+
+    def create_segment(
+        self,
+        name: str,
+        segment_id: str | None = None,
+        definition: Definition | None = None,
+        member_of_list: str | None = None,
+    ) -> str: ...
+
+    def add_to_segment(
+        self, segment_id: str, profile_id: str, joined_at: str | datetime | None = None
+    ) -> None: ...
+
+    def create_profile(self, **attributes: Any) -> str: ...
+
+    def confirm_double_opt_in(
+        self, profile_id: str, list_id: str | None, via: str | None = None
+    ) -> None: ...
+
+    def set_rate_limits(
+        self, enabled: bool, overrides: Mapping[str, tuple[int, int]] | None = None
+    ) -> None: ...
+
+    def events(
+        self, metric: str | None = None, profile_id: str | None = None
+    ) -> list[dict[str, Any]]: ...
+
+    def import_job(self, job_id: str) -> dict[str, Any]: ...
+
+    def import_jobs(self) -> list[dict[str, Any]]: ...
 
 
 def _json(status: int, payload: Any) -> Response:
@@ -56,7 +107,7 @@ def _required(payload: Any, name: str) -> Any:
     return payload[name]
 
 
-def handle(emulator: KlaviyoEmulator, request: Request) -> Response:
+def handle(emulator: ControlledEmulator, request: Request) -> Response:
     path = request.path.rstrip("/")
     method = request.method
     try:
@@ -99,6 +150,7 @@ def handle(emulator: KlaviyoEmulator, request: Request) -> Response:
                 _required(payload, "name"),
                 segment_id=payload.get("id"),
                 definition=payload.get("definition"),
+                member_of_list=payload.get("member_of_list"),
             )
             for profile_id in payload.get("profile_ids", []):
                 emulator.add_to_segment(segment_id, profile_id)

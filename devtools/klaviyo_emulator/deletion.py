@@ -1,4 +1,5 @@
-"""Validation of ``POST /api/data-privacy-deletion-jobs`` bodies (request_profile_deletion).
+"""``POST /api/data-privacy-deletion-jobs`` (request_profile_deletion): its body checked,
+then the deletion applied ``deletion_delay`` seconds later (``Store.delete_profiles``).
 
 The spec's ``DataPrivacyCreateDeletionJobQuery``: ``data.type`` is
 ``data-privacy-deletion-job`` and ``data.attributes.profile.data`` a profile given by its
@@ -10,9 +11,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from . import errors
 from .attributes import check_email, check_phone
-from .errors import invalid
+from .errors import MULTIPLE_DELETION_IDENTIFIERS, invalid
+from .protocol import Context, Reply
 
 JOB_TYPE = "data-privacy-deletion-job"
 _PROFILE = "/data/attributes/profile/data"
@@ -40,7 +41,7 @@ def parse_deletion(body: Any) -> tuple[str, str]:
     }
     present = {key: value for key, value in identifiers.items() if value is not None}
     if len(present) != 1:
-        raise invalid(errors.MULTIPLE_DELETION_IDENTIFIERS, pointer=_PROFILE)
+        raise invalid(MULTIPLE_DELETION_IDENTIFIERS, pointer=_PROFILE)
     kind, value = next(iter(present.items()))
     pointer = f"{_PROFILE}/id" if kind == "id" else f"{_PROFILE}/attributes/{kind}"
     if not isinstance(value, str) or not value:
@@ -50,3 +51,12 @@ def parse_deletion(body: Any) -> tuple[str, str]:
     if kind == "phone_number":
         check_phone(value, pointer)
     return kind, value
+
+
+def request_profile_deletion(ctx: Context) -> Reply:
+    store = ctx.store
+    kind, value = parse_deletion(ctx.body)
+    # Unknown identifiers are accepted too: the job reveals nothing about who exists
+    # (inferred; Klaviyo documents only the 202).
+    store.later(store.config.deletion_delay, lambda: store.delete_profiles(kind, value))
+    return Reply(202)

@@ -14,19 +14,22 @@ from typing import Any
 from werkzeug.serving import BaseWSGIServer, make_server
 from werkzeug.wrappers import Request, Response
 
-from . import calibration, contract, control, spec_rules
 from .bulk_import import job_resource
+from .calibration import from_environment as calibration_from_environment
 from .config import Config
+from .contract import load as load_contract
+from .control import handle as handle_control
 from .events import event_json
 from .faults import FaultSet
 from .model import KlaviyoList, Segment
-from .operations import Router
+from .operations import SERVED_OPERATIONS, Router
 from .ratelimit import RateLimiter
 from .recording import RecordedRequest
 from .resources import profile_resource
-from .segments import Definition
+from .segment_definitions import Definition
 from .server import KlaviyoApp, QuietHandler, Settings, VerboseHandler, parse_revision
 from .spec_rules import SpecRules
+from .spec_rules import load as load_rules
 from .state import Store
 
 DEFAULT_REVISION = "2026-07-15"
@@ -82,7 +85,7 @@ class KlaviyoEmulator:
     ) -> None:
         newest, _ = parse_revision(revision)
         self._seed = seed
-        behaviour = {**behaviour, **calibration.from_environment()}
+        behaviour = {**behaviour, **calibration_from_environment()}
         self._behaviour = behaviour
         config = Config().changed(seed, **behaviour)
         self._settings_lock = threading.Lock()
@@ -94,11 +97,11 @@ class KlaviyoEmulator:
         self._initial_keys = dict(self._settings.api_keys)
         self._requested_port = port
         self._verbose = verbose
-        self.rules = rules if rules is not None else spec_rules.load(openapi_path)
+        self.rules = rules if rules is not None else load_rules(openapi_path, SERVED_OPERATIONS)
         self._store = Store(rng=random.Random(seed), clock=clock, config=config)
         self.faults = FaultSet(random.Random(seed))
         self._limiter = RateLimiter(clock)
-        self._validator = contract.load(openapi_path) if openapi_path is not None else None
+        self._validator = load_contract(openapi_path) if openapi_path is not None else None
         self._record_lock = threading.Lock()
         self._requests: list[RecordedRequest] = []
         self._violations: list[str] = []
@@ -240,11 +243,17 @@ class KlaviyoEmulator:
         return self._store.create_list(name, list_id, opt_in)
 
     def create_segment(
-        self, name: str, segment_id: str | None = None, definition: Definition | None = None
+        self,
+        name: str,
+        segment_id: str | None = None,
+        definition: Definition | None = None,
+        member_of_list: str | None = None,
     ) -> str:
-        """Seed a segment; with a ``definition`` (see ``segments.py``) its membership follows
-        the profiles' data, ``segment_lag`` seconds after each change."""
-        return self._store.create_segment(name, segment_id, definition)
+        """Seed a segment; with a ``definition`` (see ``segment_definitions.py``) its
+        membership follows the profiles' data, with ``member_of_list`` (a list id: Klaviyo's
+        "is in list" condition) that list's adds and removals; either ``segment_lag`` seconds
+        after each change."""
+        return self._store.create_segment(name, segment_id, definition, member_of_list)
 
     def add_to_segment(
         self, segment_id: str, profile_id: str, joined_at: str | datetime | None = None
@@ -426,7 +435,7 @@ class KlaviyoEmulator:
             self._violations.extend(violations)
 
     def _control(self, request: Request) -> Response:
-        return control.handle(self, request)
+        return handle_control(self, request)
 
 
 def _normalise_keys(

@@ -33,11 +33,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from . import errors
 from .attributes import clean_attributes, clean_patch_meta
-from .errors import invalid
-from .handlers import Context, Reply
+from .errors import NO_IDENTIFIER, invalid
 from .model import STRING_ATTRIBUTES, Event
+from .protocol import Context, Reply
 from .state import Store
 
 EVENT_TYPE = "event"
@@ -212,7 +211,7 @@ def _parse_profile(raw: Any, where: str, store: Store, *, meta_in_attributes: bo
     cleaned.pop("_kx", None)  # an exchange id; the emulator cannot resolve it
     if not profile_id and not anonymous_id and not any(cleaned.get(k) for k in IDENTIFYING):
         # Klaviyo also identifies by _kx; the emulator cannot decrypt one, so it refuses.
-        raise invalid(errors.NO_IDENTIFIER, pointer=f"{where}/attributes")
+        raise invalid(NO_IDENTIFIER, pointer=f"{where}/attributes")
     return EventProfile(profile_id or None, cleaned, meta, anonymous_id)
 
 

@@ -1,4 +1,4 @@
-"""The emulator's records: profiles, lists, segments and their timestamps."""
+"""The emulator's records: profiles, lists, segments, events, jobs and their timestamps."""
 
 from __future__ import annotations
 
@@ -173,6 +173,9 @@ class Segment:
     members: dict[str, datetime] = field(default_factory=dict)
     # Rule-based segments: membership follows this predicate over profile attributes.
     predicate: Callable[[Mapping[str, Any]], bool] | None = None
+    # A segment defined as "is in list X" (the spec's ProfileHasGroupMembershipCondition):
+    # membership follows that list's.
+    member_of_list: str | None = None
     is_active: bool = True
     is_processing: bool = False
     is_starred: bool = False
@@ -218,6 +221,48 @@ class ImportJob:
     @property
     def total_count(self) -> int:
         return len(self.items)
+
+
+@dataclass
+class ChannelConsent:
+    """One channel/message type a subscribe job asks for, e.g. ("email", "marketing")."""
+
+    channel: str
+    message_type: str
+    consented_at: datetime | None = None
+
+
+@dataclass
+class ProfileSubscription:
+    profile_id: str | None
+    email: str | None
+    phone_number: str | None
+    consents: list[ChannelConsent]
+    age_gated_date_of_birth: str | None = None
+
+
+@dataclass
+class SubscribeJob:
+    job_number: int
+    profiles: list[ProfileSubscription]
+    list_id: str | None
+    custom_source: str | None
+    historical_import: bool
+
+
+@dataclass
+class ProfileUnsubscription:
+    """One profile of an unsubscribe job: its identifiers and (channel, message type)s."""
+
+    email: str | None
+    phone_number: str | None
+    channels: list[tuple[str, str]]
+
+
+@dataclass
+class UnsubscribeJob:
+    profiles: list[ProfileUnsubscription]
+    list_id: str | None
 
 
 @dataclass

@@ -11,49 +11,83 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from . import bulk_import, events, handlers, spec_rules, unsubscribe
-from .handlers import Handler
-from .spec_rules import OperationRules, SpecRules
+from .bulk_import import (
+    bulk_import_profiles,
+    get_bulk_import_profiles_job,
+    get_bulk_import_profiles_jobs,
+    get_errors_for_bulk_import_profiles_job,
+    get_list_for_bulk_import_profiles_job,
+    get_list_ids_for_bulk_import_profiles_job,
+    get_profile_ids_for_bulk_import_profiles_job,
+    get_profiles_for_bulk_import_profiles_job,
+)
+from .deletion import request_profile_deletion
+from .events import (
+    bulk_create_events,
+    create_event,
+)
+from .lists import (
+    add_profiles_to_list,
+    create_list,
+    get_list,
+    get_lists,
+    get_profile_ids_for_list,
+    get_profiles_for_list,
+    remove_profiles_from_list,
+)
+from .profiles import (
+    create_or_update_profile,
+    create_profile,
+    get_profile,
+    get_profiles,
+    get_segment_ids_for_profile,
+    update_profile,
+)
+from .protocol import Handler
+from .segments import (
+    get_profile_ids_for_segment,
+    get_profiles_for_segment,
+    get_segment,
+)
+from .spec_rules import OperationRules, SpecRules, from_table
+from .subscribe import bulk_subscribe_profiles
+from .unsubscribe import bulk_unsubscribe_profiles
 
 GLOBAL_BODY_LIMIT = 5 * 1024 * 1024  # "Global payload: 5 MB -> 413" (rate limits docs page)
 
 HANDLERS: dict[str, Handler] = {
-    "get_profiles": handlers.get_profiles,
-    "create_profile": handlers.create_profile,
-    "get_profile": handlers.get_profile,
-    "update_profile": handlers.update_profile,
-    "create_or_update_profile": handlers.create_or_update_profile,
-    "get_segment_ids_for_profile": handlers.get_segment_ids_for_profile,
-    "bulk_subscribe_profiles": handlers.bulk_subscribe_profiles,
-    "bulk_unsubscribe_profiles": unsubscribe.bulk_unsubscribe_profiles,
-    "bulk_import_profiles": bulk_import.bulk_import_profiles,
-    "get_bulk_import_profiles_job": bulk_import.get_bulk_import_profiles_job,
-    "get_bulk_import_profiles_jobs": bulk_import.get_bulk_import_profiles_jobs,
-    "get_profiles_for_bulk_import_profiles_job": (
-        bulk_import.get_profiles_for_bulk_import_profiles_job
-    ),
-    "get_profile_ids_for_bulk_import_profiles_job": (
-        bulk_import.get_profile_ids_for_bulk_import_profiles_job
-    ),
-    "get_errors_for_bulk_import_profiles_job": bulk_import.get_errors_for_bulk_import_profiles_job,
-    "get_list_for_bulk_import_profiles_job": bulk_import.get_list_for_bulk_import_profiles_job,
-    "get_list_ids_for_bulk_import_profiles_job": (
-        bulk_import.get_list_ids_for_bulk_import_profiles_job
-    ),
-    "create_event": events.create_event,
-    "bulk_create_events": events.bulk_create_events,
-    "request_profile_deletion": handlers.request_profile_deletion,
-    "get_lists": handlers.get_lists,
-    "create_list": handlers.create_list,
-    "get_list": handlers.get_list,
-    "get_profiles_for_list": handlers.get_profiles_for_list,
-    "get_profile_ids_for_list": handlers.get_profile_ids_for_list,
-    "add_profiles_to_list": handlers.add_profiles_to_list,
-    "remove_profiles_from_list": handlers.remove_profiles_from_list,
-    "get_segment": handlers.get_segment,
-    "get_profiles_for_segment": handlers.get_profiles_for_segment,
-    "get_profile_ids_for_segment": handlers.get_profile_ids_for_segment,
+    "get_profiles": get_profiles,
+    "create_profile": create_profile,
+    "get_profile": get_profile,
+    "update_profile": update_profile,
+    "create_or_update_profile": create_or_update_profile,
+    "get_segment_ids_for_profile": get_segment_ids_for_profile,
+    "bulk_subscribe_profiles": bulk_subscribe_profiles,
+    "bulk_unsubscribe_profiles": bulk_unsubscribe_profiles,
+    "bulk_import_profiles": bulk_import_profiles,
+    "get_bulk_import_profiles_job": get_bulk_import_profiles_job,
+    "get_bulk_import_profiles_jobs": get_bulk_import_profiles_jobs,
+    "get_profiles_for_bulk_import_profiles_job": get_profiles_for_bulk_import_profiles_job,
+    "get_profile_ids_for_bulk_import_profiles_job": get_profile_ids_for_bulk_import_profiles_job,
+    "get_errors_for_bulk_import_profiles_job": get_errors_for_bulk_import_profiles_job,
+    "get_list_for_bulk_import_profiles_job": get_list_for_bulk_import_profiles_job,
+    "get_list_ids_for_bulk_import_profiles_job": get_list_ids_for_bulk_import_profiles_job,
+    "create_event": create_event,
+    "bulk_create_events": bulk_create_events,
+    "request_profile_deletion": request_profile_deletion,
+    "get_lists": get_lists,
+    "create_list": create_list,
+    "get_list": get_list,
+    "get_profiles_for_list": get_profiles_for_list,
+    "get_profile_ids_for_list": get_profile_ids_for_list,
+    "add_profiles_to_list": add_profiles_to_list,
+    "remove_profiles_from_list": remove_profiles_from_list,
+    "get_segment": get_segment,
+    "get_profiles_for_segment": get_profiles_for_segment,
+    "get_profile_ids_for_segment": get_profile_ids_for_segment,
 }
+# What ``make spec-rules`` reads from the OpenAPI document: the operations handled here.
+SERVED_OPERATIONS: tuple[str, ...] = tuple(sorted(HANDLERS))
 
 
 @dataclass(frozen=True)
@@ -82,7 +116,7 @@ class Operation:
         return self.rules.body_limit or GLOBAL_BODY_LIMIT
 
 
-_PACKAGED = spec_rules.from_table()
+_PACKAGED = from_table()
 OPERATIONS_BY_ID: dict[str, Operation] = {
     op_id: Operation(_PACKAGED[op_id], handler)
     for op_id, handler in HANDLERS.items()

@@ -12,9 +12,8 @@ from urllib.parse import quote, urlencode
 
 from werkzeug.datastructures import MultiDict
 
-from . import filters
 from .errors import invalid
-from .filters import Condition
+from .filters import Condition, parse_for
 from .spec_rules import OperationRules, PageSize
 
 T = TypeVar("T")
@@ -53,7 +52,7 @@ def parse(args: MultiDict[str, str], rules: OperationRules) -> Query:
     conditions: list[Condition] = []
     raw_filter = args.get("filter")
     if raw_filter is not None and rules.filters is not None:
-        conditions = filters.parse_for(raw_filter, rules.filters)
+        conditions = parse_for(raw_filter, rules.filters)
     sort, descending = None, False
     raw_sort = args.get("sort")
     if raw_sort is not None and rules.sort is not None:

@@ -1,68 +1,30 @@
-"""Rule-based segments: a simple definition evaluated against a profile after it changes.
-
-Klaviyo's segment definitions (condition groups over events, properties, consent, list
-membership...) are far richer; the emulator needs only enough to show that membership
-follows a profile's data, after ``segment_lag``. A definition is either a callable taking
-the profile's attributes (as ``GET /api/profiles/{id}?additional-fields[profile]=subscriptions``
-shows them) or, in JSON, a list of conditions that must all hold::
-
-    [{"field": "properties.tier", "operator": "equals", "value": "gold"},
-     {"field": "location.country", "operator": "any", "value": ["US", "CA"]}]
-"""
+"""Segments: read one and page through its members (who is in one: ``state``)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
-from typing import Any
-
-Predicate = Callable[[Mapping[str, Any]], bool]
-Definition = Predicate | Sequence[Mapping[str, Any]]
-
-_MISSING = object()
-_OPERATORS: dict[str, Callable[[Any, Any], bool]] = {
-    "equals": lambda actual, wanted: actual == wanted,
-    "not-equals": lambda actual, wanted: actual != wanted,
-    "any": lambda actual, wanted: actual in wanted,
-    "exists": lambda actual, wanted: (actual not in (None, _MISSING)) == bool(wanted),
-    "contains": lambda actual, wanted: isinstance(actual, str | list) and wanted in actual,
-    "greater-than": lambda actual, wanted: actual is not None and actual > wanted,
-    "less-than": lambda actual, wanted: actual is not None and actual < wanted,
-}
+from .protocol import Context, Reply, member_ids, member_profiles, single
+from .resources import segment_resource
 
 
-def compile_definition(definition: Definition) -> Predicate:
-    """A predicate over profile attributes; ValueError for a malformed JSON definition."""
-    if callable(definition):
-        return definition
-    conditions = [_condition(c) for c in definition]
-    return lambda attributes: all(c(attributes) for c in conditions)
+def get_segment(ctx: Context) -> Reply:
+    counted = "profile_count" in ctx.query.values("additional-fields[segment]")
+    with ctx.store.lock:
+        segment = ctx.store.segment(ctx.params["id"])
+        resource = segment_resource(
+            segment, ctx.base_url, profile_count=counted, fields=ctx.query.fields("segment")
+        )
+    reply = single(ctx, resource)
+    if ctx.query.values("include"):
+        assert reply.document is not None
+        reply.document["included"] = []
+    return reply
 
 
-def _condition(raw: Mapping[str, Any]) -> Predicate:
-    if not isinstance(raw, Mapping) or "field" not in raw or "operator" not in raw:
-        raise ValueError("a segment condition needs 'field' and 'operator'")
-    operator = _OPERATORS.get(raw["operator"])
-    if operator is None:
-        raise ValueError(f"segment operators: {', '.join(_OPERATORS)}")
-    path = str(raw["field"]).split(".")
-    wanted = raw.get("value", True)
-
-    def holds(attributes: Mapping[str, Any]) -> bool:
-        actual = _lookup(attributes, path)
-        if actual is _MISSING and raw["operator"] != "exists":
-            return False
-        try:
-            return bool(operator(actual, wanted))
-        except TypeError:  # comparing a string with a number, say: not a member
-            return False
-
-    return holds
+def get_profiles_for_segment(ctx: Context) -> Reply:
+    with ctx.store.lock:
+        return member_profiles(ctx, ctx.store.segment(ctx.params["id"]))
 
 
-def _lookup(attributes: Mapping[str, Any], path: list[str]) -> Any:
-    value: Any = attributes
-    for key in path:
-        if not isinstance(value, Mapping) or key not in value:
-            return _MISSING
-        value = value[key]
-    return value
+def get_profile_ids_for_segment(ctx: Context) -> Reply:
+    with ctx.store.lock:
+        return member_ids(ctx, ctx.store.segment(ctx.params["id"]))

@@ -18,12 +18,24 @@ from typing import TYPE_CHECKING, Any
 from werkzeug.serving import WSGIRequestHandler
 from werkzeug.wrappers import Request, Response
 
-from . import errors, operations, query
 from .contract import ContractValidator, Exchange
-from .errors import ApiError, invalid
+from .errors import (
+    UNKNOWN_REVISION,
+    ApiError,
+    for_status,
+    invalid,
+    method_not_allowed,
+    not_authenticated,
+    not_found,
+    payload_too_large,
+    permission_denied,
+    throttled,
+    unsupported_media_type,
+)
 from .faults import Fault, FaultSet
-from .handlers import Context, Reply
-from .operations import Operation, Router
+from .operations import Operation, Router, granted
+from .protocol import Context, Reply
+from .query import parse as parse_query
 from .ratelimit import Bucket, RateLimiter
 from .recording import DROPPED, HeaderMap, RecordedRequest
 from .state import Store
@@ -210,7 +222,7 @@ class KlaviyoApp:
                 response.headers["Retry-After"] = str(fault.retry_after)
             return response
         if fault.status is not None:
-            return _error_response(errors.for_status(fault.status, fault.retry_after))
+            return _error_response(for_status(fault.status, fault.retry_after))
         return None
 
     def _serve_or_error(
@@ -229,7 +241,7 @@ class KlaviyoApp:
             # An emulator bug: answer like Klaviyo's 500 so clients see a JSON:API error, and
             # leave the traceback on stderr for whoever runs the tests.
             traceback.print_exc()
-            return _error_response(errors.for_status(500))
+            return _error_response(for_status(500))
 
     def _serve(
         self,
@@ -241,8 +253,8 @@ class KlaviyoApp:
     ) -> Response:
         if op is None:
             if allowed:
-                raise errors.method_not_allowed(request.method)
-            raise errors.not_found(f"The path {request.path} does not exist.")
+                raise method_not_allowed(request.method)
+            raise not_found(f"The path {request.path} does not exist.")
         with self.settings_lock:
             keys = dict(self.settings.api_keys)
             override = self.settings.rate_overrides.get(op.operation_id)
@@ -252,10 +264,10 @@ class KlaviyoApp:
         limit_headers = self._count(op, request, override)
         try:
             self._check_revision(request)
-            missing = operations.granted(keys[key], op.rules.scopes)
+            missing = granted(keys[key], op.rules.scopes)
             if missing:
-                raise errors.permission_denied(missing)
-            checked = query.parse(request.args, op.rules)
+                raise permission_denied(missing)
+            checked = parse_query(request.args, op.rules)
             document = _parse_body(request, body, op)
             ctx = Context(
                 store=self.store,
@@ -291,7 +303,7 @@ class KlaviyoApp:
                 buckets.append(Bucket(f"{op.operation_id}?{extra.bucket}", extra.limits))
         decision = self.limiter.check(buckets, enforce=self.store.config.rate_limits)
         if decision.refused:
-            raise errors.throttled(decision.retry_after)
+            raise throttled(decision.retry_after)
         return decision.headers
 
     def _check_revision(self, request: Request) -> None:
@@ -310,7 +322,7 @@ class KlaviyoApp:
         with self.settings_lock:
             newest = self.settings.revision
         if asked < OLDEST_REVISION or asked > newest or suffix not in (None, "pre"):
-            raise errors.not_found(errors.UNKNOWN_REVISION)
+            raise not_found(UNKNOWN_REVISION)
 
     # ---- bookkeeping ---------------------------------------------------------------------
 
@@ -376,7 +388,7 @@ def _api_key(request: Request, keys: dict[str, frozenset[str] | None]) -> str:
     scheme, _, key = request.headers.get("Authorization", "").partition(" ")
     key = key.strip()
     if scheme != "Klaviyo-API-Key" or key not in keys:
-        raise errors.not_authenticated()
+        raise not_authenticated()
     return key
 
 
@@ -384,10 +396,10 @@ def _parse_body(request: Request, body: bytes, op: Operation) -> Any:
     if op.method not in ("POST", "PATCH", "DELETE"):
         return None
     if len(body) > op.body_limit:
-        raise errors.payload_too_large(op.body_limit)
+        raise payload_too_large(op.body_limit)
     media = (request.mimetype or "").lower()
     if media not in ACCEPTED_MEDIA_TYPES:
-        raise errors.unsupported_media_type(request.content_type or "")
+        raise unsupported_media_type(request.content_type or "")
     if not body.strip():
         raise invalid(
             "The request body is empty; a JSON:API document is required.", pointer="/data"

@@ -315,16 +315,10 @@ def _deref(spec: Mapping[str, Any], node: Mapping[str, Any]) -> Mapping[str, Any
 # ---- loading ------------------------------------------------------------------------------
 
 
-def served_operations() -> tuple[str, ...]:
-    from .operations import HANDLERS  # the handlers decide what is served
-
-    return tuple(sorted(HANDLERS))
-
-
 @functools.lru_cache(maxsize=4)
-def _from_document(path: str, mtime_ns: int) -> SpecRules:
+def _from_document(path: str, mtime_ns: int, operation_ids: tuple[str, ...]) -> SpecRules:
     with open(path, encoding="utf-8") as handle:
-        rules = extract(json.load(handle), served_operations())
+        rules = extract(json.load(handle), operation_ids)
     rules.source = path
     return rules
 
@@ -336,13 +330,14 @@ def from_table(path: Path = TABLE_PATH) -> SpecRules:
     )
 
 
-def load(spec_path: str | Path | None = None) -> SpecRules:
-    """The rules from the document at ``spec_path`` (default: the project's copy), or from
-    the packaged table when there is no document."""
+def load(spec_path: str | Path | None, operation_ids: Iterable[str]) -> SpecRules:
+    """The rules of ``operation_ids`` from the document at ``spec_path`` (None: the
+    project's copy), or from the packaged table when there is no document."""
     path = Path(spec_path) if spec_path is not None else default_spec_path()
     if path.exists():
         resolved = path.resolve()
-        return _from_document(str(resolved), resolved.stat().st_mtime_ns)
+        served = tuple(sorted(operation_ids))
+        return _from_document(str(resolved), resolved.stat().st_mtime_ns, served)
     return from_table()
 
 
@@ -350,7 +345,9 @@ def render(rules: SpecRules) -> str:
     return json.dumps(rules.to_json(), indent=1, sort_keys=True) + "\n"
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(operation_ids: Iterable[str], argv: list[str] | None = None) -> int:
+    """``make spec-rules``: the table of ``operation_ids`` (the served ones, which
+    ``operations.SERVED_OPERATIONS`` names) rewritten from the document, or ``--check``ed."""
     parser = argparse.ArgumentParser(
         prog="make spec-rules",
         description=f"Regenerate {TABLE_PATH.name} from Klaviyo's OpenAPI document.",
@@ -361,7 +358,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.spec.exists():
         print(f"no OpenAPI document at {args.spec}", file=sys.stderr)
         return 2
-    text = render(extract(json.loads(args.spec.read_text(encoding="utf-8")), served_operations()))
+    text = render(extract(json.loads(args.spec.read_text(encoding="utf-8")), operation_ids))
     if args.check:
         stale = not TABLE_PATH.exists() or TABLE_PATH.read_text(encoding="utf-8") != text
         if stale:

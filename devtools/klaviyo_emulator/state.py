@@ -19,10 +19,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from . import errors
 from .attributes import check_identifiers, clean_attributes
 from .config import OPT_IN_CHOICES, Config
-from .errors import ApiError, invalid, not_found
+from .errors import NO_IDENTIFIER, UNKNOWN_LIST, ApiError, duplicate_profile, invalid, not_found
 from .filters import Condition
 from .ids import UlidFactory, short_id
 from .model import (
@@ -30,17 +29,21 @@ from .model import (
     STRING_ATTRIBUTES,
     SUBSCRIBED,
     UNSUBSCRIBED,
+    ChannelConsent,
     Event,
     ImportItem,
     ImportJob,
     KlaviyoList,
     Profile,
+    ProfileSubscription,
     Segment,
+    SubscribeJob,
+    UnsubscribeJob,
     parse_timestamp,
 )
 from .resources import profile_resource
 from .search_index import SearchIndex
-from .segments import Definition, compile_definition
+from .segment_definitions import Definition, compile_definition
 from .timeline import Timeline
 
 # Suppressions a subscribe job lifts; the spec's prose says SPAM_REPORT, its enum SPAM_COMPLAINT.
@@ -74,48 +77,6 @@ def _identifier_key(identifier: str, value: Any) -> str | None:
     if not isinstance(value, str) or not value:
         return None
     return value.casefold() if identifier == "email" else value
-
-
-@dataclass
-class ChannelConsent:
-    """One channel/message type a subscribe job asks for, e.g. ("email", "marketing")."""
-
-    channel: str
-    message_type: str
-    consented_at: datetime | None = None
-
-
-@dataclass
-class ProfileSubscription:
-    profile_id: str | None
-    email: str | None
-    phone_number: str | None
-    consents: list[ChannelConsent]
-    age_gated_date_of_birth: str | None = None
-
-
-@dataclass
-class SubscribeJob:
-    job_number: int
-    profiles: list[ProfileSubscription]
-    list_id: str | None
-    custom_source: str | None
-    historical_import: bool
-
-
-@dataclass
-class ProfileUnsubscription:
-    """One profile of an unsubscribe job: its identifiers and (channel, message type)s."""
-
-    email: str | None
-    phone_number: str | None
-    channels: list[tuple[str, str]]
-
-
-@dataclass
-class UnsubscribeJob:
-    profiles: list[ProfileUnsubscription]
-    list_id: str | None
 
 
 @dataclass
@@ -204,7 +165,7 @@ class Store:
         with self.lock:
             found = self.lists.get(list_id)
             if found is None:
-                raise not_found(errors.UNKNOWN_LIST.format(list_id=list_id))
+                raise not_found(UNKNOWN_LIST.format(list_id=list_id))
             return found
 
     def segment(self, segment_id: str) -> Segment:
@@ -391,14 +352,14 @@ class Store:
         ):
             # Without SMS set up a phone number is no identifier: "Error creating new
             # profiles with phone number only" (community.klaviyo.com thread 11955).
-            raise invalid(errors.NO_IDENTIFIER, pointer=pointer)
+            raise invalid(NO_IDENTIFIER, pointer=pointer)
 
     def create_profile(self, attributes: dict[str, Any]) -> Profile:
         self.check_create_identifiers(attributes)
         with self.lock:
             existing = self._conflict(attributes, None)
             if existing is not None:
-                raise errors.duplicate_profile(existing)
+                raise duplicate_profile(existing)
             profile = self._new_profile(None, None)
             self._merge(profile, attributes, {})
             self.profiles[profile.id] = profile
@@ -418,11 +379,11 @@ class Store:
     ) -> Profile:
         existing = self._conflict(attributes, profile.id)
         if existing is not None:
-            raise errors.duplicate_profile(existing)
+            raise duplicate_profile(existing)
         candidate = profile.clone()
         self._merge(candidate, attributes, meta)
         if not candidate.has_identifier():
-            raise invalid(errors.NO_IDENTIFIER, pointer="/data/attributes")
+            raise invalid(NO_IDENTIFIER, pointer="/data/attributes")
         self._write(profile, candidate)
         return profile
 
@@ -469,16 +430,14 @@ class Store:
                 by_email = self.find_by_email(attributes.get("email"))
                 by_phone = self.find_by_phone(attributes.get("phone_number"))
                 if by_email and by_phone and by_email != by_phone:
-                    raise errors.duplicate_profile(
-                        by_phone, pointer=f"{attributes_at}/phone_number"
-                    )
+                    raise duplicate_profile(by_phone, pointer=f"{attributes_at}/phone_number")
                 found = by_email or by_phone
                 if found is None and match_external_id:
                     found = self.find_by_external_id(attributes.get("external_id"))
                 target = self.profiles[found] if found else None
             clash = self._conflicting_identifier(attributes, target.id if target else None)
             if clash is not None:
-                raise errors.duplicate_profile(clash[1], pointer=f"{attributes_at}/{clash[0]}")
+                raise duplicate_profile(clash[1], pointer=f"{attributes_at}/{clash[0]}")
             if target is None:
                 return self._add_profile(attributes, item.meta)
             candidate = target.clone()
@@ -500,7 +459,7 @@ class Store:
                 by_email = self.find_by_email(attributes.get("email"))
                 by_phone = self.find_by_phone(attributes.get("phone_number"))
                 if by_email and by_phone and by_email != by_phone:
-                    raise errors.duplicate_profile(by_phone)
+                    raise duplicate_profile(by_phone)
                 target = (
                     by_email or by_phone or self.find_by_external_id(attributes.get("external_id"))
                 )
@@ -559,20 +518,33 @@ class Store:
             return list_id
 
     def create_segment(
-        self, name: str, segment_id: str | None = None, definition: Definition | None = None
+        self,
+        name: str,
+        segment_id: str | None = None,
+        definition: Definition | None = None,
+        member_of_list: str | None = None,
     ) -> str:
+        """A segment: seeded by hand, by a rule over profile data (``definition``), or
+        defined as "is in list ``member_of_list``" (its members are that list's)."""
+        if definition is not None and member_of_list is not None:
+            raise ValueError("a segment takes a definition or member_of_list, not both")
         predicate = compile_definition(definition) if definition is not None else None
         with self.lock:
+            source = self.klaviyo_list(member_of_list) if member_of_list is not None else None
             segment_id = segment_id or self._fresh_short_id()
             if segment_id in self.segments:
                 raise ValueError(f"segment {segment_id} already exists")
             now = self.now()
-            self.segments[segment_id] = Segment(segment_id, name, now, now, predicate=predicate)
+            self.segments[segment_id] = Segment(
+                segment_id, name, now, now, predicate=predicate, member_of_list=member_of_list
+            )
             if predicate is not None:
                 for profile in self.profiles.values():
                     attributes = profile_resource(profile, "", subscriptions=True)["attributes"]
                     if predicate(attributes):
                         self._segment_change(segment_id, profile.id, True)
+            for profile_id in source.members if source is not None else ():
+                self._segment_change(segment_id, profile_id, True)
             return segment_id
 
     def _fresh_short_id(self) -> str:
@@ -601,15 +573,34 @@ class Store:
     ) -> None:
         with self.lock:
             klaviyo_list = self.klaviyo_list(list_id)
-            now = parse_timestamp(joined_at) if joined_at else self.now()
+            now = parse_timestamp(joined_at) if joined_at else None
             for profile_id in profile_ids:
-                klaviyo_list.members.setdefault(profile_id, now)
+                self._join_list(klaviyo_list, profile_id, now)
 
     def remove_list_members(self, list_id: str, profile_ids: list[str]) -> None:
         with self.lock:
             klaviyo_list = self.klaviyo_list(list_id)
             for profile_id in profile_ids:
-                klaviyo_list.members.pop(profile_id, None)
+                self._leave_list(klaviyo_list, profile_id)
+
+    def _join_list(
+        self, klaviyo_list: KlaviyoList, profile_id: str, joined_at: datetime | None = None
+    ) -> None:
+        """Every way onto a list comes here: the segments defined by the list follow."""
+        if profile_id in klaviyo_list.members:
+            return
+        klaviyo_list.members[profile_id] = joined_at or self.now()
+        for segment in self._segments_of_list(klaviyo_list.id):
+            self._segment_change(segment.id, profile_id, True)
+
+    def _leave_list(self, klaviyo_list: KlaviyoList, profile_id: str) -> None:
+        if klaviyo_list.members.pop(profile_id, None) is None:
+            return
+        for segment in self._segments_of_list(klaviyo_list.id):
+            self._segment_change(segment.id, profile_id, False)
+
+    def _segments_of_list(self, list_id: str) -> list[Segment]:
+        return [s for s in self.segments.values() if s.member_of_list == list_id]
 
     # ---- consent -------------------------------------------------------------------------
 
@@ -673,7 +664,7 @@ class Store:
                     self._grant(profile, job, consent, double_optin=False)
                     joined = True
                 if joined and klaviyo_list is not None:
-                    klaviyo_list.members.setdefault(profile.id, self.now())
+                    self._join_list(klaviyo_list, profile.id)
                 self._changed(profile)
 
     def confirm_double_opt_in(
@@ -698,7 +689,7 @@ class Store:
                 if not _kept_suppressed(profile, item.consent):
                     self._grant(profile, item.job, item.consent, double_optin=True)
             if list_id and list_id in self.lists:
-                self.lists[list_id].members.setdefault(profile_id, self.now())
+                self._join_list(self.lists[list_id], profile_id)
             self._changed(profile)
 
     def apply_unsubscribe_job(self, job: UnsubscribeJob) -> None:
@@ -731,7 +722,7 @@ class Store:
                     else:
                         del self._pending[key]
                 if klaviyo_list is not None:
-                    klaviyo_list.members.pop(profile.id, None)
+                    self._leave_list(klaviyo_list, profile.id)
                 profile.updated = max(self.now(), profile.updated)
                 self._changed(profile)
 

@@ -1,16 +1,29 @@
-"""Validation of ``POST /api/profile-subscription-bulk-create-jobs`` bodies."""
+"""``POST /api/profile-subscription-bulk-create-jobs`` (bulk_subscribe_profiles): its body
+checked, then applied ``subscribe_delay`` seconds later (``Store.apply_subscribe_job``)."""
 
 from __future__ import annotations
 
 from datetime import datetime
 from typing import Any
 
-from . import errors
 from .attributes import check_email, check_phone, phone_region
 from .config import Config
-from .errors import invalid
-from .model import SUBSCRIBED, parse_timestamp, utcnow
-from .state import ChannelConsent, ProfileSubscription, Store, SubscribeJob
+from .errors import (
+    AGE_GATE_WITHOUT_BIRTH_DATE,
+    EMAIL_WITHOUT_EMAIL,
+    SMS_WITHOUT_PHONE,
+    invalid,
+)
+from .model import (
+    SUBSCRIBED,
+    ChannelConsent,
+    ProfileSubscription,
+    SubscribeJob,
+    parse_timestamp,
+    utcnow,
+)
+from .protocol import Context, Reply
+from .state import Store
 
 JOB_TYPE = "profile-subscription-bulk-create-job"
 # channel -> message types accepted under it
@@ -131,9 +144,9 @@ def _parse_profile(item: Any, where: str, historical: bool, store: Store) -> Pro
     consents = _parse_channels(subscriptions, subs_where, historical)
     channels = {c.channel for c in consents}
     if "email" in channels and not email:
-        raise invalid(errors.EMAIL_WITHOUT_EMAIL, pointer=f"{where}/attributes/email")
+        raise invalid(EMAIL_WITHOUT_EMAIL, pointer=f"{where}/attributes/email")
     if "sms" in channels and not phone:
-        raise invalid(errors.SMS_WITHOUT_PHONE, pointer=f"{where}/attributes/phone_number")
+        raise invalid(SMS_WITHOUT_PHONE, pointer=f"{where}/attributes/phone_number")
     if "whatsapp" in channels and not phone:
         raise invalid(
             "'phone_number' must not be empty when the whatsapp channel is included in "
@@ -155,9 +168,9 @@ def _check_account(profiles: list[ProfileSubscription], config: Config) -> None:
             continue
         region = phone_region(item.phone_number or "")
         if not config.sms_enabled or region not in config.sms_countries:
-            raise invalid(errors.SMS_WITHOUT_PHONE)
+            raise invalid(SMS_WITHOUT_PHONE)
         if config.age_gated_sms and item.age_gated_date_of_birth is None:
-            raise invalid(errors.AGE_GATE_WITHOUT_BIRTH_DATE)
+            raise invalid(AGE_GATE_WITHOUT_BIRTH_DATE)
 
 
 def _parse_channels(
@@ -229,3 +242,10 @@ def _is_date(value: Any) -> bool:
     except ValueError:
         return False
     return True
+
+
+def bulk_subscribe_profiles(ctx: Context) -> Reply:
+    store = ctx.store
+    job = parse_job(ctx.body, store, max_profiles=ctx.rules.item_limit)
+    store.later(store.config.subscribe_delay, lambda: store.apply_subscribe_job(job))
+    return Reply(202)

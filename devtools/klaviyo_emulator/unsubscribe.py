@@ -13,11 +13,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from . import errors
 from .attributes import check_email, check_phone
-from .errors import invalid
-from .handlers import Context, Reply
-from .state import ProfileUnsubscription, Store, UnsubscribeJob
+from .errors import NO_IDENTIFIER, invalid
+from .model import ProfileUnsubscription, UnsubscribeJob
+from .protocol import Context, Reply
+from .state import Store
 
 JOB_TYPE = "profile-subscription-bulk-delete-job"
 PROFILES = "/data/attributes/profiles/data"
@@ -99,7 +99,7 @@ def _parse_profile(raw: Any, where: str) -> ProfileUnsubscription:
             )
     if not email and not phone:
         # Push alone: the emulator keeps no push tokens, so it needs a profile to find.
-        raise invalid(errors.NO_IDENTIFIER, pointer=at)
+        raise invalid(NO_IDENTIFIER, pointer=at)
     return ProfileUnsubscription(email, phone, channels)
 
 

@@ -178,7 +178,7 @@ class SimulatedAws:
 
 
 class SqsClient:
-    """The calls the layer makes on SQS (``queueing.ActionQueue``)."""
+    """The calls the layer makes on SQS (``aws.queue.ActionQueue``)."""
 
     def __init__(self, aws: SimulatedAws) -> None:
         self._aws = aws

@@ -35,7 +35,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
-from klaviyo_leads.identity import LABELS, normalised, token
+from klaviyo_leads.actions.create.identity import LABELS, normalised, token
 
 from .answers import final
 from .fleet import Send

@@ -3,7 +3,7 @@
 Each function (one per action) has its queue and a few containers; each container is a
 ``Runtime`` wired as ``Runtime.from_env`` wires one (``Runtime.wired``), with the in-memory
 AWS, the in-process Klaviyo, its own clock (up to a few seconds off the others') and the
-function's real handler (``entrypoint.handler_for``, Powertools and all). Around them the
+function's real handler (``handlers.actions.handler_for``, Powertools and all). Around them the
 simulation plays what AWS does:
 
 - API Gateway: a webhook sender's request becomes the proxy event; the caller retries a
@@ -32,12 +32,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from devtools.lambda_events import LambdaContext, api_gateway_event, eventbridge_event
-from klaviyo_leads import entrypoint, lead_files
-from klaviyo_leads.actions import ACTIONS
+from klaviyo_leads.actions.table import ACTIONS
+from klaviyo_leads.aws.queue import lead_file_row_key
 from klaviyo_leads.config import Settings
-from klaviyo_leads.queueing import lead_file_row_key
+from klaviyo_leads.handlers import actions as entrypoint
+from klaviyo_leads.lead_files import splitter
+from klaviyo_leads.lead_files.checks import NOT_QUEUED, unanswered
+from klaviyo_leads.lead_files.storage import Services
 from klaviyo_leads.runtime import AwsClients, Runtime
-from klaviyo_leads.triggers import LeadNotQueued
+from klaviyo_leads.triggers.invocations import LeadNotQueued
 
 from .answers import final
 from .aws import Queue, SimulatedAws
@@ -332,18 +335,19 @@ class Fleet:
         rows = [(lead.number + 1, lead) for lead in leads]
         for number, lead in rows:
             self.send_of(lead, lead_file_row_key(run_id, number))
-        services = lead_files.Services(s3=None, sqs=self.aws.sqs_client(), sleep=self.sched.sleep)
+        services = Services(s3=None, sqs=self.aws.sqs_client(), sleep=self.sched.sleep)
         url = self.queues[action].url
         checkpoint = index = 0
         while index < len(rows):
             batch = rows[index : index + BATCH]
             entries = [(number, lead.fields, json.dumps(lead.fields)) for number, lead in batch]
-            ids, in_doubt = lead_files._send_batch(services, url, run_id, entries)
+            # Read from the module at each call: a planted defect replaces it there.
+            ids, in_doubt = splitter._send_batch(services, url, run_id, entries)
             for (number, _), message_id in zip(batch, ids, strict=True):
                 row = lead_file_row_key(run_id, number)
                 if message_id is None and not in_doubt:
-                    unanswered = lead_files._unanswered(ACTIONS[action], lead_files.NOT_QUEUED)
-                    self.by_owner[row].answers.append({**unanswered, "_status": None})
+                    not_queued = unanswered(ACTIONS[action], NOT_QUEUED)
+                    self.by_owner[row].answers.append({**not_queued, "_status": None})
                     self.rows_refused.add(row)
                 else:
                     self.rows_refused.discard(row)

@@ -28,7 +28,7 @@ def _patched(owner: Any, name: str, value: Any) -> Iterator[None]:
 def first_identifier_only() -> Iterator[None]:
     """The create's record kept under the lead's first identifier only (email, else phone,
     else external id): two leads that share a later one never meet."""
-    from klaviyo_leads.identity import Person
+    from klaviyo_leads.actions.create.identity import Person
 
     original = Person.identities
 
@@ -42,7 +42,7 @@ def first_identifier_only() -> Iterator[None]:
 @contextlib.contextmanager
 def any_409_is_own() -> Iterator[None]:
     """A 409 after a lost answer always taken as the request's own profile."""
-    from klaviyo_leads import creates
+    from klaviyo_leads.actions.create import one as creates
 
     with _patched(creates, "made_by", lambda profile, owner: profile is not None):
         yield
@@ -52,7 +52,7 @@ def any_409_is_own() -> Iterator[None]:
 def hold_never_renewed() -> Iterator[None]:
     """Holds taken once and never renewed (nor the write recorded) before a write: a request
     that waited on 429s or a slow job writes on a hold that ran out."""
-    from klaviyo_leads.ledger import CreateLedger
+    from klaviyo_leads.aws.ledger import CreateLedger
 
     def renew(self: CreateLedger, record: Any, hold_seconds: float, **_: Any) -> Any:
         return replace(record)
@@ -64,7 +64,8 @@ def hold_never_renewed() -> Iterator[None]:
 @contextlib.contextmanager
 def earlier_job_skipped() -> Iterator[None]:
     """A redelivered batch that does not read the import job its earlier attempt sent."""
-    from klaviyo_leads import batch_creates, creates
+    from klaviyo_leads.actions.create import batch as batch_creates
+    from klaviyo_leads.actions.create import one as creates
 
     def skipped(*args: Any, **kwargs: Any) -> None:
         return None
@@ -80,10 +81,10 @@ def earlier_job_skipped() -> Iterator[None]:
 def lead_file_batch_sent_twice() -> Iterator[None]:
     """A splitter that sends a batch of rows again under new messages, each its own lead (as
     one that retried a call whose answer was lost, its rows carrying no origin of their own)."""
-    from klaviyo_leads import lead_files
-    from klaviyo_leads.queueing import ORIGIN
+    from klaviyo_leads.aws.queue import ORIGIN
+    from klaviyo_leads.lead_files import splitter
 
-    original = lead_files._send_batch
+    original = splitter._send_batch
 
     def twice(services: Any, queue_url: str, run_id: str, rows: Any) -> Any:
         answer = original(services, queue_url, run_id, rows)
@@ -104,7 +105,7 @@ def lead_file_batch_sent_twice() -> Iterator[None]:
         sent(QueueUrl=queue_url, Entries=entries)
         return answer
 
-    with _patched(lead_files, "_send_batch", twice):
+    with _patched(splitter, "_send_batch", twice):
         yield
 
 
@@ -112,7 +113,7 @@ def lead_file_batch_sent_twice() -> Iterator[None]:
 def consent_from_the_202() -> Iterator[None]:
     """A subscribe told "subscribed" once Klaviyo took its job, without reading it back (what
     the bundle did before it read consent back)."""
-    from klaviyo_leads import consent
+    from klaviyo_leads.actions.subscribe import consent
 
     def accepted_is_applied(ctx: Any, accepted: dict[int, Any], results: list[Any]) -> None:
         for index, taken in accepted.items():
@@ -126,7 +127,7 @@ def consent_from_the_202() -> Iterator[None]:
 @contextlib.contextmanager
 def evidence_per_sending() -> Iterator[None]:
     """The consent event keyed by what the lead arrived as: each sending is an event."""
-    from klaviyo_leads import evidence
+    from klaviyo_leads.actions.subscribe import evidence
 
     original = evidence.unique_id
 

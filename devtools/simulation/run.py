@@ -28,10 +28,10 @@ from typing import Any
 from devtools.klaviyo_emulator import KlaviyoEmulator
 from devtools.klaviyo_emulator import state as emulator_state
 from devtools.memory_dynamodb import MemoryDynamoDB
-from klaviyo_leads import lead_files
-from klaviyo_leads.actions import ACTIONS
-from klaviyo_leads.identity import MARKER_PROPERTY
-from klaviyo_leads.queueing import LEAD_FILE_ROW, LEAD_FILE_RUN, ORIGIN, lead_file_row_key
+from klaviyo_leads.actions.create.identity import MARKER_PROPERTY
+from klaviyo_leads.actions.table import ACTIONS
+from klaviyo_leads.aws.queue import LEAD_FILE_ROW, LEAD_FILE_RUN, ORIGIN, lead_file_row_key
+from klaviyo_leads.lead_files.checks import NO_RESULT, unanswered
 
 from . import checks
 from .aws import SimulatedAws, injected
@@ -313,7 +313,7 @@ class _Results:
                 send.answers.append({**json.loads(item["result"]["S"]), "_status": None})
             elif owner in self.fleet.rows_in_doubt and owner not in carried:
                 action = ACTIONS[send.lead.action]
-                fields = lead_files._unanswered(action, lead_files.NO_RESULT)
+                fields = unanswered(action, NO_RESULT)
                 send.answers.append({**fields, "_status": None})
 
     def dead_letters(self) -> None:
@@ -337,8 +337,9 @@ def _patched(sched: Scheduler, ids: _Ids, seed: int) -> Iterator[None]:
     """Time, ids and jitter from the simulation; the handlers' logs and metrics muted."""
     from aws_lambda_powertools.utilities.idempotency.persistence import base, datarecord, dynamodb
 
-    from klaviyo_leads import klaviyo as client_module
-    from klaviyo_leads import queueing, runtime
+    from klaviyo_leads import observability
+    from klaviyo_leads.aws import queue as queueing
+    from klaviyo_leads.klaviyo import pacing, retry
 
     def wall() -> float:
         task = sched.current
@@ -368,7 +369,8 @@ def _patched(sched: Scheduler, ids: _Ids, seed: int) -> Iterator[None]:
         swap(module, "dt", shim)
     swap(uuid, "uuid4", ids.uuid)
     swap(queueing, "random", seeded)
-    swap(client_module, "random", seeded)
+    swap(pacing, "random", seeded)  # a fresh container's first moments
+    swap(retry, "random", seeded)  # the back-off's jitter
     sink = io.StringIO()
     levels = []
     for logger in _layer_loggers():
@@ -385,7 +387,7 @@ def _patched(sched: Scheduler, ids: _Ids, seed: int) -> Iterator[None]:
             logger.setLevel(level)
         for owner, name, value in reversed(saved):
             setattr(owner, name, value)
-        runtime._counts.clear()
+        observability._counts.clear()
 
 
 def _layer_loggers() -> list[logging.Logger]:

@@ -16,7 +16,7 @@ import random
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from klaviyo_leads.identity import normalised
+from klaviyo_leads.actions.create.identity import normalised
 
 # The actions a seed may use, and how often: every create path, and those that change a
 # profile, a list membership or consent, or record an event beside them.

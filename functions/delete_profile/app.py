@@ -1,3 +1,3 @@
-from klaviyo_leads.entrypoint import handler_for
+from klaviyo_leads.handlers.actions import handler_for
 
 lambda_handler = handler_for("delete_profile")

@@ -1,3 +1,3 @@
-from klaviyo_leads.results import lambda_handler
+from klaviyo_leads.handlers.results import lambda_handler
 
 __all__ = ["lambda_handler"]

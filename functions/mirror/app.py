@@ -1,3 +1,3 @@
-from klaviyo_leads.mirror import lambda_handler
+from klaviyo_leads.handlers.mirror import lambda_handler
 
 __all__ = ["lambda_handler"]

@@ -1,3 +1,3 @@
-from klaviyo_leads.trail_delivery import lambda_handler
+from klaviyo_leads.handlers.trail import lambda_handler
 
 __all__ = ["lambda_handler"]

@@ -13,6 +13,7 @@ from fake_clock import FakeClock
 
 from devtools.klaviyo_emulator import KlaviyoEmulator, spec_rules
 from devtools.klaviyo_emulator.contract import default_spec_path
+from devtools.klaviyo_emulator.operations import SERVED_OPERATIONS
 from devtools.klaviyo_emulator.spec_rules import SpecRules
 
 SPEC = default_spec_path()
@@ -412,7 +413,7 @@ def test_at_most_10000_profiles_per_job(api: Api, emu: KlaviyoEmulator) -> None:
 
 
 def test_the_profile_cap_is_the_rules_one() -> None:
-    rules = spec_rules.load(SPEC)
+    rules = spec_rules.load(SPEC, SERVED_OPERATIONS)
     capped = replace(rules["bulk_import_profiles"], item_limit=2)
     loose = SpecRules([*(rules[op] for op in rules if op != capped.operation_id), capped], "test")
     with KlaviyoEmulator(rules=loose) as emu:

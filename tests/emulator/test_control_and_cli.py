@@ -132,6 +132,18 @@ def test_control_api_rule_segment_and_confirm_via(api: Api, emu: KlaviyoEmulator
     assert _control(api, "POST", "segments", bad)[0] == 400
 
 
+def test_control_api_list_defined_segment(api: Api, emu: KlaviyoEmulator) -> None:
+    pid = emu.create_profile(email="listed@example.com")
+    list_id = emu.create_list("Scratch")
+    emu.add_to_list(list_id, pid)
+    body = {"name": "On the list", "member_of_list": list_id}
+    status, segment = _control(api, "POST", "segments", body)
+    assert status == 201
+    assert emu.segment_members(segment["id"]) == {pid}
+    unknown = {"name": "Nowhere", "member_of_list": "nope"}
+    assert _control(api, "POST", "segments", unknown)[0] == 404
+
+
 def test_control_api_shows_events_and_import_jobs(api: Api, emu: KlaviyoEmulator) -> None:
     body = event({"email": "ev@example.com"}, metric="Lead Received")
     assert api.post(EVENTS, body).status == 202

@@ -11,6 +11,7 @@ from emulator_http import Api
 from fake_clock import FakeClock
 
 from devtools.klaviyo_emulator import KlaviyoEmulator
+from devtools.klaviyo_emulator.errors import ApiError
 
 
 @pytest.fixture
@@ -144,6 +145,45 @@ def test_rule_segment_counts_existing_profiles_and_takes_a_callable(emu: Klaviyo
         "US too", definition=lambda attrs: attrs["location"]["country"] == "US"
     )
     assert emu.segment_members(by_rule) == emu.segment_members(by_callable) == {us}
+
+
+def test_list_defined_segment_follows_the_list_after_the_lag(
+    lagging: KlaviyoEmulator, clock: FakeClock
+) -> None:
+    """A segment defined as "is in list X" holds list X's members: whoever was on the list
+    when it was made, then every add and removal, each ``segment_lag`` seconds later."""
+    api = Api(lagging.base_url)
+    list_id = lagging.create_list("Scratch", opt_in="single")
+    early, late = (
+        lagging.create_profile(email=f"{name}@example.com") for name in ("early", "late")
+    )
+    lagging.add_to_list(list_id, early)
+    segment = lagging.create_segment("On the list", member_of_list=list_id)
+    other = lagging.create_segment("By hand")
+    assert lagging.segment_members(segment) == set()
+    clock.advance(30)
+    assert lagging.segment_members(segment) == {early}
+    body = {"data": [{"type": "profile", "id": late}]}
+    assert api.post(f"/api/lists/{list_id}/relationships/profiles", body).status == 204
+    clock.advance(29)
+    assert lagging.segment_members(segment) == {early}
+    clock.advance(1)
+    assert lagging.segment_members(segment) == {early, late}
+    removed = api.request("DELETE", f"/api/lists/{list_id}/relationships/profiles", body)
+    assert removed.status == 204
+    clock.advance(30)
+    assert lagging.segment_members(segment) == {early}
+    assert lagging.segment_members(other) == set()
+    listed = api.get(f"/api/segments/{segment}/profiles").json()["data"]
+    assert [p["id"] for p in listed] == [early]
+
+
+def test_list_defined_segment_needs_a_known_list_and_no_rule(emu: KlaviyoEmulator) -> None:
+    with pytest.raises(ApiError):
+        emu.create_segment("Nowhere", member_of_list="nope")
+    list_id = emu.create_list("L")
+    with pytest.raises(ValueError):
+        emu.create_segment("Both", definition=[], member_of_list=list_id)
 
 
 def test_lags_are_zero_by_default(api: Api, emu: KlaviyoEmulator) -> None:

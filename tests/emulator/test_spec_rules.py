@@ -9,7 +9,7 @@ import pytest
 from emulator_http import Api
 
 from devtools.klaviyo_emulator import KlaviyoEmulator, spec_rules
-from devtools.klaviyo_emulator.operations import HANDLERS
+from devtools.klaviyo_emulator.operations import HANDLERS, SERVED_OPERATIONS
 from devtools.klaviyo_emulator.spec_rules import TABLE_PATH, default_spec_path
 
 SPEC = default_spec_path()
@@ -22,9 +22,7 @@ needs_spec = pytest.mark.skipif(
 @needs_spec
 def test_packaged_table_is_not_stale() -> None:
     """Fails when the document changed and ``make spec-rules`` was not run."""
-    fresh = spec_rules.render(
-        spec_rules.extract(json.loads(SPEC.read_text()), spec_rules.served_operations())
-    )
+    fresh = spec_rules.render(spec_rules.extract(json.loads(SPEC.read_text()), SERVED_OPERATIONS))
     assert TABLE_PATH.read_text() == fresh, "spec_rules.json is stale: run make spec-rules"
 
 
@@ -37,9 +35,9 @@ def test_stale_check_notices_a_changed_table(
     copy = tmp_path / "spec_rules.json"
     copy.write_text(json.dumps(stale))
     monkeypatch.setattr(spec_rules, "TABLE_PATH", copy)
-    assert spec_rules.main(["--check", "--spec", str(SPEC)]) == 1
-    assert spec_rules.main(["--spec", str(SPEC)]) == 0
-    assert spec_rules.main(["--check", "--spec", str(SPEC)]) == 0
+    assert spec_rules.main(SERVED_OPERATIONS, ["--check", "--spec", str(SPEC)]) == 1
+    assert spec_rules.main(SERVED_OPERATIONS, ["--spec", str(SPEC)]) == 0
+    assert spec_rules.main(SERVED_OPERATIONS, ["--check", "--spec", str(SPEC)]) == 0
 
 
 def test_table_covers_every_served_operation() -> None:
@@ -48,8 +46,8 @@ def test_table_covers_every_served_operation() -> None:
 
 @needs_spec
 def test_without_the_document_the_table_gives_the_same_rules(tmp_path: Path) -> None:
-    from_document = spec_rules.load(SPEC)
-    without = spec_rules.load(tmp_path / "absent.json")
+    from_document = spec_rules.load(SPEC, SERVED_OPERATIONS)
+    without = spec_rules.load(tmp_path / "absent.json", SERVED_OPERATIONS)
     assert without.source == str(TABLE_PATH)
     assert without.to_json() == from_document.to_json()
 

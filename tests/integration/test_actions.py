@@ -8,7 +8,7 @@ from dataclasses import replace
 import pytest
 
 from devtools.klaviyo_emulator import Fault
-from klaviyo_leads.actions import ACTIONS
+from klaviyo_leads.actions.table import ACTIONS
 from klaviyo_leads.outcomes import Kind
 
 LIST_NAME = "Newsletter"

@@ -12,8 +12,7 @@ from typing import Any
 import pytest
 
 from devtools.memory_dynamodb import memory_ledger
-from klaviyo_leads.actions import ACTIONS
-from klaviyo_leads.coalescing import coalesce, coalesces
+from klaviyo_leads.actions.table import ACTIONS
 
 LIST_ID = "Lst001"
 SEGMENT_ID = "Seg001"
@@ -259,7 +258,7 @@ def leads_for(emulator, action: str) -> list[Any]:
 
 @pytest.mark.parametrize("action", sorted(MIXES))
 def test_bulk_results_equal_one_by_one(runtime, klaviyo_emulator, action):
-    assert coalesces(ACTIONS[action])
+    assert ACTIONS[action].run_batch is not None
     seed(klaviyo_emulator)
     leads = leads_for(klaviyo_emulator, action)
     one_by_one = [
@@ -272,7 +271,7 @@ def test_bulk_results_equal_one_by_one(runtime, klaviyo_emulator, action):
     runtime.ledger = memory_ledger(runtime.wall)  # and a fresh table: the account is new
     seed(klaviyo_emulator)
     leads = leads_for(klaviyo_emulator, action)
-    bulk = [p.fields for p in coalesce(runtime, ACTIONS[action], leads, remaining_seconds=None)]
+    bulk = [p.fields for p in runtime.process_batch(ACTIONS[action], leads, remaining_seconds=None)]
 
     for index, (alone, together) in enumerate(zip(one_by_one, bulk, strict=True)):
         assert comparable(together) == comparable(alone), (index, leads[index])

@@ -7,8 +7,8 @@ import json
 import pytest
 
 from devtools.klaviyo_emulator import Fault
-from klaviyo_leads.actions import ACTIONS
-from klaviyo_leads.coalescing import Delivery, coalesce
+from klaviyo_leads.actions.action import Delivery
+from klaviyo_leads.actions.table import ACTIONS
 
 SUBSCRIBE = ACTIONS["subscribe_profile_to_list"]
 ADD = ACTIONS["add_profile_to_list"]
@@ -32,7 +32,7 @@ class TestSubscribe:
             {"email": "b@example.com", "klaviyo.list_id": newsletter},
             {"email": "c@example.com", "klaviyo.list_id": newsletter, "Klaviyo Custom A.B": "y"},
         ]
-        results = coalesce(runtime, SUBSCRIBE, leads, remaining_seconds=300)
+        results = runtime.process_batch(SUBSCRIBE, leads, remaining_seconds=300)
         assert outcomes(results) == [("success", None)] * 3
         assert [r.fields["ignored_fields"] for r in results] == [
             ["emial"],
@@ -48,7 +48,7 @@ class TestSubscribe:
             {"email": f"lead{i}@example.com", "klaviyo.list_id": newsletter if i % 2 else other}
             for i in range(240)
         ]
-        results = coalesce(runtime, SUBSCRIBE, leads, remaining_seconds=300)
+        results = runtime.process_batch(SUBSCRIBE, leads, remaining_seconds=300)
         assert outcomes(results) == [("success", None)] * 240
         assert klaviyo_emulator.calls("bulk_subscribe_profiles") == 2
         assert len(klaviyo_emulator.list_members(newsletter)) == 120
@@ -56,7 +56,7 @@ class TestSubscribe:
 
     def test_jobs_hold_at_most_1000_profiles(self, runtime, klaviyo_emulator, newsletter):
         leads = [{"email": f"l{i}@example.com", "klaviyo.list_id": newsletter} for i in range(2300)]
-        results = coalesce(runtime, SUBSCRIBE, leads, remaining_seconds=300)
+        results = runtime.process_batch(SUBSCRIBE, leads, remaining_seconds=300)
         assert all(p.result.outcome.value == "success" for p in results)
         sizes = [
             len(json.loads(r.body)["data"]["attributes"]["profiles"]["data"])
@@ -73,7 +73,7 @@ class TestSubscribe:
             {"first_name": "no identifier", "klaviyo.list_id": newsletter},
             {"email": "good2@example.com", "klaviyo.list_id": newsletter},
         ]
-        results = coalesce(runtime, SUBSCRIBE, leads, remaining_seconds=300)
+        results = runtime.process_batch(SUBSCRIBE, leads, remaining_seconds=300)
         assert outcomes(results) == [
             ("success", None),
             ("failure", "Invalid email address"),
@@ -110,7 +110,7 @@ class TestSubscribe:
             )
         )
         leads = [{"email": f"l{i}@example.com", "klaviyo.list_id": newsletter} for i in range(3)]
-        results = coalesce(runtime, SUBSCRIBE, leads, remaining_seconds=300)
+        results = runtime.process_batch(SUBSCRIBE, leads, remaining_seconds=300)
         assert outcomes(results) == [
             ("success", None),
             ("failure", "Invalid email address"),
@@ -124,7 +124,7 @@ class TestSubscribe:
             Fault(operation_id="bulk_subscribe_profiles", status=429, retry_after=600, times=None)
         )
         leads = [{"email": f"l{i}@example.com", "klaviyo.list_id": newsletter} for i in range(5)]
-        results = coalesce(runtime, SUBSCRIBE, leads, remaining_seconds=300)
+        results = runtime.process_batch(SUBSCRIBE, leads, remaining_seconds=300)
         assert all(p.result.retryable for p in results)
 
     def test_unknown_list_is_an_error_for_its_leads_only(
@@ -134,7 +134,7 @@ class TestSubscribe:
             {"email": "a@example.com", "klaviyo.list_id": "Nope12"},
             {"email": "b@example.com", "klaviyo.list_id": newsletter},
         ]
-        results = coalesce(runtime, SUBSCRIBE, leads, remaining_seconds=300)
+        results = runtime.process_batch(SUBSCRIBE, leads, remaining_seconds=300)
         assert [p.fields["outcome"] for p in results] == ["error", "success"]
 
     def test_sms_refused_for_some_numbers_the_rest_go_through(
@@ -181,7 +181,7 @@ class TestSubscribe:
             return original(method, path, budget, **kwargs)
 
         runtime.client.call = call  # type: ignore[method-assign]
-        results = coalesce(runtime, SUBSCRIBE, leads, remaining_seconds=300)
+        results = runtime.process_batch(SUBSCRIBE, leads, remaining_seconds=300)
         reasons = [p.fields["reason"] or "" for p in results]
         # Not narrowed to email: the lead asked for SMS, and SMS was not applied.
         assert [p.fields["outcome"] for p in results] == ["success"] * 5 + ["failure"] + [
@@ -205,7 +205,7 @@ class TestAddToList:
         for email in emails:
             klaviyo_emulator.create_profile(email=email)
         leads = [{"email": e, "klaviyo.list_id": newsletter} for e in emails]
-        results = coalesce(runtime, ADD, leads, remaining_seconds=300)
+        results = runtime.process_batch(ADD, leads, remaining_seconds=300)
         assert {p.fields["outcome"] for p in results} == {"success"}
         searches = [r for r in klaviyo_emulator.requests if r.operation_id == "get_profiles"]
         assert len(searches) > 1
@@ -227,7 +227,7 @@ class TestAddToList:
             )
         )
         leads = [{"email": f"p{i}@example.com", "klaviyo.list_id": newsletter} for i in range(10)]
-        results = coalesce(runtime, ADD, leads, remaining_seconds=300)
+        results = runtime.process_batch(ADD, leads, remaining_seconds=300)
         assert {p.fields["outcome"] for p in results} == {"success"}
         assert klaviyo_emulator.calls("get_profiles") == 3
 
@@ -238,7 +238,7 @@ class TestAddToList:
         leads = [{"email": f"P{i}@example.com", "klaviyo.list_id": newsletter} for i in range(250)]
         leads.append({"email": "missing@example.com", "klaviyo.list_id": newsletter})
         leads.append({"klaviyo.id": ids[0], "klaviyo.list_id": newsletter})
-        results = coalesce(runtime, ADD, leads, remaining_seconds=300)
+        results = runtime.process_batch(ADD, leads, remaining_seconds=300)
         assert outcomes(results) == [("success", None)] * 250 + [
             ("failure", "No profile found"),
             ("success", None),
@@ -265,7 +265,7 @@ class TestAddToList:
                 "klaviyo.profile_handling": "earliest creation date",
             },
         ]
-        coalesce(runtime, ADD, leads, remaining_seconds=300)
+        runtime.process_batch(ADD, leads, remaining_seconds=300)
         assert klaviyo_emulator.list_members(newsletter) == {older}
         assert newer not in klaviyo_emulator.list_members(newsletter)
 
@@ -275,7 +275,7 @@ class TestAddToList:
             {"klaviyo.id": known, "klaviyo.list_id": newsletter},
             {"klaviyo.id": "01HZZZZZZZZZZZZZZZZZZZZZZZ", "klaviyo.list_id": newsletter},
         ]
-        results = coalesce(runtime, ADD, leads, remaining_seconds=300)
+        results = runtime.process_batch(ADD, leads, remaining_seconds=300)
         assert outcomes(results) == [("success", None), ("failure", "No profile found")]
         assert klaviyo_emulator.list_members(newsletter) == {known}
 
@@ -286,7 +286,7 @@ class TestAddToList:
             {"email": "k@example.com", "klaviyo.list_id": "Nope12"},
             {"email": "k@example.com", "klaviyo.list_id": newsletter},
         ]
-        results = coalesce(runtime, ADD, leads, remaining_seconds=300)
+        results = runtime.process_batch(ADD, leads, remaining_seconds=300)
         assert outcomes(results) == [
             ("error", "Klaviyo List Id is missing"),
             ("error", "Klaviyo has no list with this Klaviyo List Id (HTTP 404)"),
@@ -319,7 +319,7 @@ def test_a_coalesced_batch_publishes_ten_results_per_call(runtime, klaviyo_emula
         sqs_event,
         sqs_message,
     )
-    from klaviyo_leads.publishing import ResultPublisher
+    from klaviyo_leads.aws.bus import ResultPublisher
 
     events = FakeEvents(refuse={2})
     runtime.publisher = ResultPublisher("bus", client_factory=lambda: events)
@@ -345,14 +345,16 @@ def test_one_unsearchable_external_id_fails_alone_in_a_bulk_add(runtime, klaviyo
     ids = [klaviyo_emulator.create_profile(external_id=f"x{i}") for i in range(3)]
     leads = [{"reference": f"x{i}", "klaviyo.list_id": list_id} for i in range(3)]
     leads.insert(1, {"reference": "a'b\"c", "klaviyo.list_id": list_id})
-    results = coalesce(runtime, ACTIONS["add_profile_to_list"], leads, remaining_seconds=300)
+    results = runtime.process_batch(ACTIONS["add_profile_to_list"], leads, remaining_seconds=300)
     assert [p.fields["outcome"] for p in results] == ["success", "failure", "success", "success"]
     assert klaviyo_emulator.list_members(list_id) == set(ids)
 
 
 def test_an_unknown_list_is_looked_up_once_per_batch(runtime, klaviyo_emulator):
     leads = [{"email": f"l{i}@example.com", "klaviyo.list_id": "Nope12"} for i in range(50)]
-    results = coalesce(runtime, ACTIONS["subscribe_profile_to_list"], leads, remaining_seconds=300)
+    results = runtime.process_batch(
+        ACTIONS["subscribe_profile_to_list"], leads, remaining_seconds=300
+    )
     assert {p.fields["outcome"] for p in results} == {"error"}
     assert klaviyo_emulator.calls("get_list") == 1
 
@@ -366,8 +368,7 @@ class TestImportWhenTheAnswerIsLost:
 
     def run(self, runtime, action, leads=None, delivery=1):
         leads = leads or self.LEADS
-        return coalesce(
-            runtime,
+        return runtime.process_batch(
             ACTIONS[action],
             leads,
             remaining_seconds=300,

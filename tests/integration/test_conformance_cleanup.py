@@ -12,7 +12,8 @@ import pytest
 
 from devtools import conformance
 from devtools import conformance_probes as probes
-from klaviyo_leads.klaviyo import operation_of
+from devtools.conformance_target import Target
+from klaviyo_leads.klaviyo.routes import operation_of
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "emulator"))
 from fake_clock import FakeClock
@@ -20,7 +21,7 @@ from fake_clock import FakeClock
 CLEANING = {"remove_profiles_from_list", "request_profile_deletion"}
 
 
-def interrupted(target: conformance.Target, steps: int | None, deletion: bool = True) -> None:
+def interrupted(target: Target, steps: int | None, deletion: bool = True) -> None:
     """A run that stopped (a killed process: no clean-up) after ``steps`` of the scenario,
     or, with None, after the whole scenario and every probe, just before its clean-up."""
     scenario = conformance.scenario(target, deletion)

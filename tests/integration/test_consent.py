@@ -15,9 +15,8 @@ import json
 import pytest
 
 from devtools.klaviyo_emulator import Fault
-from klaviyo_leads.actions import ACTIONS
-from klaviyo_leads.coalescing import coalesce
-from klaviyo_leads.consent import CONFIRM_WINDOW_SECONDS, READ_BACK_AFTER
+from klaviyo_leads.actions.subscribe.consent import CONFIRM_WINDOW_SECONDS, READ_BACK_AFTER
+from klaviyo_leads.actions.table import ACTIONS
 from klaviyo_leads.outcomes import Kind
 
 SUBSCRIBE = ACTIONS["subscribe_profile_to_list"]
@@ -160,7 +159,7 @@ class TestReadBack:
 
     def test_a_batch_is_read_back_100_profiles_a_search(self, runtime, klaviyo_emulator, single):
         leads = [{"email": f"b{i}@example.com", "klaviyo.list_id": single} for i in range(150)]
-        results = coalesce(runtime, SUBSCRIBE, leads, remaining_seconds=300)
+        results = runtime.process_batch(SUBSCRIBE, leads, remaining_seconds=300)
         assert {(r.fields["outcome"], r.fields["email_consent"]) for r in results} == {
             ("success", "subscribed")
         }
@@ -275,7 +274,7 @@ class TestEvidence:
         leads = [
             {"email": f"e{i}@example.com", "klaviyo.list_id": single, **EVIDENCE} for i in range(3)
         ] + [{"email": "plain@example.com", "klaviyo.list_id": single}]
-        results = coalesce(runtime, SUBSCRIBE, leads, remaining_seconds=300)
+        results = runtime.process_batch(SUBSCRIBE, leads, remaining_seconds=300)
         assert [r.fields["outcome"] for r in results] == ["success"] * 4
         assert klaviyo_emulator.calls("bulk_create_events") == 1
         assert len(consent_events(klaviyo_emulator)) == 3
@@ -366,7 +365,7 @@ class TestBackfill:
             {"email": "now@example.com"},
             {"email": "then@example.com", "klaviyo.backfill": "yes"},
         ]
-        results = coalesce(runtime, TRACK, leads, remaining_seconds=300)
+        results = runtime.process_batch(TRACK, leads, remaining_seconds=300)
         assert [r.fields["outcome"] for r in results] == ["success", "success"]
         recorded = {e["properties"]["email"]: e["backfill"] for e in klaviyo_emulator.events()}
         assert recorded == {"now@example.com": False, "then@example.com": True}

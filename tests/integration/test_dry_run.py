@@ -10,9 +10,9 @@ import json
 import pytest
 
 from devtools.lambda_events import api_gateway_event, queue_arn, sqs_event, sqs_message
-from klaviyo_leads.actions import ACTIONS
+from klaviyo_leads.actions.table import ACTIONS
 from klaviyo_leads.runtime import Runtime
-from klaviyo_leads.triggers import handle
+from klaviyo_leads.triggers.dispatch import handle
 
 LIST = "Newsletter"
 
@@ -234,7 +234,8 @@ def test_a_dry_run_files_report_counts_what_its_rows_would_do(
     import boto3
     from moto import mock_aws
 
-    from klaviyo_leads import lead_files
+    from klaviyo_leads.lead_files.splitter import take_file
+    from klaviyo_leads.lead_files.storage import Services
 
     body = (
         "email,first_name\n"
@@ -248,8 +249,8 @@ def test_a_dry_run_files_report_counts_what_its_rows_would_do(
         s3.create_bucket(Bucket="lead-files")
         key = "dry-run/create_profile/people.csv"
         s3.put_object(Bucket="lead-files", Key=key, Body=body.encode())
-        services = lead_files.Services(s3=s3, sqs=None, klaviyo=lambda: runtime)
-        report = lead_files.take_file(services, "lead-files", key).as_json()
+        services = Services(s3=s3, sqs=None, klaviyo=lambda: runtime)
+        report = take_file(services, "lead-files", key).as_json()
         written_key = "results/dry-run/create_profile/people.csv.report.json"
         written = json.loads(s3.get_object(Bucket="lead-files", Key=written_key)["Body"].read())
     would = report["would"]
@@ -269,14 +270,15 @@ def test_without_klaviyo_a_dry_run_file_is_checked_only(aws_credentials):
     import boto3
     from moto import mock_aws
 
-    from klaviyo_leads import lead_files
+    from klaviyo_leads.lead_files.splitter import take_file
+    from klaviyo_leads.lead_files.storage import Services
 
     with mock_aws():
         s3 = boto3.client("s3", region_name="us-east-1")
         s3.create_bucket(Bucket="lead-files")
         key = "dry-run/create_profile/people.csv"
         s3.put_object(Bucket="lead-files", Key=key, Body=b"email\nada@example.com\n")
-        report = lead_files.take_file(lead_files.Services(s3=s3, sqs=None), "lead-files", key)
+        report = take_file(Services(s3=s3, sqs=None), "lead-files", key)
     assert report.accepted and report.would is None
 
 

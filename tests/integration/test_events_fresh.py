@@ -18,9 +18,9 @@ from aws_lambda_powertools.utilities.parser.models import (
 )
 
 from devtools import events as samples
-from klaviyo_leads.actions import ACTIONS
-from klaviyo_leads.lead import flatten
-from klaviyo_leads.triggers import event_kind
+from klaviyo_leads.actions.table import ACTIONS
+from klaviyo_leads.lead.body import flatten
+from klaviyo_leads.triggers.dispatch import event_kind
 
 EVENT_FILES = sorted(samples.EVENTS_DIR.glob("*/*.json"))
 

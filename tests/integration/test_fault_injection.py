@@ -13,7 +13,7 @@ import pytest
 
 from devtools.klaviyo_emulator import Fault
 from devtools.lambda_events import LambdaContext, api_gateway_event, load_handler
-from klaviyo_leads.actions import ACTIONS
+from klaviyo_leads.actions.table import ACTIONS
 
 SEEDED_EMAIL = "seeded@example.com"
 

@@ -34,12 +34,12 @@ from devtools.lambda_events import (
     sqs_event,
     sqs_message,
 )
-from klaviyo_leads import entrypoint
-from klaviyo_leads.actions import ACTIONS
-from klaviyo_leads.identity import Person
-from klaviyo_leads.lead import parse_body
-from klaviyo_leads.ledger import CreateLedger
-from klaviyo_leads.triggers import LeadNotQueued
+from klaviyo_leads.actions.create.identity import Person
+from klaviyo_leads.actions.table import ACTIONS
+from klaviyo_leads.aws.ledger import CreateLedger
+from klaviyo_leads.handlers import actions as entrypoint
+from klaviyo_leads.lead.body import parse_body
+from klaviyo_leads.triggers.invocations import LeadNotQueued
 from tests.conftest import API_KEY, reset_powertools_parameters
 
 
@@ -454,7 +454,7 @@ class TestSqs:
     def test_a_message_in_progress_elsewhere_is_handed_back_untouched(
         self, aws, klaviyo_emulator, newsletter, monkeypatch, coalesce
     ):
-        from klaviyo_leads.idempotency import Idempotency
+        from klaviyo_leads.aws.idempotency import Idempotency
 
         monkeypatch.setenv("COALESCE_BATCHES", coalesce)
         message = sqs_message(json.dumps({"email": "busy@example.com"}), message_id="m-busy")
@@ -502,7 +502,7 @@ class RecordingQueue:
 @pytest.fixture
 def own_queue(aws, monkeypatch):
     """The function knows its queue (ACTION_QUEUE_URL); calls to it are recorded."""
-    from klaviyo_leads.queueing import ActionQueue
+    from klaviyo_leads.aws.queue import ActionQueue
 
     def attach(action: str) -> RecordingQueue:
         url = aws.stack.actions[action].queue.url
@@ -630,7 +630,7 @@ class TestSeveralLeadsAreQueuedWithinTheDeadline:
     LEADS = 200
 
     def invoke(self, aws, own_queue, seconds_per_call: float, timeout: float = 9.5):
-        from klaviyo_leads.queueing import ActionQueue
+        from klaviyo_leads.aws.queue import ActionQueue
 
         own_queue("create_profile")
         queue = SlowQueue(aws.sqs, seconds_per_call)
@@ -664,10 +664,12 @@ class TestSeveralLeadsAreQueuedWithinTheDeadline:
     def test_leads_that_do_not_fit_say_so_and_are_not_lost(
         self, aws, klaviyo_emulator, own_queue, monkeypatch
     ):
-        from klaviyo_leads import triggers
+        from klaviyo_leads.triggers import invocations
 
         counted: list[tuple[str, int]] = []
-        monkeypatch.setattr(triggers, "count", lambda name, value=1: counted.append((name, value)))
+        monkeypatch.setattr(
+            invocations, "count", lambda name, value=1: counted.append((name, value))
+        )
         results, queue, context = self.invoke(aws, own_queue, seconds_per_call=1.0)
         # The queue stops taking time once the margin is reached: the answer is in time.
         assert context.get_remaining_time_in_millis() >= 1000
@@ -688,9 +690,9 @@ class TestSeveralLeadsAreQueuedWithinTheDeadline:
         0.1 s and PutEvents 0.11 s a call (as measured): the results' publishing once came
         after the queueing's margin, and the invocation ran past its deadline."""
         from klaviyo_leads import outcomes
-        from klaviyo_leads.actions import result_fields
-        from klaviyo_leads.publishing import ResultPublisher
-        from klaviyo_leads.queueing import ActionQueue
+        from klaviyo_leads.actions.action import result_fields
+        from klaviyo_leads.aws.bus import ResultPublisher
+        from klaviyo_leads.aws.queue import ActionQueue
         from klaviyo_leads.runtime import Processed
 
         class SlowEvents:
@@ -728,7 +730,7 @@ class TestSeveralLeadsAreQueuedWithinTheDeadline:
     def test_entries_sqs_refuses_keep_their_retryable_result(
         self, aws, klaviyo_emulator, own_queue
     ):
-        from klaviyo_leads.queueing import ActionQueue
+        from klaviyo_leads.aws.queue import ActionQueue
 
         class Refusing(SlowQueue):
             def send_message_batch(self, QueueUrl, Entries):
@@ -957,7 +959,7 @@ class TestIdempotencyKey:
         assert other["json"]["reason"] == "This Idempotency-Key was used with a different request"
 
     def test_a_repeat_while_the_first_runs_is_told_to_come_back(self, aws, klaviyo_emulator):
-        from klaviyo_leads.actions import ACTIONS
+        from klaviyo_leads.actions.table import ACTIONS
 
         lead = {"email": "slow@example.com"}
         requests = entrypoint.runtime().requests(ACTIONS["create_profile"])
@@ -998,12 +1000,13 @@ def results_table(aws, monkeypatch):
 
 class TestResultsOfQueuedLeads:
     def get(self, message_id: str) -> dict:
-        from klaviyo_leads import results
+        from klaviyo_leads.aws import result_store as results
+        from klaviyo_leads.handlers import results as get_result
 
         results._store = None
         event = api_gateway_event("GET", f"/results/{message_id}", {}, None)
         event["pathParameters"] = {"message_id": message_id}
-        answer = results.lambda_handler(event, LambdaContext.for_action("get_result"))
+        answer = get_result.lambda_handler(event, LambdaContext.for_action("get_result"))
         return {"status": answer["statusCode"], **json.loads(answer["body"])}
 
     @pytest.mark.parametrize("coalesce", ["true", "false"])
@@ -1030,7 +1033,7 @@ class TestResultsOfQueuedLeads:
         assert self.get("m-back")["status"] == 404
 
     def test_an_expired_result_is_gone_even_before_dynamodb_deletes_it(self, aws, results_table):
-        from klaviyo_leads.results import ResultStore
+        from klaviyo_leads.aws.result_store import ResultStore
 
         yesterday = ResultStore(results_table, clock=lambda: time.time() - 24 * 3600 - 1)
         assert yesterday.put([("m-old", "get_profiles", {"outcome": "success"})]) == [True]
@@ -1079,10 +1082,10 @@ class TestASubscribeNotConfirmedInTime:
     def test_a_confirmation_that_cannot_be_queued_says_so_and_is_counted(
         self, aws, klaviyo_emulator, own_queue, monkeypatch
     ):
-        from klaviyo_leads import triggers
+        from klaviyo_leads.triggers import api
 
         counted: list[tuple[str, int]] = []
-        monkeypatch.setattr(triggers, "count", lambda name, value=1: counted.append((name, value)))
+        monkeypatch.setattr(api, "count", lambda name, value=1: counted.append((name, value)))
         own_queue("subscribe_profile_to_list").send_message = None  # type: ignore[assignment]
         list_id = klaviyo_emulator.create_list("Newsletter", opt_in="single")
         klaviyo_emulator.configure(subscribe_delay=60.0)
@@ -1239,12 +1242,12 @@ class RefusingEvents:
 
 
 def test_unpublished_eventbridge_results_are_counted_and_logged(runtime, monkeypatch):
-    from klaviyo_leads import triggers
-    from klaviyo_leads.publishing import ResultPublisher
+    from klaviyo_leads.aws.bus import ResultPublisher
+    from klaviyo_leads.triggers import invocations
 
     counted, logged = [], []
-    monkeypatch.setattr(triggers, "count", lambda name, value=1: counted.append((name, value)))
-    monkeypatch.setattr(triggers.logger, "error", lambda message, **kw: logged.append(message))
+    monkeypatch.setattr(invocations, "count", lambda name, value=1: counted.append((name, value)))
+    monkeypatch.setattr(invocations.logger, "error", lambda message, **kw: logged.append(message))
     runtime.publisher = ResultPublisher("bus", client_factory=RefusingEvents)
     event = eventbridge_event("get_profiles lead", {"email": "a@example.com"}, source="crm")
     load_handler("get_profiles")(event, LambdaContext.for_action("get_profiles"))
@@ -1257,7 +1260,7 @@ def test_debug_logging_never_writes_the_key_or_the_lead(aws, klaviyo_emulator, c
     secret's value (in GetSecretValue's response) and lead data (in Klaviyo's URLs) stay out."""
     import logging
 
-    from klaviyo_leads.libraries import QUIET_LIBRARIES
+    from klaviyo_leads.observability import QUIET_LIBRARIES
 
     for name in QUIET_LIBRARIES:  # as a fresh container has them
         logging.getLogger(name).setLevel(logging.NOTSET)

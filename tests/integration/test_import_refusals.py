@@ -13,10 +13,10 @@ import json
 import pytest
 
 from devtools.klaviyo_emulator import Fault
-from klaviyo_leads import imports
-from klaviyo_leads.actions import ACTIONS
+from klaviyo_leads.actions import imports
+from klaviyo_leads.actions.action import Delivery
+from klaviyo_leads.actions.table import ACTIONS
 from klaviyo_leads.budget import Budget
-from klaviyo_leads.coalescing import Delivery, coalesce
 from klaviyo_leads.context import Context
 from klaviyo_leads.outcomes import Result
 
@@ -81,7 +81,7 @@ def test_one_refused_profile_fails_alone_and_the_other_59_are_imported(
 ):
     leads = [{"email": f"lead.{i}@example.com", "first_name": f"L{i}"} for i in range(60)]
     leads[30] = {"email": REFUSED_BY_KLAVIYO_ONLY, "first_name": "L30"}
-    results = coalesce(runtime, ACTIONS[action], leads, remaining_seconds=300)
+    results = runtime.process_batch(ACTIONS[action], leads, remaining_seconds=300)
     expected = [("success", None)] * 60
     expected[30] = ("failure", "Invalid email address")
     assert outcomes(results) == expected
@@ -182,7 +182,7 @@ class TestUnreadable202:
         klaviyo_emulator.faults.add(
             Fault(operation_id="bulk_import_profiles", status=202, body=body, after=True)
         )
-        results = coalesce(runtime, ACTIONS[action], self.LEADS, remaining_seconds=300)
+        results = runtime.process_batch(ACTIONS[action], self.LEADS, remaining_seconds=300)
         assert outcomes(results) == [("success", None)] * len(self.LEADS)
         assert len(klaviyo_emulator.profiles()) == len(self.LEADS)
         assert klaviyo_emulator.calls("bulk_import_profiles") == 1
@@ -201,8 +201,7 @@ class TestUnreadable202:
             Fault(operation_id="bulk_import_profiles", status=202, body=b"{oops", after=True)
         )
         messages = [f"m-{i}" for i in range(len(leads))]
-        results = coalesce(
-            runtime,
+        results = runtime.process_batch(
             ACTIONS["create_profile"],
             leads,
             remaining_seconds=300,
@@ -221,8 +220,7 @@ class TestUnreadable202:
         assert klaviyo_emulator.calls("bulk_import_profiles") == 2  # the other's and ours, once
         assert len(klaviyo_emulator.profiles()) == 2 * len(leads)  # ours ran all the same
         # The redelivery reads both jobs and finds its own profiles: created, none made again.
-        again = coalesce(
-            runtime,
+        again = runtime.process_batch(
             ACTIONS["create_profile"],
             leads,
             remaining_seconds=300,

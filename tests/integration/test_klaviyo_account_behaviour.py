@@ -14,10 +14,10 @@ import pytest
 from devtools.klaviyo_emulator import DEFAULT_API_KEY, Fault, KlaviyoEmulator
 from devtools.klaviyo_emulator.contract import default_spec_path
 from devtools.memory_dynamodb import memory_ledger
-from klaviyo_leads.actions import ACTIONS
-from klaviyo_leads.coalescing import coalesce
+from klaviyo_leads.actions.table import ACTIONS
 from klaviyo_leads.config import Settings
-from klaviyo_leads.klaviyo import KlaviyoClient, Pacer
+from klaviyo_leads.klaviyo.client import KlaviyoClient
+from klaviyo_leads.klaviyo.pacing import Pacer
 from klaviyo_leads.runtime import Runtime
 
 UK = "+44 20 7946 0958"
@@ -82,7 +82,7 @@ class TestSmsRefusals:
             }
             for i in range(40)
         ]
-        results = coalesce(runtime, SUBSCRIBE, leads, remaining_seconds=300)
+        results = runtime.process_batch(SUBSCRIBE, leads, remaining_seconds=300)
         refused = [i for i, p in enumerate(results) if p.fields["outcome"] == "failure"]
         assert refused == [7, 30, 31]
         assert {p.fields["outcome"] for p in results} == {"success", "failure"}
@@ -136,7 +136,7 @@ class TestListAddOfAnUnknownKlaviyoId:
             {"klaviyo.id": known, "klaviyo.list_id": single_list},
             {"klaviyo.id": self.UNKNOWN, "klaviyo.list_id": single_list},
         ]
-        results = coalesce(runtime, ADD, leads, remaining_seconds=300)
+        results = runtime.process_batch(ADD, leads, remaining_seconds=300)
         assert [(p.fields["outcome"], p.fields["reason"]) for p in results] == [
             ("success", None),
             ("failure", "No profile found"),

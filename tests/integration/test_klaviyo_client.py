@@ -8,7 +8,8 @@ import pytest
 
 from devtools.klaviyo_emulator import Fault
 from klaviyo_leads.budget import Budget
-from klaviyo_leads.klaviyo import KlaviyoClient, Pacer
+from klaviyo_leads.klaviyo.client import KlaviyoClient
+from klaviyo_leads.klaviyo.pacing import Pacer
 from klaviyo_leads.outcomes import Kind, Outcome, Result
 
 KEY = "pk_test_emulator"
@@ -127,7 +128,7 @@ def test_persistent_5xx_gives_up_after_max_attempts(client, klaviyo_emulator, sl
     klaviyo_emulator.faults.add(Fault(status=503, times=None))
     problem = problem_of(client.call, "GET", "/api/profiles", Budget(30))
     assert (problem.reason, problem.retryable) == ("Klaviyo returned HTTP 503", True)
-    assert klaviyo_emulator.calls() == client.max_attempts
+    assert klaviyo_emulator.calls() == client.retry.max_attempts
 
 
 def test_501_is_not_retried(client, klaviyo_emulator, sleeps):
@@ -140,7 +141,7 @@ def test_challenge_page_is_retried_as_transient(client, klaviyo_emulator, sleeps
     klaviyo_emulator.faults.add(Fault(challenge=True, times=None))
     problem = problem_of(client.call, "GET", "/api/profiles", Budget(30))
     assert problem.reason == "Klaviyo's firewall challenged the request (HTTP 403)"
-    assert problem.retryable and len(sleeps) == client.max_attempts - 1
+    assert problem.retryable and len(sleeps) == client.retry.max_attempts - 1
 
 
 def test_dropped_connection_is_network_error(client, klaviyo_emulator, sleeps):

@@ -19,12 +19,13 @@ from aws_lambda_powertools.utilities.parser.models import (
 from devtools import events as samples
 from devtools import lambda_events as le
 from devtools.memory_dynamodb import memory_ledger
-from devtools.runner import DEMO_ORDER, seed_demo_data
-from klaviyo_leads import entrypoint
+from devtools.runner import DEMO_ORDER
+from devtools.sandbox import seed_demo_data
 from klaviyo_leads.config import Settings
-from klaviyo_leads.klaviyo import KlaviyoClient
+from klaviyo_leads.handlers import actions as entrypoint
+from klaviyo_leads.klaviyo.client import KlaviyoClient
 from klaviyo_leads.runtime import Runtime
-from klaviyo_leads.triggers import event_kind
+from klaviyo_leads.triggers.dispatch import event_kind
 
 API_KEY = "pk_test_emulator"
 QUEUE_ARN = "arn:aws:sqs:eu-west-1:123456789012:leads"

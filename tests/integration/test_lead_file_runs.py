@@ -16,7 +16,18 @@ from typing import Any
 import pytest
 
 from bench import lead_files as bench
-from klaviyo_leads import lead_files, runtime
+from klaviyo_leads import observability
+from klaviyo_leads.lead_files import splitter
+from klaviyo_leads.lead_files.assembler import FAILING_FOR_SECONDS, SENDER_GONE_SECONDS, check_runs
+from klaviyo_leads.lead_files.bucket import (
+    RESULTS_PREFIX,
+    RUNS_PREFIX,
+    SET_ASIDE_PREFIX,
+    is_own_output,
+    target_of,
+)
+from klaviyo_leads.lead_files.splitter import SENDER_STALE_SECONDS, take_file
+from klaviyo_leads.lead_files.storage import Services, put_json
 
 BUCKET = "bucket"
 
@@ -45,7 +56,7 @@ class Wall:
 
 
 def services_on(root: Path, bus: Bus | None = None, wall: Wall | None = None) -> Any:
-    return lead_files.Services(
+    return Services(
         s3=bench.DiskS3(root),
         sqs=bench.LatentSqs(latency=0.0),
         dynamodb=bench.Results("create_profile", latency=0.0),
@@ -61,9 +72,9 @@ def take(services: Any, key: str, rows: int = 3) -> str:
     """Upload a file of ``rows`` leads and split it; its state key."""
     body = "email\n" + "".join(f"lead{i}@example.com\n" for i in range(rows))
     services.s3._path(key).write_text(body, encoding="utf-8")
-    report = lead_files.take_file(services, BUCKET, key)
+    report = take_file(services, BUCKET, key)
     assert report.accepted, report.problem
-    return f"{lead_files.RUNS_PREFIX}{report.run_id}/state.json"
+    return f"{RUNS_PREFIX}{report.run_id}/state.json"
 
 
 def read(services: Any, key: str) -> Any:
@@ -78,16 +89,16 @@ def test_a_run_that_cannot_finish_stops_no_other_and_is_failed_with_its_reason(
     first = take(services, "create_profile/first.csv")
     refused = take(services, "create_profile/refused.csv")
     # Strays among the runs: not JSON, and JSON naming keys that are no run's outputs.
-    runs = tmp_path / lead_files.RUNS_PREFIX
+    runs = tmp_path / RUNS_PREFIX
     (runs / "garbage").mkdir(parents=True)
     (runs / "garbage/state.json").write_text("{not json")
     stray = read(services, refused) | {"run_id": "stray", "results": "create_profile/x.csv"}
     (runs / "stray").mkdir(parents=True)
     (runs / "stray/state.json").write_text(json.dumps(stray))
     last = take(services, "create_profile/last.csv")
-    runtime._counts.clear()
+    observability._counts.clear()
 
-    progress = {p.get("key") or p["state"]: p for p in lead_files.check_runs(services, BUCKET)}
+    progress = {p.get("key") or p["state"]: p for p in check_runs(services, BUCKET)}
     for key in ("create_profile/first.csv", "create_profile/last.csv"):
         assert progress[key]["finished"] and not progress[key]["failed"], progress[key]
         assert (tmp_path / f"results/{key}.results.csv").is_file()
@@ -99,8 +110,8 @@ def test_a_run_that_cannot_finish_stops_no_other_and_is_failed_with_its_reason(
     # The strays are set aside at once: they can never finish.
     for name in ("garbage", "stray"):
         assert not (runs / f"{name}/state.json").exists()
-        assert (tmp_path / lead_files.SET_ASIDE_PREFIX / f"{name}/state.json").is_file()
-        assert progress[f"{lead_files.RUNS_PREFIX}{name}/state.json"]["failed"]
+        assert (tmp_path / SET_ASIDE_PREFIX / f"{name}/state.json").is_file()
+        assert progress[f"{RUNS_PREFIX}{name}/state.json"]["failed"]
     # The refused event: its results are written once; the event is tried again at each look.
     now = progress["create_profile/refused.csv"]
     assert now["finished"] and not now["failed"]
@@ -111,16 +122,16 @@ def test_a_run_that_cannot_finish_stops_no_other_and_is_failed_with_its_reason(
         read(services, "results/create_profile/refused.csv.progress.json")["problem"]
         == now["problem"]
     )
-    assert runtime._counts["LeadFileRunsFailed"] == 2
+    assert observability._counts["LeadFileRunsFailed"] == 2
 
-    wall.now += lead_files.FAILING_FOR_SECONDS + 1
-    (again,) = lead_files.check_runs(services, BUCKET)
+    wall.now += FAILING_FOR_SECONDS + 1
+    (again,) = check_runs(services, BUCKET)
     assert again["failed"] and again["problem"] == now["problem"]
     assert read(services, "results/create_profile/refused.csv.progress.json")["failed"]
     assert not (tmp_path / refused).exists()
     assert (tmp_path / refused.replace("/runs/", "/failed/")).is_file()
-    assert runtime._counts["LeadFileRunsFailed"] == 3
-    assert lead_files.check_runs(services, BUCKET) == []
+    assert observability._counts["LeadFileRunsFailed"] == 3
+    assert check_runs(services, BUCKET) == []
 
 
 def test_a_key_near_s3s_limit_gets_its_results(tmp_path: Path) -> None:
@@ -130,19 +141,19 @@ def test_a_key_near_s3s_limit_gets_its_results(tmp_path: Path) -> None:
     key += "x" * (1020 - len(key) - len("leads.csv")) + "leads.csv"
     assert len(key.encode()) == 1020
     take(services, key, rows=2)
-    (progress,) = lead_files.check_runs(services, BUCKET)
+    (progress,) = check_runs(services, BUCKET)
     assert progress["finished"] and not progress["failed"]
     results = progress["results"]
     assert len(results.encode()) <= 1024 and results.endswith(".results.csv")
     assert (tmp_path / results).read_text().count("success") == 2
-    report = read(services, lead_files.target_of(key).report_key)
+    report = read(services, target_of(key).report_key)
     assert report["results"] == results
 
 
 @pytest.fixture(autouse=True)
 def _no_counts() -> Any:
     yield
-    runtime._counts.clear()
+    observability._counts.clear()
 
 
 class Killed(BaseException):
@@ -169,7 +180,7 @@ def test_a_splitter_that_died_while_sending_is_resumed_by_the_retried_notificati
 ) -> None:
     """Invariant: the run finishes with every row answered once; only the rows after the last
     checkpoint are queued again (and those are one row each, by their row key)."""
-    monkeypatch.setattr(lead_files, "CHECKPOINT_SECONDS", 0.0)  # a checkpoint every batch
+    monkeypatch.setattr(splitter, "CHECKPOINT_SECONDS", 0.0)  # a checkpoint every batch
     wall = Wall()
     services = services_on(tmp_path, wall=wall)
     services.sqs = DiesAt(dies_at=4)
@@ -178,39 +189,37 @@ def test_a_splitter_that_died_while_sending_is_resumed_by_the_retried_notificati
         "email\n" + "".join(f"lead{i}@example.com\n" for i in range(45)), encoding="utf-8"
     )
     with pytest.raises(Killed):
-        lead_files.take_file(services, BUCKET, key)
+        take_file(services, BUCKET, key)
     first = services.sqs.rows
-    (run,) = (tmp_path / lead_files.RUNS_PREFIX).iterdir()
-    state = read(services, f"{lead_files.RUNS_PREFIX}{run.name}/state.json")
+    (run,) = (tmp_path / RUNS_PREFIX).iterdir()
+    state = read(services, f"{RUNS_PREFIX}{run.name}/state.json")
     assert state["sending"] and 0 < state["sent_through"] < 45
-    (progress,) = lead_files.check_runs(services, BUCKET)
+    (progress,) = check_runs(services, BUCKET)
     assert not progress["finished"]
 
     # A notification while the splitter still checkpoints leaves the run to it.
     def checkpointing(seconds: float) -> None:
         wall.now += seconds
         alive = state | {"heartbeat_at": wall.now}
-        lead_files.put_json(
-            services.s3, BUCKET, f"{lead_files.RUNS_PREFIX}{run.name}/state.json", alive
-        )
+        put_json(services.s3, BUCKET, f"{RUNS_PREFIX}{run.name}/state.json", alive)
 
     services.sleep = checkpointing
     services.sqs = DiesAt(dies_at=None)
-    assert lead_files.take_file(services, BUCKET, key).again
+    assert take_file(services, BUCKET, key).again
     assert services.sqs.rows == []
 
     # Lambda's retry, once the splitter is gone, sends the rest.
-    wall.now += lead_files.SENDER_STALE_SECONDS + 1
-    assert not lead_files.take_file(services, BUCKET, key).again
+    wall.now += SENDER_STALE_SECONDS + 1
+    assert not take_file(services, BUCKET, key).again
     again = services.sqs.rows
     assert sorted(set(first + again), key=int) == [str(n) for n in range(1, 46)]
     assert min(int(r) for r in again) == state["sent_through"] + 1
-    (progress,) = lead_files.check_runs(services, BUCKET)
+    (progress,) = check_runs(services, BUCKET)
     assert progress["finished"] and progress["by_outcome"] == {"success": 45}
     lines = (tmp_path / f"results/{key}.results.csv").read_text().splitlines()
     assert [line.split(",")[0] for line in lines[1:]] == [f"lead{i}@example.com" for i in range(45)]
     # A notification after the run finished queues nothing.
-    assert lead_files.take_file(services, BUCKET, key).again and services.sqs.rows == again
+    assert take_file(services, BUCKET, key).again and services.sqs.rows == again
 
 
 def test_a_run_whose_splitter_is_gone_for_good_is_failed(tmp_path: Path) -> None:
@@ -219,13 +228,13 @@ def test_a_run_whose_splitter_is_gone_for_good_is_failed(tmp_path: Path) -> None
     services.sqs = DiesAt(dies_at=1)
     services.s3._path("create_profile/gone.csv").write_text("email\na@example.com\n")
     with pytest.raises(Killed):
-        lead_files.take_file(services, BUCKET, "create_profile/gone.csv")
-    wall.now += lead_files.SENDER_GONE_SECONDS + lead_files.FAILING_FOR_SECONDS + 1
-    lead_files.check_runs(services, BUCKET)
-    wall.now += lead_files.FAILING_FOR_SECONDS + 1
-    (progress,) = lead_files.check_runs(services, BUCKET)
+        take_file(services, BUCKET, "create_profile/gone.csv")
+    wall.now += SENDER_GONE_SECONDS + FAILING_FOR_SECONDS + 1
+    check_runs(services, BUCKET)
+    wall.now += FAILING_FOR_SECONDS + 1
+    (progress,) = check_runs(services, BUCKET)
     assert progress["failed"] and "The splitter stopped after row 0" in progress["problem"]
-    assert lead_files.check_runs(services, BUCKET) == []
+    assert check_runs(services, BUCKET) == []
 
 
 def test_a_row_the_manifest_names_twice_is_counted_and_answered_once(tmp_path: Path) -> None:
@@ -237,7 +246,7 @@ def test_a_row_the_manifest_names_twice_is_counted_and_answered_once(tmp_path: P
     segment = tmp_path / f"{state['manifest']}000000.jsonl"
     lines = segment.read_text().splitlines()
     segment.write_text("\n".join([*lines[:3], *lines[1:]]) + "\n")
-    (progress,) = lead_files.check_runs(services, BUCKET)
+    (progress,) = check_runs(services, BUCKET)
     assert progress["finished"] and progress["done"] == 4
     assert progress["by_outcome"] == {"success": 4}
     results = (tmp_path / "results/create_profile/twice.csv.results.csv").read_text()
@@ -250,8 +259,8 @@ def test_the_results_file_keeps_the_inputs_byte_order_mark(tmp_path: Path, bom: 
     input had it, and not otherwise."""
     services = services_on(tmp_path)
     services.s3._path("create_profile/marked.csv").write_bytes(bom + b"email\na@example.com\n")
-    lead_files.take_file(services, BUCKET, "create_profile/marked.csv")
-    (progress,) = lead_files.check_runs(services, BUCKET)
+    take_file(services, BUCKET, "create_profile/marked.csv")
+    (progress,) = check_runs(services, BUCKET)
     body = (tmp_path / progress["results"]).read_bytes()
     assert body.startswith(bom + b"email,outcome,")
     assert body.count(b"\xef\xbb\xbf") == len(bom) // 3
@@ -280,9 +289,9 @@ def test_formula_cells_are_neutralised_in_the_results_csv_and_counted(tmp_path: 
     header = "email,Note,Score,=Sneaky"
     data = "\n".join([header, *rows]) + "\n"
     services.s3._path("create_profile/formulas.csv").write_text(data, encoding="utf-8")
-    report = lead_files.take_file(services, BUCKET, "create_profile/formulas.csv").as_json()
+    report = take_file(services, BUCKET, "create_profile/formulas.csv").as_json()
     assert report["formula_cells"] == {"header": True, "rows": 3, "first_rows": [1, 2, 3]}
-    (progress,) = lead_files.check_runs(services, BUCKET)
+    (progress,) = check_runs(services, BUCKET)
     assert progress["formula_rows"] == 4  # every row: its reference came back as a formula
     written = list(csv.reader(io.StringIO((tmp_path / progress["results"]).read_text())))
     assert written[0][:4] == ["email", "Note", "Score", "'=Sneaky"]
@@ -297,8 +306,8 @@ def test_formula_cells_are_neutralised_in_the_results_csv_and_counted(tmp_path: 
 
     lines = '{"email": "e@example.com", "note": "=1+2"}\n'
     services.s3._path("create_profile/formulas.jsonl").write_text(lines, encoding="utf-8")
-    lead_files.take_file(services, BUCKET, "create_profile/formulas.jsonl")
-    (progress,) = lead_files.check_runs(services, BUCKET)
+    take_file(services, BUCKET, "create_profile/formulas.jsonl")
+    (progress,) = check_runs(services, BUCKET)
     (line,) = (tmp_path / progress["results"]).read_text().splitlines()
     assert json.loads(line)["note"] == "=1+2" and json.loads(line)["reference"].startswith("=")
 
@@ -338,7 +347,7 @@ def test_nothing_the_stack_writes_starts_the_splitter_again(
     """The splitter's rule takes every new key but those under RESULTS_PREFIX (a template test
     holds it): every write of a run (report, checkpoints, progress at each look, results,
     a failed run's state) is there."""
-    monkeypatch.setattr(lead_files, "CHECKPOINT_SECONDS", 0.0)
+    monkeypatch.setattr(splitter, "CHECKPOINT_SECONDS", 0.0)
     wall = Wall()
     services = services_on(tmp_path, Bus(refuse="refused"), wall)
     services.s3 = s3 = Recorded(tmp_path)
@@ -346,15 +355,15 @@ def test_nothing_the_stack_writes_starts_the_splitter_again(
     uploads |= {"create_profile/refused.csv"}
     for key in sorted(uploads):
         s3._path(key).write_text("email\na@example.com\nb@example.com\nnope\n", encoding="utf-8")
-        lead_files.take_file(services, BUCKET, key)
+        take_file(services, BUCKET, key)
     services.dynamodb.latency = 0.0
-    lead_files.check_runs(services, BUCKET)
-    wall.now += lead_files.FAILING_FOR_SECONDS + 1
-    lead_files.check_runs(services, BUCKET)
+    check_runs(services, BUCKET)
+    wall.now += FAILING_FOR_SECONDS + 1
+    check_runs(services, BUCKET)
     assert len(s3.written) > 10
-    assert [key for key in s3.written if not key.startswith(lead_files.RESULTS_PREFIX)] == []
-    assert all(lead_files.is_own_output(key) for key in s3.written)
-    assert not any(lead_files.is_own_output(key) for key in uploads)
+    assert [key for key in s3.written if not key.startswith(RESULTS_PREFIX)] == []
+    assert all(is_own_output(key) for key in s3.written)
+    assert not any(is_own_output(key) for key in uploads)
     # The splitter reads only what its role lets it: a key under no action is only reported.
     assert "elsewhere/c.csv" not in s3.read
     assert "results/elsewhere/c.csv.report.json" in s3.written

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from bench import lead_files as bench
+from klaviyo_leads.lead_files.rows import MAX_COLUMNS
 
 
 def test_the_benchmark_answers_every_row_and_reports_its_figures(
@@ -37,20 +38,24 @@ def test_the_benchmark_answers_every_row_and_reports_its_figures(
     lines = figures["lines"]
     assert lines["line_bytes"][-1] > 40 * 1024 * 1024
     assert max(lines["ratio_to_limit"]) < 1.5
-    assert figures["header"]["widths"][-1] > bench.lead_files.MAX_COLUMNS
+    assert figures["header"]["widths"][-1] > MAX_COLUMNS
 
 
 def test_rows_sqs_will_not_take_get_an_error_in_their_place(tmp_path: Path) -> None:
     """Invariant: with batches sent concurrently, the results file is still in the input's
     order, and a row SQS refused (twice) is an error saying so, never a lost row."""
-    from klaviyo_leads import lead_files
+    from klaviyo_leads.lead_files.assembler import check_run
+    from klaviyo_leads.lead_files.bucket import RUNS_PREFIX
+    from klaviyo_leads.lead_files.checks import NOT_QUEUED
+    from klaviyo_leads.lead_files.splitter import take_file
+    from klaviyo_leads.lead_files.storage import Services
 
     s3 = bench.DiskS3(tmp_path)
     key = "create_profile/some.csv"
     rows = [f"lead{i}@example.com" if i % 7 else f"refuse{i}@example.com" for i in range(200)]
     s3._path(key).write_text("email\n" + "\n".join(rows) + "\n", encoding="utf-8")
     sqs = bench.LatentSqs(latency=0.001, refuse=lambda body: "refuse" in body)
-    services = lead_files.Services(
+    services = Services(
         s3=s3,
         sqs=sqs,
         dynamodb=bench.Results("create_profile", latency=0.0),
@@ -58,9 +63,9 @@ def test_rows_sqs_will_not_take_get_an_error_in_their_place(tmp_path: Path) -> N
         results_table="results",
         sleep=lambda seconds: None,  # the back-off before a refused row is sent again
     )
-    report = lead_files.take_file(services, "bucket", key)
-    state = f"{lead_files.RUNS_PREFIX}{report.run_id}/state.json"
-    progress = lead_files.check_run(services, "bucket", state)
+    report = take_file(services, "bucket", key)
+    state = f"{RUNS_PREFIX}{report.run_id}/state.json"
+    progress = check_run(services, "bucket", state)
     assert progress["finished"] and progress["by_outcome"] == {"error": 29, "success": 171}
     lines = (tmp_path / "results/create_profile/some.csv.results.csv").read_text().splitlines()
     body = [line.split(",") for line in lines[1:]]
@@ -68,7 +73,7 @@ def test_rows_sqs_will_not_take_get_an_error_in_their_place(tmp_path: Path) -> N
     for cells in body:
         refused = cells[0].startswith("refuse")
         assert (cells[1], cells[2] if refused else "") == (
-            ("error", lead_files.NOT_QUEUED) if refused else ("success", "")
+            ("error", NOT_QUEUED) if refused else ("success", "")
         )
 
 
@@ -76,7 +81,15 @@ def test_progress_gives_the_pace_since_the_look_before(tmp_path: Path) -> None:
     """Invariant: rows_per_second is the rows finished between two looks over the wall-clock
     time between them, whichever scheduled run made the look before (it is kept in the run's
     state), and the first look has no pace."""
-    from klaviyo_leads import lead_files
+    from klaviyo_leads.lead_files.assembler import (
+        LOOK_EVERY_SECONDS,
+        LOOK_SOONEST_SECONDS,
+        check_run,
+        next_look_in,
+    )
+    from klaviyo_leads.lead_files.bucket import RUNS_PREFIX
+    from klaviyo_leads.lead_files.splitter import take_file
+    from klaviyo_leads.lead_files.storage import Services
 
     class SomeFinished(bench.Results):
         """The first ``finished`` rows asked about have a result; the rest not yet."""
@@ -102,7 +115,7 @@ def test_progress_gives_the_pace_since_the_look_before(tmp_path: Path) -> None:
         "email\n" + "\n".join(f"lead{i}@example.com" for i in range(100)) + "\n", encoding="utf-8"
     )
     table, now = SomeFinished(), [1000.0]
-    services = lead_files.Services(
+    services = Services(
         s3=s3,
         sqs=bench.LatentSqs(latency=0.0),
         dynamodb=table,
@@ -110,16 +123,16 @@ def test_progress_gives_the_pace_since_the_look_before(tmp_path: Path) -> None:
         results_table="results",
         wall=lambda: now[0],
     )
-    state = f"{lead_files.RUNS_PREFIX}{lead_files.take_file(services, 'bucket', key).run_id}"
+    state = f"{RUNS_PREFIX}{take_file(services, 'bucket', key).run_id}"
     state += "/state.json"
     table.finished = 40
-    first = lead_files.check_run(services, "bucket", state)
+    first = check_run(services, "bucket", state)
     assert (first["done"], first["rows_per_second"]) == (40, None)
     table.finished, now[0] = 70, 1010.0
-    second = lead_files.check_run(services, "bucket", state)
+    second = check_run(services, "bucket", state)
     assert (second["done"], second["rows_per_second"]) == (70, 3.0)
-    assert lead_files.next_look_in([second]) == lead_files.LOOK_EVERY_SECONDS  # 30 left: 10 s
+    assert next_look_in([second]) == LOOK_EVERY_SECONDS  # 30 left: 10 s
     table.finished, now[0] = 98, 1014.0
-    third = lead_files.check_run(services, "bucket", state)
+    third = check_run(services, "bucket", state)
     assert third["rows_per_second"] == 7.0
-    assert lead_files.next_look_in([third]) == lead_files.LOOK_SOONEST_SECONDS  # 2 left
+    assert next_look_in([third]) == LOOK_SOONEST_SECONDS  # 2 left

@@ -24,8 +24,9 @@ import pytest
 from devtools import lead_file_import as imports
 from devtools.klaviyo_emulator import Fault
 from devtools.lambda_events import ROOT
-from devtools.runner import Sandbox
-from klaviyo_leads import lead_files
+from devtools.sandbox import Sandbox
+from klaviyo_leads.lead_files.checks import DEAD_LETTERED
+from klaviyo_leads.lead_files.storage import PART_BYTES, S3Writer
 
 pytestmark = pytest.mark.filterwarnings("ignore:Tried to parse:UserWarning")
 
@@ -184,7 +185,7 @@ def test_a_row_that_dead_letters_gets_its_error(sandbox: Sandbox, tmp_path: Path
     assert code == 0 and results is not None
     (row,) = results_of(results)
     assert row["outcome"] == "error"
-    assert row["reason"] == lead_files.DEAD_LETTERED and "dead-letter queue" in row["reason"]
+    assert row["reason"] == DEAD_LETTERED and "dead-letter queue" in row["reason"]
     assert sum(sandbox.queue_depth("create_profile", dead_letter=True)) >= 1
 
 
@@ -291,9 +292,9 @@ def test_a_large_object_is_written_in_parts_as_it_grows(sandbox: Sandbox) -> Non
     """The manifest and the results file are multipart uploads past one part: same bytes."""
     s3 = imports.services_of(sandbox).s3
     bucket = imports.bucket_of(sandbox)
-    writer = lead_files.S3Writer(s3, bucket, "results/large.bin", "application/octet-stream")
+    writer = S3Writer(s3, bucket, "results/large.bin", "application/octet-stream")
     line = b"x" * 1023 + b"\n"
-    chunks = lead_files.PART_BYTES // len(line) * 2 + 7
+    chunks = PART_BYTES // len(line) * 2 + 7
     for _ in range(chunks):
         writer.write(line)
     assert len(writer._parts) == 2  # two full parts sent while writing, the rest at close

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from devtools.lambda_events import LambdaContext, load_handler, queue_arn, sqs_event, sqs_message
-from klaviyo_leads.runtime import metrics
+from klaviyo_leads.observability import metrics
 
 
 def test_a_batch_writes_one_document_with_counts(runtime, klaviyo_emulator, capsys, monkeypatch):

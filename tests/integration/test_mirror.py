@@ -13,7 +13,11 @@ import boto3
 import pytest
 from moto import mock_aws
 
-from klaviyo_leads import lead_files, mirror
+from klaviyo_leads.handlers import lead_files as lead_file_handlers
+from klaviyo_leads.lead_files.storage import Services
+from klaviyo_leads.mirror.files import takes
+from klaviyo_leads.mirror.members import SLICES_PER_STREAM, STREAMS, read_members
+from klaviyo_leads.mirror.sync import MirrorServices, max_removal_share, stream_contexts, take_file
 from klaviyo_leads.runtime import Runtime
 from tests.conftest import API_KEY, Sleeps
 
@@ -29,15 +33,15 @@ def s3(aws_credentials) -> Iterator[Any]:
 
 
 @pytest.fixture
-def services(s3, streams) -> mirror.MirrorServices:
-    return mirror.MirrorServices(s3, streams)
+def services(s3, streams) -> MirrorServices:
+    return MirrorServices(s3, streams)
 
 
 @pytest.fixture
 def streams(runtime: Runtime, sleeps: Sleeps):
     """Stream contexts as the mirror function makes them (a client and pacer each), on the
     emulator and the test's virtual clock."""
-    return mirror.stream_contexts(
+    return stream_contexts(
         runtime.settings, lambda force: API_KEY, sleep=sleeps, clock=sleeps.clock, wall=sleeps.clock
     )
 
@@ -76,7 +80,7 @@ def test_the_missing_are_added_the_rest_removed_and_the_report_says_so_first(
         f"mirror/{people['list']}/weekly.csv",
         ["BOB@example.com", "cat@example.com", "dan@example.com", "nobody@example.com"],
     )
-    report = mirror.take_file(services, BUCKET, key)
+    report = take_file(services, BUCKET, key)
     assert report["accepted"] and not report["dry_run"]
     assert (report["would_add"], report["would_keep"], report["would_remove"]) == (1, 2, 1)
     assert report["members_before"] == 3 and report["rows_read"] == 4
@@ -96,7 +100,7 @@ def test_a_removal_is_never_an_unsubscribe(services, s3, people, klaviyo_emulato
     before = klaviyo_emulator.profile(people["ann"])["attributes"]["subscriptions"]
     services.max_removal_share = 1.0
     key = upload(s3, f"mirror/{people['list']}/f.csv", ["bob@example.com", "cat@example.com"])
-    mirror.take_file(services, BUCKET, key)
+    take_file(services, BUCKET, key)
     assert people["ann"] not in klaviyo_emulator.list_members(people["list"])
     assert klaviyo_emulator.profile(people["ann"])["attributes"]["subscriptions"] == before
     operations = {r.operation_id for r in klaviyo_emulator.requests}
@@ -111,15 +115,15 @@ def test_removing_past_the_share_is_refused_unless_the_metadata_confirms_it(
 ):
     key = f"mirror/{people['list']}/only-bob.csv"
     upload(s3, key, ["bob@example.com"])  # would remove ann and cat: 67 % of the list
-    refused = mirror.take_file(services, BUCKET, key)
+    refused = take_file(services, BUCKET, key)
     assert not refused["accepted"] and refused["would_remove"] == 2
     assert "more than the stack allows (20%" in refused["problem"]
     assert writes(klaviyo_emulator) == [] and refused["results"] is None
 
     upload(s3, key, ["bob@example.com"], {"mirror-confirm-removals": "1"})  # fewer than planned
-    assert not mirror.take_file(services, BUCKET, key)["accepted"]
+    assert not take_file(services, BUCKET, key)["accepted"]
     upload(s3, key, ["bob@example.com"], {"mirror-confirm-removals": "2"})
-    confirmed = mirror.take_file(services, BUCKET, key)
+    confirmed = take_file(services, BUCKET, key)
     assert confirmed["accepted"] and confirmed["removals_confirmed"]
     assert klaviyo_emulator.list_members(people["list"]) == {people["bob"]}
 
@@ -130,7 +134,7 @@ def test_the_dry_run_prefix_shows_the_plan_only(services, s3, people, klaviyo_em
         f"dry-run/mirror/{people['list']}/weekly.csv",
         ["ann@example.com", "bob@example.com", "cat@example.com", "dan@example.com"],
     )
-    report = mirror.take_file(services, BUCKET, key)
+    report = take_file(services, BUCKET, key)
     assert report["dry_run"] and report["accepted"] and report["results"] is None
     assert (report["would_add"], report["would_keep"], report["would_remove"]) == (1, 3, 0)
     assert writes(klaviyo_emulator) == []
@@ -140,10 +144,10 @@ def test_the_dry_run_prefix_shows_the_plan_only(services, s3, people, klaviyo_em
 def test_a_file_sent_twice_changes_nothing_the_second_time(services, s3, people, klaviyo_emulator):
     services.max_removal_share = 1.0
     key = upload(s3, f"mirror/{people['list']}/f.csv", ["ann@example.com", "dan@example.com"])
-    assert mirror.take_file(services, BUCKET, key)["would_remove"] == 2
+    assert take_file(services, BUCKET, key)["would_remove"] == 2
     after_first = klaviyo_emulator.list_members(people["list"])
     written_first = len(writes(klaviyo_emulator))
-    second = mirror.take_file(services, BUCKET, key)
+    second = take_file(services, BUCKET, key)
     assert (second["would_add"], second["would_keep"], second["would_remove"]) == (0, 2, 0)
     assert len(writes(klaviyo_emulator)) == written_first
     assert klaviyo_emulator.list_members(people["list"]) == after_first
@@ -155,16 +159,16 @@ def test_an_add_profile_to_list_file_with_the_setting_is_a_mirror_the_splitter_l
     services.max_removal_share = 1.0
     metadata = {"mirror": "true", "klaviyo.list_id": people["list"]}
     key = upload(s3, "add_profile_to_list/weekly.csv", ["eve@example.com"], metadata)
-    assert mirror.takes(s3, BUCKET, key)
-    assert not mirror.takes(s3, BUCKET, upload(s3, "add_profile_to_list/plain.csv", ["x@y.z"]))
-    report = mirror.take_file(services, BUCKET, key)
+    assert takes(s3, BUCKET, key)
+    assert not takes(s3, BUCKET, upload(s3, "add_profile_to_list/plain.csv", ["x@y.z"]))
+    report = take_file(services, BUCKET, key)
     assert report["accepted"] and report["would_add"] == 1 and report["would_remove"] == 3
     assert klaviyo_emulator.list_members(people["list"]) == {people["eve"]}
 
     # The splitter hears of the same upload and leaves it to the mirror function.
-    monkeypatch.setattr(lead_files, "_services", lead_files.Services(s3=s3, sqs=None))
+    monkeypatch.setattr(lead_file_handlers, "_services", Services(s3=s3, sqs=None))
     event = {"detail": {"bucket": {"name": BUCKET}, "object": {"key": key}}}
-    assert lead_files.split_handler(event, None) == {"files": []}
+    assert lead_file_handlers.split_handler(event, None) == {"files": []}
 
 
 def test_people_are_found_by_the_leads_identifier_and_bad_rows_reported(
@@ -179,7 +183,7 @@ def test_people_are_found_by_the_leads_identifier_and_bad_rows_reported(
     )
     key = f"mirror/{people['list']}/ids.csv"
     s3.put_object(Bucket=BUCKET, Key=key, Body=body.encode())
-    report = mirror.take_file(services, BUCKET, key)
+    report = take_file(services, BUCKET, key)
     assert (report["would_add"], report["would_keep"], report["would_remove"]) == (0, 2, 1)
     (refused,) = report["rows_refused"]
     assert (refused["reason"], refused["first_rows"]) == ("Invalid email address", [2])
@@ -187,7 +191,7 @@ def test_people_are_found_by_the_leads_identifier_and_bad_rows_reported(
 
 def test_an_unknown_list_plans_nothing(services, s3, people, klaviyo_emulator):
     key = upload(s3, "mirror/NoSuchList/f.csv", ["ann@example.com"])
-    report = mirror.take_file(services, BUCKET, key)
+    report = take_file(services, BUCKET, key)
     assert not report["accepted"] and "list" in report["problem"].lower()
     assert writes(klaviyo_emulator) == []
 
@@ -197,7 +201,7 @@ def test_an_unknown_list_plans_nothing(services, s3, people, klaviyo_emulator):
 )
 def test_the_removal_cap_comes_from_the_stack(value, share):
     env = {} if value is None else {"MIRROR_MAX_REMOVAL_PERCENT": value}
-    assert mirror.max_removal_share(env) == share
+    assert max_removal_share(env) == share
 
 
 def test_a_long_list_is_read_in_slices_of_join_time_and_misses_no_one(
@@ -210,13 +214,13 @@ def test_a_long_list_is_read_in_slices_of_join_time_and_misses_no_one(
     for index, profile_id in enumerate(ids):
         day, second = divmod(index, 15)
         emu.add_to_list(list_id, profile_id, joined_at=f"2026-11-{1 + day:02d}T10:00:{second:02d}Z")
-    members = mirror.read_members(lambda: streams(60), list_id)
+    members = read_members(lambda: streams(60), list_id)
     assert members.ids == set(ids)
     assert members.find("email", "M7@example.com") == ids[7]
     pages = [r for r in emu.requests if r.operation_id == "get_profiles_for_list"]
     sliced = [r for r in pages if "filter" in r.query]
-    assert len(sliced) >= mirror.STREAMS  # every slice read
-    slices = mirror.STREAMS * mirror.SLICES_PER_STREAM
+    assert len(sliced) >= STREAMS  # every slice read
+    slices = STREAMS * SLICES_PER_STREAM
     assert len(pages) <= len(ids) // 100 + slices + 2  # no page read twice
 
 
@@ -225,7 +229,7 @@ def test_a_short_list_is_read_from_both_ends(services, s3, streams, klaviyo_emul
     list_id = emu.create_list("Short", opt_in="single")
     ids = [emu.create_profile(email=f"s{i}@example.com") for i in range(150)]
     emu.add_to_list(list_id, *ids)
-    members = mirror.read_members(lambda: streams(60), list_id)
+    members = read_members(lambda: streams(60), list_id)
     assert members.ids == set(ids)
     assert len([r for r in emu.requests if r.operation_id == "get_profiles_for_list"]) == 2
 
@@ -235,7 +239,7 @@ def test_a_short_list_is_read_from_both_ends(services, s3, streams, klaviyo_emul
 
 def test_a_mirror_file_through_the_local_stack(tmp_path):
     from devtools.mirror_import import mirror_file
-    from devtools.runner import Sandbox
+    from devtools.sandbox import Sandbox
 
     with Sandbox(trail_dir=None) as sandbox:
         emulator = sandbox.emulator

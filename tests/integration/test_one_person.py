@@ -14,8 +14,8 @@ from __future__ import annotations
 import pytest
 
 from devtools.klaviyo_emulator import Fault
-from klaviyo_leads.actions import ACTIONS
-from klaviyo_leads.coalescing import Delivery, coalesce
+from klaviyo_leads.actions.action import Delivery
+from klaviyo_leads.actions.table import ACTIONS
 
 CREATE = ACTIONS["create_profile"]
 
@@ -76,8 +76,7 @@ def test_a_batch_lead_sharing_a_phone_is_a_duplicate_and_renames_no_one(runtime,
     batch = [{"email": "b@example.com", "phone_1": "+12125550100"}] + [
         {"email": f"filler-{i}@example.com"} for i in range(9)
     ]
-    results = coalesce(
-        runtime,
+    results = runtime.process_batch(
         CREATE,
         batch,
         remaining_seconds=300,

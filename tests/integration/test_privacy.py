@@ -18,8 +18,8 @@ from devtools.lambda_events import (
     sqs_event,
     sqs_message,
 )
-from klaviyo_leads.actions import ACTIONS
-from klaviyo_leads.runtime import logger
+from klaviyo_leads.actions.table import ACTIONS
+from klaviyo_leads.observability import logger
 from tests.conftest import API_KEY
 
 PERSON = {

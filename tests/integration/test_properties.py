@@ -18,8 +18,9 @@ from devtools.lambda_events import (
     sqs_message,
 )
 from klaviyo_leads import outcomes
-from klaviyo_leads.actions import ACTIONS, result_fields
-from klaviyo_leads.fields import LEAD_FIELDS, VARIABLES
+from klaviyo_leads.actions.action import result_fields
+from klaviyo_leads.actions.table import ACTIONS
+from klaviyo_leads.lead.fields import LEAD_FIELDS, VARIABLES
 from klaviyo_leads.outcomes import Outcome, Result, every_reason
 
 KNOWN_KEYS = [f.key for f in LEAD_FIELDS] + [v.key for v in VARIABLES if "<" not in v.key]

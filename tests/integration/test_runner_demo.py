@@ -11,7 +11,7 @@ import sys
 import pytest
 
 from devtools import lambda_events as le
-from devtools import runner
+from devtools import runner, serve_client
 from devtools.runner import DEMO_ORDER
 
 ENV_SET_BY_THE_SANDBOX = ("AWS_ENDPOINT_URL", "KLAVIYO_API_KEY_SECRET_ID", "RESULTS_EVENT_BUS_NAME")
@@ -119,10 +119,10 @@ def test_demo_exits_non_zero_when_a_case_is_unexpected(
 def test_the_suite_keeps_off_a_developers_make_serve() -> None:
     """What `invoke` and `serve` run by the suite read and write is the suite's own state
     file: a developer's serve (its .tools/serve.json) is neither used nor replaced."""
-    done = _run_python("from devtools import runner; print(runner.serve_state_path())")
+    done = _run_python("from devtools import serve_client; print(serve_client.serve_state_path())")
     used = done.stdout.strip()
-    assert used and used != str(runner.DEFAULT_SERVE_STATE)
-    assert used == os.environ[runner.SERVE_STATE_ENV]
+    assert used and used != str(serve_client.DEFAULT_SERVE_STATE)
+    assert used == os.environ[serve_client.SERVE_STATE_ENV]
 
 
 def _run_python(code: str) -> subprocess.CompletedProcess[str]:
@@ -153,10 +153,10 @@ def test_invoke_api_event_answers_like_api_gateway() -> None:
 # answer the sandbox's AWS calls instead of moto's server.
 OWN_QUEUE_SCRIPT = """
 import json
-from devtools import runner
 from devtools.klaviyo_emulator import Fault
+from devtools.sandbox import Sandbox
 
-with runner.Sandbox() as sandbox:
+with Sandbox() as sandbox:
     sandbox.emulator.faults.add(Fault(status=503, times=None, path=r"^/api/profiles"))
     answer = sandbox.invoke("get_profiles", {"email": "queued@example.com"})
     sandbox.emulator.faults.clear()

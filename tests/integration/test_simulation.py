@@ -61,9 +61,9 @@ def _jobs_after_a_redelivery(runtime, emulator) -> int:
     again while the search lags: the import jobs Klaviyo took in all."""
     from devtools.klaviyo_emulator import Fault
     from devtools.memory_dynamodb import memory_ledger
-    from klaviyo_leads.actions import ACTIONS
+    from klaviyo_leads.actions.action import Delivery
+    from klaviyo_leads.actions.table import ACTIONS
     from klaviyo_leads.budget import Budget
-    from klaviyo_leads.coalescing import Delivery, coalesce
 
     emulator.reset()
     emulator.configure(search_lag=30.0)  # the search does not show the first job's profiles
@@ -79,8 +79,7 @@ def _jobs_after_a_redelivery(runtime, emulator) -> int:
     emulator.faults.add(Fault(operation_id="bulk_import_profiles", drop=True, after=True))
     messages = [f"m-{i}" for i in range(12)]
     for delivery in (1, 2):
-        results = coalesce(
-            runtime,
+        results = runtime.process_batch(
             ACTIONS["create_profile"],
             leads,
             remaining_seconds=300,

@@ -11,10 +11,10 @@ import pytest
 
 from devtools.klaviyo_emulator import Fault
 from devtools.lambda_events import api_gateway_event, queue_arn, sqs_event, sqs_message
-from klaviyo_leads.actions import ACTIONS
+from klaviyo_leads.actions.table import ACTIONS
 from klaviyo_leads.runtime import Runtime
-from klaviyo_leads.trail import Trail
-from klaviyo_leads.triggers import handle
+from klaviyo_leads.trail.records import Trail
+from klaviyo_leads.triggers.dispatch import handle
 
 LEAD = {
     "email": " Ada@Example.com ",

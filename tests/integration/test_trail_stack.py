@@ -17,7 +17,7 @@ pytest.importorskip("duckdb")
 from devtools import lambda_events as le
 from devtools import lead_file_import as imports
 from devtools import trail as local_trail
-from devtools.runner import Sandbox
+from devtools.sandbox import Sandbox
 
 pytestmark = pytest.mark.filterwarnings("ignore:Tried to parse:UserWarning")
 ACTION = "get_profiles"

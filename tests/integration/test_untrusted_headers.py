@@ -19,9 +19,10 @@ import pytest
 from devtools.aws import CONFLICTING_ENV, LocalStack, client, lambda_environment
 from devtools.klaviyo_emulator import Fault
 from devtools.lambda_events import LambdaContext, load_handler, sqs_event
-from klaviyo_leads import entrypoint
-from klaviyo_leads.klaviyo import MAX_RETRY_AFTER_SECONDS, Pacer
-from klaviyo_leads.queueing import JITTER, ActionQueue
+from klaviyo_leads.aws.queue import JITTER, ActionQueue
+from klaviyo_leads.handlers import actions as entrypoint
+from klaviyo_leads.klaviyo.pacing import Pacer
+from klaviyo_leads.klaviyo.rate_limit_headers import MAX_RETRY_AFTER_SECONDS
 from tests.conftest import API_KEY, Sleeps, reset_powertools_parameters
 
 ACTION = "get_profiles"

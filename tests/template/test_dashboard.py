@@ -58,7 +58,7 @@ def layer_metric_names() -> set[str]:
     """Every metric name the layer's source emits: ``count("X")``, ``_counts["X"]``, and the
     values of ``_OUTCOME_METRIC`` (the outcome of each lead)."""
     names: set[str] = set()
-    for path in LAYER.glob("*.py"):
+    for path in LAYER.rglob("*.py"):
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
             if (
                 isinstance(node, ast.Call)
@@ -89,10 +89,11 @@ def _text(node: ast.AST) -> set[str]:
 def emitted() -> dict[str, Any]:
     """The EMF document of a real handler invocation: ``get_profiles`` called directly with a
     lead that is not an object (an error result, no Klaviyo call, no AWS)."""
-    from klaviyo_leads import entrypoint
     from klaviyo_leads.config import Settings
-    from klaviyo_leads.klaviyo import KlaviyoClient
-    from klaviyo_leads.runtime import Runtime, metrics
+    from klaviyo_leads.handlers import actions as entrypoint
+    from klaviyo_leads.klaviyo.client import KlaviyoClient
+    from klaviyo_leads.observability import metrics
+    from klaviyo_leads.runtime import Runtime
 
     with pytest.MonkeyPatch.context() as monkeypatch:
         monkeypatch.delenv("POWERTOOLS_METRICS_DISABLED", raising=False)
@@ -130,7 +131,7 @@ def test_the_emitted_document_is_what_the_dashboard_relies_on(
 ) -> None:
     """One namespace (what the template says too), dimensions ``action`` and ``service``, and
     metric names the source scan finds: so the scan sees the sites that really emit."""
-    from klaviyo_leads.runtime import NAMESPACE, SERVICE
+    from klaviyo_leads.observability import NAMESPACE, SERVICE
 
     environment = sam_template["Globals"]["Function"]["Environment"]["Variables"]
     assert custom["namespace"] == NAMESPACE == environment["POWERTOOLS_METRICS_NAMESPACE"]
@@ -271,7 +272,7 @@ def sums(*names: str) -> set[tuple[str, str, str]]:
 def test_each_action_has_leads_klaviyo_pacing_queue_and_duration(
     translated: dict[str, Any],
 ) -> None:
-    from klaviyo_leads.runtime import _OUTCOME_METRIC
+    from klaviyo_leads.observability import _OUTCOME_METRIC
 
     body, _ = dashboard(translated)
     for action in ACTIONS:

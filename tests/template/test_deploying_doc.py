@@ -2,7 +2,8 @@
 alarms a stack at rest has, and every parameter.
 
 The scopes come from Klaviyo's OpenAPI document (``x-klaviyo-scopes`` of each operation the
-bundle calls, ``klaviyo_leads.klaviyo.OPERATIONS``); that check skips without the document.
+bundle calls, ``klaviyo_leads.klaviyo.routes.OPERATIONS``); that check skips without the
+document.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ def test_the_key_scopes_are_those_of_the_operations_the_bundle_calls() -> None:
     if not spec_path.is_file():
         pytest.skip(f"Klaviyo's OpenAPI document is not at {spec_path}")
     ensure_layer_on_path()
-    from klaviyo_leads.klaviyo import OPERATIONS
+    from klaviyo_leads.klaviyo.routes import OPERATIONS
 
     spec = json.loads(spec_path.read_text("utf-8"))
     operations = {

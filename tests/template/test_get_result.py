@@ -1,7 +1,8 @@
 """GET /results/{message_id} as deployed: functions/get_result/app.py, in the environment the
 stack gives it, reading the results table the stack made, as the actions write it.
 
-The layer's ``klaviyo_leads.results`` writes and reads the items; this checks the wiring: the
+The layer's ``klaviyo_leads.aws.result_store``
+writes and reads the items; this checks the wiring: the
 function's handler, its ``RESULTS_TABLE_NAME``, and the table's key (moto refuses an item
 without it). The route, its auth and its permission are checked on the template
 (test_template_invariants.py, test_deploy_moto.py).
@@ -25,7 +26,7 @@ def deployed(
 ) -> Iterator[LocalStack]:
     """get_result's own environment, as deployed (the results module keeps its table for the
     container's life, so it is forgotten around each test)."""
-    from klaviyo_leads import results
+    from klaviyo_leads.aws import result_store as results
 
     function = client("lambda").get_function_configuration(
         FunctionName=stack.get_result_function_name
@@ -52,8 +53,8 @@ def get(message_id: str) -> dict[str, Any]:
 def test_a_result_the_actions_stored_is_answered_and_an_unknown_id_is_404(
     deployed: LocalStack,
 ) -> None:
+    from klaviyo_leads.aws.result_store import ResultStore
     from klaviyo_leads.config import Settings
-    from klaviyo_leads.results import ResultStore
 
     # Where an action's function writes: its table, from its own environment.
     table = Settings.from_env(deployed.environment).results_table_name
@@ -103,7 +104,7 @@ def test_debug_logging_writes_no_stored_result(
     results (lead data) DynamoDB returns never reach the logs."""
     import logging
 
-    from klaviyo_leads.libraries import QUIET_LIBRARIES
+    from klaviyo_leads.observability import QUIET_LIBRARIES
 
     for name in QUIET_LIBRARIES:  # as a fresh container has them
         logging.getLogger(name).setLevel(logging.NOTSET)

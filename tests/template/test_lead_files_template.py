@@ -112,7 +112,7 @@ def test_the_splitter_hears_of_every_object_created_in_the_bucket(
     assert pattern["detail-type"] == ["Object Created"]
     assert pattern["detail"]["bucket"] == {"name": [{"Ref": "LeadFilesBucket"}]}
     # Every key but the stack's own outputs (lead_files.RESULTS_PREFIX).
-    from klaviyo_leads.lead_files import RESULTS_PREFIX
+    from klaviyo_leads.lead_files.bucket import RESULTS_PREFIX
 
     assert pattern["detail"]["object"] == {"key": [{"anything-but": {"prefix": RESULTS_PREFIX}}]}
     assert "EventBusName" not in rule["Properties"]  # S3 sends to the default bus
@@ -164,7 +164,7 @@ def test_the_splitter_has_a_reserved_concurrency_set_by_a_parameter(
 
 
 def test_a_run_the_assembler_fails_sets_off_an_alarm(translated: dict[str, Any]) -> None:
-    from klaviyo_leads.lead_files import RUNS_FAILED_METRIC
+    from klaviyo_leads.lead_files.assembler import RUNS_FAILED_METRIC
 
     alarm = properties(translated, "LeadFileRunsFailedAlarm")
     assert (alarm["Namespace"], alarm["MetricName"]) == ("KlaviyoLeadActions", RUNS_FAILED_METRIC)

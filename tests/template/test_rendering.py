@@ -25,7 +25,7 @@ OTHER_FUNCTIONS = {"get_result", "lead_files", "mirror", "trail_writer"}
 
 
 def test_actions_have_their_function_code_and_layer_action() -> None:
-    from klaviyo_leads.actions import ACTIONS as LAYER_ACTIONS
+    from klaviyo_leads.actions.table import ACTIONS as LAYER_ACTIONS
 
     directories = {p.name for p in (ROOT / "functions").iterdir() if (p / "app.py").is_file()}
     assert directories == {a.name for a in ACTIONS} | OTHER_FUNCTIONS

@@ -291,7 +291,7 @@ def test_every_function_that_publishes_may_put_events_on_the_bus(
 def test_what_a_result_event_carries_is_a_parameter_every_action_reads(
     translated: dict[str, Any],
 ) -> None:
-    from klaviyo_leads.publishing import FULL_LEAD, LEAD_CONTENTS
+    from klaviyo_leads.aws.bus import FULL_LEAD, LEAD_CONTENTS
 
     parameter = translated["Parameters"]["ResultEventLead"]
     assert parameter["AllowedValues"] == list(LEAD_CONTENTS) and parameter["Default"] == FULL_LEAD
@@ -403,8 +403,9 @@ def test_idempotency_records_expire_where_powertools_writes_the_expiry(
 def test_results_expire_where_the_layer_writes_the_expiry_and_are_encrypted(
     translated: dict[str, Any],
 ) -> None:
-    """moto's table ignores both; klaviyo_leads.results writes `expires_at`, 24 hours on."""
-    from klaviyo_leads.results import RESULT_TTL_SECONDS
+    """moto's table ignores both; klaviyo_leads.aws.result_store writes `expires_at`, 24 hours
+    on."""
+    from klaviyo_leads.aws.result_store import RESULT_TTL_SECONDS
 
     table = translated["Resources"]["ResultsTable"]["Properties"]
     assert table["TimeToLiveSpecification"] == {"AttributeName": "expires_at", "Enabled": True}

@@ -2,8 +2,8 @@
 
 import pytest
 
-from klaviyo_leads import fields
-from klaviyo_leads.lead import Lead
+from klaviyo_leads.lead import fields
+from klaviyo_leads.lead.record import Lead
 from klaviyo_leads.outcomes import Result
 
 FULL_LEAD = {

@@ -6,7 +6,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from klaviyo_leads.identity import MAX_CLAIM_RETRY_SECONDS, in_progress
+from klaviyo_leads.actions.create.identity import MAX_CLAIM_RETRY_SECONDS, in_progress
 
 NOW = 1_000.0
 

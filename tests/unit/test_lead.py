@@ -6,7 +6,8 @@ import math
 
 import pytest
 
-from klaviyo_leads.lead import MAX_BODY_BYTES, Lead, flatten, leads_in, parse_body
+from klaviyo_leads.lead.body import MAX_BODY_BYTES, flatten, leads_in, parse_body
+from klaviyo_leads.lead.record import Lead
 from klaviyo_leads.outcomes import Kind, Outcome, Result
 
 
@@ -425,7 +426,7 @@ class TestIssue19Hardening:
         assert (problem.outcome, problem.reason) == (outcome, reason)
 
     def test_finite_makes_any_value_valid_json(self):
-        from klaviyo_leads.lead import finite
+        from klaviyo_leads.lead.body import finite
 
         value = {"a": [math.nan, 1.5, {"b": math.inf}], "c": "x"}
         assert (

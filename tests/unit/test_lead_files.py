@@ -7,16 +7,28 @@ import json
 
 import pytest
 
-from klaviyo_leads import lead_files
-from klaviyo_leads.actions import ACTIONS
+from klaviyo_leads.actions.table import ACTIONS
 from klaviyo_leads.config import Settings
-from klaviyo_leads.lead_files import FileProblem, Layout, Report, read_rows, target_of
+from klaviyo_leads.lead_files import assembler
+from klaviyo_leads.lead_files.assembler import (
+    LOOK_EVERY_SECONDS,
+    LOOK_FOR_SECONDS,
+    LOOK_SOONEST_SECONDS,
+    look,
+    next_look_in,
+)
+from klaviyo_leads.lead_files.bucket import MAX_KEY_BYTES, FileProblem, is_own_output, target_of
+from klaviyo_leads.lead_files.checks import FirstRows, defaults_of, lead_of
+from klaviyo_leads.lead_files.report import Report, check_file
+from klaviyo_leads.lead_files.results_file import result_columns
+from klaviyo_leads.lead_files.rows import MAX_COLUMNS, MAX_ROW_BYTES, Layout, Row, read_rows
+from klaviyo_leads.lead_files.storage import Services
 
 SUBSCRIBE = ACTIONS["subscribe_profile_to_list"]
 CREATE = ACTIONS["create_profile"]
 
 
-def rows(data: bytes, jsonl: bool | None = None) -> tuple[list[lead_files.Row], Layout]:
+def rows(data: bytes, jsonl: bool | None = None) -> tuple[list[Row], Layout]:
     layout = Layout()
     return list(read_rows(io.BytesIO(data), jsonl, layout)), layout
 
@@ -24,7 +36,7 @@ def rows(data: bytes, jsonl: bool | None = None) -> tuple[list[lead_files.Row], 
 def checked(data: bytes, action=SUBSCRIBE, metadata=None, name="x.csv") -> dict:
     target = target_of(f"{action.name}/{name}")
     report = Report("bucket", target.key, None, "run", action.name, False)
-    lead_files.check_file(lambda: io.BytesIO(data), report, target, metadata or {}, Settings())
+    check_file(lambda: io.BytesIO(data), report, target, metadata or {}, Settings())
     return report.as_json()
 
 
@@ -86,12 +98,12 @@ def test_bad_files_say_why(data: bytes, says: str) -> None:
 
 def test_a_header_past_the_column_cap_is_refused_before_any_other_check() -> None:
     """A wide header with a repeated name (once quadratic to check) is refused for its width."""
-    columns = lead_files.MAX_COLUMNS + 2
+    columns = MAX_COLUMNS + 2
     header = ",".join(["email", *(f"c{i}" for i in range(columns - 2)), "c0"])
     with pytest.raises(FileProblem) as problem:
         rows(f"{header}\na@example.com\n".encode())
-    assert f"{columns:,} columns, more than the {lead_files.MAX_COLUMNS:,}" in str(problem.value)
-    at_cap = ",".join(["email", *(f"c{i}" for i in range(lead_files.MAX_COLUMNS - 2)), "c0"])
+    assert f"{columns:,} columns, more than the {MAX_COLUMNS:,}" in str(problem.value)
+    at_cap = ",".join(["email", *(f"c{i}" for i in range(MAX_COLUMNS - 2)), "c0"])
     with pytest.raises(FileProblem, match="more than once: c0"):
         rows(f"{at_cap}\na@example.com\n".encode())
 
@@ -117,14 +129,12 @@ def test_text_that_is_not_utf8_names_its_row_and_how_to_save_the_file(
 
 def test_a_line_past_the_row_limit_is_a_row_error_and_the_rest_is_read() -> None:
     """Invariant: a line never held whole; its row refused with a reason, the others read."""
-    long_cell = "x" * (lead_files.MAX_ROW_BYTES + 10)
+    long_cell = "x" * (MAX_ROW_BYTES + 10)
     data = f"email,note\na@example.com,short\nb@example.com,{long_cell}\nc@example.com,\n"
     found, _ = rows(data.encode())
     assert [r.number for r in found] == [1, 2, 3]
     assert found[1].problem is not None and found[1].raw == ["", ""]
-    assert (
-        found[1].problem.reason == f"The row is longer than {lead_files.MAX_ROW_BYTES // 1024} KB"
-    )
+    assert found[1].problem.reason == f"The row is longer than {MAX_ROW_BYTES // 1024} KB"
     assert [r.values for r in (found[0], found[2])] == [
         {"email": "a@example.com", "note": "short"},
         {"email": "c@example.com", "note": ""},
@@ -133,7 +143,7 @@ def test_a_line_past_the_row_limit_is_a_row_error_and_the_rest_is_read() -> None
     found, _ = rows(lines)
     assert [(r.number, r.problem.reason if r.problem else None) for r in found] == [
         (1, None),
-        (2, f"The row is longer than {lead_files.MAX_ROW_BYTES // 1024} KB"),
+        (2, f"The row is longer than {MAX_ROW_BYTES // 1024} KB"),
         (3, None),
     ]
     report = checked(data.encode(), action=CREATE)
@@ -171,12 +181,12 @@ def test_outputs_of_a_long_key_fit_s3s_limit_and_stay_apart() -> None:
     """Invariant: every output key is at most 1,024 bytes, and two keys never share one."""
     longest = "create_profile/" + "é" * 400 + "x" * 200  # 1,015 bytes: a key S3 takes
     other = longest[:-1] + "y"
-    assert len(longest.encode()) <= lead_files.MAX_KEY_BYTES
+    assert len(longest.encode()) <= MAX_KEY_BYTES
     one, two = target_of(longest), target_of(other)
     for name in ("report_key", "progress_key", "results_key"):
         key = getattr(one, name)
-        assert len(key.encode()) <= lead_files.MAX_KEY_BYTES and key != getattr(two, name)
-        assert not lead_files.is_own_output(longest) and lead_files.is_own_output(key)
+        assert len(key.encode()) <= MAX_KEY_BYTES and key != getattr(two, name)
+        assert not is_own_output(longest) and is_own_output(key)
     assert one.results_key.startswith("results/create_profile/éé")
     assert one.results_key.endswith(".results.csv") and "~" in one.results_key
     short = target_of("create_profile/short.csv")
@@ -184,10 +194,10 @@ def test_outputs_of_a_long_key_fit_s3s_limit_and_stay_apart() -> None:
 
 
 def test_own_outputs_are_not_files_of_leads() -> None:
-    assert lead_files.is_own_output("results/create_profile/x.csv.results.csv")
-    assert lead_files.is_own_output("results/create_profile/x.csv.report.json")
-    assert lead_files.is_own_output("results/.lead-files/runs/abc/state.json")
-    assert not lead_files.is_own_output("create_profile/x.csv")
+    assert is_own_output("results/create_profile/x.csv.results.csv")
+    assert is_own_output("results/create_profile/x.csv.report.json")
+    assert is_own_output("results/.lead-files/runs/abc/state.json")
+    assert not is_own_output("create_profile/x.csv")
 
 
 def test_the_report_counts_refusals_per_reason_with_their_first_rows() -> None:
@@ -213,13 +223,13 @@ def test_the_report_counts_refusals_per_reason_with_their_first_rows() -> None:
 def test_metadata_gives_every_row_its_settings_and_a_column_overrides_them() -> None:
     data = b"email,Klaviyo List Id\na@example.com,\nb@example.com,Abc123\n"
     found, _ = rows(data)
-    defaults, unknown = lead_files.defaults_of({"klaviyo.list_id": "Y6nRLr", "colour": "red"})
+    defaults, unknown = defaults_of({"klaviyo.list_id": "Y6nRLr", "colour": "red"})
     assert defaults == {"klaviyo.list_id": "Y6nRLr"} and unknown == ["colour"]
-    assert lead_files.lead_of(found[0], defaults) == {
+    assert lead_of(found[0], defaults) == {
         "klaviyo.list_id": "Y6nRLr",
         "email": "a@example.com",
     }
-    assert lead_files.lead_of(found[1], defaults) == {
+    assert lead_of(found[1], defaults) == {
         "email": "b@example.com",
         "Klaviyo List Id": "Abc123",
     }
@@ -266,7 +276,7 @@ def test_the_report_is_json() -> None:
 
 
 def test_results_columns_avoid_input_names() -> None:
-    columns = lead_files.result_columns(CREATE, ["email", "id"])
+    columns = result_columns(CREATE, ["email", "id"])
     names = dict(columns)
     assert names["id"] == "result.id" and names["outcome"] == "outcome"
     assert list(names)[:2] == ["outcome", "reason"]
@@ -288,39 +298,39 @@ def test_the_assembler_looks_again_while_a_run_is_open_within_its_minute(
     """Invariant: a run that finishes within the look is answered then, not a minute later,
     and one look never outlasts LOOK_FOR_SECONDS (so two looks never overlap)."""
     clock = _Clock()
-    services = lead_files.Services(s3=None, sqs=None, clock=lambda: clock.now, sleep=clock.sleep)
+    services = Services(s3=None, sqs=None, clock=lambda: clock.now, sleep=clock.sleep)
     answers = iter([[{"finished": False}], [{"finished": False}], [{"finished": True}]])
-    monkeypatch.setattr(lead_files, "check_runs", lambda services, bucket: next(answers))
-    assert lead_files.look(services, "bucket") == [{"finished": True}]
-    assert clock.slept == [lead_files.LOOK_EVERY_SECONDS] * 2
+    monkeypatch.setattr(assembler, "check_runs", lambda services, bucket: next(answers))
+    assert look(services, "bucket") == [{"finished": True}]
+    assert clock.slept == [LOOK_EVERY_SECONDS] * 2
 
     clock.slept.clear()
-    monkeypatch.setattr(lead_files, "check_runs", lambda services, bucket: [{"finished": False}])
-    assert lead_files.look(services, "bucket") == [{"finished": False}]
-    assert sum(clock.slept) + lead_files.LOOK_EVERY_SECONDS > lead_files.LOOK_FOR_SECONDS
-    assert sum(clock.slept) <= lead_files.LOOK_FOR_SECONDS
+    monkeypatch.setattr(assembler, "check_runs", lambda services, bucket: [{"finished": False}])
+    assert look(services, "bucket") == [{"finished": False}]
+    assert sum(clock.slept) + LOOK_EVERY_SECONDS > LOOK_FOR_SECONDS
+    assert sum(clock.slept) <= LOOK_FOR_SECONDS
 
     clock.slept.clear()
-    monkeypatch.setattr(lead_files, "check_runs", lambda services, bucket: [])
-    assert lead_files.look(services, "bucket") == [] and clock.slept == []
+    monkeypatch.setattr(assembler, "check_runs", lambda services, bucket: [])
+    assert look(services, "bucket") == [] and clock.slept == []
 
 
 def test_the_next_look_comes_when_the_rows_would_be_done_at_their_pace() -> None:
     """Invariant: the file follows its last row by about a second, not by up to five, and a
     run whose rows do not move is looked at no more often than usual."""
     still = {"rows": 10, "done": 0, "rows_per_second": 0.0}
-    assert lead_files.next_look_in([{"rows": 1000, "done": 700, "rows_per_second": 60}]) == 5
+    assert next_look_in([{"rows": 1000, "done": 700, "rows_per_second": 60}]) == 5
     soon = {"rows": 1000, "done": 820, "rows_per_second": 84.0}  # the last 180 in 2.14 s
-    assert abs(lead_files.next_look_in([soon, still]) - 180 / 84) < 1e-9
+    assert abs(next_look_in([soon, still]) - 180 / 84) < 1e-9
     now = {"rows": 1000, "done": 940, "rows_per_second": 108.0}  # 0.56 s: the floor
-    assert lead_files.next_look_in([still, now]) == lead_files.LOOK_SOONEST_SECONDS
+    assert next_look_in([still, now]) == LOOK_SOONEST_SECONDS
     # A run looked at for the first time has no pace yet.
-    assert lead_files.next_look_in([{"rows": 5, "done": 4, "rows_per_second": None}]) == 5
+    assert next_look_in([{"rows": 5, "done": 4, "rows_per_second": None}]) == 5
 
 
 def test_the_assembler_looks_sooner_as_a_run_nears_its_end(monkeypatch: pytest.MonkeyPatch) -> None:
     clock = _Clock()
-    services = lead_files.Services(s3=None, sqs=None, clock=lambda: clock.now, sleep=clock.sleep)
+    services = Services(s3=None, sqs=None, clock=lambda: clock.now, sleep=clock.sleep)
     looked: dict[str, float] = {}
 
     def check_runs(services: object, bucket: str) -> list[dict[str, object]]:
@@ -331,9 +341,9 @@ def test_the_assembler_looks_sooner_as_a_run_nears_its_end(monkeypatch: pytest.M
         looked.update(at=clock.now, done=done)
         return [{"rows": 100, "done": done, "rows_per_second": pace, "finished": done == 100}]
 
-    monkeypatch.setattr(lead_files, "check_runs", check_runs)
-    assert lead_files.look(services, "bucket")[0]["finished"]
-    assert clock.slept[0] == lead_files.LOOK_EVERY_SECONDS
+    monkeypatch.setattr(assembler, "check_runs", check_runs)
+    assert look(services, "bucket")[0]["finished"]
+    assert clock.slept[0] == LOOK_EVERY_SECONDS
     assert clock.now < 11.1 + 1.5  # a fixed 5 s cadence would have looked at 15 s
 
 
@@ -342,7 +352,7 @@ def test_first_rows_remembers_each_digest_s_first_row() -> None:
     import random
 
     rng = random.Random(5)
-    table, expected = lead_files.FirstRows(), {}
+    table, expected = FirstRows(), {}
     digests = [rng.getrandbits(64) | 1 for _ in range(3000)]
     for row in range(1, 20_001):
         digest = rng.choice(digests) if row % 3 else rng.getrandbits(64) | 1
@@ -353,7 +363,7 @@ def test_first_rows_remembers_each_digest_s_first_row() -> None:
 def test_first_rows_past_its_capacity_forgets_new_leads_and_keeps_the_others() -> None:
     """Invariant: its memory is fixed: past capacity a new lead is counted as not remembered,
     and the leads it holds are still found."""
-    table = lead_files.FirstRows(capacity=4)
+    table = FirstRows(capacity=4)
     assert [table.first(d, row) for row, d in enumerate((3, 5, 7, 9), start=1)] == [None] * 4
     assert table.first(11, 5) is None and table.first(11, 6) is None
     assert table.forgotten == 2 and table.first(7, 7) == 3

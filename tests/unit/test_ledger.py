@@ -13,8 +13,9 @@ from typing import Any
 import pytest
 
 from devtools.memory_dynamodb import MemoryDynamoDB
-from klaviyo_leads.identity import Person
-from klaviyo_leads.ledger import CLOCK_TOLERANCE_SECONDS, ClaimLost, CreateLedger
+from klaviyo_leads.actions.create.identity import Person
+from klaviyo_leads.aws.ledger import CreateLedger
+from klaviyo_leads.aws.ledger_records import CLOCK_TOLERANCE_SECONDS, HoldLost
 
 TABLE = "records"
 
@@ -78,7 +79,7 @@ def test_a_retry_finds_its_own_record_and_adopts_it_once_the_attempt_ended(ledge
     ledger.pause(written)
     again = ledger.take(A_P.identities(), "one", "t2", 60).mine
     assert again is not None and again.attempt == "t2" and again.written_at is not None
-    with pytest.raises(ClaimLost):
+    with pytest.raises(HoldLost):
         ledger.renew(written, 60, writing=True)  # the old attempt cannot write any more
 
 
@@ -90,7 +91,7 @@ def test_a_takeover_needs_the_hold_to_have_run_out_and_stops_the_old_holder(ledg
     clock.now += 60 + CLOCK_TOLERANCE_SECONDS + 1
     taken = ledger.take_over(B_P.identities(), "two", "t2", 60, met)
     assert taken is not None and taken.owner == "two"
-    with pytest.raises(ClaimLost):
+    with pytest.raises(HoldLost):
         ledger.renew(old, 60, writing=True)
     # The old request's retry now meets the new holder on the phone.
     retry = ledger.take(A_P.identities(), "one", "t3", 60)

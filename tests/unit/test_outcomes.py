@@ -104,7 +104,7 @@ def test_errors_field_keeps_order():
 def test_retry_after_as_seconds_or_an_http_date(header, seconds):
     from datetime import UTC, datetime
 
-    from klaviyo_leads.klaviyo import retry_after_seconds
+    from klaviyo_leads.klaviyo.rate_limit_headers import retry_after_seconds
 
     now = datetime(2026, 11, 29, 14, 0, 0, tzinfo=UTC).timestamp()
     assert retry_after_seconds(header, now=lambda: now) == seconds

@@ -12,7 +12,8 @@ from dataclasses import dataclass, field
 import pytest
 
 from klaviyo_leads.budget import Budget
-from klaviyo_leads.klaviyo import KlaviyoClient, Pacer
+from klaviyo_leads.klaviyo.client import KlaviyoClient
+from klaviyo_leads.klaviyo.pacing import Pacer
 from klaviyo_leads.outcomes import Kind, Result
 
 
@@ -220,7 +221,7 @@ def test_a_lead_whose_wait_fits_the_budget_is_held_and_sent():
 
 def test_a_lead_refused_is_told_when_it_could_be_sent_not_the_rest_of_the_minute():
     """The same lead with no time to wait: Retry-After 1 (the window ends in 0.4 s), not 59."""
-    from klaviyo_leads.triggers import api_response
+    from klaviyo_leads.triggers.api import api_response
 
     clock = Clock()
     pacer = _stale(clock, 5, 1, others=9.98)
@@ -237,7 +238,7 @@ def test_others_taking_the_burst_share_hold_a_container_alone_for_seconds_not_th
     plenty left (a server whose limits are far out of reach): nothing is left for this second,
     but the window has room, so the container looks again within seconds instead of telling
     its leads to come back in a minute."""
-    from klaviyo_leads.klaviyo import PROBE_SECONDS
+    from klaviyo_leads.klaviyo.pacing import PROBE_SECONDS
 
     clock = Clock()
     pacer = Pacer(clock=clock)
@@ -423,7 +424,7 @@ def test_a_fresh_crowd_counting_itself_keeps_to_the_burst_share_and_the_minute(c
     into afterwards (no 429, the other integration's calls answered) as the counted shares
     fill the room. A container of a crowd that called quicker before counting, each making a
     lead's few calls at once, made twice the crowd's calls in its first second."""
-    from klaviyo_leads.klaviyo import BURST_SHARE
+    from klaviyo_leads.klaviyo.pacing import BURST_SHARE
 
     figures = simulate(
         containers,
@@ -443,7 +444,7 @@ def test_a_fresh_crowd_counting_itself_keeps_to_the_burst_share_and_the_minute(c
 def test_the_account_is_led_to_no_more_than_a_part_of_the_burst_limit():
     """749 calls left for 2 s: not 0.95 x 749 / 3 = 237 a second (the burst limit's spacing,
     68 a second from each container), but BURST_SHARE of 75."""
-    from klaviyo_leads.klaviyo import BURST_SHARE
+    from klaviyo_leads.klaviyo.pacing import BURST_SHARE
 
     clock = Clock()
     pacer = Pacer(clock=clock)
@@ -499,7 +500,7 @@ def test_a_container_alone_in_a_quiet_account_makes_a_leads_calls_in_a_second(
     burst share (the count), and once counted its share is all of the account's calls: a
     lead's calls go one after another instead of seconds apart (before: 3.3 s, 0.4 s and
     4.7 s each)."""
-    from klaviyo_leads.klaviyo import SPACING_MARGIN
+    from klaviyo_leads.klaviyo.pacing import SPACING_MARGIN
 
     clock = Clock()
     pacer = Pacer(clock=clock, rng=random.Random(2), containers=containers)
@@ -537,7 +538,7 @@ def test_a_fleet_container_gives_way_by_the_ratio_of_the_room_to_the_account_pac
     the fleet sees the same ratio and moves its share by it over SHARE_TIME_CONSTANT, so
     the fleet's pace moves by it too (each giving up all of the excess, N containers gave up
     N times it and sat the window out)."""
-    from klaviyo_leads.klaviyo import SHARE_TIME_CONSTANT
+    from klaviyo_leads.klaviyo.pacing import SHARE_TIME_CONSTANT
 
     clock = Clock()
     pacer = Pacer(clock=clock, containers=8)
@@ -625,7 +626,7 @@ def test_a_crowd_starting_together_spreads_its_first_calls(containers, spread):
 
 
 def test_a_record_comes_back_when_klaviyo_said_plus_jitter():
-    from klaviyo_leads.queueing import visibility
+    from klaviyo_leads.aws.queue import visibility
 
     seen = {visibility(1, 7.0, random.Random(seed)) for seed in range(50)}
     assert min(seen) >= 7 and max(seen) <= 9 and len(seen) > 1  # not all in the same second
@@ -635,7 +636,7 @@ def test_a_record_comes_back_when_klaviyo_said_plus_jitter():
     ("receive_count", "base"), [(1, 30), (2, 120), (3, 600), (4, 1800), (9, 1800)]
 )
 def test_other_retryable_records_back_off_by_delivery(receive_count, base):
-    from klaviyo_leads.queueing import visibility
+    from klaviyo_leads.aws.queue import visibility
 
     seconds = visibility(receive_count, None, random.Random(1))
     assert 0.8 * base <= seconds <= 1.2 * base + 1
@@ -661,7 +662,7 @@ def test_other_retryable_records_back_off_by_delivery(receive_count, base):
 )
 def test_each_klaviyo_operation_is_paced_on_its_own(method, path, operation):
     # Klaviyo counts every endpoint on its own: one shared window would mislead the pacer.
-    from klaviyo_leads.klaviyo import operation_of
+    from klaviyo_leads.klaviyo.routes import operation_of
 
     assert operation_of(method, path) == operation
 
@@ -673,7 +674,7 @@ def test_the_client_names_and_spaces_operations_as_the_document_does():
     import json
     from pathlib import Path
 
-    from klaviyo_leads.klaviyo import BURST_PER_SECOND, DEFAULT_BURST_PER_SECOND, OPERATIONS
+    from klaviyo_leads.klaviyo.routes import BURST_PER_SECOND, DEFAULT_BURST_PER_SECOND, OPERATIONS
 
     rules_file = Path(__file__).resolve().parents[2] / "devtools/klaviyo_emulator/spec_rules.json"
     rules = json.loads(rules_file.read_text("utf-8"))
@@ -701,14 +702,17 @@ def stored(pacer: Pacer, bucket: str) -> dict[str, float]:
 def test_a_retry_after_that_is_no_wait_is_ignored(header):
     """Infinity cannot be rounded to whole seconds (OverflowError), and a negative wait is
     no wait: both read as if Klaviyo had not said, as does a year no datetime holds."""
-    from klaviyo_leads.klaviyo import retry_after_seconds
+    from klaviyo_leads.klaviyo.rate_limit_headers import retry_after_seconds
 
     assert retry_after_seconds(header) is None
 
 
 @pytest.mark.parametrize(("header", "seconds"), [("86400", 3600.0), (FAR_DATE, 3600.0)])
 def test_a_retry_after_is_believed_for_an_hour_at_most(header, seconds):
-    from klaviyo_leads.klaviyo import MAX_RETRY_AFTER_SECONDS, retry_after_seconds
+    from klaviyo_leads.klaviyo.rate_limit_headers import (
+        MAX_RETRY_AFTER_SECONDS,
+        retry_after_seconds,
+    )
 
     assert retry_after_seconds(header) == seconds == MAX_RETRY_AFTER_SECONDS
 
@@ -755,7 +759,7 @@ def test_a_429_until_the_year_9999_holds_the_endpoint_an_hour():
 )
 def test_a_ratelimit_reset_is_read_within_its_window(reset, seconds):
     """A reset sent as a Unix time (1.7e9 s) paced the endpoint at a call per month."""
-    from klaviyo_leads.klaviyo import reset_seconds
+    from klaviyo_leads.klaviyo.rate_limit_headers import reset_seconds
 
     assert reset_seconds(reset, now=lambda: 1_700_000_000.0) == seconds
     clock = Clock()
@@ -826,7 +830,7 @@ def test_no_header_makes_the_pacer_raise_or_hold_an_endpoint_past_an_hour():
 
 @pytest.mark.parametrize("retry_in", [math.inf, -math.inf, math.nan], ids=str)
 def test_a_wait_for_ever_brings_a_record_back_after_the_back_off(retry_in):
-    from klaviyo_leads.queueing import visibility
+    from klaviyo_leads.aws.queue import visibility
 
     assert 24 <= visibility(1, retry_in, random.Random(1)) <= 37  # 30 s +- 20 %
 
@@ -834,7 +838,7 @@ def test_a_wait_for_ever_brings_a_record_back_after_the_back_off(retry_in):
 @pytest.mark.parametrize("retry_after", [math.inf, math.nan, None])
 def test_a_webhook_told_to_come_back_hears_a_whole_number_of_seconds(retry_after):
     from klaviyo_leads import outcomes
-    from klaviyo_leads.triggers import api_response
+    from klaviyo_leads.triggers.api import api_response
 
     response = api_response(outcomes.THROTTLED(retry_after=retry_after), {})
     assert response["headers"]["Retry-After"] == "1"
@@ -845,7 +849,7 @@ def test_setting_when_records_come_back_never_fails_the_batch():
     from types import SimpleNamespace
 
     from devtools.lambda_events import queue_arn, sqs_event, sqs_message
-    from klaviyo_leads.sqs import _delay_handed_back
+    from klaviyo_leads.triggers.sqs import _delay_handed_back
 
     def unreachable(due):
         raise RuntimeError("SQS is down")

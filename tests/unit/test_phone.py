@@ -2,7 +2,7 @@
 
 import pytest
 
-from klaviyo_leads.phone import InvalidPhone, to_e164
+from klaviyo_leads.lead.phone import InvalidPhone, to_e164
 
 
 @pytest.mark.parametrize(

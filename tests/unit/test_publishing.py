@@ -1,12 +1,12 @@
-"""What a result event carries of its lead (klaviyo_leads.publishing, ResultEventLead)."""
+"""What a result event carries of its lead (klaviyo_leads.aws.bus, ResultEventLead)."""
 
 from __future__ import annotations
 
 import hashlib
 import json
 
+from klaviyo_leads.aws.bus import KEYS_AND_HASHES, Publication, keys_and_hashes
 from klaviyo_leads.config import Settings
-from klaviyo_leads.publishing import KEYS_AND_HASHES, Publication, keys_and_hashes
 
 LEAD = {
     "Email": " Ann@Example.com ",

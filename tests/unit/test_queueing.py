@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from klaviyo_leads.queueing import MAX_BATCH, MAX_BATCH_BYTES, Later, batches
+from klaviyo_leads.aws.queue import MAX_BATCH, MAX_BATCH_BYTES, Later, batches
 
 
 def test_ten_to_a_batch_in_order():

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from klaviyo_leads import fields
-from klaviyo_leads.actions import ACTIONS
+from klaviyo_leads.actions.table import ACTIONS
+from klaviyo_leads.lead import fields
 from klaviyo_leads.outcomes import Kind, Reason, every_reason
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -86,7 +86,7 @@ def test_reasons_table_lists_every_reason_the_code_can_give():
 
 LAYER_SOURCE = "\n".join(
     path.read_text(encoding="utf-8")
-    for path in sorted((ROOT / "layers" / "shared" / "klaviyo_leads").glob("*.py"))
+    for path in sorted((ROOT / "layers" / "shared" / "klaviyo_leads").rglob("*.py"))
 )
 
 

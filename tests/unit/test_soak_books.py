@@ -9,23 +9,19 @@ import json
 import random
 from collections import Counter
 
-from devtools.soak import (
+from devtools.soak import DOUBLE_SEND_DELAYS, DoubleSends, Sender, make_leads, plan_double_sends
+from devtools.soak_books import (
     ACROSS,
-    DOUBLE_SEND_DELAYS,
     KEYED,
     PERSON_TARGETS,
     QUEUE,
     UNKEYED,
     Books,
-    DoubleSends,
-    Sender,
     duplicate_profiles,
     late_records,
     lead_sends,
-    make_leads,
     person,
     person_books,
-    plan_double_sends,
     profile_person,
     webhook_sends,
 )

@@ -14,9 +14,10 @@ import pytest
 
 from devtools import trail as local_trail
 from devtools.aws import load_template
-from klaviyo_leads import trail_delivery
+from klaviyo_leads.handlers import trail as trail_writer
 from klaviyo_leads.outcomes import INVALID_EMAIL, THROTTLED, success
-from klaviyo_leads.trail import COLUMNS, VERSION, Arrival, Trail
+from klaviyo_leads.trail import delivery as trail_delivery
+from klaviyo_leads.trail.records import COLUMNS, VERSION, Arrival, Trail
 from stack.render import load_actions
 from tests.template.cfn_template import ROOT
 
@@ -69,7 +70,7 @@ def test_the_writer_files_a_batch_by_action_and_day_gzipped(monkeypatch):
             json.dumps({"trail": 99, "action": "create_profile"}),  # another shape: skipped
         )
     )
-    assert trail_delivery.lambda_handler(event, None, s3=lambda: s3) == {"objects": 2}
+    assert trail_writer.lambda_handler(event, None, s3=lambda: s3) == {"objects": 2}
     keys = sorted(s3.objects)
     assert [k.rsplit("/", 1)[0] for k in keys] == [
         "trail/action=create_profile/day=2026-12-07",
@@ -78,7 +79,7 @@ def test_the_writer_files_a_batch_by_action_and_day_gzipped(monkeypatch):
     assert [r["event"] for r in lines(s3.objects[keys[0]])] == ["received", "attempt"]
     # A retried batch writes the same objects again, not a second copy.
     again = S3()
-    trail_delivery.lambda_handler(event, None, s3=lambda: again)
+    trail_writer.lambda_handler(event, None, s3=lambda: again)
     assert again.objects == s3.objects
 
 

@@ -85,7 +85,7 @@ class Settings:
     # that a create whose answer was lost did not happen.
     search_settle_seconds: float = 10.0
     # What a result event carries of its lead: "full" (the lead as received) or
-    # "keys-and-hashes" (its keys, and its identifiers as SHA-256): publishing.LEAD_CONTENTS.
+    # "keys-and-hashes" (its keys, and its identifiers as SHA-256): aws.bus.LEAD_CONTENTS.
     result_event_lead: str = "full"
     # The lead trail: what its records keep of a lead ("lead": all of it; "hashed": hashes of
     # the email and phone only); None: no trail. And the lead field that names the vendor.

@@ -9,11 +9,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from .budget import Budget
-from .config import Settings
-from .dry_run import WouldSend
-from .klaviyo import KlaviyoClient, Response
-from .ledger import CreateLedger
+from klaviyo_leads.aws.ledger import CreateLedger
+from klaviyo_leads.budget import Budget
+from klaviyo_leads.config import Settings
+from klaviyo_leads.dry_run import WouldSend
+from klaviyo_leads.klaviyo.client import KlaviyoClient, Response
 
 
 class NameCache:

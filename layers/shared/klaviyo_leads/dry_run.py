@@ -6,7 +6,7 @@ can say "would create" or "already exists, id ..."). Its writes are not sent. Ea
 method, path and body, in ``would_send``, and answered as Klaviyo answers a write it accepts, so
 the action goes on to the result the lead would get.
 
-Nothing else is written either: a dry run's context has no create ledger (no record is claimed
+Nothing else is written either: a dry run's context has no create ledger (no record is taken
 or touched), the triggers neither publish its result nor put it on a queue, and a queued dry
 run keeps no idempotency record.
 """
@@ -18,9 +18,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import outcomes
-from .klaviyo import Response, operation_of
-from .lead import parse_body
+from klaviyo_leads import outcomes
+from klaviyo_leads.klaviyo.client import Response
+from klaviyo_leads.klaviyo.routes import operation_of
+from klaviyo_leads.lead.body import parse_body
 
 FLAG = "dry_run"
 _TRUE = frozenset({"true", "1", "yes", "on"})

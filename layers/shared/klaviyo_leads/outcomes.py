@@ -125,7 +125,7 @@ class Result(Exception):
     message_id: str | None = None  # the queue message a lead was put on for a later try
     ignored_fields: list[str] | None = None  # the lead's keys the action did not read
     created: bool | None = None  # Upsert Profile: whether the profile was new
-    # Subscribe: each asked channel's consent as the read-back found it (``fields``' words).
+    # Subscribe: each asked channel's consent as the read-back found it (``lead.fields``' words).
     consent: dict[str, str] | None = None
     # A request that is not safe to repeat may have taken effect before it failed.
     effect_unknown: bool = False

@@ -1,4 +1,5 @@
-"""What lives for a container's life: settings, the Klaviyo client, caches, observability.
+"""What lives for a container's life (settings, the Klaviyo client, caches, the AWS
+services), wired once; and one lead, or one queued batch, through an action.
 
 Nothing here runs at import time; ``Runtime.from_env()`` builds it on the first invocation.
 """
@@ -7,71 +8,39 @@ from __future__ import annotations
 
 import random
 import time
-from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from aws_lambda_powertools import Logger, Metrics
-from aws_lambda_powertools.metrics import MetricUnit
-
-from . import outcomes, trail
-from .actions import Action, result_fields, run_action
-from .budget import Budget, effective_budget_seconds
-from .config import Settings
-from .context import Context, NameCache
-from .dry_run import WouldSend, in_payload, take_flag
-from .idempotency import Idempotency, Requests
-from .klaviyo import Backoff, KlaviyoClient, Pacer
-from .lead import Lead, ensure_object
-from .ledger import CreateLedger
-from .outcomes import Outcome, Result
-from .publishing import ResultPublisher
-from .queueing import ActionQueue
-from .results import ResultStore
-from .secrets import ApiKeyProvider
-from .trail import Arrival, Trail
-
-SERVICE = "klaviyo-lead-actions"
-NAMESPACE = "KlaviyoLeadActions"
-
-logger = Logger(service=SERVICE)
-metrics = Metrics(namespace=NAMESPACE, service=SERVICE)
-
-
-_OUTCOME_METRIC = {
-    Outcome.SUCCESS: "LeadSucceeded",
-    Outcome.FAILURE: "LeadFailed",
-    Outcome.ERROR: "LeadErrored",
-}
-
-
-# Counted per invocation and written as one data point each: a batch of 1000 leads makes
-# thousands of calls, and one EMF value per call would flood the logs.
-_counts: dict[str, float] = defaultdict(float)  # counts, and seconds for *Seconds metrics
-
-
-def count_klaviyo_call(bucket: str, status: int | None, seconds: float = 0.0) -> None:
-    _counts["KlaviyoCalls"] += 1
-    if status == 429:
-        _counts["KlaviyoThrottled"] += 1
-    trail.observe(bucket, status, seconds)
-
-
-def count_pacer_wait(bucket: str, seconds: float) -> None:
-    _counts["PacerWaitSeconds"] += seconds
-
-
-def count(name: str, value: float = 1) -> None:
-    _counts[name] += value
-
-
-def flush_counts() -> None:
-    """Hand this invocation's counts to Powertools Metrics (before it writes them)."""
-    for name, value in sorted(_counts.items()):
-        unit = MetricUnit.Seconds if name.endswith("Seconds") else MetricUnit.Count
-        metrics.add_metric(name=name, unit=unit, value=value)
-    _counts.clear()
+from klaviyo_leads import outcomes
+from klaviyo_leads.actions.action import (
+    Action,
+    Batch,
+    Delivery,
+    Results,
+    ignored_fields,
+    result_fields,
+    run_action,
+)
+from klaviyo_leads.aws.bus import ResultPublisher
+from klaviyo_leads.aws.idempotency import Idempotency, Requests
+from klaviyo_leads.aws.ledger import CreateLedger
+from klaviyo_leads.aws.queue import ActionQueue
+from klaviyo_leads.aws.result_store import ResultStore
+from klaviyo_leads.aws.secrets import ApiKeyProvider
+from klaviyo_leads.budget import Budget, effective_budget_seconds
+from klaviyo_leads.config import Settings
+from klaviyo_leads.context import Context, NameCache
+from klaviyo_leads.dry_run import WouldSend, in_payload, take_flag
+from klaviyo_leads.klaviyo.client import KlaviyoClient
+from klaviyo_leads.klaviyo.pacing import Pacer
+from klaviyo_leads.klaviyo.retry import Backoff
+from klaviyo_leads.lead.body import ensure_object
+from klaviyo_leads.lead.record import Lead
+from klaviyo_leads.observability import count_klaviyo_call, count_outcome, count_pacer_wait, logger
+from klaviyo_leads.outcomes import Result
+from klaviyo_leads.trail import records as trail
+from klaviyo_leads.trail.records import Arrival, Trail
 
 
 @dataclass
@@ -217,7 +186,7 @@ class Runtime:
         return Budget(seconds, clock=self.clock)
 
     def context(self, budget: Budget, *, dry_run: bool = False) -> Context:
-        """One lead's context; a dry run's keeps its writes and has no ledger to claim in."""
+        """One lead's context; a dry run's keeps its writes and has no ledger to take records in."""
         if dry_run:
             return Context(
                 self.client,
@@ -286,8 +255,53 @@ class Runtime:
             visit.end(result, elapsed, would_send=fields.get("would_send"))
         return Processed(result, fields, dry_run=dry_run)
 
+    def process_batch(
+        self,
+        action: Action,
+        payloads: list[Any],
+        remaining_seconds: float | None,
+        correlation_ids: list[str] | None = None,
+        deliveries: list[Delivery] | None = None,
+    ) -> list[Processed]:
+        """A queued batch through an action's batch path (``Action.run_batch``): one result per
+        payload, in order, using as few Klaviyo calls as the batch allows; never raises."""
+        started = self.clock()
+        results: Results = [None] * len(payloads)
+        leads: dict[int, Lead] = {}
+        timeouts = []
+        for index, payload in enumerate(payloads):
+            try:
+                lead = Lead.from_object(ensure_object(payload))
+                timeouts.append(lead.timeout_seconds())
+                leads[index] = lead
+            except Result as problem:
+                results[index] = problem
+
+        if leads:
+            seconds = effective_budget_seconds(min(timeouts), remaining_seconds)
+            ctx = self.context(self.budget(seconds))
+            deliveries = deliveries or [Delivery()] * len(payloads)
+            origins: list[str | None] = (
+                [*correlation_ids] if correlation_ids else [None] * len(payloads)
+            )
+            assert action.run_batch is not None, f"{action.name} has no batch path"
+            action.run_batch(Batch(ctx, leads, results, deliveries, origins, action))
+
+        elapsed = (self.clock() - started) / max(1, len(payloads))
+        out = []
+        for index, result in enumerate(results):
+            final = result or outcomes.INTERNAL()
+            if correlation_ids:
+                logger.set_correlation_id(correlation_ids[index])
+            self.record(action, final, elapsed)
+            done = processed(action, final)
+            if index in leads:  # a batch may share one result among leads: each names its own keys
+                done.fields["ignored_fields"] = ignored_fields(action, leads[index])
+            out.append(done)
+        return out
+
     def record(self, action: Action, result: Result, seconds: float) -> None:
-        _counts[_OUTCOME_METRIC[result.outcome]] += 1
+        count_outcome(result.outcome)
         logger.info(
             "Lead processed",
             extra={

@@ -1,0 +1,2 @@
+"""Every Lambda entry point, one module per kind of function, so that each function imports
+only what it runs (cold start)."""
