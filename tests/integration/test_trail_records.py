@@ -156,3 +156,29 @@ def test_a_trail_that_cannot_be_written_fails_nothing(runtime, klaviyo_emulator)
     answer = handle(runtime, ACTIONS["create_profile"], api("/create-profile", LEAD), None)
     assert answer["statusCode"] == 200
     assert json.loads(answer["body"])["outcome"] == "success"
+
+
+def test_an_attempt_records_what_the_identity_and_consent_rules_answered(
+    runtime, records, klaviyo_emulator
+):
+    """Invariant: the trail answers "what happened to this lead" as its result did: a
+    subscribe's consent per channel as read back, a create's "already exists" with whose
+    profile, an upsert's made or found."""
+    newsletter = klaviyo_emulator.create_list("Newsletter", opt_in="single")
+    subscribe = {"email": "ann@example.com", "klaviyo.list_id": newsletter}
+    handle(
+        runtime,
+        ACTIONS["subscribe_profile_to_list"],
+        api("/subscribe-profile-to-list", subscribe),
+        None,
+    )
+    handle(runtime, ACTIONS["create_profile"], api("/create-profile", LEAD), None)
+    handle(runtime, ACTIONS["create_profile"], api("/create-profile", LEAD), None)
+    handle(runtime, ACTIONS["upsert_profile"], api("/upsert-profile", LEAD), None)
+    subscribed, made, again, upserted = records.of("attempt")
+    assert (subscribed["outcome"], subscribed["email_consent"]) == ("success", "subscribed")
+    assert subscribed["sms_consent"] is None  # not asked for
+    assert made["outcome"] == "success" and made["duplicate_profile_id"] is None
+    assert again["outcome"] == "failure"
+    assert again["duplicate_profile_id"] == made["profile_id"]
+    assert (upserted["created"], upserted["profile_id"]) == (False, made["profile_id"])

@@ -69,6 +69,10 @@ COLUMNS: tuple[tuple[str, str], ...] = (
     ("reason", "string"),
     ("retryable", "boolean"),
     ("profile_id", "string"),
+    ("duplicate_profile_id", "string"),  # Create's and Upsert's "already exists": whose
+    ("created", "boolean"),  # Upsert: made or found
+    ("email_consent", "string"),  # Subscribe: the consent Klaviyo holds, as read back
+    ("sms_consent", "string"),
     ("handed_back", "boolean"),
     ("final", "boolean"),
     ("would_send", "string"),
@@ -266,6 +270,10 @@ class TrailAttempt:
             "reason": result.reason,
             "retryable": result.retryable,
             "profile_id": profile.get("id") if isinstance(profile, dict) else None,
+            "duplicate_profile_id": result.duplicate_profile_id,
+            "created": result.created,
+            "email_consent": (result.consent or {}).get("email"),
+            "sms_consent": (result.consent or {}).get("sms"),
             "handed_back": result.retryable,
             "final": not result.retryable,
             "would_send": None,
