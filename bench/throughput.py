@@ -82,7 +82,10 @@ def drain(run: dict[str, Any], concurrency: int | None) -> dict[str, Any]:
         "leads_per_minute": rate,
         "limited_by": by,
         "hours": DRAIN_LEADS / rate / 60.0,
-        "containers_to_reach_bound": math.ceil(bound / one) if one else None,
+        # An action that made no call in the run (every lead refused) has no bound to reach.
+        "containers_to_reach_bound": math.ceil(bound / one)
+        if one and math.isfinite(bound)
+        else None,
     }
 
 

@@ -15,6 +15,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from bench.mixes import _MIXES, MIX
+from devtools.runner import DEMO_ORDER, SQS_EXPECTED
 from klaviyo_leads.actions.table import ACTIONS
 from klaviyo_leads.triggers.dispatch import TRIGGERS, event_kind
 
@@ -102,30 +104,33 @@ def _samples(name: str) -> dict[str, list[Path]]:
 def test_each_action_has_every_step_of_the_checklist(name):
     action = ACTIONS[name]
     # 1. Its module, with its one-lead path and, beside it, its batch path.
-    assert action.run.__name__ == name
-    assert action.run.__module__.startswith("klaviyo_leads.actions.")
+    step1 = "step 1: actions/<name>.py with <name>(ctx, lead)"
+    assert action.run.__name__ == name, step1
+    assert action.run.__module__.startswith("klaviyo_leads.actions."), step1
     if action.run_batch is not None:
-        assert action.run_batch.__name__ == f"{name}_batch"
+        assert action.run_batch.__name__ == f"{name}_batch", "step 1: <name>_batch(batch)"
         same_place = action.run_batch.__module__.rsplit(".", 1)[0]
-        assert same_place == action.run.__module__.rsplit(".", 1)[0], "the two paths side by side"
+        assert same_place == action.run.__module__.rsplit(".", 1)[0], "step 1: side by side"
     # 4. Its function.
     app = (ROOT / "functions" / name / "app.py").read_text(encoding="utf-8")
-    assert f'handler_for("{name}")' in app
+    assert f'handler_for("{name}")' in app, "step 4: functions/<name>/app.py"
     # 5. Its row in the stack's table.
-    assert name in _stack_actions()
+    assert name in _stack_actions(), "step 5: the Actions table of stack/stack.yaml"
     # 6. A sample of every trigger, each told apart as that trigger.
     samples = _samples(name)
-    assert sorted(samples) == sorted(TRIGGERS), f"make events: events/{name}/"
+    assert sorted(samples) == sorted(TRIGGERS), f"step 6: make events (events/{name}/)"
     for kind, paths in samples.items():
         for path in paths:
             assert event_kind(json.loads(path.read_text(encoding="utf-8"))) == kind, path.name
     # 7. Its docs.
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
-    assert re.search(
-        rf"^\| {re.escape(action.seed_name)} \| `{name}` \| `{action.route}` \|", readme, re.M
-    )
+    row = rf"^\| {re.escape(action.seed_name)} \| `{name}` \| `{action.route}` \|"
+    assert re.search(row, readme, re.M), "step 7: README's action table"
     actions_doc = (ROOT / "docs" / "actions.md").read_text(encoding="utf-8")
-    assert f"| {action.seed_name} |" in actions_doc
+    assert f"| {action.seed_name} |" in actions_doc, "step 7: docs/actions.md's rows"
+    # 8. The demo and the benchmark run it.
+    assert name in DEMO_ORDER and name in SQS_EXPECTED, "step 8: devtools/runner.py's demo"
+    assert name in MIX and name in _MIXES, "step 8: bench/mixes.py"
 
 
 def test_the_stack_and_the_layer_have_the_same_actions():
