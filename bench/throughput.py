@@ -16,13 +16,7 @@ import math
 import time
 from typing import Any
 
-from bench.harness import (
-    ADD,
-    Bench,
-    call_counts,
-    new_emulator,
-    steady_limit,
-)
+from bench.harness import ADD, Bench, call_counts, new_emulator, steady_limit
 from bench.harness import drain as deliver
 from bench.virtual_clock import VirtualClock
 

@@ -22,10 +22,7 @@ from .bulk_import import (
     get_profiles_for_bulk_import_profiles_job,
 )
 from .deletion import request_profile_deletion
-from .events import (
-    bulk_create_events,
-    create_event,
-)
+from .events import bulk_create_events, create_event
 from .lists import (
     add_profiles_to_list,
     create_list,
@@ -44,11 +41,7 @@ from .profiles import (
     update_profile,
 )
 from .protocol import Handler
-from .segments import (
-    get_profile_ids_for_segment,
-    get_profiles_for_segment,
-    get_segment,
-)
+from .segments import get_profile_ids_for_segment, get_profiles_for_segment, get_segment
 from .spec_rules import OperationRules, SpecRules, from_table
 from .subscribe import bulk_subscribe_profiles
 from .unsubscribe import bulk_unsubscribe_profiles

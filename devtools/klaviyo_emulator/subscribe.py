@@ -8,12 +8,7 @@ from typing import Any
 
 from .attributes import check_email, check_phone, phone_region
 from .config import Config
-from .errors import (
-    AGE_GATE_WITHOUT_BIRTH_DATE,
-    EMAIL_WITHOUT_EMAIL,
-    SMS_WITHOUT_PHONE,
-    invalid,
-)
+from .errors import AGE_GATE_WITHOUT_BIRTH_DATE, EMAIL_WITHOUT_EMAIL, SMS_WITHOUT_PHONE, invalid
 from .model import (
     SUBSCRIBED,
     ChannelConsent,

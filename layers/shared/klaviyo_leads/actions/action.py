@@ -11,10 +11,7 @@ from klaviyo_leads.context import Context
 from klaviyo_leads.lead import fields as fieldmap
 from klaviyo_leads.lead.body import finite
 from klaviyo_leads.lead.record import Lead
-from klaviyo_leads.outcomes import (
-    Result,
-    errors_field,
-)
+from klaviyo_leads.outcomes import Result, errors_field
 
 Results = list[Result | None]
 

@@ -1,10 +1,11 @@
-"""Bulk calls for a batch of leads: one Klaviyo call serves up to 100 or 1000 leads.
+"""What the actions' batch paths share: one Klaviyo call serves up to 100 or 1000 leads.
 
 Klaviyo's rate limits, not our code, decide how many leads a minute can move. One subscribe
 job takes 1000 profiles, one list call 1000 profile ids, one profile search 100 identifiers.
 Every lead still gets its own result: bad leads are kept out of bulk calls by the same
-checks as the one-by-one path, and when Klaviyo rejects a bulk call because of some of its
-leads, those get their own failure and the rest are sent again without them.
+checks as the one-by-one path (``check_list_once``, ``Member.of``), and when Klaviyo rejects a
+bulk call because of some of its leads, those get their own failure and the rest are sent
+again without them (``split_rejected``).
 """
 
 from __future__ import annotations
@@ -21,11 +22,7 @@ from klaviyo_leads.actions.action import Batch, Results
 from klaviyo_leads.actions.lookup import klaviyo_list, require_search_value
 from klaviyo_leads.context import Context
 from klaviyo_leads.lead.record import Lead
-from klaviyo_leads.outcomes import (
-    KlaviyoError,
-    Outcome,
-    Result,
-)
+from klaviyo_leads.outcomes import KlaviyoError, Outcome, Result
 
 
 def settle(results: Results, indexes: list[int], result: Result) -> None:
@@ -35,9 +32,6 @@ def settle(results: Results, indexes: list[int], result: Result) -> None:
 
 def chunks(items: list[Any], size: int) -> list[list[Any]]:
     return [items[i : i + size] for i in range(0, len(items), size)]
-
-
-# -- Subscribe Profile to List -------------------------------------------------------------
 
 
 def check_list_once(ctx: Context, list_id: str | None, problems: dict[str, Result | None]) -> None:
@@ -94,7 +88,7 @@ def split_rejected(
     resend(ctx, chunk[middle:], results)
 
 
-# -- Add Profile to List -------------------------------------------------------------------
+# -- Members: a lead's way to its profile, found in bulk --------------------------------------
 
 
 @dataclass
@@ -139,13 +133,7 @@ def resolve_ids(ctx: Context, members: list[Member], results: Results) -> None:
                 member.profile_id, member.profile = profile["id"], profile
 
 
-# -- Get Profiles --------------------------------------------------------------------------
-
-
-# -- Get Segment Profiles ------------------------------------------------------------------
-
-
-# -- Update Profile ------------------------------------------------------------------------
+# -- Import jobs (Update and Upsert) --------------------------------------------------------
 
 # Below this many leads the one-lead path is quicker: a job is a call, polls and a read.
 BULK_IMPORT_MIN_LEADS = 10
@@ -192,15 +180,3 @@ def import_items(
                 batch.fail(served[i], answer)
             else:
                 batch.results[served[i]] = accepted(served[i], answer)
-
-
-# -- Create Profile ------------------------------------------------------------------------
-
-
-# -- Unsubscribe Profile -------------------------------------------------------------------
-
-
-# -- Upsert Profile ------------------------------------------------------------------------
-
-
-# -- Track Event ---------------------------------------------------------------------------

@@ -3,15 +3,10 @@
 from __future__ import annotations
 
 from klaviyo_leads import outcomes
-from klaviyo_leads.actions.lookup import (
-    profile_reference,
-    require_search_value,
-)
+from klaviyo_leads.actions.lookup import profile_reference, require_search_value
 from klaviyo_leads.context import Context
 from klaviyo_leads.lead.record import Lead
-from klaviyo_leads.outcomes import (
-    Result,
-)
+from klaviyo_leads.outcomes import Result
 
 # What a data-privacy deletion job takes: one of these, and only one.
 _DELETABLE_BY = {"email": "email", "phone_number": "phone_number", "klaviyo_id": "id"}

@@ -7,15 +7,10 @@ from klaviyo_leads import outcomes
 from klaviyo_leads.actions import lookup
 from klaviyo_leads.actions.action import Batch
 from klaviyo_leads.actions.batch import Member, by_search
-from klaviyo_leads.actions.lookup import (
-    find_profile,
-)
+from klaviyo_leads.actions.lookup import find_profile
 from klaviyo_leads.context import Context
 from klaviyo_leads.lead.record import Lead
-from klaviyo_leads.outcomes import (
-    Result,
-    success,
-)
+from klaviyo_leads.outcomes import Result, success
 
 
 def get_profiles(ctx: Context, lead: Lead) -> Result:

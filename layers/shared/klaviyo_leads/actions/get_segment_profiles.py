@@ -10,18 +10,10 @@ from klaviyo_leads import outcomes
 from klaviyo_leads.actions import lookup
 from klaviyo_leads.actions.action import Batch, Results
 from klaviyo_leads.actions.batch import Member, by_search, settle
-from klaviyo_leads.actions.lookup import (
-    Group,
-    require_search_value,
-    search_profiles,
-    segment,
-)
+from klaviyo_leads.actions.lookup import Group, require_search_value, search_profiles, segment
 from klaviyo_leads.context import Context
 from klaviyo_leads.lead.record import Lead
-from klaviyo_leads.outcomes import (
-    Result,
-    success,
-)
+from klaviyo_leads.outcomes import Result, success
 
 
 def get_segment_profiles(ctx: Context, lead: Lead) -> Result:

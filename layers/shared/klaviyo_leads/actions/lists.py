@@ -11,18 +11,10 @@ from klaviyo_leads import outcomes
 from klaviyo_leads.actions import lookup
 from klaviyo_leads.actions.action import Batch, Results
 from klaviyo_leads.actions.batch import Member, chunks, resolve_ids, settle, split_rejected
-from klaviyo_leads.actions.lookup import (
-    find_profile,
-    klaviyo_list,
-)
+from klaviyo_leads.actions.lookup import find_profile, klaviyo_list
 from klaviyo_leads.context import Context
 from klaviyo_leads.lead.record import Lead
-from klaviyo_leads.outcomes import (
-    Result,
-    from_klaviyo_answer,
-    success,
-    unknown_target,
-)
+from klaviyo_leads.outcomes import Result, from_klaviyo_answer, success, unknown_target
 
 
 def add_profile_to_list(ctx: Context, lead: Lead) -> Result:

@@ -27,12 +27,7 @@ from klaviyo_leads.actions.create.identity import (
     marked,
     verdict,
 )
-from klaviyo_leads.actions.lookup import (
-    WITH_SUBSCRIPTIONS,
-    get_profile,
-    resource,
-    search_profiles,
-)
+from klaviyo_leads.actions.lookup import WITH_SUBSCRIPTIONS, get_profile, resource, search_profiles
 from klaviyo_leads.aws.ledger_records import (
     CLOCK_TOLERANCE_SECONDS,
     Holder,

@@ -138,9 +138,6 @@ def subscribe_profile_to_list(ctx: Context, lead: Lead) -> Result:
     return results[0]
 
 
-# -- Unsubscribe Profile -------------------------------------------------------------------
-
-
 # -- A batch ------------------------------------------------------------------------------------
 
 
