@@ -104,21 +104,27 @@ def _unknown_profile_400(ids: list[str], known: dict[str, Any]) -> None:
             )
 
 
+def _known_profiles(ctx: Context, list_id: str, unknown: str) -> list[str]:
+    """The call's profile ids that exist, once the list is known; ``unknown`` says what an id
+    that does not exist does: "400", "404" or "ignore"."""
+    ctx.store.klaviyo_list(list_id)
+    ids = _profile_identifiers(ctx)
+    known = [pid for pid in ids if pid in ctx.store.profiles]
+    if len(known) < len(ids):
+        if unknown == "400":
+            _unknown_profile_400(ids, ctx.store.profiles)
+        if unknown == "404":
+            raise not_found(UNKNOWN_LIST.format(list_id=list_id))
+    return known
+
+
 def add_profiles_to_list(ctx: Context) -> Reply:
     """Unknown profile ids: Klaviyo's answer is undocumented, so ``unknown_profile_in_list_add``
     picks one of the plausible ones: "400" (invalid, pointing at the item), "404" (the whole
     call, worded as for an unknown list) or "ignore" (204, unknown ids dropped)."""
     list_id = ctx.params["id"]
     with ctx.store.lock:
-        ctx.store.klaviyo_list(list_id)
-        ids = _profile_identifiers(ctx)
-        known = [pid for pid in ids if pid in ctx.store.profiles]
-        if len(known) < len(ids):
-            mode = ctx.store.config.unknown_profile_in_list_add
-            if mode == "400":
-                _unknown_profile_400(ids, ctx.store.profiles)
-            if mode == "404":
-                raise not_found(UNKNOWN_LIST.format(list_id=list_id))
+        known = _known_profiles(ctx, list_id, ctx.store.config.unknown_profile_in_list_add)
         ctx.store.add_list_members(list_id, known)
     return Reply(204)
 
@@ -129,15 +135,7 @@ def remove_profiles_from_list(ctx: Context) -> Reply:
     picks "400" (default, the stricter answer), "404" or "ignore" as for list adds."""
     list_id = ctx.params["id"]
     with ctx.store.lock:
-        ctx.store.klaviyo_list(list_id)
-        ids = _profile_identifiers(ctx)
-        known = [pid for pid in ids if pid in ctx.store.profiles]
-        if len(known) < len(ids):
-            mode = ctx.store.config.unknown_profile_in_list_remove
-            if mode == "400":
-                _unknown_profile_400(ids, ctx.store.profiles)
-            if mode == "404":
-                raise not_found(UNKNOWN_LIST.format(list_id=list_id))
+        known = _known_profiles(ctx, list_id, ctx.store.config.unknown_profile_in_list_remove)
         ctx.store.remove_list_members(list_id, known)
     return Reply(204)
 

@@ -8,6 +8,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from klaviyo_leads.aws.clients import OnFirstUse, boto3_client
 from klaviyo_leads.lead.body import MAX_LEAD_NESTING, finite, flatten, nesting_exceeds
 
 SOURCE = "klaviyo.lead-actions"
@@ -68,7 +69,7 @@ class Publication:
         }
 
 
-class ResultPublisher:
+class ResultPublisher(OnFirstUse):
     """Puts result events on the bus; tells which ones did not make it."""
 
     def __init__(
@@ -77,10 +78,10 @@ class ResultPublisher:
         client_factory: Callable[[], Any] | None = None,
         lead_content: str = FULL_LEAD,
     ) -> None:
+        # boto3 is imported on the first publish: it stays off the webhook's cold start.
+        super().__init__(client_factory or boto3_client("events"))
         self.bus_name = bus_name
         self.lead_content = lead_content
-        self._client_factory = client_factory or _events_client
-        self._client: Any = None
 
     def publish(
         self, publications: list[Publication], in_time: Callable[[], bool] = lambda: True
@@ -93,9 +94,7 @@ class ResultPublisher:
             if not in_time():
                 break
             try:
-                if self._client is None:
-                    self._client = self._client_factory()
-                answer = self._client.put_events(Entries=chunk)
+                answer = self.client.put_events(Entries=chunk)
             except Exception:
                 continue
             for offset, item in enumerate(answer.get("Entries", [])):
@@ -117,9 +116,3 @@ def _chunks(entries: list[dict[str, Any]]) -> list[tuple[int, list[dict[str, Any
     if current:
         chunks.append((start, current))
     return chunks
-
-
-def _events_client() -> Any:
-    import boto3  # imported on first publish: keeps boto3 off the webhook's cold start
-
-    return boto3.client("events")

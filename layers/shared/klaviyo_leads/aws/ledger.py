@@ -24,8 +24,7 @@ a create must not go ahead without its record.
 from __future__ import annotations
 
 import contextlib
-import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import replace
 from typing import Any
 
@@ -57,15 +56,6 @@ from klaviyo_leads.aws.ledger_records import (
 
 
 class CreateLedger(DynamoDBTable):
-    def __init__(
-        self,
-        table_name: str,
-        client_factory: Callable[[], Any] | None = None,
-        clock: Callable[[], float] = time.time,
-    ) -> None:
-        super().__init__(table_name, client_factory)
-        self.clock = clock
-
     # -- taking ------------------------------------------------------------------------------
 
     def take(

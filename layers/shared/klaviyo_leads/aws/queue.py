@@ -16,6 +16,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from klaviyo_leads.aws.clients import OnFirstUse, boto3_client
+
 # Back-off for a record handed back without a wait Klaviyo asked for, by delivery: with
 # the stack's maxReceiveCount of 5, a lead rides out an outage of sum(...) = 42.5 minutes
 # before it moves to the dead-letter queue.
@@ -73,19 +75,12 @@ def visibility(receive_count: int, retry_in: float | None, rng: random.Random | 
     return int(min(MAX_VISIBILITY_SECONDS, max(0, math.ceil(seconds))))
 
 
-class ActionQueue:
-    """The action's SQS queue (its URL from the stack), through a boto3 client made on use."""
+class ActionQueue(OnFirstUse):
+    """The action's SQS queue (its URL from the stack), through a client made on first use."""
 
     def __init__(self, url: str, client_factory: Callable[[], Any] | None = None) -> None:
+        super().__init__(client_factory or boto3_client("sqs"))
         self.url = url
-        self._client_factory = client_factory or _sqs_client
-        self._client: Any = None
-
-    @property
-    def client(self) -> Any:
-        if self._client is None:
-            self._client = self._client_factory()
-        return self._client
 
     def delay(self, due: list[Due]) -> list[str]:
         """Set each record's visibility; the message ids SQS did not take."""
@@ -184,9 +179,3 @@ def _message(item: Later) -> dict[str, Any]:
         "MessageBody": json.dumps(item.lead, separators=(",", ":"), default=str),
         "MessageAttributes": attributes,
     }
-
-
-def _sqs_client() -> Any:
-    import boto3  # imported on first use: keeps boto3 off the webhook's cold start
-
-    return boto3.client("sqs")

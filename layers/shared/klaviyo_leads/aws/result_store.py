@@ -8,8 +8,6 @@ id and answered for 24 hours. Before the lead is finished, and after, the answer
 from __future__ import annotations
 
 import json
-import time
-from collections.abc import Callable
 from typing import Any
 
 from klaviyo_leads.aws.clients import DynamoDBTable
@@ -20,19 +18,10 @@ MAX_ITEMS_PER_WRITE = 25  # BatchWriteItem's limit
 
 
 class ResultStore(DynamoDBTable):
-    def __init__(
-        self,
-        table_name: str,
-        client_factory: Callable[[], Any] | None = None,
-        clock: Callable[[], float] = time.time,
-    ) -> None:
-        super().__init__(table_name, client_factory)
-        self._clock = clock
-
     def put(self, results: list[tuple[str, str, dict[str, Any]]]) -> list[bool]:
         """Store (message id, action, result fields); one flag per result: stored or not."""
         stored = [False] * len(results)
-        expires = int(self._clock()) + RESULT_TTL_SECONDS
+        expires = int(self.clock()) + RESULT_TTL_SECONDS
         for start in range(0, len(results), MAX_ITEMS_PER_WRITE):
             chunk = results[start : start + MAX_ITEMS_PER_WRITE]
             requests = [
@@ -72,7 +61,7 @@ class ResultStore(DynamoDBTable):
         item = self.client.get_item(
             TableName=self.table_name, Key={"message_id": {"S": message_id}}
         ).get("Item")
-        if not item or int(item.get("expires_at", {}).get("N", "0")) <= self._clock():
+        if not item or int(item.get("expires_at", {}).get("N", "0")) <= self.clock():
             return None  # DynamoDB deletes expired items up to days late
         return {
             "message_id": message_id,
