@@ -138,6 +138,16 @@ def evidence_per_sending() -> Iterator[None]:
         yield
 
 
+@contextlib.contextmanager
+def update_holds_nothing() -> Iterator[None]:
+    """An Update or Upsert that adds a phone to a profile without holding it in the ledger: a
+    queued import on its way for another lead with that phone matches the patched profile."""
+    from klaviyo_leads.actions import update_profile
+
+    with _patched(update_profile, "hold_added", lambda ctx, profile, attributes: None):
+        yield
+
+
 DEFECTS: dict[str, Callable[[], contextlib.AbstractContextManager[None]]] = {
     "first identifier only": first_identifier_only,
     "any 409 is its own": any_409_is_own,
@@ -146,4 +156,5 @@ DEFECTS: dict[str, Callable[[], contextlib.AbstractContextManager[None]]] = {
     "lead-file batch sent twice": lead_file_batch_sent_twice,
     "consent from the 202": consent_from_the_202,
     "evidence per sending": evidence_per_sending,
+    "update holds nothing": update_holds_nothing,
 }

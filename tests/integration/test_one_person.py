@@ -108,3 +108,85 @@ def test_case_variants_of_one_email_meet_on_one_record(runtime, klaviyo_emulator
     again = create(runtime, {"email": "ada@example.com", "reference": "crm-8"}, "m-2")
     assert (again["outcome"], again["id"]) == ("failure", first["id"])
     assert again["reason"] == "A profile with this email already exists"
+
+
+UPSERT = ACTIONS["upsert_profile"]
+BATCH_OF_TEN = 10
+
+
+def _queued_creates(runtime, first):
+    """A queued batch of ten creates: ``first`` and nine others of their own."""
+    batch = [first] + [{"email": f"filler-{i}@example.com"} for i in range(BATCH_OF_TEN - 1)]
+    return runtime.process_batch(
+        CREATE,
+        batch,
+        remaining_seconds=300,
+        correlation_ids=[f"m-{i}" for i in range(BATCH_OF_TEN)],
+        deliveries=[Delivery()] * BATCH_OF_TEN,
+    )
+
+
+class TestAPhoneAnUpdateAdds:
+    """Lead 1 made profile A by email alone; an Upsert gives A a phone; a queued create with
+    another email and that phone runs while the search still lags. Klaviyo's import would
+    match A by the phone (and give it the create's email). Invariant: the create is told
+    "already exists" with A when the PATCH came first, "created" with its own profile when
+    it did, and A never takes the other lead's email."""
+
+    LEAD = {"email": "b@example.com", "phone_1": "+12125550100"}
+
+    def test_after_the_patch_the_create_is_a_duplicate_of_the_patched_profile(
+        self, runtime, klaviyo_emulator
+    ):
+        klaviyo_emulator.configure(search_lag=8.0)
+        first = create(runtime, {"email": "a@example.com"}, "webhook-1")
+        upserted = runtime.process(
+            UPSERT,
+            {"email": "a@example.com", "phone_1": "+12125550100"},
+            remaining_seconds=None,
+            origin_id="upsert-1",
+        ).fields
+        assert (upserted["outcome"], upserted["id"]) == ("success", first["id"])
+        results = _queued_creates(runtime, self.LEAD)
+        told = results[0].fields
+        assert (told["outcome"], told["id"]) == ("failure", first["id"])
+        assert told["reason"] == "A profile with this phone number already exists"
+        (profile,) = profiles_with(klaviyo_emulator, phone_number="+12125550100")
+        assert profile["attributes"]["email"] == "a@example.com"
+
+    def test_a_patch_that_meets_the_create_on_its_way_waits_for_it(
+        self, runtime, klaviyo_emulator, monkeypatch
+    ):
+        """The batch holds the phone; the Upsert comes between its look-up and its import."""
+        from klaviyo_leads.actions import imports
+
+        klaviyo_emulator.configure(search_lag=8.0)
+        first = create(runtime, {"email": "a@example.com"}, "webhook-1")
+        upsert_lead = {"email": "a@example.com", "phone_1": "+12125550100"}
+        during: list[dict] = []
+        run_job = imports.run
+
+        def upsert_then_import(*args, **kwargs):
+            if not during:
+                during.append(
+                    runtime.process(
+                        UPSERT, upsert_lead, remaining_seconds=None, origin_id="upsert-1"
+                    ).fields
+                )
+            return run_job(*args, **kwargs)
+
+        monkeypatch.setattr(imports, "run", upsert_then_import)
+        results = _queued_creates(runtime, self.LEAD)
+        told = results[0].fields
+        (waited,) = during
+        assert waited["outcome"] == "error" and "Another request is creating" in waited["reason"]
+        assert told["outcome"] == "success" and told["id"] != first["id"]
+        assert profiles_with(klaviyo_emulator, phone_number="+12125550100")[0]["id"] == told["id"]
+        monkeypatch.setattr(imports, "run", run_job)
+        again = runtime.process(
+            UPSERT, upsert_lead, remaining_seconds=None, origin_id="upsert-1", delivery=2
+        ).fields
+        assert (again["outcome"], again["duplicate_profile_id"]) == ("failure", told["id"])
+        assert "phone number" in again["reason"]
+        (only,) = profiles_with(klaviyo_emulator, email="a@example.com")
+        assert "phone_number" not in only["attributes"] or not only["attributes"]["phone_number"]

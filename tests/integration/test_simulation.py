@@ -56,6 +56,22 @@ def test_the_budget_finds_a_planted_defect(defect: str) -> None:
     assert found is not None, f"{defect}: no seed of the budget failed"
 
 
+# Seeds a long run found failing, each the schedule of a defect since fixed, with the defect
+# that makes it fail again (None: the fix is not one that can be planted back).
+LONG_RUN_SEEDS = {
+    10693: "update holds nothing",  # an Upsert's PATCH adds a phone a queued import matches
+    22867: "update holds nothing",
+}
+
+
+@pytest.mark.parametrize("seed", sorted(LONG_RUN_SEEDS))
+def test_a_seed_a_long_run_found_holds_and_fails_with_its_defect_planted(seed: int) -> None:
+    assert play(world.scenario(seed)).violations == []
+    defect = LONG_RUN_SEEDS[seed]
+    if defect is not None:
+        assert play(world.scenario(seed), planted=planted.DEFECTS[defect]).violations
+
+
 def _jobs_after_a_redelivery(runtime, emulator) -> int:
     """A batch whose job's answer was lost beside another job of its size, then delivered
     again while the search lags: the import jobs Klaviyo took in all."""

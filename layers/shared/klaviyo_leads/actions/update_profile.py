@@ -14,6 +14,7 @@ from klaviyo_leads.actions.batch import (
     find_all,
     import_items,
 )
+from klaviyo_leads.actions.create.adding import hold_added
 from klaviyo_leads.actions.create.one import duplicate_profile_id
 from klaviyo_leads.actions.lookup import (
     WITH_SUBSCRIPTIONS,
@@ -36,17 +37,28 @@ def update_profile(ctx: Context, lead: Lead) -> Result:
 
 
 def patch(ctx: Context, profile: dict[str, Any], attributes: dict[str, Any]) -> Result:
-    """PATCH the found profile; a new email or phone that another profile owns changes nothing."""
+    """PATCH the found profile; a new email or phone that another profile owns changes nothing.
+    What the PATCH adds is held in the create ledger while it goes out (``create.adding``)."""
     profile_id = profile["id"]
-    response = ctx.call(
-        "PATCH",
-        f"/api/profiles/{profile_id}",
-        query=WITH_SUBSCRIPTIONS,
-        body={"data": {"type": "profile", "id": profile_id, "attributes": attributes}},
-        handled=(404, 409),
-    )
+    hold = hold_added(ctx, profile, attributes)
+    try:
+        response = ctx.call(
+            "PATCH",
+            f"/api/profiles/{profile_id}",
+            query=WITH_SUBSCRIPTIONS,
+            body={"data": {"type": "profile", "id": profile_id, "attributes": attributes}},
+            handled=(404, 409),
+        )
+    except BaseException:
+        if hold is not None:
+            hold.end()  # unsure what the PATCH did: others look behind it once settled
+        raise
     if response.status == 200:
+        if hold is not None:
+            hold.own({"id": profile_id})
         return success(resource(response))
+    if hold is not None:
+        hold.ledger.release(hold.record)  # refused: the profile holds nothing new
     if response.status == 404:
         raise outcomes.NO_PROFILE(errors=response.errors)
     current = profile.get("attributes") or {}
