@@ -25,18 +25,40 @@ ensure_layer_on_path()
 from .run import Outcome, play, report, shrink, summary  # noqa: E402
 from .world import scenario  # noqa: E402
 
+# Seeds a process plays before its outcomes come back: small enough that a long run shows a
+# failing seed (and its progress) within minutes, large enough that passing them costs nothing.
+CHUNK = 250
+
 
 def _range(bounds: tuple[int, int]) -> list[Outcome]:
     return [play(scenario(seed)) for seed in range(*bounds)]
 
 
 def run_seeds(start: int, count: int, jobs: int) -> list[Outcome]:
-    if jobs <= 1 or count < 2 * jobs:
-        return _range((start, start + count))
-    step = -(-count // jobs)
-    parts = [(s, min(s + step, start + count)) for s in range(start, start + count, step)]
-    with multiprocessing.get_context("fork").Pool(jobs) as pool:
-        return [outcome for part in pool.map(_range, parts) for outcome in part]
+    """Every seed's outcome, in seed order; a failing seed is told on stderr as soon as its
+    chunk is done, and the progress every tenth of the run."""
+    parts = [(s, min(s + CHUNK, start + count)) for s in range(start, start + count, CHUNK)]
+    outcomes: list[Outcome] = []
+    tenth = max(1, len(parts) // 10)
+
+    def take(played: list[Outcome]) -> None:
+        outcomes.extend(played)
+        for outcome in played:
+            if outcome.violations:
+                print(f"seed {outcome.seed} fails: {outcome.violations[0]}", file=sys.stderr)
+        if len(outcomes) < count and (len(outcomes) // CHUNK) % tenth == 0:
+            failing = sum(1 for o in outcomes if o.violations)
+            print(f"{len(outcomes)} of {count} seeds played, {failing} failing", file=sys.stderr)
+        sys.stderr.flush()
+
+    if jobs <= 1 or len(parts) < 2:
+        for part in parts:
+            take(_range(part))
+    else:
+        with multiprocessing.get_context("fork").Pool(jobs) as pool:
+            for played in pool.imap_unordered(_range, parts):
+                take(played)
+    return sorted(outcomes, key=lambda outcome: outcome.seed)
 
 
 def main(argv: list[str] | None = None) -> int:

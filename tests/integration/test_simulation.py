@@ -137,3 +137,22 @@ def test_a_failing_seed_is_shrunk_and_shown_with_its_replay() -> None:
     kept = ",".join(str(lead.number) for lead in shrunk.leads)
     assert f"make simulate SEED={seed} LEADS={kept}" in shown
     assert "Klaviyo POST /api/profiles" in shown  # the schedule, step by step
+
+
+def test_a_long_run_tells_each_failing_seed_as_its_chunk_ends(monkeypatch, capsys) -> None:
+    from devtools.simulation import __main__ as cli
+
+    monkeypatch.setattr(cli, "CHUNK", 2)
+    defect = "lead-file batch sent twice"  # the budget's earliest failing seed with it planted
+    monkeypatch.setattr(
+        cli, "play", lambda scenario: play(scenario, planted=planted.DEFECTS[defect])
+    )
+    found = first_failing(defect)
+    assert found is not None
+    seed, violations = found
+    start = max(1, seed - 2)
+    outcomes = cli.run_seeds(start, 5, jobs=1)
+    assert [o.seed for o in outcomes] == list(range(start, start + 5))
+    told = capsys.readouterr().err
+    assert f"seed {seed} fails: {violations[0]}" in told
+    assert "2 of 5 seeds played" in told
