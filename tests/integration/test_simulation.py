@@ -32,6 +32,20 @@ def test_every_seed_of_the_budget_holds_the_invariants(part: int) -> None:
     assert failing == []
 
 
+# Seeds past the budget that a longer run found failing, played on every run once fixed: what
+# each showed.
+FOUND_PAST_THE_BUDGET = {
+    5944: "a keyed webhook create taken over by a queued lead that then went away itself, "
+    "answered in progress until its caller gave up (its own record stayed superseded)",
+}
+
+
+@pytest.mark.parametrize("seed", sorted(FOUND_PAST_THE_BUDGET))
+def test_the_seeds_found_past_the_budget_hold_the_invariants(seed: int) -> None:
+    outcome = play(world.scenario(seed))
+    assert outcome.violations == [], f"{replay_command(seed)}: {FOUND_PAST_THE_BUDGET[seed]}"
+
+
 def first_failing(defect: str) -> tuple[int, list[str]] | None:
     for seed in range(1, CI_SEEDS + 1):
         outcome = play(world.scenario(seed), planted=planted.DEFECTS[defect])
