@@ -15,7 +15,9 @@ import pytest
 
 from devtools.klaviyo_emulator import Fault
 from klaviyo_leads.actions.action import Delivery
+from klaviyo_leads.actions.create.identity import Person
 from klaviyo_leads.actions.table import ACTIONS
+from klaviyo_leads.aws.ledger_records import CLOCK_TOLERANCE_SECONDS
 
 CREATE = ACTIONS["create_profile"]
 
@@ -190,3 +192,30 @@ class TestAPhoneAnUpdateAdds:
         assert "phone number" in again["reason"]
         (only,) = profiles_with(klaviyo_emulator, email="a@example.com")
         assert "phone_number" not in only["attributes"] or not only["attributes"]["phone_number"]
+
+
+def test_a_takeover_whose_answer_failed_holds_nobody_up(runtime, klaviyo_emulator, sleeps):
+    """The takeover's transaction took effect, its answer failed ("try again in 5 s"): the
+    record it left is this attempt's, and nobody may wait out its hold, the lead's own next
+    delivery least of all (a queued lead has five). That delivery creates, as a first would."""
+    ledger = runtime.ledger
+    assert ledger.take(Person(email="a@example.com").identities(), "gone", "t0", 60).mine
+    sleeps.elapsed += 60 + CLOCK_TOLERANCE_SECONDS + 1  # its attempt died holding the email
+    client = ledger.client
+    transact = client.transact_write_items
+
+    def answer_lost(**request):
+        transact(**request)  # a refused transaction raises here, as it would
+        raise ConnectionError("read timed out")
+
+    lead = {"email": "a@example.com", "first_name": "Ann"}
+    client.transact_write_items = answer_lost
+    try:
+        first = create(runtime, lead, "m1")
+    finally:
+        del client.transact_write_items
+    assert "could not be reached" in first["reason"]
+    assert ledger.record_of("gone").superseded_by == "m1"  # the takeover took effect
+    again = create(runtime, lead, "m1")
+    assert again["outcome"] == "success" and again["id"]
+    assert len(profiles_with(klaviyo_emulator, email="a@example.com")) == 1

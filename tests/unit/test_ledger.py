@@ -3,7 +3,8 @@
 Invariants: a request takes all of a lead's identifiers or none; two requests sharing any
 identifier meet on it; a retry of a request finds its own record; an attempt whose record
 was adopted by another attempt, or taken over by another request, cannot write; a takeover
-needs the holder's hold to have run out; a released record frees every identifier.
+needs the holder's hold to have run out, and a request taken over can take the person back
+once its taker went away in turn; a released record frees every identifier.
 """
 
 from __future__ import annotations
@@ -96,6 +97,28 @@ def test_a_takeover_needs_the_hold_to_have_run_out_and_stops_the_old_holder(ledg
     # The old request's retry now meets the new holder on the phone.
     retry = ledger.take(A_P.identities(), "one", "t3", 60)
     assert retry.mine is None and [h.owner for h in retry.others] == ["two"]
+
+
+def test_a_request_taken_over_takes_over_in_turn_once_its_taker_went_away(ledger):
+    # The taken-over request's own record says who superseded it; when that request goes
+    # away too, the first one's retry must be able to take the person back, not wait on
+    # its own superseded record for as long as the record lives.
+    clock = ledger.clock
+    ledger.take(A_P.identities(), "one", "t1", 60)
+    clock.now += 60 + CLOCK_TOLERANCE_SECONDS + 1
+    met = ledger.take(B_P.identities(), "two", "t2", 60).others
+    assert ledger.take_over(B_P.identities(), "two", "t2", 60, met) is not None
+    clock.now += 60 + CLOCK_TOLERANCE_SECONDS + 1  # "two" went away without a write
+    retry = ledger.take(A_P.identities(), "one", "t3", 60)
+    assert retry.mine is None and [h.owner for h in retry.others] == ["two"]
+    taken = ledger.take_over(A_P.identities(), "one", "t3", 60, retry.others)
+    assert taken is not None and (taken.owner, taken.attempt) == ("one", "t3")
+    assert taken.superseded_by is None and taken.written_at is None
+    assert ledger.record_of("one") == taken
+    assert ledger.take(A_P.identities(), "one", "t3", 60).mine == taken
+    # "two" was superseded in its turn: its retry meets "one".
+    again = ledger.take(B_P.identities(), "two", "t4", 60)
+    assert again.mine is None and [h.owner for h in again.others] == ["one"]
 
 
 def test_a_holder_with_a_profile_is_never_taken_over(ledger):

@@ -170,16 +170,23 @@ class CreateLedger(DynamoDBTable):
     ) -> Taken:
         now = self.clock()
         fresh = Record(owner, attempt, identities, now, now + hold_seconds)
+        writes = [self._replacing(fresh, now, superseded)]
+        writes += [put_identity(self.table_name, i, owner, now) for i in identities]
+        if self._transact(writes) is not None:
+            raise LedgerUnavailable("contended")
+        return Taken(fresh)
+
+    def _replacing(self, fresh: Record, now: float, superseded: Record) -> dict[str, Any]:
+        """The write that puts a fresh record in place of the request's superseded one (the
+        request that took it over searched and found nothing the old attempts made), only
+        while it is still superseded by the same request."""
         replacing = put_request(self.table_name, fresh, now)
         replacing["Put"].update(
             ConditionExpression="#superseded_by = :by",
             ExpressionAttributeNames=attribute_names("superseded_by"),
             ExpressionAttributeValues={":by": {"S": superseded.superseded_by or ""}},
         )
-        writes = [replacing, *(put_identity(self.table_name, i, owner, now) for i in identities)]
-        if self._transact(writes) is not None:
-            raise LedgerUnavailable("contended")
-        return Taken(fresh)
+        return replacing
 
     def take_over(
         self,
@@ -201,6 +208,11 @@ class CreateLedger(DynamoDBTable):
         writes: list[dict[str, Any]] = []
         if mine is None:
             writes.append(put_request(self.table_name, fresh, now))
+        elif mine.superseded_by is not None:
+            # Taken over once, by a request now gone too (or done with the identities): this
+            # request starts again, as ``_restart`` does. A superseded record is never updated
+            # as its owner's again: kept, every retry would wait as long as the record lives.
+            writes.append(self._replacing(fresh, now, mine))
         else:
             fresh = replace(mine, attempt=attempt, hold_until=now + hold_seconds)
             writes.append(

@@ -203,9 +203,7 @@ def take(
         try:
             taken = ledger.take(person.identities(), owner, ctx.attempt, hold_seconds(ctx), job_ref)
         except LedgerUnavailable:
-            # The transaction may have taken effect before its answer failed: whatever this
-            # attempt holds, it holds no longer (best effort, like every clean-up).
-            ledger.pause(Record(owner, ctx.attempt, person.identities(), 0.0, 0.0))
+            _let_go(ctx, person, owner)
             raise
         if taken.mine is not None:
             return taken.mine
@@ -222,14 +220,26 @@ def take(
         if known is not None:
             raise known
         _look_behind(ctx, person, found.abandoned, found.settle_from)
-        record = ledger.take_over(
-            person.identities(), owner, ctx.attempt, hold_seconds(ctx), found.abandoned, job_ref
-        )
+        try:
+            record = ledger.take_over(
+                person.identities(), owner, ctx.attempt, hold_seconds(ctx), found.abandoned, job_ref
+            )
+        except LedgerUnavailable:
+            _let_go(ctx, person, owner)
+            raise
     except LedgerUnavailable:
         raise record_unavailable() from None
     if record is None:
         raise in_progress(ctx, None, ctx.wall())
     return record
+
+
+def _let_go(ctx: Context, person: Person, owner: str) -> None:
+    """A take or takeover whose answer failed may have taken effect: whatever this attempt
+    holds, it holds no longer, or the lead's own next try would wait out the hold (best
+    effort, like every clean-up)."""
+    assert ctx.ledger is not None
+    ctx.ledger.pause(Record(owner, ctx.attempt, person.identities(), 0.0, 0.0))
 
 
 def _look_behind(
