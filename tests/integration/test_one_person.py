@@ -219,3 +219,29 @@ def test_a_takeover_whose_answer_failed_holds_nobody_up(runtime, klaviyo_emulato
     again = create(runtime, lead, "m1")
     assert again["outcome"] == "success" and again["id"]
     assert len(profiles_with(klaviyo_emulator, email="a@example.com")) == 1
+
+
+def test_a_batched_update_that_adds_a_phone_holds_it_under_its_leads_origin(
+    runtime, klaviyo_emulator
+):
+    """A queued Update Profile batch sends a change of phone one lead at a time: the hold on
+    the new phone is the lead's (its message id, the same on a redelivery), and once Klaviyo
+    took the PATCH the phone is recorded as that profile's."""
+    from klaviyo_leads.actions.create.adding import OWNER_SUFFIX
+
+    ids = [klaviyo_emulator.create_profile(email=f"u-{i}@example.com") for i in range(10)]
+    leads = [{"email": f"u-{i}@example.com", "first_name": "Ann"} for i in range(10)]
+    leads[3]["phone_1"] = "+12125550199"
+    messages = [f"m-{i}" for i in range(10)]
+    results = runtime.process_batch(
+        ACTIONS["update_profile"],
+        leads,
+        remaining_seconds=300,
+        correlation_ids=messages,
+        deliveries=[Delivery()] * 10,
+    )
+    assert [r.fields["outcome"] for r in results] == ["success"] * 10
+    record = runtime.ledger.record_of("m-3" + OWNER_SUFFIX)
+    assert record is not None and record.profile_id == ids[3]
+    later = create(runtime, {"email": "other@example.com", "phone_1": "+12125550199"}, "c-1")
+    assert (later["outcome"], later["id"]) == ("failure", ids[3])

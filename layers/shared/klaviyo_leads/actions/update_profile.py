@@ -134,7 +134,9 @@ def update_profile_batch(batch: Batch) -> None:
     import_items(batch, items, served, lambda index, profile: success(profile), repeatable=True)
     for index, profile in later:
         try:
-            batch.results[index] = patch(ctx, profile, wanted[index])
+            # The lead's own context: a PATCH that adds an identifier records it under the
+            # lead's origin, the same on its redelivery.
+            batch.results[index] = patch(batch.lead_ctx(index), profile, wanted[index])
         except Result as problem:
             batch.fail(index, problem)
 
