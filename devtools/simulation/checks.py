@@ -42,11 +42,6 @@ from .fleet import Send
 from .world import Person, Scenario
 
 IDENTITY = ("email", "phone_number", "external_id")
-# A finding outside what the guarantees assume: a queued batch's import matched a profile that
-# Subscribe, Unsubscribe or Track Event (or another integration) made for the lead's email or
-# phone in the moments between the batch's look and its job (docs/delivery.md). Counted apart,
-# shown with the seed, never hidden.
-ASSUMED = "[assumed] "
 
 
 @dataclass
@@ -144,9 +139,9 @@ def _answers_are_true(send: Send, by_id: dict[str, Any], klaviyo: Klaviyo) -> li
             if named not in klaviyo.made_by:
                 found.append(f"{who}: told created {named}, which no write made")
             elif klaviyo.made_by[named] is None:
-                # Made outside the create paths (a subscribe job, an event) and matched by a
-                # batch's import: what the batch path assumes away (see ``ASSUMED``).
-                found.append(f"{ASSUMED}{who}: told created {named}, made as a side effect")
+                # Made by a subscribe job or an event (Klaviyo makes the profile it does not
+                # find) and matched by a batch's import: the marks exist to prevent it.
+                found.append(f"{who}: told created {named}, made as a side effect")
             elif klaviyo.made_by[named] != mine:
                 found.append(f"{who}: told created {named}, made by another request")
         if answer.get("created") is False and named and klaviyo.made_by.get(named) == mine:
@@ -188,11 +183,8 @@ def _nobody_renamed(scenario: Scenario, klaviyo: Klaviyo) -> list[str]:
         before = owner_of.get((name, normalised(name, old)), set())
         after = owner_of.get((name, normalised(name, new)), set())
         if before and after and not before & after:
-            # A batch's import matches by the phone too: a profile that gained the lead's
-            # phone (an update, a subscribe) after the batch looked is what it assumes away.
-            assumed = ASSUMED if by == "import" else ""
             found.append(
-                f"{assumed}profile {profile_id}: {name} changed from {sorted(before)}'s to "
+                f"profile {profile_id}: {name} changed from {sorted(before)}'s to "
                 f"{sorted(after)}'s by {by}"
             )
     return found

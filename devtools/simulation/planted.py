@@ -148,6 +148,16 @@ def update_holds_nothing() -> Iterator[None]:
         yield
 
 
+@contextlib.contextmanager
+def side_effects_never_wait() -> Iterator[None]:
+    """A subscribe, unsubscribe or event that marks its identifiers but never waits for a create
+    at work on them: a queued import on its way takes the profile the job makes for its own."""
+    from klaviyo_leads.aws.ledger_marks import MarkedTable
+
+    with _patched(MarkedTable, "creating", lambda self, identities: set()):
+        yield
+
+
 DEFECTS: dict[str, Callable[[], contextlib.AbstractContextManager[None]]] = {
     "first identifier only": first_identifier_only,
     "any 409 is its own": any_409_is_own,
@@ -157,4 +167,5 @@ DEFECTS: dict[str, Callable[[], contextlib.AbstractContextManager[None]]] = {
     "consent from the 202": consent_from_the_202,
     "evidence per sending": evidence_per_sending,
     "update holds nothing": update_holds_nothing,
+    "side effects never wait": side_effects_never_wait,
 }

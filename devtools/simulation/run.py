@@ -56,7 +56,6 @@ KLAVIYO_FAULTS = (  # (kind, weight)
 class Outcome:
     seed: int
     violations: list[str]
-    assumed: list[str] = field(default_factory=list)  # outside the documented assumptions
     steps: int = 0
     calls: int = 0
     trace: list[str] = field(default_factory=list)
@@ -178,8 +177,7 @@ def play(
     found = checks.check(scenario, fleet.sends, profiles, klaviyo, fleet.escaped, in_flight)
     return Outcome(
         seed,
-        [v for v in found if not v.startswith(checks.ASSUMED)],
-        [v for v in found if v.startswith(checks.ASSUMED)],
+        found,
         steps=sched.steps,
         calls=emulator.calls(),
         trace=sched.trace,
@@ -501,7 +499,6 @@ def replay_command(seed: int, kept: list[int] | None = None) -> str:
 def report(outcome: Outcome, scenario: Scenario, shrunk: Scenario | None = None) -> str:
     lines = [f"seed {outcome.seed}: {len(outcome.violations)} violation(s)"]
     lines += [f"  ! {v}" for v in outcome.violations[:10]]
-    lines += [f"  ~ {v}" for v in outcome.assumed[:10]]
     shown = shrunk or scenario
     lines += ["", "scenario" + (" (shrunk)" if shrunk else "") + ":", *shown.describe()]
     if outcome.trace:
@@ -516,8 +513,6 @@ def summary(outcomes: list[Outcome]) -> dict[str, Any]:
     return {
         "seeds": len(outcomes),
         "violations": sum(len(o.violations) for o in failing),
-        "assumed": sum(len(o.assumed) for o in outcomes),
-        "assumed_seeds": [o.seed for o in outcomes if o.assumed],
         "failing_seeds": [o.seed for o in failing],
         "leads": sum(o.leads for o in outcomes),
         "klaviyo_calls": sum(o.calls for o in outcomes),

@@ -245,3 +245,49 @@ def test_a_batched_update_that_adds_a_phone_holds_it_under_its_leads_origin(
     assert record is not None and record.profile_id == ids[3]
     later = create(runtime, {"email": "other@example.com", "phone_1": "+12125550199"}, "c-1")
     assert (later["outcome"], later["id"]) == ("failure", ids[3])
+
+
+@pytest.mark.parametrize(
+    "action, side_lead",
+    [
+        ("subscribe_profile_to_list", {"klaviyo.list_id": "L1"}),
+        ("track_event", {"klaviyo.metric_name": "Lead Received", "klaviyo.unique_id": "e-1"}),
+    ],
+)
+def test_a_write_that_makes_a_profile_on_the_side_waits_for_a_create_on_its_way(
+    runtime, klaviyo_emulator, monkeypatch, action, side_lead
+):
+    """A queued batch holds the person; a subscribe job or an event for the same email comes
+    between the batch's look and its import. Klaviyo would make the profile for the job (it
+    makes the one it does not find) and the import would match it: the lead told it created
+    a profile the job made. Invariant: the side write waits ("in progress") while the create
+    is at work, and goes out once it is done."""
+    from klaviyo_leads.actions import imports
+
+    klaviyo_emulator.create_list("Leads", list_id="L1", opt_in="single")
+    lead = {"email": "b@example.com", **side_lead}
+    during: list[dict] = []
+    run_job = imports.run
+
+    def side_write_then_import(*args, **kwargs):
+        if not during:
+            during.append(
+                runtime.process(
+                    ACTIONS[action], lead, remaining_seconds=None, origin_id="s-1"
+                ).fields
+            )
+        return run_job(*args, **kwargs)
+
+    monkeypatch.setattr(imports, "run", side_write_then_import)
+    results = _queued_creates(runtime, {"email": "b@example.com"})
+    (waited,) = during
+    assert waited["outcome"] == "error" and "Another request is creating" in waited["reason"]
+    assert results[0].fields["outcome"] == "success"
+    monkeypatch.setattr(imports, "run", run_job)
+    again = runtime.process(
+        ACTIONS[action], lead, remaining_seconds=None, origin_id="s-1", delivery=2
+    ).fields
+    assert again["outcome"] == "success"
+    assert [p["id"] for p in profiles_with(klaviyo_emulator, email="b@example.com")] == [
+        results[0].fields["id"]
+    ]

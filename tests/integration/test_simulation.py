@@ -49,6 +49,7 @@ def first_failing(defect: str) -> tuple[int, list[str]] | None:
         "lead-file batch sent twice",
         "consent from the 202",
         "evidence per sending",
+        "side effects never wait",
     ],
 )
 def test_the_budget_finds_a_planted_defect(defect: str) -> None:

@@ -142,3 +142,28 @@ def test_job_references_are_kept_for_a_redelivery(ledger):
     assert ledger.jobs_of("ref") == []
     assert ledger.job_taken("ref", "job-2") and ledger.job_taken("ref", "job-1")
     assert ledger.jobs_of("ref") == ["job-1", "job-2"]
+
+
+def test_creating_names_the_identifiers_of_creates_still_at_work_only(ledger):
+    """What a write that may make a profile on the side waits for: a running hold without a
+    profile; not one that made its profile, nor one whose hold ran out, nor a released one."""
+    clock = ledger.clock
+    at_work = ledger.take(A_P.identities(), "one", "t1", 60).mine
+    done = ledger.take(R.identities(), "two", "t2", 60).mine
+    assert at_work is not None and done is not None
+    ledger.created(done, "PROFILE")
+    asked = [*A_P.identities(), *R.identities(), *B.identities()]
+    assert ledger.creating(asked) == set(A_P.identities())
+    clock.now += 60 + CLOCK_TOLERANCE_SECONDS + 1  # its attempt died holding them
+    assert ledger.creating(asked) == set()
+    again = ledger.take(B.identities(), "three", "t3", 60).mine
+    assert ledger.creating(asked) == set(B.identities())
+    ledger.release(again)
+    assert ledger.creating(asked) == set()
+
+
+def test_a_mark_lasts_its_seconds_with_the_clocks_tolerance(ledger):
+    assert ledger.touch(B.identities(), 30)
+    assert ledger.touched([*B.identities(), *R.identities()]) == set(B.identities())
+    ledger.clock.now += 30 + CLOCK_TOLERANCE_SECONDS + 1
+    assert ledger.touched(B.identities()) == set()

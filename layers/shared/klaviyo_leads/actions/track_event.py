@@ -18,7 +18,7 @@ from typing import Any
 
 from klaviyo_leads import outcomes
 from klaviyo_leads.actions.action import Batch
-from klaviyo_leads.actions.create.identity import touch
+from klaviyo_leads.actions.create.adding import hold_back, touch
 from klaviyo_leads.actions.lookup import profile_reference, require_search_value
 from klaviyo_leads.context import Context
 from klaviyo_leads.lead.record import Lead
@@ -124,7 +124,8 @@ def _walk(value: Any, depth: int) -> Iterator[tuple[Any, int]]:
 def track_event(ctx: Context, lead: Lead) -> Result:
     """Record a metric event on the lead's profile (Klaviyo creates the profile if needed)."""
     event = prepare(ctx, lead)
-    touch(ctx, [event.identifier()])
+    for held in hold_back(ctx, {0: [event.identifier()]}).values():
+        raise held  # a create's import on its way would take the event's profile for its own
     return _create(ctx, event)
 
 
@@ -286,4 +287,9 @@ def track_event_batch(batch: Batch) -> None:
             items.append((index, prepare(ctx, lead)))
         except Result as problem:
             batch.fail(index, problem)
-    send_jobs(batch.ctx, items, batch.results)
+    # A lead whose person a create is still making waits for it (its import would take the
+    # event's profile for its own); the rest are marked, and the jobs mark them again.
+    held = hold_back(batch.ctx, {index: [event.identifier()] for index, event in items})
+    for index, result in held.items():
+        batch.fail(index, result)
+    send_jobs(batch.ctx, [item for item in items if item[0] not in held], batch.results)

@@ -28,14 +28,13 @@ from collections.abc import Iterable
 from dataclasses import replace
 from typing import Any
 
-from klaviyo_leads.aws.clients import DynamoDBTable
+from klaviyo_leads.aws.ledger_marks import MarkedTable
 from klaviyo_leads.aws.ledger_records import (
     CLOCK_TOLERANCE_SECONDS,
     JOB_PREFIX,
     PREFIX,
     RECORD_TTL_SECONDS,
     REQUEST_PREFIX,
-    TOUCH_PREFIX,
     Holder,
     HoldLost,
     LedgerUnavailable,
@@ -55,7 +54,7 @@ from klaviyo_leads.aws.ledger_records import (
 )
 
 
-class CreateLedger(DynamoDBTable):
+class CreateLedger(MarkedTable):
     # -- taking ------------------------------------------------------------------------------
 
     def take(
@@ -396,57 +395,6 @@ class CreateLedger(DynamoDBTable):
             if other and other != owner:
                 holders.append(Holder(identity, other, self.record_of(other)))
         return holders
-
-    # -- writes that may create a profile on the side ----------------------------------------
-
-    def touch(self, identities: Iterable[str], seconds: float) -> bool:
-        """A subscribe job, an unsubscribe job or an event may make a profile for these
-        identities within ``seconds`` (Klaviyo applies them later): a batch's import must not
-        take such a profile for its own. Best effort: False when it could not be kept."""
-        until = self.clock() + seconds
-        items = [
-            {
-                "PutRequest": {
-                    "Item": {
-                        "id": {"S": TOUCH_PREFIX + identity},
-                        "until": number(until),
-                        "expiration": {"N": str(int(until + RECORD_TTL_SECONDS))},
-                    }
-                }
-            }
-            for identity in dict.fromkeys(identities)
-        ]
-        kept = True
-        for start in range(0, len(items), 25):  # BatchWriteItem's limit
-            try:
-                answer = self.client.batch_write_item(
-                    RequestItems={self.table_name: items[start : start + 25]}
-                )
-                kept = kept and not answer.get("UnprocessedItems")
-            except Exception:
-                kept = False
-        return kept
-
-    def touched(self, identities: Iterable[str]) -> set[str]:
-        """Which of the identities such a write may still be making a profile for. Raises
-        ``LedgerUnavailable``."""
-        wanted = list(dict.fromkeys(identities))
-        now = self.clock()
-        found: set[str] = set()
-        for start in range(0, len(wanted), 100):  # BatchGetItem's limit
-            keys = [item_key(TOUCH_PREFIX + i) for i in wanted[start : start + 100]]
-            try:
-                answer = self.client.batch_get_item(
-                    RequestItems={self.table_name: {"Keys": keys, "ConsistentRead": True}}
-                )
-            except Exception as exc:
-                raise LedgerUnavailable(type(exc).__name__) from exc
-            if answer.get("UnprocessedKeys"):
-                raise LedgerUnavailable("unprocessed")
-            for item in answer.get("Responses", {}).get(self.table_name, []):
-                if number_of(item, "until", 0.0) + CLOCK_TOLERANCE_SECONDS > now:
-                    found.add(item["id"]["S"].removeprefix(TOUCH_PREFIX))
-        return found
 
     # -- import jobs -------------------------------------------------------------------------
 

@@ -1,30 +1,42 @@
-"""An update that gives a profile an identifier it lacks holds that identifier as a create would.
+"""Writes other than a create that give a profile an identifier: held or marked in the ledger.
 
-Klaviyo holds an email or a phone number to one profile; a PATCH that adds one to an existing
-profile makes it that profile's as surely as a create would. Unrecorded, such a PATCH could land
-while a queued batch's import is on its way for another lead with the same phone: the search
-(still lagging) showed no one, the import matches the freshly patched profile by the phone,
-and the lead would be told it created another person's profile. So Update and Upsert Profile
-take the identifiers their PATCH adds in the ledger first, under the request's own owner (with
-``OWNER_SUFFIX``: the create an Upsert tried first keeps its own record), and record the profile
-as theirs once Klaviyo answered:
+Klaviyo holds an email or a phone number to one profile. A create's record (``one.take``)
+keeps two creates of one person apart; two other writes can give a profile one of its
+identifiers meanwhile, and a queued batch's import on its way (its lagging search showed no
+one) would match that profile and tell its lead it created it:
 
-- a create that meets them while the PATCH is in flight waits ("in progress");
-- one that meets them after is that profile's duplicate, naming the identifier;
-- a PATCH that meets a create still at work on the identifier waits for it ("in progress");
-  one that meets a profile recorded for it goes ahead, and Klaviyo's 409 names the holder.
+- **An update's PATCH that adds an identifier** (Update and Upsert Profile) takes it in the
+  ledger first, under the request's own owner (with ``OWNER_SUFFIX``: the create an Upsert
+  tried first keeps its own record), and records the profile as its holder once Klaviyo
+  answered. A create that meets it while the PATCH is on its way waits; one that meets it after
+  is that profile's duplicate. A PATCH that meets a create still at work on the identifier
+  waits for it; one that meets a profile recorded for it goes ahead (Klaviyo's 409 names it).
+- **A subscribe or unsubscribe job, or an event**, makes the profile it does not find, later
+  (Klaviyo applies them after its 202). Its identifiers are marked first (``touch``: a batch
+  that reads the mark sends that lead one by one, where Klaviyo's 409 and the request's mark
+  decide), and then the write waits while a create is still at work on one of them.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from klaviyo_leads.actions.create.identity import IDENTIFIERS, Person, in_progress, normalised
+from klaviyo_leads.actions.create.identity import (
+    IDENTIFIERS,
+    Person,
+    identity_key,
+    in_progress,
+    normalised,
+)
 from klaviyo_leads.actions.create.one import Attempt, hold_seconds, owner_of, record_unavailable
 from klaviyo_leads.aws.ledger_records import HoldLost, LedgerUnavailable, Record
 from klaviyo_leads.context import Context
+from klaviyo_leads.outcomes import Result
 
 OWNER_SUFFIX = "#update"
+# How long after Klaviyo accepts a subscribe or unsubscribe job, or an event, it may still make
+# a profile (it applies them later; not documented: a generous assumption, see the docs).
+SIDE_EFFECT_SECONDS = 600.0
 
 
 def added(profile: dict[str, Any], attributes: dict[str, Any]) -> Person:
@@ -77,3 +89,45 @@ def hold_added(ctx: Context, profile: dict[str, Any], attributes: dict[str, Any]
     except LedgerUnavailable:
         raise record_unavailable() from None
     return attempt
+
+
+# -- profiles made on the side ---------------------------------------------------------------
+
+
+def touch(ctx: Context, values: list[tuple[str, str | None]]) -> bool:
+    """A write about to go out may make a profile for these identifiers as a side effect: a
+    queued batch's import must not take that profile for its own create (``batch``). False
+    when the mark could not be kept."""
+    keys = [identity_key(name, value) for name, value in values if value]
+    if ctx.ledger is None or not keys:
+        return True
+    return bool(ctx.ledger.touch(keys, SIDE_EFFECT_SECONDS + ctx.settings.search_settle_seconds))
+
+
+def hold_back(ctx: Context, people: dict[int, list[tuple[str, str | None]]]) -> dict[int, Result]:
+    """Each lead's identifiers marked (``touch``); the leads that must not go out yet, each
+    with its result: "in progress" while a create is at work on one of its identifiers, "records
+    unavailable" when the mark or the look could not be made.
+
+    Marked first, looked after: a batch takes its records, then reads the marks; a write marks,
+    then reads the records. Whichever comes second sees the first: the batch sends the lead
+    one by one, or the write waits until the batch's import is done."""
+    keys = {
+        lead: [identity_key(name, value) for name, value in values if value]
+        for lead, values in people.items()
+    }
+    every = [key for lead_keys in keys.values() for key in lead_keys]
+    if ctx.ledger is None or not every:
+        return {}
+    try:
+        if not ctx.ledger.touch(every, SIDE_EFFECT_SECONDS + ctx.settings.search_settle_seconds):
+            raise LedgerUnavailable("mark not kept")
+        creating = ctx.ledger.creating(every)
+    except LedgerUnavailable:
+        return {lead: record_unavailable() for lead, lead_keys in keys.items() if lead_keys}
+    now = ctx.wall()
+    return {
+        lead: in_progress(ctx, None, now)
+        for lead, lead_keys in keys.items()
+        if creating.intersection(lead_keys)
+    }

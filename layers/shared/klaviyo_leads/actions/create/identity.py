@@ -230,22 +230,3 @@ def verdict(ctx: Context, person: Person, holders: tuple[Holder, ...], now: floa
         return Verdict(in_progress(ctx, until, now))
     jobs = tuple(h for h in ordered if h.record and h.record.job_ref)
     return Verdict(abandoned=tuple(ordered), jobs=jobs)
-
-
-# -- profiles made on the side -------------------------------------------------------------------
-
-# How long after Klaviyo accepts a subscribe or unsubscribe job, or an event, it may still make
-# a profile (it applies them later; not documented: a generous assumption, see the docs).
-SIDE_EFFECT_SECONDS = 600.0
-
-
-def touch(ctx: Context, values: list[tuple[str, str | None]]) -> None:
-    """A write about to go out may make a profile for these identifiers as a side effect: a
-    queued batch's import must not take that profile for its own create (``batch``).
-    Best effort: the write goes out either way."""
-    if ctx.ledger is None:
-        return
-    keys = [identity_key(name, value) for name, value in values if value]
-    if keys:
-        seconds = SIDE_EFFECT_SECONDS + ctx.settings.search_settle_seconds
-        ctx.ledger.touch(keys, seconds)

@@ -10,7 +10,7 @@ from datetime import datetime
 from typing import Any
 
 from klaviyo_leads import outcomes
-from klaviyo_leads.actions.create.identity import touch
+from klaviyo_leads.actions.create.adding import hold_back
 from klaviyo_leads.actions.lookup import Group
 from klaviyo_leads.context import Context
 from klaviyo_leads.outcomes import KlaviyoError, Result, from_klaviyo_answer, unknown_target
@@ -144,12 +144,17 @@ def send_jobs(ctx: Context, items: list[Item], results: Results) -> None:
 
 def send_all(ctx: Context, items: list[Item], sink: Sink) -> None:
     """Every item (one kind, list and source) in as few jobs as allowed. A job makes the
-    profiles it does not find: the identifiers are marked as touched first."""
+    profiles it does not find: the identifiers are marked as touched first, and a lead whose
+    person a create is still making waits for it (its import would take the job's profile
+    for its own)."""
     size = items[0][1].jobs.max_profiles if items else 1
     for start in range(0, len(items), size):
         chunk = items[start : start + size]
-        touch(ctx, [pair for _, s in chunk for pair in (("email", s.email), _phone_of(s))])
-        _send(ctx, chunk, sink)
+        held = hold_back(ctx, {index: [("email", s.email), _phone_of(s)] for index, s in chunk})
+        for index, result in held.items():
+            sink.results[index] = result
+        if going := [(index, s) for index, s in chunk if index not in held]:
+            _send(ctx, going, sink)
 
 
 def _phone_of(subscription: Subscription) -> tuple[str, str | None]:
