@@ -12,6 +12,11 @@ whatever the simulation draws while it runs (``random()``: ids, jitter, lost ans
 choices therefore do not shift when another task is added or dropped, which is what lets a
 failing scenario be shrunk without losing its failure.
 
+The scheduler has no thread of its own while tasks run: a task that reaches a point picks
+the next task itself and hands the turn straight to it (or just goes on, when it is its own
+pick), so a step costs one thread switch at most, not two. The caller of ``run`` waits until
+no task is left (or the run stalls) and is handed the turn back then.
+
 A task can be killed: at its next scheduling point it raises ``Killed`` (a ``BaseException``,
 so no ``except Exception`` in the code under test stops it), and every scheduling point it
 reaches afterwards (a ``finally`` that would write) raises again: a killed process does
@@ -27,6 +32,15 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
+
+
+def _held() -> threading.Lock:
+    """A lock taken at birth: one thread waits on it until another hands it over by releasing
+    it (a plain lock, not an ``Event``: the hand-over is every scheduling point, and a lock's
+    hand-over costs a fraction of an event's)."""
+    lock = threading.Lock()
+    lock.acquire()
+    return lock
 
 
 class Killed(BaseException):
@@ -45,7 +59,7 @@ class Task:
     killed: bool = False
     done: bool = False
     error: BaseException | None = None
-    go: threading.Event = field(default_factory=threading.Event)
+    go: threading.Lock = field(default_factory=_held)  # released: the task may run
     thread: threading.Thread | None = None
     rng: random.Random = field(default_factory=random.Random)
     priority: float = 0.0
@@ -63,13 +77,16 @@ class Scheduler:
         self._ready: list[Task] = []
         self._sleeping: list[tuple[float, int, Task]] = []
         self._order = itertools.count()
-        self._back = threading.Event()
+        self._back = _held()  # released by the running task when it hands back
         self._current: Task | None = None
         self._local = threading.local()
         self.tasks: list[Task] = []
         self.trace: list[str] = []
         self.tracing = False
         self.on_point: Callable[[Task, str], None] | None = None
+        self._until: float | None = None  # the running ``run``'s limit on the clock
+        self._stalled: Stalled | None = None  # why the running ``run`` stopped early
+        self._closing = False
 
     # -- tasks -------------------------------------------------------------------------------
 
@@ -127,9 +144,10 @@ class Scheduler:
         self._switch_out(task)
 
     def _switch_out(self, task: Task) -> None:
-        self._back.set()
-        task.go.wait()
-        task.go.clear()
+        chosen = self._next()
+        if chosen is not task:  # its own pick: it just goes on, no thread switch at all
+            self._hand_to(chosen)
+            task.go.acquire()
         if task.killed:
             raise Killed("resumed")
 
@@ -137,32 +155,49 @@ class Scheduler:
 
     def run(self, until: float | None = None) -> None:
         """Run until every task is done (or ``until`` seconds have passed on the clock)."""
+        self._until = until
+        self._stalled = None
+        chosen = self._next()
+        if chosen is not None:
+            self._hand_to(chosen)
+            self._back.acquire()  # handed back when no task is left to run, or it stalled
+        if self._stalled is not None:
+            raise self._stalled
+
+    def _next(self) -> Task | None:
+        """The task that runs next, the clock moved on to its wake-up if none is ready; None
+        when every task is done or the run stalled (``_stalled`` says which). Runs on whichever
+        thread gives up the turn."""
+        if self._closing:
+            return None  # close() resumes each task itself, one at a time
         while True:
             if not self._ready:
                 if not self._sleeping:
-                    return
+                    return None
                 wake = self._sleeping[0][0]
-                if until is not None and wake > self.start + until:
-                    raise Stalled(f"tasks still waiting after {until:g} s")
+                if self._until is not None and wake > self.start + self._until:
+                    self._stalled = Stalled(f"tasks still waiting after {self._until:g} s")
+                    return None
                 self.now = max(self.now, wake)
                 while self._sleeping and self._sleeping[0][0] <= self.now:
                     self._make_ready(heapq.heappop(self._sleeping)[2])
                 continue
             self.steps += 1
             if self.steps > self.max_steps:
-                raise Stalled(f"more than {self.max_steps} steps")
+                self._stalled = Stalled(f"more than {self.max_steps} steps")
+                return None
             index = min(range(len(self._ready)), key=lambda i: self._ready[i].priority)
-            task = self._ready.pop(index)
-            self._resume(task)
+            return self._ready.pop(index)
 
-    def _resume(self, task: Task) -> None:
-        self._back.clear()
-        if task.thread is None:
+    def _hand_to(self, task: Task | None) -> None:
+        """Let ``task`` run (None: hand the turn back to the caller of ``run`` or ``close``)."""
+        if task is None:
+            self._back.release()
+        elif task.thread is None:
             task.thread = threading.Thread(target=self._body, args=(task,), daemon=True)
             task.thread.start()
         else:
-            task.go.set()
-        self._back.wait()
+            task.go.release()
 
     def _body(self, task: Task) -> None:
         self._local.task = task
@@ -176,10 +211,11 @@ class Scheduler:
             task.error = exc
         finally:
             task.done = True
-            self._back.set()
+            self._hand_to(self._next())
 
     def close(self) -> None:
         """Let every task still parked at a point end (killed), so no thread is left behind."""
+        self._closing = True
         for _, _, task in self._sleeping:
             self._ready.append(task)
         self._sleeping.clear()
@@ -187,4 +223,5 @@ class Scheduler:
             task = self._ready.pop()
             task.killed = True
             if task.thread is not None and not task.done:
-                self._resume(task)
+                self._hand_to(task)
+                self._back.acquire()

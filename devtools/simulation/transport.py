@@ -7,6 +7,11 @@ is sent, and its answer comes back half its latency later (each half a point whe
 run). A fault the simulation draws for the call plays as Klaviyo or the network would:
 refused before Klaviyo sees it, a 429 (any ``Retry-After``) or a 503 instead of the work, or
 the work done and then the answer lost, replaced by a 503, or unreadable.
+
+The request reaches the application as werkzeug's test client would send it (the same
+environ, from the same builder), but without the client: its cookie jar, request object and
+redirect handling cost more than the environ itself, and none of them did anything here: the
+emulator sets no cookie, and the test client followed no redirect.
 """
 
 from __future__ import annotations
@@ -18,7 +23,8 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from urllib3.exceptions import NewConnectionError, ProtocolError
-from werkzeug.test import Client
+from werkzeug.test import EnvironBuilder, run_wsgi_app
+from werkzeug.wrappers import Response
 
 from devtools.klaviyo_emulator import Fault, KlaviyoEmulator
 
@@ -44,7 +50,6 @@ class InProcessKlaviyo:
         latency: Callable[[], float],
         fault_for: Callable[[str, str], str | None],
     ) -> None:
-        self._client = Client(emulator.wsgi_app)
         self._emulator = emulator
         self._point = point
         self._sleep = sleep
@@ -69,13 +74,7 @@ class InProcessKlaviyo:
         if fault is not None and fault != "unreadable":
             self._emulator.faults.add(_emulator_fault(method, split.path, fault))
         try:
-            response = self._client.open(
-                split.path,
-                method=method,
-                query_string=split.query,
-                data=body,
-                headers=headers or {},
-            )
+            response = _answer(self._emulator, method, split.path, split.query, body, headers)
         except ConnectionError:  # the emulator dropped the connection: the answer is lost
             self._sleep(latency / 2)
             raise ProtocolError("simulated: connection lost before the answer") from None
@@ -84,6 +83,23 @@ class InProcessKlaviyo:
         if fault == "unreadable" and 200 <= response.status_code < 300:
             data = b"<html><body>Bad gateway</body></html>"  # the work done, its answer garbled
         return Answer(response.status_code, dict(response.headers.items()), data)
+
+
+def _answer(
+    emulator: KlaviyoEmulator,
+    method: str,
+    path: str,
+    query: str,
+    body: bytes | None,
+    headers: dict[str, str] | None,
+) -> Response:
+    """The emulator's answer to the request, as ``werkzeug.test.Client.open`` would return it."""
+    builder = EnvironBuilder(path, method=method, query_string=query, data=body, headers=headers)
+    try:
+        environ = builder.get_environ()
+    finally:
+        builder.close()
+    return Response(*run_wsgi_app(emulator.wsgi_app, environ))
 
 
 def _emulator_fault(method: str, path: str, kind: str) -> Fault:
