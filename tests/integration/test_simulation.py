@@ -66,6 +66,11 @@ LONG_RUN_SEEDS: dict[int, tuple[str, str | None]] = {
         "answered in progress until its caller gave up (its own record stayed superseded)",
         None,
     ),
+    34351: (
+        "the same as 5944 without any DynamoDB fault: a keyed webhook create whose record was "
+        "taken over, retried until its caller gave up on a 502",
+        None,
+    ),
     10693: ("an Upsert's PATCH added a phone a queued import then matched", "update holds nothing"),
     22867: ("an Upsert's PATCH added a phone a queued import then matched", "update holds nothing"),
 }
