@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import tempfile
 import time
 from collections.abc import Iterator
@@ -23,8 +25,9 @@ from klaviyo_leads.runtime import Processed, Runtime
 pytest_plugins = ["devtools.klaviyo_emulator.pytest_fixtures"]
 
 # The local runner's trail mirror (devtools.trail), away from a developer's own .tools/trail;
-# one per test process (the runners it starts inherit it).
+# one per test process (the runners it starts inherit it), removed when the process ends.
 os.environ["LOCAL_TRAIL_DIR"] = tempfile.mkdtemp(prefix="lead-trail-")
+atexit.register(shutil.rmtree, os.environ["LOCAL_TRAIL_DIR"], ignore_errors=True)
 
 ROOT = Path(__file__).resolve().parents[1]
 API_KEY = "pk_test_emulator"
