@@ -273,6 +273,9 @@ class _DynamoDB(MemoryDynamoDB):
     def transact_write_items(self, **params: Any) -> dict:
         return self._call("TransactWriteItems", super().transact_write_items, params)
 
+    def batch_get_item(self, **params: Any) -> dict:
+        return self._call("BatchGetItem", super().batch_get_item, params)
+
 
 def injected(service: str, operation: str, when: str = "before") -> Exception:
     """The error a failed AWS call raises: what botocore raises for a 5xx; for a message

@@ -291,3 +291,128 @@ def test_a_write_that_makes_a_profile_on_the_side_waits_for_a_create_on_its_way(
     assert [p["id"] for p in profiles_with(klaviyo_emulator, email="b@example.com")] == [
         results[0].fields["id"]
     ]
+
+
+def test_a_subscribe_while_the_batchs_hold_ran_out_sends_the_lead_one_by_one(
+    runtime, klaviyo_emulator, monkeypatch, sleeps
+):
+    """The batch waited past its hold (a slow earlier job, 429s) between its look and its
+    import; a subscribe for one of its leads saw no running hold and went out, and Klaviyo made
+    the profile. The batch reads the marks again once its records are renewed: that lead goes
+    one by one, where Klaviyo's 409 names the subscribe's profile. Invariant: no lead is told
+    it created a profile its own write did not make."""
+    from klaviyo_leads.actions import imports
+
+    klaviyo_emulator.create_list("Leads", list_id="L1", opt_in="single")
+    subscribed: list[dict] = []
+    run_job = imports.run
+
+    def hold_runs_out_then_a_subscribe(*args, **kwargs):
+        if not subscribed:
+            sleeps.elapsed += 60 + CLOCK_TOLERANCE_SECONDS + 1
+            lead = {"email": "b@example.com", "klaviyo.list_id": "L1"}
+            subscribed.append(
+                runtime.process(
+                    ACTIONS["subscribe_profile_to_list"],
+                    lead,
+                    remaining_seconds=None,
+                    origin_id="s-1",
+                ).fields
+            )
+        return run_job(*args, **kwargs)
+
+    monkeypatch.setattr(imports, "run", hold_runs_out_then_a_subscribe)
+    results = _queued_creates(runtime, {"email": "b@example.com"})
+    (made_by_subscribe,) = profiles_with(klaviyo_emulator, email="b@example.com")
+    assert subscribed[0]["outcome"] == "success"
+    told = results[0].fields
+    assert (told["outcome"], told["id"]) == ("failure", made_by_subscribe["id"])
+    assert told["reason"] == "A profile with this email already exists"
+    assert [r.fields["outcome"] for r in results[1:]] == ["success"] * 9
+
+
+def test_a_batched_subscribe_held_back_comes_back_later_with_each_delivery(runtime):
+    """A lead of a queued Subscribe batch meets a create at work on its email: it waits, and
+    the more often it came, the longer (a queue has five deliveries to outwait a create)."""
+    from klaviyo_leads.actions.create.identity import CLAIM_BACKOFF, CLAIM_RETRY_SECONDS
+
+    runtime.ledger.take(Person(email="held@example.com").identities(), "creator", "t0", 60)
+    leads = [{"email": "held@example.com"}] + [{"email": f"s-{i}@example.com"} for i in range(9)]
+    waits = []
+    for delivery in (1, 2):
+        results = runtime.process_batch(
+            ACTIONS["subscribe_profile_to_list"],
+            leads,
+            remaining_seconds=300,
+            correlation_ids=[f"m-{i}" for i in range(10)],
+            deliveries=[Delivery(count=delivery)] * 10,
+        )
+        held = results[0].result
+        assert "Another request is creating" in held.reason
+        waits.append(held.retry_after)
+    assert waits == [CLAIM_RETRY_SECONDS, CLAIM_RETRY_SECONDS * CLAIM_BACKOFF]
+
+
+@pytest.mark.parametrize(
+    "fault, kept",
+    [
+        (None, False),  # Klaviyo's 409: another profile holds the phone; released
+        (Fault(operation_id="update_profile", status=400), False),  # refused: released
+        (Fault(operation_id="update_profile", status=503, after=True, times=None), True),  # unknown
+    ],
+    ids=["409", "400", "503 after the write"],
+)
+def test_a_patch_that_did_not_take_lets_go_of_what_it_held(runtime, klaviyo_emulator, fault, kept):
+    """Invariant: a PATCH Klaviyo refused leaves no record of what it would have added (a
+    create with that phone is not held up); one whose outcome is unknown leaves its record,
+    its hold ended, so a create looks behind it once the search has settled."""
+    from klaviyo_leads.actions.create.adding import OWNER_SUFFIX
+
+    klaviyo_emulator.create_profile(email="a@example.com")
+    if fault is None:
+        klaviyo_emulator.create_profile(email="other@example.com", phone_number="+12125550100")
+    else:
+        klaviyo_emulator.faults.add(fault)
+    told = runtime.process(
+        ACTIONS["update_profile"],
+        {"email": "a@example.com", "phone_1": "+12125550100"},
+        remaining_seconds=None,
+        origin_id="u-1",
+    ).fields
+    assert told["outcome"] != "success"
+    record = runtime.ledger.record_of("u-1" + OWNER_SUFFIX)
+    if kept:
+        assert record is not None and record.wrote and not record.running(runtime.ledger.clock())
+    else:
+        assert record is None
+
+
+@pytest.mark.parametrize("left_unprocessed, sent", [(1, True), (99, False)])
+def test_a_subscribe_is_sent_only_once_its_marks_are_kept(
+    runtime, klaviyo_emulator, left_unprocessed, sent
+):
+    """DynamoDB left the marks unprocessed (throttling): asked again, they are kept and the job
+    goes out; left unprocessed however often asked, the job is not sent (a batch could not see
+    it) and the lead is told to come back."""
+    klaviyo_emulator.create_list("Leads", list_id="L1", opt_in="single")
+    client = runtime.ledger.client
+    write = client.batch_write_item
+    refusals = iter(range(left_unprocessed))
+
+    def throttled(**request):
+        if next(refusals, None) is not None:
+            return {"UnprocessedItems": request["RequestItems"]}
+        return write(**request)
+
+    client.batch_write_item = throttled
+    try:
+        told = runtime.process(
+            ACTIONS["subscribe_profile_to_list"],
+            {"email": "b@example.com", "klaviyo.list_id": "L1"},
+            remaining_seconds=None,
+        ).fields
+    finally:
+        del client.batch_write_item
+    assert klaviyo_emulator.calls("bulk_subscribe_profiles") == (1 if sent else 0)
+    if not sent:
+        assert told["outcome"] == "error" and "could not be reached" in told["reason"]

@@ -146,20 +146,32 @@ def test_job_references_are_kept_for_a_redelivery(ledger):
 
 def test_creating_names_the_identifiers_of_creates_still_at_work_only(ledger):
     """What a write that may make a profile on the side waits for: a running hold without a
-    profile; not one that made its profile, nor one whose hold ran out, nor a released one."""
+    profile, or a record whose import job may still run; not one that made its profile, nor
+    one whose hold ran out without a job, nor a released one."""
     clock = ledger.clock
     at_work = ledger.take(A_P.identities(), "one", "t1", 60).mine
     done = ledger.take(R.identities(), "two", "t2", 60).mine
     assert at_work is not None and done is not None
     ledger.created(done, "PROFILE")
     asked = [*A_P.identities(), *R.identities(), *B.identities()]
-    assert ledger.creating(asked) == set(A_P.identities())
+    assert set(ledger.creating(asked)) == set(A_P.identities())
+    assert {r.owner for r in ledger.creating(asked).values()} == {"one"}
     clock.now += 60 + CLOCK_TOLERANCE_SECONDS + 1  # its attempt died holding them
-    assert ledger.creating(asked) == set()
+    assert ledger.creating(asked) == {}
     again = ledger.take(B.identities(), "three", "t3", 60).mine
-    assert ledger.creating(asked) == set(B.identities())
+    assert set(ledger.creating(asked)) == set(B.identities())
     ledger.release(again)
-    assert ledger.creating(asked) == set()
+    assert ledger.creating(asked) == {}
+
+
+def test_a_record_whose_import_job_may_run_is_creating_after_its_attempt_ended(ledger):
+    """A batch's job still queued at Klaviyo when its attempt ended (the record paused): a
+    subscribe job applied first would make the profile the import then takes for its own."""
+    record = ledger.take(B.identities(), "batch-lead", "t1", 60).mine
+    record = ledger.renew(record, 60, writing=True, job_ref="job-ref-1")
+    ledger.pause(record)
+    (holder,) = ledger.creating(B.identities()).values()
+    assert holder.job_ref == "job-ref-1" and not holder.running(ledger.clock())
 
 
 def test_a_mark_lasts_its_seconds_with_the_clocks_tolerance(ledger):

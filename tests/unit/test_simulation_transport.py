@@ -65,3 +65,19 @@ def test_each_answer_is_the_test_clients(monkeypatch: pytest.MonkeyPatch) -> Non
             dict(expected.headers.items()),
             expected.get_data(),
         ), target
+
+
+def test_every_dynamodb_operation_is_a_point_where_the_simulation_may_switch_or_fail() -> None:
+    """A call the simulated table answered without a scheduling point would run atomically
+    with what came before it: an ordering the fleet never guarantees, and no fault there."""
+    from devtools.memory_dynamodb import MemoryDynamoDB
+    from devtools.simulation.aws import _DynamoDB
+
+    setting_up = {"create_table", "ensure_table", "items"}
+    operations = {
+        name
+        for name, member in vars(MemoryDynamoDB).items()
+        if callable(member) and not name.startswith("_") and name not in setting_up
+    }
+    assert "batch_get_item" in operations
+    assert operations <= set(vars(_DynamoDB))

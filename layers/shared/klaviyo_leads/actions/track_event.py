@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -55,6 +55,7 @@ class Event:
     # A historical event: Klaviyo records it without starting flows (``backfill``, since
     # revision 2026-07-15).
     backfill: bool = False
+    delivery: int = 1  # the lead's delivery: a lead held back comes back later each time
 
     def attributes(self) -> dict[str, Any]:
         attributes: dict[str, Any] = {
@@ -96,7 +97,16 @@ def prepare(ctx: Context, lead: Lead) -> Event:
     if time is not None and not EARLIEST <= time <= datetime.now(UTC) + LATEST_AHEAD:
         raise outcomes.EVENT_TIME_OUT_OF_RANGE(earliest=EARLIEST.year)
     unique_id = lead.unique_id() or ctx.origin_id
-    return Event(metric, profile, properties, lead.event_value(), time, unique_id, lead.backfill())
+    return Event(
+        metric,
+        profile,
+        properties,
+        lead.event_value(),
+        time,
+        unique_id,
+        lead.backfill(),
+        delivery=ctx.delivery,
+    )
 
 
 def _check_limits(properties: dict[str, Any]) -> None:
@@ -124,7 +134,7 @@ def _walk(value: Any, depth: int) -> Iterator[tuple[Any, int]]:
 def track_event(ctx: Context, lead: Lead) -> Result:
     """Record a metric event on the lead's profile (Klaviyo creates the profile if needed)."""
     event = prepare(ctx, lead)
-    for held in hold_back(ctx, {0: [event.identifier()]}).values():
+    for held in hold_back(ctx, {0: [event.identifier()]}, {0: event.delivery}).values():
         raise held  # a create's import on its way would take the event's profile for its own
     return _create(ctx, event)
 
@@ -167,7 +177,7 @@ def record(ctx: Context, items: list[Item], results: Results) -> None:
         results[index] = problem
 
 
-def send_jobs(ctx: Context, items: list[Item], results: Results) -> None:
+def send_jobs(ctx: Context, items: list[Item], results: Results, marked: bool = False) -> None:
     """Up to 1,000 events to a bulk job, grouped by profile; one result per lead.
 
     A job must not repeat an event (same metric, profile and unique id): Klaviyo would refuse
@@ -186,11 +196,12 @@ def send_jobs(ctx: Context, items: list[Item], results: Results) -> None:
             continue
         seen.add(repeat_key)
         unique.append((index, event))
-    touch(ctx, [event.identifier() for _, event in unique])
+    if not marked:  # evidence events (Track Event's own batch marked them as it held back)
+        touch(ctx, [event.identifier() for _, event in unique])
     for chunk in chunks(unique):
         _send(ctx, chunk, results)
     if later:
-        send_jobs(ctx, later, results)
+        send_jobs(ctx, later, results, marked=True)
 
 
 def chunks(items: list[Item]) -> Iterator[list[Item]]:
@@ -282,14 +293,18 @@ def track_event_batch(batch: Batch) -> None:
     """Bulk event jobs of up to 1,000 events; a retried lead keeps its message id as key."""
     items: list[tuple[int, Event]] = []
     for index, lead in batch.leads.items():
-        ctx = replace(batch.ctx, origin_id=batch.origins[index])
         try:
-            items.append((index, prepare(ctx, lead)))
+            items.append((index, prepare(batch.lead_ctx(index), lead)))
         except Result as problem:
             batch.fail(index, problem)
     # A lead whose person a create is still making waits for it (its import would take the
     # event's profile for its own); the rest are marked, and the jobs mark them again.
-    held = hold_back(batch.ctx, {index: [event.identifier()] for index, event in items})
+    held = hold_back(
+        batch.ctx,
+        {index: [event.identifier()] for index, event in items},
+        {index: event.delivery for index, event in items},
+    )
     for index, result in held.items():
         batch.fail(index, result)
-    send_jobs(batch.ctx, [item for item in items if item[0] not in held], batch.results)
+    going = [item for item in items if item[0] not in held]
+    send_jobs(batch.ctx, going, batch.results, marked=True)

@@ -48,17 +48,18 @@ def patch(ctx: Context, profile: dict[str, Any], attributes: dict[str, Any]) -> 
             query=WITH_SUBSCRIPTIONS,
             body={"data": {"type": "profile", "id": profile_id, "attributes": attributes}},
             handled=(404, 409),
+            before_send=hold.renew if hold else None,
         )
-    except BaseException:
-        if hold is not None:
-            hold.end()  # unsure what the PATCH did: others look behind it once settled
-        raise
+    except BaseException as problem:
+        if hold is None:
+            raise
+        raise hold.failed(problem) from None
     if response.status == 200:
         if hold is not None:
-            hold.own({"id": profile_id})
+            hold.took(profile_id)
         return success(resource(response))
     if hold is not None:
-        hold.ledger.release(hold.record)  # refused: the profile holds nothing new
+        hold.refused()
     if response.status == 404:
         raise outcomes.NO_PROFILE(errors=response.errors)
     current = profile.get("attributes") or {}

@@ -16,7 +16,8 @@ requests that share any identifier meet on it, whichever they carry first. The r
 Times are each container's own clock. They are compared across containers only with
 ``CLOCK_TOLERANCE_SECONDS`` to spare: a hold counts as running until that long after it ends.
 
-The rules for what a record means to a lead are in ``actions.create.identity``; this module
+The rules for what a record means to a lead are in ``actions.create.identity`` (and, for
+writes other than a create, ``actions.create.adding``); this module
 only keeps records, atomically. Every failure to reach the table raises ``LedgerUnavailable``:
 a create must not go ahead without its record.
 """

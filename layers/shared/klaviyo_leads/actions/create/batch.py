@@ -15,10 +15,13 @@ the ledger kept every other request off its identifiers since).
 - A lead known by its external id alone goes one by one: Klaviyo would give a second import
   of it a second profile, and only the one-lead path can wait out the search for a lost write.
 
+- A lead a subscribe, unsubscribe or event may be making a profile for (its identifiers
+  marked: ``create.adding``) goes one by one, whether marked before the batch looked or before
+  its import goes out (the marks are read again, after the records are renewed for it).
+
 What this path assumes beyond the one-lead path: no profile for a lead's email, phone number or
-external id is made outside the ledger (by another integration, or as a side effect of
-Subscribe, Unsubscribe or Track Event) within the search's settle time before the batch looks;
-the job would match it, and the lead be reported created.
+external id is made outside the bundle (another integration) between the batch's look and its
+job; the job would match it, and the lead be reported created.
 """
 
 from __future__ import annotations
@@ -64,6 +67,15 @@ class _RecordsLost(Exception):
         self.indexes = indexes
 
 
+class _Touched(Exception):
+    """Leads a subscribe, unsubscribe or event marked since the batch last looked: they go one
+    by one (the write on the side, marked first, did not see the batch's hold)."""
+
+    def __init__(self, indexes: set[int]) -> None:
+        super().__init__(f"{len(indexes)} leads touched")
+        self.indexes = indexes
+
+
 def create_all(batch: Batch, wanted: dict[int, dict[str, Any]]) -> None:
     """Each lead's result in ``batch.results``; every created profile recorded. A lead that
     cannot be imported goes the one-lead way of the batch's action (Create or Upsert
@@ -82,7 +94,7 @@ def create_all(batch: Batch, wanted: dict[int, dict[str, Any]]) -> None:
             batch.results[index] = answer
             del leads[index]
     _drop_existing(batch, leads)
-    _import(batch, leads)
+    alone += _import(batch, leads)
     for index, first in waiting.items():
         made = batch.results[first]
         if made is not None and made.outcome is Outcome.SUCCESS and made.profile:
@@ -182,31 +194,38 @@ def _give_up(batch: Batch, lead: _Lead, result: Result) -> None:
     batch.fail(lead.index, result)
 
 
-def _import(batch: Batch, leads: dict[int, _Lead]) -> None:
+def _import(batch: Batch, leads: dict[int, _Lead]) -> list[int]:
     """One job (or more, by Klaviyo's limits) for the leads; every record renewed, with the
-    job's reference, right before each submission goes out. A lead whose record was taken
-    over meanwhile (its hold ran out while the batch waited) is held back, the rest sent."""
+    job's reference, right before each submission goes out, and the marks read again after.
+    A lead whose record was taken over meanwhile (its hold ran out while the batch waited) is
+    held back; one marked meanwhile is returned, to go one by one; the rest are sent."""
     ctx = batch.ctx
     job_ref = uuid.uuid4().hex
+    alone: list[int] = []
     for _ in range(MAX_SUBMISSIONS):
         order = list(leads)
         items = [{"type": "profile", "attributes": leads[i].attempt.attributes} for i in order]
         try:
             for job in imports.batches(items):
                 _run_job(batch, leads, [order[i] for i in job], job_ref)
-            return
+            return alone
         except _RecordsLost as lost:
             for index in lost.indexes:
                 lead = leads.pop(index)
                 batch.fail(index, in_progress(lead.attempt.ctx, None, ctx.wall()))
+        except _Touched as touched:
+            for index in touched.indexes:
+                leads.pop(index)
+                alone.append(index)
         except LedgerUnavailable:
             for index in list(leads):
                 _give_up(batch, leads.pop(index), record_unavailable())
-            return
+            return alone
     for index in list(leads):
         lead = leads.pop(index)
         lead.attempt.ledger.pause(lead.attempt.record)
         batch.fail(index, in_progress(lead.attempt.ctx, None, ctx.wall()))
+    return alone
 
 
 def _run_job(batch: Batch, leads: dict[int, _Lead], order: list[int], job_ref: str) -> None:
@@ -226,6 +245,14 @@ def _run_job(batch: Batch, leads: dict[int, _Lead], order: list[int], job_ref: s
                 lost.add(index)
         if lost:
             raise _RecordsLost(lost)
+        # Renewed first, read after: a write on the side that marked before this read is
+        # seen here; one that marks after it sees the renewed holds and waits.
+        mine = {i for index in order for i in leads[index].attempt.person.identities()}
+        touched = ledger.touched(mine)
+        if touched:
+            raise _Touched(
+                {i for i in order if touched & set(leads[i].attempt.person.identities())}
+            )
 
     items = [{"type": "profile", "attributes": leads[i].attempt.attributes} for i in order]
     try:

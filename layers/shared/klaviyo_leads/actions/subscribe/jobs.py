@@ -73,6 +73,7 @@ class Subscription:
     consented_at: datetime | None = None
     evidence: Mapping[str, str] = field(default_factory=dict)
     origin: str | None = None  # what the lead arrived as: its job is remembered by it
+    delivery: int = 1  # the lead's delivery: a lead held back comes back later each time
 
     @property
     def list_id(self) -> str | None:
@@ -150,7 +151,11 @@ def send_all(ctx: Context, items: list[Item], sink: Sink) -> None:
     size = items[0][1].jobs.max_profiles if items else 1
     for start in range(0, len(items), size):
         chunk = items[start : start + size]
-        held = hold_back(ctx, {index: [("email", s.email), _phone_of(s)] for index, s in chunk})
+        held = hold_back(
+            ctx,
+            {index: [("email", s.email), _phone_of(s)] for index, s in chunk},
+            {index: s.delivery for index, s in chunk},
+        )
         for index, result in held.items():
             sink.results[index] = result
         if going := [(index, s) for index, s in chunk if index not in held]:

@@ -80,6 +80,7 @@ def prepare(ctx: Context, lead: Lead) -> Subscription:
         consented_at=consented_at,
         evidence=proof,
         origin=ctx.origin_id,
+        delivery=ctx.delivery,
     )
 
 

@@ -52,7 +52,14 @@ def prepare_unsubscribe(ctx: Context, lead: Lead) -> Subscription:
         if not known[channel]:
             raise outcomes.CHANNEL_NEEDS(channel=channel, needs=CHANNEL_NEEDS[channel][1])
     return Subscription(
-        wanted, known.get("email"), known.get("sms"), None, group, None, jobs=UNSUBSCRIBE
+        wanted,
+        known.get("email"),
+        known.get("sms"),
+        None,
+        group,
+        None,
+        jobs=UNSUBSCRIBE,
+        delivery=ctx.delivery,
     )
 
 
@@ -122,7 +129,7 @@ def unsubscribe_profile_batch(batch: Batch) -> None:
     for index, lead in batch.leads.items():
         try:
             check_list_once(ctx, lead.list_id(), list_problems)
-            unsubscription = prepare_unsubscribe(ctx, lead)
+            unsubscription = prepare_unsubscribe(batch.lead_ctx(index), lead)
         except Result as problem:
             results[index] = problem
             continue
