@@ -128,6 +128,23 @@ def _queued_creates(runtime, first):
     )
 
 
+def before_the_import(monkeypatch, step):
+    """``step()`` once, between a queued batch's look and its import job (right before the
+    import's records are renewed and it goes out); its answer in the list returned."""
+    from klaviyo_leads.actions import imports
+
+    answers: list[dict] = []
+    run_job = imports.run
+
+    def step_then_import(*args, **kwargs):
+        if not answers:
+            answers.append(step())
+        return run_job(*args, **kwargs)
+
+    monkeypatch.setattr(imports, "run", step_then_import)
+    return answers
+
+
 class TestAPhoneAnUpdateAdds:
     """Lead 1 made profile A by email alone; an Upsert gives A a phone; a queued create with
     another email and that phone runs while the search still lags. Klaviyo's import would
@@ -160,31 +177,23 @@ class TestAPhoneAnUpdateAdds:
         self, runtime, klaviyo_emulator, monkeypatch
     ):
         """The batch holds the phone; the Upsert comes between its look-up and its import."""
-        from klaviyo_leads.actions import imports
-
         klaviyo_emulator.configure(search_lag=8.0)
         first = create(runtime, {"email": "a@example.com"}, "webhook-1")
         upsert_lead = {"email": "a@example.com", "phone_1": "+12125550100"}
-        during: list[dict] = []
-        run_job = imports.run
-
-        def upsert_then_import(*args, **kwargs):
-            if not during:
-                during.append(
-                    runtime.process(
-                        UPSERT, upsert_lead, remaining_seconds=None, origin_id="upsert-1"
-                    ).fields
-                )
-            return run_job(*args, **kwargs)
-
-        monkeypatch.setattr(imports, "run", upsert_then_import)
+        during = before_the_import(
+            monkeypatch,
+            lambda: (
+                runtime.process(
+                    UPSERT, upsert_lead, remaining_seconds=None, origin_id="upsert-1"
+                ).fields
+            ),
+        )
         results = _queued_creates(runtime, self.LEAD)
         told = results[0].fields
         (waited,) = during
         assert waited["outcome"] == "error" and "Another request is creating" in waited["reason"]
         assert told["outcome"] == "success" and told["id"] != first["id"]
         assert profiles_with(klaviyo_emulator, phone_number="+12125550100")[0]["id"] == told["id"]
-        monkeypatch.setattr(imports, "run", run_job)
         again = runtime.process(
             UPSERT, upsert_lead, remaining_seconds=None, origin_id="upsert-1", delivery=2
         ).fields
@@ -262,28 +271,18 @@ def test_a_write_that_makes_a_profile_on_the_side_waits_for_a_create_on_its_way(
     makes the one it does not find) and the import would match it: the lead told it created
     a profile the job made. Invariant: the side write waits ("in progress") while the create
     is at work, and goes out once it is done."""
-    from klaviyo_leads.actions import imports
-
     klaviyo_emulator.create_list("Leads", list_id="L1", opt_in="single")
     lead = {"email": "b@example.com", **side_lead}
-    during: list[dict] = []
-    run_job = imports.run
-
-    def side_write_then_import(*args, **kwargs):
-        if not during:
-            during.append(
-                runtime.process(
-                    ACTIONS[action], lead, remaining_seconds=None, origin_id="s-1"
-                ).fields
-            )
-        return run_job(*args, **kwargs)
-
-    monkeypatch.setattr(imports, "run", side_write_then_import)
+    during = before_the_import(
+        monkeypatch,
+        lambda: (
+            runtime.process(ACTIONS[action], lead, remaining_seconds=None, origin_id="s-1").fields
+        ),
+    )
     results = _queued_creates(runtime, {"email": "b@example.com"})
     (waited,) = during
     assert waited["outcome"] == "error" and "Another request is creating" in waited["reason"]
     assert results[0].fields["outcome"] == "success"
-    monkeypatch.setattr(imports, "run", run_job)
     again = runtime.process(
         ACTIONS[action], lead, remaining_seconds=None, origin_id="s-1", delivery=2
     ).fields
@@ -301,27 +300,15 @@ def test_a_subscribe_while_the_batchs_hold_ran_out_sends_the_lead_one_by_one(
     the profile. The batch reads the marks again once its records are renewed: that lead goes
     one by one, where Klaviyo's 409 names the subscribe's profile. Invariant: no lead is told
     it created a profile its own write did not make."""
-    from klaviyo_leads.actions import imports
-
     klaviyo_emulator.create_list("Leads", list_id="L1", opt_in="single")
-    subscribed: list[dict] = []
-    run_job = imports.run
+    lead = {"email": "b@example.com", "klaviyo.list_id": "L1"}
 
-    def hold_runs_out_then_a_subscribe(*args, **kwargs):
-        if not subscribed:
-            sleeps.elapsed += 60 + CLOCK_TOLERANCE_SECONDS + 1
-            lead = {"email": "b@example.com", "klaviyo.list_id": "L1"}
-            subscribed.append(
-                runtime.process(
-                    ACTIONS["subscribe_profile_to_list"],
-                    lead,
-                    remaining_seconds=None,
-                    origin_id="s-1",
-                ).fields
-            )
-        return run_job(*args, **kwargs)
+    def hold_runs_out_then_a_subscribe():
+        sleeps.elapsed += 60 + CLOCK_TOLERANCE_SECONDS + 1
+        subscribe = ACTIONS["subscribe_profile_to_list"]
+        return runtime.process(subscribe, lead, remaining_seconds=None, origin_id="s-1").fields
 
-    monkeypatch.setattr(imports, "run", hold_runs_out_then_a_subscribe)
+    subscribed = before_the_import(monkeypatch, hold_runs_out_then_a_subscribe)
     results = _queued_creates(runtime, {"email": "b@example.com"})
     (made_by_subscribe,) = profiles_with(klaviyo_emulator, email="b@example.com")
     assert subscribed[0]["outcome"] == "success"
@@ -416,3 +403,30 @@ def test_a_subscribe_is_sent_only_once_its_marks_are_kept(
     assert klaviyo_emulator.calls("bulk_subscribe_profiles") == (1 if sent else 0)
     if not sent:
         assert told["outcome"] == "error" and "could not be reached" in told["reason"]
+
+
+def test_a_patch_adding_a_phone_a_gone_request_held_waits_for_the_search_then_takes_it(
+    runtime, klaviyo_emulator, sleeps
+):
+    """A create that held the phone went away after its write (unsure what it made). An
+    Update that adds that phone waits until the search has had time to show what the create
+    wrote (a create meeting the phone then looks behind it), then takes the phone over and
+    records the patched profile as its holder. Invariant: a later create with the phone is
+    that profile's duplicate."""
+    from klaviyo_leads.actions.create.adding import OWNER_SUFFIX
+
+    ledger = runtime.ledger
+    phone = Person(phone_number="+12125550100")
+    gone = ledger.take(phone.identities(), "gone", "t0", 60).mine
+    ledger.pause(ledger.renew(gone, 60, writing=True))  # it wrote, then ended unsure
+    patched = klaviyo_emulator.create_profile(email="a@example.com")
+    lead = {"email": "a@example.com", "phone_1": "+12125550100"}
+    update = ACTIONS["update_profile"]
+    waited = runtime.process(update, lead, remaining_seconds=None, origin_id="u-1").fields
+    assert waited["outcome"] == "error" and "Another request is creating" in waited["reason"]
+    sleeps.elapsed += runtime.settings.search_settle_seconds + CLOCK_TOLERANCE_SECONDS + 1
+    done = runtime.process(update, lead, remaining_seconds=None, origin_id="u-1", delivery=2)
+    assert (done.fields["outcome"], done.fields["id"]) == ("success", patched)
+    assert ledger.record_of("u-1" + OWNER_SUFFIX).profile_id == patched
+    later = create(runtime, {"email": "b@example.com", "phone_1": "+12125550100"}, "c-1")
+    assert (later["outcome"], later["id"]) == ("failure", patched)

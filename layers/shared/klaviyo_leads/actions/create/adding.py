@@ -23,15 +23,14 @@ from dataclasses import replace
 from typing import Any
 
 from klaviyo_leads.actions.create.identity import (
-    IDENTIFIERS,
     Person,
     identity_key,
     in_progress,
-    normalised,
 )
 from klaviyo_leads.actions.create.one import (
     Attempt,
     hold_seconds,
+    let_go,
     owner_of,
     record_unavailable,
     settle_seconds,
@@ -53,18 +52,9 @@ SIDE_EFFECT_SECONDS = 600.0
 
 def added(profile: dict[str, Any], attributes: dict[str, Any]) -> Person:
     """The identifiers the attributes give the profile that it does not hold yet."""
-    held = profile.get("attributes") or {}
-    values = {
-        name: value
-        for name in IDENTIFIERS
-        if isinstance(value := attributes.get(name), str)
-        and value
-        and not (
-            isinstance(held.get(name), str)
-            and normalised(name, held[name]) == normalised(name, value)
-        )
-    }
-    return Person.of(values)
+    person = Person.of(attributes)
+    held = person.shares(profile)
+    return Person.of({name: value for name, value in person.values() if name not in held})
 
 
 class AddedHold:
@@ -122,11 +112,7 @@ def hold_added(
         return None
     owner = owner_of(ctx) + OWNER_SUFFIX
     try:
-        try:
-            taken = ledger.take(person.identities(), owner, ctx.attempt, hold_seconds(ctx))
-        except LedgerUnavailable:
-            ledger.pause(Record(owner, ctx.attempt, person.identities(), 0.0, 0.0))
-            raise
+        taken = ledger.take(person.identities(), owner, ctx.attempt, hold_seconds(ctx))
         if taken.mine is not None:
             return AddedHold(Attempt(ctx, person, attributes, owner, taken.mine))
         now = ledger.clock()
@@ -151,6 +137,7 @@ def hold_added(
             person.identities(), owner, ctx.attempt, hold_seconds(ctx), taken.others
         )
     except LedgerUnavailable:
+        let_go(ctx, person, owner)
         raise record_unavailable() from None
     if record is None:
         raise in_progress(ctx, None, ctx.wall())
@@ -167,7 +154,7 @@ def touch(ctx: Context, values: list[tuple[str, str | None]]) -> None:
     subscribe's consent evidence: the subscribe's job marked them)."""
     keys = [identity_key(name, value) for name, value in values if value]
     if ctx.ledger is not None and keys:
-        ctx.ledger.touch(keys, SIDE_EFFECT_SECONDS + ctx.settings.search_settle_seconds)
+        ctx.ledger.touch(keys, _mark_seconds(ctx))
 
 
 def hold_back(
@@ -195,7 +182,7 @@ def hold_back(
     held: dict[int, Result] = {}
     jobs_running: dict[str, bool] = {}
     try:
-        if not ledger.touch(every, SIDE_EFFECT_SECONDS + ctx.settings.search_settle_seconds):
+        if not ledger.touch(every, _mark_seconds(ctx)):
             raise LedgerUnavailable("marks not kept")
         creating = ledger.creating(every)
         now = ledger.clock()
@@ -213,6 +200,12 @@ def hold_back(
     except LedgerUnavailable:
         return {lead: record_unavailable() for lead, lead_keys in keys.items() if lead_keys}
     return held
+
+
+def _mark_seconds(ctx: Context) -> float:
+    """How long a mark lasts: the side write may make its profile that late, and the search
+    then take its settle time to show it."""
+    return SIDE_EFFECT_SECONDS + ctx.settings.search_settle_seconds
 
 
 def _updating(record: Record) -> bool:

@@ -61,19 +61,21 @@ class _Lead:
     index: int
 
 
-class _RecordsLost(Exception):
+class _HeldBack(Exception):
+    """Leads of a submission that must not go into its job (the rest are sent)."""
+
     def __init__(self, indexes: set[int]) -> None:
-        super().__init__(f"{len(indexes)} records lost")
+        super().__init__(f"{len(indexes)} leads held back")
         self.indexes = indexes
 
 
-class _Touched(Exception):
-    """Leads a subscribe, unsubscribe or event marked since the batch last looked: they go one
+class _RecordsLost(_HeldBack):
+    """Their records were taken over while the batch waited (their holds ran out)."""
+
+
+class _Touched(_HeldBack):
+    """A subscribe, unsubscribe or event marked them since the batch last looked: they go one
     by one (the write on the side, marked first, did not see the batch's hold)."""
-
-    def __init__(self, indexes: set[int]) -> None:
-        super().__init__(f"{len(indexes)} leads touched")
-        self.indexes = indexes
 
 
 def create_all(batch: Batch, wanted: dict[int, dict[str, Any]]) -> None:

@@ -200,11 +200,7 @@ def take(
     ledger = ctx.ledger
     assert ledger is not None
     try:
-        try:
-            taken = ledger.take(person.identities(), owner, ctx.attempt, hold_seconds(ctx), job_ref)
-        except LedgerUnavailable:
-            _let_go(ctx, person, owner)
-            raise
+        taken = ledger.take(person.identities(), owner, ctx.attempt, hold_seconds(ctx), job_ref)
         if taken.mine is not None:
             return taken.mine
         now = ledger.clock()
@@ -220,24 +216,21 @@ def take(
         if known is not None:
             raise known
         _look_behind(ctx, person, found.abandoned, found.settle_from)
-        try:
-            record = ledger.take_over(
-                person.identities(), owner, ctx.attempt, hold_seconds(ctx), found.abandoned, job_ref
-            )
-        except LedgerUnavailable:
-            _let_go(ctx, person, owner)
-            raise
+        record = ledger.take_over(
+            person.identities(), owner, ctx.attempt, hold_seconds(ctx), found.abandoned, job_ref
+        )
     except LedgerUnavailable:
+        let_go(ctx, person, owner)
         raise record_unavailable() from None
     if record is None:
         raise in_progress(ctx, None, ctx.wall())
     return record
 
 
-def _let_go(ctx: Context, person: Person, owner: str) -> None:
+def let_go(ctx: Context, person: Person, owner: str) -> None:
     """A take or takeover whose answer failed may have taken effect: whatever this attempt
     holds, it holds no longer, or the lead's own next try would wait out the hold (best
-    effort, like every clean-up)."""
+    effort, like every clean-up; nothing when the attempt holds nothing)."""
     assert ctx.ledger is not None
     ctx.ledger.pause(Record(owner, ctx.attempt, person.identities(), 0.0, 0.0))
 
